@@ -1,0 +1,3 @@
+from resizeflow.cli import entrypoint
+
+entrypoint()

@@ -1,0 +1,336 @@
+"""The compute service layer, after Nova's ``nova/compute/api.py``.
+
+Each call checks policy, the lock and the instance state, moves the rows by
+compare-and-swap, records an instance action, writes the workflow's plan into
+the step journal, commits, and only then sends the workflow. A request that
+loses a race fails here, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from resizeflow import errors, workflows
+from resizeflow.compute.policy import RequestContext, authorize
+from resizeflow.compute.scheduler import select_destination
+from resizeflow.conf import Settings
+from resizeflow.db import api as db
+from resizeflow.db import journal
+from resizeflow.db.models import Instance, Migration
+from resizeflow.db.session import Database
+from resizeflow.drivers.base import Resources
+from resizeflow.drivers.network import SqlNetwork
+from resizeflow.drivers.placement import SqlPlacement
+from resizeflow.drivers.quota import SqlQuota
+from resizeflow.states import MigrationStatus as M
+from resizeflow.states import TaskState as T
+from resizeflow.states import VmState as V
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A workflow to send once the transaction that planned it has committed."""
+
+    migration_id: int | None
+    steps: tuple[journal.PlannedStep, ...] = ()
+    instance_task: tuple[str, str, str] | None = None  # (task name, instance uuid, host)
+
+
+def check_instance_state(
+    inst: Instance,
+    method: str,
+    vm_state: Sequence[V] | None = None,
+    task_state: Sequence[T | None] | None = (None,),
+) -> None:
+    """Nova's ``check_instance_state`` decorator, as a call."""
+    if vm_state is not None and inst.vm_state not in vm_state:
+        raise errors.InstanceInvalidState(
+            attr="vm_state", instance_uuid=inst.uuid, state=inst.vm_state.value, method=method
+        )
+    if task_state is not None and inst.task_state not in task_state:
+        raise errors.InstanceInvalidState(
+            attr="task_state",
+            instance_uuid=inst.uuid,
+            state=inst.task_state.value if inst.task_state else None,
+            method=method,
+        )
+
+
+def check_instance_lock(ctx: RequestContext, inst: Instance) -> None:
+    if inst.locked and not ctx.is_admin:
+        raise errors.InstanceIsLocked(instance_uuid=inst.uuid)
+
+
+class ComputeAPI:
+    def __init__(self, settings: Settings, database: Database, app: Celery) -> None:
+        self.settings = settings
+        self.db = database
+        self.app = app
+
+    # -- helpers ------------------------------------------------------------
+    def _quota(self, session: Session) -> SqlQuota:
+        s = self.settings
+        return SqlQuota(
+            session, {"cores": s.quota_cores, "ram": s.quota_ram, "instances": s.quota_instances}
+        )
+
+    def _get(self, ctx: RequestContext, session: Session, uuid: str, action: str) -> Instance:
+        try:
+            uuidlib.UUID(uuid)
+        except (ValueError, AttributeError, TypeError):
+            raise errors.InstanceNotFound(instance_id=uuid) from None
+        inst = db.get_instance(session, uuid)
+        # Another project's server does not exist, as far as its caller can tell.
+        if not ctx.is_admin and inst.project_id != ctx.project_id:
+            raise errors.InstanceNotFound(instance_id=uuid)
+        authorize(ctx, f"compute:{action}", inst.project_id)
+        return inst
+
+    def _record(self, ctx: RequestContext, session: Session, inst: Instance, action: str) -> None:
+        db.record_action(
+            session,
+            action=action,
+            instance_uuid=inst.uuid,
+            request_id=ctx.request_id,
+            user_id=ctx.user_id,
+            project_id=ctx.project_id,
+        )
+
+    def _plan(
+        self, ctx: RequestContext, session: Session, flow: str, mig: Migration
+    ) -> tuple[journal.PlannedStep, ...]:
+        steps = workflows.plan(flow, mig.source_compute, mig.dest_compute)
+        journal.plan(session, mig.id, ctx.request_id, flow, steps)
+        return tuple(steps)
+
+    @contextmanager
+    def _launching(self) -> Iterator[tuple[Session, list[Launch]]]:
+        """A transaction whose launches are sent only after it commits."""
+        launches: list[Launch] = []
+        with self.db.transaction() as session:
+            yield session, launches
+        for item in launches:
+            self._send(item)
+
+    def _send(self, item: Launch) -> None:
+        if item.instance_task is not None and item.migration_id is None:
+            name, uuid, host = item.instance_task
+            workflows.launch_instance_task(self.app, name, uuid, host)
+            return
+        assert item.migration_id is not None
+        then = None
+        if item.instance_task is not None:
+            name, uuid, host = item.instance_task
+            then = workflows.signature(self.app, name, uuid, host)
+        workflows.launch(self.app, item.migration_id, item.steps, then=then)
+
+    # -- reads --------------------------------------------------------------
+    def get(self, ctx: RequestContext, uuid: str) -> Instance:
+        with self.db.transaction() as s:
+            return self._get(ctx, s, uuid, "servers:show")
+
+    # -- boot ---------------------------------------------------------------
+    def create(
+        self,
+        ctx: RequestContext,
+        *,
+        name: str,
+        flavor_ref: str | int,
+        host: str | None = None,
+        networks: Sequence[str] = ("private",),
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Boot a server on ``host`` (admin only) or on a scheduled host."""
+        if host is not None:
+            authorize(ctx, "compute:servers:create:forced_host")
+        with self._launching() as (s, launches):
+            flavor = db.get_flavor(s, flavor_ref)
+            res = Resources.of_flavor(flavor.as_dict())
+            self._quota(s).check_deltas(
+                ctx.project_id, cores=res.vcpus, ram=res.memory_mb, instances=1
+            )
+            dest = select_destination(s, res, force_host=host)
+            uuid = str(uuidlib.uuid4())
+            inst = Instance(
+                uuid=uuid,
+                display_name=name,
+                project_id=ctx.project_id,
+                user_id=ctx.user_id,
+                host=dest.host,
+                node=dest.node,
+                flavor=flavor.as_dict(),
+                system_metadata=dict(metadata or {}),
+                vm_state=V.BUILDING,
+                task_state=T.SPAWNING,
+            )
+            s.add(inst)
+            s.flush()
+            SqlPlacement(s).claim(uuid, dest, res)
+            SqlNetwork(s).allocate_for_instance(uuid, networks)
+            self._record(ctx, s, inst, "create")
+            launches.append(Launch(None, instance_task=(workflows.SPAWN, uuid, dest.host)))
+        return uuid
+
+    # -- resize -------------------------------------------------------------
+    def resize(
+        self, ctx: RequestContext, uuid: str, flavor_ref: str | int, *, host: str | None = None
+    ) -> int:
+        """Start a resize; returns the migration id."""
+        if host is not None:
+            authorize(ctx, "compute:resize:forced_host")
+        with self._launching() as (s, launches):
+            inst = self._get(ctx, s, uuid, "resize")
+            check_instance_lock(ctx, inst)
+            check_instance_state(inst, "resize", vm_state=(V.ACTIVE, V.STOPPED))
+            new = db.get_flavor(s, flavor_ref)
+            old = inst.flavor
+            if new.id == old["id"]:
+                raise errors.CannotResizeToSameFlavor()
+            if new.root_gb < int(old["root_gb"]):
+                raise errors.CannotResizeDisk(reason="Unable to resize disk down.")
+            new_res, old_res = Resources.of_flavor(new.as_dict()), Resources.of_flavor(old)
+            self._quota(s).check_deltas(
+                inst.project_id,
+                cores=new_res.vcpus - old_res.vcpus,
+                ram=new_res.memory_mb - old_res.memory_mb,
+            )
+            assert inst.host is not None
+            assert inst.node is not None
+            same_ok = self.settings.allow_resize_to_same_host or host == inst.host
+            dest = select_destination(
+                s, new_res, force_host=host, exclude=() if same_ok else (inst.host,)
+            )
+            db.cas_task_state(s, uuid, [None], T.RESIZE_PREP)
+            inst.old_flavor, inst.new_flavor = old, new.as_dict()
+            inst.system_metadata = {**inst.system_metadata, "old_vm_state": inst.vm_state.value}
+            mig = Migration(
+                uuid=str(uuidlib.uuid4()),
+                instance_uuid=uuid,
+                migration_type="resize",
+                source_compute=inst.host,
+                source_node=inst.node,
+                dest_compute=dest.host,
+                dest_node=dest.node,
+                old_instance_type_id=int(old["id"]),
+                new_instance_type_id=new.id,
+                status=M.PRE_MIGRATING,
+            )
+            s.add(mig)
+            s.flush()
+            self._record(ctx, s, inst, "resize")
+            launches.append(Launch(mig.id, self._plan(ctx, s, "resize", mig)))
+            return mig.id
+
+    def confirm_resize(self, ctx: RequestContext, uuid: str) -> int:
+        """Confirm a finished resize; returns the migration id."""
+        with self._launching() as (s, launches):
+            inst = self._get(ctx, s, uuid, "confirm_resize")
+            check_instance_lock(ctx, inst)
+            check_instance_state(inst, "confirm_resize", vm_state=(V.RESIZED,))
+            mig = db.find_migration(s, uuid, M.FINISHED)
+            db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
+            self._record(ctx, s, inst, "confirmResize")
+            launches.append(Launch(mig.id, self._plan(ctx, s, "confirm", mig)))
+            return mig.id
+
+    def revert_resize(self, ctx: RequestContext, uuid: str) -> int:
+        """Revert a finished resize; returns the migration id."""
+        with self._launching() as (s, launches):
+            inst = self._get(ctx, s, uuid, "revert_resize")
+            check_instance_lock(ctx, inst)
+            check_instance_state(inst, "revert_resize", vm_state=(V.RESIZED,))
+            mig = db.find_migration(s, uuid, M.FINISHED)
+            # Reverting a down-size takes the bigger flavor back: check quota
+            # for the difference, as Nova's _reverse_upsize_quota_delta does.
+            if inst.old_flavor is not None:
+                old, new = Resources.of_flavor(inst.old_flavor), Resources.of_flavor(inst.flavor)
+                self._quota(s).check_deltas(
+                    inst.project_id,
+                    cores=old.vcpus - new.vcpus,
+                    ram=old.memory_mb - new.memory_mb,
+                )
+            db.cas_task_state(s, uuid, [None], T.RESIZE_REVERTING)
+            db.cas_migration_status(s, mig.id, M.FINISHED, M.REVERTING)
+            self._record(ctx, s, inst, "revertResize")
+            launches.append(Launch(mig.id, self._plan(ctx, s, "revert", mig)))
+            return mig.id
+
+    # -- power --------------------------------------------------------------
+    def _instance_op(
+        self,
+        ctx: RequestContext,
+        uuid: str,
+        method: str,
+        action: str,
+        vm_state: Sequence[V],
+        task: T,
+        task_name: str,
+    ) -> None:
+        with self._launching() as (s, launches):
+            inst = self._get(ctx, s, uuid, method)
+            check_instance_lock(ctx, inst)
+            check_instance_state(inst, method, vm_state=vm_state)
+            db.cas_task_state(s, uuid, [None], task)
+            self._record(ctx, s, inst, action)
+            assert inst.host is not None
+            launches.append(Launch(None, instance_task=(task_name, uuid, inst.host)))
+
+    def stop(self, ctx: RequestContext, uuid: str) -> None:
+        self._instance_op(
+            ctx, uuid, "stop", "stop", (V.ACTIVE, V.ERROR), T.POWERING_OFF, workflows.STOP
+        )
+
+    def start(self, ctx: RequestContext, uuid: str) -> None:
+        self._instance_op(ctx, uuid, "start", "start", (V.STOPPED,), T.POWERING_ON, workflows.START)
+
+    # -- lock ---------------------------------------------------------------
+    def lock(self, ctx: RequestContext, uuid: str) -> None:
+        with self.db.transaction() as s:
+            inst = self._get(ctx, s, uuid, "lock")
+            if inst.locked:
+                return
+            owner = inst.project_id == ctx.project_id
+            inst.locked, inst.locked_by = True, "owner" if owner else "admin"
+            self._record(ctx, s, inst, "lock")
+
+    def unlock(self, ctx: RequestContext, uuid: str) -> None:
+        with self.db.transaction() as s:
+            inst = self._get(ctx, s, uuid, "unlock")
+            # A lock an admin placed can only be lifted by an admin (Nova's
+            # unlock_override rule).
+            if inst.locked_by == "admin" and not ctx.is_admin:
+                raise errors.PolicyNotAuthorized(action="compute:unlock_override")
+            inst.locked, inst.locked_by = False, None
+            self._record(ctx, s, inst, "unlock")
+
+    # -- delete -------------------------------------------------------------
+    def delete(self, ctx: RequestContext, uuid: str) -> None:
+        """Delete a server; one awaiting resize confirmation is confirmed first."""
+        with self._launching() as (s, launches):
+            inst = self._get(ctx, s, uuid, "delete")
+            check_instance_lock(ctx, inst)
+            check_instance_state(inst, "delete", task_state=(None,))
+            db.cas_task_state(s, uuid, [None], T.DELETING)
+            self._record(ctx, s, inst, "delete")
+            assert inst.host is not None
+            if inst.vm_state == V.RESIZED:
+                # NOTE: confirming first frees the source host's copy and claim;
+                # deleting straight away would leak them (Nova's
+                # _confirm_resize_on_deleting).
+                mig = db.find_migration(s, uuid, M.FINISHED)
+                db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
+                steps = self._plan(ctx, s, "confirm", mig)
+                launches.append(
+                    Launch(mig.id, steps, instance_task=(workflows.DELETE, uuid, inst.host))
+                )
+            else:
+                launches.append(Launch(None, instance_task=(workflows.DELETE, uuid, inst.host)))

@@ -1,0 +1,40 @@
+"""A small scheduler: the node with the most free RAM that can hold the flavor."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from resizeflow import errors
+from resizeflow.db import api as db
+from resizeflow.db.models import ComputeNode
+from resizeflow.drivers.base import NodeRef, Resources
+from resizeflow.drivers.placement import SqlPlacement
+
+
+def select_destination(
+    session: Session,
+    resources: Resources,
+    *,
+    force_host: str | None = None,
+    exclude: Collection[str] = (),
+) -> NodeRef:
+    placement = SqlPlacement(session)
+    if force_host is not None:
+        node = db.get_node(session, force_host)
+        ref = NodeRef(node.host, node.node)
+        if not placement.can_fit(ref, resources):
+            raise errors.NoValidHost(reason=f"Host {force_host} cannot hold the flavor.")
+        return ref
+    nodes = session.scalars(select(ComputeNode).order_by(ComputeNode.host)).all()
+    fits = [
+        n
+        for n in nodes
+        if n.host not in exclude and placement.can_fit(NodeRef(n.host, n.node), resources)
+    ]
+    if not fits:
+        raise errors.NoValidHost(reason="There are not enough hosts available.")
+    best = max(fits, key=lambda n: n.memory_mb * n.ram_allocation_ratio - n.memory_mb_used)
+    return NodeRef(best.host, best.node)

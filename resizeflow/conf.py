@@ -1,0 +1,168 @@
+"""Settings: the one place that reads the environment.
+
+Nothing here runs at import time. Call :func:`load` (or ``Settings.from_env``) at
+process start; a bad value raises :class:`~resizeflow.errors.ConfigError` naming the
+variable, so a misconfigured worker refuses to start instead of failing mid-workflow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from resizeflow.errors import ConfigError
+
+PREFIX = "RESIZEFLOW_"
+_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _int(lo: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if lo is not None and value < lo:
+            raise ValueError(f"must be >= {lo}")
+        return value
+
+    return parse
+
+
+def _float(lo: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if value < lo:
+            raise ValueError(f"must be >= {lo}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _host(raw: str) -> str:
+    if not _HOST_RE.match(raw):
+        raise ValueError("a host name is letters, digits, '.', '-' and '_', at most 63 characters")
+    return raw
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        scheme = raw.split("://", 1)[0] if "://" in raw else ""
+        if not scheme or scheme.split("+", 1)[0] not in schemes:
+            raise ValueError(f"expected a URL with scheme {', '.join(schemes)}")
+        return raw
+
+    return parse
+
+
+def _pool(raw: str) -> str:
+    if raw not in {"threads", "prefork", "solo"}:
+        raise ValueError("expected threads, prefork or solo")
+    return raw
+
+
+def _opt_int(raw: str) -> int | None:
+    return None if raw == "" else _int(0)(raw)
+
+
+def _env(name: str, parse: Callable[[str], Any] = str) -> Any:
+    """Declare a field read from RESIZEFLOW_<NAME> with the given parser."""
+    return {"env": PREFIX + name, "parse": parse}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings for every resizeflow process.
+
+    Each field is read from the environment variable named in its metadata.
+    """
+
+    state_dir: Path = field(default=Path("var"), metadata=_env("STATE_DIR", Path))
+    database_url: str = field(
+        default="", metadata=_env("DATABASE_URL", _url(("sqlite", "postgresql")))
+    )
+    broker_url: str = field(
+        default="redis://127.0.0.1:6379/0",
+        metadata=_env("BROKER_URL", _url(("redis", "rediss", "amqp", "amqps", "redis+socket"))),
+    )
+    broker_prefix: str = field(default="", metadata=_env("BROKER_PREFIX"))
+    libvirt_uri: str = field(default="test:///default", metadata=_env("LIBVIRT_URI"))
+    host: str = field(default="compute-1", metadata=_env("HOST", _host))
+    resize_confirm_window: int = field(default=0, metadata=_env("RESIZE_CONFIRM_WINDOW", _int(0)))
+    # Where each host keeps its instance directories; "{state_dir}" and "{host}"
+    # are substituted. Point every host at one path to model shared storage.
+    instances_path: str = field(
+        default="{state_dir}/{host}/instances", metadata=_env("INSTANCES_PATH")
+    )
+    # Nova's allow_resize_to_same_host: let the scheduler pick the source host.
+    allow_resize_to_same_host: bool = field(
+        default=False, metadata=_env("ALLOW_RESIZE_TO_SAME_HOST", _bool)
+    )
+    shared_storage: bool = field(default=False, metadata=_env("SHARED_STORAGE", _bool))
+    worker_pool: str = field(default="threads", metadata=_env("WORKER_POOL", _pool))
+    worker_concurrency: int = field(default=4, metadata=_env("WORKER_CONCURRENCY", _int(1)))
+    step_max_retries: int = field(default=5, metadata=_env("STEP_MAX_RETRIES", _int(0)))
+    retry_backoff: float = field(default=0.5, metadata=_env("RETRY_BACKOFF", _float(0.0)))
+    retry_backoff_max: float = field(default=30.0, metadata=_env("RETRY_BACKOFF_MAX", _float(0.0)))
+    notifications: bool = field(default=True, metadata=_env("NOTIFICATIONS", _bool))
+    failpoints_file: str = field(default="", metadata=_env("FAILPOINTS_FILE"))
+    # Node inventory overrides; unset means "ask the virt driver".
+    node_vcpus: int | None = field(default=None, metadata=_env("NODE_VCPUS", _opt_int))
+    node_memory_mb: int | None = field(default=None, metadata=_env("NODE_MEMORY_MB", _opt_int))
+    node_local_gb: int | None = field(default=None, metadata=_env("NODE_LOCAL_GB", _opt_int))
+    cpu_allocation_ratio: float = field(
+        default=16.0, metadata=_env("CPU_ALLOCATION_RATIO", _float(0.0))
+    )
+    ram_allocation_ratio: float = field(
+        default=1.5, metadata=_env("RAM_ALLOCATION_RATIO", _float(0.0))
+    )
+    disk_allocation_ratio: float = field(
+        default=1.0, metadata=_env("DISK_ALLOCATION_RATIO", _float(0.0))
+    )
+    quota_cores: int = field(default=20, metadata=_env("QUOTA_CORES", _int(-1)))
+    quota_ram: int = field(default=51200, metadata=_env("QUOTA_RAM", _int(-1)))
+    quota_instances: int = field(default=10, metadata=_env("QUOTA_INSTANCES", _int(-1)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = f.metadata["env"]
+            if var not in env:
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](env[var])
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{var}={env[var]!r} is invalid: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, defaulting to a SQLite file under the state dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.state_dir / 'resizeflow.sqlite').resolve()}"
+
+    def instances_dir(self, host: str) -> Path:
+        """The directory that holds ``host``'s instance directories."""
+        return Path(self.instances_path.format(state_dir=self.state_dir, host=_host(host)))
+
+    def with_host(self, host: str) -> Settings:
+        return replace(self, host=_host(host))
+
+
+def load() -> Settings:
+    """Read settings from the process environment."""
+    return Settings.from_env()

@@ -1,0 +1,1 @@
+"""Database layer: models, sessions, compare-and-swap helpers and migrations."""

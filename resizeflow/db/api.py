@@ -1,0 +1,215 @@
+"""Row lookups, compare-and-swap updates, actions and faults.
+
+Compare-and-swap is a single ``UPDATE ... WHERE <column> IN (expected)``: the
+row count says whether this caller won. Two API calls racing on one server
+therefore never both proceed, on SQLite or on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from resizeflow import errors
+from resizeflow.db.models import (
+    ComputeNode,
+    Flavor,
+    Instance,
+    InstanceAction,
+    InstanceActionEvent,
+    InstanceFault,
+    Migration,
+    utcnow,
+)
+from resizeflow.states import MigrationStatus, TaskState, check_migration, check_task
+
+
+def get_instance(session: Session, uuid: str, *, lock: bool = False) -> Instance:
+    stmt = select(Instance).where(Instance.uuid == uuid, Instance.deleted.is_(False))
+    if lock:
+        stmt = stmt.with_for_update()
+    inst = session.scalars(stmt).one_or_none()
+    if inst is None:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    return inst
+
+
+def get_migration(session: Session, migration_id: int, *, lock: bool = False) -> Migration:
+    stmt = select(Migration).where(Migration.id == migration_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    mig = session.scalars(stmt).one_or_none()
+    if mig is None:
+        raise errors.MigrationNotFound(migration_id=migration_id)
+    return mig
+
+
+def find_migration(session: Session, instance_uuid: str, status: MigrationStatus) -> Migration:
+    """Nova's ``Migration.get_by_instance_and_status``: the newest such migration."""
+    mig = session.scalars(
+        select(Migration)
+        .where(Migration.instance_uuid == instance_uuid, Migration.status == status)
+        .order_by(Migration.id.desc())
+        .limit(1)
+    ).first()
+    if mig is None:
+        raise errors.InstanceNotResized()
+    return mig
+
+
+def get_flavor(session: Session, flavor_ref: str | int) -> Flavor:
+    ref = str(flavor_ref)
+    flavor = session.scalars(select(Flavor).where(Flavor.flavorid == ref)).one_or_none()
+    if flavor is None and ref.isdigit():
+        flavor = session.get(Flavor, int(ref))
+    if flavor is None or flavor.disabled:
+        raise errors.FlavorNotFound(flavor_id=ref)
+    return flavor
+
+
+def get_node(
+    session: Session, host: str, node: str | None = None, *, lock: bool = False
+) -> ComputeNode:
+    stmt = select(ComputeNode).where(ComputeNode.host == host)
+    if node is not None:
+        stmt = stmt.where(ComputeNode.node == node)
+    if lock:
+        stmt = stmt.with_for_update()
+    found = session.scalars(stmt.order_by(ComputeNode.id).limit(1)).first()
+    if found is None:
+        raise errors.ComputeHostNotFound(host=host)
+    return found
+
+
+def cas_task_state(
+    session: Session,
+    instance_uuid: str,
+    expected: Iterable[TaskState | None],
+    new: TaskState | None,
+) -> None:
+    """Set task_state to ``new`` only if it is still one of ``expected``."""
+    expected = list(expected)
+    for old in expected:
+        check_task(old, new)
+    values = [e for e in expected if e is not None]
+    cond = Instance.task_state.in_(values)
+    if None in expected:
+        cond = cond | Instance.task_state.is_(None)
+    result = session.execute(
+        update(Instance)
+        .where(Instance.uuid == instance_uuid, cond)
+        .values(task_state=new, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        actual = session.scalar(select(Instance.task_state).where(Instance.uuid == instance_uuid))
+        raise errors.UnexpectedTaskState(
+            expected=[e.value if e else None for e in expected],
+            actual=actual.value if actual else None,
+        )
+
+
+def cas_migration_status(
+    session: Session, migration_id: int, expected: MigrationStatus, new: MigrationStatus
+) -> None:
+    """Move a migration from ``expected`` to ``new``, or fail if another caller moved it first."""
+    check_migration(expected, new)
+    result = session.execute(
+        update(Migration)
+        .where(Migration.id == migration_id, Migration.status == expected)
+        .values(status=new, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise errors.InstanceNotResized()
+
+
+def record_action(
+    session: Session,
+    *,
+    action: str,
+    instance_uuid: str,
+    request_id: str,
+    user_id: str,
+    project_id: str,
+) -> InstanceAction:
+    row = InstanceAction(
+        action=action,
+        instance_uuid=instance_uuid,
+        request_id=request_id,
+        user_id=user_id,
+        project_id=project_id,
+    )
+    session.add(row)
+    return row
+
+
+def get_action(session: Session, request_id: str) -> InstanceAction | None:
+    return session.scalars(
+        select(InstanceAction).where(InstanceAction.request_id == request_id)
+    ).one_or_none()
+
+
+def event_start(session: Session, request_id: str, event: str, host: str) -> None:
+    """Open (or reopen, on a retry) the action event for one step."""
+    action = get_action(session, request_id)
+    if action is None:
+        return
+    row = session.scalars(
+        select(InstanceActionEvent).where(
+            InstanceActionEvent.action_id == action.id, InstanceActionEvent.event == event
+        )
+    ).one_or_none()
+    if row is None:
+        session.add(InstanceActionEvent(action_id=action.id, event=event, host=host))
+    else:
+        row.host, row.result, row.finish_time, row.traceback = host, None, None, None
+
+
+def event_finish(
+    session: Session,
+    request_id: str,
+    event: str,
+    *,
+    result: str,
+    traceback: str | None = None,
+    finish_action: bool = False,
+) -> None:
+    action = get_action(session, request_id)
+    if action is None:
+        return
+    now = utcnow()
+    row = session.scalars(
+        select(InstanceActionEvent).where(
+            InstanceActionEvent.action_id == action.id, InstanceActionEvent.event == event
+        )
+    ).one_or_none()
+    if row is not None:
+        row.result, row.finish_time, row.traceback = result, now, traceback
+    if finish_action or result == "Error":
+        action.finish_time = now
+        if result == "Error":
+            action.message = "Error"
+
+
+def add_fault(
+    session: Session, instance_uuid: str, exc: BaseException, host: str | None, details: str | None
+) -> None:
+    code = getattr(exc, "code", 500)
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    session.add(
+        InstanceFault(
+            instance_uuid=instance_uuid,
+            code=code if isinstance(code, int) else 500,
+            message=message[:255],
+            details=details,
+            host=host,
+        )
+    )
+
+
+def seconds_since(when: dt.datetime | None) -> float | None:
+    return None if when is None else (utcnow() - when).total_seconds()

@@ -1,0 +1,286 @@
+"""SQLAlchemy 2 typed models. They run on SQLite and PostgreSQL alike.
+
+Flavors are embedded in instances as JSON copies, as Nova does, so deleting a
+flavor never changes a running server or a pending revert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from resizeflow.states import MigrationStatus, PowerState, TaskState, VmState
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _enum(cls: type, name: str) -> Enum:
+    # Stored as the enum's value (Nova's strings), checked by the tables in
+    # resizeflow.states rather than by a database enum type.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=False,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class PowerStateType(TypeDecorator[PowerState]):
+    """Nova stores power_state as an integer; read it back as the enum."""
+
+    impl = Integer
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> PowerState | None:
+        return None if value is None else PowerState(value)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class ComputeNode(Base):
+    __tablename__ = "compute_nodes"
+    __table_args__ = (UniqueConstraint("host", "node", name="uq_compute_nodes_host_node"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(255))
+    vcpus: Mapped[int]
+    memory_mb: Mapped[int]
+    local_gb: Mapped[int]
+    vcpus_used: Mapped[int] = mapped_column(default=0)
+    memory_mb_used: Mapped[int] = mapped_column(default=0)
+    local_gb_used: Mapped[int] = mapped_column(default=0)
+    cpu_allocation_ratio: Mapped[float] = mapped_column(Float, default=16.0)
+    ram_allocation_ratio: Mapped[float] = mapped_column(Float, default=1.5)
+    disk_allocation_ratio: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Flavor(Base):
+    __tablename__ = "flavors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flavorid: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    vcpus: Mapped[int]
+    memory_mb: Mapped[int]
+    root_gb: Mapped[int]
+    ephemeral_gb: Mapped[int] = mapped_column(default=0)
+    swap: Mapped[int] = mapped_column(default=0)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "flavorid": self.flavorid,
+            "name": self.name,
+            "vcpus": self.vcpus,
+            "memory_mb": self.memory_mb,
+            "root_gb": self.root_gb,
+            "ephemeral_gb": self.ephemeral_gb,
+            "swap": self.swap,
+        }
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    __table_args__ = (
+        Index("ix_instances_host", "host"),
+        Index("ix_instances_project", "project_id"),
+    )
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    project_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str | None] = mapped_column(String(64))
+    node: Mapped[str | None] = mapped_column(String(255))
+    flavor: Mapped[dict[str, Any]]
+    old_flavor: Mapped[dict[str, Any] | None]
+    new_flavor: Mapped[dict[str, Any] | None]
+    system_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    vm_state: Mapped[VmState] = mapped_column(_enum(VmState, "vm_state"))
+    task_state: Mapped[TaskState | None] = mapped_column(_enum(TaskState, "task_state"))
+    power_state: Mapped[PowerState] = mapped_column(PowerStateType, default=PowerState.NOSTATE)
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    locked_by: Mapped[str | None] = mapped_column(String(16))
+    launched_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Migration(Base):
+    __tablename__ = "migrations"
+    __table_args__ = (Index("ix_migrations_instance_status", "instance_uuid", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    instance_uuid: Mapped[str] = mapped_column(ForeignKey("instances.uuid"))
+    migration_type: Mapped[str] = mapped_column(String(16), default="resize")
+    source_compute: Mapped[str] = mapped_column(String(64))
+    source_node: Mapped[str] = mapped_column(String(255))
+    dest_compute: Mapped[str] = mapped_column(String(64))
+    dest_node: Mapped[str] = mapped_column(String(255))
+    old_instance_type_id: Mapped[int]
+    new_instance_type_id: Mapped[int]
+    status: Mapped[MigrationStatus] = mapped_column(_enum(MigrationStatus, "migration_status"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Allocation(Base):
+    """One resource class held by one consumer on one node.
+
+    While a resize is underway the migration's uuid is the consumer of the
+    source-node allocation and the instance's uuid that of the destination's,
+    as in Nova's migration-based allocations.
+    """
+
+    __tablename__ = "allocations"
+    __table_args__ = (
+        UniqueConstraint("consumer_uuid", "node_id", "resource_class", name="uq_allocations"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    consumer_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("compute_nodes.id"))
+    resource_class: Mapped[str] = mapped_column(String(32))
+    used: Mapped[int]
+
+
+class Port(Base):
+    __tablename__ = "ports"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    instance_uuid: Mapped[str] = mapped_column(ForeignKey("instances.uuid"), index=True)
+    network: Mapped[str] = mapped_column(String(255), default="private")
+    mac_address: Mapped[str] = mapped_column(String(17))
+
+
+class PortBinding(Base):
+    __tablename__ = "port_bindings"
+    __table_args__ = (UniqueConstraint("port_id", "host", name="uq_port_bindings"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"))
+    host: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+
+
+class VolumeAttachment(Base):
+    __tablename__ = "volume_attachments"
+    __table_args__ = (UniqueConstraint("volume_id", "instance_uuid", name="uq_volume_attachments"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    volume_id: Mapped[str] = mapped_column(String(36))
+    instance_uuid: Mapped[str] = mapped_column(ForeignKey("instances.uuid"), index=True)
+    device: Mapped[str] = mapped_column(String(32), default="/dev/vdb")
+    # The host whose connector is connected to the volume, if any.
+    connected_host: Mapped[str | None] = mapped_column(String(64))
+    connection_info: Mapped[dict[str, Any] | None]
+
+
+class InstanceAction(Base):
+    __tablename__ = "instance_actions"
+    __table_args__ = (UniqueConstraint("request_id", name="uq_instance_actions_request"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action: Mapped[str] = mapped_column(String(255))
+    instance_uuid: Mapped[str] = mapped_column(ForeignKey("instances.uuid"), index=True)
+    request_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(255))
+    start_time: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finish_time: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    message: Mapped[str | None] = mapped_column(String(255))
+
+
+class InstanceActionEvent(Base):
+    __tablename__ = "instance_actions_events"
+    __table_args__ = (UniqueConstraint("action_id", "event", name="uq_action_events"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("instance_actions.id"))
+    event: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str | None] = mapped_column(String(64))
+    start_time: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finish_time: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    result: Mapped[str | None] = mapped_column(String(255))
+    traceback: Mapped[str | None] = mapped_column(Text)
+
+
+class InstanceFault(Base):
+    __tablename__ = "instance_faults"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_uuid: Mapped[str] = mapped_column(ForeignKey("instances.uuid"), index=True)
+    code: Mapped[int]
+    message: Mapped[str] = mapped_column(String(255))
+    details: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class QuotaLimit(Base):
+    """Per-project overrides; projects without a row use the settings defaults."""
+
+    __tablename__ = "quotas"
+    __table_args__ = (UniqueConstraint("project_id", "resource", name="uq_quotas"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    resource: Mapped[str] = mapped_column(String(32))
+    hard_limit: Mapped[int]
+
+
+class StepJournal(Base):
+    """One row per (migration, step): the database's record of workflow progress."""
+
+    __tablename__ = "step_journal"
+    __table_args__ = (UniqueConstraint("migration_id", "step", name="uq_step_journal"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    migration_id: Mapped[int] = mapped_column(ForeignKey("migrations.id"), index=True)
+    request_id: Mapped[str] = mapped_column(String(255))
+    flow: Mapped[str] = mapped_column(String(32))
+    step: Mapped[str] = mapped_column(String(255))
+    position: Mapped[int]
+    host: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    enqueued_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""Drivers: the hypervisor, networking, volumes, placement, quota and notifications."""

@@ -1,0 +1,151 @@
+"""The small Protocols that steps call, and the frozen values they pass.
+
+A driver covers only what the flows call. It never receives ORM rows or
+sessions as arguments; database-backed drivers are bound to the step's session
+when they are built, so their changes commit or roll back with the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from resizeflow.states import PowerState
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What the hypervisor needs to know about an instance at one flavor."""
+
+    uuid: str
+    vcpus: int
+    memory_mb: int
+    root_gb: int
+    ephemeral_gb: int = 0
+
+    @property
+    def domain_name(self) -> str:
+        return f"instance-{self.uuid}"
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    hypervisor_hostname: str
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    power_state: PowerState
+    vcpus: int
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+
+    @classmethod
+    def of_flavor(cls, flavor: dict[str, Any]) -> Resources:
+        return cls(
+            vcpus=int(flavor["vcpus"]),
+            memory_mb=int(flavor["memory_mb"]),
+            disk_gb=int(flavor["root_gb"]) + int(flavor.get("ephemeral_gb", 0)),
+        )
+
+    def as_classes(self) -> dict[str, int]:
+        return {"VCPU": self.vcpus, "MEMORY_MB": self.memory_mb, "DISK_GB": self.disk_gb}
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    host: str
+    node: str
+
+
+@dataclass(frozen=True)
+class Notification:
+    event_type: str
+    publisher_id: str
+    payload: dict[str, Any]
+    priority: str = "INFO"
+
+
+class VirtDriver(Protocol):
+    """The hypervisor of one compute host."""
+
+    def node_resources(self) -> NodeResources: ...
+
+    def spawn(self, inst: InstanceSpec, *, power_on: bool) -> None: ...
+
+    def power_off(self, inst: InstanceSpec) -> None: ...
+
+    def power_on(self, inst: InstanceSpec) -> None: ...
+
+    def power_state(self, uuid: str) -> PowerState: ...
+
+    def migrate_disk_and_power_off(self, inst: InstanceSpec, dest_instances_dir: Path) -> None:
+        """Power off, move the instance dir to ``<uuid>_resize``, copy its disk to the dest."""
+
+    def finish_migration(self, inst: InstanceSpec, *, power_on: bool) -> None:
+        """On the dest: grow the copied disk to the new flavor, define and maybe start."""
+
+    def confirm_migration(self, inst: InstanceSpec, *, same_host: bool) -> None:
+        """On the source: remove ``<uuid>_resize`` and, unless same host, undefine."""
+
+    def destroy(self, inst: InstanceSpec, *, destroy_disks: bool) -> None: ...
+
+    def finish_revert_migration(self, inst: InstanceSpec, *, power_on: bool) -> None:
+        """On the source: rename ``<uuid>_resize`` back, define, and maybe start."""
+
+    def recover(self, running: dict[str, bool]) -> list[str]:
+        """Redefine domains from instance dirs; start those mapped to True."""
+
+    def list_domains(self) -> list[DomainInfo]: ...
+
+
+class NetworkDriver(Protocol):
+    def setup_networks_on_host(self, instance_uuid: str, host: str) -> None: ...
+
+    def teardown_networks_on_host(self, instance_uuid: str, host: str) -> None: ...
+
+    def allocate_for_instance(self, instance_uuid: str, networks: Sequence[str]) -> None: ...
+
+    def deallocate_for_instance(self, instance_uuid: str) -> None: ...
+
+
+class VolumeDriver(Protocol):
+    def initialize_connections(self, instance_uuid: str, host: str) -> None: ...
+
+    def terminate_connections(self, instance_uuid: str, host: str) -> None: ...
+
+    def detach_all(self, instance_uuid: str) -> None: ...
+
+
+class PlacementDriver(Protocol):
+    def claim(self, consumer: str, node: NodeRef, resources: Resources) -> None:
+        """Allocate ``resources`` to ``consumer`` on ``node``, or raise ClaimFailed."""
+
+    def move(self, source_consumer: str, target_consumer: str, node: NodeRef) -> None:
+        """Hand ``source_consumer``'s allocation on ``node`` to ``target_consumer``."""
+
+    def release(self, consumer: str, node: NodeRef) -> None: ...
+
+    def can_fit(self, node: NodeRef, resources: Resources) -> bool: ...
+
+
+class QuotaDriver(Protocol):
+    def check_deltas(self, project_id: str, *, cores: int, ram: int, instances: int = 0) -> None:
+        """Raise OverQuota if adding these deltas would exceed a project limit."""
+
+
+class Notifier(Protocol):
+    def publish(self, notifications: Sequence[Notification]) -> None: ...

@@ -1,0 +1,156 @@
+"""The one exception root, in the manner of Nova's ``NovaException``.
+
+Every error carries the HTTP code it maps to and a message template filled from
+keyword arguments. Messages are Nova's own where Nova has one, so clients that
+match on them keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ResizeflowError(Exception):
+    code: ClassVar[int] = 500
+    msg_fmt: ClassVar[str] = "An unknown exception occurred."
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self.msg_fmt % kwargs
+            except (KeyError, TypeError):
+                message = self.msg_fmt
+        self.message = message
+        super().__init__(message)
+
+
+class ConfigError(ResizeflowError):
+    msg_fmt = "Invalid configuration."
+
+
+# --- 400 ---------------------------------------------------------------------
+class Invalid(ResizeflowError):
+    code = 400
+    msg_fmt = "Bad Request - Invalid Parameters"
+
+
+class InstanceNotResized(Invalid):
+    """No migration in status ``finished``: Nova's API turns this into a 400."""
+
+    msg_fmt = "Instance has not been resized."
+
+
+class CannotResizeToSameFlavor(Invalid):
+    msg_fmt = "When resizing, instances must change flavor!"
+
+
+class CannotResizeDisk(Invalid):
+    msg_fmt = "Server disk was unable to be resized because: %(reason)s"
+
+
+class InvalidUUID(Invalid):
+    msg_fmt = "Expected a uuid but received %(uuid)s."
+
+
+# --- 403 ---------------------------------------------------------------------
+class Forbidden(ResizeflowError):
+    code = 403
+    msg_fmt = "Forbidden"
+
+
+class PolicyNotAuthorized(Forbidden):
+    msg_fmt = "Policy doesn't allow %(action)s to be performed."
+
+
+class OverQuota(Forbidden):
+    msg_fmt = (
+        "Quota exceeded for %(overs)s: Requested %(req)s, but already used %(used)s "
+        "of %(allowed)s %(overs)s"
+    )
+
+
+# --- 404 ---------------------------------------------------------------------
+class NotFound(ResizeflowError):
+    code = 404
+    msg_fmt = "Resource could not be found."
+
+
+class InstanceNotFound(NotFound):
+    msg_fmt = "Instance %(instance_id)s could not be found."
+
+
+class FlavorNotFound(NotFound):
+    msg_fmt = "Flavor %(flavor_id)s could not be found."
+
+
+class MigrationNotFound(NotFound):
+    msg_fmt = "Migration %(migration_id)s could not be found."
+
+
+class ComputeHostNotFound(NotFound):
+    msg_fmt = "Compute host %(host)s could not be found."
+
+
+# --- 409 ---------------------------------------------------------------------
+class Conflict(ResizeflowError):
+    code = 409
+    msg_fmt = "Conflict."
+
+
+class InstanceIsLocked(Conflict):
+    msg_fmt = "Instance %(instance_uuid)s is locked"
+
+
+class InstanceInvalidState(Conflict):
+    msg_fmt = (
+        "Instance %(instance_uuid)s in %(attr)s %(state)s. Cannot %(method)s while the "
+        "instance is in this state."
+    )
+
+
+class UnexpectedTaskState(Conflict):
+    msg_fmt = "Unexpected task state: expecting %(expected)s but the actual state is %(actual)s"
+
+
+class MigrationStatusConflict(Conflict):
+    msg_fmt = "Migration %(migration_id)s is %(actual)s, expected %(expected)s."
+
+
+class InvalidStateTransition(Conflict):
+    msg_fmt = "%(kind)s cannot move from %(old)s to %(new)s."
+
+
+class NoValidHost(Conflict):
+    msg_fmt = "No valid host was found. %(reason)s"
+
+
+class ClaimFailed(Conflict):
+    msg_fmt = "Claim on %(node)s failed: %(reason)s"
+
+
+# --- 500: raised inside workers ----------------------------------------------
+class StepFailed(ResizeflowError):
+    """A step failed in a way that retrying cannot fix."""
+
+    msg_fmt = "Step %(step)s failed: %(reason)s"
+
+
+class TransientError(ResizeflowError):
+    """Worth retrying: a broker, database or hypervisor connection hiccup."""
+
+    msg_fmt = "Transient failure: %(reason)s"
+
+
+class WorkflowAborted(ResizeflowError):
+    """The workflow was errored out or finished elsewhere; later steps must not run."""
+
+    msg_fmt = "Workflow for migration %(migration_id)s is %(status)s; step %(step)s skipped."
+
+
+class VirtError(ResizeflowError):
+    msg_fmt = "Hypervisor error: %(reason)s"
+
+
+class DiskNotFound(VirtError):
+    msg_fmt = "No disk at %(location)s"

@@ -1,0 +1,156 @@
+"""What a step works with: its locked rows, its drivers, and the host it runs on."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from resizeflow.conf import Settings
+from resizeflow.db.models import Instance, Migration
+from resizeflow.db.session import Database
+from resizeflow.drivers.base import (
+    InstanceSpec,
+    NodeRef,
+    Notification,
+    Notifier,
+    VirtDriver,
+)
+from resizeflow.drivers.network import SqlNetwork
+from resizeflow.drivers.placement import SqlPlacement
+from resizeflow.drivers.quota import SqlQuota
+from resizeflow.drivers.volume import SqlVolumes
+
+
+@dataclass
+class HostRuntime:
+    """One per worker process: the settings, database and drivers of its host."""
+
+    settings: Settings
+    db: Database
+    virt: VirtDriver
+    notifier: Notifier
+
+    @property
+    def host(self) -> str:
+        return self.settings.host
+
+
+_runtime: HostRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def install(runtime: HostRuntime) -> None:
+    global _runtime
+    with _runtime_lock:
+        _runtime = runtime
+
+
+def current() -> HostRuntime:
+    if _runtime is None:
+        raise RuntimeError("no host runtime: steps run only inside `resizeflow worker`")
+    return _runtime
+
+
+def spec_of(uuid: str, flavor: dict[str, Any]) -> InstanceSpec:
+    return InstanceSpec(
+        uuid=uuid,
+        vcpus=int(flavor["vcpus"]),
+        memory_mb=int(flavor["memory_mb"]),
+        root_gb=int(flavor["root_gb"]),
+        ephemeral_gb=int(flavor.get("ephemeral_gb", 0)),
+    )
+
+
+@dataclass
+class InstanceContext:
+    """A step's view of one instance, inside the step's transaction."""
+
+    session: Session
+    runtime: HostRuntime
+    instance: Instance
+    notifications: list[Notification] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return self.runtime.host
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def virt(self) -> VirtDriver:
+        return self.runtime.virt
+
+    @property
+    def network(self) -> SqlNetwork:
+        return SqlNetwork(self.session)
+
+    @property
+    def volumes(self) -> SqlVolumes:
+        return SqlVolumes(self.session)
+
+    @property
+    def placement(self) -> SqlPlacement:
+        return SqlPlacement(self.session)
+
+    @property
+    def quota(self) -> SqlQuota:
+        s = self.settings
+        return SqlQuota(
+            self.session,
+            {"cores": s.quota_cores, "ram": s.quota_ram, "instances": s.quota_instances},
+        )
+
+    def spec(self, flavor: dict[str, Any] | None = None) -> InstanceSpec:
+        return spec_of(self.instance.uuid, flavor or self.instance.flavor)
+
+    def notify(self, event_type: str, **extra: Any) -> None:
+        """Queue a notification; the runner publishes it only after the step commits."""
+        inst = self.instance
+        data = {
+            "uuid": inst.uuid,
+            "host": inst.host,
+            "node": inst.node,
+            "tenant_id": inst.project_id,
+            "user_id": inst.user_id,
+            "state": inst.vm_state.value,
+            "task_state": inst.task_state.value if inst.task_state else None,
+            "power_state": inst.power_state.name.lower(),
+            "flavor": inst.flavor,
+            **extra,
+        }
+        self.notifications.append(
+            Notification(
+                event_type=f"instance.{event_type}",
+                publisher_id=f"nova-compute:{self.host}",
+                payload={
+                    "nova_object.name": "InstanceActionPayload",
+                    "nova_object.namespace": "nova",
+                    "nova_object.version": "1.8",
+                    "nova_object.data": data,
+                },
+            )
+        )
+
+
+@dataclass
+class StepContext(InstanceContext):
+    """A migration step's context: the migration row is locked alongside the instance."""
+
+    migration: Migration = field(default=None)  # type: ignore[assignment]
+
+    @property
+    def source(self) -> NodeRef:
+        return NodeRef(self.migration.source_compute, self.migration.source_node)
+
+    @property
+    def dest(self) -> NodeRef:
+        return NodeRef(self.migration.dest_compute, self.migration.dest_node)
+
+    @property
+    def same_host(self) -> bool:
+        return self.migration.source_compute == self.migration.dest_compute

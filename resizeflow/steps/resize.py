@@ -1,0 +1,64 @@
+"""Resize: claim on the dest, move the disk off the source, finish on the dest."""
+
+from __future__ import annotations
+
+from resizeflow.drivers.base import Resources
+from resizeflow.states import MigrationStatus as M
+from resizeflow.states import TaskState as T
+from resizeflow.states import VmState, check_migration, check_task, check_vm
+from resizeflow.steps.context import StepContext
+
+FLOW = "resize"
+
+
+def prep_resize(ctx: StepContext) -> None:
+    """Dest host: claim the new flavor."""
+    inst, mig = ctx.instance, ctx.migration
+    ctx.notify("resize_prep.start")
+    # NOTE: the instance's source allocation is handed to the migration first,
+    # so the instance never holds two allocations and a revert can hand it back
+    # (Nova's migration-based allocations). Same-host resizes hold both
+    # allocations on one node until confirm or revert, as Nova does.
+    ctx.placement.move(inst.uuid, mig.uuid, ctx.source)
+    assert inst.new_flavor is not None
+    ctx.placement.claim(inst.uuid, ctx.dest, Resources.of_flavor(inst.new_flavor))
+    inst.task_state = check_task(inst.task_state, T.RESIZE_MIGRATING)
+    ctx.notify("resize_prep.end")
+
+
+def resize_instance(ctx: StepContext) -> None:
+    """Source host: power off, keep the old dir as ``<uuid>_resize``, copy the disk over."""
+    inst, mig = ctx.instance, ctx.migration
+    mig.status = check_migration(mig.status, M.MIGRATING)
+    ctx.notify("resize.start")
+    ctx.volumes.terminate_connections(inst.uuid, mig.source_compute)
+    assert inst.old_flavor is not None
+    ctx.virt.migrate_disk_and_power_off(
+        ctx.spec(inst.old_flavor), ctx.settings.instances_dir(mig.dest_compute)
+    )
+    inst.power_state = ctx.virt.power_state(inst.uuid)
+    mig.status = check_migration(mig.status, M.POST_MIGRATING)
+    inst.task_state = check_task(inst.task_state, T.RESIZE_MIGRATED)
+    ctx.notify("resize.end")
+
+
+def finish_resize(ctx: StepContext) -> None:
+    """Dest host: bind networks and volumes here, start the domain at the new flavor."""
+    inst, mig = ctx.instance, ctx.migration
+    inst.task_state = check_task(inst.task_state, T.RESIZE_FINISH)
+    ctx.notify("resize_finish.start")
+    ctx.network.setup_networks_on_host(inst.uuid, mig.dest_compute)
+    ctx.volumes.initialize_connections(inst.uuid, mig.dest_compute)
+    assert inst.new_flavor is not None
+    inst.flavor = inst.new_flavor
+    inst.host, inst.node = mig.dest_compute, mig.dest_node
+    power_on = inst.system_metadata.get("old_vm_state") != VmState.STOPPED.value
+    ctx.virt.finish_migration(ctx.spec(), power_on=power_on)
+    inst.power_state = ctx.virt.power_state(inst.uuid)
+    inst.vm_state = check_vm(inst.vm_state, VmState.RESIZED)
+    inst.task_state = check_task(inst.task_state, None)
+    mig.status = check_migration(mig.status, M.FINISHED)
+    ctx.notify("resize_finish.end")
+
+
+STEPS = (prep_resize, resize_instance, finish_resize)

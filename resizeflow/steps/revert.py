@@ -1,0 +1,61 @@
+"""Revert: undo the resize on the dest host, then bring the old domain back on the source."""
+
+from __future__ import annotations
+
+from resizeflow.db.models import utcnow
+from resizeflow.states import MigrationStatus as M
+from resizeflow.states import VmState, check_migration, check_task, check_vm
+from resizeflow.steps.context import StepContext
+
+FLOW = "revert"
+
+
+def teardown_dest_network(ctx: StepContext) -> None:
+    ctx.notify("resize_revert.start")
+    if not ctx.same_host:
+        ctx.network.teardown_networks_on_host(ctx.instance.uuid, ctx.migration.dest_compute)
+
+
+def destroy_dest_domain(ctx: StepContext) -> None:
+    # Shared storage holds the one copy of the disks: keep them.
+    ctx.virt.destroy(ctx.spec(), destroy_disks=not ctx.settings.shared_storage)
+
+
+def terminate_volume_connections(ctx: StepContext) -> None:
+    ctx.volumes.terminate_connections(ctx.instance.uuid, ctx.migration.dest_compute)
+
+
+def drop_dest_claim(ctx: StepContext) -> None:
+    """Free the new flavor's claim and mark the migration reverted, in one transaction."""
+    mig = ctx.migration
+    ctx.placement.release(ctx.instance.uuid, ctx.dest)
+    mig.status = check_migration(mig.status, M.REVERTED)
+
+
+def finish_revert(ctx: StepContext) -> None:
+    """Source host: restore the old flavor, allocation, networks, volumes and domain."""
+    inst, mig = ctx.instance, ctx.migration
+    assert inst.old_flavor is not None
+    inst.flavor = inst.old_flavor
+    inst.host, inst.node = mig.source_compute, mig.source_node
+    ctx.placement.move(mig.uuid, inst.uuid, ctx.source)
+    ctx.network.setup_networks_on_host(inst.uuid, mig.source_compute)
+    ctx.volumes.initialize_connections(inst.uuid, mig.source_compute)
+    stopped = inst.system_metadata.get("old_vm_state") == VmState.STOPPED.value
+    ctx.virt.finish_revert_migration(ctx.spec(), power_on=not stopped)
+    inst.power_state = ctx.virt.power_state(inst.uuid)
+    inst.vm_state = check_vm(inst.vm_state, VmState.STOPPED if stopped else VmState.ACTIVE)
+    inst.task_state = check_task(inst.task_state, None)
+    inst.old_flavor = inst.new_flavor = None
+    inst.system_metadata = {k: v for k, v in inst.system_metadata.items() if k != "old_vm_state"}
+    inst.launched_at = utcnow()
+    ctx.notify("resize_revert.end")
+
+
+STEPS = (
+    teardown_dest_network,
+    destroy_dest_domain,
+    terminate_volume_connections,
+    drop_dest_claim,
+    finish_revert,
+)

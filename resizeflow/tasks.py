@@ -1,0 +1,236 @@
+"""Thin Celery tasks: journal, retry policy and error-out around each step.
+
+A migration step runs in two transactions. The first marks its journal row
+``running`` (so an attempt is on record even if the worker dies mid-step); the
+second re-reads the instance, migration and journal rows under a lock, returns
+at once if the step is already done, and otherwise runs the step and marks it
+done in the same commit. Because ``acks_late`` may deliver a message twice,
+that second check is what makes a redelivery change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task, shared_task
+from celery.exceptions import Ignore
+from sqlalchemy import func, select
+
+from resizeflow import errors
+from resizeflow.conf import Settings
+from resizeflow.db import api as db
+from resizeflow.db import journal
+from resizeflow.db.models import InstanceAction, Migration, StepJournal
+from resizeflow.states import MigrationStatus, VmState
+from resizeflow.steps import confirm, failpoints, instance, resize, revert
+from resizeflow.steps.context import HostRuntime, InstanceContext, StepContext, current
+from resizeflow.steps.failure import error_out
+
+log = logging.getLogger(__name__)
+
+# Worth another try: the step itself is fine, something it talks to hiccupped.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    errors.TransientError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "max_retries": None,  # the budget comes from settings, see _retry_or_fail
+}
+
+
+def backoff(settings: Settings, retries: int) -> float:
+    """Exponential backoff with equal jitter, capped by settings."""
+    ceiling = min(settings.retry_backoff_max, settings.retry_backoff * (2**retries))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _event(step: str) -> str:
+    return "compute_" + step.rsplit(".", 1)[1]
+
+
+def _is_last(session: Any, row: StepJournal) -> bool:
+    later = session.scalar(
+        select(func.count())
+        .select_from(StepJournal)
+        .where(
+            StepJournal.migration_id == row.migration_id,
+            StepJournal.flow == row.flow,
+            StepJournal.position > row.position,
+        )
+    )
+    return not later
+
+
+def _lock_rows(rt: HostRuntime, session: Any, migration_id: int) -> StepContext:
+    # Lock order is instance, then migration, everywhere (the service layer's
+    # compare-and-swap updates do the same), so PostgreSQL never deadlocks.
+    instance_uuid = session.scalar(
+        select(Migration.instance_uuid).where(Migration.id == migration_id)
+    )
+    if instance_uuid is None:
+        raise errors.MigrationNotFound(migration_id=migration_id)
+    inst = db.get_instance(session, instance_uuid, lock=True)
+    mig = db.get_migration(session, migration_id, lock=True)
+    return StepContext(session=session, runtime=rt, instance=inst, migration=mig)
+
+
+def run_step(task: Task, name: str, fn: Callable[[StepContext], None], migration_id: int) -> int:
+    rt = current()
+    with rt.db.transaction() as s:
+        row = journal.get(s, migration_id, name, lock=True)
+        if row is None:
+            raise errors.StepFailed(step=name, reason=f"migration {migration_id} has no plan")
+        if row.status == journal.DONE:
+            return migration_id
+        if row.status == journal.FAILED:
+            raise Ignore()
+        journal.begin(s, row, task.request.hostname or rt.host)
+        request_id = row.request_id
+        db.event_start(s, request_id, _event(name), rt.host)
+    try:
+        with rt.db.transaction() as s:
+            ctx = _lock_rows(rt, s, migration_id)
+            row = journal.get(s, migration_id, name, lock=True)
+            assert row is not None
+            if row.status == journal.DONE:
+                return migration_id
+            if ctx.migration.status == MigrationStatus.ERROR:
+                raise errors.WorkflowAborted(migration_id=migration_id, status="error", step=name)
+            failpoints.check(rt.settings.failpoints_file, name, ctx.instance.uuid)
+            fn(ctx)
+            journal.finish(row)
+            db.event_finish(
+                s, request_id, _event(name), result="Success", finish_action=_is_last(s, row)
+            )
+        rt.notifier.publish(ctx.notifications)
+        log.info("step %s done for migration %s on %s", name, migration_id, rt.host)
+        return migration_id
+    except errors.WorkflowAborted as exc:
+        log.warning("%s", exc.message)
+        with rt.db.transaction() as s:
+            row = journal.get(s, migration_id, name, lock=True)
+            assert row is not None
+            journal.fail(row, exc.message, final=True)
+        raise Ignore() from exc
+    except Exception as exc:
+        _retry_or_fail(task, rt, name, migration_id, request_id, exc)
+        raise
+
+
+def _retry_or_fail(
+    task: Task, rt: HostRuntime, name: str, migration_id: int, request_id: str, exc: Exception
+) -> None:
+    details = traceback.format_exc()
+    transient = isinstance(exc, TRANSIENT)
+    final = not transient or task.request.retries >= rt.settings.step_max_retries
+    log.warning(
+        "step %s for migration %s failed (%s, attempt %d): %s",
+        name,
+        migration_id,
+        "final" if final else "will retry",
+        task.request.retries + 1,
+        exc,
+    )
+    notes = []
+    with rt.db.transaction() as s:
+        row = journal.get(s, migration_id, name, lock=True)
+        assert row is not None
+        journal.fail(row, f"{type(exc).__name__}: {exc}", final=final)
+        if final:
+            ctx = _lock_rows(rt, s, migration_id)
+            db.event_finish(s, request_id, _event(name), result="Error", traceback=details)
+            error_out(ctx, name, exc, details)
+            notes = ctx.notifications
+    if not final:
+        raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc)
+    rt.notifier.publish(notes)
+
+
+def run_instance_op(task: Task, op: str, instance_uuid: str) -> str:
+    """Run spawn/stop/start/delete once; a redelivery finds the task_state cleared."""
+    rt = current()
+    fn = instance.OPERATIONS[op]
+    try:
+        with rt.db.transaction() as s:
+            try:
+                inst = db.get_instance(s, instance_uuid, lock=True)
+            except errors.InstanceNotFound:
+                return instance_uuid  # deleted already
+            if inst.task_state != instance.EXPECTED_TASK_STATE[op]:
+                return instance_uuid
+            action = _latest_action(s, instance_uuid, op)
+            ctx = InstanceContext(session=s, runtime=rt, instance=inst)
+            fn(ctx)
+            if action is not None:
+                action.finish_time = inst.updated_at
+        rt.notifier.publish(ctx.notifications)
+        return instance_uuid
+    except TRANSIENT as exc:
+        if task.request.retries < rt.settings.step_max_retries:
+            raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc) from exc
+        _instance_error(rt, instance_uuid, exc)
+        raise
+    except Exception as exc:
+        _instance_error(rt, instance_uuid, exc)
+        raise
+
+
+def _latest_action(session: Any, instance_uuid: str, op: str) -> InstanceAction | None:
+    name = {"spawn": "create"}.get(op, op)
+    return session.scalars(
+        select(InstanceAction)
+        .where(InstanceAction.instance_uuid == instance_uuid, InstanceAction.action == name)
+        .order_by(InstanceAction.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _instance_error(rt: HostRuntime, instance_uuid: str, exc: Exception) -> None:
+    with rt.db.transaction() as s:
+        inst = db.get_instance(s, instance_uuid, lock=True)
+        inst.vm_state, inst.task_state = VmState.ERROR, None
+        db.add_fault(s, instance_uuid, exc, rt.host, traceback.format_exc())
+
+
+def _step_task(flow: str, fn: Callable[[StepContext], None]) -> tuple[str, Any]:
+    name = f"resizeflow.{flow}.{fn.__name__}"
+
+    def body(self: Task, migration_id: int) -> int:
+        return run_step(self, name, fn, migration_id)
+
+    body.__name__ = fn.__name__
+    body.__doc__ = fn.__doc__
+    return name, shared_task(name=name, **TASK_OPTIONS)(body)
+
+
+def _instance_task(op: str) -> tuple[str, Any]:
+    name = f"resizeflow.instance.{op}"
+
+    def body(self: Task, instance_uuid: str) -> str:
+        return run_instance_op(self, op, instance_uuid)
+
+    body.__name__ = op
+    return name, shared_task(name=name, **TASK_OPTIONS)(body)
+
+
+STEP_TASKS: dict[str, Any] = dict(
+    _step_task(module.FLOW, fn) for module in (resize, confirm, revert) for fn in module.STEPS
+)
+INSTANCE_TASKS: dict[str, Any] = dict(_instance_task(op) for op in instance.OPERATIONS)

@@ -1,0 +1,119 @@
+"""``resizeflow worker --host NAME``: one Celery worker per compute host.
+
+At start the worker registers its compute node, then redefines its domains
+from the instance directories, the way Nova's ``init_host`` recovers: the
+libvirt test driver forgets everything when a process exits, and a real host
+may have rebooted. Only then does it consume ``compute.<host>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import asdict
+from typing import Any
+
+from celery import Celery
+from celery.worker.control import inspect_command
+from sqlalchemy import select
+
+from resizeflow import workflows
+from resizeflow.celery_app import make_app
+from resizeflow.conf import Settings
+from resizeflow.db.models import ComputeNode, Instance, Migration
+from resizeflow.db.session import Database
+from resizeflow.drivers.base import VirtDriver
+from resizeflow.drivers.libvirt import LibvirtDriver
+from resizeflow.drivers.notifier import KombuNotifier
+from resizeflow.states import MigrationStatus, PowerState
+from resizeflow.steps import context
+
+log = logging.getLogger(__name__)
+
+
+def register_node(settings: Settings, database: Database, virt: VirtDriver) -> ComputeNode:
+    """Create or update this host's compute node; settings override the driver's inventory."""
+    res = virt.node_resources()
+    with database.transaction() as s:
+        node = s.scalars(
+            select(ComputeNode).where(ComputeNode.host == settings.host).with_for_update()
+        ).first()
+        if node is None:
+            node = ComputeNode(host=settings.host, node=res.hypervisor_hostname)
+            s.add(node)
+        node.vcpus = settings.node_vcpus if settings.node_vcpus is not None else res.vcpus
+        node.memory_mb = (
+            settings.node_memory_mb if settings.node_memory_mb is not None else res.memory_mb
+        )
+        node.local_gb = (
+            settings.node_local_gb if settings.node_local_gb is not None else res.local_gb
+        )
+        node.cpu_allocation_ratio = settings.cpu_allocation_ratio
+        node.ram_allocation_ratio = settings.ram_allocation_ratio
+        node.disk_allocation_ratio = settings.disk_allocation_ratio
+        for col in ("vcpus_used", "memory_mb_used", "local_gb_used"):
+            if getattr(node, col) is None:
+                setattr(node, col, 0)
+        s.flush()
+        return node
+
+
+def recover_domains(settings: Settings, database: Database, virt: VirtDriver) -> list[str]:
+    """Redefine this host's domains and start those the database says are running."""
+    with database.transaction() as s:
+        running = {
+            uuid: power == PowerState.RUNNING
+            for uuid, power in s.execute(
+                select(Instance.uuid, Instance.power_state).where(
+                    Instance.host == settings.host, Instance.deleted.is_(False)
+                )
+            )
+        }
+        # The source copy of a resize awaiting confirmation stays shut off.
+        for (uuid,) in s.execute(
+            select(Migration.instance_uuid).where(
+                Migration.source_compute == settings.host,
+                Migration.dest_compute != settings.host,
+                Migration.status == MigrationStatus.FINISHED,
+            )
+        ):
+            running.setdefault(uuid, False)
+    return virt.recover(running)
+
+
+def build_runtime(settings: Settings, app: Celery) -> context.HostRuntime:
+    database = Database(settings.db_url)
+    virt = LibvirtDriver(
+        settings.libvirt_uri, settings.instances_dir(settings.host), hostname=settings.host
+    )
+    notifier = KombuNotifier(app.connection_for_write(), enabled=settings.notifications)
+    return context.HostRuntime(settings=settings, db=database, virt=virt, notifier=notifier)
+
+
+@inspect_command()  # type: ignore[misc]
+def resizeflow_domains(state: Any) -> list[dict[str, Any]]:
+    """Remote control: the libvirt domains this worker's host has defined."""
+    return [
+        {**asdict(d), "power_state": d.power_state.name} for d in context.current().virt.list_domains()
+    ]
+
+
+def run(settings: Settings, *, loglevel: str = "INFO") -> None:
+    app = make_app(settings)
+    app.set_default()
+    runtime = build_runtime(settings, app)
+    register_node(settings, runtime.db, runtime.virt)
+    recovered = recover_domains(settings, runtime.db, runtime.virt)
+    log.info("host %s: recovered %d domains", settings.host, len(recovered))
+    context.install(runtime)
+    worker = app.Worker(
+        hostname=f"{settings.host}@{socket.gethostname()}",
+        queues=[workflows.queue_for(settings.host)],
+        pool=settings.worker_pool,
+        concurrency=settings.worker_concurrency,
+        loglevel=loglevel,
+        # Celery's SIGTERM is a warm shutdown: the step in progress finishes
+        # and is acknowledged before the process exits.
+    )
+    worker.start()
+    raise SystemExit(worker.exitcode)

@@ -1,0 +1,54 @@
+"""Fixtures: a real stack per database backend, shared by the tests of a session.
+
+Service-backed tests skip when Redis or PostgreSQL is not reachable, except in
+CI (``CI`` set), where a missing service is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.invariants import assert_allocation_invariant
+from tests.stack import PG_ADMIN_URL, REDIS_URL, Stack, build_stack, destroy_stack, service_up
+
+
+def require(url: str, port: int, name: str) -> None:
+    if service_up(url, port):
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} at {url} is not reachable, and CI needs it")
+    pytest.skip(f"{name} at {url} is not reachable")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require(REDIS_URL, 6379, "Redis")
+    if request.param == "postgresql":
+        require(PG_ADMIN_URL, 5432, "PostgreSQL")
+    built = build_stack(request.param, Path(tmp_path_factory.mktemp("stack")))
+    try:
+        yield built
+    finally:
+        destroy_stack(built)
+
+
+@pytest.fixture
+def rf(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The stack, with the allocation invariant checked after the test."""
+    stack.set_failpoints({})
+    yield stack
+    stack.quiesce()
+    stack.set_failpoints({})
+    assert_allocation_invariant(stack.db)
+
+
+@pytest.fixture
+def project(request: pytest.FixtureRequest) -> str:
+    """A project of its own per test, so quotas never interfere."""
+    import uuid
+
+    return f"p-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,48 @@
+"""Checks that must hold after any workflow, complete or failed (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import select
+
+from resizeflow.db.models import Allocation, ComputeNode, Instance, Migration
+from resizeflow.db.session import Database
+from resizeflow.states import MIGRATION_IN_PROGRESS, MigrationStatus
+
+_USED = {"VCPU": "vcpus_used", "MEMORY_MB": "memory_mb_used", "DISK_GB": "local_gb_used"}
+
+
+def allocation_violations(database: Database) -> list[str]:
+    problems: list[str] = []
+    with database.transaction() as s:
+        sums: dict[tuple[int, str], int] = defaultdict(int)
+        allocs = s.scalars(select(Allocation)).all()
+        for a in allocs:
+            sums[(a.node_id, a.resource_class)] += a.used
+        for node in s.scalars(select(ComputeNode)):
+            for rc, col in _USED.items():
+                if sums[(node.id, rc)] != getattr(node, col):
+                    problems.append(
+                        f"{node.host}: {col}={getattr(node, col)} but allocations sum to "
+                        f"{sums[(node.id, rc)]}"
+                    )
+        live_instances = set(s.scalars(select(Instance.uuid).where(Instance.deleted.is_(False))))
+        # A migration holds the source allocation while it is underway; one in
+        # error keeps it until an operator cleans it up, as it may still hold disks.
+        holding = set(
+            s.scalars(
+                select(Migration.uuid).where(
+                    Migration.status.in_([*MIGRATION_IN_PROGRESS, MigrationStatus.ERROR])
+                )
+            )
+        )
+        for consumer in {a.consumer_uuid for a in allocs}:
+            if consumer not in live_instances and consumer not in holding:
+                problems.append(f"allocation held by {consumer}, which is gone")
+    return problems
+
+
+def assert_allocation_invariant(database: Database) -> None:
+    problems = allocation_violations(database)
+    assert not problems, "allocation invariant broken:\n" + "\n".join(problems)
