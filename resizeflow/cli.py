@@ -11,9 +11,9 @@ from resizeflow import errors
 from resizeflow.conf import Settings
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings() -> Settings:
     try:
-        return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings.from_env()
     except errors.ConfigError as exc:
         raise click.ClickException(exc.message) from None
 
@@ -41,7 +41,9 @@ def db_upgrade() -> None:
     database = Database(settings.db_url)
     upgrade(database)
     database.dispose()
-    click.echo(f"database at {database.engine.url.render_as_string(hide_password=True)} is up to date")
+    click.echo(
+        f"database at {database.engine.url.render_as_string(hide_password=True)} is up to date"
+    )
 
 
 @main.command()

@@ -28,6 +28,7 @@ from resizeflow.conf import Settings
 from resizeflow.db import api as db
 from resizeflow.db import journal
 from resizeflow.db.models import InstanceAction, Migration, StepJournal
+from resizeflow.drivers.base import Notification
 from resizeflow.states import MigrationStatus, VmState
 from resizeflow.steps import confirm, failpoints, instance, resize, revert
 from resizeflow.steps.context import HostRuntime, InstanceContext, StepContext, current
@@ -58,7 +59,7 @@ TASK_OPTIONS: dict[str, Any] = {
 def backoff(settings: Settings, retries: int) -> float:
     """Exponential backoff with equal jitter, capped by settings."""
     ceiling = min(settings.retry_backoff_max, settings.retry_backoff * (2**retries))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+    return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
 def _event(step: str) -> str:
@@ -91,7 +92,9 @@ def _lock_rows(rt: HostRuntime, session: Any, migration_id: int) -> StepContext:
     return StepContext(session=session, runtime=rt, instance=inst, migration=mig)
 
 
-def run_step(task: Task, name: str, fn: Callable[[StepContext], None], migration_id: int) -> int:
+def run_step(
+    task: Task[Any, Any], name: str, fn: Callable[[StepContext], None], migration_id: int
+) -> int:
     rt = current()
     with rt.db.transaction() as s:
         row = journal.get(s, migration_id, name, lock=True)
@@ -101,9 +104,12 @@ def run_step(task: Task, name: str, fn: Callable[[StepContext], None], migration
             return migration_id
         if row.status == journal.FAILED:
             raise Ignore()
-        journal.begin(s, row, task.request.hostname or rt.host)
         request_id = row.request_id
-        db.event_start(s, request_id, _event(name), rt.host)
+        # A copy already running holds the row lock in the next transaction;
+        # this one will wait there and find the step done, so it is no new attempt.
+        if row.status != journal.RUNNING:
+            journal.begin(s, row, task.request.hostname or rt.host)
+            db.event_start(s, request_id, _event(name), rt.host)
     try:
         with rt.db.transaction() as s:
             ctx = _lock_rows(rt, s, migration_id)
@@ -119,9 +125,6 @@ def run_step(task: Task, name: str, fn: Callable[[StepContext], None], migration
             db.event_finish(
                 s, request_id, _event(name), result="Success", finish_action=_is_last(s, row)
             )
-        rt.notifier.publish(ctx.notifications)
-        log.info("step %s done for migration %s on %s", name, migration_id, rt.host)
-        return migration_id
     except errors.WorkflowAborted as exc:
         log.warning("%s", exc.message)
         with rt.db.transaction() as s:
@@ -132,10 +135,27 @@ def run_step(task: Task, name: str, fn: Callable[[StepContext], None], migration
     except Exception as exc:
         _retry_or_fail(task, rt, name, migration_id, request_id, exc)
         raise
+    log.info("step %s done for migration %s on %s", name, migration_id, rt.host)
+    _publish(rt, ctx.notifications)
+    return migration_id
+
+
+def _publish(rt: HostRuntime, notes: list[Notification]) -> None:
+    # Notifications are best effort, as in Nova: the step has committed, and a
+    # broker hiccup here must not turn a finished step into a failed one.
+    try:
+        rt.notifier.publish(notes)
+    except Exception:
+        log.exception("could not publish %d notifications", len(notes))
 
 
 def _retry_or_fail(
-    task: Task, rt: HostRuntime, name: str, migration_id: int, request_id: str, exc: Exception
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    name: str,
+    migration_id: int,
+    request_id: str,
+    exc: Exception,
 ) -> None:
     details = traceback.format_exc()
     transient = isinstance(exc, TRANSIENT)
@@ -148,7 +168,7 @@ def _retry_or_fail(
         task.request.retries + 1,
         exc,
     )
-    notes = []
+    notes: list[Notification] = []
     with rt.db.transaction() as s:
         row = journal.get(s, migration_id, name, lock=True)
         assert row is not None
@@ -160,10 +180,10 @@ def _retry_or_fail(
             notes = ctx.notifications
     if not final:
         raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc)
-    rt.notifier.publish(notes)
+    _publish(rt, notes)
 
 
-def run_instance_op(task: Task, op: str, instance_uuid: str) -> str:
+def run_instance_op(task: Task[Any, Any], op: str, instance_uuid: str) -> str:
     """Run spawn/stop/start/delete once; a redelivery finds the task_state cleared."""
     rt = current()
     fn = instance.OPERATIONS[op]
@@ -180,26 +200,24 @@ def run_instance_op(task: Task, op: str, instance_uuid: str) -> str:
             fn(ctx)
             if action is not None:
                 action.finish_time = inst.updated_at
-        rt.notifier.publish(ctx.notifications)
-        return instance_uuid
-    except TRANSIENT as exc:
-        if task.request.retries < rt.settings.step_max_retries:
+    except Exception as exc:
+        if isinstance(exc, TRANSIENT) and task.request.retries < rt.settings.step_max_retries:
             raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc) from exc
         _instance_error(rt, instance_uuid, exc)
         raise
-    except Exception as exc:
-        _instance_error(rt, instance_uuid, exc)
-        raise
+    _publish(rt, ctx.notifications)
+    return instance_uuid
 
 
 def _latest_action(session: Any, instance_uuid: str, op: str) -> InstanceAction | None:
     name = {"spawn": "create"}.get(op, op)
-    return session.scalars(
+    action: InstanceAction | None = session.scalars(
         select(InstanceAction)
         .where(InstanceAction.instance_uuid == instance_uuid, InstanceAction.action == name)
         .order_by(InstanceAction.id.desc())
         .limit(1)
     ).first()
+    return action
 
 
 def _instance_error(rt: HostRuntime, instance_uuid: str, exc: Exception) -> None:
@@ -212,22 +230,22 @@ def _instance_error(rt: HostRuntime, instance_uuid: str, exc: Exception) -> None
 def _step_task(flow: str, fn: Callable[[StepContext], None]) -> tuple[str, Any]:
     name = f"resizeflow.{flow}.{fn.__name__}"
 
-    def body(self: Task, migration_id: int) -> int:
+    def body(self: Task[Any, Any], migration_id: int) -> int:
         return run_step(self, name, fn, migration_id)
 
     body.__name__ = fn.__name__
     body.__doc__ = fn.__doc__
-    return name, shared_task(name=name, **TASK_OPTIONS)(body)
+    return name, shared_task(name=name, **TASK_OPTIONS)(body)  # type: ignore[no-untyped-call]
 
 
 def _instance_task(op: str) -> tuple[str, Any]:
     name = f"resizeflow.instance.{op}"
 
-    def body(self: Task, instance_uuid: str) -> str:
+    def body(self: Task[Any, Any], instance_uuid: str) -> str:
         return run_instance_op(self, op, instance_uuid)
 
     body.__name__ = op
-    return name, shared_task(name=name, **TASK_OPTIONS)(body)
+    return name, shared_task(name=name, **TASK_OPTIONS)(body)  # type: ignore[no-untyped-call]
 
 
 STEP_TASKS: dict[str, Any] = dict(

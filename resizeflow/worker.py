@@ -90,11 +90,12 @@ def build_runtime(settings: Settings, app: Celery) -> context.HostRuntime:
     return context.HostRuntime(settings=settings, db=database, virt=virt, notifier=notifier)
 
 
-@inspect_command()  # type: ignore[misc]
+@inspect_command()
 def resizeflow_domains(state: Any) -> list[dict[str, Any]]:
     """Remote control: the libvirt domains this worker's host has defined."""
     return [
-        {**asdict(d), "power_state": d.power_state.name} for d in context.current().virt.list_domains()
+        {**asdict(d), "power_state": d.power_state.name}
+        for d in context.current().virt.list_domains()
     ]
 
 

@@ -25,7 +25,9 @@ def require(url: str, port: int, name: str) -> None:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     require(REDIS_URL, 6379, "Redis")
     if request.param == "postgresql":
         require(PG_ADMIN_URL, 5432, "PostgreSQL")

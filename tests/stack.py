@@ -103,8 +103,10 @@ class Stack:
         )
         node = f"{host}@{socket.gethostname()}"
         wait_for(
-            lambda: self.workers[host].poll() is None
-            and self.app.control.ping(destination=[node], timeout=0.5),
+            lambda: (
+                self.workers[host].poll() is None
+                and self.app.control.ping(destination=[node], timeout=0.5)
+            ),
             timeout=60,
             what=f"worker {host} to answer a ping",
         )
@@ -164,9 +166,7 @@ class Stack:
         return self.settings.instances_dir(host) / f"{uuid}{suffix}"
 
     # -- waits --------------------------------------------------------------
-    def wait_instance(
-        self, uuid: str, vm_state: VmState, timeout: float = 60.0
-    ) -> Instance:
+    def wait_instance(self, uuid: str, vm_state: VmState, timeout: float = 60.0) -> Instance:
         def ready() -> Instance | None:
             inst = self.instance(uuid)
             if inst.vm_state == VmState.ERROR and vm_state != VmState.ERROR:
@@ -252,7 +252,9 @@ class Stack:
         from resizeflow.drivers.notifier import notification_queue
 
         out: list[dict[str, Any]] = []
-        with Connection(self.settings.broker_url, transport_options=self.app.conf.broker_transport_options) as conn:
+        with Connection(
+            self.settings.broker_url, transport_options=self.app.conf.broker_transport_options
+        ) as conn:
             queue = notification_queue("info")(conn)
             queue.declare()
             while True:

@@ -73,7 +73,11 @@ def test_resize_then_confirm_active(rf: Stack, project: str) -> None:
     dest = mig.dest_compute
     assert dest != source
     inst = rf.instance(uuid)
-    assert (inst.host, inst.flavor["name"], inst.old_flavor["name"]) == (dest, "m1.small", "m1.tiny")
+    assert (inst.host, inst.flavor["name"], inst.old_flavor["name"]) == (
+        dest,
+        "m1.small",
+        "m1.tiny",
+    )
     assert inst.power_state == PowerState.RUNNING
     # Migration-based allocations: the migration holds the source claim.
     assert allocations(rf, mig.uuid) == {source: {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}}
@@ -87,7 +91,10 @@ def test_resize_then_confirm_active(rf: Stack, project: str) -> None:
     rf.wait_migration(mig_id, M.CONFIRMED)
     inst = rf.wait_instance(uuid, VmState.ACTIVE)
     assert (inst.host, inst.flavor["name"], inst.old_flavor, inst.new_flavor) == (
-        dest, "m1.small", None, None
+        dest,
+        "m1.small",
+        None,
+        None,
     )
     assert "old_vm_state" not in inst.system_metadata
     assert allocations(rf, mig.uuid) == {}
@@ -139,3 +146,100 @@ def test_resize_then_revert_active(rf: Stack, project: str) -> None:
         ("drop_dest_claim", dest),
         ("finish_revert", source),
     ]
+
+
+def test_stopped_server_stays_stopped_through_resize_and_confirm(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project, stopped=True)
+    mig_id = resize_to_verify(rf, project, uuid)
+    dest = rf.migration(mig_id).dest_compute
+    inst = rf.instance(uuid)
+    assert inst.power_state == PowerState.SHUTDOWN
+    assert inst.system_metadata["old_vm_state"] == "stopped"
+    assert rf.domains(dest)[uuid]["power_state"] == "SHUTDOWN"
+
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    rf.wait_migration(mig_id, M.CONFIRMED)
+    inst = rf.wait_instance(uuid, VmState.STOPPED)
+    assert inst.power_state == PowerState.SHUTDOWN
+    assert rf.domains(dest)[uuid]["power_state"] == "SHUTDOWN"
+
+
+def test_stopped_server_stays_stopped_through_revert(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project, stopped=True)
+    source = rf.instance(uuid).host
+    assert source is not None
+    mig_id = resize_to_verify(rf, project, uuid)
+
+    rf.api.revert_resize(rf.ctx(project), uuid)
+    rf.wait_migration(mig_id, M.REVERTED)
+    inst = rf.wait_instance(uuid, VmState.STOPPED)
+    assert (inst.host, inst.flavor["name"], inst.power_state) == (
+        source,
+        "m1.tiny",
+        PowerState.SHUTDOWN,
+    )
+    assert rf.domains(source)[uuid]["power_state"] == "SHUTDOWN"
+
+
+def test_same_host_resize_confirm_keeps_the_domain(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    host = rf.instance(uuid).host
+    assert host is not None
+    mig_id = rf.api.resize(rf.admin(), uuid, "2", host=host)
+    rf.wait_migration(mig_id, M.FINISHED)
+    rf.wait_instance(uuid, VmState.RESIZED)
+    mig = rf.migration(mig_id)
+    assert mig.source_compute == mig.dest_compute == host
+    # Both claims sit on the one node until confirm, as in Nova.
+    assert allocations(rf, mig.uuid) == {host: {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}}
+    assert allocations(rf, uuid) == {host: {"VCPU": 1, "MEMORY_MB": 2048, "DISK_GB": 20}}
+    assert rf.instance_dir(host, uuid, "_resize").is_dir()
+
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_instance(uuid, VmState.ACTIVE)
+    domain = rf.domains(host)[uuid]
+    assert (domain["power_state"], domain["memory_mb"]) == ("RUNNING", 2048)
+    assert not rf.instance_dir(host, uuid, "_resize").exists()
+    assert (rf.instance_dir(host, uuid) / "disk").stat().st_size == 20 * 2**30
+    assert bound_hosts(rf, uuid) == {host}
+    assert allocations(rf, mig.uuid) == {}
+
+
+def test_same_host_resize_revert_restores_the_old_domain(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    host = rf.instance(uuid).host
+    assert host is not None
+    mig_id = rf.api.resize(rf.admin(), uuid, "2", host=host)
+    rf.wait_migration(mig_id, M.FINISHED)
+    rf.api.revert_resize(rf.ctx(project), uuid)
+    rf.wait_migration(mig_id, M.REVERTED)
+    rf.wait_instance(uuid, VmState.ACTIVE)
+    domain = rf.domains(host)[uuid]
+    assert (domain["power_state"], domain["memory_mb"]) == ("RUNNING", 512)
+    assert (rf.instance_dir(host, uuid) / "disk").stat().st_size == 1 * 2**30
+    assert bound_hosts(rf, uuid) == {host}
+
+
+def test_delete_while_verify_resize_confirms_first(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    source = rf.instance(uuid).host
+    assert source is not None
+    mig_id = resize_to_verify(rf, project, uuid)
+    mig = rf.migration(mig_id)
+
+    rf.api.delete(rf.ctx(project), uuid)
+    rf.wait_migration(mig_id, M.CONFIRMED)
+    wait_deleted(rf, uuid)
+    assert allocations(rf, uuid) == {} and allocations(rf, mig.uuid) == {}
+    assert not rf.instance_dir(source, uuid, "_resize").exists()
+    assert not rf.instance_dir(mig.dest_compute, uuid).exists()
+    assert uuid not in rf.domains(source) and uuid not in rf.domains(mig.dest_compute)
+    assert bound_hosts(rf, uuid) == set()
+
+
+def wait_deleted(rf: Stack, uuid: str) -> None:
+    from tests.stack import wait_for
+
+    wait_for(lambda: rf.instance(uuid).deleted, 60, f"{uuid} to be deleted")
+    assert rf.instance(uuid).vm_state == VmState.DELETED

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from resizeflow import errors
@@ -95,9 +95,9 @@ def cas_task_state(
     for old in expected:
         check_task(old, new)
     values = [e for e in expected if e is not None]
-    cond = Instance.task_state.in_(values)
+    cond: ColumnElement[bool] = Instance.task_state.in_(values)
     if None in expected:
-        cond = cond | Instance.task_state.is_(None)
+        cond = or_(cond, Instance.task_state.is_(None))
     result = session.execute(
         update(Instance)
         .where(Instance.uuid == instance_uuid, cond)
