@@ -100,6 +100,7 @@ def run_step(
         row = journal.get(s, migration_id, name, lock=True)
         if row is None:
             raise errors.StepFailed(step=name, reason=f"migration {migration_id} has no plan")
+        row.deliveries += 1
         if row.status == journal.DONE:
             return migration_id
         if row.status == journal.FAILED:

@@ -148,9 +148,13 @@ def record_action(
 
 
 def get_action(session: Session, request_id: str) -> InstanceAction | None:
+    # Newest first: a client may reuse a request id for several calls.
     return session.scalars(
-        select(InstanceAction).where(InstanceAction.request_id == request_id)
-    ).one_or_none()
+        select(InstanceAction)
+        .where(InstanceAction.request_id == request_id)
+        .order_by(InstanceAction.id.desc())
+        .limit(1)
+    ).first()
 
 
 def event_start(session: Session, request_id: str, event: str, host: str) -> None:

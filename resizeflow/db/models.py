@@ -212,7 +212,7 @@ class VolumeAttachment(Base):
 
 class InstanceAction(Base):
     __tablename__ = "instance_actions"
-    __table_args__ = (UniqueConstraint("request_id", name="uq_instance_actions_request"),)
+    __table_args__ = (Index("ix_instance_actions_request", "request_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     action: Mapped[str] = mapped_column(String(255))
@@ -277,7 +277,10 @@ class StepJournal(Base):
     position: Mapped[int]
     host: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    # attempts counts runs of the step; deliveries counts every message that
+    # arrived for it, duplicates included, so redelivery is visible.
     attempts: Mapped[int] = mapped_column(default=0)
+    deliveries: Mapped[int] = mapped_column(default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     enqueued_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

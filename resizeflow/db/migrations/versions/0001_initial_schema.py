@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:36:19.494341
+Create Date: 2026-11-25 03:41:07.747958
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = "0001"
 down_revision = None
@@ -156,9 +157,9 @@ def upgrade() -> None:
             ["instances.uuid"],
         ),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("request_id", name="uq_instance_actions_request"),
     )
     with op.batch_alter_table("instance_actions", schema=None) as batch_op:
+        batch_op.create_index("ix_instance_actions_request", ["request_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_instance_actions_instance_uuid"), ["instance_uuid"], unique=False
         )
@@ -303,6 +304,7 @@ def upgrade() -> None:
         sa.Column("host", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("deliveries", sa.Integer(), nullable=False),
         sa.Column("worker", sa.String(length=255), nullable=True),
         sa.Column("enqueued_at", sa.DateTime(), nullable=False),
         sa.Column("started_at", sa.DateTime(), nullable=True),
@@ -347,6 +349,7 @@ def downgrade() -> None:
     op.drop_table("instance_faults")
     with op.batch_alter_table("instance_actions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_instance_actions_instance_uuid"))
+        batch_op.drop_index("ix_instance_actions_request")
 
     op.drop_table("instance_actions")
     with op.batch_alter_table("allocations", schema=None) as batch_op:

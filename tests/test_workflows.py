@@ -1,0 +1,110 @@
+"""Step order, routing and the Celery app's delivery guarantees."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from celery import Celery
+from celery.canvas import Signature
+
+from resizeflow import tasks, workflows
+from resizeflow.celery_app import make_app
+from resizeflow.conf import Settings
+
+SRC, DST = "src-host", "dst-host"
+
+
+@pytest.fixture(scope="module")
+def app() -> Celery:
+    app = make_app(Settings(broker_url="redis://127.0.0.1:6379/0", broker_prefix="rf-unit:"))
+    app.loader.import_default_modules()
+    app.finalize()
+    return app
+
+
+def test_every_step_has_a_task() -> None:
+    names = workflows.all_step_names()
+    assert len(names) == len(set(names))
+    assert set(names) == set(tasks.STEP_TASKS)
+
+
+def test_every_instance_operation_has_a_task() -> None:
+    ops = {workflows.SPAWN, workflows.STOP, workflows.START, workflows.DELETE}
+    assert ops == set(tasks.INSTANCE_TASKS)
+
+
+def test_tasks_are_registered_with_late_acks(app: Celery) -> None:
+    for name in [*tasks.STEP_TASKS, *tasks.INSTANCE_TASKS]:
+        task = app.tasks[name]
+        assert task.acks_late and task.reject_on_worker_lost, name
+
+
+def _short(flow: str) -> list[tuple[str, str]]:
+    return [(s.step.rsplit(".", 1)[1], s.host) for s in workflows.plan(flow, SRC, DST)]
+
+
+def test_plan_routes_each_step() -> None:
+    assert _short("resize") == [
+        ("prep_resize", DST),
+        ("resize_instance", SRC),
+        ("finish_resize", DST),
+    ]
+    assert _short("confirm") == [
+        ("teardown_source_network", SRC),
+        ("confirm_migration", SRC),
+        ("drop_source_claim", SRC),
+        ("finish_confirm", SRC),
+    ]
+    assert _short("revert") == [
+        ("teardown_dest_network", DST),
+        ("destroy_dest_domain", DST),
+        ("terminate_volume_connections", DST),
+        ("drop_dest_claim", DST),
+        ("finish_revert", SRC),
+    ]
+
+
+def test_step_names_carry_their_flow() -> None:
+    for flow in workflows.FLOWS:
+        for step in workflows.plan(flow, SRC, DST):
+            assert step.step.startswith(f"resizeflow.{flow}.")
+            assert workflows.flow_of(step.step) == flow
+
+
+@pytest.mark.parametrize("flow", sorted(workflows.FLOWS))
+def test_build_gives_immutable_routed_signatures(app: Celery, flow: str) -> None:
+    planned = workflows.plan(flow, SRC, DST)
+    built = workflows.build(app, 42, planned)
+    # A chain survives the JSON round trip the broker gives it.
+    for chain in (built, Signature.from_dict(json.loads(json.dumps(built)), app=app)):
+        sigs = chain.tasks
+        assert [s.task for s in sigs] == [p.step for p in planned]
+        for sig, step in zip(sigs, planned, strict=True):
+            assert sig.immutable
+            assert tuple(sig.args) == (42,)
+            assert sig.kwargs == {}
+            assert sig.options["queue"] == f"compute.{step.host}"
+
+
+def test_instance_task_signature(app: Celery) -> None:
+    sig = workflows.signature(app, workflows.STOP, "uuid-1", "h9")
+    assert (sig.task, tuple(sig.args), sig.immutable) == (workflows.STOP, ("uuid-1",), True)
+    assert sig.options["queue"] == workflows.queue_for("h9") == "compute.h9"
+
+
+def test_app_config(app: Celery) -> None:
+    conf = app.conf
+    assert list(conf.accept_content) == ["json"]
+    assert list(conf.result_accept_content) == ["json"]
+    assert conf.task_serializer == conf.result_serializer == "json"
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["global_keyprefix"] == "rf-unit:"
+    assert conf.resizeflow_settings.broker_prefix == "rf-unit:"
+
+
+def test_amqp_broker_gets_no_redis_options() -> None:
+    app = make_app(Settings(broker_url="amqp://guest@127.0.0.1//", broker_prefix="p:"))
+    assert app.conf.broker_transport_options == {}
