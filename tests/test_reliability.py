@@ -1,0 +1,217 @@
+"""Races, duplicate deliveries, transient and permanent step failures."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from typing import Any
+
+from sqlalchemy import func, select
+
+from resizeflow import errors, workflows
+from resizeflow.db import journal
+from resizeflow.db.models import (
+    Allocation,
+    ComputeNode,
+    InstanceActionEvent,
+    InstanceFault,
+)
+from resizeflow.states import MigrationStatus as M
+from resizeflow.states import VmState
+from tests.stack import Stack, wait_for
+from tests.test_flows import resize_to_verify, step_events
+
+
+def snapshot(rf: Stack, uuid: str, mig_id: int) -> dict[str, Any]:
+    """Everything a step could change, for before/after comparisons."""
+    inst, mig = rf.instance(uuid), rf.migration(mig_id)
+    with rf.db.transaction() as s:
+        nodes = [
+            (n.host, n.vcpus_used, n.memory_mb_used, n.local_gb_used)
+            for n in s.scalars(select(ComputeNode).order_by(ComputeNode.host))
+        ]
+        allocs = sorted(
+            s.execute(
+                select(
+                    Allocation.consumer_uuid,
+                    Allocation.node_id,
+                    Allocation.resource_class,
+                    Allocation.used,
+                )
+            ).all()
+        )
+        events = s.scalar(select(func.count()).select_from(InstanceActionEvent))
+        faults = s.scalar(select(func.count()).select_from(InstanceFault))
+    return {
+        "instance": (inst.host, inst.vm_state, inst.task_state, inst.power_state, inst.flavor),
+        "migration": mig.status,
+        "nodes": nodes,
+        "allocations": allocs,
+        "events": events,
+        "faults": faults,
+        "journal": [(r.step, r.status, r.attempts) for r in rf.journal(mig_id)],
+        "domains": {h: rf.domains(h).get(uuid) for h in rf.hosts},
+    }
+
+
+def test_confirm_racing_revert_exactly_one_wins(rf: Stack, project: str) -> None:
+    rounds, servers = 2, 6
+    uuids = [rf.boot(project) for _ in range(servers)]
+    for _ in range(rounds):
+        migs = {
+            u: rf.api.resize(rf.ctx(project), u, "2" if rf.instance(u).flavor["id"] == 1 else "3")
+            for u in uuids
+        }
+        for u, m in migs.items():
+            rf.wait_migration(m, M.FINISHED)
+            rf.wait_instance(u, VmState.RESIZED)
+        outcomes: dict[str, dict[str, Any]] = {u: {} for u in uuids}
+        barrier = threading.Barrier(2 * servers)
+
+        def attempt(uuid: str, which: str) -> None:
+            call = rf.api.confirm_resize if which == "confirm" else rf.api.revert_resize
+            barrier.wait()
+            try:
+                call(rf.ctx(project), uuid)
+                outcomes[uuid][which] = "ok"
+            except errors.ResizeflowError as exc:
+                outcomes[uuid][which] = exc
+
+        threads = [
+            threading.Thread(target=attempt, args=(u, w))
+            for u in uuids
+            for w in ("confirm", "revert")
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for uuid, result in outcomes.items():
+            winners = [w for w, r in result.items() if r == "ok"]
+            assert len(winners) == 1, result
+            loser = next(r for r in result.values() if r != "ok")
+            # Nova's answers to the loser: 400 "not resized" or 409 conflict.
+            assert isinstance(loser, errors.InstanceNotResized | errors.Conflict), repr(loser)
+            assert loser.code in (400, 409)
+            expected = M.CONFIRMED if winners[0] == "confirm" else M.REVERTED
+            rf.wait_migration(migs[uuid], expected)
+            rf.wait_instance(uuid, VmState.ACTIVE)
+
+
+def test_duplicate_deliveries_change_nothing(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    mig_id = rf.api.resize(rf.ctx(project), uuid, "2")
+    mig = rf.migration(mig_id)
+    # A second copy of the whole chain, racing the first: every step is
+    # delivered twice, often while its twin is running.
+    resize_plan = workflows.plan("resize", mig.source_compute, mig.dest_compute)
+    workflows.launch(rf.app, mig_id, resize_plan)
+    rf.wait_migration(mig_id, M.FINISHED)
+    wait_for(
+        lambda: all(r.deliveries == 2 for r in rf.journal(mig_id)),
+        what="both copies of every resize step",
+    )
+    assert [(r.status, r.attempts) for r in rf.journal(mig_id)] == [("done", 1)] * 3
+    # One claim on the dest, not two.
+    from tests.test_flows import allocations
+
+    assert allocations(rf, uuid) == {
+        mig.dest_compute: {"VCPU": 1, "MEMORY_MB": 2048, "DISK_GB": 20}
+    }
+
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_instance(uuid, VmState.ACTIVE)
+    before = snapshot(rf, uuid, mig_id)
+    # Redeliver every step of both flows after the fact.
+    for flow in ("resize", "confirm"):
+        for planned in workflows.plan(flow, mig.source_compute, mig.dest_compute):
+            workflows.signature(rf.app, planned.step, mig_id, planned.host).apply_async()
+    wait_for(
+        lambda: (
+            all(r.deliveries >= 2 for r in rf.journal(mig_id) if r.flow == "confirm")
+            and all(r.deliveries == 3 for r in rf.journal(mig_id) if r.flow == "resize")
+        ),
+        what="the redeliveries",
+    )
+    assert snapshot(rf, uuid, mig_id) == before
+
+
+def test_transient_failure_is_retried_then_succeeds(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    rf.set_failpoints(
+        {
+            "resizeflow.confirm.confirm_migration": [
+                {"mode": "transient", "times": 2, "instance_uuid": uuid}
+            ]
+        }
+    )
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_instance(uuid, VmState.ACTIVE)
+    rows = {r.step.rsplit(".", 1)[1]: r for r in rf.journal(mig_id) if r.flow == "confirm"}
+    assert (rows["confirm_migration"].attempts, rows["confirm_migration"].status) == (3, "done")
+    assert rows["confirm_migration"].last_error is None
+    assert {r.attempts for n, r in rows.items() if n != "confirm_migration"} == {1}
+    assert ("compute_confirm_migration", "Success") in step_events(rf, "confirmResize", uuid)
+    assert rf.faults(uuid) == []
+
+
+def assert_errored_out(rf: Stack, uuid: str, mig_id: int, failed_step: str, fault: str) -> None:
+    inst = wait_for(
+        lambda: (i := rf.instance(uuid)).vm_state == VmState.ERROR and i, what=f"{uuid} in ERROR"
+    )
+    assert inst.task_state is None
+    assert rf.migration(mig_id).status == M.ERROR
+    assert any(fault in f for f in rf.faults(uuid)), rf.faults(uuid)
+    statuses = {r.step.rsplit(".", 1)[1]: r.status for r in rf.journal(mig_id)}
+    assert statuses[failed_step] == journal.FAILED
+
+
+def test_permanent_failure_errors_the_workflow_out(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    rf.set_failpoints(
+        {"resizeflow.revert.destroy_dest_domain": [{"mode": "fatal", "instance_uuid": uuid}]}
+    )
+    rf.notifications()
+    rf.api.revert_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, "destroy_dest_domain", "injected fatal failure")
+    statuses = [
+        (r.step.rsplit(".", 1)[1], r.status) for r in rf.journal(mig_id) if r.flow == "revert"
+    ]
+    assert statuses == [
+        ("teardown_dest_network", "done"),
+        ("destroy_dest_domain", "failed"),
+        ("terminate_volume_connections", "pending"),
+        ("drop_dest_claim", "pending"),
+        ("finish_revert", "pending"),
+    ]
+    assert step_events(rf, "revertResize", uuid) == [
+        ("compute_teardown_dest_network", "Success"),
+        ("compute_destroy_dest_domain", "Error"),
+    ]
+    events = [n["event_type"] for n in rf.notifications()]
+    assert events == ["instance.resize_revert.start", "instance.resize_revert.error"]
+
+
+def test_retries_run_out(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    rf.set_failpoints(
+        {"resizeflow.confirm.drop_source_claim": [{"mode": "transient", "instance_uuid": uuid}]}
+    )
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, "drop_source_claim", "injected transient failure")
+    row = next(r for r in rf.journal(mig_id) if r.step.endswith("drop_source_claim"))
+    assert row.attempts == rf.settings.step_max_retries + 1
+
+
+def test_missing_resize_dir_fails_finish_revert(rf: Stack, project: str) -> None:
+    """A real driver failure: the source copy is gone, so revert cannot restore it."""
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    shutil.rmtree(rf.instance_dir(rf.migration(mig_id).source_compute, uuid, "_resize"))
+    rf.api.revert_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, "finish_revert", "No disk at")
