@@ -7,6 +7,7 @@ variable, so a misconfigured worker refuses to start instead of failing mid-work
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from typing import Any
 from resizeflow.errors import ConfigError
 
 PREFIX = "RESIZEFLOW_"
-_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 def _int(lo: int | None = None) -> Callable[[str], int]:
@@ -33,6 +34,8 @@ def _int(lo: int | None = None) -> Callable[[str], int]:
 def _float(lo: float) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
         if value < lo:
             raise ValueError(f"must be >= {lo}")
         return value
@@ -50,13 +53,15 @@ def _bool(raw: str) -> bool:
 
 
 def _host(raw: str) -> str:
-    if not _HOST_RE.match(raw):
+    if not _HOST_RE.fullmatch(raw):
         raise ValueError("a host name is letters, digits, '.', '-' and '_', at most 63 characters")
     return raw
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     def parse(raw: str) -> str:
+        if raw == "" and "sqlite" in schemes:
+            return raw  # the database default: SQLite under the state dir
         scheme = raw.split("://", 1)[0] if "://" in raw else ""
         if not scheme or scheme.split("+", 1)[0] not in schemes:
             raise ValueError(f"expected a URL with scheme {', '.join(schemes)}")

@@ -32,7 +32,7 @@ from resizeflow.db import journal
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
-from resizeflow.states import MigrationStatus, TaskState, VmState
+from resizeflow.states import MigrationStatus, VmState
 
 REDIS_URL = os.environ.get("RESIZEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PG_ADMIN_URL = os.environ.get(
@@ -137,19 +137,19 @@ class Stack:
 
     # -- reads --------------------------------------------------------------
     def instance(self, uuid: str) -> Instance:
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             inst = s.get(Instance, uuid)
             assert inst is not None
             return inst
 
     def migration(self, mig_id: int) -> Migration:
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             mig = s.get(Migration, mig_id)
             assert mig is not None
             return mig
 
     def journal(self, mig_id: int) -> list[StepJournal]:
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             return journal.rows(s, mig_id)
 
     def domains(self, host: str) -> dict[str, dict[str, Any]]:
@@ -199,7 +199,7 @@ class Stack:
     def faults(self, uuid: str) -> list[str]:
         from resizeflow.db.models import InstanceFault
 
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             return list(
                 s.scalars(select(InstanceFault.message).where(InstanceFault.instance_uuid == uuid))
             )
@@ -208,7 +208,7 @@ class Stack:
         """Wait until no workflow step is queued or running and no task is in progress."""
 
         def idle() -> bool:
-            with self.db.transaction() as s:
+            with self.db.snapshot() as s:
                 busy = s.scalar(
                     select(StepJournal.id)
                     .join(Migration, Migration.id == StepJournal.migration_id)

@@ -19,7 +19,12 @@ V = "RESIZEFLOW_"
 # (variable, raw value, field, parsed value): one row per field at least.
 PARSED: list[tuple[str, str, str, Any]] = [
     ("STATE_DIR", "/srv/rf", "state_dir", Path("/srv/rf")),
-    ("DATABASE_URL", "postgresql+psycopg://u@db/rf", "database_url", "postgresql+psycopg://u@db/rf"),
+    (
+        "DATABASE_URL",
+        "postgresql+psycopg://u@db/rf",
+        "database_url",
+        "postgresql+psycopg://u@db/rf",
+    ),
     ("DATABASE_URL", "sqlite:////tmp/x.sqlite", "database_url", "sqlite:////tmp/x.sqlite"),
     ("BROKER_URL", "amqp://guest@mq//", "broker_url", "amqp://guest@mq//"),
     ("BROKER_URL", "rediss://r:6380/1", "broker_url", "rediss://r:6380/1"),
@@ -87,7 +92,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.worker_pool, s.worker_concurrency, s.resize_confirm_window) == ("threads", 4, 0)
     assert (s.node_vcpus, s.node_memory_mb, s.node_local_gb) == (None, None, None)
     assert (s.quota_cores, s.quota_ram, s.quota_instances) == (20, 51200, 10)
-    assert s.notifications and not s.shared_storage and not s.allow_resize_to_same_host
+    assert (s.notifications, s.shared_storage, s.allow_resize_to_same_host) == (True, False, False)
     assert s.db_url == f"sqlite:///{tmp_path.resolve()}/var/resizeflow.sqlite"
 
 
@@ -111,16 +116,20 @@ def test_invalid_value_names_the_variable(var: str, raw: str) -> None:
     assert repr(raw) in info.value.message
 
 
-@pytest.mark.xfail(strict=True, reason="bug: _HOST_RE uses `$`, which matches before a '\\n'")
 def test_host_with_trailing_newline_is_rejected() -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({V + "HOST": "host1\n"})
 
 
-@pytest.mark.xfail(strict=True, reason="bug: _float accepts nan (nan < lo is False)")
-def test_nan_allocation_ratio_is_rejected() -> None:
-    with pytest.raises(ConfigError):
-        Settings.from_env({V + "CPU_ALLOCATION_RATIO": "nan"})
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf"])
+def test_non_finite_ratio_is_rejected(raw: str) -> None:
+    with pytest.raises(ConfigError, match="CPU_ALLOCATION_RATIO"):
+        Settings.from_env({V + "CPU_ALLOCATION_RATIO": raw})
+
+
+def test_empty_database_url_means_the_default() -> None:
+    s = Settings.from_env({V + "DATABASE_URL": "", V + "STATE_DIR": "/tmp/rf"})
+    assert s.db_url == "sqlite:////tmp/rf/resizeflow.sqlite"
 
 
 def test_overrides_win_over_the_environment() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from resizeflow.db import journal
-from resizeflow.db.models import Allocation, InstanceAction, InstanceActionEvent, PortBinding, Port
+from resizeflow.db.models import Allocation, InstanceAction, InstanceActionEvent, Port, PortBinding
 from resizeflow.states import MigrationStatus as M
 from resizeflow.states import PowerState, VmState
 from resizeflow.workflows import FLOWS

@@ -68,7 +68,9 @@ def test_confirm_racing_revert_exactly_one_wins(rf: Stack, project: str) -> None
         outcomes: dict[str, dict[str, Any]] = {u: {} for u in uuids}
         barrier = threading.Barrier(2 * servers)
 
-        def attempt(uuid: str, which: str) -> None:
+        def attempt(
+            uuid: str, which: str, barrier: threading.Barrier, outcomes: dict[str, dict[str, Any]]
+        ) -> None:
             call = rf.api.confirm_resize if which == "confirm" else rf.api.revert_resize
             barrier.wait()
             try:
@@ -78,7 +80,7 @@ def test_confirm_racing_revert_exactly_one_wins(rf: Stack, project: str) -> None
                 outcomes[uuid][which] = exc
 
         threads = [
-            threading.Thread(target=attempt, args=(u, w))
+            threading.Thread(target=attempt, args=(u, w, barrier, outcomes))
             for u in uuids
             for w in ("confirm", "revert")
         ]
@@ -215,3 +217,33 @@ def test_missing_resize_dir_fails_finish_revert(rf: Stack, project: str) -> None
     shutil.rmtree(rf.instance_dir(rf.migration(mig_id).source_compute, uuid, "_resize"))
     rf.api.revert_resize(rf.ctx(project), uuid)
     assert_errored_out(rf, uuid, mig_id, "finish_revert", "No disk at")
+
+
+def test_sigterm_finishes_the_running_step(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    source = rf.migration(mig_id).source_compute
+    rf.set_failpoints(
+        {
+            "resizeflow.confirm.confirm_migration": [
+                {"mode": "delay", "seconds": 2, "times": 1, "instance_uuid": uuid}
+            ]
+        }
+    )
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    wait_for(
+        lambda: any(
+            r.step.endswith("confirm_migration") and r.status == journal.RUNNING
+            for r in rf.journal(mig_id)
+        ),
+        what="confirm_migration to start",
+    )
+    proc = rf.workers[source]
+    rf.stop_worker(source)  # SIGTERM: Celery's warm shutdown
+    assert proc.returncode == 0
+    statuses = {r.step.rsplit(".", 1)[1]: r.status for r in rf.journal(mig_id)}
+    assert statuses["confirm_migration"] == journal.DONE
+    assert statuses["drop_source_claim"] == journal.PENDING
+    rf.start_worker(source)
+    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_instance(uuid, VmState.ACTIVE)

@@ -37,7 +37,7 @@ def test_every_instance_operation_has_a_task() -> None:
 def test_tasks_are_registered_with_late_acks(app: Celery) -> None:
     for name in [*tasks.STEP_TASKS, *tasks.INSTANCE_TASKS]:
         task = app.tasks[name]
-        assert task.acks_late and task.reject_on_worker_lost, name
+        assert (task.acks_late, task.reject_on_worker_lost) == (True, True), name
 
 
 def _short(flow: str) -> list[tuple[str, str]]:

@@ -135,7 +135,7 @@ class ComputeAPI:
 
     # -- reads --------------------------------------------------------------
     def get(self, ctx: RequestContext, uuid: str) -> Instance:
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             return self._get(ctx, s, uuid, "servers:show")
 
     # -- boot ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, readonly: bool = False, **kwargs: Any) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_engine(
             url,
@@ -37,7 +37,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers take a WAL snapshot and never wait for a writer.
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -53,6 +54,10 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_engine = (
+            make_engine(url, readonly=True, **engine_kwargs) if self.is_sqlite else self.engine
+        )
+        self._read_factory = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -64,5 +69,15 @@ class Database:
         with self._factory() as session, session.begin():
             yield session
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only session; closing it discards whatever it changed.
+
+        Objects read here stay usable after the block, detached.
+        """
+        with self._read_factory() as session:
+            yield session
+
     def dispose(self) -> None:
         self.engine.dispose()
+        self._read_engine.dispose()

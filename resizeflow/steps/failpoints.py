@@ -1,10 +1,12 @@
 """Failure injection for tests and chaos runs, off unless RESIZEFLOW_FAILPOINTS_FILE is set.
 
 The file is JSON: ``{"<step name>": [rule, ...]}``. A rule is
-``{"mode": "transient" | "fatal", "times": N, "probability": P, "instance_uuid": U}``;
+``{"mode": "transient" | "fatal" | "delay", "times": N, "probability": P,
+"instance_uuid": U, "seconds": S}``;
 ``times`` counts down across every worker sharing the file (a missing ``times``
 means every time), ``probability`` defaults to 1, and ``instance_uuid``
-restricts the rule to one server. An injected failure is raised just before the
+restricts the rule to one server. ``delay`` sleeps ``seconds`` and lets the step
+run, which holds a step in flight for shutdown tests. An injected failure is raised just before the
 step's own work, inside its transaction, exactly like a driver failure.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,13 @@ def check(path: str, step: str, instance_uuid: str) -> None:
             fh.write(json.dumps(table))
     if rule is None:
         return
-    reason = f"injected {rule.get('mode', 'transient')} failure in {step}"
-    if rule.get("mode") == "fatal":
+    if rule.get("mode") == "delay":
+        time.sleep(float(rule.get("seconds", 1.0)))
+        return
+    mode = rule.get("mode", "transient")
+    reason = f"injected {mode} failure in {step}"
+    if mode == "fatal":
         raise errors.StepFailed(step=step, reason=reason)
-    raise errors.TransientError(reason=reason)
+    if mode == "transient":
+        raise errors.TransientError(reason=reason)
+    raise errors.ConfigError(f"{path}: unknown failpoint mode {mode!r} for {step}")
