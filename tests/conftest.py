@@ -16,6 +16,12 @@ from tests.invariants import assert_allocation_invariant
 from tests.stack import PG_ADMIN_URL, REDIS_URL, Stack, build_stack, destroy_stack, service_up
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.services)
+
+
 def require(url: str, port: int, name: str) -> None:
     if service_up(url, port):
         return
