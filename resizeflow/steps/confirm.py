@@ -5,6 +5,7 @@ from __future__ import annotations
 from resizeflow.states import MigrationStatus as M
 from resizeflow.states import PowerState, TaskState, VmState, check_migration, check_task, check_vm
 from resizeflow.steps.context import StepContext
+from resizeflow.steps.resize import clear_stash
 
 FLOW = "confirm"
 
@@ -38,8 +39,7 @@ def finish_confirm(ctx: StepContext) -> None:
     # A delete that confirmed first keeps DELETING for the delete that follows.
     if inst.task_state != TaskState.DELETING:
         inst.task_state = check_task(inst.task_state, None)
-    inst.old_flavor = inst.new_flavor = None
-    inst.system_metadata = {k: v for k, v in inst.system_metadata.items() if k != "old_vm_state"}
+    clear_stash(inst)
     ctx.notify("resize_confirm.end")
 
 

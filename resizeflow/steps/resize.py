@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resizeflow.db.models import Instance
 from resizeflow.drivers.base import Resources
 from resizeflow.states import MigrationStatus as M
 from resizeflow.states import TaskState as T
@@ -59,6 +60,12 @@ def finish_resize(ctx: StepContext) -> None:
     inst.task_state = check_task(inst.task_state, None)
     mig.status = check_migration(mig.status, M.FINISHED)
     ctx.notify("resize_finish.end")
+
+
+def clear_stash(inst: Instance) -> None:
+    """Forget what a resize stashed on the instance, once it is confirmed or reverted."""
+    inst.old_flavor = inst.new_flavor = None
+    inst.system_metadata = {k: v for k, v in inst.system_metadata.items() if k != "old_vm_state"}
 
 
 STEPS = (prep_resize, resize_instance, finish_resize)

@@ -6,6 +6,7 @@ from resizeflow.db.models import utcnow
 from resizeflow.states import MigrationStatus as M
 from resizeflow.states import VmState, check_migration, check_task, check_vm
 from resizeflow.steps.context import StepContext
+from resizeflow.steps.resize import clear_stash
 
 FLOW = "revert"
 
@@ -46,8 +47,7 @@ def finish_revert(ctx: StepContext) -> None:
     inst.power_state = ctx.virt.power_state(inst.uuid)
     inst.vm_state = check_vm(inst.vm_state, VmState.STOPPED if stopped else VmState.ACTIVE)
     inst.task_state = check_task(inst.task_state, None)
-    inst.old_flavor = inst.new_flavor = None
-    inst.system_metadata = {k: v for k, v in inst.system_metadata.items() if k != "old_vm_state"}
+    clear_stash(inst)
     inst.launched_at = utcnow()
     ctx.notify("resize_revert.end")
 

@@ -1,29 +1,10 @@
-"""The ``resizeflow`` command line."""
+"""Commands that run resizeflow's services: the database schema and the workers."""
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
-from resizeflow import errors
-from resizeflow.conf import Settings
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except errors.ConfigError as exc:
-        raise click.ClickException(exc.message) from None
-
-
-@click.group()
-def main() -> None:
-    """resizeflow: finish VM resizes as Celery workflows on per-host queues."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+from resizeflow.cli import load_settings, main
 
 
 @main.group()
@@ -37,13 +18,11 @@ def db_upgrade() -> None:
     from resizeflow.db.migrate import upgrade
     from resizeflow.db.session import Database
 
-    settings = _settings()
-    database = Database(settings.db_url)
+    database = Database(load_settings().db_url)
     upgrade(database)
     database.dispose()
-    click.echo(
-        f"database at {database.engine.url.render_as_string(hide_password=True)} is up to date"
-    )
+    url = database.engine.url.render_as_string(hide_password=True)
+    click.echo(f"database at {url} is up to date")
 
 
 @main.command()
@@ -53,18 +32,10 @@ def worker(host: str | None, loglevel: str) -> None:
     """Run the Celery worker of one compute host, consuming compute.HOST."""
     from resizeflow.worker import run
 
-    settings = _settings()
+    settings = load_settings()
     if host is not None:
         try:
             settings = settings.with_host(host)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--host") from None
     run(settings, loglevel=loglevel)
-
-
-def entrypoint() -> None:
-    try:
-        main(standalone_mode=True)
-    except errors.ResizeflowError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(1)

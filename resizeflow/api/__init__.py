@@ -1,0 +1,1 @@
+"""The Nova-compatible HTTP API (OpenStack Compute v2.1)."""
