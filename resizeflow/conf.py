@@ -116,6 +116,9 @@ class Settings:
     shared_storage: bool = field(default=False, metadata=_env("SHARED_STORAGE", _bool))
     worker_pool: str = field(default="threads", metadata=_env("WORKER_POOL", _pool))
     worker_concurrency: int = field(default=4, metadata=_env("WORKER_CONCURRENCY", _int(1)))
+    # Nova's report_interval and service_down_time.
+    report_interval: float = field(default=10.0, metadata=_env("REPORT_INTERVAL", _float(0.1)))
+    service_down_time: float = field(default=60.0, metadata=_env("SERVICE_DOWN_TIME", _float(1.0)))
     step_max_retries: int = field(default=5, metadata=_env("STEP_MAX_RETRIES", _int(0)))
     retry_backoff: float = field(default=0.5, metadata=_env("RETRY_BACKOFF", _float(0.0)))
     retry_backoff_max: float = field(default=30.0, metadata=_env("RETRY_BACKOFF_MAX", _float(0.0)))

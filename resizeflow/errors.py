@@ -117,6 +117,10 @@ class MigrationStatusConflict(Conflict):
     msg_fmt = "Migration %(migration_id)s is %(actual)s, expected %(expected)s."
 
 
+class ServiceUnavailable(Conflict):
+    msg_fmt = "Service is unavailable at this time."
+
+
 class InvalidStateTransition(Conflict):
     msg_fmt = "%(kind)s cannot move from %(old)s to %(new)s."
 

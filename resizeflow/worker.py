@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from dataclasses import asdict
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from resizeflow import workflows
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
+from resizeflow.db import services
 from resizeflow.db.models import ComputeNode, Instance, Migration
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import VirtDriver
@@ -99,6 +101,31 @@ def resizeflow_domains(state: Any) -> list[dict[str, Any]]:
     ]
 
 
+class Heartbeat(threading.Thread):
+    """Reports the host's service as up every ``report_interval`` seconds."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        super().__init__(name="resizeflow-heartbeat", daemon=True)
+        self.settings, self.db = settings, database
+        self.stopping = threading.Event()
+
+    def beat(self) -> None:
+        with self.db.transaction() as s:
+            services.heartbeat(s, self.settings.host, workflows.queue_for(self.settings.host))
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.settings.report_interval):
+            try:
+                self.beat()
+            except Exception:  # the next beat may well work; a down DB is not fatal
+                log.exception("heartbeat of %s failed", self.settings.host)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.db.transaction() as s:
+            services.mark_stopped(s, self.settings.host)
+
+
 def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     app = make_app(settings)
     app.set_default()
@@ -107,6 +134,9 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     recovered = recover_domains(settings, runtime.db, runtime.virt)
     log.info("host %s: recovered %d domains", settings.host, len(recovered))
     context.install(runtime)
+    heartbeat = Heartbeat(settings, runtime.db)
+    heartbeat.beat()
+    heartbeat.start()
     worker = app.Worker(
         hostname=f"{settings.host}@{socket.gethostname()}",
         queues=[workflows.queue_for(settings.host)],
@@ -116,5 +146,8 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
         # Celery's SIGTERM is a warm shutdown: the step in progress finishes
         # and is acknowledged before the process exits.
     )
-    worker.start()
+    try:
+        worker.start()
+    finally:
+        heartbeat.stop()
     raise SystemExit(worker.exitcode)

@@ -284,6 +284,7 @@ def build_stack(backend: str, tmp: Path, hosts: tuple[str, ...] = ("host1", "hos
         "RESIZEFLOW_RETRY_BACKOFF_MAX": "0.5",
         "RESIZEFLOW_STEP_MAX_RETRIES": "4",
         "RESIZEFLOW_WORKER_CONCURRENCY": "4",
+        "RESIZEFLOW_REPORT_INTERVAL": "1",
     }
     if not db_url:
         env.pop("RESIZEFLOW_DATABASE_URL")

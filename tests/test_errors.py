@@ -30,28 +30,53 @@ def test_confirm_and_revert_of_a_server_never_resized(rf: Stack, project: str) -
 
 
 def test_not_resized_while_a_confirm_is_underway(rf: Stack, project: str) -> None:
-    """With the source host's worker down, the confirm waits in its queue; the
-    migration is no longer ``finished``, so Nova's answer is "not resized"."""
+    """Once a confirm has moved the migration on from ``finished``, a second
+    confirm or a revert gets Nova's "not resized" answer."""
     uuid = rf.boot(project)
     mig_id = resize_to_verify(rf, project, uuid)
-    source = rf.migration(mig_id).source_compute
-    rf.stop_worker(source)
+    rf.set_failpoints(
+        {
+            "resizeflow.confirm.confirm_migration": [
+                {"mode": "delay", "seconds": 1, "times": 1, "instance_uuid": uuid}
+            ]
+        }
+    )
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    for call in (rf.api.confirm_resize, rf.api.revert_resize):
+        with pytest.raises(errors.InstanceNotResized) as exc:
+            call(rf.ctx(project), uuid)
+        assert (exc.value.code, exc.value.message) == (400, "Instance has not been resized.")
+    rf.wait_migration(mig_id, M.CONFIRMED)
+    # The losing revert rolled its task_state change back.
+    assert rf.wait_instance(uuid, VmState.ACTIVE).task_state is None
+
+
+def test_host_down_refuses_confirm_and_revert(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    mig = rf.migration(mig_id)
+    rf.stop_worker(mig.source_compute)
     try:
-        rf.api.confirm_resize(rf.ctx(project), uuid)
-        assert rf.migration(mig_id).status == M.CONFIRMING
-        for call in (rf.api.confirm_resize, rf.api.revert_resize):
-            with pytest.raises(errors.InstanceNotResized) as exc:
-                call(rf.ctx(project), uuid)
-            assert (exc.value.code, exc.value.message) == (400, "Instance has not been resized.")
-        # The losing revert rolled its task_state change back.
+        with pytest.raises(errors.ServiceUnavailable) as exc:
+            rf.api.confirm_resize(rf.ctx(project), uuid)
+        assert (exc.value.code, exc.value.message) == (409, "Service is unavailable at this time.")
+        assert rf.migration(mig_id).status == M.FINISHED
+    finally:
+        rf.start_worker(mig.source_compute)
+    rf.stop_worker(mig.dest_compute)
+    try:
+        with pytest.raises(errors.ServiceUnavailable):
+            rf.api.revert_resize(rf.ctx(project), uuid)
         assert rf.instance(uuid).task_state is None
     finally:
-        rf.start_worker(source)
-    # The restarted worker redefined the old domain from <uuid>_resize, so the
-    # confirm that was waiting can undefine it.
+        rf.start_worker(mig.dest_compute)
+    # The restarted source worker redefined the old domain from <uuid>_resize,
+    # so the confirm can undefine it.
+    assert rf.domains(mig.source_compute)[uuid]["power_state"] == "SHUTDOWN"
+    rf.api.confirm_resize(rf.ctx(project), uuid)
     rf.wait_migration(mig_id, M.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
-    assert uuid not in rf.domains(source)
+    assert uuid not in rf.domains(mig.source_compute)
 
 
 def test_wrong_states(rf: Stack, project: str) -> None:

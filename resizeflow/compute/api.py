@@ -22,7 +22,7 @@ from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.scheduler import select_destination
 from resizeflow.conf import Settings
 from resizeflow.db import api as db
-from resizeflow.db import journal
+from resizeflow.db import journal, services
 from resizeflow.db.models import Instance, Migration
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import Resources
@@ -133,6 +133,16 @@ class ComputeAPI:
             then = workflows.signature(self.app, name, uuid, host)
         workflows.launch(self.app, item.migration_id, item.steps, then=then)
 
+    def _check_service_up(self, session: Session, host: str) -> None:
+        """Refuse work for a host whose worker is down, as Nova does (409).
+
+        Sending it anyway would leave the workflow waiting in a queue nobody
+        reads, with the migration already moved on.
+        """
+        svc = services.get(session, host)
+        if svc is not None and not services.is_up(svc, self.settings.service_down_time):
+            raise errors.ServiceUnavailable()
+
     # -- reads --------------------------------------------------------------
     def get(self, ctx: RequestContext, uuid: str) -> Instance:
         with self.db.snapshot() as s:
@@ -237,6 +247,7 @@ class ComputeAPI:
             check_instance_lock(ctx, inst)
             check_instance_state(inst, "confirm_resize", vm_state=(V.RESIZED,))
             mig = db.find_migration(s, uuid, M.FINISHED)
+            self._check_service_up(s, mig.source_compute)
             db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
             self._record(ctx, s, inst, "confirmResize")
             launches.append(Launch(mig.id, self._plan(ctx, s, "confirm", mig)))
@@ -249,6 +260,7 @@ class ComputeAPI:
             check_instance_lock(ctx, inst)
             check_instance_state(inst, "revert_resize", vm_state=(V.RESIZED,))
             mig = db.find_migration(s, uuid, M.FINISHED)
+            self._check_service_up(s, mig.dest_compute)
             # Reverting a down-size takes the bigger flavor back: check quota
             # for the difference, as Nova's _reverse_upsize_quota_delta does.
             if inst.old_flavor is not None:

@@ -83,6 +83,25 @@ class ComputeNode(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
+class Service(Base):
+    """A running resizeflow process (a compute host's worker), seen through its heartbeats."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("host", "binary", name="uq_services_host_binary"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(64))
+    binary: Mapped[str] = mapped_column(String(64), default="nova-compute")
+    topic: Mapped[str] = mapped_column(String(255))
+    report_count: Mapped[int] = mapped_column(default=0)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    forced_down: Mapped[bool] = mapped_column(Boolean, default=False)
+    # None once the worker has shut down cleanly: the host is down at once.
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Flavor(Base):
     __tablename__ = "flavors"
 
