@@ -76,6 +76,19 @@ def _pool(raw: str) -> str:
     return raw
 
 
+def _auth(raw: str) -> str:
+    if raw not in {"noauth", "tokens"}:
+        raise ValueError("expected noauth or tokens")
+    return raw
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, 0 to 65535")
+    return value
+
+
 def _opt_int(raw: str) -> int | None:
     return None if raw == "" else _int(0)(raw)
 
@@ -116,6 +129,8 @@ class Settings:
     shared_storage: bool = field(default=False, metadata=_env("SHARED_STORAGE", _bool))
     worker_pool: str = field(default="threads", metadata=_env("WORKER_POOL", _pool))
     worker_concurrency: int = field(default=4, metadata=_env("WORKER_CONCURRENCY", _int(1)))
+    # How often beat runs auto-confirm and the incomplete-migration cleanup.
+    periodic_interval: float = field(default=60.0, metadata=_env("PERIODIC_INTERVAL", _float(0.1)))
     # Nova's report_interval and service_down_time.
     report_interval: float = field(default=10.0, metadata=_env("REPORT_INTERVAL", _float(0.1)))
     service_down_time: float = field(default=60.0, metadata=_env("SERVICE_DOWN_TIME", _float(1.0)))
@@ -140,6 +155,13 @@ class Settings:
     quota_cores: int = field(default=20, metadata=_env("QUOTA_CORES", _int(-1)))
     quota_ram: int = field(default=51200, metadata=_env("QUOTA_RAM", _int(-1)))
     quota_instances: int = field(default=10, metadata=_env("QUOTA_INSTANCES", _int(-1)))
+    # The REST API: noauth takes a "user:project" token at its word (Nova's
+    # noauth2); tokens checks it against RESIZEFLOW_TOKENS_FILE.
+    auth: str = field(default="noauth", metadata=_env("AUTH", _auth))
+    tokens_file: str = field(default="", metadata=_env("TOKENS_FILE"))
+    policy_file: str = field(default="", metadata=_env("POLICY_FILE"))
+    api_bind: str = field(default="127.0.0.1", metadata=_env("API_BIND"))
+    api_port: int = field(default=8774, metadata=_env("API_PORT", _port))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -53,6 +53,8 @@ class MigrationStatus(StrEnum):
     REVERTING = "reverting"
     REVERTED = "reverted"
     ERROR = "error"
+    # Nova's mark for an errored migration whose leftovers have been cleaned up.
+    FAILED = "failed"
 
 
 V, T, M = VmState, TaskState, MigrationStatus
@@ -104,10 +106,11 @@ MIGRATION_TRANSITIONS: dict[MigrationStatus, frozenset[MigrationStatus]] = {
     # finish_revert runs after the migration is already `reverted`; when it
     # fails for good the migration is marked `error` so that it shows up.
     M.REVERTED: frozenset({M.ERROR}),
-    M.ERROR: frozenset(),
+    M.ERROR: frozenset({M.FAILED}),
+    M.FAILED: frozenset(),
 }
 
-MIGRATION_TERMINAL = frozenset({M.CONFIRMED, M.REVERTED, M.ERROR})
+MIGRATION_TERMINAL = frozenset({M.CONFIRMED, M.REVERTED, M.ERROR, M.FAILED})
 
 # Migrations that still hold a claim on their source node.
 MIGRATION_IN_PROGRESS = frozenset(

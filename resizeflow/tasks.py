@@ -30,14 +30,14 @@ from resizeflow.db import journal
 from resizeflow.db.models import InstanceAction, Migration, StepJournal
 from resizeflow.drivers.base import Notification
 from resizeflow.states import MigrationStatus, VmState
-from resizeflow.steps import confirm, failpoints, instance, resize, revert
+from resizeflow.steps import cleanup, confirm, failpoints, instance, resize, revert
 from resizeflow.steps.context import HostRuntime, InstanceContext, StepContext, current
 from resizeflow.steps.failure import error_out
 
 log = logging.getLogger(__name__)
 
 # Worth another try: the step itself is fine, something it talks to hiccupped.
-TRANSIENT: tuple[type[BaseException], ...] = (
+TRANSIENT: tuple[type[Exception], ...] = (
     errors.TransientError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
@@ -226,6 +226,33 @@ def _instance_error(rt: HostRuntime, instance_uuid: str, exc: Exception) -> None
         inst = db.get_instance(s, instance_uuid, lock=True)
         inst.vm_state, inst.task_state = VmState.ERROR, None
         db.add_fault(s, instance_uuid, exc, rt.host, traceback.format_exc())
+
+
+def _host_task(name: str) -> Callable[[Callable[..., Any]], Any]:
+    deco: Callable[[Callable[..., Any]], Any] = shared_task(name=name, **TASK_OPTIONS)
+    return deco
+
+
+@_host_task("resizeflow.host.purge_instance_files")
+def purge_instance_files(self: Task[Any, Any], instance_uuid: str) -> str:
+    rt = current()
+    try:
+        removed = cleanup.purge_instance_files(rt.virt, instance_uuid)
+    except TRANSIENT as exc:
+        raise self.retry(countdown=backoff(rt.settings, self.request.retries), exc=exc) from exc
+    log.info("purged %s of deleted instance %s on %s", removed or "nothing", instance_uuid, rt.host)
+    return instance_uuid
+
+
+@_host_task("resizeflow.host.finish_cleanup")
+def finish_cleanup(self: Task[Any, Any], migration_id: int) -> int:
+    rt = current()
+    try:
+        with rt.db.transaction() as s:
+            cleanup.fail_migration(s, db.get_migration(s, migration_id, lock=True))
+    except TRANSIENT as exc:
+        raise self.retry(countdown=backoff(rt.settings, self.request.retries), exc=exc) from exc
+    return migration_id
 
 
 def _step_task(flow: str, fn: Callable[[StepContext], None]) -> tuple[str, Any]:

@@ -80,6 +80,13 @@ START = "resizeflow.instance.start"
 DELETE = "resizeflow.instance.delete"
 
 
+PURGE = "resizeflow.host.purge_instance_files"
+FINISH_CLEANUP = "resizeflow.host.finish_cleanup"
+
+# Periodic tasks run in the beat process, on a queue of their own.
+PERIODIC_QUEUE = "resizeflow.periodic"
+
+
 def queue_for(host: str) -> str:
     """The queue a compute host's worker consumes."""
     return f"compute.{host}"
@@ -118,6 +125,14 @@ def launch(
     if then is not None:
         sig = sig | then
     sig.apply_async()
+
+
+def launch_cleanup(
+    app: Celery, migration_id: int, instance_uuid: str, hosts: Sequence[str]
+) -> None:
+    """Purge a deleted server's leftovers on each host, then mark the migration failed."""
+    sigs = [signature(app, PURGE, instance_uuid, host) for host in dict.fromkeys(hosts)]
+    chain(*sigs, signature(app, FINISH_CLEANUP, migration_id, hosts[-1])).apply_async()
 
 
 def launch_instance_task(app: Celery, name: str, instance_uuid: str, host: str) -> None:

@@ -111,6 +111,23 @@ class Stack:
             what=f"worker {host} to answer a ping",
         )
 
+    def start_beat(self, **env: str) -> subprocess.Popen[bytes]:
+        """Start ``resizeflow beat``; ``env`` adds RESIZEFLOW_* settings for it alone."""
+        log = open(self.state_dir / "beat.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "resizeflow", "beat"],
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        node = f"beat@{socket.gethostname()}"
+        wait_for(
+            lambda: proc.poll() is None and self.app.control.ping(destination=[node], timeout=0.5),
+            timeout=60,
+            what="beat to answer a ping",
+        )
+        return proc
+
     def stop_worker(self, host: str) -> None:
         proc = self.workers.pop(host)
         proc.send_signal(signal.SIGTERM)
@@ -216,7 +233,7 @@ class Stack:
                         StepJournal.status.in_(
                             [journal.PENDING, journal.RUNNING, journal.RETRYING]
                         ),
-                        Migration.status != MigrationStatus.ERROR,
+                        Migration.status.not_in([MigrationStatus.ERROR, MigrationStatus.FAILED]),
                     )
                     .limit(1)
                 )

@@ -39,3 +39,12 @@ def worker(host: str | None, loglevel: str) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--host") from None
     run(settings, loglevel=loglevel)
+
+
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run the periodic tasks: auto-confirm and incomplete-migration cleanup."""
+    from resizeflow.periodic import run
+
+    run(load_settings(), loglevel=loglevel)

@@ -106,6 +106,9 @@ class VirtDriver(Protocol):
     def finish_revert_migration(self, inst: InstanceSpec, *, power_on: bool) -> None:
         """On the source: rename ``<uuid>_resize`` back, define, and maybe start."""
 
+    def purge(self, uuid: str) -> list[str]:
+        """Undefine the domain and remove every directory of a deleted instance."""
+
     def recover(self, running: dict[str, bool]) -> list[str]:
         """Redefine domains from instance dirs; start those mapped to True."""
 

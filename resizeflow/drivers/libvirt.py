@@ -304,6 +304,16 @@ class LibvirtDriver:
         if destroy_disks and inst_dir.exists():
             shutil.rmtree(inst_dir)
 
+    def purge(self, uuid: str) -> list[str]:
+        removed = []
+        self._undefine(canonical_uuid(uuid))
+        for suffix in ("", _RESIZE):
+            path = self._dir(uuid, suffix)
+            if path.exists():
+                _rmtree_with_retries(path)
+                removed.append(path.name)
+        return removed
+
     def finish_revert_migration(self, inst: InstanceSpec, *, power_on: bool) -> None:
         inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
         if resize_dir.exists():
