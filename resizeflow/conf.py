@@ -70,6 +70,15 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return raw
+
+    return parse
+
+
 def _pool(raw: str) -> str:
     if raw not in {"threads", "prefork", "solo"}:
         raise ValueError("expected threads, prefork or solo")
@@ -129,6 +138,14 @@ class Settings:
     shared_storage: bool = field(default=False, metadata=_env("SHARED_STORAGE", _bool))
     worker_pool: str = field(default="threads", metadata=_env("WORKER_POOL", _pool))
     worker_concurrency: int = field(default=4, metadata=_env("WORKER_CONCURRENCY", _int(1)))
+    # Flower's basic auth ("user:password"); empty leaves Flower open on localhost only.
+    flower_basic_auth: str = field(default="", metadata=_env("FLOWER_BASIC_AUTH"))
+    flower_port: int = field(default=5555, metadata=_env("FLOWER_PORT", _int(1)))
+    log_format: str = field(default="json", metadata=_env("LOG_FORMAT", _choice("json", "text")))
+    log_level: str = field(
+        default="INFO",
+        metadata=_env("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
     # How often beat runs auto-confirm and the incomplete-migration cleanup.
     periodic_interval: float = field(default=60.0, metadata=_env("PERIODIC_INTERVAL", _float(0.1)))
     # Nova's report_interval and service_down_time.

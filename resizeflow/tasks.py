@@ -23,7 +23,7 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore
 from sqlalchemy import func, select
 
-from resizeflow import errors
+from resizeflow import errors, logs
 from resizeflow.conf import Settings
 from resizeflow.db import api as db
 from resizeflow.db import journal
@@ -96,10 +96,24 @@ def run_step(
     task: Task[Any, Any], name: str, fn: Callable[[StepContext], None], migration_id: int
 ) -> int:
     rt = current()
+    with logs.bound(migration_id=migration_id, step=name, host=rt.host):
+        return _run_step(task, rt, name, fn, migration_id)
+
+
+def _run_step(
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    name: str,
+    fn: Callable[[StepContext], None],
+    migration_id: int,
+) -> int:
     with rt.db.transaction() as s:
         row = journal.get(s, migration_id, name, lock=True)
         if row is None:
             raise errors.StepFailed(step=name, reason=f"migration {migration_id} has no plan")
+        instance_uuid = s.scalar(
+            select(Migration.instance_uuid).where(Migration.id == migration_id)
+        )
         row.deliveries += 1
         if row.status == journal.DONE:
             return migration_id
@@ -111,6 +125,18 @@ def run_step(
         if row.status != journal.RUNNING:
             journal.begin(s, row, task.request.hostname or rt.host)
             db.event_start(s, request_id, _event(name), rt.host)
+    with logs.bound(request_id=request_id, instance_uuid=instance_uuid):
+        return _run_locked(task, rt, name, fn, migration_id, request_id)
+
+
+def _run_locked(
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    name: str,
+    fn: Callable[[StepContext], None],
+    migration_id: int,
+    request_id: str,
+) -> int:
     try:
         with rt.db.transaction() as s:
             ctx = _lock_rows(rt, s, migration_id)
@@ -187,6 +213,11 @@ def _retry_or_fail(
 def run_instance_op(task: Task[Any, Any], op: str, instance_uuid: str) -> str:
     """Run spawn/stop/start/delete once; a redelivery finds the task_state cleared."""
     rt = current()
+    with logs.bound(instance_uuid=instance_uuid, step=f"instance.{op}", host=rt.host):
+        return _run_instance_op(task, rt, op, instance_uuid)
+
+
+def _run_instance_op(task: Task[Any, Any], rt: HostRuntime, op: str, instance_uuid: str) -> str:
     fn = instance.OPERATIONS[op]
     try:
         with rt.db.transaction() as s:

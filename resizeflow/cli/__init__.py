@@ -6,12 +6,11 @@ Commands live in modules of this package by topic: ``ops`` runs services
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
-from resizeflow import errors
+from resizeflow import errors, logs
 from resizeflow.conf import Settings
 
 
@@ -26,9 +25,8 @@ def load_settings() -> Settings:
 @click.group()
 def main() -> None:
     """resizeflow: finish VM resizes as Celery workflows on per-host queues."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings = load_settings()
+    logs.setup(settings.log_level, settings.log_format)
 
 
 def entrypoint() -> None:

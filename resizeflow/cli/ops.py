@@ -48,3 +48,21 @@ def beat(loglevel: str) -> None:
     from resizeflow.periodic import run
 
     run(load_settings(), loglevel=loglevel)
+
+
+@main.command()
+@click.option("--port", type=int, help="Port to serve on (RESIZEFLOW_FLOWER_PORT).")
+@click.option("--address", default="127.0.0.1", show_default=True)
+def flower(port: int | None, address: str) -> None:
+    """Run Flower on the broker, with basic auth from RESIZEFLOW_FLOWER_BASIC_AUTH."""
+    from resizeflow.celery_app import make_app
+
+    settings = load_settings()
+    argv = ["flower", f"--port={port or settings.flower_port}", f"--address={address}"]
+    if settings.flower_basic_auth:
+        argv.append(f"--basic_auth={settings.flower_basic_auth}")
+    elif address not in ("127.0.0.1", "localhost", "::1"):
+        raise click.ClickException(
+            "refusing to serve Flower beyond localhost without RESIZEFLOW_FLOWER_BASIC_AUTH"
+        )
+    make_app(settings).start(argv=argv)

@@ -8,6 +8,7 @@ loses a race fails here, before anything is sent.
 
 from __future__ import annotations
 
+import logging
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,12 @@ from resizeflow.states import TaskState as T
 from resizeflow.states import VmState as V
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+
+# Nova's system-metadata key for the image a server was booted from.
+IMAGE_REF_KEY = "image_base_image_ref"
+# Keys the service layer keeps in system_metadata; the rest is the user's metadata.
+INTERNAL_METADATA = frozenset({IMAGE_REF_KEY, "old_vm_state"})
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,13 @@ class ComputeAPI:
         return inst
 
     def _record(self, ctx: RequestContext, session: Session, inst: Instance, action: str) -> None:
+        log.info(
+            "%s requested by %s/%s",
+            action,
+            ctx.user_id,
+            ctx.project_id,
+            extra={"request_id": ctx.request_id, "instance_uuid": inst.uuid},
+        )
         db.record_action(
             session,
             action=action,
@@ -158,8 +172,10 @@ class ComputeAPI:
         host: str | None = None,
         networks: Sequence[str] = ("private",),
         metadata: dict[str, str] | None = None,
+        image_ref: str | None = None,
     ) -> str:
         """Boot a server on ``host`` (admin only) or on a scheduled host."""
+        authorize(ctx, "compute:servers:create")
         if host is not None:
             authorize(ctx, "compute:servers:create:forced_host")
         with self._launching() as (s, launches):
@@ -178,7 +194,10 @@ class ComputeAPI:
                 host=dest.host,
                 node=dest.node,
                 flavor=flavor.as_dict(),
-                system_metadata=dict(metadata or {}),
+                system_metadata={
+                    **(metadata or {}),
+                    **({IMAGE_REF_KEY: image_ref} if image_ref else {}),
+                },
                 vm_state=V.BUILDING,
                 task_state=T.SPAWNING,
             )
