@@ -4,9 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := libvirt-dev pkg-config redis-server gcc python3-dev python3-venv
 PYTEST_ARGS ?=
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := all
-.PHONY: all install system-deps demo test lint typecheck bench up down flower clean
+.PHONY: all install system-deps demo test lint typecheck bench up down flower compose-check clean
 
 all: lint typecheck test
 
@@ -33,7 +34,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 install: system-deps $(VENV)/.installed
 
 demo: install
-	@echo "not yet: the embedded demo lands with the operations issue"
+	$(BIN)/resizeflow demo $(DEMO_ARGS)
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -50,10 +51,17 @@ bench: install
 	@echo "not yet: the benchmark lands with the benchmark issue"
 
 up:
-	@echo "not yet: compose.yaml lands with the operations issue"
+	$(COMPOSE) up -d --build
 
 down:
-	@echo "not yet: compose.yaml lands with the operations issue"
+	$(COMPOSE) down
+
+# Validates compose.yaml without a Docker engine.
+compose-check:
+	$(COMPOSE) config -q
+
+flower: install
+	$(BIN)/resizeflow flower
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache *.egg-info
