@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 FIELDS = ("request_id", "instance_uuid", "migration_id", "step", "host")
@@ -78,9 +79,11 @@ class TextFormatter(logging.Formatter):
         return redact(f"{line} {fields}" if fields else line)
 
 
-def setup(level: str = "INFO", fmt: str = "json") -> None:
+def setup(level: str = "INFO", fmt: str = "json", path: Path | None = None) -> None:
     """Route every logger (Celery's included) through one structured handler."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stderr) if path is None else logging.FileHandler(path)
+    )
     handler.addFilter(ContextFilter())
     handler.setFormatter(
         JsonFormatter()

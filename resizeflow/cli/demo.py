@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import select
 
+from resizeflow import logs
 from resizeflow.celery_app import make_app
 from resizeflow.cli import load_settings, main
 from resizeflow.cli.supervisor import Supervisor, start_redis
@@ -190,6 +191,9 @@ def run_demo(
             }
         )
         sup.env.pop("RESIZEFLOW_DATABASE_URL", None)
+        # The console is for the progress display; this process logs to a file too.
+        sup.log_dir.mkdir(parents=True, exist_ok=True)
+        logs.setup("INFO", "json", path=sup.log_dir / "demo.log")
         settings = Settings.from_env(sup.env)
         database = Database(settings.db_url)
         upgrade(database)
@@ -229,7 +233,10 @@ def _drive(
     console: Console, settings: Settings, database: Database, count: int, timeout: float
 ) -> bool:
     api = ComputeAPI(settings, database, make_app(settings))
-    user = RequestContext(user_id="demo", project_id=PROJECT)
+
+    def user() -> RequestContext:  # one request id per call, as per HTTP request
+        return RequestContext(user_id="demo", project_id=PROJECT)
+
     fleet = [
         Server(
             uuid="",
@@ -251,10 +258,10 @@ def _drive(
         )
         for srv in fleet:
             if srv.stopped:
-                api.stop(user, srv.uuid)
+                api.stop(user(), srv.uuid)
         _wait(live, database, fleet, lambda: _all(database, fleet, _idle), timeout)
         for srv in fleet:
-            srv.migration_id = api.resize(user, srv.uuid, "2")
+            srv.migration_id = api.resize(user(), srv.uuid, "2")
         _wait(
             live,
             database,
@@ -267,9 +274,9 @@ def _drive(
         )
         for srv in fleet:
             if srv.ending == "confirm":
-                api.confirm_resize(user, srv.uuid)
+                api.confirm_resize(user(), srv.uuid)
             else:
-                api.revert_resize(user, srv.uuid)
+                api.revert_resize(user(), srv.uuid)
         _wait(
             live,
             database,
@@ -277,6 +284,7 @@ def _drive(
             lambda: _migrations_end(database, fleet, TERMINAL) and _all(database, fleet, _idle),
             timeout,
         )
+    console.print()
     console.print(_timeline(database, fleet))
     with database.snapshot() as s:
         failed = [

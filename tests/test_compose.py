@@ -1,0 +1,196 @@
+"""compose.yaml, run as plain processes: the same commands and settings, on this machine.
+
+No Docker engine runs here, so the test reads compose.yaml, points its
+PostgreSQL and Redis at the machine's own (a fresh database and key prefix),
+and starts each service's command the way compose would, in dependency order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import require
+from tests.stack import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    create_pg_database,
+    drop_pg_database,
+    service_up,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+STARTED_AFTER_UPGRADE = ("api", "beat", "compute-1", "compute-2")
+
+
+def compose_services() -> dict[str, Any]:
+    text = (ROOT / "compose.yaml").read_text()
+    # ${VAR:-default} as compose substitutes it, from this environment.
+    text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1), m.group(2)), text)
+    return dict(yaml.safe_load(text)["services"])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def localize(service: dict[str, Any], db_url: str, prefix: str, state: Path) -> dict[str, str]:
+    env = {k: str(v) for k, v in service.get("environment", {}).items()}
+    assert env["RESIZEFLOW_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert env["RESIZEFLOW_BROKER_URL"].startswith("redis://redis:6379")
+    env.update(
+        RESIZEFLOW_DATABASE_URL=db_url,
+        RESIZEFLOW_BROKER_URL=REDIS_URL,
+        RESIZEFLOW_BROKER_PREFIX=prefix,
+        RESIZEFLOW_STATE_DIR=str(state),
+        RESIZEFLOW_NODE_VCPUS="16",
+        RESIZEFLOW_NODE_MEMORY_MB="65536",
+        RESIZEFLOW_NODE_LOCAL_GB="1000",
+        RESIZEFLOW_REPORT_INTERVAL="1",
+    )
+    return {**os.environ, "PATH": f"{BIN}:{ROOT / 'workers'}:{os.environ['PATH']}", **env}
+
+
+def command(service: dict[str, Any], api_port: int) -> list[str]:
+    argv = [str(a) for a in service["command"]]
+    if argv[0] == "resizeflow-worker":  # the image installs workers/entrypoint.sh under this name
+        argv[0] = str(ROOT / "workers" / "entrypoint.sh")
+    return [str(api_port) if a == "8774" else a for a in argv]
+
+
+class Api:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}/v2.1"
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("X-Auth-Token", "admin:admin")
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def server(self, sid: str) -> dict[str, Any]:
+        code, body = self.call("GET", f"/servers/{sid}")
+        assert code == 200, body
+        return dict(body["server"])
+
+    def wait_status(self, sid: str, status: str) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            srv = self.server(sid)
+            assert srv["status"] != "ERROR", srv
+            return srv if srv["status"] == status and not srv["OS-EXT-STS:task_state"] else None
+
+        return wait_for(ready, 60, f"{sid} to be {status}")
+
+
+@pytest.fixture
+def compose_stack(tmp_path: Path) -> Any:
+    require(REDIS_URL, 6379, "Redis")
+    require(PG_ADMIN_URL, 5432, "PostgreSQL")
+    services = compose_services()
+    db_url = create_pg_database()
+    prefix = f"rf-compose-{uuid.uuid4().hex[:8]}:"
+    api_port = free_port()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    try:
+        upgrade = services["db-upgrade"]
+        done = subprocess.run(
+            command(upgrade, api_port),
+            env=localize(upgrade, db_url, prefix, tmp_path),
+            capture_output=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        for name in STARTED_AFTER_UPGRADE:
+            svc = services[name]
+            # Every one of them waits for the upgrade, as compose orders it.
+            assert svc["depends_on"]["db-upgrade"]["condition"] == "service_completed_successfully"
+            with open(logs / f"{name}.log", "ab") as log:
+                procs[name] = subprocess.Popen(
+                    command(svc, api_port),
+                    env=localize(svc, db_url, prefix, tmp_path),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        api = Api(api_port)
+
+        def up() -> bool:
+            for name, proc in procs.items():
+                assert proc.poll() is None, (logs / f"{name}.log").read_text()[-3000:]
+            if not service_up(f"http://127.0.0.1:{api_port}", api_port):
+                return False
+            code, body = api.call("GET", "/os-services")
+            return code == 200 and sum(s["state"] == "up" for s in body["services"]) == 2
+
+        wait_for(up, 90, "the compose services")
+        yield api
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        drop_pg_database(db_url)
+
+
+def test_compose_commands_run_a_confirm_and_a_revert(compose_stack: Any) -> None:
+    api = compose_stack
+    ids = []
+    for name in ("kept", "undone"):
+        code, body = api.call(
+            "POST", "/servers", {"server": {"name": name, "flavorRef": "1", "networks": "none"}}
+        )
+        assert code == 202, body
+        ids.append(body["server"]["id"])
+    for sid in ids:
+        api.wait_status(sid, "ACTIVE")
+        code, body = api.call("POST", f"/servers/{sid}/action", {"resize": {"flavorRef": "2"}})
+        assert code == 202, body
+    for sid in ids:
+        api.wait_status(sid, "VERIFY_RESIZE")
+    kept, undone = ids
+    assert api.call("POST", f"/servers/{kept}/action", {"confirmResize": None})[0] == 204
+    assert api.call("POST", f"/servers/{undone}/action", {"revertResize": None})[0] == 202
+    assert api.wait_status(kept, "ACTIVE")["flavor"]["original_name"] == "m1.small"
+    assert api.wait_status(undone, "ACTIVE")["flavor"]["original_name"] == "m1.tiny"
+    code, body = api.call("GET", "/os-migrations")
+    statuses = {m["instance_uuid"]: m["status"] for m in body["migrations"]}
+    assert statuses == {kept: "confirmed", undone: "reverted"}
+
+
+def test_compose_file_is_valid() -> None:
+    import shutil
+
+    if shutil.which("docker-compose") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI validates compose.yaml with docker-compose, which is missing")
+        pytest.skip("docker-compose is not installed")
+    done = subprocess.run(
+        ["docker-compose", "config", "-q"], cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
