@@ -151,6 +151,13 @@ class Settings:
     # Nova's report_interval and service_down_time.
     report_interval: float = field(default=10.0, metadata=_env("REPORT_INTERVAL", _float(0.1)))
     service_down_time: float = field(default=60.0, metadata=_env("SERVICE_DOWN_TIME", _float(1.0)))
+    # How long a running step's lease lasts without a heartbeat from its worker.
+    step_lease: float = field(default=30.0, metadata=_env("STEP_LEASE", _float(1.0)))
+    # The reconciler re-drives a workflow whose next step has not started (or
+    # whose running step's lease lapsed) for this long.
+    reconcile_deadline: float = field(
+        default=120.0, metadata=_env("RECONCILE_DEADLINE", _float(1.0))
+    )
     step_max_retries: int = field(default=5, metadata=_env("STEP_MAX_RETRIES", _int(0)))
     retry_backoff: float = field(default=0.5, metadata=_env("RETRY_BACKOFF", _float(0.0)))
     retry_backoff_max: float = field(default=30.0, metadata=_env("RETRY_BACKOFF_MAX", _float(0.0)))

@@ -3,6 +3,8 @@
 - **Auto-confirm** (Nova's ``_poll_unconfirmed_resizes``): once
   ``RESIZEFLOW_RESIZE_CONFIRM_WINDOW`` seconds have passed since a resize
   finished, confirm it as an admin would.
+- **Reconciler** (:mod:`resizeflow.recovery`): re-drive workflows whose next
+  step never started or whose worker died.
 - **Incomplete migrations** (Nova's ``_cleanup_incomplete_migrations``): a
   migration in ``error`` whose server has been deleted may still have files and
   a claim on its hosts; purge them and mark the migration ``failed``.
@@ -22,7 +24,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import select
 
-from resizeflow import errors, workflows
+from resizeflow import errors, recovery, workflows
 from resizeflow.celery_app import make_app
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 AUTO_CONFIRM = "resizeflow.periodic.confirm_unconfirmed_resizes"
 CLEANUP = "resizeflow.periodic.cleanup_incomplete_migrations"
+RECONCILE = "resizeflow.periodic.reconcile"
 
 
 @dataclass
@@ -142,13 +145,24 @@ def make_beat_app(settings: Settings) -> Celery:
     def cleanup() -> list[int]:
         return cleanup_incomplete_migrations(settings, database, app)
 
+    @app.task(name=RECONCILE, ignore_result=True)
+    def reconcile() -> list[int]:
+        return [r.migration_id for r in recovery.reconcile(settings, database, app)]
+
     queue = {"queue": workflows.PERIODIC_QUEUE, "expires": interval}
+    # The reconciler looks often enough to act within about one deadline.
+    reconcile_every = min(interval, settings.reconcile_deadline / 2)
     app.conf.beat_schedule = {
         "auto-confirm": {"task": AUTO_CONFIRM, "schedule": interval, "options": queue},
         "cleanup-incomplete-migrations": {
             "task": CLEANUP,
             "schedule": interval,
             "options": queue,
+        },
+        "reconcile": {
+            "task": RECONCILE,
+            "schedule": reconcile_every,
+            "options": {"queue": workflows.PERIODIC_QUEUE, "expires": reconcile_every},
         },
     }
     return app

@@ -120,10 +120,14 @@ def _run_step(
         if row.status == journal.FAILED:
             raise Ignore()
         request_id = row.request_id
-        # A copy already running holds the row lock in the next transaction;
-        # this one will wait there and find the step done, so it is no new attempt.
-        if row.status != journal.RUNNING:
-            journal.begin(s, row, task.request.hostname or rt.host)
+        # A copy that is still running (its lease is live) holds the row locks in
+        # the next transaction: this one waits there and finds the step done, so
+        # it is no new attempt. Mutual exclusion comes from those locks, which
+        # the database drops when a worker dies; the lease only tells the
+        # reconciler whether the running copy is still alive.
+        live = journal.lease_live(row) and not journal.superseded(row, rt.incarnation)
+        if row.status != journal.RUNNING or not live:
+            journal.begin(row, rt.incarnation or rt.host, rt.settings.step_lease)
             db.event_start(s, request_id, _event(name), rt.host)
     with logs.bound(request_id=request_id, instance_uuid=instance_uuid):
         return _run_locked(task, rt, name, fn, migration_id, request_id)
@@ -202,6 +206,12 @@ def _retry_or_fail(
         journal.fail(row, f"{type(exc).__name__}: {exc}", final=final)
         if final:
             ctx = _lock_rows(rt, s, migration_id)
+            inst, mig = ctx.instance, ctx.migration
+            row.restore = {
+                "migration_status": mig.status.value,
+                "vm_state": inst.vm_state.value,
+                "task_state": inst.task_state.value if inst.task_state else None,
+            }
             db.event_finish(s, request_id, _event(name), result="Error", traceback=details)
             error_out(ctx, name, exc, details)
             notes = ctx.notifications

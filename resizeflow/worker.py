@@ -9,6 +9,7 @@ may have rebooted. Only then does it consume ``compute.<host>``.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from dataclasses import asdict
@@ -18,10 +19,10 @@ from celery import Celery
 from celery.worker.control import inspect_command
 from sqlalchemy import select
 
-from resizeflow import workflows
+from resizeflow import recovery, workflows
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
-from resizeflow.db import services
+from resizeflow.db import journal, services
 from resizeflow.db.models import ComputeNode, Instance, Migration
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import VirtDriver
@@ -89,7 +90,13 @@ def build_runtime(settings: Settings, app: Celery) -> context.HostRuntime:
         settings.libvirt_uri, settings.instances_dir(settings.host), hostname=settings.host
     )
     notifier = KombuNotifier(app.connection_for_write(), enabled=settings.notifications)
-    return context.HostRuntime(settings=settings, db=database, virt=virt, notifier=notifier)
+    return context.HostRuntime(
+        settings=settings,
+        db=database,
+        virt=virt,
+        notifier=notifier,
+        incarnation=f"{nodename(settings)}/{os.getpid()}",
+    )
 
 
 @inspect_command()
@@ -104,14 +111,15 @@ def resizeflow_domains(state: Any) -> list[dict[str, Any]]:
 class Heartbeat(threading.Thread):
     """Reports the host's service as up every ``report_interval`` seconds."""
 
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, runtime: context.HostRuntime) -> None:
         super().__init__(name="resizeflow-heartbeat", daemon=True)
-        self.settings, self.db = settings, database
+        self.settings, self.db, self.incarnation = runtime.settings, runtime.db, runtime.incarnation
         self.stopping = threading.Event()
 
     def beat(self) -> None:
         with self.db.transaction() as s:
             services.heartbeat(s, self.settings.host, workflows.queue_for(self.settings.host))
+            journal.renew_leases(s, self.incarnation, self.settings.step_lease)
 
     def run(self) -> None:
         while not self.stopping.wait(self.settings.report_interval):
@@ -126,6 +134,11 @@ class Heartbeat(threading.Thread):
             services.mark_stopped(s, self.settings.host)
 
 
+def nodename(settings: Settings) -> str:
+    """The Celery node name of a host's worker; the journal records it per step."""
+    return f"{settings.host}@{socket.gethostname()}"
+
+
 def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     app = make_app(settings)
     app.set_default()
@@ -134,11 +147,17 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     recovered = recover_domains(settings, runtime.db, runtime.virt)
     log.info("host %s: recovered %d domains", settings.host, len(recovered))
     context.install(runtime)
-    heartbeat = Heartbeat(settings, runtime.db)
+    heartbeat = Heartbeat(runtime)
     heartbeat.beat()
     heartbeat.start()
+    # Like Nova's init_host, and further: steps this host's previous incarnation
+    # was running when it died, and this host's stalled workflows, go again.
+    redriven = recovery.reconcile(
+        settings, runtime.db, app, host=settings.host, incarnation=runtime.incarnation
+    )
+    log.info("host %s: re-drove %d workflows at start", settings.host, len(redriven))
     worker = app.Worker(
-        hostname=f"{settings.host}@{socket.gethostname()}",
+        hostname=nodename(settings),
         queues=[workflows.queue_for(settings.host)],
         pool=settings.worker_pool,
         concurrency=settings.worker_concurrency,

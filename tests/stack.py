@@ -91,8 +91,43 @@ class Stack:
     api: ComputeAPI
     hosts: tuple[str, ...]
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    api_proc: subprocess.Popen[bytes] | None = None
+    api_url: str = ""
 
     # -- processes ----------------------------------------------------------
+    def api_endpoint(self) -> str:
+        """The ``/v2.1`` endpoint of this stack's ``resizeflow api``, started on first use."""
+        if self.api_proc is None or self.api_proc.poll() is not None:
+            self.start_api()
+        return self.api_url + "/v2.1"
+
+    def start_api(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log = open(self.state_dir / "api.log", "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "resizeflow", "api", "--bind", "127.0.0.1"]
+        self.api_proc = subprocess.Popen(
+            [*cmd, "--port", str(port)], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.api_url = f"http://127.0.0.1:{port}"
+        proc = self.api_proc
+        wait_for(
+            lambda: proc.poll() is None and service_up(self.api_url, port),
+            timeout=60,
+            what="the API to listen",
+        )
+
+    def stop_api(self) -> None:
+        if self.api_proc is not None:
+            self.api_proc.send_signal(signal.SIGTERM)
+            try:
+                self.api_proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.api_proc.kill()
+                self.api_proc.wait()
+            self.api_proc = None
+
     def start_worker(self, host: str) -> None:
         log = open(self.state_dir / f"worker-{host}.log", "ab")  # noqa: SIM115
         self.workers[host] = subprocess.Popen(
@@ -127,6 +162,12 @@ class Stack:
             what="beat to answer a ping",
         )
         return proc
+
+    def kill_worker(self, host: str) -> None:
+        """SIGKILL: no warm shutdown, no goodbye heartbeat, unacked messages stay unacked."""
+        proc = self.workers.pop(host)
+        proc.kill()
+        proc.wait()
 
     def stop_worker(self, host: str) -> None:
         proc = self.workers.pop(host)
@@ -325,6 +366,7 @@ def build_stack(backend: str, tmp: Path, hosts: tuple[str, ...] = ("host1", "hos
 
 
 def destroy_stack(stack: Stack) -> None:
+    stack.stop_api()
     for host in list(stack.workers):
         stack.stop_worker(host)
     stack.db.dispose()

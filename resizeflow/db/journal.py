@@ -6,10 +6,11 @@ transiently, a retry is queued), ``done`` and ``failed`` (failed for good).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from resizeflow.db.models import StepJournal, utcnow
@@ -64,23 +65,56 @@ def rows(session: Session, migration_id: int) -> list[StepJournal]:
     )
 
 
-def begin(session: Session, row: StepJournal, worker: str) -> None:
+def superseded(row: StepJournal, incarnation: str) -> bool:
+    """Whether ``row`` was running under an earlier process of the same worker.
+
+    A worker's incarnation is ``<celery node name>/<pid>``: a restarted worker
+    keeps its node name, so a step its previous process was running is dead.
+    """
+    if row.worker is None:
+        return False
+    node, _, _pid = row.worker.rpartition("/")
+    return node == incarnation.rpartition("/")[0] and row.worker != incarnation
+
+
+def lease_live(row: StepJournal, now: dt.datetime | None = None) -> bool:
+    """Whether a running step's worker has renewed its lease recently enough."""
+    return row.lease_expires_at is not None and row.lease_expires_at > (now or utcnow())
+
+
+def begin(row: StepJournal, worker: str, lease: float) -> None:
     now = utcnow()
     row.status = RUNNING
     row.attempts += 1
     row.worker = worker
     row.started_at = row.started_at or now
     row.heartbeat_at = now
+    row.lease_expires_at = now + dt.timedelta(seconds=lease)
+
+
+def renew_leases(session: Session, worker: str, lease: float) -> int:
+    """Extend the leases of every step ``worker`` is running; returns how many."""
+    now = utcnow()
+    result = session.execute(
+        update(StepJournal)
+        .where(StepJournal.worker == worker, StepJournal.status == RUNNING)
+        .values(heartbeat_at=now, lease_expires_at=now + dt.timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def finish(row: StepJournal) -> None:
     row.status = DONE
     row.finished_at = utcnow()
     row.last_error = None
+    row.lease_expires_at = None
 
 
 def fail(row: StepJournal, error: str, *, final: bool) -> None:
     row.status = FAILED if final else RETRYING
     row.last_error = error[-4000:]
+    row.lease_expires_at = None
+    row.heartbeat_at = utcnow()
     if final:
         row.finished_at = utcnow()

@@ -305,4 +305,10 @@ class StepJournal(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # While running, the worker renews this with its heartbeat; once it lapses
+    # the step's worker is presumed dead and the reconciler may re-drive it.
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Written when the step errors the workflow out: the migration status,
+    # vm_state and task_state to put back if an operator retries it.
+    restore: Mapped[dict[str, Any] | None]

@@ -32,6 +32,9 @@ class HostRuntime:
     db: Database
     virt: VirtDriver
     notifier: Notifier
+    # "<celery node name>/<pid>": who the journal says runs a step, and whose
+    # heartbeat renews the step's lease.
+    incarnation: str = ""
 
     @property
     def host(self) -> str:
