@@ -53,6 +53,22 @@ class InvalidUUID(Invalid):
     msg_fmt = "Expected a uuid but received %(uuid)s."
 
 
+class ValidationError(Invalid):
+    """A request body or query that does not match its schema; names the field."""
+
+    msg_fmt = "Invalid input for field/attribute %(field)s. Value: %(value)s. %(reason)s"
+
+
+class InvalidFlavor(Invalid):
+    msg_fmt = "Invalid flavor: %(reason)s"
+
+
+# --- 401 ---------------------------------------------------------------------
+class Unauthorized(ResizeflowError):
+    code = 401
+    msg_fmt = "The request you have made requires authentication."
+
+
 # --- 403 ---------------------------------------------------------------------
 class Forbidden(ResizeflowError):
     code = 403
@@ -92,6 +108,14 @@ class ComputeHostNotFound(NotFound):
     msg_fmt = "Compute host %(host)s could not be found."
 
 
+class InstanceActionNotFound(NotFound):
+    msg_fmt = "Action for request_id %(request_id)s on instance %(instance_uuid)s not found"
+
+
+class HypervisorNotFound(NotFound):
+    msg_fmt = "Hypervisor %(hypervisor)s could not be found."
+
+
 # --- 409 ---------------------------------------------------------------------
 class Conflict(ResizeflowError):
     code = 409
@@ -121,12 +145,31 @@ class ServiceUnavailable(Conflict):
     msg_fmt = "Service is unavailable at this time."
 
 
+class WorkflowNotFailed(Conflict):
+    msg_fmt = "Migration %(migration_id)s is %(status)s: only a failed workflow can be %(verb)s."
+
+
+class WorkflowStepRunning(Conflict):
+    msg_fmt = (
+        "Step %(step)s of migration %(migration_id)s is still running on %(host)s; "
+        "try again once it has ended."
+    )
+
+
 class InvalidStateTransition(Conflict):
     msg_fmt = "%(kind)s cannot move from %(old)s to %(new)s."
 
 
 class NoValidHost(Conflict):
     msg_fmt = "No valid host was found. %(reason)s"
+
+
+class FlavorExists(Conflict):
+    msg_fmt = "Flavor with name %(name)s already exists."
+
+
+class FlavorIdExists(Conflict):
+    msg_fmt = "Flavor with ID %(flavor_id)s already exists."
 
 
 class ClaimFailed(Conflict):

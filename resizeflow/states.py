@@ -65,8 +65,9 @@ VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     V.STOPPED: frozenset({V.ACTIVE, V.RESIZED, V.ERROR, V.DELETED}),
     # A resized server ends as ACTIVE or STOPPED after confirm or revert.
     V.RESIZED: frozenset({V.ACTIVE, V.STOPPED, V.ERROR, V.DELETED}),
-    # Nova's reset-state and a successful delete are the only ways out of ERROR.
-    V.ERROR: frozenset({V.ACTIVE, V.STOPPED, V.DELETED}),
+    # Out of ERROR: Nova's reset-state, a delete, or an operator's workflow
+    # retry or abort putting back the state a failed step started from.
+    V.ERROR: frozenset({V.ACTIVE, V.STOPPED, V.RESIZED, V.DELETED}),
     V.DELETED: frozenset(),
 }
 
@@ -106,7 +107,22 @@ MIGRATION_TRANSITIONS: dict[MigrationStatus, frozenset[MigrationStatus]] = {
     # finish_revert runs after the migration is already `reverted`; when it
     # fails for good the migration is marked `error` so that it shows up.
     M.REVERTED: frozenset({M.ERROR}),
-    M.ERROR: frozenset({M.FAILED}),
+    # An operator's `workflow retry` puts a migration back where its workflow
+    # failed, and `workflow abort` may hand a resize back to the user
+    # (finished); cleanup of a deleted server's leftovers ends it as failed.
+    M.ERROR: frozenset(
+        {
+            M.FAILED,
+            M.PRE_MIGRATING,
+            M.MIGRATING,
+            M.POST_MIGRATING,
+            M.FINISHED,
+            M.CONFIRMING,
+            M.CONFIRMED,
+            M.REVERTING,
+            M.REVERTED,
+        }
+    ),
     M.FAILED: frozenset(),
 }
 

@@ -1,17 +1,89 @@
 """Who may do what: the request context and Nova's default policy.
 
-Defaults follow Nova: the owner's project or an admin may act on a server;
-an admin alone may force a host.
+Defaults follow Nova: the owner's project or an admin may act on a server; an
+admin alone may force a host or manage flavors, migrations, hypervisors and
+services. A policy file (JSON, Nova's rule names and check syntax) overrides
+single rules; :func:`configure` installs it for the process, as oslo.policy's
+enforcer does.
+
+Check syntax: ``@`` (anyone), ``!`` (no one), ``role:NAME``,
+``rule:NAME``, ``project_id:%(project_id)s``, joined with ``and`` / ``or``
+(``and`` binds tighter) and negated with ``not``.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from resizeflow import errors
 
-ADMIN_ONLY = frozenset({"compute:servers:create:forced_host", "compute:resize:forced_host"})
+ADMIN_API = "rule:admin_api"
+ADMIN_OR_OWNER = "rule:admin_or_owner"
+
+DEFAULT_RULES: dict[str, str] = {
+    "admin_api": "role:admin",
+    "admin_or_owner": "role:admin or project_id:%(project_id)s",
+    # Server lifecycle: the owner or an admin.
+    "compute:servers:index": ADMIN_OR_OWNER,
+    "compute:servers:show": ADMIN_OR_OWNER,
+    "compute:servers:create": ADMIN_OR_OWNER,
+    "compute:delete": ADMIN_OR_OWNER,
+    "compute:resize": ADMIN_OR_OWNER,
+    "compute:confirm_resize": ADMIN_OR_OWNER,
+    "compute:revert_resize": ADMIN_OR_OWNER,
+    "compute:stop": ADMIN_OR_OWNER,
+    "compute:start": ADMIN_OR_OWNER,
+    "compute:lock": ADMIN_OR_OWNER,
+    "compute:unlock": ADMIN_OR_OWNER,
+    "compute:instance_actions:list": ADMIN_OR_OWNER,
+    "compute:instance_actions:show": ADMIN_OR_OWNER,
+    # Admin only, as in Nova's defaults.
+    "compute:servers:create:forced_host": ADMIN_API,
+    "compute:resize:forced_host": ADMIN_API,
+    "compute:unlock_override": ADMIN_API,
+    "compute:servers:index:get_all_tenants": ADMIN_API,
+    "compute:servers:show:extended_attributes": ADMIN_API,
+    "compute:instance_actions:events": ADMIN_API,
+    "compute:flavors:create": ADMIN_API,
+    "compute:flavors:delete": ADMIN_API,
+    "compute:migrations:index": ADMIN_API,
+    "compute:hypervisors:detail": ADMIN_API,
+    "compute:services:index": ADMIN_API,
+    "compute:workflows:show": ADMIN_API,
+    "compute:workflows:retry": ADMIN_API,
+    "compute:workflows:abort": ADMIN_API,
+}
+
+# Nova's rule names, accepted in policy files as aliases of ours.
+NOVA_NAMES: dict[str, str] = {
+    "os_compute_api:servers:index": "compute:servers:index",
+    "os_compute_api:servers:show": "compute:servers:show",
+    "os_compute_api:servers:create": "compute:servers:create",
+    "os_compute_api:servers:create:forced_host": "compute:servers:create:forced_host",
+    "os_compute_api:servers:delete": "compute:delete",
+    "os_compute_api:servers:resize": "compute:resize",
+    "os_compute_api:servers:confirm_resize": "compute:confirm_resize",
+    "os_compute_api:servers:revert_resize": "compute:revert_resize",
+    "os_compute_api:servers:stop": "compute:stop",
+    "os_compute_api:servers:start": "compute:start",
+    "os_compute_api:os-lock-server:lock": "compute:lock",
+    "os_compute_api:os-lock-server:unlock": "compute:unlock",
+    "os_compute_api:os-lock-server:unlock:unlock_override": "compute:unlock_override",
+    "os_compute_api:servers:index:get_all_tenants": "compute:servers:index:get_all_tenants",
+    "os_compute_api:os-extended-server-attributes": "compute:servers:show:extended_attributes",
+    "os_compute_api:os-instance-actions:list": "compute:instance_actions:list",
+    "os_compute_api:os-instance-actions:show": "compute:instance_actions:show",
+    "os_compute_api:os-instance-actions:events": "compute:instance_actions:events",
+    "os_compute_api:os-flavor-manage:create": "compute:flavors:create",
+    "os_compute_api:os-flavor-manage:delete": "compute:flavors:delete",
+    "os_compute_api:os-migrations:index": "compute:migrations:index",
+    "os_compute_api:os-hypervisors:list-detail": "compute:hypervisors:detail",
+    "os_compute_api:os-services:list": "compute:services:index",
+}
 
 
 def new_request_id() -> str:
@@ -34,9 +106,82 @@ class RequestContext:
         return cls(user_id="admin", project_id="admin", roles=frozenset({"admin", "member"}))
 
 
+class Policy:
+    """A rules table; unknown rules fall back to admin-or-owner, as Nova's ``default``."""
+
+    def __init__(self, overrides: Mapping[str, str] | None = None) -> None:
+        self.rules = dict(DEFAULT_RULES)
+        for name, rule in (overrides or {}).items():
+            self.rules[NOVA_NAMES.get(name, name)] = rule
+
+    def check(self, ctx: RequestContext, action: str, target_project: str | None = None) -> bool:
+        target = {"project_id": target_project if target_project is not None else ctx.project_id}
+        return self._eval(self.rules.get(action, ADMIN_OR_OWNER), ctx, target, depth=0)
+
+    def _eval(self, rule: str, ctx: RequestContext, target: dict[str, str], depth: int) -> bool:
+        if depth > 10:
+            raise errors.ConfigError(f"policy rule {rule!r} refers to itself")
+        text = rule.strip()
+        if text in ("", "@"):
+            return True
+        return any(
+            all(self._atom(atom, ctx, target, depth) for atom in alt.split(" and "))
+            for alt in text.split(" or ")
+        )
+
+    def _atom(self, atom: str, ctx: RequestContext, target: dict[str, str], depth: int) -> bool:
+        atom = atom.strip().strip("()").strip()
+        if atom.startswith("not "):
+            return not self._atom(atom[4:], ctx, target, depth)
+        if atom == "@":
+            return True
+        if atom == "!":
+            return False
+        kind, _, value = atom.partition(":")
+        if kind == "rule":
+            return self._eval(self.rules.get(value, "!"), ctx, target, depth + 1)
+        if kind == "role":
+            return value in ctx.roles
+        if kind == "is_admin":
+            return ctx.is_admin == (value.lower() == "true")
+        if kind in ("project_id", "user_id"):
+            expected = value % target if "%(" in value else value
+            return expected == (ctx.project_id if kind == "project_id" else ctx.user_id)
+        raise errors.ConfigError(f"policy check {atom!r} is not understood")
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    """A :class:`Policy` from a JSON file of ``{"rule name": "check"}``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise errors.ConfigError(f"policy file {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise errors.ConfigError(f"policy file {path}: expected an object of rule: check strings")
+    policy = Policy(data)
+    # Evaluate every rule once, so a typo stops the process at start.
+    probe = RequestContext(user_id="probe", project_id="probe")
+    for name in policy.rules:
+        policy.check(probe, name)
+    return policy
+
+
+_active = Policy()
+
+
+def configure(policy: Policy | None) -> None:
+    """Install ``policy`` for this process (None restores Nova's defaults)."""
+    global _active
+    _active = policy if policy is not None else Policy()
+
+
+def allowed(ctx: RequestContext, action: str, target_project: str | None = None) -> bool:
+    return _active.check(ctx, action, target_project)
+
+
 def authorize(ctx: RequestContext, action: str, target_project: str | None = None) -> None:
     """Raise PolicyNotAuthorized unless ``ctx`` may perform ``action`` on the target."""
-    if ctx.is_admin:
-        return
-    if action in ADMIN_ONLY or (target_project is not None and target_project != ctx.project_id):
+    if not allowed(ctx, action, target_project):
         raise errors.PolicyNotAuthorized(action=action)

@@ -1,7 +1,8 @@
 """The step journal: one row per (migration, step), the durable record of progress.
 
 Statuses: ``pending`` (planned, not started), ``running``, ``retrying`` (failed
-transiently, a retry is queued), ``done`` and ``failed`` (failed for good).
+transiently, a retry is queued), ``done``, ``failed`` (failed for good) and
+``aborted`` (an operator ended the workflow before the step ran).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 from resizeflow.db.models import StepJournal, utcnow
 
 PENDING, RUNNING, RETRYING, DONE, FAILED = "pending", "running", "retrying", "done", "failed"
+ABORTED = "aborted"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,192 @@
+"""Operator verbs on a workflow: retry it from its failed step, or abort it.
+
+Both are admin-only and recorded as instance actions (``workflowRetry``,
+``workflowAbort``). Neither is ever silent: a retry puts the rows back as they
+were when the step failed and sends the rest of the chain; an abort either
+compensates (hands the resize back to the user) or leaves the server in ERROR
+with a fault that says what was left behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from resizeflow import errors, workflows
+from resizeflow.compute.policy import RequestContext, authorize
+from resizeflow.conf import Settings
+from resizeflow.db import api as db
+from resizeflow.db import journal
+from resizeflow.db.models import Instance, Migration, StepJournal, utcnow
+from resizeflow.db.session import Database
+from resizeflow.drivers.network import SqlNetwork
+from resizeflow.states import MigrationStatus as M
+from resizeflow.states import TaskState, VmState, check_migration, check_vm
+
+# (flow, first step not done) -> where an abort can hand the resize back to
+# the user, because nothing on the hypervisor has changed yet: the server
+# returns to VERIFY_RESIZE and the user may confirm or revert again.
+BACK_TO_VERIFY = {
+    ("confirm", "resizeflow.confirm.teardown_source_network"): "source",
+    ("revert", "resizeflow.revert.teardown_dest_network"): "dest",
+    ("revert", "resizeflow.revert.destroy_dest_domain"): "dest",
+}
+# Where a failed resize never touched the hypervisor: the server keeps its state.
+NOTHING_TO_UNDO = {("resize", "resizeflow.resize.prep_resize")}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    migration_id: int
+    flow: str
+    step: str
+    result: str  # "retried", "compensated" or "left in error"
+    message: str
+
+
+def _current(session: Session, mig_id: int) -> tuple[list[StepJournal], StepJournal]:
+    """The rows of the migration's latest flow, and its first step not done."""
+    rows = journal.rows(session, mig_id)
+    latest = max(rows, key=lambda r: r.enqueued_at, default=None)
+    if latest is None:
+        raise errors.WorkflowNotFailed(migration_id=mig_id, status="not started", verb="changed")
+    flow_rows = sorted((r for r in rows if r.flow == latest.flow), key=lambda r: r.position)
+    first = next((r for r in flow_rows if r.status != journal.DONE), None)
+    if first is None:
+        raise errors.WorkflowNotFailed(migration_id=mig_id, status="finished", verb="changed")
+    return flow_rows, first
+
+
+class WorkflowAdmin:
+    def __init__(self, settings: Settings, database: Database, app: Celery) -> None:
+        self.settings, self.db, self.app = settings, database, app
+
+    def _record(self, ctx: RequestContext, session: Session, uuid: str, action: str) -> None:
+        row = db.record_action(
+            session,
+            action=action,
+            instance_uuid=uuid,
+            request_id=ctx.request_id,
+            user_id=ctx.user_id,
+            project_id=ctx.project_id,
+        )
+        row.finish_time = utcnow()
+
+    def retry(self, ctx: RequestContext, migration_id: int) -> Outcome:
+        """Resume a failed workflow at its failed step, with the rows as they were then."""
+        authorize(ctx, "compute:workflows:retry")
+        with self.db.transaction() as s:
+            mig = db.get_migration(s, migration_id)
+            inst = db.get_instance(s, mig.instance_uuid, lock=True)
+            mig = db.get_migration(s, migration_id, lock=True)
+            rows, failed = _current(s, migration_id)
+            if mig.status != M.ERROR or failed.status != journal.FAILED or not failed.restore:
+                raise errors.WorkflowNotFailed(
+                    migration_id=migration_id, status=mig.status.value, verb="retried"
+                )
+            restore = failed.restore
+            mig.status = check_migration(mig.status, M(restore["migration_status"]))
+            inst.vm_state = check_vm(inst.vm_state, VmState(restore["vm_state"]))
+            # Put back exactly the task_state the step failed under: the steps
+            # check their own transitions from there.
+            task = restore["task_state"]
+            inst.task_state = TaskState(task) if task else None
+            failed.status, failed.restore, failed.enqueued_at = journal.PENDING, None, utcnow()
+            rest = tuple(journal.PlannedStep(r.step, r.host) for r in rows[rows.index(failed) :])
+            self._record(ctx, s, inst.uuid, "workflowRetry")
+        workflows.launch(self.app, migration_id, rest)
+        return Outcome(
+            migration_id,
+            failed.flow,
+            failed.step,
+            "retried",
+            f"{failed.flow} resumed at {failed.step.rsplit('.', 1)[1]} on {failed.host}",
+        )
+
+    def abort(self, ctx: RequestContext, migration_id: int) -> Outcome:
+        """End a failed or stalled workflow: compensate where it is safe, else ERROR + fault."""
+        authorize(ctx, "compute:workflows:abort")
+        with self.db.transaction() as s:
+            mig = db.get_migration(s, migration_id)
+            inst = db.get_instance(s, mig.instance_uuid, lock=True)
+            mig = db.get_migration(s, migration_id, lock=True)
+            rows, first = _current(s, migration_id)
+            # A failed step without a restore point was aborted already.
+            ended = first.status == journal.ABORTED or (
+                first.status == journal.FAILED and not first.restore
+            )
+            if ended or mig.status in (M.CONFIRMED, M.FAILED):
+                raise errors.WorkflowNotFailed(
+                    migration_id=migration_id, status=mig.status.value, verb="aborted"
+                )
+            if first.status == journal.RUNNING and journal.lease_live(first):
+                raise errors.WorkflowStepRunning(
+                    step=first.step, migration_id=migration_id, host=first.host
+                )
+            outcome = self._end(s, ctx, inst, mig, rows, first)
+            self._record(ctx, s, inst.uuid, "workflowAbort")
+        return outcome
+
+    def _end(
+        self,
+        s: Session,
+        ctx: RequestContext,
+        inst: Instance,
+        mig: Migration,
+        rows: list[StepJournal],
+        first: StepJournal,
+    ) -> Outcome:
+        key = (first.flow, first.step)
+        short = first.step.rsplit(".", 1)[1]
+        if key in BACK_TO_VERIFY:
+            # Undo the only thing done so far, the network teardown, and let
+            # the user decide again. The flow's plan goes, so a new confirm or
+            # revert can be planned for this migration.
+            host = mig.source_compute if BACK_TO_VERIFY[key] == "source" else mig.dest_compute
+            SqlNetwork(s).setup_networks_on_host(inst.uuid, host)
+            for row in rows:
+                s.delete(row)
+            if mig.status != M.ERROR:  # a stalled flow ends first...
+                mig.status = check_migration(mig.status, M.ERROR)
+            mig.status = check_migration(mig.status, M.FINISHED)  # ...then the resize is back
+            inst.vm_state = check_vm(inst.vm_state, VmState.RESIZED)
+            inst.task_state = None
+            return Outcome(
+                mig.id,
+                first.flow,
+                first.step,
+                "compensated",
+                f"{first.flow} stopped before {short}: the server is back in VERIFY_RESIZE",
+            )
+        first.restore = None  # nothing left to retry
+        for row in rows[rows.index(first) :]:
+            if row.status != journal.FAILED:
+                row.status = journal.ABORTED
+        if mig.status != M.ERROR:
+            mig.status = check_migration(mig.status, M.ERROR)
+        if key in NOTHING_TO_UNDO:
+            inst.old_flavor = inst.new_flavor = None
+            old = inst.system_metadata.get("old_vm_state", inst.vm_state.value)
+            inst.system_metadata = {
+                k: v for k, v in inst.system_metadata.items() if k != "old_vm_state"
+            }
+            inst.vm_state = check_vm(inst.vm_state, VmState(old))
+            inst.task_state = None
+            return Outcome(
+                mig.id,
+                first.flow,
+                first.step,
+                "compensated",
+                "the resize never reached the hypervisor: the server keeps its flavor and host",
+            )
+        message = (
+            f"Workflow {first.flow} of migration {mig.id} aborted by an operator at {short} "
+            f"on {first.host}; the source ({mig.source_compute}) and dest "
+            f"({mig.dest_compute}) may hold leftovers of the resize."
+        )
+        inst.vm_state = check_vm(inst.vm_state, VmState.ERROR)
+        inst.task_state = None
+        db.add_fault(s, inst.uuid, errors.Conflict(message), None, f"aborted by {ctx.user_id}")
+        return Outcome(mig.id, first.flow, first.step, "left in error", message)

@@ -1,0 +1,103 @@
+"""Operator verbs: retry a failed workflow at its failed step, or abort it."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from resizeflow import errors
+from resizeflow.compute.workflow_admin import WorkflowAdmin
+from resizeflow.db import journal
+from resizeflow.db.models import InstanceAction
+from resizeflow.states import MigrationStatus as M
+from resizeflow.states import VmState
+from tests.stack import Stack
+from tests.test_flows import allocations, resize_to_verify
+from tests.test_reliability import assert_errored_out
+
+
+def admin_verbs(rf: Stack) -> WorkflowAdmin:
+    return WorkflowAdmin(rf.settings, rf.db, rf.app)
+
+
+def fail_once(rf: Stack, step: str, uuid: str) -> None:
+    rf.set_failpoints({step: [{"mode": "fatal", "times": 1, "instance_uuid": uuid}]})
+
+
+def actions(rf: Stack, uuid: str) -> list[str]:
+    with rf.db.snapshot() as s:
+        return list(
+            s.scalars(
+                select(InstanceAction.action)
+                .where(InstanceAction.instance_uuid == uuid)
+                .order_by(InstanceAction.id)
+            )
+        )
+
+
+def test_retry_resumes_at_the_failed_step(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    source = rf.migration(mig_id).source_compute
+    fail_once(rf, "resizeflow.revert.destroy_dest_domain", uuid)
+    rf.api.revert_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, "destroy_dest_domain", "injected fatal failure")
+
+    with pytest.raises(errors.PolicyNotAuthorized):
+        admin_verbs(rf).retry(rf.ctx(project), mig_id)
+    outcome = admin_verbs(rf).retry(rf.admin(), mig_id)
+    assert (outcome.result, outcome.step) == ("retried", "resizeflow.revert.destroy_dest_domain")
+    rf.wait_migration(mig_id, M.REVERTED)
+    inst = rf.wait_instance(uuid, VmState.ACTIVE)
+    assert (inst.host, inst.flavor["name"]) == (source, "m1.tiny")
+    rows = {r.step.rsplit(".", 1)[1]: r for r in rf.journal(mig_id) if r.flow == "revert"}
+    assert rows["destroy_dest_domain"].attempts == 2
+    assert rows["teardown_dest_network"].attempts == 1  # done steps are not run again
+    assert all(r.status == journal.DONE for r in rows.values())
+    assert actions(rf, uuid)[-2:] == ["revertResize", "workflowRetry"]
+    with pytest.raises(errors.WorkflowNotFailed):
+        admin_verbs(rf).retry(rf.admin(), mig_id)
+
+
+def test_abort_before_the_hypervisor_changed_hands_the_resize_back(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    mig = rf.migration(mig_id)
+    fail_once(rf, "resizeflow.revert.destroy_dest_domain", uuid)
+    rf.api.revert_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, "destroy_dest_domain", "injected fatal failure")
+
+    outcome = admin_verbs(rf).abort(rf.admin(), mig_id)
+    assert outcome.result == "compensated"
+    inst = rf.wait_instance(uuid, VmState.RESIZED)
+    assert inst.host == mig.dest_compute
+    assert rf.migration(mig_id).status == M.FINISHED
+    assert actions(rf, uuid)[-1] == "workflowAbort"
+    # The user decides again: this time, confirm.
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_instance(uuid, VmState.ACTIVE)
+    assert allocations(rf, mig.uuid) == {}
+
+
+def test_abort_past_the_point_of_no_return_leaves_error_and_a_fault(
+    rf: Stack, project: str
+) -> None:
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    fail_once(rf, "resizeflow.confirm.drop_source_claim", uuid)
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, "drop_source_claim", "injected fatal failure")
+
+    outcome = admin_verbs(rf).abort(rf.admin(), mig_id)
+    assert outcome.result == "left in error"
+    inst = rf.instance(uuid)
+    assert (inst.vm_state, inst.task_state) == (VmState.ERROR, None)
+    assert any("aborted by an operator at drop_source_claim" in f for f in rf.faults(uuid))
+    statuses = [r.status for r in rf.journal(mig_id) if r.flow == "confirm"]
+    assert statuses == ["done", "done", "failed", "aborted"]
+    # Aborted is final: neither verb applies any more.
+    for verb in (admin_verbs(rf).retry, admin_verbs(rf).abort):
+        with pytest.raises(errors.WorkflowNotFailed):
+            verb(rf.admin(), mig_id)
+    assert len(rf.faults(uuid)) == 2  # the step's, and the abort's
