@@ -12,25 +12,43 @@ from celery import Celery
 
 from resizeflow.conf import Settings
 
-# The longest a step may legitimately stay unacknowledged: its own run time plus
-# every retry's backoff. Redis redelivers an unacked message after the
-# visibility timeout, so a shorter value would run a slow step twice at once.
-VISIBILITY_TIMEOUT = 3600
+
+def visibility_timeout(settings: Settings) -> int:
+    """How long Redis waits for an unacknowledged message before redelivering it.
+
+    With ``acks_late`` a message stays unacknowledged while its step runs, and
+    a retry is a message held by the worker until its countdown ends. If either
+    outlasts the visibility timeout, Redis hands the message to another worker
+    and the step runs twice at once. So the timeout covers the longest step
+    plus every retry's longest backoff, and never drops below Celery's hour.
+    """
+    budget = settings.step_timeout + (settings.step_max_retries + 1) * settings.retry_backoff_max
+    return int(max(3600, budget * 2))
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if settings.broker_url.startswith(("redis", "rediss")):
-        options["visibility_timeout"] = VISIBILITY_TIMEOUT
+        options["visibility_timeout"] = visibility_timeout(settings)
         if settings.broker_prefix:
             options["global_keyprefix"] = settings.broker_prefix
+    elif settings.broker_url.startswith(("amqp", "amqps")):
+        # Publisher confirms: a step's next message is not lost in the broker's buffers.
+        options["confirm_publish"] = True
     return options
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("resizeflow", broker=settings.broker_url, include=["resizeflow.tasks"])
+    # resizeflow.bench.noop is the benchmark's bare-chain baseline: it must run
+    # in the same worker processes as the steps, so every worker registers it.
+    app = Celery(
+        "resizeflow",
+        broker=settings.broker_url,
+        include=["resizeflow.tasks", "resizeflow.bench.noop"],
+    )
+    options = transport_options(settings)
     app.conf.update(
-        broker_transport_options=transport_options(settings),
+        broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         result_serializer="json",
@@ -45,7 +63,12 @@ def make_app(settings: Settings) -> Celery:
         task_send_sent_event=True,
         task_default_queue="resizeflow",
         worker_hijack_root_logger=False,
-        broker_heartbeat=0,
     )
+    if "visibility_timeout" in options:
+        # Celery reads the timeout from each of these places (celery#7651).
+        app.conf.visibility_timeout = options["visibility_timeout"]
+        app.conf.result_backend_transport_options = {
+            "visibility_timeout": options["visibility_timeout"]
+        }
     app.conf.resizeflow_settings = settings
     return app

@@ -151,6 +151,8 @@ class Settings:
     # Nova's report_interval and service_down_time.
     report_interval: float = field(default=10.0, metadata=_env("REPORT_INTERVAL", _float(0.1)))
     service_down_time: float = field(default=60.0, metadata=_env("SERVICE_DOWN_TIME", _float(1.0)))
+    # The longest a step may run; sizes Redis's visibility timeout.
+    step_timeout: float = field(default=600.0, metadata=_env("STEP_TIMEOUT", _float(1.0)))
     # How long a running step's lease lasts without a heartbeat from its worker.
     step_lease: float = field(default=30.0, metadata=_env("STEP_LEASE", _float(1.0)))
     # The reconciler re-drives a workflow whose next step has not started (or

@@ -107,6 +107,22 @@ def _run_step(
     fn: Callable[[StepContext], None],
     migration_id: int,
 ) -> int:
+    try:
+        begun = _begin(rt, name, migration_id)
+    except TRANSIENT as exc:
+        # The database or broker hiccupped before the step started: nothing
+        # was done, so simply try again later.
+        countdown = backoff(rt.settings, task.request.retries)
+        raise task.retry(countdown=countdown, exc=exc, max_retries=None) from exc
+    if begun is None:
+        return migration_id
+    request_id, instance_uuid = begun
+    with logs.bound(request_id=request_id, instance_uuid=instance_uuid):
+        return _run_locked(task, rt, name, fn, migration_id, request_id)
+
+
+def _begin(rt: HostRuntime, name: str, migration_id: int) -> tuple[str, str | None] | None:
+    """Phase one: count the delivery and mark the step running; None if it is done."""
     with rt.db.transaction() as s:
         row = journal.get(s, migration_id, name, lock=True)
         if row is None:
@@ -116,8 +132,8 @@ def _run_step(
         )
         row.deliveries += 1
         if row.status == journal.DONE:
-            return migration_id
-        if row.status == journal.FAILED:
+            return None
+        if row.status in (journal.FAILED, journal.ABORTED):
             raise Ignore()
         request_id = row.request_id
         # A copy that is still running (its lease is live) holds the row locks in
@@ -129,8 +145,7 @@ def _run_step(
         if row.status != journal.RUNNING or not live:
             journal.begin(row, rt.incarnation or rt.host, rt.settings.step_lease)
             db.event_start(s, request_id, _event(name), rt.host)
-    with logs.bound(request_id=request_id, instance_uuid=instance_uuid):
-        return _run_locked(task, rt, name, fn, migration_id, request_id)
+    return request_id, instance_uuid
 
 
 def _run_locked(

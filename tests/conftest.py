@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.invariants import assert_allocation_invariant
-from tests.stack import PG_ADMIN_URL, REDIS_URL, Stack, build_stack, destroy_stack, service_up
+from tests.stack import (
+    PG_ADMIN_URL,
+    RABBITMQ_URL,
+    REDIS_URL,
+    Stack,
+    build_stack,
+    destroy_stack,
+    service_up,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,14 +38,27 @@ def require(url: str, port: int, name: str) -> None:
     pytest.skip(f"{name} at {url} is not reachable")
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+# Every functional test runs on each database and each broker.
+STACKS = [
+    pytest.param(("sqlite", "redis"), id="sqlite-redis"),
+    pytest.param(("postgresql", "redis"), id="postgresql-redis"),
+    pytest.param(("sqlite", "rabbitmq"), id="sqlite-rabbitmq"),
+    pytest.param(("postgresql", "rabbitmq"), id="postgresql-rabbitmq"),
+]
+
+
+@pytest.fixture(scope="session", params=STACKS)
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    require(REDIS_URL, 6379, "Redis")
-    if request.param == "postgresql":
+    backend, broker = request.param
+    if broker == "redis":
+        require(REDIS_URL, 6379, "Redis")
+    else:
+        require(RABBITMQ_URL, 5672, "RabbitMQ")
+    if backend == "postgresql":
         require(PG_ADMIN_URL, 5432, "PostgreSQL")
-    built = build_stack(request.param, Path(tmp_path_factory.mktemp("stack")))
+    built = build_stack(backend, Path(tmp_path_factory.mktemp("stack")), broker=broker)
     try:
         yield built
     finally:

@@ -35,6 +35,7 @@ from resizeflow.db.session import Database
 from resizeflow.states import MigrationStatus, VmState
 
 REDIS_URL = os.environ.get("RESIZEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("RESIZEFLOW_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
 PG_ADMIN_URL = os.environ.get(
     "RESIZEFLOW_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -63,6 +64,23 @@ def wait_for(predicate: Callable[[], T], timeout: float = 60.0, what: str = "con
         time.sleep(0.05)
 
 
+def create_vhost() -> str:
+    """A RabbitMQ vhost of its own, so a run sees only its own queues."""
+    name = f"rf-test-{uuid.uuid4().hex[:10]}"
+    user = RABBITMQ_URL.split("://", 1)[1].split(":", 1)[0]
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", name, user, ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    return name
+
+
+def delete_vhost(name: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True)
+
+
 def create_pg_database() -> str:
     name = f"rf_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -82,7 +100,7 @@ def drop_pg_database(url: str) -> None:
 
 @dataclass
 class Stack:
-    backend: str
+    backend: str  # the database: sqlite or postgresql
     state_dir: Path
     env: dict[str, str]
     settings: Settings
@@ -90,6 +108,8 @@ class Stack:
     app: Celery
     api: ComputeAPI
     hosts: tuple[str, ...]
+    broker: str = "redis"  # or rabbitmq
+    vhost: str = ""
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_proc: subprocess.Popen[bytes] | None = None
     api_url: str = ""
@@ -322,17 +342,23 @@ class Stack:
                 out.append(msg.payload)
 
 
-def build_stack(backend: str, tmp: Path, hosts: tuple[str, ...] = ("host1", "host2")) -> Stack:
+def build_stack(
+    backend: str,
+    tmp: Path,
+    hosts: tuple[str, ...] = ("host1", "host2"),
+    broker: str = "redis",
+) -> Stack:
     run_id = uuid.uuid4().hex[:10]
-    state_dir = tmp / f"state-{backend}"
+    state_dir = tmp / f"state-{backend}-{broker}"
     state_dir.mkdir(parents=True)
     db_url = create_pg_database() if backend == "postgresql" else ""
+    vhost = create_vhost() if broker == "rabbitmq" else ""
     env = {
         **os.environ,
         "RESIZEFLOW_STATE_DIR": str(state_dir),
         "RESIZEFLOW_DATABASE_URL": db_url,
-        "RESIZEFLOW_BROKER_URL": REDIS_URL,
-        "RESIZEFLOW_BROKER_PREFIX": f"rf-test-{run_id}:",
+        "RESIZEFLOW_BROKER_URL": f"{RABBITMQ_URL}/{vhost}" if vhost else REDIS_URL,
+        "RESIZEFLOW_BROKER_PREFIX": "" if vhost else f"rf-test-{run_id}:",
         "RESIZEFLOW_LIBVIRT_URI": "test:///default",
         "RESIZEFLOW_FAILPOINTS_FILE": str(state_dir / "failpoints.json"),
         "RESIZEFLOW_NODE_VCPUS": "64",
@@ -343,6 +369,7 @@ def build_stack(backend: str, tmp: Path, hosts: tuple[str, ...] = ("host1", "hos
         "RESIZEFLOW_STEP_MAX_RETRIES": "4",
         "RESIZEFLOW_WORKER_CONCURRENCY": "4",
         "RESIZEFLOW_REPORT_INTERVAL": "1",
+        "RESIZEFLOW_STEP_LEASE": "5",
     }
     if not db_url:
         env.pop("RESIZEFLOW_DATABASE_URL")
@@ -359,6 +386,8 @@ def build_stack(backend: str, tmp: Path, hosts: tuple[str, ...] = ("host1", "hos
         app=app,
         api=ComputeAPI(settings, database, app),
         hosts=hosts,
+        broker=broker,
+        vhost=vhost,
     )
     for host in hosts:
         stack.start_worker(host)
@@ -372,6 +401,9 @@ def destroy_stack(stack: Stack) -> None:
     stack.db.dispose()
     if stack.backend == "postgresql":
         drop_pg_database(stack.settings.db_url)
+    if stack.vhost:
+        delete_vhost(stack.vhost)
+        return
     client = redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(match=f"{stack.settings.broker_prefix}*", count=1000))
     # Celery's event and control fan-out keys are not prefixed per app.
