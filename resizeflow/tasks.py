@@ -176,7 +176,8 @@ def _run_locked(
         with rt.db.transaction() as s:
             row = journal.get(s, migration_id, name, lock=True)
             assert row is not None
-            journal.fail(row, exc.message, final=True)
+            if row.status != journal.DONE:
+                journal.fail(row, exc.message, final=True)
         raise Ignore() from exc
     except Exception as exc:
         _retry_or_fail(task, rt, name, migration_id, request_id, exc)
@@ -216,11 +217,18 @@ def _retry_or_fail(
     )
     notes: list[Notification] = []
     with rt.db.transaction() as s:
+        # Same lock order as the step itself: instance, migration, journal.
+        ctx = _lock_rows(rt, s, migration_id) if final else None
         row = journal.get(s, migration_id, name, lock=True)
         assert row is not None
+        if row.status == journal.DONE:
+            # NOTE: another copy of this step (a redelivery, or the reconciler's)
+            # finished it while this one failed. Marking it failed or retrying
+            # would undo that and run the step twice; that copy carries the chain on.
+            log.info("step %s for migration %s was done by another copy", name, migration_id)
+            raise Ignore()
         journal.fail(row, f"{type(exc).__name__}: {exc}", final=final)
-        if final:
-            ctx = _lock_rows(rt, s, migration_id)
+        if ctx is not None:
             inst, mig = ctx.instance, ctx.migration
             row.restore = {
                 "migration_status": mig.status.value,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,15 @@ def project(request: pytest.FixtureRequest) -> str:
     import uuid
 
     return f"p-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.chaos import REPORTS, summary
+
+    if REPORTS:
+        table = summary(REPORTS)
+        terminalreporter.write_sep("=", "chaos summary")
+        terminalreporter.write_line(table)
+        out = os.environ.get("RESIZEFLOW_CHAOS_SUMMARY")
+        if out:
+            Path(out).write_text(table + "\n")

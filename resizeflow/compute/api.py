@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import kombu.exceptions
 from celery import Celery
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,13 @@ from resizeflow.states import VmState as V
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
+
+BROKER_ERRORS: tuple[type[Exception], ...] = (
+    kombu.exceptions.OperationalError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
 
 # Nova's system-metadata key for the image a server was booted from.
 IMAGE_REF_KEY = "image_base_image_ref"
@@ -133,7 +141,18 @@ class ComputeAPI:
         with self.db.transaction() as session:
             yield session, launches
         for item in launches:
-            self._send(item)
+            try:
+                self._send(item)
+            except BROKER_ERRORS as exc:
+                # NOTE: the request is already durable: its plan is in the step
+                # journal (or its task_state is set), and the reconciler sends
+                # it once the broker is back. Failing the request now would
+                # tell the caller it did not happen when it did.
+                log.warning(
+                    "broker unavailable, %s will be sent by the reconciler: %s",
+                    item.migration_id or item.instance_task,
+                    exc,
+                )
 
     def _send(self, item: Launch) -> None:
         if item.instance_task is not None and item.migration_id is None:

@@ -1,0 +1,497 @@
+"""A stack that can be broken on purpose, and the checks that must hold afterwards.
+
+Everything here is private to one run: a PostgreSQL cluster of its own (so it
+can be restarted), a redis-server of its own or a RabbitMQ vhost of its own
+(so either can lose its data), two worker processes, and beat running the
+reconciler with a short deadline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from resizeflow.celery_app import make_app
+from resizeflow.cli.supervisor import Supervisor, start_redis
+from resizeflow.compute.api import ComputeAPI
+from resizeflow.compute.policy import RequestContext
+from resizeflow.conf import Settings
+from resizeflow.db import journal
+from resizeflow.db.migrate import upgrade
+from resizeflow.db.models import (
+    Allocation,
+    ComputeNode,
+    Instance,
+    InstanceFault,
+    Migration,
+    StepJournal,
+    utcnow,
+)
+from resizeflow.db.session import Database
+from resizeflow.drivers.base import Resources
+from resizeflow.states import MigrationStatus, TaskState, VmState
+from tests.invariants import allocation_violations
+from tests.stack import RABBITMQ_URL, create_vhost, delete_vhost, wait_for
+
+HOSTS = ("chaos1", "chaos2")
+# Every scenario's report, for the table printed at the end of the session.
+REPORTS: list[Report] = []
+PROJECT = "chaos"
+ENDED = {MigrationStatus.CONFIRMED, MigrationStatus.REVERTED, MigrationStatus.ERROR}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster, run as the postgres user, that can be restarted."""
+
+    def __init__(self) -> None:
+        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if not bindir:
+            raise RuntimeError("PostgreSQL server binaries are not installed")
+        self.bin = bindir[-1]
+        # Outside pytest's private tmp dirs, which the postgres user cannot enter.
+        self.base = Path(tempfile.mkdtemp(prefix="resizeflow-chaos-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+        self.dir = self.base / "pgdata"
+        self.sock = self.base / "pgsock"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *argv: str) -> None:
+        cmd = list(argv)
+        if os.geteuid() == 0:  # the server refuses to run as root
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        if not self.dir.exists():
+            for path in (self.dir, self.sock):
+                path.mkdir(parents=True)
+                if os.geteuid() == 0:
+                    shutil.chown(path, "postgres", "postgres")
+            self._as_postgres(
+                str(self.bin / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "postgres"
+            )
+        options = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.dir),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(self.dir / "server.log"),
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.dir), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop("fast")
+        self.start()
+
+    def destroy(self) -> None:
+        try:
+            if (self.dir / "postmaster.pid").exists():
+                self.stop("immediate")
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+@dataclass
+class Fault:
+    kind: str
+    at: dt.datetime
+
+
+@dataclass
+class Report:
+    scenario: str
+    broker: str
+    workflows: int = 0
+    faults: int = 0
+    stuck: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    recovery: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # ended in error, each with its fault
+
+    def row(self) -> list[str]:
+        def pct(q: float) -> str:
+            if not self.recovery:
+                return "-"
+            data = sorted(self.recovery)
+            return f"{data[min(len(data) - 1, int(q * len(data)))]:.1f}s"
+
+        return [
+            self.scenario,
+            self.broker,
+            str(self.workflows),
+            str(self.faults),
+            str(len(self.errors)),
+            str(len(self.stuck)),
+            str(len(self.violations)),
+            pct(0.5),
+            pct(0.99),
+        ]
+
+
+class ChaosStack:
+    def __init__(self, base: Path, broker: str) -> None:
+        self.base, self.broker = base, broker
+        self.pg = PrivatePostgres()
+        self.sup = Supervisor(state_dir=base / "state", env={})
+        self.sup.state_dir.mkdir(parents=True)
+        self.vhost = ""
+        self.faults: list[Fault] = []
+
+    # -- life cycle ---------------------------------------------------------
+    def start(self) -> None:
+        self.pg.start()
+        if self.broker == "redis":
+            broker_url = start_redis(self.sup)
+        else:
+            self.vhost = create_vhost()
+            broker_url = f"{RABBITMQ_URL}/{self.vhost}"
+        self.sup.env.update(
+            {
+                **{k: v for k, v in os.environ.items() if not k.startswith("RESIZEFLOW_")},
+                "RESIZEFLOW_STATE_DIR": str(self.sup.state_dir),
+                "RESIZEFLOW_DATABASE_URL": self.pg.url,
+                "RESIZEFLOW_BROKER_URL": broker_url,
+                "RESIZEFLOW_FAILPOINTS_FILE": str(self.sup.state_dir / "failpoints.json"),
+                "RESIZEFLOW_NODE_VCPUS": "512",
+                "RESIZEFLOW_NODE_MEMORY_MB": "4194304",
+                "RESIZEFLOW_NODE_LOCAL_GB": "100000",
+                "RESIZEFLOW_WORKER_CONCURRENCY": "4",
+                "RESIZEFLOW_RETRY_BACKOFF": "0.1",
+                "RESIZEFLOW_RETRY_BACKOFF_MAX": "1",
+                "RESIZEFLOW_STEP_MAX_RETRIES": "10",
+                "RESIZEFLOW_REPORT_INTERVAL": "1",
+                "RESIZEFLOW_SERVICE_DOWN_TIME": "10",
+                "RESIZEFLOW_STEP_LEASE": "3",
+                "RESIZEFLOW_RECONCILE_DEADLINE": "4",
+                "RESIZEFLOW_PERIODIC_INTERVAL": "1",
+                "RESIZEFLOW_NOTIFICATIONS": "false",
+                "RESIZEFLOW_QUOTA_CORES": "-1",
+                "RESIZEFLOW_QUOTA_RAM": "-1",
+                "RESIZEFLOW_QUOTA_INSTANCES": "-1",
+            }
+        )
+        self.settings = Settings.from_env(self.sup.env)
+        self.db = Database(self.settings.db_url)
+        upgrade(self.db)
+        self.app = make_app(self.settings)
+        self.api = ComputeAPI(self.settings, self.db, self.app)
+        for host in HOSTS:
+            self.start_worker(host)
+        self.sup.resizeflow("beat", "beat")
+
+    def stop(self) -> None:
+        try:
+            self.sup.stop_all()
+            if hasattr(self, "db"):
+                self.db.dispose()
+        finally:
+            if self.vhost:
+                delete_vhost(self.vhost)
+            self.pg.destroy()
+
+    def start_worker(self, host: str) -> None:
+        self.sup.resizeflow(f"worker-{host}", "worker", "--host", host)
+        node = f"{host}@{socket.gethostname()}"
+        self.sup.wait_until(
+            f"worker {host}",
+            lambda: bool(self.app.control.ping(destination=[node], timeout=0.5)),
+        )
+
+    def kill_worker(self, host: str) -> None:
+        proc = self.sup.procs.pop(f"worker-{host}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.faults.append(Fault("SIGKILL worker", utcnow()))
+
+    def stop_worker(self, host: str) -> None:
+        proc = self.sup.procs.pop(f"worker-{host}")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+    def restart_broker_losing_data(self) -> None:
+        self.faults.append(Fault("broker lost its data", utcnow()))
+        if self.broker == "redis":
+            proc = self.sup.procs.pop("redis")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            # No persistence: the new server starts empty, as after a crash.
+            (self.sup.state_dir / "redis.sock").unlink(missing_ok=True)
+            start_redis(self.sup)
+        else:
+            delete_vhost(self.vhost)
+            subprocess.run(
+                ["rabbitmqctl", "-q", "add_vhost", self.vhost], check=True, capture_output=True
+            )
+            user = RABBITMQ_URL.split("://", 1)[1].split(":", 1)[0]
+            subprocess.run(
+                ["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, user, ".*", ".*", ".*"],
+                check=True,
+                capture_output=True,
+            )
+
+    def restart_postgres(self) -> None:
+        self.faults.append(Fault("PostgreSQL restarted", utcnow()))
+        self.pg.restart()
+
+    def set_failpoints(self, table: dict[str, list[dict[str, Any]]]) -> None:
+        import json
+
+        Path(self.settings.failpoints_file).write_text(json.dumps(table))
+
+    # -- workload -----------------------------------------------------------
+    def user(self) -> RequestContext:
+        return RequestContext(user_id="chaos", project_id=PROJECT)
+
+    def boot(self, count: int) -> list[str]:
+        uuids = [self.api.create(self.user(), name=f"c{i}", flavor_ref="1") for i in range(count)]
+        wait_for(lambda: self._all_idle(uuids), 120, "the servers to boot")
+        return uuids
+
+    def _all_idle(self, uuids: list[str]) -> bool:
+        with self.db.snapshot() as s:
+            rows = s.execute(select(Instance.task_state).where(Instance.uuid.in_(uuids))).all()
+        return len(rows) == len(uuids) and all(t is None for (t,) in rows)
+
+    def resize_all(self, uuids: list[str]) -> dict[str, int]:
+        migs = {u: self.api.resize(self.user(), u, "2") for u in uuids}
+        wait_for(
+            lambda: self._migrations_in(list(migs.values()), {MigrationStatus.FINISHED, *ENDED}),
+            180,
+            "the resizes to finish",
+        )
+        return migs
+
+    def _migrations_in(self, ids: list[int], statuses: set[MigrationStatus]) -> bool:
+        with self.db.snapshot() as s:
+            found = s.scalars(select(Migration.status).where(Migration.id.in_(ids))).all()
+        return len(found) == len(ids) and all(st in statuses for st in found)
+
+    def finish_all(
+        self, migs: dict[str, int], call: Callable[[str, str], Any] | None = None
+    ) -> int:
+        """Confirm half and revert the other half, all at once; returns how many were sent."""
+        sent = 0
+        for i, uuid in enumerate(migs):
+            verb = "confirm" if i % 2 == 0 else "revert"
+            (call or self._finish)(uuid, verb)
+            sent += 1
+        return sent
+
+    def _finish(self, uuid: str, verb: str) -> None:
+        fn = self.api.confirm_resize if verb == "confirm" else self.api.revert_resize
+        fn(self.user(), uuid)
+
+    # -- reads ----------------------------------------------------------------
+    def migration_status(self, mig_id: int) -> str:
+        with self.db.snapshot() as s:
+            mig = s.get(Migration, mig_id)
+            return mig.status.value if mig else "missing"
+
+    def source_of(self, mig_id: int) -> str:
+        with self.db.snapshot() as s:
+            mig = s.get(Migration, mig_id)
+            assert mig is not None
+            return mig.source_compute
+
+    def deleted(self, uuid: str) -> bool:
+        with self.db.snapshot() as s:
+            inst = s.get(Instance, uuid)
+            return inst is None or inst.deleted
+
+    def snapshot(self, uuids: list[str]) -> list[tuple[Any, ...]]:
+        """What a refused request must leave unchanged."""
+        with self.db.snapshot() as s:
+            rows = [
+                (i.uuid, i.vm_state, i.task_state, i.host)
+                for i in s.scalars(select(Instance).where(Instance.uuid.in_(uuids)))
+            ]
+            rows += [
+                (m.id, m.status)
+                for m in s.scalars(select(Migration).where(Migration.instance_uuid.in_(uuids)))
+            ]
+            rows.append(("journal rows", len(s.scalars(select(StepJournal.id)).all())))
+        return sorted(rows, key=str)
+
+    # -- checks -------------------------------------------------------------
+    def settle(self, report: Report, migs: list[int], timeout: float = 180.0) -> None:
+        """Wait for every migration to end, then check every invariant into ``report``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._settled(migs):
+            time.sleep(0.5)
+        with self.db.snapshot() as s:
+            for mig in s.scalars(select(Migration).where(Migration.id.in_(migs))):
+                if mig.status not in ENDED or not self._flow_over(s, mig.id):
+                    report.stuck.append(f"migration {mig.id} stuck in {mig.status.value}")
+                elif mig.status == MigrationStatus.ERROR:
+                    faults = s.scalars(
+                        select(InstanceFault.message).where(
+                            InstanceFault.instance_uuid == mig.instance_uuid
+                        )
+                    ).all()
+                    if not faults:
+                        report.violations.append(f"migration {mig.id} in error without a fault")
+                    report.errors.append(f"migration {mig.id}: {faults[-1] if faults else '?'}")
+            reverting = s.scalars(
+                select(Instance.uuid).where(Instance.task_state == TaskState.RESIZE_REVERTING)
+            ).all()
+            report.stuck += [f"{u} left in RESIZE_REVERTING" for u in reverting]
+            report.recovery += self._recovery(s, migs)
+        report.violations += allocation_violations(self.db)
+        report.violations += self.usage_violations()
+        report.violations += self.orphans()
+
+    def _settled(self, migs: list[int]) -> bool:
+        with self.db.snapshot() as s:
+            statuses = s.scalars(select(Migration.status).where(Migration.id.in_(migs))).all()
+            return all(st in ENDED for st in statuses) and all(self._flow_over(s, m) for m in migs)
+
+    @staticmethod
+    def _flow_over(s: Any, mig_id: int) -> bool:
+        busy = s.scalars(
+            select(StepJournal.id)
+            .join(Migration, Migration.id == StepJournal.migration_id)
+            .where(
+                StepJournal.migration_id == mig_id,
+                StepJournal.status.in_([journal.PENDING, journal.RUNNING, journal.RETRYING]),
+                Migration.status != MigrationStatus.ERROR,
+            )
+        ).first()
+        return busy is None
+
+    def _recovery(self, s: Any, migs: list[int]) -> list[float]:
+        """For each fault, seconds until the workflows in flight at that moment ended."""
+        out = []
+        for fault in self.faults:
+            ends = s.execute(
+                select(StepJournal.migration_id, StepJournal.finished_at).where(
+                    StepJournal.migration_id.in_(migs)
+                )
+            ).all()
+            last: dict[int, dt.datetime] = {}
+            for mig_id, finished in ends:
+                if finished is not None:
+                    last[mig_id] = max(last.get(mig_id, finished), finished)
+            out += [(end - fault.at).total_seconds() for end in last.values() if end > fault.at]
+        return out
+
+    def usage_violations(self) -> list[str]:
+        """Every claim is held once, by the right consumer, on the right node.
+
+        A step applied twice would claim or free twice, and show up here.
+        """
+        problems = []
+        with self.db.snapshot() as s:
+            held: dict[str, dict[str, dict[str, int]]] = {}
+            for consumer, host, rc, used in s.execute(
+                select(
+                    Allocation.consumer_uuid,
+                    ComputeNode.host,
+                    Allocation.resource_class,
+                    Allocation.used,
+                ).join(ComputeNode, ComputeNode.id == Allocation.node_id)
+            ):
+                held.setdefault(consumer, {}).setdefault(host, {})[rc] = used
+            for inst in s.scalars(select(Instance).where(Instance.deleted.is_(False))):
+                if inst.task_state is None and inst.vm_state != VmState.ERROR and inst.host:
+                    want = {inst.host: Resources.of_flavor(inst.flavor).as_classes()}
+                    if held.get(inst.uuid, {}) != want:
+                        faults = s.scalars(
+                            select(InstanceFault.message).where(
+                                InstanceFault.instance_uuid == inst.uuid
+                            )
+                        ).all()
+                        problems.append(
+                            f"{inst.uuid} ({inst.vm_state.value}) holds {held.get(inst.uuid)}, "
+                            f"not {want}; faults: {faults}"
+                        )
+            for mig in s.scalars(select(Migration)):
+                inst = s.get(Instance, mig.instance_uuid)
+                if mig.status == MigrationStatus.FINISHED and inst and inst.old_flavor:
+                    want = {mig.source_compute: Resources.of_flavor(inst.old_flavor).as_classes()}
+                elif mig.status in (MigrationStatus.CONFIRMED, MigrationStatus.REVERTED):
+                    want = {}
+                else:
+                    continue
+                if held.get(mig.uuid, {}) != want:
+                    problems.append(f"migration {mig.id} holds {held.get(mig.uuid)}, not {want}")
+        return problems
+
+    def orphans(self) -> list[str]:
+        problems = []
+        with self.db.snapshot() as s:
+            live = {
+                i.uuid: i for i in s.scalars(select(Instance).where(Instance.deleted.is_(False)))
+            }
+            keeps_source = {
+                (m.instance_uuid, m.source_compute)
+                for m in s.scalars(
+                    select(Migration).where(
+                        Migration.status.in_([MigrationStatus.FINISHED, MigrationStatus.ERROR])
+                    )
+                )
+            }
+        for host in HOSTS:
+            node = f"{host}@{socket.gethostname()}"
+            replies = self.app.control.broadcast(
+                "resizeflow_domains", destination=[node], reply=True, timeout=5
+            )
+            domains = [d for r in replies for ds in r.values() for d in ds]
+            for d in domains:
+                inst = live.get(d["uuid"])
+                if inst is None or (inst.host != host and (d["uuid"], host) not in keeps_source):
+                    problems.append(f"orphan domain {d['uuid']} on {host}")
+            inst_dir = self.settings.instances_dir(host)
+            for path in inst_dir.glob("*_resize") if inst_dir.exists() else []:
+                owner = path.name.removesuffix("_resize")
+                if (owner, host) not in keeps_source:
+                    problems.append(f"orphan {path.name} on {host}")
+        return problems
+
+
+def summary(reports: list[Report]) -> str:
+    head = [
+        "scenario",
+        "broker",
+        "workflows",
+        "faults",
+        "error+fault",
+        "stuck/lost",
+        "violations",
+        "recovery p50",
+        "recovery p99",
+    ]
+    rows = [head, *[r.row() for r in reports]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
