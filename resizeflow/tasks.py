@@ -117,7 +117,10 @@ def _run_step(
     if begun is None:
         return migration_id
     request_id, instance_uuid = begun
-    with logs.bound(request_id=request_id, instance_uuid=instance_uuid):
+    with (
+        logs.bound(request_id=request_id, instance_uuid=instance_uuid),
+        rt.executing_step(migration_id, name),
+    ):
         return _run_locked(task, rt, name, fn, migration_id, request_id)
 
 
@@ -215,6 +218,28 @@ def _retry_or_fail(
         task.request.retries + 1,
         exc,
     )
+    try:
+        notes = _record_failure(rt, name, migration_id, request_id, exc, details, final)
+    except TRANSIENT as db_exc:
+        # NOTE: the database itself is unreachable, so the failure cannot even
+        # be recorded. Try the step again later rather than lose the chain;
+        # its journal row still says running, and its lease will lapse.
+        log.warning("cannot record the failure of %s: %s", name, db_exc)
+        raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc) from exc
+    if not final:
+        raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc)
+    _publish(rt, notes)
+
+
+def _record_failure(
+    rt: HostRuntime,
+    name: str,
+    migration_id: int,
+    request_id: str,
+    exc: Exception,
+    details: str,
+    final: bool,
+) -> list[Notification]:
     notes: list[Notification] = []
     with rt.db.transaction() as s:
         # Same lock order as the step itself: instance, migration, journal.
@@ -238,9 +263,7 @@ def _retry_or_fail(
             db.event_finish(s, request_id, _event(name), result="Error", traceback=details)
             error_out(ctx, name, exc, details)
             notes = ctx.notifications
-    if not final:
-        raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc)
-    _publish(rt, notes)
+    return notes
 
 
 def run_instance_op(task: Task[Any, Any], op: str, instance_uuid: str) -> str:

@@ -113,13 +113,16 @@ class Heartbeat(threading.Thread):
 
     def __init__(self, runtime: context.HostRuntime) -> None:
         super().__init__(name="resizeflow-heartbeat", daemon=True)
+        self.runtime = runtime
         self.settings, self.db, self.incarnation = runtime.settings, runtime.db, runtime.incarnation
         self.stopping = threading.Event()
 
     def beat(self) -> None:
         with self.db.transaction() as s:
             services.heartbeat(s, self.settings.host, workflows.queue_for(self.settings.host))
-            journal.renew_leases(s, self.incarnation, self.settings.step_lease)
+            journal.renew_leases(
+                s, self.incarnation, self.runtime.executing_now(), self.settings.step_lease
+            )
 
     def run(self) -> None:
         while not self.stopping.wait(self.settings.report_interval):

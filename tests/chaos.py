@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import (
     Allocation,
     ComputeNode,
+    Flavor,
     Instance,
     InstanceFault,
     Migration,
@@ -163,6 +165,9 @@ class ChaosStack:
         self.sup.state_dir.mkdir(parents=True)
         self.vhost = ""
         self.faults: list[Fault] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.restarts = 0
 
     # -- life cycle ---------------------------------------------------------
     def start(self) -> None:
@@ -202,11 +207,40 @@ class ChaosStack:
         upgrade(self.db)
         self.app = make_app(self.settings)
         self.api = ComputeAPI(self.settings, self.db, self.app)
+        with self.db.transaction() as s:
+            # Two flavors that differ in RAM only, so a server can be resized
+            # back and forth without ever shrinking its disk.
+            s.add(Flavor(id=91, flavorid="ram-1", name="ram-1", vcpus=1, memory_mb=512, root_gb=1))
+            s.add(Flavor(id=92, flavorid="ram-2", name="ram-2", vcpus=1, memory_mb=1024, root_gb=1))
         for host in HOSTS:
             self.start_worker(host)
         self.sup.resizeflow("beat", "beat")
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        """Restart a worker or beat that exits on its own, as systemd's
+        Restart=on-failure (or compose's restart policy) does in production.
+
+        Celery's worker can give up when its Redis connection breaks in the
+        middle of a restart of the server; the supervisor brings it back.
+        """
+        while not self.stopping.is_set():
+            for name, proc in list(self.sup.procs.items()):
+                if name == "redis" or proc.poll() is None or self.stopping.is_set():
+                    continue
+                with self.lock:
+                    if self.sup.procs.get(name) is not proc:
+                        continue  # stopped or replaced on purpose meanwhile
+                    self.restarts += 1
+                    args = (
+                        ["worker", "--host", name.split("-", 1)[1]] if name != "beat" else ["beat"]
+                    )
+                    self.sup.resizeflow(name, *args)
+            self.stopping.wait(0.5)
 
     def stop(self) -> None:
+        self.stopping.set()
         try:
             self.sup.stop_all()
             if hasattr(self, "db"):
@@ -217,7 +251,8 @@ class ChaosStack:
             self.pg.destroy()
 
     def start_worker(self, host: str) -> None:
-        self.sup.resizeflow(f"worker-{host}", "worker", "--host", host)
+        with self.lock:
+            self.sup.resizeflow(f"worker-{host}", "worker", "--host", host)
         node = f"{host}@{socket.gethostname()}"
         self.sup.wait_until(
             f"worker {host}",
@@ -225,13 +260,15 @@ class ChaosStack:
         )
 
     def kill_worker(self, host: str) -> None:
-        proc = self.sup.procs.pop(f"worker-{host}")
+        with self.lock:
+            proc = self.sup.procs.pop(f"worker-{host}")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         self.faults.append(Fault("SIGKILL worker", utcnow()))
 
     def stop_worker(self, host: str) -> None:
-        proc = self.sup.procs.pop(f"worker-{host}")
+        with self.lock:
+            proc = self.sup.procs.pop(f"worker-{host}")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
 
@@ -269,8 +306,10 @@ class ChaosStack:
     def user(self) -> RequestContext:
         return RequestContext(user_id="chaos", project_id=PROJECT)
 
-    def boot(self, count: int) -> list[str]:
-        uuids = [self.api.create(self.user(), name=f"c{i}", flavor_ref="1") for i in range(count)]
+    def boot(self, count: int, flavor: str = "1") -> list[str]:
+        uuids = [
+            self.api.create(self.user(), name=f"c{i}", flavor_ref=flavor) for i in range(count)
+        ]
         wait_for(lambda: self._all_idle(uuids), 120, "the servers to boot")
         return uuids
 
@@ -313,6 +352,17 @@ class ChaosStack:
         with self.db.snapshot() as s:
             mig = s.get(Migration, mig_id)
             return mig.status.value if mig else "missing"
+
+    def workflow_over(self, mig_id: int) -> bool:
+        with self.db.snapshot() as s:
+            mig = s.get(Migration, mig_id)
+            inst = s.get(Instance, mig.instance_uuid) if mig else None
+            return (
+                mig is not None
+                and mig.status in ENDED
+                and self._flow_over(s, mig_id)
+                and (inst is None or inst.task_state in (None, TaskState.DELETING))
+            )
 
     def source_of(self, mig_id: int) -> str:
         with self.db.snapshot() as s:
@@ -443,6 +493,20 @@ class ChaosStack:
                     problems.append(f"migration {mig.id} holds {held.get(mig.uuid)}, not {want}")
         return problems
 
+    def ask(self, node: str) -> list[dict[str, Any]]:
+        """A worker's domains over the broker; reconnects if the broker restarted."""
+        for _ in range(10):
+            try:
+                replies = self.app.control.broadcast(
+                    "resizeflow_domains", destination=[node], reply=True, timeout=5
+                )
+                if replies:
+                    return list(replies)
+            except Exception:  # a connection from before the broker's restart
+                self.app.pool.force_close_all()
+            time.sleep(1)
+        raise AssertionError(f"{node} does not answer")
+
     def orphans(self) -> list[str]:
         problems = []
         with self.db.snapshot() as s:
@@ -459,9 +523,7 @@ class ChaosStack:
             }
         for host in HOSTS:
             node = f"{host}@{socket.gethostname()}"
-            replies = self.app.control.broadcast(
-                "resizeflow_domains", destination=[node], reply=True, timeout=5
-            )
+            replies = self.ask(node)
             domains = [d for r in replies for ds in r.values() for d in ds]
             for d in domains:
                 inst = live.get(d["uuid"])

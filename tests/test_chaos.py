@@ -160,11 +160,13 @@ def test_steps_fail_transiently_30_percent(chaos: ChaosStack) -> None:
 def test_races_on_one_server(chaos: ChaosStack) -> None:
     """confirm, revert, auto-confirm and delete, all at once: exactly one wins."""
     report = Report("5. confirm/revert/auto-confirm/delete races", chaos.broker)
-    [uuid] = chaos.boot(1)
+    [uuid] = chaos.boot(1, flavor="ram-1")
     migs = []
     wins: dict[str, int] = {}
     for _ in range(RACES):
-        mig_id = chaos.api.resize(chaos.user(), uuid, "2" if _flavor(chaos, uuid) == 1 else "1")
+        mig_id = chaos.api.resize(
+            chaos.user(), uuid, "ram-2" if _flavor(chaos, uuid) == 91 else "ram-1"
+        )
         migs.append(mig_id)
         report.workflows += 2
         wait_for(lambda m=mig_id: chaos.migration_status(m) == "finished", 60, "the resize")
@@ -177,14 +179,10 @@ def test_races_on_one_server(chaos: ChaosStack) -> None:
             report.violations.append(f"migration {mig_id}: winners {winners}")
         for who in winners:
             wins[who] = wins.get(who, 0) + 1
-        wait_for(
-            lambda m=mig_id: chaos.migration_status(m) in ("confirmed", "reverted", "error"),
-            60,
-            "the winner's workflow",
-        )
+        wait_for(lambda m=mig_id: chaos.workflow_over(m), 60, "the winner's workflow")
         if "delete" in winners:
             wait_for(lambda u=uuid: chaos.deleted(u), 60, "the delete")
-            [uuid] = chaos.boot(1)
+            [uuid] = chaos.boot(1, flavor="ram-1")
     chaos.settle(report, migs)
     record(report)
     assert sum(wins.values()) == RACES

@@ -8,10 +8,10 @@ transiently, a retry is queued), ``done``, ``failed`` (failed for good) and
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from resizeflow.db.models import StepJournal, utcnow
@@ -94,12 +94,25 @@ def begin(row: StepJournal, worker: str, lease: float) -> None:
     row.lease_expires_at = now + dt.timedelta(seconds=lease)
 
 
-def renew_leases(session: Session, worker: str, lease: float) -> int:
-    """Extend the leases of every step ``worker`` is running; returns how many."""
+def renew_leases(
+    session: Session, worker: str, running: Collection[tuple[int, str]], lease: float
+) -> int:
+    """Extend the leases of the steps ``worker`` is executing right now; returns how many.
+
+    Only steps still executing in the process are renewed: a step whose task
+    died inside a live worker must let its lease lapse, or nobody would ever
+    re-drive it.
+    """
+    if not running:
+        return 0
     now = utcnow()
     result = session.execute(
         update(StepJournal)
-        .where(StepJournal.worker == worker, StepJournal.status == RUNNING)
+        .where(
+            StepJournal.worker == worker,
+            StepJournal.status == RUNNING,
+            tuple_(StepJournal.migration_id, StepJournal.step).in_(sorted(running)),
+        )
         .values(heartbeat_at=now, lease_expires_at=now + dt.timedelta(seconds=lease))
         .execution_options(synchronize_session=False)
     )

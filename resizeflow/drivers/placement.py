@@ -6,7 +6,7 @@ change here updates both together, so a failed step rolls both back at once.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from resizeflow import errors
@@ -40,6 +40,23 @@ class SqlPlacement:
                 )
             )
         )
+
+    def lock(self, *refs: NodeRef) -> None:
+        """Lock several nodes at once, in id order.
+
+        NOTE: a resize touches its source and its dest node; two resizes going
+        opposite ways would deadlock if each locked its own source first.
+        """
+        keys = {(r.host, r.node) for r in refs}
+        rows = self.session.scalars(
+            select(ComputeNode)
+            .where(tuple_(ComputeNode.host, ComputeNode.node).in_(sorted(keys)))
+            .order_by(ComputeNode.id)
+            .with_for_update()
+        ).all()
+        missing = keys - {(n.host, n.node) for n in rows}
+        if missing:
+            raise errors.ComputeHostNotFound(host=sorted(missing)[0][0])
 
     def can_fit(self, node: NodeRef, resources: Resources) -> bool:
         free = _free(db.get_node(self.session, node.host, node.node))
@@ -89,6 +106,7 @@ class SqlPlacement:
             .join(Allocation, Allocation.node_id == ComputeNode.id)
             .where(Allocation.consumer_uuid == consumer)
             .distinct()
+            .order_by(ComputeNode.id)
         ).all()
         for node in nodes:
             self.release(consumer, NodeRef(node.host, node.node))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +37,29 @@ class HostRuntime:
     # "<celery node name>/<pid>": who the journal says runs a step, and whose
     # heartbeat renews the step's lease.
     incarnation: str = ""
+    # The (migration id, step) pairs executing in this process now: only
+    # their leases are renewed by the heartbeat.
+    executing: set[tuple[int, str]] = field(default_factory=set)
+    executing_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def host(self) -> str:
         return self.settings.host
+
+    @contextmanager
+    def executing_step(self, migration_id: int, step: str) -> Iterator[None]:
+        key = (migration_id, step)
+        with self.executing_lock:
+            self.executing.add(key)
+        try:
+            yield
+        finally:
+            with self.executing_lock:
+                self.executing.discard(key)
+
+    def executing_now(self) -> list[tuple[int, str]]:
+        with self.executing_lock:
+            return list(self.executing)
 
 
 _runtime: HostRuntime | None = None

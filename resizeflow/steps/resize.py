@@ -16,6 +16,7 @@ def prep_resize(ctx: StepContext) -> None:
     """Dest host: claim the new flavor."""
     inst, mig = ctx.instance, ctx.migration
     ctx.notify("resize_prep.start")
+    ctx.placement.lock(ctx.source, ctx.dest)
     # NOTE: the instance's source allocation is handed to the migration first,
     # so the instance never holds two allocations and a revert can hand it back
     # (Nova's migration-based allocations). Same-host resizes hold both
