@@ -4,10 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := libvirt-dev pkg-config redis-server gcc python3-dev python3-venv
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := all
-.PHONY: all install system-deps demo test lint typecheck bench up down flower compose-check clean
+.PHONY: all install system-deps demo test chaos lint typecheck bench up down flower compose-check clean
 
 all: lint typecheck test
 
@@ -39,6 +40,13 @@ demo: install
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The full chaos round: both brokers, 50 servers per scenario, 100 races.
+chaos: install
+	mkdir -p var
+	RESIZEFLOW_CHAOS_SERVERS=50 RESIZEFLOW_CHAOS_RACES=100 \
+	RESIZEFLOW_CHAOS_BROKERS=redis,rabbitmq RESIZEFLOW_CHAOS_SUMMARY=var/chaos-summary.md \
+	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff check resizeflow tests
 	$(BIN)/ruff format --check resizeflow tests
@@ -47,8 +55,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Throughput, latency and scaling against bare Celery chains; see bench/README.md.
 bench: install
-	@echo "not yet: the benchmark lands with the benchmark issue"
+	$(BIN)/resizeflow bench $(BENCH_ARGS)
 
 up:
 	$(COMPOSE) up -d --build

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 from dataclasses import asdict
@@ -109,13 +110,23 @@ def resizeflow_domains(state: Any) -> list[dict[str, Any]]:
 
 
 class Heartbeat(threading.Thread):
-    """Reports the host's service as up every ``report_interval`` seconds."""
+    """Reports the host's service as up every ``report_interval`` seconds.
 
-    def __init__(self, runtime: context.HostRuntime) -> None:
+    It also watches the worker's own consumer: it pings itself over the
+    broker, and when the worker stops answering for several beats in a row
+    (Celery's Redis consumer can stall after the server restarts under it) it
+    asks the worker to stop, so that its supervisor (systemd, compose) starts
+    a fresh one, which then re-drives its own steps.
+    """
+
+    MISSED_PINGS_BEFORE_RESTART = 3
+
+    def __init__(self, runtime: context.HostRuntime, app: Celery | None = None) -> None:
         super().__init__(name="resizeflow-heartbeat", daemon=True)
-        self.runtime = runtime
+        self.runtime, self.app = runtime, app
         self.settings, self.db, self.incarnation = runtime.settings, runtime.db, runtime.incarnation
         self.stopping = threading.Event()
+        self.missed = 0
 
     def beat(self) -> None:
         with self.db.transaction() as s:
@@ -124,12 +135,34 @@ class Heartbeat(threading.Thread):
                 s, self.incarnation, self.runtime.executing_now(), self.settings.step_lease
             )
 
+    def consumer_alive(self) -> bool:
+        assert self.app is not None
+        node = nodename(self.settings)
+        try:
+            return bool(self.app.control.ping(destination=[node], timeout=2.0))
+        except Exception:  # a broker that is down is also "no answer"
+            pool: Any = self.app.pool  # kombu's ConnectionPool
+            pool.force_close_all()
+            return False
+
     def run(self) -> None:
         while not self.stopping.wait(self.settings.report_interval):
             try:
                 self.beat()
             except Exception:  # the next beat may well work; a down DB is not fatal
                 log.exception("heartbeat of %s failed", self.settings.host)
+            if self.app is None or self.stopping.is_set():
+                continue
+            self.missed = 0 if self.consumer_alive() else self.missed + 1
+            if self.missed >= self.MISSED_PINGS_BEFORE_RESTART and not self.stopping.is_set():
+                log.critical(
+                    "worker %s has not answered its own ping %d times; stopping so that "
+                    "its supervisor restarts it",
+                    nodename(self.settings),
+                    self.missed,
+                )
+                self.stopping.set()
+                os.kill(os.getpid(), signal.SIGTERM)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -150,7 +183,7 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     recovered = recover_domains(settings, runtime.db, runtime.virt)
     log.info("host %s: recovered %d domains", settings.host, len(recovered))
     context.install(runtime)
-    heartbeat = Heartbeat(runtime)
+    heartbeat = Heartbeat(runtime, app)
     heartbeat.beat()
     heartbeat.start()
     # Like Nova's init_host, and further: steps this host's previous incarnation

@@ -282,6 +282,8 @@ class ChaosStack:
             (self.sup.state_dir / "redis.sock").unlink(missing_ok=True)
             start_redis(self.sup)
         else:
+            # Deleting the vhost drops its queues, messages and connections;
+            # it comes straight back, empty, as after a broker lost its disk.
             delete_vhost(self.vhost)
             subprocess.run(
                 ["rabbitmqctl", "-q", "add_vhost", self.vhost], check=True, capture_output=True

@@ -82,6 +82,8 @@ class Api:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method)
         req.add_header("X-Auth-Token", "admin:admin")
+        # 2.47 embeds the flavor in a server, as modern clients expect.
+        req.add_header("OpenStack-API-Version", "compute 2.47")
         req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:

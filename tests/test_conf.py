@@ -52,6 +52,21 @@ PARSED: list[tuple[str, str, str, Any]] = [
     ("QUOTA_CORES", "-1", "quota_cores", -1),
     ("QUOTA_RAM", "1024", "quota_ram", 1024),
     ("QUOTA_INSTANCES", "3", "quota_instances", 3),
+    ("AUTH", "tokens", "auth", "tokens"),
+    ("TOKENS_FILE", "/etc/rf/tokens.json", "tokens_file", "/etc/rf/tokens.json"),
+    ("POLICY_FILE", "/etc/rf/policy.json", "policy_file", "/etc/rf/policy.json"),
+    ("API_BIND", "0.0.0.0", "api_bind", "0.0.0.0"),
+    ("API_PORT", "18774", "api_port", 18774),
+    ("STEP_TIMEOUT", "900", "step_timeout", 900.0),
+    ("STEP_LEASE", "12.5", "step_lease", 12.5),
+    ("RECONCILE_DEADLINE", "300", "reconcile_deadline", 300.0),
+    ("REPORT_INTERVAL", "5", "report_interval", 5.0),
+    ("SERVICE_DOWN_TIME", "90", "service_down_time", 90.0),
+    ("PERIODIC_INTERVAL", "30", "periodic_interval", 30.0),
+    ("FLOWER_BASIC_AUTH", "ops:secret", "flower_basic_auth", "ops:secret"),
+    ("FLOWER_PORT", "15555", "flower_port", 15555),
+    ("LOG_FORMAT", "text", "log_format", "text"),
+    ("LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
 ]
 
 INVALID = [
@@ -80,6 +95,13 @@ INVALID = [
     ("QUOTA_CORES", "-2"),
     ("QUOTA_RAM", "lots"),
     ("QUOTA_INSTANCES", "1e3"),
+    ("AUTH", "keystone"),
+    ("API_PORT", "70000"),
+    ("STEP_LEASE", "0"),
+    ("RECONCILE_DEADLINE", "soon"),
+    ("LOG_FORMAT", "xml"),
+    ("LOG_LEVEL", "LOUD"),
+    ("FLOWER_PORT", "0"),
 ]
 
 

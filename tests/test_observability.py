@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from base64 import b64encode
 from typing import Any
@@ -149,3 +148,42 @@ def test_credentials_are_masked_in_log_lines() -> None:
     assert "hunter2" not in line and "pa55word" not in line and "x1" not in line
     assert "redis://:***@redis:6379/0" in line
     assert "postgresql+psycopg://rf:***@db/rf" in line
+
+
+def test_credentials_never_reach_the_logs(rf: Stack, project: str) -> None:
+    """A worker whose database URL carries a password never writes it in a log line."""
+    import subprocess as sp
+    import sys as _sys
+
+    from resizeflow.states import VmState as V
+
+    if rf.backend != "postgresql":
+        pytest.skip("PostgreSQL's trust auth lets a URL carry a password the server ignores")
+    secret = "s3cr3t-Pa55"
+    url = rf.settings.db_url.replace("postgres@", f"postgres:{secret}@")
+    env = {**rf.env, "RESIZEFLOW_DATABASE_URL": url, "RESIZEFLOW_LOG_LEVEL": "DEBUG"}
+    upgrade = sp.run(
+        [_sys.executable, "-m", "resizeflow", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert upgrade.returncode == 0, upgrade.stderr
+    rf.env, saved = env, rf.env
+    try:
+        rf.start_worker("host3")
+    finally:
+        rf.env = saved
+    try:
+        uuid = rf.boot(project, host="host3")
+        rf.api.stop(rf.ctx(project), uuid)
+        rf.wait_instance(uuid, V.STOPPED)
+        rf.api.delete(rf.ctx(project), uuid)
+        wait_for(lambda: rf.instance(uuid).deleted, what="the delete")
+    finally:
+        rf.stop_worker("host3")
+    log = rf.worker_log("host3")
+    assert "host3" in log and '"level": "debug"' in log  # the worker did log, verbosely
+    for text in (log, upgrade.stdout, upgrade.stderr):
+        assert secret not in text

@@ -101,3 +101,44 @@ def test_abort_past_the_point_of_no_return_leaves_error_and_a_fault(
         with pytest.raises(errors.WorkflowNotFailed):
             verb(rf.admin(), mig_id)
     assert len(rf.faults(uuid)) == 2  # the step's, and the abort's
+
+
+def test_verbs_through_the_cli_and_the_admin_api(rf: Stack, project: str) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    first, second = rf.boot(project), rf.boot(project)
+    m1, m2 = resize_to_verify(rf, project, first), resize_to_verify(rf, project, second)
+    for uuid in (first, second):
+        fail_once(rf, "resizeflow.revert.destroy_dest_domain", uuid)
+        rf.api.revert_resize(rf.ctx(project), uuid)
+        mig = m1 if uuid == first else m2
+        assert_errored_out(rf, uuid, mig, "destroy_dest_domain", "injected fatal failure")
+        rf.set_failpoints({})
+
+    done = subprocess.run(
+        [sys.executable, "-m", "resizeflow", "workflow", "retry", str(m1)],
+        env=rf.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"migration {m1}: retried" in done.stdout
+    rf.wait_migration(m1, M.REVERTED)
+    rf.wait_instance(first, VmState.ACTIVE)
+
+    url = rf.api_endpoint() + f"/os-resizeflow/workflows/{m2}/action"
+    denied = httpx.post(url, json={"abort": None}, headers={"X-Auth-Token": f"bob:{project}"})
+    assert denied.status_code == 403
+    resp = httpx.post(url, json={"abort": None}, headers={"X-Auth-Token": "admin:admin"})
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["workflow"]["result"] == "compensated"
+    rf.wait_instance(second, VmState.RESIZED)
+    again = httpx.post(url, json={"retry": None}, headers={"X-Auth-Token": "admin:admin"})
+    assert again.status_code == 409
+    assert "only a failed workflow can be" in again.json()["conflictingRequest"]["message"]
+    rf.api.confirm_resize(rf.ctx(project), second)
+    rf.wait_migration(m2, M.CONFIRMED)

@@ -247,3 +247,19 @@ def test_sigterm_finishes_the_running_step(rf: Stack, project: str) -> None:
     rf.start_worker(source)
     rf.wait_migration(mig_id, M.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
+
+
+def test_pickled_messages_are_refused(rf: Stack, project: str) -> None:
+    """Workers accept JSON only: a pickled step message is never run."""
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    before = snapshot(rf, uuid, mig_id)
+    step = workflows.plan("confirm", rf.migration(mig_id).source_compute, "x")[0]
+    workflows.signature(rf.app, step.step, mig_id, step.host).apply_async(serializer="pickle")
+    wait_for(
+        lambda: "application/x-python-serialize" in rf.worker_log(step.host),
+        30,
+        "the worker to refuse the pickled message",
+    )
+    assert snapshot(rf, uuid, mig_id) == before
+    assert rf.migration(mig_id).status == M.FINISHED

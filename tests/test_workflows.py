@@ -105,6 +105,6 @@ def test_app_config(app: Celery) -> None:
     assert conf.resizeflow_settings.broker_prefix == "rf-unit:"
 
 
-def test_amqp_broker_gets_no_redis_options() -> None:
+def test_amqp_broker_gets_publisher_confirms_and_no_redis_options() -> None:
     app = make_app(Settings(broker_url="amqp://guest@127.0.0.1//", broker_prefix="p:"))
-    assert app.conf.broker_transport_options == {}
+    assert app.conf.broker_transport_options == {"confirm_publish": True}

@@ -30,7 +30,7 @@ def main() -> None:
 
 
 def entrypoint() -> None:
-    from resizeflow.cli import ops  # noqa: F401  (registers its commands)
+    from resizeflow.cli import api_cmd, bench, demo, ops, servers  # noqa: F401  (registers their commands)
 
     try:
         main(standalone_mode=True)

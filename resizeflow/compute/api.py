@@ -90,6 +90,14 @@ class ComputeAPI:
         self.settings = settings
         self.db = database
         self.app = app
+        # What the broker's transport raises when it is unreachable or refuses us
+        # (for AMQP, a vhost being recreated, say), besides kombu's own errors.
+        conn = app.connection_for_write()
+        self._broker_errors: tuple[type[BaseException], ...] = (
+            *BROKER_ERRORS,
+            *conn.connection_errors,
+            *conn.channel_errors,
+        )
 
     # -- helpers ------------------------------------------------------------
     def _quota(self, session: Session) -> SqlQuota:
@@ -143,7 +151,7 @@ class ComputeAPI:
         for item in launches:
             try:
                 self._send(item)
-            except BROKER_ERRORS as exc:
+            except self._broker_errors as exc:
                 # NOTE: the request is already durable: its plan is in the step
                 # journal (or its task_state is set), and the reconciler sends
                 # it once the broker is back. Failing the request now would
@@ -203,7 +211,9 @@ class ComputeAPI:
             self._quota(s).check_deltas(
                 ctx.project_id, cores=res.vcpus, ram=res.memory_mb, instances=1
             )
-            dest = select_destination(s, res, force_host=host)
+            dest = select_destination(
+                s, res, force_host=host, service_down_time=self.settings.service_down_time
+            )
             uuid = str(uuidlib.uuid4())
             inst = Instance(
                 uuid=uuid,
@@ -255,7 +265,11 @@ class ComputeAPI:
             assert inst.node is not None
             same_ok = self.settings.allow_resize_to_same_host or host == inst.host
             dest = select_destination(
-                s, new_res, force_host=host, exclude=() if same_ok else (inst.host,)
+                s,
+                new_res,
+                force_host=host,
+                exclude=() if same_ok else (inst.host,),
+                service_down_time=self.settings.service_down_time,
             )
             db.cas_task_state(s, uuid, [None], T.RESIZE_PREP)
             inst.old_flavor, inst.new_flavor = old, new.as_dict()

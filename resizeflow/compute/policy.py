@@ -53,6 +53,7 @@ DEFAULT_RULES: dict[str, str] = {
     "compute:migrations:index": ADMIN_API,
     "compute:hypervisors:detail": ADMIN_API,
     "compute:services:index": ADMIN_API,
+    "compute:aggregates:index": ADMIN_API,
     "compute:workflows:show": ADMIN_API,
     "compute:workflows:retry": ADMIN_API,
     "compute:workflows:abort": ADMIN_API,
@@ -83,6 +84,7 @@ NOVA_NAMES: dict[str, str] = {
     "os_compute_api:os-migrations:index": "compute:migrations:index",
     "os_compute_api:os-hypervisors:list-detail": "compute:hypervisors:detail",
     "os_compute_api:os-services:list": "compute:services:index",
+    "os_compute_api:os-aggregates:index": "compute:aggregates:index",
 }
 
 

@@ -1,4 +1,8 @@
-"""A small scheduler: the node with the most free RAM that can hold the flavor."""
+"""A small scheduler: the node with the most free RAM that can hold the flavor.
+
+Like Nova's ComputeFilter, it skips hosts whose compute service is down (a
+host that has never reported is given the benefit of the doubt).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from resizeflow import errors
 from resizeflow.db import api as db
-from resizeflow.db.models import ComputeNode
+from resizeflow.db import services
+from resizeflow.db.models import ComputeNode, Service
 from resizeflow.drivers.base import NodeRef, Resources
 from resizeflow.drivers.placement import SqlPlacement
 
@@ -20,6 +25,7 @@ def select_destination(
     *,
     force_host: str | None = None,
     exclude: Collection[str] = (),
+    service_down_time: float = 60.0,
 ) -> NodeRef:
     placement = SqlPlacement(session)
     if force_host is not None:
@@ -29,10 +35,17 @@ def select_destination(
             raise errors.NoValidHost(reason=f"Host {force_host} cannot hold the flavor.")
         return ref
     nodes = session.scalars(select(ComputeNode).order_by(ComputeNode.host)).all()
+    down = {
+        svc.host
+        for svc in session.scalars(select(Service).where(Service.binary == services.COMPUTE))
+        if not services.is_up(svc, service_down_time)
+    }
     fits = [
         n
         for n in nodes
-        if n.host not in exclude and placement.can_fit(NodeRef(n.host, n.node), resources)
+        if n.host not in exclude
+        and n.host not in down
+        and placement.can_fit(NodeRef(n.host, n.node), resources)
     ]
     if not fits:
         raise errors.NoValidHost(reason="There are not enough hosts available.")

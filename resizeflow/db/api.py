@@ -63,7 +63,9 @@ def find_migration(session: Session, instance_uuid: str, status: MigrationStatus
 def get_flavor(session: Session, flavor_ref: str | int) -> Flavor:
     ref = str(flavor_ref)
     flavor = session.scalars(select(Flavor).where(Flavor.flavorid == ref)).one_or_none()
-    if flavor is None and ref.isdigit():
+    # NOTE: only a number that fits the id column; a longer one would make the
+    # database raise instead of finding nothing.
+    if flavor is None and ref.isascii() and ref.isdigit() and int(ref) < 2**31:
         flavor = session.get(Flavor, int(ref))
     if flavor is None or flavor.disabled:
         raise errors.FlavorNotFound(flavor_id=ref)

@@ -1,0 +1,146 @@
+"""The ASGI application: routers, error handlers, and the services behind them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from celery import Celery
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from resizeflow import errors
+from resizeflow.api import auth, microversion
+from resizeflow.api.deps import Services
+from resizeflow.api.faults import HTTPFault, api_message, fault_response
+from resizeflow.api.middleware import NovaMiddleware
+from resizeflow.api.routes import (
+    actions,
+    admin,
+    flavors,
+    instance_actions,
+    metrics,
+    servers,
+    versions,
+)
+from resizeflow.celery_app import make_app
+from resizeflow.compute import policy
+from resizeflow.compute.api import ComputeAPI
+from resizeflow.compute.flavors import FlavorAdmin
+from resizeflow.compute.queries import Queries
+from resizeflow.compute.workflow_admin import WorkflowAdmin
+from resizeflow.conf import Settings
+from resizeflow.db.session import Database
+
+log = logging.getLogger(__name__)
+PREFIX = "/v2.1"
+
+
+def _value(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def validation_message(exc: RequestValidationError, path: str) -> str:
+    """Nova's schema error: the field, the value and why, from the first problem."""
+    first: dict[str, Any] = exc.errors()[0]
+    kind = first.get("type", "")
+    if kind == "json_invalid" or (
+        kind == "model_attributes_type" and tuple(first.get("loc", ())) == ("body",)
+    ):
+        return "Malformed request body"
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    if kind == "missing" and first.get("loc", ())[:1] == ("body",) and not loc:
+        return "Malformed request body: a JSON object is required"
+    if path.endswith("/action") and kind == "extra_forbidden" and len(loc) == 1:
+        return f"There is no such action: {loc[0]}"
+    field = ".".join(loc) or "body"
+    return (
+        f"Invalid input for field/attribute {field}. Value: {_value(first.get('input'))}. "
+        f"{first.get('msg', 'Invalid value')}"
+    )
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def on_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, errors.ResizeflowError)
+        if exc.code >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        action = getattr(request.state, "action", None)
+        return fault_response(exc.code, api_message(exc, action))
+
+    async def on_fault(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPFault)
+        return fault_response(exc.code, exc.message)
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return fault_response(400, validation_message(exc, request.url.path))
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = {404: "The resource could not be found.", 405: "Method Not Allowed"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return fault_response(exc.status_code, message, exc.headers)
+
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return fault_response(
+            500,
+            "Unexpected API Error. Please report this at your cloud's operators and attach "
+            f"the API log if possible.\n{type(exc).__name__}",
+        )
+
+    app.add_exception_handler(errors.ResizeflowError, on_error)
+    app.add_exception_handler(HTTPFault, on_fault)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_crash)
+
+
+def build_services(
+    settings: Settings, database: Database | None = None, celery: Celery | None = None
+) -> Services:
+    database = database or Database(settings.db_url)
+    celery = celery or make_app(settings)
+    return Services(
+        compute=ComputeAPI(settings, database, celery),
+        queries=Queries(settings, database),
+        flavors=FlavorAdmin(database),
+        auth=auth.authenticator(settings),
+        workflows=WorkflowAdmin(settings, database, celery),
+    )
+
+
+def create_fastapi(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="resizeflow compute API",
+        version=microversion.fmt(microversion.MAX_VERSION),
+        description="OpenStack Compute API v2.1 for the resize lifecycle.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.services = services
+    install_handlers(app)
+    app.include_router(versions.router)
+    app.include_router(metrics.router)
+    for module in (servers, actions, instance_actions, flavors, admin):
+        app.include_router(module.router, prefix=PREFIX)
+    return app
+
+
+def create_app(
+    settings: Settings, database: Database | None = None, celery: Celery | None = None
+) -> NovaMiddleware:
+    """The API as an ASGI app, its policy file installed for the process."""
+    if settings.policy_file:
+        policy.configure(policy.load_policy_file(settings.policy_file))
+    return NovaMiddleware(create_fastapi(build_services(settings, database, celery)))

@@ -1,0 +1,82 @@
+"""Compute API microversions: what a request asks for and what this API honours.
+
+Honoured above the 2.1 base: 2.3 (extended server attributes), 2.9
+(``locked``), 2.16 (``host_status``), 2.19 (``description``), 2.23
+(``migration_type`` in os-migrations), 2.26 (``tags``), 2.37 (``networks``
+required on boot) and 2.47 (the flavor embedded in a server).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from resizeflow import errors
+
+MIN_VERSION = (2, 1)
+MAX_VERSION = (2, 47)
+HEADER = "OpenStack-API-Version"
+LEGACY_HEADER = "X-OpenStack-Nova-API-Version"
+_VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
+
+
+class VersionNotAcceptable(errors.ResizeflowError):
+    code = 406
+    msg_fmt = (
+        "Version %(version)s is not supported by the API. Minimum is %(min)s and maximum "
+        "is %(max)s."
+    )
+
+
+def fmt(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    major: int
+    minor: int
+
+    def at_least(self, minor: int) -> bool:
+        return (self.major, self.minor) >= (2, minor)
+
+    def __str__(self) -> str:
+        return fmt((self.major, self.minor))
+
+
+def requested(headers: Mapping[str, str]) -> str | None:
+    """The compute version a request names, from either header."""
+    value = headers.get(HEADER.lower())
+    if value is not None:
+        for item in value.split(","):
+            service, _, ver = item.strip().partition(" ")
+            if service.lower() == "compute":
+                return ver.strip()
+    return headers.get(LEGACY_HEADER.lower())
+
+
+def negotiate(headers: Mapping[str, str]) -> Version:
+    """The version to serve: the minimum when none is asked for, the maximum for 'latest'."""
+    raw = requested(headers)
+    if raw is None:
+        return Version(*MIN_VERSION)
+    if raw.strip().lower() == "latest":
+        return Version(*MAX_VERSION)
+    match = _VERSION_RE.match(raw.strip())
+    if match is None:
+        raise errors.Invalid(
+            f"API Version String {raw} is of invalid format. Must be of format MajorNum.MinorNum."
+        )
+    asked = (int(match.group(1)), int(match.group(2)))
+    if not MIN_VERSION <= asked <= MAX_VERSION:
+        raise VersionNotAcceptable(version=raw.strip(), min=fmt(MIN_VERSION), max=fmt(MAX_VERSION))
+    return Version(*asked)
+
+
+def response_headers(version: Version) -> dict[str, str]:
+    return {
+        HEADER: f"compute {version}",
+        LEGACY_HEADER: str(version),
+        "Vary": f"{HEADER}, {LEGACY_HEADER}",
+    }

@@ -1,0 +1,1 @@
+"""One router per Nova resource, all mounted under ``/v2.1``."""

@@ -1,0 +1,206 @@
+"""``/servers``: boot, list, show and delete."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from resizeflow import errors
+from resizeflow.api import views
+from resizeflow.api.deps import Base, Ctx, Svc, Ver, set_action
+from resizeflow.api.faults import HTTPFault
+from resizeflow.api.microversion import Version
+from resizeflow.api.schemas import ServerCreate, ServerCreateBody
+from resizeflow.compute.policy import RequestContext, allowed
+
+router = APIRouter(prefix="/servers", tags=["servers"])
+# Every status Nova knows; resizeflow's servers only ever show some of them.
+STATUSES = frozenset(
+    {
+        "ACTIVE", "BUILD", "DELETED", "ERROR", "HARD_REBOOT", "MIGRATING", "PASSWORD",
+        "PAUSED", "REBOOT", "REBUILD", "RESCUE", "RESIZE", "REVERT_RESIZE", "SHELVED",
+        "SHELVED_OFFLOADED", "SHUTOFF", "SOFT_DELETED", "SUSPENDED", "UNKNOWN",
+        "VERIFY_RESIZE",
+    }
+)  # fmt: skip
+
+
+def is_all_tenants(raw: str | None) -> bool:
+    """Nova's ``common.is_all_tenants``: present and empty means yes."""
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("", "1", "true", "yes", "on", "t", "y"):
+        return True
+    if value in ("0", "false", "no", "off", "f", "n"):
+        return False
+    raise HTTPFault(400, f"Invalid value '{raw}' for all_tenants: must be a boolean")
+
+
+def _list(
+    svc: Svc,
+    ctx: RequestContext,
+    version: Version,
+    all_tenants: str | None,
+    status: str | None,
+    name: str | None,
+    host: str | None,
+    project_id: str | None,
+    limit: int | None,
+    marker: str | None,
+) -> list[Any]:
+    if status is not None and status.upper() not in STATUSES:
+        # Nova 2.38+ refuses an unknown status; older versions return nothing.
+        if version.at_least(38):
+            raise HTTPFault(400, f"Invalid status value: {status}")
+        return []
+    every = is_all_tenants(all_tenants)
+    if host is not None and not ctx.is_admin:
+        host = None  # Nova ignores admin-only filters for other callers.
+    return svc.queries.servers(
+        ctx,
+        all_projects=every,
+        project_id=project_id,
+        status=status,
+        name=name,
+        host=host,
+        limit=limit,
+        marker=marker,
+    )
+
+
+ListFilter = Annotated[str | None, Query(max_length=255)]
+Limit = Annotated[int | None, Query(ge=0, le=1000)]
+
+
+@router.get("")
+def list_servers(
+    svc: Svc,
+    ctx: Ctx,
+    base: Base,
+    version: Ver,
+    all_tenants: ListFilter = None,
+    status: ListFilter = None,
+    name: ListFilter = None,
+    host: ListFilter = None,
+    project_id: ListFilter = None,
+    limit: Limit = None,
+    marker: ListFilter = None,
+) -> dict[str, Any]:
+    """List servers: id, name and links."""
+    found = _list(svc, ctx, version, all_tenants, status, name, host, project_id, limit, marker)
+    return {"servers": [views.server_brief(s, base) for s in found]}
+
+
+@router.get("/detail")
+def list_servers_detail(
+    svc: Svc,
+    ctx: Ctx,
+    base: Base,
+    version: Ver,
+    all_tenants: ListFilter = None,
+    status: ListFilter = None,
+    name: ListFilter = None,
+    host: ListFilter = None,
+    project_id: ListFilter = None,
+    limit: Limit = None,
+    marker: ListFilter = None,
+) -> dict[str, Any]:
+    """List servers with every detail."""
+    found = _list(svc, ctx, version, all_tenants, status, name, host, project_id, limit, marker)
+    admin = allowed(ctx, "compute:servers:show:extended_attributes")
+    return {"servers": [views.server(s, version, base, admin=admin) for s in found]}
+
+
+@router.get("/{server_id}")
+def show_server(server_id: str, svc: Svc, ctx: Ctx, base: Base, version: Ver) -> dict[str, Any]:
+    """Show one server."""
+    info = svc.queries.server(ctx, server_id)
+    admin = allowed(ctx, "compute:servers:show:extended_attributes", info.project_id)
+    return {"server": views.server(info, version, base, admin=admin)}
+
+
+def _networks(server: ServerCreate, version: Version) -> tuple[str, ...]:
+    nets = server.networks
+    if nets is None:
+        if version.at_least(37):
+            raise errors.ValidationError(
+                field="server", value="...", reason="'networks' is a required property"
+            )
+        return ("private",)
+    if nets == "none":
+        return ()
+    if nets == "auto":
+        return ("private",)
+    names = []
+    for n in nets:
+        if n.port is not None:
+            raise HTTPFault(400, f"Port {n.port} could not be found.")
+        if n.uuid is None:
+            raise errors.ValidationError(
+                field="server.networks", value="...", reason="each network needs a uuid"
+            )
+        names.append(n.uuid)
+    return tuple(names)
+
+
+def _forced_host(zone: str | None) -> str | None:
+    """``nova``, ``nova:HOST`` or ``nova:HOST:NODE``; other zones do not exist here."""
+    if zone is None:
+        return None
+    name, _, rest = zone.partition(":")
+    if name != "nova":
+        raise HTTPFault(400, "The requested availability zone is not available")
+    host = rest.partition(":")[0]
+    return host or None
+
+
+@router.post("", status_code=202)
+def create_server(
+    body: ServerCreateBody,
+    request: Request,
+    response: Response,
+    svc: Svc,
+    ctx: Ctx,
+    base: Base,
+    version: Ver,
+) -> dict[str, Any]:
+    """Boot a server from a flavor; an admin may force a host with ``nova:HOST``."""
+    set_action(request, "create")
+    server = body.server
+    networks = _networks(server, version)
+    host = _forced_host(server.availability_zone)
+    try:
+        uuid = svc.compute.create(
+            ctx,
+            name=server.name,
+            flavor_ref=server.flavorRef,
+            host=host,
+            networks=networks,
+            metadata=dict(server.metadata or {}),
+            image_ref=server.imageRef or None,
+        )
+    except errors.FlavorNotFound:
+        raise HTTPFault(400, "Invalid flavorRef provided.") from None
+    except (errors.ComputeHostNotFound, errors.NoValidHost) as exc:
+        raise HTTPFault(400, exc.message) from None
+    response.headers["Location"] = views.links(base, "servers", uuid)[0]["href"]
+    return {
+        "server": {
+            "id": uuid,
+            "links": views.links(base, "servers", uuid),
+            "OS-DCF:diskConfig": server.disk_config or "MANUAL",
+            "security_groups": [{"name": "default"}],
+            "adminPass": secrets.token_urlsafe(12),
+        }
+    }
+
+
+@router.delete("/{server_id}", status_code=204)
+def delete_server(server_id: str, request: Request, svc: Svc, ctx: Ctx) -> Response:
+    """Delete a server; one awaiting resize confirmation is confirmed first."""
+    set_action(request, "delete")
+    svc.compute.delete(ctx, server_id)
+    return Response(status_code=204)

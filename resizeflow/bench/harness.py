@@ -1,0 +1,191 @@
+"""Run every phase in order, clean up whatever was started, and save the results.
+
+The main stack (two hosts by default, PostgreSQL) runs the baseline, the
+throughput and latency phases and the profile pass, with its workers' RSS
+sampled throughout. Scaling and database work start stacks of their own. One
+private redis-server serves them all, and every PostgreSQL database and
+temporary directory is removed at the end, also on Ctrl-C or failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from resizeflow.bench import dbwork, monitor, phases, scaling
+from resizeflow.bench.stack import DEFAULT_PG_ADMIN, Services, stack
+from resizeflow.cli.supervisor import Supervisor
+
+DEFAULT_HOST_GRID = (1, 2, 4, 8)
+DEFAULT_LOAD_GRID = (100, 500, 1000)
+FULL_LOAD_GRID = (100, 500, 2000)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run. The default finishes in under 10 minutes on two busy cores.
+
+    The default scaling grid is the host sweep at ``host_grid_n`` workflows
+    plus the load sweep on ``hosts`` hosts; ``cross`` runs every pair instead.
+    """
+
+    n: int = 200
+    hosts: int = 2
+    latency_samples: int = 30
+    host_grid: tuple[int, ...] = DEFAULT_HOST_GRID
+    host_grid_n: int = 100
+    load_grid: tuple[int, ...] = DEFAULT_LOAD_GRID
+    cross: bool = False
+    db_n: int = 20
+    concurrency: int = 4
+    profile: bool = True
+    pg_admin_url: str = DEFAULT_PG_ADMIN
+    results_dir: Path = Path("bench/results")
+    timeout: float = 900.0
+    keep: bool = False
+
+    def grid(self) -> list[tuple[int, int]]:
+        """The (hosts, N) scaling points, in run order."""
+        if self.cross:
+            return [(h, n) for n in self.load_grid for h in self.host_grid]
+        points = [(h, self.host_grid_n) for h in self.host_grid]
+        points += [(self.hosts, n) for n in self.load_grid]
+        return list(dict.fromkeys(points))
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures came from: cores, CPU model, RAM, Python, kernel."""
+    cpu = ""
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class Run:
+    config: BenchConfig
+    log: Callable[[str], None]
+    prefix: Path  # results/<stamp>: the JSON, PNG and profile share it
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def main_stack(self, services: Services) -> None:
+        cfg = self.config
+        with stack(services, "main", hosts=cfg.hosts, concurrency=cfg.concurrency) as st:
+            sampler = monitor.RssSampler(st.worker_pids())
+            sampler.start()
+            self.log(f"baseline: bare chains of 4 and 5 no-op steps, {cfg.n} at a time")
+            base = phases.baseline(st, cfg.n, cfg.timeout)
+            self.results["baseline"] = base
+            tp = phases.throughput(st, cfg.n, base, cfg.timeout, self.log)
+            servers = tp.pop("servers")
+            self.results["throughput"] = tp
+            self.results["latency"] = phases.latency(st, cfg.latency_samples, cfg.timeout, self.log)
+            if cfg.profile:
+                self.log(f"profile: py-spy on every worker, {cfg.n} confirms")
+                self.results["profile"] = phases.profile_pass(st, servers, self.prefix, cfg.timeout)
+            peaks = sampler.stop()
+            ends = scaling.done_times(st)
+            self.results["main_workers"] = {
+                "workflows_run": len(ends),
+                "peak_rss_mb": {h: round(kb / 1024, 1) for h, kb in peaks.items()},
+                "rss_growth": monitor.rss_growth(sampler, ends, 500, 2000),
+            }
+
+    def run(self, services: Services) -> None:
+        cfg = self.config
+        self.main_stack(services)
+        probe_dir = services.root / "probe"
+        self.results["database"] = {
+            backend: dbwork.database_work(
+                services, backend, cfg.db_n, probe_dir, cfg.timeout, self.log
+            )
+            for backend in ("postgresql", "sqlite")
+        }
+        overhead(self.results)
+        self.results["scaling"] = [
+            scaling.scaling_point(services, h, n, cfg.concurrency, cfg.timeout, self.log)
+            for h, n in cfg.grid()
+        ]
+
+
+def overhead(results: dict[str, Any]) -> None:
+    """Per step: its journal time minus the driver's own time, counted by the probe."""
+    counted = results["database"]["postgresql"]["per_step"]
+    for flow, lat in results["latency"].items():
+        for name, row in lat["per_step"].items():
+            driver = counted.get(f"resizeflow.{flow}.{name}", {}).get("driver_ms", 0.0)
+            row["driver_ms"] = driver
+            row["overhead_ms"] = round(row["step_ms"] - driver, 2)
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None]) -> tuple[dict[str, Any], Path]:
+    """Run the benchmark; returns the results and the path of the JSON written."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    config.results_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="resizeflow-bench-"))
+    services = Services(
+        root=root, pg_admin_url=config.pg_admin_url, sup=Supervisor(state_dir=root, env={})
+    )
+    run = Run(config, log, config.results_dir / stamp)
+    started = time.monotonic()
+    try:
+        with _sigterm_as_interrupt():
+            services.start()
+            run.run(services)
+    finally:
+        services.sup.stop_all()
+        if not config.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    config_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    config_dict.pop("pg_admin_url")
+    results = {
+        "started": stamp,
+        "duration_s": round(time.monotonic() - started, 1),
+        "machine": machine(),
+        "config": config_dict,
+        **run.results,
+    }
+    from resizeflow.bench import report
+
+    results["targets"] = report.targets(results)
+    path = config.results_dir / f"{stamp}.json"
+    path.write_text(json.dumps(results, indent=1))
+    return results, path

@@ -1,0 +1,165 @@
+"""An instrumented worker: ``python -m resizeflow.bench.probe HOST OUT.json``.
+
+It is ``resizeflow worker --host HOST`` with counters around it, and nothing
+of the core changed. Per task name it counts the SQL statements and database
+round trips (SQLAlchemy engine and pool events), the time spent in the virt
+driver (every public :class:`LibvirtDriver` method, timed) and the time of the
+whole task, attributing each to the task running on the calling thread. The
+totals are written to OUT.json when the worker stops.
+
+Round trips: each statement, each COMMIT or ROLLBACK, and on PostgreSQL the
+BEGIN that psycopg sends before a transaction's first statement and the
+pre-ping of every pool checkout. SQLite's ``BEGIN IMMEDIATE`` is a statement
+already. The instrumented worker is slower; its timings are for the split
+between driver and overhead, not for throughput.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from celery import signals
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
+
+from resizeflow.conf import load
+from resizeflow.drivers.libvirt import LibvirtDriver
+
+DRIVER_METHODS = (
+    "spawn",
+    "power_off",
+    "power_on",
+    "power_state",
+    "migrate_disk_and_power_off",
+    "finish_migration",
+    "confirm_migration",
+    "destroy",
+    "purge",
+    "finish_revert_migration",
+)
+FIELDS = ("runs", "statements", "round_trips", "transactions", "driver_s", "task_s")
+
+_local = threading.local()
+_lock = threading.Lock()
+totals: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(FIELDS, 0.0))
+# The statements of each task's first run, shortened: what the round trips are.
+first_sql: dict[str, list[str]] = {}
+
+
+def _current() -> dict[str, float] | None:
+    return getattr(_local, "counts", None)
+
+
+def _bump(key: str, amount: float = 1.0) -> None:
+    counts = _current()
+    if counts is not None:
+        counts[key] += amount
+
+
+def _short(statement: str) -> str:
+    """``SELECT step_journal FOR UPDATE``: the verb, the first table, the lock."""
+    words = " ".join(statement.split())
+    verb = words.split(" ", 1)[0].upper()
+    table = re.search(r"\b(?:FROM|UPDATE|INTO)\s+(\w+)", words, re.IGNORECASE)
+    count = " count(*)" if "count(" in words.lower() else ""
+    lock = " FOR UPDATE" if "FOR UPDATE" in words.upper() else ""
+    return f"{verb}{count} {table.group(1) if table else ''}{lock}".strip()
+
+
+def _on_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    sql = getattr(_local, "sql", None)
+    if sql is not None:
+        sql.append(_short(statement))
+    _bump("statements")
+    _bump("round_trips")
+    counts = _current()
+    # psycopg opens a transaction with a BEGIN of its own before the first statement.
+    if counts is not None and conn.dialect.name == "postgresql" and not _local.began:
+        _local.began = True
+        _bump("round_trips")
+
+
+def _on_end(conn: Any) -> None:
+    _bump("round_trips")
+    _bump("transactions")
+    _local.began = False
+
+
+def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    # Engines other than SQLite's ping the connection on every checkout.
+    if "sqlite" not in type(dbapi_conn).__module__:
+        _bump("round_trips")
+
+
+def install_counters() -> None:
+    event.listen(Engine, "before_cursor_execute", _on_execute)
+    event.listen(Engine, "commit", _on_end)
+    event.listen(Engine, "rollback", _on_end)
+    event.listen(Pool, "checkout", _on_checkout)
+
+
+def _timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _bump("driver_s", time.perf_counter() - t0)
+
+    return wrapper
+
+
+def time_driver() -> None:
+    for name in DRIVER_METHODS:
+        setattr(LibvirtDriver, name, _timed(getattr(LibvirtDriver, name)))
+
+
+def _prerun(task: Any = None, **_kw: Any) -> None:
+    _local.counts = dict.fromkeys(FIELDS, 0.0)
+    _local.sql = [] if task is not None and task.name not in first_sql else None
+    _local.began = False
+    _local.t0 = time.perf_counter()
+
+
+def _postrun(task: Any = None, **_kw: Any) -> None:
+    counts = _current()
+    if counts is None or task is None:
+        return
+    counts["task_s"] = time.perf_counter() - _local.t0
+    counts["runs"] = 1
+    _local.counts = None
+    sql, _local.sql = getattr(_local, "sql", None), None
+    with _lock:
+        if sql is not None:
+            first_sql.setdefault(task.name, sql)
+        for key, value in counts.items():
+            totals[task.name][key] += value
+
+
+def main(argv: list[str]) -> None:
+    host, out = argv
+    from resizeflow.worker import run
+
+    install_counters()
+    time_driver()
+    signals.task_prerun.connect(_prerun, weak=False)
+    signals.task_postrun.connect(_postrun, weak=False)
+    try:
+        run(load().with_host(host), loglevel="WARNING")
+    finally:
+        Path(out).write_text(json.dumps({"totals": totals, "first_sql": first_sql}, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,127 @@
+"""``resizeflow bench``: throughput, latency and scaling against a bare-Celery baseline."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from resizeflow.cli import main
+
+
+def _ints(raw: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in raw.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {raw!r}") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter("expected positive integers")
+    return values
+
+
+@main.command()
+@click.option(
+    "-n", "--workflows", "n", default=200, show_default=True, help="Workflows per throughput batch."
+)
+@click.option("--hosts", default=2, show_default=True, help="Hosts of the main stack.")
+@click.option(
+    "--latency-samples",
+    default=30,
+    show_default=True,
+    help="Single workflows per flow in the latency phase.",
+)
+@click.option("--host-grid", default="1,2,4,8", show_default=True, help="Scaling: hosts.")
+@click.option(
+    "--host-grid-n",
+    default=100,
+    show_default=True,
+    help="Scaling: workflows per point of the host sweep.",
+)
+@click.option(
+    "--load-grid",
+    default="100,500,1000",
+    show_default=True,
+    help="Scaling: workflows per point of the load sweep (on --hosts hosts).",
+)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="The issue's whole grid: every H in 1,2,4,8 with every N in 100,500,2000.",
+)
+@click.option(
+    "--db-workflows",
+    default=20,
+    show_default=True,
+    help="Workflows per flow counted in the database phase.",
+)
+@click.option("--concurrency", default=4, show_default=True, help="Worker threads per host.")
+@click.option("--no-profile", is_flag=True, help="Skip the py-spy pass.")
+@click.option(
+    "--pg-admin-url",
+    envvar="RESIZEFLOW_BENCH_POSTGRES",
+    default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    show_default=True,
+    help="A PostgreSQL database to create the bench databases from.",
+)
+@click.option(
+    "--results-dir",
+    type=click.Path(path_type=Path),
+    default=Path("bench/results"),
+    show_default=True,
+)
+@click.option("--keep", is_flag=True, help="Keep the temporary state dir (worker logs).")
+def bench(
+    n: int,
+    hosts: int,
+    latency_samples: int,
+    host_grid: str,
+    host_grid_n: int,
+    load_grid: str,
+    full: bool,
+    db_workflows: int,
+    concurrency: int,
+    no_profile: bool,
+    pg_admin_url: str,
+    results_dir: Path,
+    keep: bool,
+) -> None:
+    """Benchmark workflows against bare Celery chains; print the table, save JSON and a PNG."""
+    from resizeflow.bench import harness, plot, report
+
+    if min(n, hosts, latency_samples, db_workflows, concurrency) < 1:
+        raise click.BadParameter("sizes must be at least 1")
+    config = harness.BenchConfig(
+        n=n,
+        hosts=hosts,
+        latency_samples=latency_samples,
+        host_grid=_ints(host_grid),
+        host_grid_n=host_grid_n,
+        load_grid=harness.FULL_LOAD_GRID if full else _ints(load_grid),
+        cross=full,
+        db_n=db_workflows,
+        concurrency=concurrency,
+        profile=not no_profile,
+        pg_admin_url=pg_admin_url,
+        results_dir=results_dir,
+        keep=keep,
+    )
+    # The service layer logs every request at INFO; the table is what matters here.
+    for name in ("resizeflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    console = Console()
+    t0 = time.monotonic()
+
+    def log(msg: str) -> None:
+        console.log(f"[{time.monotonic() - t0:5.0f}s] {msg}")
+
+    try:
+        results, path = harness.run_bench(config, log)
+    except KeyboardInterrupt:
+        console.print("interrupted; the bench stack is stopped and its databases dropped")
+        raise SystemExit(130) from None
+    report.print_report(console, results)
+    png = plot.plot_scaling(results, path.with_suffix(".png"))
+    console.print(f"results: {path}" + (f", plot: {png}" if png else ""))

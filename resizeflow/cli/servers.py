@@ -1,0 +1,330 @@
+"""Commands for the resize lifecycle: servers, flavors, migrations and workflows.
+
+Each command calls the compute service layer in this process, or the REST API
+with ``--url``. ``--wait`` follows the operation live and exits non-zero if it
+ends in error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from resizeflow.cli import load_settings, main
+from resizeflow.cli.backend import Backend, HttpBackend, LocalBackend
+from resizeflow.cli.progress import follow, steps_table
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def backend_options(fn: F) -> F:
+    """``--url`` and ``--token`` on every command, resolved to a :class:`Backend`."""
+
+    @click.option(
+        "--url",
+        help="The API endpoint (e.g. http://127.0.0.1:8774/v2.1); in-process when omitted.",
+    )
+    @click.option(
+        "--token",
+        default="admin:admin",
+        show_default=True,
+        help="X-Auth-Token: user:project under noauth, or a token from the tokens file.",
+    )
+    @wraps(fn)
+    def wrapper(*args: Any, url: str | None, token: str, **kwargs: Any) -> Any:
+        with _backend(url, token) as backend:
+            return fn(backend, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _backend(url: str | None, token: str) -> Iterator[Backend]:
+    # NOTE: the service layer and httpx log each request at INFO, as a server
+    # should; a command line shows its own output, and only their warnings.
+    level = max(logging.WARNING, logging.getLogger().getEffectiveLevel())
+    for name in ("resizeflow", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(level)
+    backend: Backend = HttpBackend(url, token) if url else LocalBackend(load_settings(), token)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def wait_options(fn: F) -> F:
+    fn = click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits.")(
+        fn
+    )
+    return click.option("--wait", is_flag=True, help="Follow the operation until it ends.")(fn)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table()
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(table)
+
+
+def _flavor_name(server: dict[str, Any]) -> str:
+    flavor = server.get("flavor", {})
+    return str(flavor.get("original_name") or flavor.get("id", ""))
+
+
+def _finish(backend: Backend, server_id: str, op: str, wait: bool, timeout: float) -> None:
+    if wait:
+        follow(backend, server_id, op, timeout=timeout)
+        click.echo(f"{op} of {server_id} finished")
+    else:
+        click.echo(f"{op} of {server_id} accepted")
+
+
+# -- server ---------------------------------------------------------------------
+@main.group()
+def server() -> None:
+    """Servers: boot, resize, confirm, revert, stop, start, delete."""
+
+
+@server.command("create")
+@click.argument("name")
+@click.option("--flavor", required=True, help="Flavor id.")
+@click.option("--host", help="Force a compute host (admin).")
+@click.option("--network", type=click.Choice(["auto", "none"]), default="auto", show_default=True)
+@click.option("--property", "properties", multiple=True, help="Metadata KEY=VALUE (repeatable).")
+@wait_options
+@backend_options
+def server_create(
+    backend: Backend,
+    name: str,
+    flavor: str,
+    host: str | None,
+    network: str,
+    properties: tuple[str, ...],
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Boot a server NAME from a flavor."""
+    metadata = {}
+    for prop in properties:
+        key, sep, value = prop.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{prop!r} is not KEY=VALUE", param_hint="--property")
+        metadata[key] = value
+    uuid, _ = backend.create(name, flavor, host, network, metadata)
+    click.echo(uuid)
+    if wait:
+        follow(backend, uuid, "create", timeout=timeout)
+
+
+@server.command("list")
+@click.option("--all-projects", is_flag=True, help="Every project's servers (admin).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@backend_options
+def server_list(backend: Backend, all_projects: bool, as_json: bool) -> None:
+    """List servers."""
+    found = backend.servers(all_projects)
+    if as_json:
+        _echo_json(found)
+        return
+    _table(
+        ["ID", "Name", "Status", "Task", "Power", "Host", "Flavor"],
+        [
+            [
+                s["id"],
+                s["name"],
+                s["status"],
+                s.get("OS-EXT-STS:task_state"),
+                s.get("OS-EXT-STS:power_state"),
+                s.get("OS-EXT-SRV-ATTR:host"),
+                _flavor_name(s),
+            ]
+            for s in found
+        ],
+    )
+
+
+@server.command("show")
+@click.argument("server_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@backend_options
+def server_show(backend: Backend, server_id: str, as_json: bool) -> None:
+    """Show a server."""
+    found = backend.server(server_id)
+    if as_json:
+        _echo_json(found)
+        return
+    rows = [
+        [k, json.dumps(v) if isinstance(v, dict | list) else v]
+        for k, v in sorted(found.items())
+        if k != "links"
+    ]
+    _table(["Field", "Value"], rows)
+
+
+def _action(
+    name: str, key: str, help_text: str, value: Callable[..., Any] = lambda **_: None
+) -> None:
+    @server.command(name, help=help_text)
+    @click.argument("server_id")
+    @wait_options
+    @backend_options
+    def command(backend: Backend, server_id: str, wait: bool, timeout: float, **kw: Any) -> None:
+        backend.action(server_id, key, value(**kw))
+        _finish(backend, server_id, key, wait, timeout)
+
+    if key == "resize":
+        click.option("--flavor", required=True, help="The new flavor's id.")(command)
+
+
+_action(
+    "resize",
+    "resize",
+    "Resize a server to another flavor.",
+    lambda flavor: {"flavorRef": flavor},
+)
+_action("confirm-resize", "confirmResize", "Confirm a finished resize.")
+_action("revert-resize", "revertResize", "Revert a finished resize.")
+_action("stop", "os-stop", "Stop (power off) a server.")
+_action("start", "os-start", "Start a stopped server.")
+
+
+@server.command("delete")
+@click.argument("server_id")
+@wait_options
+@backend_options
+def server_delete(backend: Backend, server_id: str, wait: bool, timeout: float) -> None:
+    """Delete a server (one awaiting confirmation is confirmed first)."""
+    backend.delete(server_id)
+    _finish(backend, server_id, "delete", wait, timeout)
+
+
+# -- flavor, migration, workflow ------------------------------------------------
+@main.group()
+def flavor() -> None:
+    """Flavors."""
+
+
+@flavor.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@backend_options
+def flavor_list(backend: Backend, as_json: bool) -> None:
+    """List flavors."""
+    found = backend.flavors()
+    if as_json:
+        _echo_json(found)
+        return
+    _table(
+        ["ID", "Name", "VCPUs", "RAM (MB)", "Disk (GB)", "Public"],
+        [
+            [f["id"], f["name"], f["vcpus"], f["ram"], f["disk"], f["os-flavor-access:is_public"]]
+            for f in found
+        ],
+    )
+
+
+@main.group()
+def migration() -> None:
+    """Migrations (admin)."""
+
+
+@migration.command("list")
+@click.option("--server", "instance_uuid", help="Only this server's migrations.")
+@click.option("--status", help="Only migrations in this status.")
+@click.option("--source-compute", help="Only migrations from this host.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@backend_options
+def migration_list(
+    backend: Backend,
+    instance_uuid: str | None,
+    status: str | None,
+    source_compute: str | None,
+    as_json: bool,
+) -> None:
+    """List migrations, newest first."""
+    found = backend.migrations(
+        instance_uuid=instance_uuid, status=status, source_compute=source_compute
+    )
+    if as_json:
+        _echo_json(found)
+        return
+    _table(
+        ["ID", "Server", "Status", "Source", "Dest", "Old flavor", "New flavor", "Updated"],
+        [
+            [
+                m["id"],
+                m["instance_uuid"],
+                m["status"],
+                m["source_compute"],
+                m["dest_compute"],
+                m["old_instance_type_id"],
+                m["new_instance_type_id"],
+                m["updated_at"],
+            ]
+            for m in found
+        ],
+    )
+
+
+@main.group()
+def workflow() -> None:
+    """Workflows: the step journal of a migration (admin)."""
+
+
+def _workflow_verb(verb: str, help_text: str) -> None:
+    @workflow.command(verb, help=help_text)
+    @click.argument("migration_id", type=click.IntRange(min=1))
+    @backend_options
+    def command(backend: Backend, migration_id: int) -> None:
+        outcome = backend.workflow_action(migration_id, verb)
+        click.echo(f"migration {migration_id}: {outcome['result']}: {outcome['message']}")
+
+
+_workflow_verb("retry", "Resume MIGRATION_ID's failed workflow at its failed step (admin).")
+_workflow_verb(
+    "abort",
+    "End MIGRATION_ID's failed or stalled workflow: compensate where it is safe, "
+    "else leave the server in ERROR with a fault (admin).",
+)
+
+
+@workflow.command("show")
+@click.argument("migration_id", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print the journal as JSON.")
+@backend_options
+def workflow_show(backend: Backend, migration_id: int, as_json: bool) -> None:
+    """Show MIGRATION_ID's steps: host, attempts, duration and error of each."""
+    found = backend.workflow(migration_id)
+    if as_json:
+        _echo_json(found)
+        return
+    mig = found["migration"]
+    title = (
+        f"migration {mig['id']} of {mig['instance_uuid']}: {mig['status']} "
+        f"({mig['source_compute']} -> {mig['dest_compute']})"
+    )
+    console = Console()
+    flows: list[str] = []
+    for st in found["steps"]:
+        if st["flow"] not in flows:
+            flows.append(st["flow"])
+    if not flows:
+        console.print(title)
+        console.print("no steps recorded")
+    for fl in flows:
+        console.print(
+            steps_table([s for s in found["steps"] if s["flow"] == fl], f"{title} — {fl}")
+        )

@@ -1,0 +1,530 @@
+"""Read-side queries: servers, flavors, migrations, actions, hypervisors, services.
+
+Each query runs in a read-only snapshot, applies the same visibility rules as
+the service layer (another project's server does not exist) and returns plain
+frozen dataclasses, so the API and the CLI never hold ORM rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid as uuidlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from resizeflow import errors
+from resizeflow.compute.api import INTERNAL_METADATA
+from resizeflow.compute.policy import RequestContext, allowed, authorize
+from resizeflow.conf import Settings
+from resizeflow.db import api as db
+from resizeflow.db import journal, services
+from resizeflow.db.models import (
+    ComputeNode,
+    Flavor,
+    Instance,
+    InstanceAction,
+    InstanceActionEvent,
+    InstanceFault,
+    Migration,
+    Port,
+    Service,
+    StepJournal,
+    utcnow,
+)
+from resizeflow.db.session import Database
+from resizeflow.states import MigrationStatus, api_status
+
+
+@dataclass(frozen=True)
+class FaultInfo:
+    code: int
+    message: str
+    details: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    id: str
+    network: str
+    mac_address: str
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    uuid: str
+    name: str
+    project_id: str
+    user_id: str
+    status: str
+    vm_state: str
+    task_state: str | None
+    power_state: int
+    host: str | None
+    node: str | None
+    flavor: dict[str, Any]
+    metadata: dict[str, str]
+    image_ref: str | None
+    locked: bool
+    locked_by: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    launched_at: dt.datetime | None
+    ports: tuple[PortInfo, ...]
+    fault: FaultInfo | None
+
+
+@dataclass(frozen=True)
+class FlavorInfo:
+    id: int
+    flavorid: str
+    name: str
+    vcpus: int
+    memory_mb: int
+    root_gb: int
+    ephemeral_gb: int
+    swap: int
+    is_public: bool
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class MigrationInfo:
+    id: int
+    uuid: str
+    instance_uuid: str
+    migration_type: str
+    status: str
+    source_compute: str
+    source_node: str
+    dest_compute: str
+    dest_node: str
+    old_instance_type_id: int
+    new_instance_type_id: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    event: str
+    host: str | None
+    start_time: dt.datetime
+    finish_time: dt.datetime | None
+    result: str | None
+    traceback: str | None
+
+
+@dataclass(frozen=True)
+class ActionInfo:
+    action: str
+    instance_uuid: str
+    request_id: str
+    user_id: str
+    project_id: str
+    start_time: dt.datetime
+    finish_time: dt.datetime | None
+    message: str | None
+    events: tuple[EventInfo, ...] | None  # None when the caller may not see events
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    id: int
+    binary: str
+    host: str
+    zone: str
+    disabled: bool
+    disabled_reason: str | None
+    up: bool
+    forced_down: bool
+    updated_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class HypervisorInfo:
+    id: int
+    host: str
+    node: str
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    vcpus_used: int
+    memory_mb_used: int
+    local_gb_used: int
+    running_vms: int
+    service: ServiceInfo | None
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    flow: str
+    step: str
+    position: int
+    host: str
+    status: str
+    attempts: int
+    deliveries: int
+    worker: str | None
+    enqueued_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    last_error: str | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class MigrationFilters:
+    instance_uuid: str | None = None
+    status: str | None = None
+    source_compute: str | None = None
+    migration_type: str | None = None
+
+
+def _server(session: Session, inst: Instance) -> ServerInfo:
+    ports = session.scalars(
+        select(Port).where(Port.instance_uuid == inst.uuid).order_by(Port.network, Port.id)
+    ).all()
+    fault = session.scalars(
+        select(InstanceFault)
+        .where(InstanceFault.instance_uuid == inst.uuid)
+        .order_by(InstanceFault.id.desc())
+        .limit(1)
+    ).first()
+    sysmeta = dict(inst.system_metadata or {})
+    return ServerInfo(
+        uuid=inst.uuid,
+        name=inst.display_name,
+        project_id=inst.project_id,
+        user_id=inst.user_id,
+        status=api_status(inst.vm_state, inst.task_state),
+        vm_state=inst.vm_state.value,
+        task_state=inst.task_state.value if inst.task_state else None,
+        power_state=int(inst.power_state),
+        host=inst.host,
+        node=inst.node,
+        flavor=dict(inst.flavor),
+        metadata={k: str(v) for k, v in sysmeta.items() if k not in INTERNAL_METADATA},
+        image_ref=sysmeta.get("image_base_image_ref"),
+        locked=inst.locked,
+        locked_by=inst.locked_by,
+        created_at=inst.created_at,
+        updated_at=inst.updated_at,
+        launched_at=inst.launched_at,
+        ports=tuple(PortInfo(p.id, p.network, p.mac_address) for p in ports),
+        # Nova shows a fault only while the server is in ERROR.
+        fault=(
+            FaultInfo(fault.code, fault.message, fault.details, fault.created_at)
+            if fault is not None and inst.vm_state.value == "error"
+            else None
+        ),
+    )
+
+
+def _flavor(f: Flavor) -> FlavorInfo:
+    return FlavorInfo(
+        id=f.id,
+        flavorid=f.flavorid,
+        name=f.name,
+        vcpus=f.vcpus,
+        memory_mb=f.memory_mb,
+        root_gb=f.root_gb,
+        ephemeral_gb=f.ephemeral_gb,
+        swap=f.swap,
+        is_public=f.is_public,
+        disabled=f.disabled,
+    )
+
+
+def _migration(m: Migration) -> MigrationInfo:
+    return MigrationInfo(
+        id=m.id,
+        uuid=m.uuid,
+        instance_uuid=m.instance_uuid,
+        migration_type=m.migration_type,
+        status=m.status.value,
+        source_compute=m.source_compute,
+        source_node=m.source_node,
+        dest_compute=m.dest_compute,
+        dest_node=m.dest_node,
+        old_instance_type_id=m.old_instance_type_id,
+        new_instance_type_id=m.new_instance_type_id,
+        created_at=m.created_at,
+        updated_at=m.updated_at,
+    )
+
+
+def flavor_info(f: Flavor) -> FlavorInfo:
+    return _flavor(f)
+
+
+class Queries:
+    """The read side of the compute service layer."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.settings = settings
+        self.db = database
+
+    # -- servers ------------------------------------------------------------
+    def _visible(self, ctx: RequestContext, session: Session, uuid: str) -> Instance:
+        try:
+            uuidlib.UUID(uuid)
+        except (ValueError, AttributeError, TypeError):
+            raise errors.InstanceNotFound(instance_id=uuid) from None
+        inst = db.get_instance(session, uuid)
+        if not ctx.is_admin and inst.project_id != ctx.project_id:
+            raise errors.InstanceNotFound(instance_id=uuid)
+        return inst
+
+    def server(self, ctx: RequestContext, uuid: str) -> ServerInfo:
+        with self.db.snapshot() as s:
+            inst = self._visible(ctx, s, uuid)
+            authorize(ctx, "compute:servers:show", inst.project_id)
+            return _server(s, inst)
+
+    def servers(
+        self,
+        ctx: RequestContext,
+        *,
+        all_projects: bool = False,
+        project_id: str | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        host: str | None = None,
+        limit: int | None = None,
+        marker: str | None = None,
+    ) -> list[ServerInfo]:
+        """Servers newest first; only an admin may list every project's."""
+        authorize(ctx, "compute:servers:index")
+        stmt = select(Instance).where(Instance.deleted.is_(False))
+        if all_projects:
+            authorize(ctx, "compute:servers:index:get_all_tenants")
+            if project_id is not None:
+                stmt = stmt.where(Instance.project_id == project_id)
+        else:
+            stmt = stmt.where(Instance.project_id == ctx.project_id)
+        if name:
+            stmt = stmt.where(Instance.display_name.contains(name, autoescape=True))
+        if host is not None:
+            stmt = stmt.where(Instance.host == host)
+        stmt = stmt.order_by(Instance.created_at.desc(), Instance.uuid.desc())
+        with self.db.snapshot() as s:
+            rows = list(s.scalars(stmt))
+            found = [_server(s, inst) for inst in rows]
+        if status is not None:
+            found = [f for f in found if f.status == status.upper()]
+        if marker is not None:
+            ids = [f.uuid for f in found]
+            if marker not in ids:
+                raise errors.ValidationError(
+                    field="marker", value=marker, reason="Marker not found."
+                )
+            found = found[ids.index(marker) + 1 :]
+        return found[:limit] if limit is not None else found
+
+    # -- flavors ------------------------------------------------------------
+    def flavors(self, *, include_private: bool = False) -> list[FlavorInfo]:
+        stmt = select(Flavor).where(Flavor.disabled.is_(False))
+        if not include_private:
+            stmt = stmt.where(Flavor.is_public.is_(True))
+        with self.db.snapshot() as s:
+            rows = s.scalars(stmt).all()
+            flavors = [_flavor(f) for f in rows]
+        # Nova sorts by flavorid; numeric ids in numeric order.
+        return sorted(flavors, key=lambda f: (not f.flavorid.isdigit(), _num(f.flavorid)))
+
+    def flavor(self, flavorid: str) -> FlavorInfo:
+        with self.db.snapshot() as s:
+            f = s.scalars(select(Flavor).where(Flavor.flavorid == flavorid)).one_or_none()
+            if f is None or f.disabled:
+                raise errors.FlavorNotFound(flavor_id=flavorid)
+            return _flavor(f)
+
+    # -- migrations -----------------------------------------------------------
+    def migrations(
+        self, ctx: RequestContext, filters: MigrationFilters = MigrationFilters()
+    ) -> list[MigrationInfo]:
+        authorize(ctx, "compute:migrations:index")
+        stmt = select(Migration)
+        if filters.instance_uuid is not None:
+            stmt = stmt.where(Migration.instance_uuid == filters.instance_uuid)
+        if filters.status is not None:
+            if filters.status not in {m.value for m in MigrationStatus}:
+                return []  # no migration can be in a status that does not exist
+            stmt = stmt.where(Migration.status == MigrationStatus(filters.status))
+        if filters.source_compute is not None:
+            stmt = stmt.where(Migration.source_compute == filters.source_compute)
+        if filters.migration_type is not None:
+            stmt = stmt.where(Migration.migration_type == filters.migration_type)
+        with self.db.snapshot() as s:
+            return [_migration(m) for m in s.scalars(stmt.order_by(Migration.id.desc()))]
+
+    def migration(self, ctx: RequestContext, migration_id: int) -> MigrationInfo:
+        authorize(ctx, "compute:migrations:index")
+        if not 0 < migration_id < 2**31:
+            raise errors.MigrationNotFound(migration_id=migration_id)
+        with self.db.snapshot() as s:
+            return _migration(db.get_migration(s, migration_id))
+
+    def workflow(self, ctx: RequestContext, migration_id: int) -> list[StepInfo]:
+        """The step journal of a migration, every flow it ran, in order."""
+        authorize(ctx, "compute:workflows:show")
+        if not 0 < migration_id < 2**31:
+            raise errors.MigrationNotFound(migration_id=migration_id)
+        with self.db.snapshot() as s:
+            db.get_migration(s, migration_id)
+            rows = sorted(journal.rows(s, migration_id), key=lambda r: (r.enqueued_at, r.position))
+            return [_step(r) for r in rows]
+
+    def latest_migration(self, ctx: RequestContext, instance_uuid: str) -> MigrationInfo | None:
+        """The newest migration of a server its caller may see."""
+        with self.db.snapshot() as s:
+            self._visible(ctx, s, instance_uuid)
+            mig = s.scalars(
+                select(Migration)
+                .where(Migration.instance_uuid == instance_uuid)
+                .order_by(Migration.id.desc())
+                .limit(1)
+            ).first()
+            return None if mig is None else _migration(mig)
+
+    # -- instance actions ---------------------------------------------------
+    def actions(self, ctx: RequestContext, uuid: str) -> list[ActionInfo]:
+        with self.db.snapshot() as s:
+            inst = self._visible_even_deleted(ctx, s, uuid)
+            authorize(ctx, "compute:instance_actions:list", inst.project_id)
+            rows = s.scalars(
+                select(InstanceAction)
+                .where(InstanceAction.instance_uuid == uuid)
+                .order_by(InstanceAction.start_time.desc(), InstanceAction.id.desc())
+            ).all()
+            return [_action(a, None) for a in rows]
+
+    def action(self, ctx: RequestContext, uuid: str, request_id: str) -> ActionInfo:
+        with self.db.snapshot() as s:
+            inst = self._visible_even_deleted(ctx, s, uuid)
+            authorize(ctx, "compute:instance_actions:show", inst.project_id)
+            row = s.scalars(
+                select(InstanceAction)
+                .where(
+                    InstanceAction.instance_uuid == uuid, InstanceAction.request_id == request_id
+                )
+                .order_by(InstanceAction.id.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                raise errors.InstanceActionNotFound(request_id=request_id, instance_uuid=uuid)
+            events: tuple[EventInfo, ...] | None = None
+            if allowed(ctx, "compute:instance_actions:events", inst.project_id):
+                events = tuple(
+                    EventInfo(e.event, e.host, e.start_time, e.finish_time, e.result, e.traceback)
+                    for e in s.scalars(
+                        select(InstanceActionEvent)
+                        .where(InstanceActionEvent.action_id == row.id)
+                        .order_by(InstanceActionEvent.start_time, InstanceActionEvent.id)
+                    )
+                )
+            return _action(row, events)
+
+    def _visible_even_deleted(self, ctx: RequestContext, session: Session, uuid: str) -> Instance:
+        # Nova keeps a deleted server's actions readable (read_deleted='yes').
+        try:
+            uuidlib.UUID(uuid)
+        except (ValueError, AttributeError, TypeError):
+            raise errors.InstanceNotFound(instance_id=uuid) from None
+        inst = session.get(Instance, uuid)
+        if inst is None or (not ctx.is_admin and inst.project_id != ctx.project_id):
+            raise errors.InstanceNotFound(instance_id=uuid)
+        return inst
+
+    # -- hosts --------------------------------------------------------------
+    def services(self, ctx: RequestContext) -> list[ServiceInfo]:
+        authorize(ctx, "compute:services:index")
+        with self.db.snapshot() as s:
+            return [self._service(v) for v in s.scalars(select(Service).order_by(Service.id))]
+
+    def _service(self, svc: Service) -> ServiceInfo:
+        return ServiceInfo(
+            id=svc.id,
+            binary=svc.binary,
+            host=svc.host,
+            zone="nova",
+            disabled=svc.disabled,
+            disabled_reason=svc.disabled_reason,
+            up=services.is_up(svc, self.settings.service_down_time),
+            forced_down=svc.forced_down,
+            updated_at=svc.last_seen_at,
+        )
+
+    def hypervisors(self, ctx: RequestContext) -> list[HypervisorInfo]:
+        authorize(ctx, "compute:hypervisors:detail")
+        with self.db.snapshot() as s:
+            counts = s.execute(
+                select(Instance.node, func.count())
+                .where(Instance.deleted.is_(False))
+                .group_by(Instance.node)
+            ).all()
+            running = {node: int(n) for node, n in counts}
+            out = []
+            for n in s.scalars(select(ComputeNode).order_by(ComputeNode.id)):
+                svc = services.get(s, n.host)
+                out.append(
+                    HypervisorInfo(
+                        id=n.id,
+                        host=n.host,
+                        node=n.node,
+                        vcpus=n.vcpus,
+                        memory_mb=n.memory_mb,
+                        local_gb=n.local_gb,
+                        vcpus_used=n.vcpus_used,
+                        memory_mb_used=n.memory_mb_used,
+                        local_gb_used=n.local_gb_used,
+                        running_vms=int(running.get(n.node, 0)),
+                        service=None if svc is None else self._service(svc),
+                    )
+                )
+            return out
+
+
+def _num(flavorid: str) -> int | str:
+    return int(flavorid) if flavorid.isdigit() else flavorid
+
+
+def _action(a: InstanceAction, events: Sequence[EventInfo] | None) -> ActionInfo:
+    return ActionInfo(
+        action=a.action,
+        instance_uuid=a.instance_uuid,
+        request_id=a.request_id,
+        user_id=a.user_id,
+        project_id=a.project_id,
+        start_time=a.start_time,
+        finish_time=a.finish_time,
+        message=a.message,
+        events=None if events is None else tuple(events),
+    )
+
+
+def _step(r: StepJournal) -> StepInfo:
+    return StepInfo(
+        flow=r.flow,
+        step=r.step,
+        position=r.position,
+        host=r.host,
+        status=r.status,
+        attempts=r.attempts,
+        deliveries=r.deliveries,
+        worker=r.worker,
+        enqueued_at=r.enqueued_at,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        last_error=r.last_error,
+    )

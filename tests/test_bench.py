@@ -1,0 +1,61 @@
+"""A smoke run of ``resizeflow bench`` at tiny sizes: every phase, sane figures, no timings."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from resizeflow.bench import harness, plot, report
+from tests.stack import PG_ADMIN_URL, service_up
+
+pytestmark = pytest.mark.services
+
+
+def test_bench_runs_every_phase(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None or not service_up(PG_ADMIN_URL, 5432):
+        pytest.skip("needs redis-server and PostgreSQL")
+    config = harness.BenchConfig(
+        n=4,
+        hosts=2,
+        latency_samples=2,
+        host_grid=(1, 2),
+        host_grid_n=4,
+        load_grid=(4, 6),
+        db_n=2,
+        profile=False,
+        pg_admin_url=PG_ADMIN_URL,
+        results_dir=tmp_path,
+    )
+    results, path = harness.run_bench(config, lambda _msg: None)
+
+    saved = json.loads(path.read_text())
+    for phase in ("baseline", "throughput", "latency", "scaling", "database", "targets"):
+        assert phase in saved, phase
+    for k in (4, 5):
+        assert saved["baseline"][f"bare{k}"]["workflows_per_s"] > 0
+    for flow, steps in (("confirm", 4), ("revert", 5)):
+        tp, lat = saved["throughput"][flow], saved["latency"][flow]
+        assert tp["n"] == 4 and tp["steps"] == steps and tp["errors"] == 0
+        assert tp["workflows_per_s"] > 0 and tp["ratio_to_baseline"] > 0
+        assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
+        assert len(lat["per_step"]) == steps
+    assert [(p["hosts"], p["n"]) for p in saved["scaling"]] == [(1, 4), (2, 4), (2, 6)]
+    for p in saved["scaling"]:
+        assert p["errors"] == 0 and p["cost_ms_per_workflow"] > 0
+        assert all(mb > 0 for mb in p["peak_rss_mb"].values())
+    for backend in ("postgresql", "sqlite"):
+        counted = saved["database"][backend]
+        assert counted["avg_round_trips_per_step"] >= counted["avg_statements_per_step"] > 0
+        assert counted["per_step"]["resizeflow.confirm.finish_confirm"]["first_run_sql"]
+    assert {t["met"] for t in saved["targets"]} <= {True, False, None}
+
+    png = plot.plot_scaling(results, path.with_suffix(".png"))
+    assert png is not None and png.stat().st_size > 0
+    out = io.StringIO()
+    report.print_report(Console(file=out, width=120), results)
+    assert "targets" in out.getvalue()
