@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from resizeflow import logs
-from resizeflow.metrics import render
 from resizeflow.states import MigrationStatus as M
 from resizeflow.states import VmState
 from tests.stack import Stack, wait_for
@@ -74,9 +73,16 @@ def test_metrics_count_confirms_and_reverts(rf: Stack, project: str) -> None:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    before = render(rf.db, rf.app).decode()
+    import httpx
+
+    # Scraped from the running API's /metrics, without a token, as Prometheus does.
+    scrape_url = rf.api_endpoint().removesuffix("/v2.1") + "/metrics"
+    before = httpx.get(scrape_url).text
     confirm_and_revert(rf, project)
-    after = render(rf.db, rf.app).decode()
+    resp = httpx.get(scrape_url)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    after = resp.text
     for kind in ("confirm", "revert"):
         for series in ("resizeflow_workflows_started_total", "resizeflow_workflows_finished_total"):
             assert sample(after, series, kind=kind) == sample(before, series, kind=kind) + 1

@@ -7,7 +7,6 @@ therefore never both proceed, on SQLite or on PostgreSQL.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 
 from sqlalchemy import ColumnElement, or_, select, update
@@ -215,7 +214,3 @@ def add_fault(
             host=host,
         )
     )
-
-
-def seconds_since(when: dt.datetime | None) -> float | None:
-    return None if when is None else (utcnow() - when).total_seconds()
