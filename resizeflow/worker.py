@@ -127,6 +127,7 @@ class Heartbeat(threading.Thread):
         self.settings, self.db, self.incarnation = runtime.settings, runtime.db, runtime.incarnation
         self.stopping = threading.Event()
         self.missed = 0
+        self.answered = False
 
     def beat(self) -> None:
         with self.db.transaction() as s:
@@ -141,7 +142,9 @@ class Heartbeat(threading.Thread):
         try:
             return bool(self.app.control.ping(destination=[node], timeout=2.0))
         except Exception:  # a broker that is down is also "no answer"
-            pool: Any = self.app.pool  # kombu's ConnectionPool
+            # This app's connections are the watchdog's own: drop them, so the
+            # next ping starts on a fresh connection after a broker restart.
+            pool: Any = self.app.pool
             pool.force_close_all()
             return False
 
@@ -153,7 +156,10 @@ class Heartbeat(threading.Thread):
                 log.exception("heartbeat of %s failed", self.settings.host)
             if self.app is None or self.stopping.is_set():
                 continue
-            self.missed = 0 if self.consumer_alive() else self.missed + 1
+            if self.consumer_alive():
+                self.answered, self.missed = True, 0
+            elif self.answered:  # before its first answer the worker is still starting
+                self.missed += 1
             if self.missed >= self.MISSED_PINGS_BEFORE_RESTART and not self.stopping.is_set():
                 log.critical(
                     "worker %s has not answered its own ping %d times; stopping so that "
@@ -163,6 +169,11 @@ class Heartbeat(threading.Thread):
                 )
                 self.stopping.set()
                 os.kill(os.getpid(), signal.SIGTERM)
+                # A warm shutdown lets the running steps finish; if the broken
+                # consumer keeps it from ending, leave anyway: the journal and
+                # the reconciler take over from here.
+                grace = min(self.settings.step_timeout, 30.0)
+                threading.Timer(grace, os._exit, args=(70,)).start()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -183,7 +194,8 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     recovered = recover_domains(settings, runtime.db, runtime.virt)
     log.info("host %s: recovered %d domains", settings.host, len(recovered))
     context.install(runtime)
-    heartbeat = Heartbeat(runtime, app)
+    # The watchdog pings through an app of its own, never the worker's connections.
+    heartbeat = Heartbeat(runtime, make_app(settings))
     heartbeat.beat()
     heartbeat.start()
     # Like Nova's init_host, and further: steps this host's previous incarnation

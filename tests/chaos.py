@@ -496,17 +496,21 @@ class ChaosStack:
         return problems
 
     def ask(self, node: str) -> list[dict[str, Any]]:
-        """A worker's domains over the broker; reconnects if the broker restarted."""
-        for _ in range(10):
+        """A worker's domains over the broker, through a fresh app each try:
+        connections from before a broker restart may hang on to dead sockets."""
+        for _ in range(20):
+            app = make_app(self.settings)
             try:
-                replies = self.app.control.broadcast(
+                replies = app.control.broadcast(
                     "resizeflow_domains", destination=[node], reply=True, timeout=5
                 )
                 if replies:
                     return list(replies)
-            except Exception:  # a connection from before the broker's restart
-                self.app.pool.force_close_all()
-            time.sleep(1)
+            except Exception:  # the broker is still coming back
+                pass
+            finally:
+                app.close()
+            time.sleep(2)
         raise AssertionError(f"{node} does not answer")
 
     def orphans(self) -> list[str]:

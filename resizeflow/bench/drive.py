@@ -93,6 +93,8 @@ def pending_steps(st: Stack, ids: Sequence[int], flow: str) -> int:
 
 def wait_flow(st: Stack, ids: Sequence[int], flow: str, timeout: float, poll: float = 0.1) -> None:
     """Wait until every workflow of ``ids`` has finished; big batches are polled less often."""
+    if not ids:
+        return
     poll = min(1.0, max(poll, len(ids) / 2000))
     wait_for(
         f"{len(ids)} {flow} workflows", lambda: pending_steps(st, ids, flow) == 0, timeout, poll
