@@ -43,7 +43,7 @@ test: install
 # The full chaos round: both brokers, 50 servers per scenario, 100 races.
 chaos: install
 	mkdir -p var
-	RESIZEFLOW_CHAOS_SERVERS=50 RESIZEFLOW_CHAOS_RACES=100 \
+	RESIZEFLOW_CHAOS_FULL=1 RESIZEFLOW_CHAOS_SERVERS=50 RESIZEFLOW_CHAOS_RACES=100 \
 	RESIZEFLOW_CHAOS_BROKERS=redis,rabbitmq RESIZEFLOW_CHAOS_SUMMARY=var/chaos-summary.md \
 	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
