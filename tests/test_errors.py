@@ -34,10 +34,13 @@ def test_not_resized_while_a_confirm_is_underway(rf: Stack, project: str) -> Non
     confirm or a revert gets Nova's "not resized" answer."""
     uuid = rf.boot(project)
     mig_id = resize_to_verify(rf, project, uuid)
+    # Transient failures keep the confirm underway (retrying with backoff)
+    # without holding any lock, so the calls below are answered at once.
+    retries = rf.settings.step_max_retries
     rf.set_failpoints(
         {
-            "resizeflow.confirm.confirm_migration": [
-                {"mode": "delay", "seconds": 1, "times": 1, "instance_uuid": uuid}
+            "resizeflow.confirm.teardown_source_network": [
+                {"mode": "transient", "times": retries, "instance_uuid": uuid}
             ]
         }
     )
