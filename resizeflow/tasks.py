@@ -1,11 +1,12 @@
 """Thin Celery tasks: journal, retry policy and error-out around each step.
 
-A migration step runs in two transactions. The first marks its journal row
-``running`` (so an attempt is on record even if the worker dies mid-step); the
-second re-reads the instance, migration and journal rows under a lock, returns
-at once if the step is already done, and otherwise runs the step and marks it
-done in the same commit. Because ``acks_late`` may deliver a message twice,
-that second check is what makes a redelivery change nothing.
+A migration step starts with one statement that commits on its own: it counts
+the delivery and marks the journal row ``running`` under a lease, so that an
+attempt is on record even if the worker dies mid-step. Then one transaction
+locks the instance, migration and journal rows, returns at once if the step
+is already done, and otherwise runs the step, marks it done and writes its
+action event in the same commit. Because ``acks_late`` may deliver a message
+twice, that check under the locks is what makes a redelivery change nothing.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import redis.exceptions
 import sqlalchemy.exc
 from celery import Task, shared_task
 from celery.exceptions import Ignore
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from resizeflow import errors, logs
 from resizeflow.conf import Settings
 from resizeflow.db import api as db
 from resizeflow.db import journal
-from resizeflow.db.models import InstanceAction, Migration, StepJournal
+from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
 from resizeflow.drivers.base import Notification
 from resizeflow.states import MigrationStatus, VmState
 from resizeflow.steps import cleanup, confirm, failpoints, instance, resize, revert
@@ -62,42 +63,41 @@ def backoff(settings: Settings, retries: int) -> float:
     return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
-def _event(step: str) -> str:
-    return "compute_" + step.rsplit(".", 1)[1]
+def _lock_rows(rt: HostRuntime, session: Any, migration_id: int, name: str) -> StepContext:
+    """Lock the instance, the migration and the step's journal row, in one statement.
 
-
-def _is_last(session: Any, row: StepJournal) -> bool:
-    later = session.scalar(
-        select(func.count())
-        .select_from(StepJournal)
-        .where(
-            StepJournal.migration_id == row.migration_id,
-            StepJournal.flow == row.flow,
-            StepJournal.position > row.position,
-        )
-    )
-    return not later
-
-
-def _lock_rows(rt: HostRuntime, session: Any, migration_id: int) -> StepContext:
-    # Lock order is instance, then migration, everywhere (the service layer's
-    # compare-and-swap updates do the same), so PostgreSQL never deadlocks.
-    instance_uuid = session.scalar(
-        select(Migration.instance_uuid).where(Migration.id == migration_id)
-    )
-    if instance_uuid is None:
-        raise errors.MigrationNotFound(migration_id=migration_id)
-    inst = db.get_instance(session, instance_uuid, lock=True)
-    mig = db.get_migration(session, migration_id, lock=True)
-    return StepContext(session=session, runtime=rt, instance=inst, migration=mig)
+    NOTE: PostgreSQL locks a join's rows in the order of its FROM list, so this
+    takes instance, then migration, then journal row: the order used
+    everywhere else (the service layer's compare-and-swap updates too), so it
+    never deadlocks with them.
+    """
+    found = session.execute(
+        select(Instance, Migration, StepJournal)
+        .select_from(Instance)
+        .join(Migration, Migration.instance_uuid == Instance.uuid)
+        .join(StepJournal, StepJournal.migration_id == Migration.id)
+        .where(Migration.id == migration_id, StepJournal.step == name, Instance.deleted.is_(False))
+        .with_for_update()
+    ).one_or_none()
+    if found is None:
+        # Which row is missing decides the error; the lookups raise it.
+        db.get_instance(session, db.get_migration(session, migration_id).instance_uuid)
+        raise errors.StepFailed(step=name, reason=f"migration {migration_id} has no plan")
+    inst, mig, row = found
+    return StepContext(session=session, runtime=rt, instance=inst, migration=mig, journal=row)
 
 
 def run_step(
-    task: Task[Any, Any], name: str, fn: Callable[[StepContext], None], migration_id: int
+    task: Task[Any, Any],
+    name: str,
+    fn: Callable[[StepContext], None],
+    migration_id: int,
+    *,
+    last: bool,
 ) -> int:
     rt = current()
     with logs.bound(migration_id=migration_id, step=name, host=rt.host):
-        return _run_step(task, rt, name, fn, migration_id)
+        return _run_step(task, rt, name, fn, migration_id, last)
 
 
 def _run_step(
@@ -106,49 +106,34 @@ def _run_step(
     name: str,
     fn: Callable[[StepContext], None],
     migration_id: int,
+    last: bool,
 ) -> int:
     try:
-        begun = _begin(rt, name, migration_id)
+        with rt.db.autocommit() as conn:
+            claim = journal.claim(
+                conn, migration_id, name, rt.incarnation or rt.host, rt.settings.step_lease
+            )
     except TRANSIENT as exc:
         # The database or broker hiccupped before the step started: nothing
         # was done, so simply try again later.
         countdown = backoff(rt.settings, task.request.retries)
         raise task.retry(countdown=countdown, exc=exc, max_retries=None) from exc
-    if begun is None:
+    if claim is None:
+        raise errors.StepFailed(step=name, reason=f"migration {migration_id} has no plan")
+    if claim.status == journal.DONE:
         return migration_id
-    request_id, instance_uuid = begun
+    if claim.status in (journal.FAILED, journal.ABORTED):
+        raise Ignore()
+    # A copy that is still running (its lease is live) holds the row locks
+    # that _run_locked takes: this one waits there and finds the step done.
+    # Mutual exclusion comes from those locks, which the database drops when
+    # a worker dies; the lease only tells the reconciler whether the running
+    # copy is still alive.
     with (
-        logs.bound(request_id=request_id, instance_uuid=instance_uuid),
+        logs.bound(request_id=claim.request_id, instance_uuid=claim.instance_uuid),
         rt.executing_step(migration_id, name),
     ):
-        return _run_locked(task, rt, name, fn, migration_id, request_id)
-
-
-def _begin(rt: HostRuntime, name: str, migration_id: int) -> tuple[str, str | None] | None:
-    """Phase one: count the delivery and mark the step running; None if it is done."""
-    with rt.db.transaction() as s:
-        row = journal.get(s, migration_id, name, lock=True)
-        if row is None:
-            raise errors.StepFailed(step=name, reason=f"migration {migration_id} has no plan")
-        instance_uuid = s.scalar(
-            select(Migration.instance_uuid).where(Migration.id == migration_id)
-        )
-        row.deliveries += 1
-        if row.status == journal.DONE:
-            return None
-        if row.status in (journal.FAILED, journal.ABORTED):
-            raise Ignore()
-        request_id = row.request_id
-        # A copy that is still running (its lease is live) holds the row locks in
-        # the next transaction: this one waits there and finds the step done, so
-        # it is no new attempt. Mutual exclusion comes from those locks, which
-        # the database drops when a worker dies; the lease only tells the
-        # reconciler whether the running copy is still alive.
-        live = journal.lease_live(row) and not journal.superseded(row, rt.incarnation)
-        if row.status != journal.RUNNING or not live:
-            journal.begin(row, rt.incarnation or rt.host, rt.settings.step_lease)
-            db.event_start(s, request_id, _event(name), rt.host)
-    return request_id, instance_uuid
+        return _run_locked(task, rt, name, fn, migration_id, claim, last)
 
 
 def _run_locked(
@@ -157,13 +142,13 @@ def _run_locked(
     name: str,
     fn: Callable[[StepContext], None],
     migration_id: int,
-    request_id: str,
+    claim: journal.Claim,
+    last: bool,
 ) -> int:
     try:
         with rt.db.transaction() as s:
-            ctx = _lock_rows(rt, s, migration_id)
-            row = journal.get(s, migration_id, name, lock=True)
-            assert row is not None
+            ctx = _lock_rows(rt, s, migration_id, name)
+            row = ctx.journal
             if row.status == journal.DONE:
                 return migration_id
             if ctx.migration.status == MigrationStatus.ERROR:
@@ -171,19 +156,27 @@ def _run_locked(
             failpoints.check(rt.settings.failpoints_file, name, ctx.instance.uuid)
             fn(ctx)
             journal.finish(row)
-            db.event_finish(
-                s, request_id, _event(name), result="Success", finish_action=_is_last(s, row)
-            )
+            if row.action_id is not None:
+                db.record_event(
+                    s,
+                    row.action_id,
+                    journal.event_name(name),
+                    host=rt.host,
+                    start=row.started_at,
+                    result="Success",
+                )
+                if last:
+                    db.finish_action(s, row.action_id)
     except errors.WorkflowAborted as exc:
         log.warning("%s", exc.message)
         with rt.db.transaction() as s:
-            row = journal.get(s, migration_id, name, lock=True)
-            assert row is not None
-            if row.status != journal.DONE:
-                journal.fail(row, exc.message, final=True)
+            aborted = journal.get(s, migration_id, name, lock=True)
+            assert aborted is not None
+            if aborted.status != journal.DONE:
+                journal.fail(aborted, exc.message, final=True)
         raise Ignore() from exc
     except Exception as exc:
-        _retry_or_fail(task, rt, name, migration_id, request_id, exc)
+        _retry_or_fail(task, rt, name, migration_id, exc)
         raise
     log.info("step %s done for migration %s on %s", name, migration_id, rt.host)
     _publish(rt, ctx.notifications)
@@ -204,7 +197,6 @@ def _retry_or_fail(
     rt: HostRuntime,
     name: str,
     migration_id: int,
-    request_id: str,
     exc: Exception,
 ) -> None:
     details = traceback.format_exc()
@@ -219,7 +211,7 @@ def _retry_or_fail(
         exc,
     )
     try:
-        notes = _record_failure(rt, name, migration_id, request_id, exc, details, final)
+        notes = _record_failure(rt, name, migration_id, exc, details, final)
     except TRANSIENT as db_exc:
         # NOTE: the database itself is unreachable, so the failure cannot even
         # be recorded. Try the step again later rather than lose the chain;
@@ -235,7 +227,6 @@ def _record_failure(
     rt: HostRuntime,
     name: str,
     migration_id: int,
-    request_id: str,
     exc: Exception,
     details: str,
     final: bool,
@@ -243,8 +234,8 @@ def _record_failure(
     notes: list[Notification] = []
     with rt.db.transaction() as s:
         # Same lock order as the step itself: instance, migration, journal.
-        ctx = _lock_rows(rt, s, migration_id) if final else None
-        row = journal.get(s, migration_id, name, lock=True)
+        ctx = _lock_rows(rt, s, migration_id, name) if final else None
+        row = ctx.journal if ctx is not None else journal.get(s, migration_id, name, lock=True)
         assert row is not None
         if row.status == journal.DONE:
             # NOTE: another copy of this step (a redelivery, or the reconciler's)
@@ -253,6 +244,19 @@ def _record_failure(
             log.info("step %s for migration %s was done by another copy", name, migration_id)
             raise Ignore()
         journal.fail(row, f"{type(exc).__name__}: {exc}", final=final)
+        if row.action_id is not None:
+            # A step waiting for its retry shows as an event in progress.
+            db.record_event(
+                s,
+                row.action_id,
+                journal.event_name(name),
+                host=rt.host,
+                start=row.started_at,
+                result="Error" if final else None,
+                traceback=details if final else None,
+            )
+            if final:
+                db.finish_action(s, row.action_id, error=True)
         if ctx is not None:
             inst, mig = ctx.instance, ctx.migration
             row.restore = {
@@ -260,7 +264,6 @@ def _record_failure(
                 "vm_state": inst.vm_state.value,
                 "task_state": inst.task_state.value if inst.task_state else None,
             }
-            db.event_finish(s, request_id, _event(name), result="Error", traceback=details)
             error_out(ctx, name, exc, details)
             notes = ctx.notifications
     return notes
@@ -342,11 +345,11 @@ def finish_cleanup(self: Task[Any, Any], migration_id: int) -> int:
     return migration_id
 
 
-def _step_task(flow: str, fn: Callable[[StepContext], None]) -> tuple[str, Any]:
+def _step_task(flow: str, fn: Callable[[StepContext], None], last: bool) -> tuple[str, Any]:
     name = f"resizeflow.{flow}.{fn.__name__}"
 
     def body(self: Task[Any, Any], migration_id: int) -> int:
-        return run_step(self, name, fn, migration_id)
+        return run_step(self, name, fn, migration_id, last=last)
 
     body.__name__ = fn.__name__
     body.__doc__ = fn.__doc__
@@ -363,7 +366,10 @@ def _instance_task(op: str) -> tuple[str, Any]:
     return name, shared_task(name=name, **TASK_OPTIONS)(body)  # type: ignore[no-untyped-call]
 
 
+# The last step of a flow also finishes the flow's instance action.
 STEP_TASKS: dict[str, Any] = dict(
-    _step_task(module.FLOW, fn) for module in (resize, confirm, revert) for fn in module.STEPS
+    _step_task(module.FLOW, fn, last=fn is module.STEPS[-1])
+    for module in (resize, confirm, revert)
+    for fn in module.STEPS
 )
 INSTANCE_TASKS: dict[str, Any] = dict(_instance_task(op) for op in instance.OPERATIONS)

@@ -76,6 +76,11 @@ def _short(statement: str) -> str:
     return f"{verb}{count} {table.group(1) if table else ''}{lock}".strip()
 
 
+def _autocommit(conn: Any) -> bool:
+    # psycopg in autocommit mode sends neither BEGIN nor COMMIT.
+    return bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
+
+
 def _on_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
     sql = getattr(_local, "sql", None)
     if sql is not None:
@@ -84,20 +89,27 @@ def _on_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
     _bump("round_trips")
     counts = _current()
     # psycopg opens a transaction with a BEGIN of its own before the first statement.
-    if counts is not None and conn.dialect.name == "postgresql" and not _local.began:
+    if (
+        counts is not None
+        and conn.dialect.name == "postgresql"
+        and not _local.began
+        and not _autocommit(conn)
+    ):
         _local.began = True
         _bump("round_trips")
 
 
 def _on_end(conn: Any) -> None:
+    if _autocommit(conn):
+        return
     _bump("round_trips")
     _bump("transactions")
     _local.began = False
 
 
-def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-    # Engines other than SQLite's ping the connection on every checkout.
-    if "sqlite" not in type(dbapi_conn).__module__:
+def _on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    # A pool that pre-pings sends a query on every checkout (SQLite's never does).
+    if "sqlite" not in type(dbapi_conn).__module__ and proxy._pool._pre_ping:
         _bump("round_trips")
 
 

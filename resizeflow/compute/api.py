@@ -25,7 +25,7 @@ from resizeflow.compute.scheduler import select_destination
 from resizeflow.conf import Settings
 from resizeflow.db import api as db
 from resizeflow.db import journal, services
-from resizeflow.db.models import Instance, Migration
+from resizeflow.db.models import Instance, InstanceAction, Migration
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import Resources
 from resizeflow.drivers.network import SqlNetwork
@@ -118,7 +118,9 @@ class ComputeAPI:
         authorize(ctx, f"compute:{action}", inst.project_id)
         return inst
 
-    def _record(self, ctx: RequestContext, session: Session, inst: Instance, action: str) -> None:
+    def _record(
+        self, ctx: RequestContext, session: Session, inst: Instance, action: str
+    ) -> InstanceAction:
         log.info(
             "%s requested by %s/%s",
             action,
@@ -126,7 +128,7 @@ class ComputeAPI:
             ctx.project_id,
             extra={"request_id": ctx.request_id, "instance_uuid": inst.uuid},
         )
-        db.record_action(
+        return db.record_action(
             session,
             action=action,
             instance_uuid=inst.uuid,
@@ -136,10 +138,16 @@ class ComputeAPI:
         )
 
     def _plan(
-        self, ctx: RequestContext, session: Session, flow: str, mig: Migration
+        self,
+        ctx: RequestContext,
+        session: Session,
+        flow: str,
+        mig: Migration,
+        action: InstanceAction,
     ) -> tuple[journal.PlannedStep, ...]:
         steps = workflows.plan(flow, mig.source_compute, mig.dest_compute)
-        journal.plan(session, mig.id, ctx.request_id, flow, steps)
+        session.flush()  # the action's id, for the journal rows
+        journal.plan(session, mig.id, ctx.request_id, flow, steps, action_id=action.id)
         return tuple(steps)
 
     @contextmanager
@@ -288,8 +296,8 @@ class ComputeAPI:
             )
             s.add(mig)
             s.flush()
-            self._record(ctx, s, inst, "resize")
-            launches.append(Launch(mig.id, self._plan(ctx, s, "resize", mig)))
+            action = self._record(ctx, s, inst, "resize")
+            launches.append(Launch(mig.id, self._plan(ctx, s, "resize", mig, action)))
             return mig.id
 
     def confirm_resize(self, ctx: RequestContext, uuid: str) -> int:
@@ -301,8 +309,8 @@ class ComputeAPI:
             mig = db.find_migration(s, uuid, M.FINISHED)
             self._check_service_up(s, mig.source_compute)
             db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
-            self._record(ctx, s, inst, "confirmResize")
-            launches.append(Launch(mig.id, self._plan(ctx, s, "confirm", mig)))
+            action = self._record(ctx, s, inst, "confirmResize")
+            launches.append(Launch(mig.id, self._plan(ctx, s, "confirm", mig, action)))
             return mig.id
 
     def revert_resize(self, ctx: RequestContext, uuid: str) -> int:
@@ -324,8 +332,8 @@ class ComputeAPI:
                 )
             db.cas_task_state(s, uuid, [None], T.RESIZE_REVERTING)
             db.cas_migration_status(s, mig.id, M.FINISHED, M.REVERTING)
-            self._record(ctx, s, inst, "revertResize")
-            launches.append(Launch(mig.id, self._plan(ctx, s, "revert", mig)))
+            action = self._record(ctx, s, inst, "revertResize")
+            launches.append(Launch(mig.id, self._plan(ctx, s, "revert", mig, action)))
             return mig.id
 
     # -- power --------------------------------------------------------------
@@ -384,7 +392,7 @@ class ComputeAPI:
             check_instance_lock(ctx, inst)
             check_instance_state(inst, "delete", task_state=(None,))
             db.cas_task_state(s, uuid, [None], T.DELETING)
-            self._record(ctx, s, inst, "delete")
+            action = self._record(ctx, s, inst, "delete")
             assert inst.host is not None
             if inst.vm_state == V.RESIZED:
                 # NOTE: confirming first frees the source host's copy and claim;
@@ -392,7 +400,7 @@ class ComputeAPI:
                 # _confirm_resize_on_deleting).
                 mig = db.find_migration(s, uuid, M.FINISHED)
                 db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
-                steps = self._plan(ctx, s, "confirm", mig)
+                steps = self._plan(ctx, s, "confirm", mig, action)
                 launches.append(
                     Launch(mig.id, steps, instance_task=(workflows.DELETE, uuid, inst.host))
                 )

@@ -425,14 +425,7 @@ class Queries:
                 raise errors.InstanceActionNotFound(request_id=request_id, instance_uuid=uuid)
             events: tuple[EventInfo, ...] | None = None
             if allowed(ctx, "compute:instance_actions:events", inst.project_id):
-                events = tuple(
-                    EventInfo(e.event, e.host, e.start_time, e.finish_time, e.result, e.traceback)
-                    for e in s.scalars(
-                        select(InstanceActionEvent)
-                        .where(InstanceActionEvent.action_id == row.id)
-                        .order_by(InstanceActionEvent.start_time, InstanceActionEvent.id)
-                    )
-                )
+                events = _events(s, row.id)
             return _action(row, events)
 
     def _visible_even_deleted(self, ctx: RequestContext, session: Session, uuid: str) -> Instance:
@@ -528,3 +521,29 @@ def _step(r: StepJournal) -> StepInfo:
         finished_at=r.finished_at,
         last_error=r.last_error,
     )
+
+
+def _events(session: Session, action_id: int) -> tuple[EventInfo, ...]:
+    """An action's events, with the steps running now shown as events in progress.
+
+    A step writes its event when it ends (in the commit that finishes it);
+    until then its journal row says it is running.
+    """
+    found = [
+        EventInfo(e.event, e.host, e.start_time, e.finish_time, e.result, e.traceback)
+        for e in session.scalars(
+            select(InstanceActionEvent)
+            .where(InstanceActionEvent.action_id == action_id)
+            .order_by(InstanceActionEvent.start_time, InstanceActionEvent.id)
+        )
+    ]
+    written = {e.event for e in found}
+    for r in session.scalars(
+        select(StepJournal).where(
+            StepJournal.action_id == action_id, StepJournal.status == journal.RUNNING
+        )
+    ):
+        name = journal.event_name(r.step)
+        if name not in written and r.started_at is not None:
+            found.append(EventInfo(name, r.host, r.started_at, None, None, None))
+    return tuple(sorted(found, key=lambda e: e.start_time))

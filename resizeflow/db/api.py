@@ -7,9 +7,12 @@ therefore never both proceed, on SQLite or on PostgreSQL.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 
 from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from resizeflow import errors
@@ -148,56 +151,56 @@ def record_action(
     return row
 
 
-def get_action(session: Session, request_id: str) -> InstanceAction | None:
-    # Newest first: a client may reuse a request id for several calls.
-    return session.scalars(
-        select(InstanceAction)
-        .where(InstanceAction.request_id == request_id)
-        .order_by(InstanceAction.id.desc())
-        .limit(1)
-    ).first()
-
-
-def event_start(session: Session, request_id: str, event: str, host: str) -> None:
-    """Open (or reopen, on a retry) the action event for one step."""
-    action = get_action(session, request_id)
-    if action is None:
-        return
-    row = session.scalars(
-        select(InstanceActionEvent).where(
-            InstanceActionEvent.action_id == action.id, InstanceActionEvent.event == event
-        )
-    ).one_or_none()
-    if row is None:
-        session.add(InstanceActionEvent(action_id=action.id, event=event, host=host))
-    else:
-        row.host, row.result, row.finish_time, row.traceback = host, None, None, None
-
-
-def event_finish(
+def record_event(
     session: Session,
-    request_id: str,
+    action_id: int,
     event: str,
     *,
-    result: str,
+    host: str,
+    start: dt.datetime | None,
+    result: str | None,
     traceback: str | None = None,
-    finish_action: bool = False,
 ) -> None:
-    action = get_action(session, request_id)
-    if action is None:
-        return
+    """Write a step's action event in one statement: insert it, or update it on a retry.
+
+    A retry keeps the event's first start time, as Nova's event does.
+    """
     now = utcnow()
-    row = session.scalars(
-        select(InstanceActionEvent).where(
-            InstanceActionEvent.action_id == action.id, InstanceActionEvent.event == event
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = upsert(InstanceActionEvent).values(
+        action_id=action_id,
+        event=event,
+        host=host,
+        start_time=start or now,
+        finish_time=now if result is not None else None,
+        result=result,
+        traceback=traceback,
+    )
+    excluded = stmt.excluded
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[InstanceActionEvent.action_id, InstanceActionEvent.event],
+            set_={
+                "host": excluded.host,
+                "finish_time": excluded.finish_time,
+                "result": excluded.result,
+                "traceback": excluded.traceback,
+            },
         )
-    ).one_or_none()
-    if row is not None:
-        row.result, row.finish_time, row.traceback = result, now, traceback
-    if finish_action or result == "Error":
-        action.finish_time = now
-        if result == "Error":
-            action.message = "Error"
+    )
+
+
+def finish_action(session: Session, action_id: int, *, error: bool = False) -> None:
+    """Mark an action finished; Nova's action says "Error" once any event failed."""
+    values: dict[str, object] = {"finish_time": utcnow()}
+    if error:
+        values["message"] = "Error"
+    session.execute(
+        update(InstanceAction)
+        .where(InstanceAction.id == action_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def add_fault(

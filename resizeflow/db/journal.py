@@ -11,10 +11,10 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Connection, and_, case, func, not_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from resizeflow.db.models import StepJournal, utcnow
+from resizeflow.db.models import Migration, StepJournal, utcnow
 
 PENDING, RUNNING, RETRYING, DONE, FAILED = "pending", "running", "retrying", "done", "failed"
 ABORTED = "aborted"
@@ -26,8 +26,18 @@ class PlannedStep:
     host: str
 
 
+def event_name(step: str) -> str:
+    """The instance action event that records ``step``, named as Nova's are."""
+    return "compute_" + step.rsplit(".", 1)[1]
+
+
 def plan(
-    session: Session, migration_id: int, request_id: str, flow: str, steps: Sequence[PlannedStep]
+    session: Session,
+    migration_id: int,
+    request_id: str,
+    flow: str,
+    steps: Sequence[PlannedStep],
+    action_id: int | None = None,
 ) -> None:
     """Write the pending rows of a workflow, in the transaction that starts it."""
     now = utcnow()
@@ -36,6 +46,7 @@ def plan(
             StepJournal(
                 migration_id=migration_id,
                 request_id=request_id,
+                action_id=action_id,
                 flow=flow,
                 step=planned.step,
                 position=position,
@@ -84,14 +95,71 @@ def lease_live(row: StepJournal, now: dt.datetime | None = None) -> bool:
     return row.lease_expires_at is not None and row.lease_expires_at > (now or utcnow())
 
 
-def begin(row: StepJournal, worker: str, lease: float) -> None:
+@dataclass(frozen=True)
+class Claim:
+    """What a delivery found: the step's status after the claim, and its request."""
+
+    status: str
+    request_id: str
+    action_id: int | None
+    instance_uuid: str | None
+
+
+def claim(
+    conn: Connection, migration_id: int, step: str, worker: str, lease: float
+) -> Claim | None:
+    """Count a delivery and mark the step running under ``worker``, in one statement.
+
+    The step is taken unless it is done, failed or aborted, or running under
+    a live lease of another copy that is not an earlier process of this same
+    worker (see :func:`superseded`). Every delivery is counted, duplicates
+    included. Returns None when the step has no journal row.
+
+    NOTE: this is a single ``UPDATE ... RETURNING`` on purpose. It runs before
+    the step's own transaction and commits on its own, so that an attempt is
+    on record even if the worker dies mid-step, and it costs one round trip.
+    The SET expressions all read the row as it was before the update.
+    """
     now = utcnow()
-    row.status = RUNNING
-    row.attempts += 1
-    row.worker = worker
-    row.started_at = row.started_at or now
-    row.heartbeat_at = now
-    row.lease_expires_at = now + dt.timedelta(seconds=lease)
+    j = StepJournal
+    node = worker.rpartition("/")[0]
+    not_superseded = or_(
+        j.worker.is_(None),
+        not_(j.worker.startswith(node + "/", autoescape=True)),
+        j.worker == worker,
+    )
+    live = and_(
+        j.status == RUNNING,
+        j.lease_expires_at.is_not(None),
+        j.lease_expires_at > now,
+        not_superseded,
+    )
+    takes = and_(j.status.in_([PENDING, RETRYING, RUNNING]), not_(live))
+
+    def when_taken(value: object, otherwise: object) -> object:
+        return case((takes, value), else_=otherwise)
+
+    stmt = (
+        update(j)
+        .where(j.migration_id == migration_id, j.step == step)
+        .values(
+            deliveries=j.deliveries + 1,
+            status=when_taken(RUNNING, j.status),
+            attempts=j.attempts + when_taken(1, 0),
+            worker=when_taken(worker, j.worker),
+            started_at=when_taken(func.coalesce(j.started_at, now), j.started_at),
+            heartbeat_at=when_taken(now, j.heartbeat_at),
+            lease_expires_at=when_taken(now + dt.timedelta(seconds=lease), j.lease_expires_at),
+        )
+        .returning(
+            j.status,
+            j.request_id,
+            j.action_id,
+            select(Migration.instance_uuid).where(Migration.id == j.migration_id).scalar_subquery(),
+        )
+    )
+    row = conn.execute(stmt).one_or_none()
+    return None if row is None else Claim(*row)
 
 
 def renew_leases(

@@ -291,6 +291,11 @@ class StepJournal(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     migration_id: Mapped[int] = mapped_column(ForeignKey("migrations.id"), index=True)
     request_id: Mapped[str] = mapped_column(String(255))
+    # The instance action whose events record this step; a step writes its
+    # event by this id rather than looking the action up by request id.
+    action_id: Mapped[int | None] = mapped_column(
+        ForeignKey("instance_actions.id", name="fk_step_journal_action_id")
+    )
     flow: Mapped[str] = mapped_column(String(32))
     step: Mapped[str] = mapped_column(String(255))
     position: Mapped[int]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,6 +58,7 @@ class Database:
             make_engine(url, readonly=True, **engine_kwargs) if self.is_sqlite else self.engine
         )
         self._read_factory = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def is_sqlite(self) -> bool:
@@ -68,6 +69,21 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error."""
         with self._factory() as session, session.begin():
             yield session
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection whose every statement commits on its own.
+
+        On PostgreSQL this saves the BEGIN and COMMIT round trips of a
+        one-statement transaction. SQLite gets an ordinary transaction, whose
+        ``BEGIN IMMEDIATE`` is what orders it against the other writers.
+        """
+        if self.is_sqlite:
+            with self.engine.begin() as conn:
+                yield conn
+        else:
+            with self._autocommit_engine.connect() as conn:
+                yield conn
 
     @contextmanager
     def snapshot(self) -> Iterator[Session]:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from resizeflow.conf import Settings
-from resizeflow.db.models import Instance, Migration
+from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import (
     InstanceSpec,
@@ -166,6 +166,8 @@ class StepContext(InstanceContext):
     """A migration step's context: the migration row is locked alongside the instance."""
 
     migration: Migration = field(default=None)  # type: ignore[assignment]
+    # The step's own journal row, locked with the others.
+    journal: StepJournal = field(default=None)  # type: ignore[assignment]
 
     @property
     def source(self) -> NodeRef:
