@@ -13,11 +13,13 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import asdict
 from typing import Any
 
 from celery import Celery
 from celery.worker.control import inspect_command
+from kombu.pidbox import Mailbox
 from sqlalchemy import select
 
 from resizeflow import recovery, workflows
@@ -86,7 +88,11 @@ def recover_domains(settings: Settings, database: Database, virt: VirtDriver) ->
 
 
 def build_runtime(settings: Settings, app: Celery) -> context.HostRuntime:
-    database = Database(settings.db_url)
+    # NOTE: no pre-ping on checkout: it would cost every step a round trip.
+    # A connection that died with its server fails the step's first statement
+    # with a transient error, SQLAlchemy then drops the pool's stale
+    # connections, and the step retries on a fresh one.
+    database = Database(settings.db_url, pool_pre_ping=False)
     virt = LibvirtDriver(
         settings.libvirt_uri, settings.instances_dir(settings.host), hostname=settings.host
     )
@@ -128,6 +134,8 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
         self.missed = 0
         self.answered = False
+        self.started = time.monotonic()
+        self.startup_grace = max(60.0, 10 * self.settings.report_interval)
 
     def beat(self) -> None:
         with self.db.transaction() as s:
@@ -138,14 +146,26 @@ class Heartbeat(threading.Thread):
 
     def consumer_alive(self) -> bool:
         assert self.app is not None
-        node = nodename(self.settings)
+        conf = self.app.conf
+        # NOTE: a fresh connection and a mailbox without a producer pool, for
+        # every ping. kombu pools connections and producers per broker URL
+        # for the whole process, so the app's pools are the worker's own too:
+        # a stale pooled connection after a broker restart must not make the
+        # ping fail, and closing those pools would leave the worker unable to
+        # publish anything ("Acquire on closed pool").
+        mailbox = Mailbox(
+            conf.control_exchange,
+            type="fanout",
+            accept=conf.accept_content,
+            serializer=conf.task_serializer,
+            reply_queue_ttl=conf.control_queue_ttl,
+            reply_queue_expires=conf.control_queue_expires,
+        )
         try:
-            return bool(self.app.control.ping(destination=[node], timeout=2.0))
+            with self.app.connection_for_write() as conn:
+                bound: Any = mailbox(conn)  # kombu's stubs call this a Node; it is a Mailbox
+                return bool(bound.call([nodename(self.settings)], "ping", timeout=2.0))
         except Exception:  # a broker that is down is also "no answer"
-            # This app's connections are the watchdog's own: drop them, so the
-            # next ping starts on a fresh connection after a broker restart.
-            pool: Any = self.app.pool
-            pool.force_close_all()
             return False
 
     def run(self) -> None:
@@ -158,7 +178,9 @@ class Heartbeat(threading.Thread):
                 continue
             if self.consumer_alive():
                 self.answered, self.missed = True, 0
-            elif self.answered:  # before its first answer the worker is still starting
+            elif self.answered or time.monotonic() > self.started + self.startup_grace:
+                # Before its first answer the worker may still be starting;
+                # a worker that never answers is broken all the same.
                 self.missed += 1
             if self.missed >= self.MISSED_PINGS_BEFORE_RESTART and not self.stopping.is_set():
                 log.critical(

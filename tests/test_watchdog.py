@@ -1,0 +1,72 @@
+"""The worker's watchdog: it pings its own worker over the broker, and a failed
+ping must never break the worker's own connections.
+
+kombu pools broker connections per URL for the whole process, so the
+watchdog and the worker it watches share one pool. A watchdog that closed
+that pool after a failed ping (during a broker restart) left the worker
+unable to publish its next chain links or to answer control commands.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from resizeflow.celery_app import make_app
+from resizeflow.cli.supervisor import Supervisor, start_redis
+from resizeflow.conf import Settings
+from resizeflow.db.session import Database
+from resizeflow.steps.context import HostRuntime
+from resizeflow.worker import Heartbeat
+from tests.conftest import require
+from tests.stack import REDIS_URL, Stack
+
+
+def _watchdog(settings: Settings, database: Database) -> Heartbeat:
+    # The watchdog needs only the settings and the database of a runtime.
+    runtime = HostRuntime(settings=settings, db=database, virt=None, notifier=None)  # type: ignore[arg-type]
+    return Heartbeat(runtime, make_app(settings))
+
+
+def test_the_watchdog_hears_its_running_worker(stack: Stack) -> None:
+    for host in stack.hosts:
+        assert _watchdog(stack.settings.with_host(host), stack.db).consumer_alive()
+
+
+def test_no_answer_from_a_host_without_a_worker(stack: Stack) -> None:
+    assert not _watchdog(stack.settings.with_host("nowhere"), stack.db).consumer_alive()
+
+
+def test_a_failed_ping_leaves_the_shared_pool_usable(tmp_path: Path) -> None:
+    require(REDIS_URL, 6379, "Redis")  # for its redis-server binary's sake
+    sup = Supervisor(state_dir=tmp_path, env={})
+    try:
+        url = start_redis(sup)
+        settings = Settings.from_env(
+            {"RESIZEFLOW_STATE_DIR": str(tmp_path), "RESIZEFLOW_BROKER_URL": url}
+        ).with_host("h1")
+        worker_app = make_app(settings)
+
+        def publish() -> None:
+            # The path a worker takes to send the next step of a chain.
+            with worker_app.producer_or_acquire() as producer:
+                producer.publish({"probe": 1}, routing_key="probe", retry=True)
+
+        publish()
+        # The broker dies: the watchdog's ping fails.
+        redis_proc = sup.procs.pop("redis")
+        redis_proc.send_signal(signal.SIGKILL)
+        redis_proc.wait()
+        watchdog = _watchdog(settings, Database(settings.db_url))
+        assert not watchdog.consumer_alive()
+        # The broker is back: the worker's pooled connections reconnect.
+        (tmp_path / "redis.sock").unlink(missing_ok=True)
+        start_redis(sup)
+        try:
+            publish()
+        except RuntimeError as exc:  # pragma: no cover - the regression
+            pytest.fail(f"the worker cannot publish after a failed watchdog ping: {exc}")
+    finally:
+        sup.stop_all()
