@@ -18,10 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
+from celery.bootsteps import RUN  # type: ignore[attr-defined]  # missing from the stubs
 from sqlalchemy import select
 
 from resizeflow import errors, recovery, workflows
@@ -32,6 +34,7 @@ from resizeflow.conf import Settings
 from resizeflow.db import services
 from resizeflow.db.models import Instance, Migration, utcnow
 from resizeflow.db.session import Database
+from resizeflow.restart import Restart
 from resizeflow.states import MigrationStatus, TaskState, VmState
 
 log = logging.getLogger(__name__)
@@ -168,6 +171,32 @@ def make_beat_app(settings: Settings) -> Celery:
     return app
 
 
+class BeatWatch(threading.Thread):
+    """Restarts the process when its embedded scheduler has died.
+
+    NOTE: Celery runs the embedded beat as a child process that exits on a
+    broker error it cannot retry (a vhost that is gone for a moment, say),
+    while the worker around it runs on. Nothing would schedule the reconciler
+    again, so the whole process stops for its supervisor to start afresh.
+    """
+
+    def __init__(self, worker: Any, restart: Restart, every: float = 1.0) -> None:
+        super().__init__(name="resizeflow-beat-watch", daemon=True)
+        self.worker, self.restart, self.every = worker, restart, every
+        self.stopping = threading.Event()
+
+    def beat_died(self) -> bool:
+        beat = getattr(self.worker, "beat", None)
+        running = self.worker.blueprint is not None and self.worker.blueprint.state == RUN
+        return beat is not None and running and beat.ident is not None and not beat.is_alive()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.every):
+            if self.beat_died():
+                self.restart.request("the embedded beat scheduler died", grace=30.0)
+                return
+
+
 def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     app = make_beat_app(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -180,5 +209,11 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
         schedule_filename=str(settings.state_dir / "celerybeat-schedule"),
         loglevel=loglevel,
     )
-    worker.start()
-    raise SystemExit(worker.exitcode)
+    restart = Restart()
+    watch = BeatWatch(worker, restart)
+    watch.start()
+    try:
+        worker.start()
+    finally:
+        watch.stopping.set()
+    raise SystemExit(restart.exit_code(worker.exitcode))

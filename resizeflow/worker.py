@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -31,6 +30,7 @@ from resizeflow.db.session import Database
 from resizeflow.drivers.base import VirtDriver
 from resizeflow.drivers.libvirt import LibvirtDriver
 from resizeflow.drivers.notifier import KombuNotifier
+from resizeflow.restart import Restart
 from resizeflow.states import MigrationStatus, PowerState
 from resizeflow.steps import context
 
@@ -132,6 +132,7 @@ class Heartbeat(threading.Thread):
         self.runtime, self.app = runtime, app
         self.settings, self.db, self.incarnation = runtime.settings, runtime.db, runtime.incarnation
         self.stopping = threading.Event()
+        self.restart = Restart()
         self.missed = 0
         self.answered = False
         self.started = time.monotonic()
@@ -183,19 +184,12 @@ class Heartbeat(threading.Thread):
                 # a worker that never answers is broken all the same.
                 self.missed += 1
             if self.missed >= self.MISSED_PINGS_BEFORE_RESTART and not self.stopping.is_set():
-                log.critical(
-                    "worker %s has not answered its own ping %d times; stopping so that "
-                    "its supervisor restarts it",
-                    nodename(self.settings),
-                    self.missed,
-                )
                 self.stopping.set()
-                os.kill(os.getpid(), signal.SIGTERM)
-                # A warm shutdown lets the running steps finish; if the broken
-                # consumer keeps it from ending, leave anyway: the journal and
-                # the reconciler take over from here.
-                grace = min(self.settings.step_timeout, 30.0)
-                threading.Timer(grace, os._exit, args=(70,)).start()
+                self.restart.request(
+                    f"worker {nodename(self.settings)} has not answered its own ping "
+                    f"{self.missed} times",
+                    grace=min(self.settings.step_timeout, 30.0),
+                )
 
     def stop(self) -> None:
         self.stopping.set()
@@ -239,4 +233,4 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
         worker.start()
     finally:
         heartbeat.stop()
-    raise SystemExit(worker.exitcode)
+    raise SystemExit(heartbeat.restart.exit_code(worker.exitcode))

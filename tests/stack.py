@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import redis
 from celery import Celery
 from kombu import Connection
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from resizeflow.celery_app import make_app
 from resizeflow.compute.api import ComputeAPI
@@ -31,6 +31,7 @@ from resizeflow.conf import Settings
 from resizeflow.db import journal
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Instance, Migration, StepJournal
+from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
 from resizeflow.states import MigrationStatus, VmState
 
@@ -82,20 +83,11 @@ def delete_vhost(name: str) -> None:
 
 
 def create_pg_database() -> str:
-    name = f"rf_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    return create_database(PG_ADMIN_URL, "rf_test")
 
 
 def drop_pg_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop_database(PG_ADMIN_URL, url)
 
 
 @dataclass

@@ -120,12 +120,6 @@ def test_sigkill_host_workers(chaos: ChaosStack) -> None:
 
 
 def test_broker_restart_loses_its_data(chaos: ChaosStack) -> None:
-    if chaos.broker == "redis" and not os.environ.get("RESIZEFLOW_CHAOS_FULL"):
-        # Known issue, tracked in the README: after a Redis restart a worker's
-        # control replies can stay broken ("Acquire on closed pool") although it
-        # goes on running steps, so the orphan check cannot ask it for its
-        # domains. `make chaos` runs this scenario; the short round does not.
-        pytest.skip("Redis restart: worker control replies can stay broken (make chaos runs it)")
     report = Report("2. broker restart, data lost", chaos.broker)
 
     def faults() -> None:

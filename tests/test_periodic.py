@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 
 from resizeflow.db.models import Instance, utcnow
 from resizeflow.periodic import cleanup_incomplete_migrations, confirm_unconfirmed_resizes
+from resizeflow.restart import EXIT_RESTART
 from resizeflow.states import MigrationStatus as M
 from resizeflow.states import TaskState, VmState
 from tests.stack import Stack, wait_for
@@ -96,3 +98,23 @@ def test_beat_process_auto_confirms(rf: Stack, project: str) -> None:
         beat.wait(timeout=30)
     assert beat.returncode == 0
     assert "confirm_unconfirmed_resizes" in (rf.state_dir / "beat.log").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def test_beat_exits_for_a_restart_when_its_scheduler_dies(rf: Stack) -> None:
+    # Celery runs the embedded scheduler as a child process; the process
+    # around it would run on without it, and nothing would re-drive anything.
+    beat = rf.start_beat()
+    try:
+        (scheduler,) = wait_for(lambda: _children(beat.pid), what="the embedded scheduler")
+        os.kill(scheduler, signal.SIGKILL)
+        # Non-zero, so that systemd's Restart=on-failure starts a fresh one.
+        assert beat.wait(timeout=90) == EXIT_RESTART
+    finally:
+        if beat.poll() is None:
+            beat.kill()
+            beat.wait()

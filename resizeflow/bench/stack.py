@@ -11,20 +11,19 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import Celery
-from sqlalchemy import create_engine, text
 
 from resizeflow.celery_app import make_app
 from resizeflow.cli.supervisor import Supervisor, start_redis
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.conf import Settings
 from resizeflow.db.migrate import upgrade
+from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
 
 DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -41,24 +40,6 @@ STACK_ENV = {
     "RESIZEFLOW_LOG_LEVEL": "WARNING",
     "RESIZEFLOW_LOG_FORMAT": "json",
 }
-
-
-def create_pg_database(admin_url: str) -> str:
-    """Create an empty database next to ``admin_url``'s; returns its URL."""
-    name = f"rf_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_pg_database(admin_url: str, url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @dataclass
@@ -137,7 +118,7 @@ def stack(
     }
     db_url = ""
     if backend == "postgresql":
-        db_url = create_pg_database(services.pg_admin_url)
+        db_url = create_database(services.pg_admin_url, "rf_bench")
         env["RESIZEFLOW_DATABASE_URL"] = db_url
     sup = Supervisor(state_dir=state_dir, env=env)
     database: Database | None = None
@@ -172,4 +153,4 @@ def stack(
             database.dispose()
         if db_url:
             with suppress(Exception):
-                drop_pg_database(services.pg_admin_url, db_url)
+                drop_database(services.pg_admin_url, db_url)

@@ -18,17 +18,10 @@ from resizeflow.api import views
 from resizeflow.api.auth import NoAuth
 from resizeflow.api.faults import api_message
 from resizeflow.api.microversion import MAX_VERSION, Version, fmt
+from resizeflow.compute.api import SERVER_ACTIONS
 from resizeflow.compute.policy import RequestContext, allowed, new_request_id
 from resizeflow.compute.queries import MigrationFilters
 from resizeflow.conf import Settings
-
-ACTION_NAMES = {
-    "resize": "resize",
-    "confirmResize": "confirmResize",
-    "revertResize": "revertResize",
-    "os-stop": "stop",
-    "os-start": "start",
-}
 
 
 class Gone(click.ClickException):
@@ -110,18 +103,8 @@ class LocalBackend:
 
     def action(self, server_id: str, key: str, value: Any) -> str:
         ctx = self._ctx()
-        compute = self.svc.compute
-        with self._calling(ACTION_NAMES[key]):
-            if key == "resize":
-                compute.resize(ctx, server_id, value["flavorRef"])
-            elif key == "confirmResize":
-                compute.confirm_resize(ctx, server_id)
-            elif key == "revertResize":
-                compute.revert_resize(ctx, server_id)
-            elif key == "os-stop":
-                compute.stop(ctx, server_id)
-            else:
-                compute.start(ctx, server_id)
+        with self._calling(SERVER_ACTIONS.get(key, key)):
+            self.svc.compute.act(ctx, server_id, key, (value or {}).get("flavorRef"))
         return ctx.request_id
 
     def delete(self, server_id: str) -> str:

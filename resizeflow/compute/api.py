@@ -50,6 +50,18 @@ IMAGE_REF_KEY = "image_base_image_ref"
 # Keys the service layer keeps in system_metadata; the rest is the user's metadata.
 INTERNAL_METADATA = frozenset({IMAGE_REF_KEY, "old_vm_state"})
 
+# Nova's server actions (``POST /servers/{id}/action``) by the key of their
+# body, each with the name Nova's API gives it in error messages.
+SERVER_ACTIONS = {
+    "resize": "resize",
+    "confirmResize": "confirmResize",
+    "revertResize": "revertResize",
+    "os-stop": "stop",
+    "os-start": "start",
+    "lock": "lock",
+    "unlock": "unlock",
+}
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -245,6 +257,33 @@ class ComputeAPI:
             self._record(ctx, s, inst, "create")
             launches.append(Launch(None, instance_task=(workflows.SPAWN, uuid, dest.host)))
         return uuid
+
+    def act(
+        self, ctx: RequestContext, uuid: str, key: str, flavor_ref: str | int | None = None
+    ) -> None:
+        """Run the server action whose body key is ``key`` (see SERVER_ACTIONS)."""
+        if key == "resize":
+            if flavor_ref is None:
+                raise errors.ValidationError(
+                    field="flavorRef", value=None, reason="A resize needs a flavorRef."
+                )
+            self.resize(ctx, uuid, flavor_ref)
+            return
+        calls: dict[str, Callable[[RequestContext, str], object]] = {
+            "confirmResize": self.confirm_resize,
+            "revertResize": self.revert_resize,
+            "os-stop": self.stop,
+            "os-start": self.start,
+            "lock": self.lock,
+            "unlock": self.unlock,
+        }
+        if key not in calls:
+            raise errors.ValidationError(
+                field="action",
+                value=key,
+                reason=f"Unknown action; one of {sorted(SERVER_ACTIONS)}.",
+            )
+        calls[key](ctx, uuid)
 
     # -- resize -------------------------------------------------------------
     def resize(

@@ -11,19 +11,9 @@ from resizeflow import errors
 from resizeflow.api.deps import Ctx, Svc, set_action
 from resizeflow.api.faults import HTTPFault
 from resizeflow.api.schemas import ActionBody
+from resizeflow.compute.api import SERVER_ACTIONS
 
 router = APIRouter(prefix="/servers", tags=["server actions"])
-
-# Body key -> (name Nova's API uses in its errors, status code).
-ACTIONS = {
-    "resize": ("resize", 202),
-    "confirmResize": ("confirmResize", 204),
-    "revertResize": ("revertResize", 202),
-    "os-stop": ("stop", 202),
-    "os-start": ("start", 202),
-    "lock": ("lock", 202),
-    "unlock": ("unlock", 202),
-}
 
 
 def action_name(body: ActionBody) -> str:
@@ -47,27 +37,12 @@ def server_action(
 ) -> Response:
     """Run one server action."""
     key = action_name(body)
-    name, code = ACTIONS[key]
-    set_action(request, name)
-    compute = svc.compute
-    if key == "resize":
-        assert body.resize is not None  # the schema refuses {"resize": null}
-        try:
-            compute.resize(ctx, server_id, body.resize.flavorRef)
-        except errors.FlavorNotFound:
-            raise HTTPFault(400, "Unable to locate requested flavor.") from None
-        except errors.NoValidHost as exc:
-            raise HTTPFault(400, exc.message) from None
-    elif key == "confirmResize":
-        compute.confirm_resize(ctx, server_id)
-    elif key == "revertResize":
-        compute.revert_resize(ctx, server_id)
-    elif key == "os-stop":
-        compute.stop(ctx, server_id)
-    elif key == "os-start":
-        compute.start(ctx, server_id)
-    elif key == "lock":
-        compute.lock(ctx, server_id)
-    else:
-        compute.unlock(ctx, server_id)
-    return Response(status_code=code)
+    set_action(request, SERVER_ACTIONS[key])
+    try:
+        svc.compute.act(ctx, server_id, key, body.resize.flavorRef if body.resize else None)
+    except errors.FlavorNotFound:
+        raise HTTPFault(400, "Unable to locate requested flavor.") from None
+    except errors.NoValidHost as exc:
+        raise HTTPFault(400, exc.message) from None
+    # Nova answers a confirm with 204 and every other action with 202.
+    return Response(status_code=204 if key == "confirmResize" else 202)

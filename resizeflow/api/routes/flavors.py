@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from resizeflow.api import views
 from resizeflow.api.deps import Base, Ctx, Svc
@@ -18,56 +19,45 @@ MinValue = Annotated[int | None, Query(ge=0)]
 Limit = Annotated[int | None, Query(ge=0, le=1000)]
 
 
-def _list(
-    svc: Any,
-    ctx: RequestContext,
-    is_public: str | None,
-    min_ram: int | None,
-    min_disk: int | None,
-    limit: int | None,
-) -> list[FlavorInfo]:
+@dataclass
+class FlavorFilters:
+    """The query parameters both flavor lists take (Nova's names)."""
+
+    is_public: Filter = None
+    minRam: MinValue = None
+    minDisk: MinValue = None
+    limit: Limit = None
+
+
+Filters = Annotated[FlavorFilters, Depends()]
+
+
+def _list(svc: Any, ctx: RequestContext, f: FlavorFilters) -> list[FlavorInfo]:
+    public = (f.is_public or "").lower()
     # Nova: admins see private flavors too with is_public=None (or false).
-    include_private = ctx.is_admin and (is_public or "").lower() in ("none", "false", "0")
+    include_private = ctx.is_admin and public in ("none", "false", "0")
     found: list[FlavorInfo] = svc.queries.flavors(include_private=include_private)
-    if ctx.is_admin and (is_public or "").lower() in ("false", "0"):
-        found = [f for f in found if not f.is_public]
+    if ctx.is_admin and public in ("false", "0"):
+        found = [x for x in found if not x.is_public]
     found = [
-        f
-        for f in found
-        if (min_ram is None or f.memory_mb >= min_ram)
-        and (min_disk is None or f.root_gb >= min_disk)
+        x
+        for x in found
+        if (f.minRam is None or x.memory_mb >= f.minRam)
+        and (f.minDisk is None or x.root_gb >= f.minDisk)
     ]
-    return found[:limit] if limit is not None else found
+    return found[: f.limit] if f.limit is not None else found
 
 
 @router.get("")
-def list_flavors(
-    svc: Svc,
-    ctx: Ctx,
-    base: Base,
-    is_public: Filter = None,
-    minRam: MinValue = None,
-    minDisk: MinValue = None,
-    limit: Limit = None,
-) -> dict[str, Any]:
+def list_flavors(svc: Svc, ctx: Ctx, base: Base, filters: Filters) -> dict[str, Any]:
     """List flavors: id, name and links."""
-    found = _list(svc, ctx, is_public, minRam, minDisk, limit)
-    return {"flavors": [views.flavor_brief(f, base) for f in found]}
+    return {"flavors": [views.flavor_brief(f, base) for f in _list(svc, ctx, filters)]}
 
 
 @router.get("/detail")
-def list_flavors_detail(
-    svc: Svc,
-    ctx: Ctx,
-    base: Base,
-    is_public: Filter = None,
-    minRam: MinValue = None,
-    minDisk: MinValue = None,
-    limit: Limit = None,
-) -> dict[str, Any]:
+def list_flavors_detail(svc: Svc, ctx: Ctx, base: Base, filters: Filters) -> dict[str, Any]:
     """List flavors with their sizes."""
-    found = _list(svc, ctx, is_public, minRam, minDisk, limit)
-    return {"flavors": [views.flavor(f, base) for f in found]}
+    return {"flavors": [views.flavor(f, base) for f in _list(svc, ctx, filters)]}
 
 
 @router.get("/{flavor_id}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from resizeflow import errors
 from resizeflow.api import views
@@ -39,77 +40,60 @@ def is_all_tenants(raw: str | None) -> bool:
     raise HTTPFault(400, f"Invalid value '{raw}' for all_tenants: must be a boolean")
 
 
-def _list(
-    svc: Svc,
-    ctx: RequestContext,
-    version: Version,
-    all_tenants: str | None,
-    status: str | None,
-    name: str | None,
-    host: str | None,
-    project_id: str | None,
-    limit: int | None,
-    marker: str | None,
-) -> list[Any]:
-    if status is not None and status.upper() not in STATUSES:
-        # Nova 2.38+ refuses an unknown status; older versions return nothing.
-        if version.at_least(38):
-            raise HTTPFault(400, f"Invalid status value: {status}")
-        return []
-    every = is_all_tenants(all_tenants)
-    if host is not None and not ctx.is_admin:
-        host = None  # Nova ignores admin-only filters for other callers.
-    return svc.queries.servers(
-        ctx,
-        all_projects=every,
-        project_id=project_id,
-        status=status,
-        name=name,
-        host=host,
-        limit=limit,
-        marker=marker,
-    )
-
-
 ListFilter = Annotated[str | None, Query(max_length=255)]
 Limit = Annotated[int | None, Query(ge=0, le=1000)]
 
 
+@dataclass
+class ServerFilters:
+    """The query parameters both server lists take."""
+
+    all_tenants: ListFilter = None
+    status: ListFilter = None
+    name: ListFilter = None
+    host: ListFilter = None
+    project_id: ListFilter = None
+    limit: Limit = None
+    marker: ListFilter = None
+
+
+Filters = Annotated[ServerFilters, Depends()]
+
+
+def _list(svc: Svc, ctx: RequestContext, version: Version, f: ServerFilters) -> list[Any]:
+    if f.status is not None and f.status.upper() not in STATUSES:
+        # Nova 2.38+ refuses an unknown status; older versions return nothing.
+        if version.at_least(38):
+            raise HTTPFault(400, f"Invalid status value: {f.status}")
+        return []
+    every = is_all_tenants(f.all_tenants)
+    # Nova ignores admin-only filters for other callers.
+    host = f.host if ctx.is_admin else None
+    return svc.queries.servers(
+        ctx,
+        all_projects=every,
+        project_id=f.project_id,
+        status=f.status,
+        name=f.name,
+        host=host,
+        limit=f.limit,
+        marker=f.marker,
+    )
+
+
 @router.get("")
-def list_servers(
-    svc: Svc,
-    ctx: Ctx,
-    base: Base,
-    version: Ver,
-    all_tenants: ListFilter = None,
-    status: ListFilter = None,
-    name: ListFilter = None,
-    host: ListFilter = None,
-    project_id: ListFilter = None,
-    limit: Limit = None,
-    marker: ListFilter = None,
-) -> dict[str, Any]:
+def list_servers(svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters) -> dict[str, Any]:
     """List servers: id, name and links."""
-    found = _list(svc, ctx, version, all_tenants, status, name, host, project_id, limit, marker)
+    found = _list(svc, ctx, version, filters)
     return {"servers": [views.server_brief(s, base) for s in found]}
 
 
 @router.get("/detail")
 def list_servers_detail(
-    svc: Svc,
-    ctx: Ctx,
-    base: Base,
-    version: Ver,
-    all_tenants: ListFilter = None,
-    status: ListFilter = None,
-    name: ListFilter = None,
-    host: ListFilter = None,
-    project_id: ListFilter = None,
-    limit: Limit = None,
-    marker: ListFilter = None,
+    svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
 ) -> dict[str, Any]:
     """List servers with every detail."""
-    found = _list(svc, ctx, version, all_tenants, status, name, host, project_id, limit, marker)
+    found = _list(svc, ctx, version, filters)
     admin = allowed(ctx, "compute:servers:show:extended_attributes")
     return {"servers": [views.server(s, version, base, admin=admin) for s in found]}
 
