@@ -44,7 +44,7 @@ from resizeflow.db.models import (
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import Resources
 from resizeflow.states import MigrationStatus, TaskState, VmState
-from tests.invariants import allocation_violations
+from tests.invariants import allocation_violations, journal_violations
 from tests.stack import RABBITMQ_URL, create_vhost, delete_vhost, wait_for
 
 HOSTS = ("chaos1", "chaos2")
@@ -416,6 +416,7 @@ class ChaosStack:
             report.stuck += [f"{u} left in RESIZE_REVERTING" for u in reverting]
             report.recovery += self._recovery(s, migs)
         report.violations += allocation_violations(self.db)
+        report.violations += journal_violations(self.db)
         report.violations += self.usage_violations()
         report.violations += self.orphans()
 

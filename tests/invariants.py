@@ -6,7 +6,8 @@ from collections import defaultdict
 
 from sqlalchemy import select
 
-from resizeflow.db.models import Allocation, ComputeNode, Instance, Migration
+from resizeflow.db import journal
+from resizeflow.db.models import Allocation, ComputeNode, Instance, Migration, StepJournal
 from resizeflow.db.session import Database
 from resizeflow.states import MIGRATION_IN_PROGRESS, MigrationStatus
 
@@ -43,6 +44,16 @@ def allocation_violations(database: Database) -> list[str]:
     return problems
 
 
+def journal_violations(database: Database) -> list[str]:
+    """Every step's work committed at most once, and exactly once if it is done."""
+    with database.snapshot() as s:
+        return [
+            f"{r.step} of migration {r.migration_id} ({r.status}) applied {r.applied} times"
+            for r in s.scalars(select(StepJournal))
+            if r.applied > 1 or (r.status == journal.DONE) != (r.applied == 1)
+        ]
+
+
 def assert_allocation_invariant(database: Database) -> None:
-    problems = allocation_violations(database)
-    assert not problems, "allocation invariant broken:\n" + "\n".join(problems)
+    problems = allocation_violations(database) + journal_violations(database)
+    assert not problems, "invariants broken:\n" + "\n".join(problems)

@@ -86,7 +86,11 @@ def workload(stack: ChaosStack, report: Report, faults: Callable[[], None] | Non
         240,
         "the resizes",
     )
-    finishing = {u: m for u, m in migs.items() if stack.migration_status(m) == "finished"}
+    finishing = {
+        u: m
+        for u, m in migs.items()
+        if patiently(lambda m=m: stack.migration_status(m)) == "finished"
+    }
     report.workflows += stack.finish_all(
         finishing, lambda u, verb: patiently(lambda: stack._finish(u, verb))
     )

@@ -101,7 +101,6 @@ class Claim:
 
     status: str
     request_id: str
-    action_id: int | None
     instance_uuid: str | None
 
 
@@ -154,7 +153,6 @@ def claim(
         .returning(
             j.status,
             j.request_id,
-            j.action_id,
             select(Migration.instance_uuid).where(Migration.id == j.migration_id).scalar_subquery(),
         )
     )
@@ -189,6 +187,7 @@ def renew_leases(
 
 def finish(row: StepJournal) -> None:
     row.status = DONE
+    row.applied += 1
     row.finished_at = utcnow()
     row.last_error = None
     row.lease_expires_at = None

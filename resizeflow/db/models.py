@@ -305,6 +305,9 @@ class StepJournal(Base):
     # arrived for it, duplicates included, so redelivery is visible.
     attempts: Mapped[int] = mapped_column(default=0)
     deliveries: Mapped[int] = mapped_column(default=0)
+    # How many times the step's work was committed: 1 once it is done, ever.
+    # More would mean a side effect applied twice; the chaos suite checks it.
+    applied: Mapped[int] = mapped_column(default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(255))
     enqueued_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

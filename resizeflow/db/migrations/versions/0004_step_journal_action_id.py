@@ -1,4 +1,4 @@
-"""step journal rows know their instance action
+"""step journal rows know their instance action, and count the step's applications
 
 Revision ID: 0004
 Revises: 0003
@@ -22,6 +22,8 @@ def upgrade() -> None:
         batch_op.create_foreign_key(
             "fk_step_journal_action_id", "instance_actions", ["action_id"], ["id"]
         )
+        batch_op.add_column(sa.Column("applied", sa.Integer(), nullable=False, server_default="0"))
+    op.execute("UPDATE step_journal SET applied = 1 WHERE status = 'done'")
     # Rows planned before this revision: the newest action of their request id,
     # which is the one the steps used to look up.
     op.execute(
@@ -32,5 +34,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("step_journal", schema=None) as batch_op:
+        batch_op.drop_column("applied")
         batch_op.drop_constraint("fk_step_journal_action_id", type_="foreignkey")
         batch_op.drop_column("action_id")
