@@ -11,6 +11,7 @@ twice, that check under the locks is what makes a redelivery change nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import traceback
@@ -22,7 +23,7 @@ import redis.exceptions
 import sqlalchemy.exc
 from celery import Task, shared_task
 from celery.exceptions import Ignore
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from resizeflow import errors, logs
 from resizeflow.conf import Settings
@@ -63,6 +64,23 @@ def backoff(settings: Settings, retries: int) -> float:
     return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
+@functools.cache
+def _lock_statement() -> Any:
+    # Built once: every step runs it, and building it costs more than running it.
+    return (
+        select(Instance, Migration, StepJournal)
+        .select_from(Instance)
+        .join(Migration, Migration.instance_uuid == Instance.uuid)
+        .join(StepJournal, StepJournal.migration_id == Migration.id)
+        .where(
+            Migration.id == bindparam("migration_id"),
+            StepJournal.step == bindparam("step"),
+            Instance.deleted.is_(False),
+        )
+        .with_for_update()
+    )
+
+
 def _lock_rows(rt: HostRuntime, session: Any, migration_id: int, name: str) -> StepContext:
     """Lock the instance, the migration and the step's journal row, in one statement.
 
@@ -72,12 +90,7 @@ def _lock_rows(rt: HostRuntime, session: Any, migration_id: int, name: str) -> S
     never deadlocks with them.
     """
     found = session.execute(
-        select(Instance, Migration, StepJournal)
-        .select_from(Instance)
-        .join(Migration, Migration.instance_uuid == Instance.uuid)
-        .join(StepJournal, StepJournal.migration_id == Migration.id)
-        .where(Migration.id == migration_id, StepJournal.step == name, Instance.deleted.is_(False))
-        .with_for_update()
+        _lock_statement(), {"migration_id": migration_id, "step": name}
     ).one_or_none()
     if found is None:
         # Which row is missing decides the error; the lookups raise it.

@@ -8,9 +8,11 @@ therefore never both proceed, on SQLite or on PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -151,6 +153,21 @@ def record_action(
     return row
 
 
+_EVENT_COLUMNS = ("action_id", "event", "host", "start_time", "finish_time", "result", "traceback")
+
+
+@functools.cache
+def _event_upsert(dialect: str) -> Any:
+    # Built once per dialect: the steps run it on every success.
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    table = InstanceActionEvent.metadata.tables[InstanceActionEvent.__tablename__]
+    stmt = upsert(table).values({c: bindparam(f"b_{c}") for c in _EVENT_COLUMNS})
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.action_id, table.c.event],
+        set_={c: stmt.excluded[c] for c in ("host", "finish_time", "result", "traceback")},
+    )
+
+
 def record_event(
     session: Session,
     action_id: int,
@@ -166,41 +183,33 @@ def record_event(
     A retry keeps the event's first start time, as Nova's event does.
     """
     now = utcnow()
-    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = upsert(InstanceActionEvent).values(
-        action_id=action_id,
-        event=event,
-        host=host,
-        start_time=start or now,
-        finish_time=now if result is not None else None,
-        result=result,
-        traceback=traceback,
-    )
-    excluded = stmt.excluded
+    values = {
+        "action_id": action_id,
+        "event": event,
+        "host": host,
+        "start_time": start or now,
+        "finish_time": now if result is not None else None,
+        "result": result,
+        "traceback": traceback,
+    }
     session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[InstanceActionEvent.action_id, InstanceActionEvent.event],
-            set_={
-                "host": excluded.host,
-                "finish_time": excluded.finish_time,
-                "result": excluded.result,
-                "traceback": excluded.traceback,
-            },
-        )
+        _event_upsert(session.get_bind().dialect.name),
+        {f"b_{k}": v for k, v in values.items()},
     )
+
+
+@functools.cache
+def _finish_action(error: bool) -> Any:
+    table = InstanceAction.metadata.tables[InstanceAction.__tablename__]
+    values: dict[str, Any] = {"finish_time": bindparam("b_now")}
+    if error:
+        values["message"] = "Error"
+    return update(table).where(table.c.id == bindparam("b_action_id")).values(values)
 
 
 def finish_action(session: Session, action_id: int, *, error: bool = False) -> None:
     """Mark an action finished; Nova's action says "Error" once any event failed."""
-    values: dict[str, object] = {"finish_time": utcnow()}
-    if error:
-        values["message"] = "Error"
-    session.execute(
-        update(InstanceAction)
-        .where(InstanceAction.id == action_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_finish_action(error), {"b_action_id": action_id, "b_now": utcnow()})
 
 
 def add_fault(

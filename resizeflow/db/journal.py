@@ -8,10 +8,25 @@ transiently, a retry is queued), ``done``, ``failed`` (failed for good) and
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, not_, or_, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    not_,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from resizeflow.db.models import Migration, StepJournal, utcnow
@@ -104,6 +119,51 @@ class Claim:
     instance_uuid: str | None
 
 
+@functools.cache
+def _claim_statement() -> Any:
+    # Built once: constructing this statement costs more CPU than running it.
+    j = StepJournal
+    now = bindparam("b_now", type_=DateTime())
+    worker = bindparam("b_worker", type_=String())
+    node_prefix = bindparam("b_node_prefix", type_=String())
+    not_superseded = or_(
+        j.worker.is_(None),
+        func.substr(j.worker, 1, func.length(node_prefix)) != node_prefix,
+        j.worker == worker,
+    )
+    live = and_(
+        j.status == RUNNING,
+        j.lease_expires_at.is_not(None),
+        j.lease_expires_at > now,
+        not_superseded,
+    )
+    takes = and_(j.status.in_([PENDING, RETRYING, RUNNING]), not_(live))
+
+    def when_taken(value: object, otherwise: object) -> object:
+        return case((takes, value), else_=otherwise)
+
+    return (
+        update(j)
+        .where(j.migration_id == bindparam("b_migration_id"), j.step == bindparam("b_step"))
+        .values(
+            deliveries=j.deliveries + 1,
+            status=when_taken(RUNNING, j.status),
+            attempts=j.attempts + when_taken(1, 0),
+            worker=when_taken(worker, j.worker),
+            started_at=when_taken(func.coalesce(j.started_at, now), j.started_at),
+            heartbeat_at=when_taken(now, j.heartbeat_at),
+            lease_expires_at=when_taken(
+                bindparam("b_lease_until", type_=DateTime()), j.lease_expires_at
+            ),
+        )
+        .returning(
+            j.status,
+            j.request_id,
+            select(Migration.instance_uuid).where(Migration.id == j.migration_id).scalar_subquery(),
+        )
+    )
+
+
 def claim(
     conn: Connection, migration_id: int, step: str, worker: str, lease: float
 ) -> Claim | None:
@@ -120,43 +180,17 @@ def claim(
     The SET expressions all read the row as it was before the update.
     """
     now = utcnow()
-    j = StepJournal
-    node = worker.rpartition("/")[0]
-    not_superseded = or_(
-        j.worker.is_(None),
-        not_(j.worker.startswith(node + "/", autoescape=True)),
-        j.worker == worker,
-    )
-    live = and_(
-        j.status == RUNNING,
-        j.lease_expires_at.is_not(None),
-        j.lease_expires_at > now,
-        not_superseded,
-    )
-    takes = and_(j.status.in_([PENDING, RETRYING, RUNNING]), not_(live))
-
-    def when_taken(value: object, otherwise: object) -> object:
-        return case((takes, value), else_=otherwise)
-
-    stmt = (
-        update(j)
-        .where(j.migration_id == migration_id, j.step == step)
-        .values(
-            deliveries=j.deliveries + 1,
-            status=when_taken(RUNNING, j.status),
-            attempts=j.attempts + when_taken(1, 0),
-            worker=when_taken(worker, j.worker),
-            started_at=when_taken(func.coalesce(j.started_at, now), j.started_at),
-            heartbeat_at=when_taken(now, j.heartbeat_at),
-            lease_expires_at=when_taken(now + dt.timedelta(seconds=lease), j.lease_expires_at),
-        )
-        .returning(
-            j.status,
-            j.request_id,
-            select(Migration.instance_uuid).where(Migration.id == j.migration_id).scalar_subquery(),
-        )
-    )
-    row = conn.execute(stmt).one_or_none()
+    row = conn.execute(
+        _claim_statement(),
+        {
+            "b_migration_id": migration_id,
+            "b_step": step,
+            "b_now": now,
+            "b_worker": worker,
+            "b_node_prefix": worker.rpartition("/")[0] + "/",
+            "b_lease_until": now + dt.timedelta(seconds=lease),
+        },
+    ).one_or_none()
     return None if row is None else Claim(*row)
 
 
