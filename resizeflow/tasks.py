@@ -169,17 +169,7 @@ def _run_locked(
             failpoints.check(rt.settings.failpoints_file, name, ctx.instance.uuid)
             fn(ctx)
             journal.finish(row)
-            if row.action_id is not None:
-                db.record_event(
-                    s,
-                    row.action_id,
-                    journal.event_name(name),
-                    host=rt.host,
-                    start=row.started_at,
-                    result="Success",
-                )
-                if last:
-                    db.finish_action(s, row.action_id)
+            _step_event(s, rt, row, result="Success", ends_action=last)
     except errors.WorkflowAborted as exc:
         log.warning("%s", exc.message)
         with rt.db.transaction() as s:
@@ -194,6 +184,31 @@ def _run_locked(
     log.info("step %s done for migration %s on %s", name, migration_id, rt.host)
     _publish(rt, ctx.notifications)
     return migration_id
+
+
+def _step_event(
+    session: Any,
+    rt: HostRuntime,
+    row: StepJournal,
+    *,
+    result: str | None,
+    traceback: str | None = None,
+    ends_action: bool = False,
+) -> None:
+    """Write the step's action event; the flow's last step or a final failure ends the action."""
+    if row.action_id is None:
+        return
+    db.record_event(
+        session,
+        row.action_id,
+        journal.event_name(row.step),
+        host=rt.host,
+        start=row.started_at,
+        result=result,
+        traceback=traceback,
+    )
+    if ends_action:
+        db.finish_action(session, row.action_id, error=result == "Error")
 
 
 def _publish(rt: HostRuntime, notes: list[Notification]) -> None:
@@ -257,19 +272,9 @@ def _record_failure(
             log.info("step %s for migration %s was done by another copy", name, migration_id)
             raise Ignore()
         journal.fail(row, f"{type(exc).__name__}: {exc}", final=final)
-        if row.action_id is not None:
-            # A step waiting for its retry shows as an event in progress.
-            db.record_event(
-                s,
-                row.action_id,
-                journal.event_name(name),
-                host=rt.host,
-                start=row.started_at,
-                result="Error" if final else None,
-                traceback=details if final else None,
-            )
-            if final:
-                db.finish_action(s, row.action_id, error=True)
+        # A step waiting for its retry shows as an event in progress.
+        result, tb = ("Error", details) if final else (None, None)
+        _step_event(s, rt, row, result=result, traceback=tb, ends_action=final)
         if ctx is not None:
             inst, mig = ctx.instance, ctx.migration
             row.restore = {

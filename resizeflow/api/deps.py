@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader
 
 from resizeflow.api import microversion
@@ -16,6 +16,10 @@ from resizeflow.compute.flavors import FlavorAdmin
 from resizeflow.compute.policy import RequestContext, new_request_id
 from resizeflow.compute.queries import Queries
 from resizeflow.compute.workflow_admin import WorkflowAdmin
+
+# Query parameters the list routes share.
+QueryText = Annotated[str | None, Query(max_length=255)]
+QueryLimit = Annotated[int | None, Query(ge=0, le=1000)]
 
 token_header = APIKeyHeader(name="X-Auth-Token", auto_error=False, scheme_name="token")
 

@@ -8,25 +8,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from resizeflow.api import views
-from resizeflow.api.deps import Base, Ctx, Svc
+from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc
 from resizeflow.api.schemas import FlavorCreateBody
 from resizeflow.compute.policy import RequestContext
 from resizeflow.compute.queries import FlavorInfo
 
 router = APIRouter(prefix="/flavors", tags=["flavors"])
-Filter = Annotated[str | None, Query(max_length=255)]
 MinValue = Annotated[int | None, Query(ge=0)]
-Limit = Annotated[int | None, Query(ge=0, le=1000)]
 
 
 @dataclass
 class FlavorFilters:
     """The query parameters both flavor lists take (Nova's names)."""
 
-    is_public: Filter = None
+    is_public: QueryText = None
     minRam: MinValue = None
     minDisk: MinValue = None
-    limit: Limit = None
+    limit: QueryLimit = None
 
 
 Filters = Annotated[FlavorFilters, Depends()]

@@ -6,11 +6,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from resizeflow import errors
 from resizeflow.api import views
-from resizeflow.api.deps import Base, Ctx, Svc, Ver, set_action
+from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc, Ver, set_action
 from resizeflow.api.faults import HTTPFault
 from resizeflow.api.microversion import Version
 from resizeflow.api.schemas import ServerCreate, ServerCreateBody
@@ -40,21 +40,17 @@ def is_all_tenants(raw: str | None) -> bool:
     raise HTTPFault(400, f"Invalid value '{raw}' for all_tenants: must be a boolean")
 
 
-ListFilter = Annotated[str | None, Query(max_length=255)]
-Limit = Annotated[int | None, Query(ge=0, le=1000)]
-
-
 @dataclass
 class ServerFilters:
     """The query parameters both server lists take."""
 
-    all_tenants: ListFilter = None
-    status: ListFilter = None
-    name: ListFilter = None
-    host: ListFilter = None
-    project_id: ListFilter = None
-    limit: Limit = None
-    marker: ListFilter = None
+    all_tenants: QueryText = None
+    status: QueryText = None
+    name: QueryText = None
+    host: QueryText = None
+    project_id: QueryText = None
+    limit: QueryLimit = None
+    marker: QueryText = None
 
 
 Filters = Annotated[ServerFilters, Depends()]
