@@ -59,3 +59,34 @@ def test_bench_runs_every_phase(tmp_path: Path) -> None:
     out = io.StringIO()
     report.print_report(Console(file=out, width=120), results)
     assert "targets" in out.getvalue()
+
+
+def test_profile_summary_ranks_our_functions_below_celery(tmp_path: Path) -> None:
+    site = "/venv/lib/python3.11/site-packages"
+    entry = "<module> (/src/resizeflow/__main__.py);run (/src/resizeflow/worker.py:9)"
+    loop = f"{entry};Hub.create_loop ({site}/kombu/asynchronous/hub.py:1)"
+    task = (
+        f"_worker (/usr/lib/python3.11/concurrent/futures/thread.py:2);"
+        f"trace_task ({site}/celery/app/trace.py:3);run_step (/src/resizeflow/tasks.py:4)"
+    )
+    raw = tmp_path / "gil.txt"
+    raw.write_text(
+        f"{loop} 30\n"
+        f"{task};claim (/src/resizeflow/db/journal.py:5) 20\n"
+        f"{task};execute ({site}/sqlalchemy/orm/session.py:6) 50\n"
+    )
+    from resizeflow.bench.profile import summarize
+
+    summary = summarize(raw)
+    assert summary["samples"] == 100
+    ours = {r["function"]: r["pct"] for r in summary["resizeflow"]}
+    # The entry point and the worker loop around Celery are not the steps' time.
+    assert ours == {
+        "run_step (resizeflow/tasks.py)": 70.0,
+        "claim (resizeflow/db/journal.py)": 20.0,
+    }
+    assert {r["function"]: r["pct"] for r in summary["packages"]} == {
+        "kombu": 30.0,
+        "resizeflow": 20.0,
+        "sqlalchemy": 50.0,
+    }

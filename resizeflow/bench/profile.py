@@ -82,9 +82,14 @@ def _name(frame: str) -> tuple[str, str]:
 
 
 def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
-    """Top functions by self and by inclusive share of the sampled busy time."""
+    """Top functions by self and by inclusive share of the sampled busy time.
+
+    ``resizeflow`` ranks the project's own functions by inclusive share: where
+    the step runner's time goes, below Celery's tracer.
+    """
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    ours: Counter[str] = Counter()  # inclusive, resizeflow's own functions only
     packages: Counter[str] = Counter()
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
@@ -100,15 +105,21 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
         packages[named[-1][1]] += n
         for name in {f for f, _ in named}:
             incl[name] += n
+        # The main thread's stack starts in resizeflow's entry point, around
+        # Celery's consumer loop: only what Celery calls counts.
+        entry = next((i for i, (_, pkg) in enumerate(named) if pkg == "celery"), len(named))
+        for name in {f for f, pkg in named[entry:] if pkg == "resizeflow"}:
+            ours[name] += n
 
     def ranked(c: Counter[str]) -> list[dict[str, Any]]:
         return [{"function": k, "pct": round(100.0 * v / total, 1)} for k, v in c.most_common(top)]
 
     if not total:
-        return {"samples": 0, "self": [], "inclusive": [], "packages": []}
+        return {"samples": 0, "self": [], "inclusive": [], "resizeflow": [], "packages": []}
     return {
         "samples": total,
         "self": ranked(own),
         "inclusive": ranked(incl),
+        "resizeflow": ranked(ours),
         "packages": ranked(packages),
     }

@@ -188,6 +188,12 @@ def _profile(console: Console, results: dict[str, Any]) -> None:
         pk = ", ".join(f"{r['function']} {r['pct']:.0f}%" for r in prof[kind]["packages"][:6])
         t.caption = f"by package: {pk}"
         console.print(t)
+    gil = prof.get("gil", {})
+    if gil.get("resizeflow"):
+        t = _table("resizeflow's own functions, CPU, % of samples (inclusive)", "function", "%")
+        for row in gil["resizeflow"][:12]:
+            t.add_row(row["function"], f"{row['pct']:.1f}")
+        console.print(t)
 
 
 def print_report(console: Console, results: dict[str, Any]) -> None:
