@@ -73,8 +73,8 @@ def _lock_statement() -> Any:
         .join(Migration, Migration.instance_uuid == Instance.uuid)
         .join(StepJournal, StepJournal.migration_id == Migration.id)
         .where(
-            Migration.id == bindparam("migration_id"),
-            StepJournal.step == bindparam("step"),
+            Migration.id == bindparam("b_migration_id"),
+            StepJournal.step == bindparam("b_step"),
             Instance.deleted.is_(False),
         )
         .with_for_update()
@@ -90,7 +90,7 @@ def _lock_rows(rt: HostRuntime, session: Any, migration_id: int, name: str) -> S
     never deadlocks with them.
     """
     found = session.execute(
-        _lock_statement(), {"migration_id": migration_id, "step": name}
+        _lock_statement(), {"b_migration_id": migration_id, "b_step": name}
     ).one_or_none()
     if found is None:
         # Which row is missing decides the error; the lookups raise it.

@@ -137,6 +137,19 @@ class Heartbeat(threading.Thread):
         self.answered = False
         self.started = time.monotonic()
         self.startup_grace = max(60.0, 10 * self.settings.report_interval)
+        # Celery's control mailbox, but without a producer pool (see consumer_alive).
+        self.mailbox = (
+            None
+            if app is None
+            else Mailbox(
+                app.conf.control_exchange,
+                type="fanout",
+                accept=app.conf.accept_content,
+                serializer=app.conf.task_serializer,
+                reply_queue_ttl=app.conf.control_queue_ttl,
+                reply_queue_expires=app.conf.control_queue_expires,
+            )
+        )
 
     def beat(self) -> None:
         with self.db.transaction() as s:
@@ -147,24 +160,15 @@ class Heartbeat(threading.Thread):
 
     def consumer_alive(self) -> bool:
         assert self.app is not None
-        conf = self.app.conf
-        # NOTE: a fresh connection and a mailbox without a producer pool, for
-        # every ping. kombu pools connections and producers per broker URL
-        # for the whole process, so the app's pools are the worker's own too:
-        # a stale pooled connection after a broker restart must not make the
-        # ping fail, and closing those pools would leave the worker unable to
-        # publish anything ("Acquire on closed pool").
-        mailbox = Mailbox(
-            conf.control_exchange,
-            type="fanout",
-            accept=conf.accept_content,
-            serializer=conf.task_serializer,
-            reply_queue_ttl=conf.control_queue_ttl,
-            reply_queue_expires=conf.control_queue_expires,
-        )
+        assert self.mailbox is not None
+        # NOTE: a fresh connection for every ping. kombu pools connections and
+        # producers per broker URL for the whole process, so the app's pools
+        # are the worker's own too: a stale pooled connection after a broker
+        # restart must not make the ping fail, and closing those pools would
+        # leave the worker unable to publish anything ("Acquire on closed pool").
         try:
             with self.app.connection_for_write() as conn:
-                bound: Any = mailbox(conn)  # kombu's stubs call this a Node; it is a Mailbox
+                bound: Any = self.mailbox(conn)  # kombu's stubs call this a Node; it is a Mailbox
                 return bool(bound.call([nodename(self.settings)], "ping", timeout=2.0))
         except Exception:  # a broker that is down is also "no answer"
             return False
