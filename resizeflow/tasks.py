@@ -168,8 +168,7 @@ def _run_locked(
                 raise errors.WorkflowAborted(migration_id=migration_id, status="error", step=name)
             failpoints.check(rt.settings.failpoints_file, name, ctx.instance.uuid)
             fn(ctx)
-            journal.finish(row)
-            _step_event(s, rt, row, result="Success", ends_action=last)
+            journal.finish(s, row, host=rt.host, ends_action=last)
     except errors.WorkflowAborted as exc:
         log.warning("%s", exc.message)
         with rt.db.transaction() as s:
@@ -186,7 +185,7 @@ def _run_locked(
     return migration_id
 
 
-def _step_event(
+def _failure_event(
     session: Any,
     rt: HostRuntime,
     row: StepJournal,
@@ -195,7 +194,7 @@ def _step_event(
     traceback: str | None = None,
     ends_action: bool = False,
 ) -> None:
-    """Write the step's action event; the flow's last step or a final failure ends the action."""
+    """Write a failed step's action event; a final failure ends the action."""
     if row.action_id is None:
         return
     db.record_event(
@@ -274,7 +273,7 @@ def _record_failure(
         journal.fail(row, f"{type(exc).__name__}: {exc}", final=final)
         # A step waiting for its retry shows as an event in progress.
         result, tb = ("Error", details) if final else (None, None)
-        _step_event(s, rt, row, result=result, traceback=tb, ends_action=final)
+        _failure_event(s, rt, row, result=result, traceback=tb, ends_action=final)
         if ctx is not None:
             inst, mig = ctx.instance, ctx.migration
             row.restore = {

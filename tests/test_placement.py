@@ -1,4 +1,4 @@
-"""SqlPlacement and SqlQuota on a real, upgraded SQLite database."""
+"""SqlPlacement and SqlQuota on real, upgraded SQLite and PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from resizeflow.drivers.placement import SqlPlacement
 from resizeflow.drivers.quota import SqlQuota
 from resizeflow.errors import ClaimFailed, ComputeHostNotFound, OverQuota
 from resizeflow.states import MigrationStatus, VmState
+from tests.conftest import require
 from tests.invariants import allocation_violations
+from tests.stack import PG_ADMIN_URL, create_pg_database, drop_pg_database
 
 # Capacity with ratios: 2 vcpus * 2.0 = 4, 4096 MB * 1.5 = 6144, 100 GB * 1.0 = 100.
 N1, N2 = NodeRef("h1", "node-1"), NodeRef("h2", "node-2")
@@ -26,26 +28,34 @@ TINY = Resources(vcpus=1, memory_mb=512, disk_gb=1)
 FLAVOR = {"id": 1, "vcpus": 2, "memory_mb": 4096, "root_gb": 40}
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'rf.sqlite'}")
-    upgrade(database)
-    with database.transaction() as s:
-        for ref in (N1, N2):
-            s.add(
-                ComputeNode(
-                    host=ref.host,
-                    node=ref.node,
-                    vcpus=2,
-                    memory_mb=4096,
-                    local_gb=100,
-                    cpu_allocation_ratio=2.0,
-                    ram_allocation_ratio=1.5,
-                    disk_allocation_ratio=1.0,
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path / 'rf.sqlite'}"
+    if request.param == "postgresql":
+        require(PG_ADMIN_URL, 5432, "PostgreSQL")
+        url = create_pg_database()
+    database = Database(url)
+    try:
+        upgrade(database)
+        with database.transaction() as s:
+            for ref in (N1, N2):
+                s.add(
+                    ComputeNode(
+                        host=ref.host,
+                        node=ref.node,
+                        vcpus=2,
+                        memory_mb=4096,
+                        local_gb=100,
+                        cpu_allocation_ratio=2.0,
+                        ram_allocation_ratio=1.5,
+                        disk_allocation_ratio=1.0,
+                    )
                 )
-            )
-    yield database
-    database.dispose()
+        yield database
+    finally:
+        database.dispose()
+        if request.param == "postgresql":
+            drop_pg_database(url)
 
 
 def add_instance(db: Database, project: str = "p1", flavor: dict[str, int] = FLAVOR) -> str:
@@ -203,9 +213,27 @@ def test_release_everywhere(db: Database) -> None:
     assert allocation_violations(db) == []
 
 
+def test_claim_release_claim_in_one_transaction(db: Database) -> None:
+    # The release's UPDATE must keep the node row the claim loaded in step,
+    # or the second claim would count the first one's usage twice.
+    inst, other = add_instance(db), add_instance(db)
+    with db.transaction() as s:
+        p = SqlPlacement(s)
+        p.claim(inst, N1, SMALL)
+        p.release(inst, N1)
+        p.claim(other, N1, TINY)
+    assert usage(db, N1) == (1, 512, 1)
+    assert held(db, inst) == {}
+    assert allocation_violations(db) == []
+
+
 def test_unknown_node(db: Database) -> None:
     with db.transaction() as s, pytest.raises(ComputeHostNotFound):
         SqlPlacement(s).claim("c", NodeRef("nope", "nope"), TINY)
+    with db.transaction() as s, pytest.raises(ComputeHostNotFound):
+        SqlPlacement(s).move("a", "b", NodeRef("nope", "nope"))
+    with db.transaction() as s, pytest.raises(ComputeHostNotFound):
+        SqlPlacement(s).lock(N1, NodeRef("nope", "nope"))
 
 
 # -- quota ---------------------------------------------------------------------

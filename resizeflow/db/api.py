@@ -157,8 +157,11 @@ _EVENT_COLUMNS = ("action_id", "event", "host", "start_time", "finish_time", "re
 
 
 @functools.cache
-def _event_upsert(dialect: str) -> Any:
-    # Built once per dialect: the steps run it on every success.
+def event_upsert(dialect: str) -> Any:
+    """Insert an action event, or update it on a retry; built once per dialect.
+
+    Its parameters are ``b_<column>``; :func:`event_params` fills them.
+    """
     upsert = pg_insert if dialect == "postgresql" else sqlite_insert
     table = InstanceActionEvent.metadata.tables[InstanceActionEvent.__tablename__]
     stmt = upsert(table).values({c: bindparam(f"b_{c}") for c in _EVENT_COLUMNS})
@@ -166,6 +169,31 @@ def _event_upsert(dialect: str) -> Any:
         index_elements=[table.c.action_id, table.c.event],
         set_={c: stmt.excluded[c] for c in ("host", "finish_time", "result", "traceback")},
     )
+
+
+def event_params(
+    action_id: int,
+    event: str,
+    *,
+    host: str,
+    start: dt.datetime | None,
+    result: str | None,
+    traceback: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The parameters of :func:`event_upsert`. A retry keeps the event's first
+    start time, as Nova's event does; an event without a result is in progress."""
+    now = now or utcnow()
+    values = {
+        "action_id": action_id,
+        "event": event,
+        "host": host,
+        "start_time": start or now,
+        "finish_time": now if result is not None else None,
+        "result": result,
+        "traceback": traceback,
+    }
+    return {f"b_{k}": v for k, v in values.items()}
 
 
 def record_event(
@@ -178,28 +206,16 @@ def record_event(
     result: str | None,
     traceback: str | None = None,
 ) -> None:
-    """Write a step's action event in one statement: insert it, or update it on a retry.
-
-    A retry keeps the event's first start time, as Nova's event does.
-    """
-    now = utcnow()
-    values = {
-        "action_id": action_id,
-        "event": event,
-        "host": host,
-        "start_time": start or now,
-        "finish_time": now if result is not None else None,
-        "result": result,
-        "traceback": traceback,
-    }
-    session.execute(
-        _event_upsert(session.get_bind().dialect.name),
-        {f"b_{k}": v for k, v in values.items()},
+    """Write a step's action event in one statement: insert it, or update it on a retry."""
+    params = event_params(
+        action_id, event, host=host, start=start, result=result, traceback=traceback
     )
+    session.execute(event_upsert(session.get_bind().dialect.name), params)
 
 
 @functools.cache
-def _finish_action(error: bool) -> Any:
+def finish_action_statement(error: bool) -> Any:
+    """Mark action ``b_action_id`` finished at ``b_now``; built once per outcome."""
     table = InstanceAction.metadata.tables[InstanceAction.__tablename__]
     values: dict[str, Any] = {"finish_time": bindparam("b_now")}
     if error:
@@ -209,7 +225,7 @@ def _finish_action(error: bool) -> Any:
 
 def finish_action(session: Session, action_id: int, *, error: bool = False) -> None:
     """Mark an action finished; Nova's action says "Error" once any event failed."""
-    session.execute(_finish_action(error), {"b_action_id": action_id, "b_now": utcnow()})
+    session.execute(finish_action_statement(error), {"b_action_id": action_id, "b_now": utcnow()})
 
 
 def add_fault(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -28,7 +29,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
+from resizeflow.db import api as db
 from resizeflow.db.models import Migration, StepJournal, utcnow
 
 PENDING, RUNNING, RETRYING, DONE, FAILED = "pending", "running", "retrying", "done", "failed"
@@ -137,7 +140,9 @@ def _claim_statement() -> Any:
         j.lease_expires_at > now,
         not_superseded,
     )
-    takes = and_(j.status.in_([PENDING, RETRYING, RUNNING]), not_(live))
+    # Fixed parameters, not an expanding IN list, which is re-rendered on every run.
+    takeable = [literal(status, String()) for status in (PENDING, RETRYING, RUNNING)]
+    takes = and_(j.status.in_(takeable), not_(live))
 
     def when_taken(value: object, otherwise: object) -> object:
         return case((takes, value), else_=otherwise)
@@ -219,12 +224,65 @@ def renew_leases(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def finish(row: StepJournal) -> None:
-    row.status = DONE
-    row.applied += 1
-    row.finished_at = utcnow()
-    row.last_error = None
-    row.lease_expires_at = None
+@functools.cache
+def _finish_statement(dialect: str, event: bool, ends_action: bool) -> Any:
+    """The journal row's ``done``, on PostgreSQL joined with the step's writes to
+    its action (the event, and the action's end) as CTEs of one statement."""
+    table = StepJournal.metadata.tables[StepJournal.__tablename__]
+    done = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(
+            status=DONE,
+            applied=table.c.applied + 1,
+            finished_at=bindparam("b_now"),
+            last_error=None,
+            lease_expires_at=None,
+        )
+    )
+    if not event or dialect != "postgresql":
+        return done
+    ctes = [done.cte("step_done")]
+    if ends_action:
+        ctes.append(db.finish_action_statement(False).cte("action_done"))
+    return db.event_upsert(dialect).add_cte(*ctes)
+
+
+def finish(session: Session, row: StepJournal, *, host: str, ends_action: bool) -> None:
+    """Mark the step done and write its action event; the flow's last step ends the action.
+
+    On PostgreSQL that is one statement, and one round trip, for every step.
+    SQLite has no data-modifying CTEs and runs the same writes one by one.
+    The ORM's copy of ``row`` is brought up to date without being flushed again.
+    """
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    event = row.action_id is not None
+    params: dict[str, Any] = {"b_id": row.id, "b_now": now}
+    if row.action_id is not None:
+        params.update(
+            db.event_params(
+                row.action_id,
+                event_name(row.step),
+                host=host,
+                start=row.started_at,
+                result="Success",
+                now=now,
+            )
+        )
+    session.execute(_finish_statement(dialect, event, ends_action), params)
+    if dialect != "postgresql" and row.action_id is not None:
+        session.execute(db.event_upsert(dialect), params)
+        if ends_action:
+            session.execute(db.finish_action_statement(False), params)
+    for key, value in (
+        ("status", DONE),
+        ("applied", row.applied + 1),
+        ("finished_at", now),
+        ("last_error", None),
+        ("lease_expires_at", None),
+    ):
+        set_committed_value(row, key, value)
 
 
 def fail(row: StepJournal, error: str, *, final: bool) -> None:

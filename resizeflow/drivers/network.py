@@ -53,11 +53,14 @@ class SqlNetwork:
                 self.session.add(PortBinding(port_id=port_id, host=host, status="ACTIVE"))
 
     def teardown_networks_on_host(self, instance_uuid: str, host: str) -> None:
-        ports = self._ports(instance_uuid)
-        if ports:
-            self.session.execute(
-                delete(PortBinding).where(PortBinding.port_id.in_(ports), PortBinding.host == host)
+        self.session.execute(
+            delete(PortBinding)
+            .where(
+                PortBinding.host == host,
+                PortBinding.port_id.in_(select(Port.id).where(Port.instance_uuid == instance_uuid)),
             )
+            .execution_options(synchronize_session=False)
+        )
 
     def deallocate_for_instance(self, instance_uuid: str) -> None:
         ports = self._ports(instance_uuid)

@@ -2,12 +2,19 @@
 
 A node's ``*_used`` columns always equal the sum of the allocations on it: every
 change here updates both together, so a failed step rolls both back at once.
+
+Every transaction that touches a consumer's allocations holds that consumer's
+instance row locked first (the steps lock it, and so does the service layer),
+so two of them never work on the same allocation rows at once. What they can
+share is a node row, and each locks a node once: a claim, which must see the
+node's usage before it adds to it, locks it up front (several in id order);
+a release locks it last, with the one ``UPDATE`` that gives the usage back.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import ScalarSelect, delete, exists, insert, select, tuple_, update
+from sqlalchemy.orm import Session, aliased
 
 from resizeflow import errors
 from resizeflow.db import api as db
@@ -25,18 +32,35 @@ def _free(node: ComputeNode) -> dict[str, float]:
     }
 
 
+def _node_id(ref: NodeRef) -> ScalarSelect[int]:
+    return (
+        select(ComputeNode.id)
+        .where(ComputeNode.host == ref.host, ComputeNode.node == ref.node)
+        .scalar_subquery()
+    )
+
+
 class SqlPlacement:
     def __init__(self, session: Session) -> None:
         self.session = session
+        # Nodes locked in this transaction: a lock is held until it ends, so
+        # a second claim on the same node need not ask for it again.
+        self._locked: dict[tuple[str, str], ComputeNode] = {}
 
     def _node(self, ref: NodeRef) -> ComputeNode:
-        return db.get_node(self.session, ref.host, ref.node, lock=True)
+        row = self._locked.get((ref.host, ref.node))
+        if row is None:
+            row = db.get_node(self.session, ref.host, ref.node, lock=True)
+            self._locked[(row.host, row.node)] = row
+        return row
 
-    def _held(self, consumer: str, node: ComputeNode) -> list[Allocation]:
-        return list(
-            self.session.scalars(
-                select(Allocation).where(
-                    Allocation.consumer_uuid == consumer, Allocation.node_id == node.id
+    def _holds(self, consumer: str, node_id: int) -> bool:
+        return bool(
+            self.session.scalar(
+                select(
+                    exists().where(
+                        Allocation.consumer_uuid == consumer, Allocation.node_id == node_id
+                    )
                 )
             )
         )
@@ -47,14 +71,17 @@ class SqlPlacement:
         NOTE: a resize touches its source and its dest node; two resizes going
         opposite ways would deadlock if each locked its own source first.
         """
-        keys = {(r.host, r.node) for r in refs}
+        keys = {(r.host, r.node) for r in refs} - self._locked.keys()
+        if not keys:
+            return
         rows = self.session.scalars(
             select(ComputeNode)
             .where(tuple_(ComputeNode.host, ComputeNode.node).in_(sorted(keys)))
             .order_by(ComputeNode.id)
             .with_for_update()
         ).all()
-        missing = keys - {(n.host, n.node) for n in rows}
+        self._locked.update({(n.host, n.node): n for n in rows})
+        missing = keys - self._locked.keys()
         if missing:
             raise errors.ComputeHostNotFound(host=sorted(missing)[0][0])
 
@@ -64,49 +91,78 @@ class SqlPlacement:
 
     def claim(self, consumer: str, node: NodeRef, resources: Resources) -> None:
         row = self._node(node)
-        if self._held(consumer, row):
+        if self._holds(consumer, row.id):
             return  # already claimed: a redelivered step must not claim twice
         free = _free(row)
-        short = [rc for rc, amount in resources.as_classes().items() if free[rc] < amount]
+        wanted = resources.as_classes()
+        short = [rc for rc, amount in wanted.items() if free[rc] < amount]
         if short:
             raise errors.ClaimFailed(node=node.node, reason=f"not enough {', '.join(short)}")
-        for rc, amount in resources.as_classes().items():
-            self.session.add(
-                Allocation(consumer_uuid=consumer, node_id=row.id, resource_class=rc, used=amount)
-            )
+        self.session.execute(
+            insert(Allocation),
+            [
+                {"consumer_uuid": consumer, "node_id": row.id, "resource_class": rc, "used": n}
+                for rc, n in wanted.items()
+            ],
+        )
+        for rc, amount in wanted.items():
             setattr(row, _USED[rc], getattr(row, _USED[rc]) + amount)
 
     def move(self, source_consumer: str, target_consumer: str, node: NodeRef) -> None:
-        row = self._node(node)
-        held = self._held(source_consumer, row)
-        if held and self._held(target_consumer, row):
+        """Hand ``source_consumer``'s allocations on ``node`` to ``target_consumer``.
+
+        The node's usage does not change, so its row is not locked. A source
+        that holds nothing there (a redelivered step) is a no-op.
+        """
+        theirs = aliased(Allocation)
+        moved = self.session.execute(
+            update(Allocation)
+            .where(
+                Allocation.consumer_uuid == source_consumer,
+                Allocation.node_id == _node_id(node),
+                ~exists().where(
+                    theirs.consumer_uuid == target_consumer,
+                    theirs.node_id == Allocation.node_id,
+                ),
+            )
+            .values(consumer_uuid=target_consumer)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount:  # type: ignore[attr-defined]
+            return
+        node_id = self._node(node).id  # an unknown node is an error, not "nothing held"
+        if self._holds(source_consumer, node_id):
             raise errors.ClaimFailed(
                 node=node.node, reason=f"{target_consumer} already holds an allocation"
             )
-        for alloc in held:
-            alloc.consumer_uuid = target_consumer
 
     def release(self, consumer: str, node: NodeRef) -> None:
-        row = self._node(node)
-        for alloc in self._held(consumer, row):
-            setattr(
-                row,
-                _USED[alloc.resource_class],
-                getattr(row, _USED[alloc.resource_class]) - alloc.used,
-            )
+        """Free what ``consumer`` holds on ``node``; releasing nothing is a no-op."""
+        freed = self.session.execute(
+            delete(Allocation)
+            .where(Allocation.consumer_uuid == consumer, Allocation.node_id == _node_id(node))
+            .returning(Allocation.resource_class, Allocation.used)
+            .execution_options(synchronize_session=False)
+        ).all()
+        if not freed:
+            return
+        give_back = {_USED[rc]: getattr(ComputeNode, _USED[rc]) - used for rc, used in freed}
         self.session.execute(
-            delete(Allocation).where(
-                Allocation.consumer_uuid == consumer, Allocation.node_id == row.id
-            )
+            update(ComputeNode)
+            .where(ComputeNode.host == node.host, ComputeNode.node == node.node)
+            .values(give_back)
+            # Keeps a node row this session loaded (a claim's) in step with the database.
+            .execution_options(synchronize_session="evaluate")
         )
 
     def release_everywhere(self, consumer: str) -> None:
-        nodes = self.session.scalars(
-            select(ComputeNode)
+        # In id order, as lock() takes nodes.
+        nodes = self.session.execute(
+            select(ComputeNode.id, ComputeNode.host, ComputeNode.node)
             .join(Allocation, Allocation.node_id == ComputeNode.id)
             .where(Allocation.consumer_uuid == consumer)
             .distinct()
             .order_by(ComputeNode.id)
         ).all()
-        for node in nodes:
-            self.release(consumer, NodeRef(node.host, node.node))
+        for _id, host, node in nodes:
+            self.release(consumer, NodeRef(host, node))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,8 +118,9 @@ class InstanceContext:
     def volumes(self) -> SqlVolumes:
         return SqlVolumes(self.session)
 
-    @property
+    @functools.cached_property
     def placement(self) -> SqlPlacement:
+        # One per step: it remembers the nodes it has locked in the transaction.
         return SqlPlacement(self.session)
 
     @property
