@@ -31,9 +31,11 @@ def prep_resize(ctx: StepContext) -> None:
 def resize_instance(ctx: StepContext) -> None:
     """Source host: power off, keep the old dir as ``<uuid>_resize``, copy the disk over."""
     inst, mig = ctx.instance, ctx.migration
+    # NOTE: rows are read before any of the step's own changes, so the ORM
+    # writes each changed row once, at commit, not once per query.
+    ctx.volumes.terminate_connections(inst.uuid, mig.source_compute)
     mig.status = check_migration(mig.status, M.MIGRATING)
     ctx.notify("resize.start")
-    ctx.volumes.terminate_connections(inst.uuid, mig.source_compute)
     assert inst.old_flavor is not None
     ctx.virt.migrate_disk_and_power_off(
         ctx.spec(inst.old_flavor), ctx.settings.instances_dir(mig.dest_compute)
@@ -47,10 +49,11 @@ def resize_instance(ctx: StepContext) -> None:
 def finish_resize(ctx: StepContext) -> None:
     """Dest host: bind networks and volumes here, start the domain at the new flavor."""
     inst, mig = ctx.instance, ctx.migration
-    inst.task_state = check_task(inst.task_state, T.RESIZE_FINISH)
-    ctx.notify("resize_finish.start")
+    # Bindings first: their queries then find no pending change to flush.
     ctx.network.setup_networks_on_host(inst.uuid, mig.dest_compute)
     ctx.volumes.initialize_connections(inst.uuid, mig.dest_compute)
+    inst.task_state = check_task(inst.task_state, T.RESIZE_FINISH)
+    ctx.notify("resize_finish.start")
     assert inst.new_flavor is not None
     inst.flavor = inst.new_flavor
     inst.host, inst.node = mig.dest_compute, mig.dest_node

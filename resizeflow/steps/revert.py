@@ -36,12 +36,14 @@ def drop_dest_claim(ctx: StepContext) -> None:
 def finish_revert(ctx: StepContext) -> None:
     """Source host: restore the old flavor, allocation, networks, volumes and domain."""
     inst, mig = ctx.instance, ctx.migration
-    assert inst.old_flavor is not None
-    inst.flavor = inst.old_flavor
-    inst.host, inst.node = mig.source_compute, mig.source_node
+    # Allocations and bindings first: their statements then find no pending
+    # change to the instance to flush, and the ORM writes it once, at commit.
     ctx.placement.move(mig.uuid, inst.uuid, ctx.source)
     ctx.network.setup_networks_on_host(inst.uuid, mig.source_compute)
     ctx.volumes.initialize_connections(inst.uuid, mig.source_compute)
+    assert inst.old_flavor is not None
+    inst.flavor = inst.old_flavor
+    inst.host, inst.node = mig.source_compute, mig.source_node
     stopped = inst.system_metadata.get("old_vm_state") == VmState.STOPPED.value
     ctx.virt.finish_revert_migration(ctx.spec(), power_on=not stopped)
     inst.power_state = ctx.virt.power_state(inst.uuid)
