@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from resizeflow.db.models import Port, PortBinding
@@ -15,6 +17,17 @@ from resizeflow.db.models import Port, PortBinding
 def _mac() -> str:
     # Locally administered unicast prefix, as Neutron's default base_mac.
     return "fa:16:3e:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
+
+
+@functools.cache
+def _teardown_statement() -> Any:
+    # Built once: both flows' first step runs it.
+    ports = select(Port.id).where(Port.instance_uuid == bindparam("b_instance"))
+    return (
+        delete(PortBinding)
+        .where(PortBinding.host == bindparam("b_host"), PortBinding.port_id.in_(ports))
+        .execution_options(synchronize_session=False)
+    )
 
 
 class SqlNetwork:
@@ -53,14 +66,7 @@ class SqlNetwork:
                 self.session.add(PortBinding(port_id=port_id, host=host, status="ACTIVE"))
 
     def teardown_networks_on_host(self, instance_uuid: str, host: str) -> None:
-        self.session.execute(
-            delete(PortBinding)
-            .where(
-                PortBinding.host == host,
-                PortBinding.port_id.in_(select(Port.id).where(Port.instance_uuid == instance_uuid)),
-            )
-            .execution_options(synchronize_session=False)
-        )
+        self.session.execute(_teardown_statement(), {"b_host": host, "b_instance": instance_uuid})
 
     def deallocate_for_instance(self, instance_uuid: str) -> None:
         ports = self._ports(instance_uuid)
