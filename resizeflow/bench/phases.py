@@ -55,17 +55,35 @@ def baseline(st: Stack, n: int, timeout: float, rounds: int = 2) -> dict[str, An
     return out
 
 
+# The flavor each round resizes to before its confirms, then before its
+# reverts: always up, since a resize may not shrink the disk, and a revert
+# leaves the server where it was. The profile pass resizes to m1.large after.
+THROUGHPUT_ROUNDS = ((("2", "confirm"), ("3", "revert")), (("3", "confirm"), ("4", "revert")))
+
+
 def throughput(st: Stack, n: int, base: dict[str, Any], timeout: float, log: Log) -> dict[str, Any]:
-    """``n`` confirms at once, then ``n`` reverts at once, against the baseline."""
+    """``n`` confirms at once, then ``n`` reverts at once, against the baseline.
+
+    Like the baseline, the best of two rounds counts, so that both sides of
+    the ratio had the same chances on a shared machine.
+    """
     servers = drive.create_servers(st, n, timeout)
+    tries: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for number, rounds in enumerate(THROUGHPUT_ROUNDS, 1):
+        for flavor, flow in rounds:
+            log(f"throughput, round {number}: resizing {n} servers, then {n} {flow}s at once")
+            drive.resize_all(st, servers, flavor, timeout)
+            tries[flow].append(rates(drive.finish(st, servers, flow, timeout), drive.STEPS[flow]))
     out: dict[str, Any] = {"servers": servers}
-    for flavor, flow in (("2", "confirm"), ("3", "revert")):
-        log(f"throughput: resizing {n} servers, then {n} {flow}s at once")
-        drive.resize_all(st, servers, flavor, timeout)
-        res = rates(drive.finish(st, servers, flow, timeout), drive.STEPS[flow])
+    for flow, results in tries.items():
+        best = max(results, key=lambda r: r["workflows_per_s"])
         bare = base[f"bare{drive.STEPS[flow]}"]
-        res["ratio_to_baseline"] = round(res["workflows_per_s"] / bare["workflows_per_s"], 3)
-        out[flow] = res
+        out[flow] = {
+            **best,
+            "rounds_workflows_per_s": [r["workflows_per_s"] for r in results],
+            "errors": sum(r["errors"] for r in results),
+            "ratio_to_baseline": round(best["workflows_per_s"] / bare["workflows_per_s"], 3),
+        }
     return out
 
 
@@ -139,7 +157,7 @@ def profile_pass(st: Stack, servers: list[str], prefix: Path, timeout: float) ->
     """
     raws: dict[str, list[Path]] = {"busy": [], "gil": []}
     errors: list[str] = []
-    for flavor, flow in (("4", "confirm"),):
+    for flavor, flow in (("4", "confirm"),):  # see THROUGHPUT_ROUNDS
         drive.resize_all(st, servers, flavor, timeout)
         recs = [
             (
