@@ -199,12 +199,14 @@ def _failure_event(
         return
     db.record_event(
         session,
-        row.action_id,
-        journal.event_name(row.step),
-        host=rt.host,
-        start=row.started_at,
-        result=result,
-        traceback=traceback,
+        db.event_params(
+            row.action_id,
+            journal.event_name(row.step),
+            host=rt.host,
+            start=row.started_at,
+            result=result,
+            traceback=traceback,
+        ),
     )
     if ends_action:
         db.finish_action(session, row.action_id, error=result == "Error")

@@ -196,20 +196,9 @@ def event_params(
     return {f"b_{k}": v for k, v in values.items()}
 
 
-def record_event(
-    session: Session,
-    action_id: int,
-    event: str,
-    *,
-    host: str,
-    start: dt.datetime | None,
-    result: str | None,
-    traceback: str | None = None,
-) -> None:
-    """Write a step's action event in one statement: insert it, or update it on a retry."""
-    params = event_params(
-        action_id, event, host=host, start=start, result=result, traceback=traceback
-    )
+def record_event(session: Session, params: dict[str, Any]) -> None:
+    """Write an action event (see :func:`event_params`) in one statement:
+    insert it, or update it on a retry."""
     session.execute(event_upsert(session.get_bind().dialect.name), params)
 
 
