@@ -1,4 +1,4 @@
-"""The targets of the benchmark issue, judged from a result dict, and the tables printed.
+"""The benchmark's targets, judged from a result dict, and the tables printed.
 
 A target is a row: what was measured, the figure, the limit, and whether it
 was met. A target the run had no data for (a phase skipped, too few

@@ -49,7 +49,7 @@ def _ints(raw: str) -> tuple[int, ...]:
 @click.option(
     "--full",
     is_flag=True,
-    help="The issue's whole grid: every H in 1,2,4,8 with every N in 100,500,2000.",
+    help="The whole grid: every H in 1,2,4,8 with every N in 100,500,2000.",
 )
 @click.option(
     "--db-workflows",
