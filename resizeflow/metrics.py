@@ -13,10 +13,8 @@ without any shared in-memory counters:
 
 from __future__ import annotations
 
-import bisect
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery
@@ -28,7 +26,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, case, func, select
 
 from resizeflow import workflows
 from resizeflow.db import journal
@@ -41,17 +39,23 @@ BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 3
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _histogram(samples: Iterable[float]) -> tuple[list[tuple[str, float]], float]:
-    counts = [0] * (len(BUCKETS) + 1)
-    total = 0.0
-    for value in samples:
-        counts[bisect.bisect_left(BUCKETS, value)] += 1
-        total += value
-    cumulative, running = [], 0
-    for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts, strict=True):
-        running += count
-        cumulative.append((bound, float(running)))
-    return cumulative, total
+def _seconds(dialect: str) -> Any:
+    """A finished step's duration in seconds, as SQL; never negative."""
+    j = StepJournal
+    took: ColumnElement[Any]
+    if dialect == "postgresql":
+        took = func.extract("epoch", j.finished_at - j.started_at)
+    else:
+        took = (func.julianday(j.finished_at) - func.julianday(j.started_at)) * 86400.0
+    return case((took < 0, 0.0), else_=took)
+
+
+def _last_position() -> Any:
+    """The position of each flow's last step, as SQL, from the one table of flows."""
+    return case(
+        *((StepJournal.flow == flow, len(steps) - 1) for flow, steps in workflows.FLOWS.items()),
+        else_=-1,
+    )
 
 
 class ResizeflowCollector(Collector):
@@ -75,22 +79,38 @@ class ResizeflowCollector(Collector):
         failed = CounterMetricFamily(
             "resizeflow_workflows_failed", "Workflows with a step failed for good", labels=["kind"]
         )
-        durations: dict[tuple[str, str], list[float]] = defaultdict(list)
-        per_flow: dict[tuple[int, str], list[StepJournal]] = defaultdict(list)
+        j = StepJournal
+        # NOTE: aggregates, not rows: a scrape costs one scan in the database
+        # however long the journal has grown, and no Python object per step.
+        # Every planned flow has a row at position 0, and it ends with the row
+        # at its last position.
+        last_done = (j.status == journal.DONE) & (j.position == _last_position())
+        by_flow = select(
+            j.flow,
+            func.sum(case((j.position == 0, 1), else_=0)),
+            func.sum(case((last_done, 1), else_=0)),
+            func.count(func.distinct(case((j.status == journal.FAILED, j.migration_id)))),
+        ).group_by(j.flow)
         with self.db.snapshot() as s:
-            for row in s.scalars(select(StepJournal)):
-                per_flow[(row.migration_id, row.flow)].append(row)
-                if row.status == journal.DONE and row.started_at and row.finished_at:
-                    seconds = (row.finished_at - row.started_at).total_seconds()
-                    durations[(row.step, row.host)].append(max(seconds, 0.0))
-        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        for (_mig, flow), rows in per_flow.items():
-            last = max(rows, key=lambda r: r.position)
-            counts[flow][0] += 1
-            counts[flow][1] += last.status == journal.DONE
-            counts[flow][2] += any(r.status == journal.FAILED for r in rows)
+            counts = {flow: (int(a), int(b), int(c)) for flow, a, b, c in s.execute(by_flow)}
+            seconds = _seconds(s.get_bind().dialect.name)
+            by_step = (
+                select(
+                    j.step,
+                    j.host,
+                    func.count(),
+                    func.sum(seconds),
+                    *(func.sum(case((seconds <= bound, 1), else_=0)) for bound in BUCKETS),
+                )
+                .where(
+                    j.status == journal.DONE, j.started_at.is_not(None), j.finished_at.is_not(None)
+                )
+                .group_by(j.step, j.host)
+                .order_by(j.step, j.host)
+            )
+            durations = s.execute(by_step).all()
         for flow in workflows.FLOWS:
-            s_, f_, x_ = counts.get(flow, [0, 0, 0])
+            s_, f_, x_ = counts.get(flow, (0, 0, 0))
             started.add_metric([flow], s_)
             finished.add_metric([flow], f_)
             failed.add_metric([flow], x_)
@@ -100,9 +120,9 @@ class ResizeflowCollector(Collector):
             "Time from a step's first start to its finish, by step and host",
             labels=["step", "host"],
         )
-        for (step, host), samples in sorted(durations.items()):
-            buckets, total = _histogram(samples)
-            hist.add_metric([step, host], buckets, total)
+        for step, host, count, total, *cumulative in durations:
+            buckets = [(str(b), float(n)) for b, n in zip(BUCKETS, cumulative, strict=True)]
+            hist.add_metric([step, host], [*buckets, ("+Inf", float(count))], float(total or 0.0))
         yield hist
 
     def _migrations(self) -> Iterator[Metric]:

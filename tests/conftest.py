@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from resizeflow.db.migrate import upgrade
+from resizeflow.db.session import Database
 from tests.invariants import assert_allocation_invariant
 from tests.stack import (
     PG_ADMIN_URL,
@@ -20,7 +22,9 @@ from tests.stack import (
     REDIS_URL,
     Stack,
     build_stack,
+    create_pg_database,
     destroy_stack,
+    drop_pg_database,
     service_up,
 )
 
@@ -64,6 +68,23 @@ def stack(
         yield built
     finally:
         destroy_stack(built)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty, upgraded database of each backend, dropped afterwards; no workers."""
+    url = f"sqlite:///{tmp_path / 'rf.sqlite'}"
+    if request.param == "postgresql":
+        require(PG_ADMIN_URL, 5432, "PostgreSQL")
+        url = create_pg_database()
+    db = Database(url)
+    try:
+        upgrade(db)
+        yield db
+    finally:
+        db.dispose()
+        if request.param == "postgresql":
+            drop_pg_database(url)
 
 
 @pytest.fixture

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Allocation, ComputeNode, Instance, Migration, QuotaLimit
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import NodeRef, Resources
@@ -17,9 +14,7 @@ from resizeflow.drivers.placement import SqlPlacement
 from resizeflow.drivers.quota import SqlQuota
 from resizeflow.errors import ClaimFailed, ComputeHostNotFound, OverQuota
 from resizeflow.states import MigrationStatus, VmState
-from tests.conftest import require
 from tests.invariants import allocation_violations
-from tests.stack import PG_ADMIN_URL, create_pg_database, drop_pg_database
 
 # Capacity with ratios: 2 vcpus * 2.0 = 4, 4096 MB * 1.5 = 6144, 100 GB * 1.0 = 100.
 N1, N2 = NodeRef("h1", "node-1"), NodeRef("h2", "node-2")
@@ -28,34 +23,23 @@ TINY = Resources(vcpus=1, memory_mb=512, disk_gb=1)
 FLAVOR = {"id": 1, "vcpus": 2, "memory_mb": 4096, "root_gb": 40}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path / 'rf.sqlite'}"
-    if request.param == "postgresql":
-        require(PG_ADMIN_URL, 5432, "PostgreSQL")
-        url = create_pg_database()
-    database = Database(url)
-    try:
-        upgrade(database)
-        with database.transaction() as s:
-            for ref in (N1, N2):
-                s.add(
-                    ComputeNode(
-                        host=ref.host,
-                        node=ref.node,
-                        vcpus=2,
-                        memory_mb=4096,
-                        local_gb=100,
-                        cpu_allocation_ratio=2.0,
-                        ram_allocation_ratio=1.5,
-                        disk_allocation_ratio=1.0,
-                    )
+@pytest.fixture
+def db(database: Database) -> Database:
+    with database.transaction() as s:
+        for ref in (N1, N2):
+            s.add(
+                ComputeNode(
+                    host=ref.host,
+                    node=ref.node,
+                    vcpus=2,
+                    memory_mb=4096,
+                    local_gb=100,
+                    cpu_allocation_ratio=2.0,
+                    ram_allocation_ratio=1.5,
+                    disk_allocation_ratio=1.0,
                 )
-        yield database
-    finally:
-        database.dispose()
-        if request.param == "postgresql":
-            drop_pg_database(url)
+            )
+    return database
 
 
 def add_instance(db: Database, project: str = "p1", flavor: dict[str, int] = FLAVOR) -> str:

@@ -1,0 +1,117 @@
+"""/metrics from the step journal: exact counts and buckets, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from resizeflow import metrics, workflows
+from resizeflow.db import journal
+from resizeflow.db.models import Instance, Migration, StepJournal
+from resizeflow.db.session import Database
+from resizeflow.states import MigrationStatus, VmState
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
+
+
+def add_flow(
+    db: Database, flow: str, outcomes: list[tuple[str, float | None]], host: str = "h1"
+) -> None:
+    """A migration whose ``flow`` steps ended as ``outcomes``: (status, seconds taken)."""
+    inst_uuid = str(uuid.uuid4())
+    with db.transaction() as s:
+        s.add(
+            Instance(
+                uuid=inst_uuid,
+                project_id="p",
+                user_id="u",
+                host=host,
+                node=host,
+                flavor={"id": 1, "vcpus": 1, "memory_mb": 512, "root_gb": 1},
+                vm_state=VmState.RESIZED,
+            )
+        )
+        s.flush()
+        mig = Migration(
+            uuid=str(uuid.uuid4()),
+            instance_uuid=inst_uuid,
+            source_compute=host,
+            source_node=host,
+            dest_compute=host,
+            dest_node=host,
+            old_instance_type_id=1,
+            new_instance_type_id=2,
+            status=MigrationStatus.FINISHED,
+        )
+        s.add(mig)
+        s.flush()
+        steps = workflows.FLOWS[flow]
+        for position, step in enumerate(steps):
+            status, took = outcomes[position] if position < len(outcomes) else ("pending", None)
+            started = T0 if took is not None else None
+            s.add(
+                StepJournal(
+                    migration_id=mig.id,
+                    request_id="req-1",
+                    flow=flow,
+                    step=step.name,
+                    position=position,
+                    host=host,
+                    status=status,
+                    started_at=started,
+                    finished_at=T0 + dt.timedelta(seconds=took) if took is not None else None,
+                )
+            )
+
+
+def scrape(db: Database) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render(db).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_workflow_counts_and_step_buckets(database: Database) -> None:
+    done = journal.DONE
+    add_flow(database, "confirm", [(done, 0.005), (done, 0.02), (done, 0.3), (done, 2.0)])
+    add_flow(database, "confirm", [(done, 0.004), (done, 0.03), (done, 0.4), (done, 3.0)])
+    add_flow(database, "revert", [(done, 0.01), (done, 0.5), (journal.FAILED, 0.1)])
+    add_flow(database, "resize", [(journal.RUNNING, None)])
+    # A clock that stepped back never makes a negative duration.
+    add_flow(database, "confirm", [(done, -1.0)], host="h2")
+
+    got = scrape(database)
+
+    def counter(name: str, kind: str) -> float:
+        return got[(f"resizeflow_workflows_{name}_total", (("kind", kind),))]
+
+    assert [counter("started", k) for k in ("resize", "confirm", "revert")] == [1, 3, 1]
+    assert [counter("finished", k) for k in ("resize", "confirm", "revert")] == [0, 2, 0]
+    assert [counter("failed", k) for k in ("resize", "confirm", "revert")] == [0, 0, 1]
+
+    def bucket(step: str, host: str, le: str) -> float:
+        labels = (("host", host), ("le", le), ("step", f"resizeflow.{step}"))
+        return got[("resizeflow_step_duration_seconds_bucket", labels)]
+
+    def series(step: str, host: str, suffix: str) -> float:
+        labels = (("host", host), ("step", f"resizeflow.{step}"))
+        return got[(f"resizeflow_step_duration_seconds_{suffix}", labels)]
+
+    teardown = "confirm.teardown_source_network"
+    assert bucket(teardown, "h1", "0.01") == 2
+    assert bucket(teardown, "h1", "+Inf") == 2
+    assert series(teardown, "h1", "count") == 2
+    assert abs(series(teardown, "h1", "sum") - 0.009) < 1e-3
+    finish = "confirm.finish_confirm"
+    assert [bucket(finish, "h1", le) for le in ("1.0", "2.5", "5.0")] == [0, 1, 2]
+    assert bucket(teardown, "h2", "0.01") == 1 and series(teardown, "h2", "sum") == 0
+    # Only finished steps are timed: the failed and the running ones are not.
+    assert (
+        "resizeflow_step_duration_seconds_count",
+        (("host", "h1"), ("step", "resizeflow.revert.terminate_volume_connections")),
+    ) not in got
+    assert not any("resize.prep_resize" in str(key) for key in got)
