@@ -195,8 +195,20 @@ class Heartbeat(threading.Thread):
                     grace=min(self.settings.step_timeout, 30.0),
                 )
 
-    def stop(self) -> None:
+    def stop(self, *, for_good: bool = True) -> None:
+        """Stop beating; a worker that stops for good says so at once.
+
+        NOTE: a worker that exits to be restarted (a self-requested restart,
+        or Celery's "unrecoverable error" after a broker restart) leaves its
+        service up: its supervisor starts it again within seconds, and the
+        messages sent meanwhile wait in its queue. Refusing resizes and
+        confirms for that moment would turn a restart into user-facing
+        errors. If the restart never comes, the last heartbeat ages past
+        ``service_down_time`` and the host is down, as in Nova.
+        """
         self.stopping.set()
+        if not for_good:
+            return
         with self.db.transaction() as s:
             services.mark_stopped(s, self.settings.host)
 
@@ -233,8 +245,11 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
         # Celery's SIGTERM is a warm shutdown: the step in progress finishes
         # and is acknowledged before the process exits.
     )
+    code = 1  # an exception out of Celery's worker is a failure too
     try:
         worker.start()
+        code = heartbeat.restart.exit_code(worker.exitcode)
     finally:
-        heartbeat.stop()
-    raise SystemExit(heartbeat.restart.exit_code(worker.exitcode))
+        # Exit 0 is a shutdown someone asked for; anything else gets restarted.
+        heartbeat.stop(for_good=code == 0)
+    raise SystemExit(code)

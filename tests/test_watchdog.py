@@ -17,6 +17,7 @@ import pytest
 from resizeflow.celery_app import make_app
 from resizeflow.cli.supervisor import Supervisor, start_redis
 from resizeflow.conf import Settings
+from resizeflow.db import services
 from resizeflow.db.session import Database
 from resizeflow.steps.context import HostRuntime
 from resizeflow.worker import Heartbeat
@@ -70,3 +71,27 @@ def test_a_failed_ping_leaves_the_shared_pool_usable(tmp_path: Path) -> None:
             pytest.fail(f"the worker cannot publish after a failed watchdog ping: {exc}")
     finally:
         sup.stop_all()
+
+
+def test_a_restart_leaves_the_service_up_and_a_shutdown_does_not(
+    database: Database, tmp_path: Path
+) -> None:
+    """A worker exiting to be restarted stays up; one stopped for good is down at once."""
+    settings = Settings.from_env({"RESIZEFLOW_STATE_DIR": str(tmp_path)}).with_host("h1")
+    runtime = HostRuntime(settings=settings, db=database, virt=None, notifier=None)  # type: ignore[arg-type]
+
+    def up() -> bool:
+        with database.snapshot() as s:
+            svc = services.get(s, "h1")
+            return svc is not None and services.is_up(svc, settings.service_down_time)
+
+    restarting = Heartbeat(runtime)
+    restarting.beat()
+    assert up()
+    restarting.stop(for_good=False)
+    assert up(), "the supervisor brings it back before the host counts as down"
+
+    stopped = Heartbeat(runtime)
+    stopped.beat()
+    stopped.stop()
+    assert not up()
