@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 from celery import Celery
+from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from kombu.pidbox import Mailbox
 from sqlalchemy import select
@@ -193,6 +194,8 @@ class Heartbeat(threading.Thread):
                     f"worker {nodename(self.settings)} has not answered its own ping "
                     f"{self.missed} times",
                     grace=min(self.settings.step_timeout, 30.0),
+                    # Celery's own record of the task bodies running in this process.
+                    busy=lambda: bool(worker_state.active_requests),
                 )
 
     def stop(self, *, for_good: bool = True) -> None:

@@ -10,6 +10,9 @@ unable to publish its next chain links or to answer control commands.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from resizeflow.cli.supervisor import Supervisor, start_redis
 from resizeflow.conf import Settings
 from resizeflow.db import services
 from resizeflow.db.session import Database
+from resizeflow.restart import EXIT_RESTART
 from resizeflow.steps.context import HostRuntime
 from resizeflow.worker import Heartbeat
 from tests.conftest import require
@@ -95,3 +99,34 @@ def test_a_restart_leaves_the_service_up_and_a_shutdown_does_not(
     stopped.beat()
     stopped.stop()
     assert not up()
+
+
+# A process whose warm shutdown never ends (SIGTERM ignored), asking to restart.
+_HUNG = """
+import signal, sys, time
+from resizeflow.restart import Restart
+signal.signal(signal.SIGTERM, lambda *_: None)
+busy_until = time.monotonic() + float(sys.argv[1])
+Restart().request("test", grace=float(sys.argv[2]), busy=lambda: time.monotonic() < busy_until)
+time.sleep(300)
+"""
+
+
+def _hung_restart(busy_for: float, grace: float) -> tuple[int, float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", _HUNG, str(busy_for), str(grace)], timeout=120, check=False
+    )
+    return proc.returncode, time.monotonic() - started
+
+
+def test_a_stuck_shutdown_leaves_once_nothing_runs() -> None:
+    code, took = _hung_restart(busy_for=4, grace=100)
+    assert code == EXIT_RESTART
+    assert 4 <= took < 60, "left while a task ran, or waited out the grace while idle"
+
+
+def test_a_stuck_shutdown_leaves_after_the_grace_even_if_busy() -> None:
+    code, took = _hung_restart(busy_for=1000, grace=4)
+    assert code == EXIT_RESTART
+    assert 4 <= took < 60
