@@ -28,10 +28,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, case, func, select
 
-from resizeflow import workflows
-from resizeflow.db import journal
+from resizeflow import flows, workflows
 from resizeflow.db.models import ComputeNode, Migration, StepJournal
 from resizeflow.db.session import Database
+from resizeflow.states import JournalStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _seconds(dialect: str) -> Any:
 def _last_position() -> Any:
     """The position of each flow's last step, as SQL, from the one table of flows."""
     return case(
-        *((StepJournal.flow == flow, len(steps) - 1) for flow, steps in workflows.FLOWS.items()),
+        *((StepJournal.flow == name, len(flow.steps) - 1) for name, flow in flows.FLOWS.items()),
         else_=-1,
     )
 
@@ -83,13 +83,19 @@ class ResizeflowCollector(Collector):
         # NOTE: aggregates, not rows: a scrape costs one scan in the database
         # however long the journal has grown, and no Python object per step.
         # Every planned flow has a row at position 0, and it ends with the row
-        # at its last position.
-        last_done = (j.status == journal.DONE) & (j.position == _last_position())
+        # at its last position. Rows are never deleted, and a step's work once
+        # committed stays counted (``applied``) even if an abort later
+        # supersedes its row, so these counters never go down.
+        last_done = (j.applied > 0) & (j.position == _last_position())
+        failed_row = j.status == JournalStatus.FAILED
         by_flow = select(
             j.flow,
             func.sum(case((j.position == 0, 1), else_=0)),
             func.sum(case((last_done, 1), else_=0)),
-            func.count(func.distinct(case((j.status == journal.FAILED, j.migration_id)))),
+            # A migration's flow fails once however many of its steps did; an
+            # instance operation is its one row.
+            func.count(func.distinct(case((failed_row, j.migration_id))))
+            + func.sum(case((failed_row & j.migration_id.is_(None), 1), else_=0)),
         ).group_by(j.flow)
         with self.db.snapshot() as s:
             counts = {flow: (int(a), int(b), int(c)) for flow, a, b, c in s.execute(by_flow)}
@@ -102,14 +108,12 @@ class ResizeflowCollector(Collector):
                     func.sum(seconds),
                     *(func.sum(case((seconds <= bound, 1), else_=0)) for bound in BUCKETS),
                 )
-                .where(
-                    j.status == journal.DONE, j.started_at.is_not(None), j.finished_at.is_not(None)
-                )
+                .where(j.applied > 0, j.started_at.is_not(None), j.finished_at.is_not(None))
                 .group_by(j.step, j.host)
                 .order_by(j.step, j.host)
             )
             durations = s.execute(by_step).all()
-        for flow in workflows.FLOWS:
+        for flow in flows.FLOWS:
             s_, f_, x_ = counts.get(flow, (0, 0, 0))
             started.add_metric([flow], s_)
             finished.add_metric([flow], f_)

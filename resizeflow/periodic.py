@@ -149,8 +149,8 @@ def make_beat_app(settings: Settings) -> Celery:
         return cleanup_incomplete_migrations(settings, database, app)
 
     @app.task(name=RECONCILE, ignore_result=True)
-    def reconcile() -> list[int]:
-        return [r.migration_id for r in recovery.reconcile(settings, database, app)]
+    def reconcile() -> list[str]:
+        return [str(r.subject) for r in recovery.reconcile(settings, database, app)]
 
     queue = {"queue": workflows.PERIODIC_QUEUE, "expires": interval}
     # The reconciler looks often enough to act within about one deadline.

@@ -12,9 +12,9 @@ A workflow is stalled when its first step that is not done
 The reconciler sends the rest of the chain again, from that step, on the
 right hosts' queues. It never races a live copy of a step: a running step
 with a live lease is left alone, and a duplicate that does arrive waits on the
-step's row locks and then finds the step done. Single-task operations on a
-server (spawn, stop, start, delete) are re-sent the same way when their
-task_state has not cleared within the deadline.
+step's row locks and then finds the step done. Instance operations (spawn,
+stop, start, delete) are one-step flows in the same journal and are re-driven
+the same way.
 """
 
 from __future__ import annotations
@@ -28,51 +28,52 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from resizeflow import workflows
+from resizeflow import flows, workflows
 from resizeflow.conf import Settings
 from resizeflow.db import journal, services
 from resizeflow.db.models import Instance, Migration, StepJournal, utcnow
 from resizeflow.db.session import Database
-from resizeflow.states import MigrationStatus, TaskState
+from resizeflow.states import JOURNAL_ENDED, JournalStatus, MigrationStatus, TaskState
 
 log = logging.getLogger(__name__)
 
-# The single-task operation that clears each task_state.
-INSTANCE_OPS = {
-    TaskState.SPAWNING: workflows.SPAWN,
-    TaskState.POWERING_OFF: workflows.STOP,
-    TaskState.POWERING_ON: workflows.START,
-    TaskState.DELETING: workflows.DELETE,
-}
+_J = JournalStatus
 _GIVEN_UP = (MigrationStatus.ERROR, MigrationStatus.FAILED)
 
 
 @dataclass(frozen=True)
 class Redrive:
-    migration_id: int
+    """A stalled workflow: its subject (migration id or instance uuid) and what to send."""
+
+    subject: int | str
     flow: str
     step: str
     reason: str
     steps: tuple[journal.PlannedStep, ...]
+    row_id: int
+
+    @property
+    def migration_id(self) -> int | None:
+        return self.subject if isinstance(self.subject, int) else None
 
 
 def _stall_reason(
     rows: list[StepJournal], settings: Settings, now: dt.datetime, incarnation: str | None
 ) -> tuple[StepJournal, str] | None:
-    first = next((r for r in rows if r.status != journal.DONE), None)
-    if first is None or first.status == journal.FAILED:
+    first = next((r for r in rows if r.status != _J.DONE), None)
+    if first is None or first.status in JOURNAL_ENDED:
         return None  # finished, or waiting for an operator's retry or abort
     deadline = dt.timedelta(seconds=settings.reconcile_deadline)
     prev = rows[rows.index(first) - 1] if rows.index(first) > 0 else None
     became_next = max(first.enqueued_at, (prev.finished_at if prev else None) or first.enqueued_at)
-    if first.status == journal.PENDING and became_next < now - deadline:
+    if first.status == _J.PENDING and became_next < now - deadline:
         return first, "next step never started"
-    if first.status == journal.RUNNING:
+    if first.status == _J.RUNNING:
         if incarnation is not None and journal.superseded(first, incarnation):
             return first, f"its worker {first.worker} restarted"
         if not journal.lease_live(first, now) and became_next < now - deadline:
             return first, "the running step's lease lapsed"
-    if first.status == journal.RETRYING:
+    if first.status == _J.RETRYING:
         waited = first.heartbeat_at or became_next
         if waited < now - deadline - dt.timedelta(seconds=settings.retry_backoff_max):
             return first, "its retry never arrived"
@@ -93,27 +94,41 @@ def stalled(
     worker was running count as stalled at once.
     """
     now = now or utcnow()
+    open_rows = StepJournal.status.not_in([status.value for status in JOURNAL_ENDED])
     open_migrations = (
         select(StepJournal.migration_id)
         .join(Migration, Migration.id == StepJournal.migration_id)
-        .where(StepJournal.status != journal.DONE, Migration.status.not_in(_GIVEN_UP))
+        .where(open_rows, Migration.status.not_in(_GIVEN_UP))
         .distinct()
     )
-    flows: dict[tuple[int, str], list[StepJournal]] = defaultdict(list)
+    # A delete waiting behind its confirm is the confirm workflow's to re-drive.
+    confirming = select(Migration.instance_uuid).where(
+        Migration.status == MigrationStatus.CONFIRMING
+    )
+    groups: dict[tuple[int | str, str], list[StepJournal]] = defaultdict(list)
     for row in session.scalars(
         select(StepJournal)
-        .where(StepJournal.migration_id.in_(open_migrations))
+        .where(
+            StepJournal.status != _J.SUPERSEDED,
+            StepJournal.migration_id.in_(open_migrations)
+            | (
+                StepJournal.migration_id.is_(None)
+                & open_rows
+                & StepJournal.instance_uuid.not_in(confirming)
+            ),
+        )
         .order_by(StepJournal.migration_id, StepJournal.flow, StepJournal.position)
     ):
-        flows[(row.migration_id, row.flow)].append(row)
+        subject = row.migration_id if row.migration_id is not None else row.instance_uuid
+        groups[(subject, row.flow)].append(row)
     found = []
-    for (mig_id, flow), rows in flows.items():
+    for (subject, flow), rows in groups.items():
         stall = _stall_reason(rows, settings, now, incarnation)
         if stall is None or (host is not None and stall[0].host != host):
             continue
         first, reason = stall
         rest = tuple(journal.PlannedStep(r.step, r.host) for r in rows[rows.index(first) :])
-        found.append(Redrive(mig_id, flow, first.step, reason, rest))
+        found.append(Redrive(subject, flow, first.step, reason, rest, first.id))
     return found
 
 
@@ -125,66 +140,33 @@ def _host_up(session: Session, host: str, settings: Settings) -> bool:
 def redrive(database: Database, app: Celery, settings: Settings, item: Redrive) -> bool:
     """Send the rest of a stalled workflow again, unless someone else just did."""
     with database.transaction() as s:
-        row = journal.get(s, item.migration_id, item.step, lock=True)
-        if row is None or row.status in (journal.DONE, journal.FAILED):
+        row = journal.get(s, item.row_id, lock=True)
+        if row is None or row.status in JOURNAL_ENDED:
             return False
         if not _host_up(s, row.host, settings):
             return False  # it would only wait in a queue nobody reads
         # Restart the deadline, so the next pass does not send it again.
         row.enqueued_at = utcnow()
-        mig = s.get(Migration, item.migration_id)
-        assert mig is not None
-        inst = s.get(Instance, mig.instance_uuid)
+        inst = s.get(Instance, row.instance_uuid)
         then = None
-        if item.flow == "confirm" and inst is not None and inst.task_state == TaskState.DELETING:
+        if (
+            item.flow == flows.CONFIRM.name
+            and inst is not None
+            and inst.task_state == TaskState.DELETING
+            and inst.host is not None
+        ):
             # The delete that asked for this confirm follows it, as when it was first sent.
-            assert inst.host is not None
-            then = workflows.signature(app, workflows.DELETE, inst.uuid, inst.host)
+            then = workflows.signature(app, flows.DELETE.last.task, inst.uuid, inst.host)
     log.warning(
-        "re-driving %s of migration %s from %s: %s",
+        "re-driving %s of %s from %s: %s",
         item.flow,
-        item.migration_id,
+        item.subject,
         item.step,
         item.reason,
         extra={"migration_id": item.migration_id, "step": item.step},
     )
-    workflows.launch(app, item.migration_id, item.steps, then=then)
+    workflows.launch(app, item.subject, item.steps, then=then)
     return True
-
-
-def stuck_instance_ops(
-    session: Session, settings: Settings, *, now: dt.datetime | None = None, host: str | None = None
-) -> list[tuple[str, str, str]]:
-    """(task name, instance uuid, host) for operations whose task_state never cleared."""
-    cutoff = (now or utcnow()) - dt.timedelta(seconds=settings.reconcile_deadline)
-    confirming = select(Migration.instance_uuid).where(
-        Migration.status == MigrationStatus.CONFIRMING
-    )
-    stmt = select(Instance).where(
-        Instance.deleted.is_(False),
-        Instance.task_state.in_(list(INSTANCE_OPS)),
-        Instance.updated_at < cutoff,
-        # A delete waiting behind its confirm is the confirm workflow's to re-drive.
-        Instance.uuid.not_in(confirming),
-    )
-    if host is not None:
-        stmt = stmt.where(Instance.host == host)
-    return [
-        (INSTANCE_OPS[inst.task_state], inst.uuid, inst.host)
-        for inst in session.scalars(stmt)
-        if inst.task_state is not None and inst.host is not None
-    ]
-
-
-def resend_instance_op(database: Database, app: Celery, op: tuple[str, str, str]) -> None:
-    name, uuid, host = op
-    with database.transaction() as s:
-        inst = s.get(Instance, uuid, with_for_update=True)
-        if inst is None or inst.task_state is None:
-            return
-        inst.updated_at = utcnow()  # restart its deadline
-    log.warning("re-sending %s for %s", name, uuid, extra={"instance_uuid": uuid, "host": host})
-    workflows.launch_instance_task(app, name, uuid, host)
 
 
 def reconcile(
@@ -196,11 +178,7 @@ def reconcile(
     incarnation: str | None = None,
     now: dt.datetime | None = None,
 ) -> list[Redrive]:
-    """One pass: re-drive every stalled workflow and stuck operation. Returns the re-driven."""
+    """One pass: re-drive every stalled workflow, instance operations included."""
     with database.snapshot() as s:
         items = stalled(s, settings, now=now, host=host, incarnation=incarnation)
-        ops = stuck_instance_ops(s, settings, now=now, host=host)
-    done = [item for item in items if redrive(database, app, settings, item)]
-    for op in ops:
-        resend_instance_op(database, app, op)
-    return done
+    return [item for item in items if redrive(database, app, settings, item)]

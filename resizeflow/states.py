@@ -57,18 +57,30 @@ class MigrationStatus(StrEnum):
     FAILED = "failed"
 
 
-V, T, M = VmState, TaskState, MigrationStatus
+class JournalStatus(StrEnum):
+    """A step journal row's status: the engine's own record of a step."""
+
+    PENDING = "pending"  # planned, not started
+    RUNNING = "running"  # claimed by a worker, under a lease
+    RETRYING = "retrying"  # failed transiently; a retry is queued
+    DONE = "done"
+    FAILED = "failed"  # failed for good; the workflow errored out
+    ABORTED = "aborted"  # an operator (or a delete) ended the workflow before it ran
+    # An abort handed the resize back to the user: the row stays, as history,
+    # and a new confirm or revert plans rows of its own.
+    SUPERSEDED = "superseded"
+
 
 VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
-    V.BUILDING: frozenset({V.ACTIVE, V.STOPPED, V.ERROR, V.DELETED}),
-    V.ACTIVE: frozenset({V.STOPPED, V.RESIZED, V.ERROR, V.DELETED}),
-    V.STOPPED: frozenset({V.ACTIVE, V.RESIZED, V.ERROR, V.DELETED}),
+    VmState.BUILDING: frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR, VmState.DELETED}),
+    VmState.ACTIVE: frozenset({VmState.STOPPED, VmState.RESIZED, VmState.ERROR, VmState.DELETED}),
+    VmState.STOPPED: frozenset({VmState.ACTIVE, VmState.RESIZED, VmState.ERROR, VmState.DELETED}),
     # A resized server ends as ACTIVE or STOPPED after confirm or revert.
-    V.RESIZED: frozenset({V.ACTIVE, V.STOPPED, V.ERROR, V.DELETED}),
+    VmState.RESIZED: frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR, VmState.DELETED}),
     # Out of ERROR: Nova's reset-state, a delete, or an operator's workflow
     # retry or abort putting back the state a failed step started from.
-    V.ERROR: frozenset({V.ACTIVE, V.STOPPED, V.RESIZED, V.DELETED}),
-    V.DELETED: frozenset(),
+    VmState.ERROR: frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.RESIZED, VmState.DELETED}),
+    VmState.DELETED: frozenset(),
 }
 
 # None is "no task in progress". Any task may be cleared back to None: on
@@ -76,62 +88,99 @@ VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
 TASK_TRANSITIONS: dict[TaskState | None, frozenset[TaskState | None]] = {
     None: frozenset(
         {
-            T.SCHEDULING,
-            T.RESIZE_PREP,
-            T.RESIZE_REVERTING,
-            T.POWERING_OFF,
-            T.POWERING_ON,
-            T.DELETING,
+            TaskState.SCHEDULING,
+            TaskState.RESIZE_PREP,
+            TaskState.RESIZE_REVERTING,
+            TaskState.POWERING_OFF,
+            TaskState.POWERING_ON,
+            TaskState.DELETING,
         }
     ),
-    T.SCHEDULING: frozenset({None, T.SPAWNING, T.DELETING}),
-    T.SPAWNING: frozenset({None, T.DELETING}),
-    T.RESIZE_PREP: frozenset({None, T.RESIZE_MIGRATING}),
-    T.RESIZE_MIGRATING: frozenset({None, T.RESIZE_MIGRATED}),
-    T.RESIZE_MIGRATED: frozenset({None, T.RESIZE_FINISH}),
-    T.RESIZE_FINISH: frozenset({None}),
-    T.RESIZE_REVERTING: frozenset({None}),
-    T.POWERING_OFF: frozenset({None}),
-    T.POWERING_ON: frozenset({None}),
-    T.DELETING: frozenset({None}),
+    TaskState.SCHEDULING: frozenset({None, TaskState.SPAWNING, TaskState.DELETING}),
+    TaskState.SPAWNING: frozenset({None, TaskState.DELETING}),
+    TaskState.RESIZE_PREP: frozenset({None, TaskState.RESIZE_MIGRATING}),
+    TaskState.RESIZE_MIGRATING: frozenset({None, TaskState.RESIZE_MIGRATED}),
+    TaskState.RESIZE_MIGRATED: frozenset({None, TaskState.RESIZE_FINISH}),
+    TaskState.RESIZE_FINISH: frozenset({None}),
+    TaskState.RESIZE_REVERTING: frozenset({None}),
+    TaskState.POWERING_OFF: frozenset({None}),
+    TaskState.POWERING_ON: frozenset({None}),
+    TaskState.DELETING: frozenset({None}),
 }
 
 MIGRATION_TRANSITIONS: dict[MigrationStatus, frozenset[MigrationStatus]] = {
-    M.PRE_MIGRATING: frozenset({M.MIGRATING, M.ERROR}),
-    M.MIGRATING: frozenset({M.POST_MIGRATING, M.ERROR}),
-    M.POST_MIGRATING: frozenset({M.FINISHED, M.ERROR}),
-    M.FINISHED: frozenset({M.CONFIRMING, M.REVERTING, M.ERROR}),
-    M.CONFIRMING: frozenset({M.CONFIRMED, M.ERROR}),
-    M.REVERTING: frozenset({M.REVERTED, M.ERROR}),
-    M.CONFIRMED: frozenset(),
+    MigrationStatus.PRE_MIGRATING: frozenset({MigrationStatus.MIGRATING, MigrationStatus.ERROR}),
+    MigrationStatus.MIGRATING: frozenset({MigrationStatus.POST_MIGRATING, MigrationStatus.ERROR}),
+    MigrationStatus.POST_MIGRATING: frozenset({MigrationStatus.FINISHED, MigrationStatus.ERROR}),
+    MigrationStatus.FINISHED: frozenset(
+        {MigrationStatus.CONFIRMING, MigrationStatus.REVERTING, MigrationStatus.ERROR}
+    ),
+    MigrationStatus.CONFIRMING: frozenset({MigrationStatus.CONFIRMED, MigrationStatus.ERROR}),
+    MigrationStatus.REVERTING: frozenset({MigrationStatus.REVERTED, MigrationStatus.ERROR}),
+    MigrationStatus.CONFIRMED: frozenset(),
     # finish_revert runs after the migration is already `reverted`; when it
     # fails for good the migration is marked `error` so that it shows up.
-    M.REVERTED: frozenset({M.ERROR}),
+    MigrationStatus.REVERTED: frozenset({MigrationStatus.ERROR}),
     # An operator's `workflow retry` puts a migration back where its workflow
     # failed, and `workflow abort` may hand a resize back to the user
     # (finished); cleanup of a deleted server's leftovers ends it as failed.
-    M.ERROR: frozenset(
+    MigrationStatus.ERROR: frozenset(
         {
-            M.FAILED,
-            M.PRE_MIGRATING,
-            M.MIGRATING,
-            M.POST_MIGRATING,
-            M.FINISHED,
-            M.CONFIRMING,
-            M.CONFIRMED,
-            M.REVERTING,
-            M.REVERTED,
+            MigrationStatus.FAILED,
+            MigrationStatus.PRE_MIGRATING,
+            MigrationStatus.MIGRATING,
+            MigrationStatus.POST_MIGRATING,
+            MigrationStatus.FINISHED,
+            MigrationStatus.CONFIRMING,
+            MigrationStatus.CONFIRMED,
+            MigrationStatus.REVERTING,
+            MigrationStatus.REVERTED,
         }
     ),
-    M.FAILED: frozenset(),
+    MigrationStatus.FAILED: frozenset(),
 }
 
-MIGRATION_TERMINAL = frozenset({M.CONFIRMED, M.REVERTED, M.ERROR, M.FAILED})
+MIGRATION_TERMINAL = frozenset(
+    {
+        MigrationStatus.CONFIRMED,
+        MigrationStatus.REVERTED,
+        MigrationStatus.ERROR,
+        MigrationStatus.FAILED,
+    }
+)
 
 # Migrations that still hold a claim on their source node.
 MIGRATION_IN_PROGRESS = frozenset(
-    {M.PRE_MIGRATING, M.MIGRATING, M.POST_MIGRATING, M.FINISHED, M.CONFIRMING, M.REVERTING}
+    {
+        MigrationStatus.PRE_MIGRATING,
+        MigrationStatus.MIGRATING,
+        MigrationStatus.POST_MIGRATING,
+        MigrationStatus.FINISHED,
+        MigrationStatus.CONFIRMING,
+        MigrationStatus.REVERTING,
+    }
 )
+
+
+_J = JournalStatus
+JOURNAL_TRANSITIONS: dict[JournalStatus, frozenset[JournalStatus]] = {
+    # A pending step is claimed, or ended by an operator before it ran.
+    _J.PENDING: frozenset({_J.RUNNING, _J.ABORTED, _J.SUPERSEDED}),
+    # RUNNING -> RUNNING: a copy whose lease lapsed is taken over by another.
+    _J.RUNNING: frozenset({_J.RUNNING, _J.DONE, _J.RETRYING, _J.FAILED, _J.ABORTED, _J.SUPERSEDED}),
+    _J.RETRYING: frozenset({_J.RUNNING, _J.FAILED, _J.ABORTED, _J.SUPERSEDED}),
+    # Only an abort that hands the resize back touches a done step's row.
+    _J.DONE: frozenset({_J.SUPERSEDED}),
+    # An operator's retry plans the failed step again.
+    _J.FAILED: frozenset({_J.PENDING, _J.SUPERSEDED}),
+    _J.ABORTED: frozenset(),
+    _J.SUPERSEDED: frozenset(),
+}
+
+# Statuses a delivery may claim: those from which a step can start running.
+JOURNAL_CLAIMABLE = frozenset(s for s, to in JOURNAL_TRANSITIONS.items() if _J.RUNNING in to)
+# Statuses of a step that will never run again.
+JOURNAL_ENDED = frozenset({_J.DONE, _J.FAILED, _J.ABORTED, _J.SUPERSEDED})
 
 
 def check_vm(old: VmState, new: VmState) -> VmState:
@@ -154,26 +203,33 @@ def check_migration(old: MigrationStatus, new: MigrationStatus) -> MigrationStat
     return new
 
 
+def check_journal(old: str, new: JournalStatus) -> JournalStatus:
+    """``old`` may be a plain string, as a row read back from the database holds it."""
+    if new not in JOURNAL_TRANSITIONS[JournalStatus(old)]:
+        raise InvalidStateTransition(kind="journal status", old=str(old), new=new.value)
+    return new
+
+
 # Nova's API status, derived from (vm_state, task_state).
 _STATUS_BY_VM = {
-    V.ACTIVE: "ACTIVE",
-    V.BUILDING: "BUILD",
-    V.STOPPED: "SHUTOFF",
-    V.RESIZED: "VERIFY_RESIZE",
-    V.ERROR: "ERROR",
-    V.DELETED: "DELETED",
+    VmState.ACTIVE: "ACTIVE",
+    VmState.BUILDING: "BUILD",
+    VmState.STOPPED: "SHUTOFF",
+    VmState.RESIZED: "VERIFY_RESIZE",
+    VmState.ERROR: "ERROR",
+    VmState.DELETED: "DELETED",
 }
 _STATUS_BY_TASK = {
-    T.RESIZE_PREP: "RESIZE",
-    T.RESIZE_MIGRATING: "RESIZE",
-    T.RESIZE_MIGRATED: "RESIZE",
-    T.RESIZE_FINISH: "RESIZE",
-    T.RESIZE_REVERTING: "REVERT_RESIZE",
+    TaskState.RESIZE_PREP: "RESIZE",
+    TaskState.RESIZE_MIGRATING: "RESIZE",
+    TaskState.RESIZE_MIGRATED: "RESIZE",
+    TaskState.RESIZE_FINISH: "RESIZE",
+    TaskState.RESIZE_REVERTING: "REVERT_RESIZE",
 }
 
 
 def api_status(vm: VmState, task: TaskState | None) -> str:
     """The ``status`` a Nova API client sees for a server."""
-    if vm in (V.ACTIVE, V.STOPPED, V.RESIZED) and task in _STATUS_BY_TASK:
+    if vm in (VmState.ACTIVE, VmState.STOPPED, VmState.RESIZED) and task in _STATUS_BY_TASK:
         return _STATUS_BY_TASK[task]
     return _STATUS_BY_VM[vm]

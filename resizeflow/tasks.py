@@ -1,141 +1,139 @@
-"""Thin Celery tasks: journal, retry policy and error-out around each step.
+"""Thin Celery tasks, registered from the flow table: journal, retry policy, error-out.
 
-A migration step starts with one statement that commits on its own: it counts
-the delivery and marks the journal row ``running`` under a lease, so that an
-attempt is on record even if the worker dies mid-step. Then one transaction
-locks the instance, migration and journal rows, returns at once if the step
-is already done, and otherwise runs the step, marks it done and writes its
-action event in the same commit. Because ``acks_late`` may deliver a message
-twice, that check under the locks is what makes a redelivery change nothing.
+Every step of every flow, instance operations included, runs the same way. It
+starts with one statement that commits on its own: it counts the delivery and
+marks the journal row ``running`` under a lease, so that an attempt is on
+record even if the worker dies mid-step. Then one transaction locks the
+instance, the migration (for a migration's flows) and the journal row,
+returns at once if the step is already done, and otherwise runs the step,
+marks it done and writes its action event in the same commit. Because
+``acks_late`` may deliver a message twice, that check under the locks is what
+makes a redelivery change nothing.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
-import random
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-import kombu.exceptions
-import redis.exceptions
-import sqlalchemy.exc
 from celery import Task, shared_task
 from celery.exceptions import Ignore
 from sqlalchemy import bindparam, select
 
-from resizeflow import errors, logs
-from resizeflow.conf import Settings
-from resizeflow.db import api as db
+from resizeflow import errors, flows, logs, retry
+from resizeflow.db import api as dbapi
 from resizeflow.db import journal
-from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
+from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.drivers.base import Notification
-from resizeflow.states import MigrationStatus, VmState
-from resizeflow.steps import cleanup, confirm, failpoints, instance, resize, revert
-from resizeflow.steps.context import HostRuntime, InstanceContext, StepContext, current
+from resizeflow.states import JournalStatus, MigrationStatus
+from resizeflow.steps import cleanup, failpoints
+from resizeflow.steps.context import HostRuntime, StepContext, current
 from resizeflow.steps.failure import error_out
 
 log = logging.getLogger(__name__)
 
-# Worth another try: the step itself is fine, something it talks to hiccupped.
-TRANSIENT: tuple[type[Exception], ...] = (
-    errors.TransientError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    kombu.exceptions.OperationalError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-)
+_J = JournalStatus
 
 TASK_OPTIONS: dict[str, Any] = {
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
-    "max_retries": None,  # the budget comes from settings, see _retry_or_fail
+    "max_retries": None,  # the budget comes from settings, see resizeflow.retry
 }
 
+StepFn = Callable[[StepContext], None]
 
-def backoff(settings: Settings, retries: int) -> float:
-    """Exponential backoff with equal jitter, capped by settings."""
-    ceiling = min(settings.retry_backoff_max, settings.retry_backoff * (2**retries))
-    return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+def _retry(task: Task[Any, Any], rt: HostRuntime, exc: Exception) -> Exception:
+    """Celery's retry, after the policy's backoff; raise what it returns."""
+    countdown = retry.backoff(rt.settings, task.request.retries)
+    return task.retry(countdown=countdown, exc=exc, max_retries=None)
 
 
 @functools.cache
-def _lock_statement() -> Any:
-    # Built once: every step runs it, and building it costs more than running it.
-    return (
-        select(Instance, Migration, StepJournal)
-        .select_from(Instance)
-        .join(Migration, Migration.instance_uuid == Instance.uuid)
-        .join(StepJournal, StepJournal.migration_id == Migration.id)
-        .where(
-            Migration.id == bindparam("b_migration_id"),
-            StepJournal.step == bindparam("b_step"),
-            Instance.deleted.is_(False),
-        )
-        .with_for_update()
-    )
-
-
-def _lock_rows(rt: HostRuntime, session: Any, migration_id: int, name: str) -> StepContext:
-    """Lock the instance, the migration and the step's journal row, in one statement.
+def _lock_statement(subject: flows.Subject) -> Any:
+    """Lock the instance, the migration (a migration's flows) and the step's row.
 
     NOTE: PostgreSQL locks a join's rows in the order of its FROM list, so this
     takes instance, then migration, then journal row: the order used
     everywhere else (the service layer's compare-and-swap updates too), so it
-    never deadlocks with them.
+    never deadlocks with them. Built once per subject: every step runs it.
     """
-    found = session.execute(
-        _lock_statement(), {"b_migration_id": migration_id, "b_step": name}
-    ).one_or_none()
+    stmt: Any
+    if subject is flows.Subject.MIGRATION:
+        stmt = (
+            select(Instance, Migration, StepJournal)
+            .select_from(Instance)
+            .join(Migration, Migration.instance_uuid == Instance.uuid)
+            .join(StepJournal, StepJournal.migration_id == Migration.id)
+        )
+    else:
+        stmt = (
+            select(Instance, StepJournal)
+            .select_from(Instance)
+            .join(StepJournal, StepJournal.instance_uuid == Instance.uuid)
+        )
+    return stmt.where(
+        StepJournal.id == bindparam("b_row_id"), Instance.deleted.is_(False)
+    ).with_for_update()
+
+
+def _lock_rows(
+    rt: HostRuntime, session: Any, subject: flows.Subject, row_id: int
+) -> StepContext | None:
+    """The step's context with its rows locked; None when its instance is gone."""
+    found = session.execute(_lock_statement(subject), {"b_row_id": row_id}).one_or_none()
     if found is None:
-        # Which row is missing decides the error; the lookups raise it.
-        db.get_instance(session, db.get_migration(session, migration_id).instance_uuid)
-        raise errors.StepFailed(step=name, reason=f"migration {migration_id} has no plan")
-    inst, mig, row = found
+        return None
+    if subject is flows.Subject.MIGRATION:
+        inst, mig, row = found
+    else:
+        (inst, row), mig = found, None
     return StepContext(session=session, runtime=rt, instance=inst, migration=mig, journal=row)
 
 
-def run_step(
-    task: Task[Any, Any],
-    name: str,
-    fn: Callable[[StepContext], None],
-    migration_id: int,
-    *,
-    last: bool,
-) -> int:
+def _resolve(step: flows.Step) -> StepFn:
+    module, _, name = step.fn.partition(":")
+    fn: StepFn = getattr(importlib.import_module(module), name)
+    return fn
+
+
+def run_step(task: Task[Any, Any], flow: flows.Flow, step: flows.Step, key: Any) -> Any:
+    """Run one delivery of ``step`` for ``key`` (a migration id or an instance uuid)."""
     rt = current()
-    with logs.bound(migration_id=migration_id, step=name, host=rt.host):
-        return _run_step(task, rt, name, fn, migration_id, last)
+    bound = {"migration_id": key} if flow.subject is flows.Subject.MIGRATION else {}
+    with logs.bound(step=step.task, host=rt.host, **bound):
+        return _run_step(task, rt, flow, step, key)
 
 
 def _run_step(
-    task: Task[Any, Any],
-    rt: HostRuntime,
-    name: str,
-    fn: Callable[[StepContext], None],
-    migration_id: int,
-    last: bool,
-) -> int:
+    task: Task[Any, Any], rt: HostRuntime, flow: flows.Flow, step: flows.Step, key: Any
+) -> Any:
     try:
         with rt.db.autocommit() as conn:
             claim = journal.claim(
-                conn, migration_id, name, rt.incarnation or rt.host, rt.settings.step_lease
+                conn,
+                flow.subject,
+                key,
+                step.task,
+                rt.incarnation or rt.host,
+                rt.settings.step_lease,
             )
-    except TRANSIENT as exc:
+    except retry.TRANSIENT as exc:
         # The database or broker hiccupped before the step started: nothing
         # was done, so simply try again later.
-        countdown = backoff(rt.settings, task.request.retries)
-        raise task.retry(countdown=countdown, exc=exc, max_retries=None) from exc
+        raise _retry(task, rt, exc) from exc
     if claim is None:
-        raise errors.StepFailed(step=name, reason=f"migration {migration_id} has no plan")
-    if claim.status == journal.DONE:
-        return migration_id
-    if claim.status in (journal.FAILED, journal.ABORTED):
+        if flow.subject is flows.Subject.INSTANCE:
+            return key  # no operation of this kind was ever planned for it
+        raise errors.StepFailed(step=step.task, reason=f"migration {key} has no plan")
+    if claim.status == _J.DONE:
+        return key
+    if claim.status in (_J.FAILED, _J.ABORTED, _J.SUPERSEDED):
         raise Ignore()
     # A copy that is still running (its lease is live) holds the row locks
     # that _run_locked takes: this one waits there and finds the step done.
@@ -144,45 +142,61 @@ def _run_step(
     # copy is still alive.
     with (
         logs.bound(request_id=claim.request_id, instance_uuid=claim.instance_uuid),
-        rt.executing_step(migration_id, name),
+        rt.executing_step(claim.row_id),
     ):
-        return _run_locked(task, rt, name, fn, migration_id, claim, last)
+        _run_locked(task, rt, flow, step, claim.row_id)
+    return key
 
 
 def _run_locked(
-    task: Task[Any, Any],
-    rt: HostRuntime,
-    name: str,
-    fn: Callable[[StepContext], None],
-    migration_id: int,
-    claim: journal.Claim,
-    last: bool,
-) -> int:
+    task: Task[Any, Any], rt: HostRuntime, flow: flows.Flow, step: flows.Step, row_id: int
+) -> None:
     try:
         with rt.db.transaction() as s:
-            ctx = _lock_rows(rt, s, migration_id, name)
-            row = ctx.journal
-            if row.status == journal.DONE:
-                return migration_id
-            if ctx.migration.status == MigrationStatus.ERROR:
-                raise errors.WorkflowAborted(migration_id=migration_id, status="error", step=name)
-            failpoints.check(rt.settings.failpoints_file, name, ctx.instance.uuid)
-            fn(ctx)
-            journal.finish(s, row, host=rt.host, ends_action=last)
+            ctx = _lock_rows(rt, s, flow.subject, row_id)
+            if ctx is None or _ended_meanwhile(ctx, flow):
+                _end_unrun(s, row_id, ctx)
+                return
+            if ctx.journal.status == _J.DONE:
+                return
+            failpoints.check(rt.settings.failpoints_file, step.task, ctx.instance.uuid)
+            _resolve(step)(ctx)
+            journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
     except errors.WorkflowAborted as exc:
         log.warning("%s", exc.message)
         with rt.db.transaction() as s:
-            aborted = journal.get(s, migration_id, name, lock=True)
+            aborted = journal.get(s, row_id, lock=True)
             assert aborted is not None
-            if aborted.status != journal.DONE:
+            if aborted.status != _J.DONE:
                 journal.fail(aborted, exc.message, final=True)
         raise Ignore() from exc
     except Exception as exc:
-        _retry_or_fail(task, rt, name, migration_id, exc)
+        _retry_or_fail(task, rt, step, row_id, exc)
         raise
-    log.info("step %s done for migration %s on %s", name, migration_id, rt.host)
+    log.info("step %s done on %s", step.task, rt.host)
     _publish(rt, ctx.notifications)
-    return migration_id
+
+
+def _ended_meanwhile(ctx: StepContext, flow: flows.Flow) -> bool:
+    """Whether the work was ended while this step waited: its migration errored
+    out, or its instance no longer shows the operation's task_state (a reset)."""
+    if ctx.journal.status == _J.DONE:
+        return False
+    if ctx.migration is not None and ctx.migration.status == MigrationStatus.ERROR:
+        raise errors.WorkflowAborted(
+            migration_id=ctx.migration.id, status="error", step=ctx.journal.step
+        )
+    return flow.task_state is not None and ctx.instance.task_state != flow.task_state
+
+
+def _end_unrun(session: Any, row_id: int, ctx: StepContext | None) -> None:
+    """Close a step that has nothing left to do, so the reconciler lets it be."""
+    row = ctx.journal if ctx is not None else journal.get(session, row_id, lock=True)
+    if row is None or row.status in (_J.DONE, _J.ABORTED):
+        return
+    reason = "the server was deleted" if ctx is None else "the server's task state changed"
+    journal.end(row, _J.ABORTED, reason)
+    log.info("step %s not run: %s", row.step, reason)
 
 
 def _failure_event(
@@ -197,11 +211,11 @@ def _failure_event(
     """Write a failed step's action event; a final failure ends the action."""
     if row.action_id is None:
         return
-    db.record_event(
+    dbapi.record_event(
         session,
-        db.event_params(
+        dbapi.event_params(
             row.action_id,
-            journal.event_name(row.step),
+            flows.step(row.step).event,
             host=rt.host,
             start=row.started_at,
             result=result,
@@ -209,7 +223,7 @@ def _failure_event(
         ),
     )
     if ends_action:
-        db.finish_action(session, row.action_id, error=result == "Error")
+        dbapi.finish_action(session, row.action_id, error=result == "Error")
 
 
 def _publish(rt: HostRuntime, notes: list[Notification]) -> None:
@@ -222,55 +236,45 @@ def _publish(rt: HostRuntime, notes: list[Notification]) -> None:
 
 
 def _retry_or_fail(
-    task: Task[Any, Any],
-    rt: HostRuntime,
-    name: str,
-    migration_id: int,
-    exc: Exception,
+    task: Task[Any, Any], rt: HostRuntime, step: flows.Step, row_id: int, exc: Exception
 ) -> None:
     details = traceback.format_exc()
-    transient = isinstance(exc, TRANSIENT)
-    final = not transient or task.request.retries >= rt.settings.step_max_retries
+    final = retry.is_final(rt.settings, exc, task.request.retries)
     log.warning(
-        "step %s for migration %s failed (%s, attempt %d): %s",
-        name,
-        migration_id,
+        "step %s failed (%s, attempt %d): %s",
+        step.task,
         "final" if final else "will retry",
         task.request.retries + 1,
         exc,
     )
     try:
-        notes = _record_failure(rt, name, migration_id, exc, details, final)
-    except TRANSIENT as db_exc:
+        notes = _record_failure(rt, row_id, exc, details, final)
+    except retry.TRANSIENT as db_exc:
         # NOTE: the database itself is unreachable, so the failure cannot even
         # be recorded. Try the step again later rather than lose the chain;
         # its journal row still says running, and its lease will lapse.
-        log.warning("cannot record the failure of %s: %s", name, db_exc)
-        raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc) from exc
+        log.warning("cannot record the failure of %s: %s", step.task, db_exc)
+        raise _retry(task, rt, exc) from exc
     if not final:
-        raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc)
+        raise _retry(task, rt, exc)
     _publish(rt, notes)
 
 
 def _record_failure(
-    rt: HostRuntime,
-    name: str,
-    migration_id: int,
-    exc: Exception,
-    details: str,
-    final: bool,
+    rt: HostRuntime, row_id: int, exc: Exception, details: str, final: bool
 ) -> list[Notification]:
     notes: list[Notification] = []
     with rt.db.transaction() as s:
         # Same lock order as the step itself: instance, migration, journal.
-        ctx = _lock_rows(rt, s, migration_id, name) if final else None
-        row = ctx.journal if ctx is not None else journal.get(s, migration_id, name, lock=True)
+        subject = flows.flow_of(_step_name(s, row_id)).subject
+        ctx = _lock_rows(rt, s, subject, row_id) if final else None
+        row = ctx.journal if ctx is not None else journal.get(s, row_id, lock=True)
         assert row is not None
-        if row.status == journal.DONE:
+        if row.status == _J.DONE:
             # NOTE: another copy of this step (a redelivery, or the reconciler's)
             # finished it while this one failed. Marking it failed or retrying
             # would undo that and run the step twice; that copy carries the chain on.
-            log.info("step %s for migration %s was done by another copy", name, migration_id)
+            log.info("step %s was done by another copy", row.step)
             raise Ignore()
         journal.fail(row, f"{type(exc).__name__}: {exc}", final=final)
         # A step waiting for its retry shows as an event in progress.
@@ -279,116 +283,68 @@ def _record_failure(
         if ctx is not None:
             inst, mig = ctx.instance, ctx.migration
             row.restore = {
-                "migration_status": mig.status.value,
+                "migration_status": mig.status.value if mig is not None else None,
                 "vm_state": inst.vm_state.value,
                 "task_state": inst.task_state.value if inst.task_state else None,
             }
-            error_out(ctx, name, exc, details)
+            error_out(ctx, row.step, exc, details)
             notes = ctx.notifications
     return notes
 
 
-def run_instance_op(task: Task[Any, Any], op: str, instance_uuid: str) -> str:
-    """Run spawn/stop/start/delete once; a redelivery finds the task_state cleared."""
-    rt = current()
-    with logs.bound(instance_uuid=instance_uuid, step=f"instance.{op}", host=rt.host):
-        return _run_instance_op(task, rt, op, instance_uuid)
+def _step_name(session: Any, row_id: int) -> str:
+    name: str = session.scalar(select(StepJournal.step).where(StepJournal.id == row_id))
+    return name
 
 
-def _run_instance_op(task: Task[Any, Any], rt: HostRuntime, op: str, instance_uuid: str) -> str:
-    fn = instance.OPERATIONS[op]
-    try:
-        with rt.db.transaction() as s:
-            try:
-                inst = db.get_instance(s, instance_uuid, lock=True)
-            except errors.InstanceNotFound:
-                return instance_uuid  # deleted already
-            if inst.task_state != instance.EXPECTED_TASK_STATE[op]:
-                return instance_uuid
-            action = _latest_action(s, instance_uuid, op)
-            ctx = InstanceContext(session=s, runtime=rt, instance=inst)
-            fn(ctx)
-            if action is not None:
-                action.finish_time = inst.updated_at
-    except Exception as exc:
-        if isinstance(exc, TRANSIENT) and task.request.retries < rt.settings.step_max_retries:
-            raise task.retry(countdown=backoff(rt.settings, task.request.retries), exc=exc) from exc
-        _instance_error(rt, instance_uuid, exc)
-        raise
-    _publish(rt, ctx.notifications)
-    return instance_uuid
+def _register(flow: flows.Flow, step: flows.Step) -> Any:
+    def body(self: Task[Any, Any], key: Any) -> Any:
+        return run_step(self, flow, step, key)
+
+    body.__name__ = step.short
+    body.__qualname__ = step.short
+    return shared_task(name=step.task, **TASK_OPTIONS)(body)  # type: ignore[no-untyped-call]
 
 
-def _latest_action(session: Any, instance_uuid: str, op: str) -> InstanceAction | None:
-    name = {"spawn": "create"}.get(op, op)
-    action: InstanceAction | None = session.scalars(
-        select(InstanceAction)
-        .where(InstanceAction.instance_uuid == instance_uuid, InstanceAction.action == name)
-        .order_by(InstanceAction.id.desc())
-        .limit(1)
-    ).first()
-    return action
+# Every step of every flow in the table, by its Celery task name.
+STEP_TASKS: dict[str, Any] = {
+    step.task: _register(flow, step) for flow in flows.FLOWS.values() for step in flow.steps
+}
 
 
-def _instance_error(rt: HostRuntime, instance_uuid: str, exc: Exception) -> None:
-    with rt.db.transaction() as s:
-        inst = db.get_instance(s, instance_uuid, lock=True)
-        inst.vm_state, inst.task_state = VmState.ERROR, None
-        db.add_fault(s, instance_uuid, exc, rt.host, traceback.format_exc())
-
-
+# -- host tasks: cleaning up after a deleted server ---------------------------
 def _host_task(name: str) -> Callable[[Callable[..., Any]], Any]:
     deco: Callable[[Callable[..., Any]], Any] = shared_task(name=name, **TASK_OPTIONS)
     return deco
 
 
-@_host_task("resizeflow.host.purge_instance_files")
+def _host_work(task: Task[Any, Any], rt: HostRuntime, fn: Callable[[], Any]) -> Any:
+    """Host tasks follow the same retry policy as steps; a final failure is logged
+    and left for the periodic cleanup, which sends the work again."""
+    try:
+        return fn()
+    except Exception as exc:
+        if retry.is_final(rt.settings, exc, task.request.retries):
+            log.exception("%s failed for good on %s", task.name, rt.host)
+            raise
+        raise _retry(task, rt, exc) from exc
+
+
+@_host_task(flows.HOST_TASKS.purge_instance_files)
 def purge_instance_files(self: Task[Any, Any], instance_uuid: str) -> str:
     rt = current()
-    try:
-        removed = cleanup.purge_instance_files(rt.virt, instance_uuid)
-    except TRANSIENT as exc:
-        raise self.retry(countdown=backoff(rt.settings, self.request.retries), exc=exc) from exc
+    removed = _host_work(self, rt, lambda: cleanup.purge_instance_files(rt.virt, instance_uuid))
     log.info("purged %s of deleted instance %s on %s", removed or "nothing", instance_uuid, rt.host)
     return instance_uuid
 
 
-@_host_task("resizeflow.host.finish_cleanup")
+@_host_task(flows.HOST_TASKS.finish_cleanup)
 def finish_cleanup(self: Task[Any, Any], migration_id: int) -> int:
     rt = current()
-    try:
+
+    def work() -> None:
         with rt.db.transaction() as s:
-            cleanup.fail_migration(s, db.get_migration(s, migration_id, lock=True))
-    except TRANSIENT as exc:
-        raise self.retry(countdown=backoff(rt.settings, self.request.retries), exc=exc) from exc
+            cleanup.fail_migration(s, dbapi.get_migration(s, migration_id, lock=True))
+
+    _host_work(self, rt, work)
     return migration_id
-
-
-def _step_task(flow: str, fn: Callable[[StepContext], None], last: bool) -> tuple[str, Any]:
-    name = f"resizeflow.{flow}.{fn.__name__}"
-
-    def body(self: Task[Any, Any], migration_id: int) -> int:
-        return run_step(self, name, fn, migration_id, last=last)
-
-    body.__name__ = fn.__name__
-    body.__doc__ = fn.__doc__
-    return name, shared_task(name=name, **TASK_OPTIONS)(body)  # type: ignore[no-untyped-call]
-
-
-def _instance_task(op: str) -> tuple[str, Any]:
-    name = f"resizeflow.instance.{op}"
-
-    def body(self: Task[Any, Any], instance_uuid: str) -> str:
-        return run_instance_op(self, op, instance_uuid)
-
-    body.__name__ = op
-    return name, shared_task(name=name, **TASK_OPTIONS)(body)  # type: ignore[no-untyped-call]
-
-
-# The last step of a flow also finishes the flow's instance action.
-STEP_TASKS: dict[str, Any] = dict(
-    _step_task(module.FLOW, fn, last=fn is module.STEPS[-1])
-    for module in (resize, confirm, revert)
-    for fn in module.STEPS
-)
-INSTANCE_TASKS: dict[str, Any] = dict(_instance_task(op) for op in instance.OPERATIONS)

@@ -29,7 +29,6 @@ from resizeflow.cli.supervisor import Supervisor, start_redis
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
 from resizeflow.conf import Settings
-from resizeflow.db import journal
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import (
     Allocation,
@@ -43,7 +42,7 @@ from resizeflow.db.models import (
 )
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import Resources
-from resizeflow.states import MigrationStatus, TaskState, VmState
+from resizeflow.states import JournalStatus, MigrationStatus, TaskState, VmState
 from tests.invariants import allocation_violations, journal_violations
 from tests.stack import RABBITMQ_URL, create_vhost, delete_vhost, wait_for
 
@@ -432,7 +431,9 @@ class ChaosStack:
             .join(Migration, Migration.id == StepJournal.migration_id)
             .where(
                 StepJournal.migration_id == mig_id,
-                StepJournal.status.in_([journal.PENDING, journal.RUNNING, journal.RETRYING]),
+                StepJournal.status.in_(
+                    [JournalStatus.PENDING, JournalStatus.RUNNING, JournalStatus.RETRYING]
+                ),
                 Migration.status != MigrationStatus.ERROR,
             )
         ).first()

@@ -6,10 +6,9 @@ from collections import defaultdict
 
 from sqlalchemy import select
 
-from resizeflow.db import journal
 from resizeflow.db.models import Allocation, ComputeNode, Instance, Migration, StepJournal
 from resizeflow.db.session import Database
-from resizeflow.states import MIGRATION_IN_PROGRESS, MigrationStatus
+from resizeflow.states import MIGRATION_IN_PROGRESS, JournalStatus, MigrationStatus
 
 _USED = {"VCPU": "vcpus_used", "MEMORY_MB": "memory_mb_used", "DISK_GB": "local_gb_used"}
 
@@ -50,7 +49,7 @@ def journal_violations(database: Database) -> list[str]:
         return [
             f"{r.step} of migration {r.migration_id} ({r.status}) applied {r.applied} times"
             for r in s.scalars(select(StepJournal))
-            if r.applied > 1 or (r.status == journal.DONE) != (r.applied == 1)
+            if r.applied > 1 or (r.status == JournalStatus.DONE) != (r.applied == 1)
         ]
 
 

@@ -33,7 +33,7 @@ from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
-from resizeflow.states import MigrationStatus, VmState
+from resizeflow.states import JournalStatus, MigrationStatus, VmState
 
 REDIS_URL = os.environ.get("RESIZEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get("RESIZEFLOW_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
@@ -251,7 +251,8 @@ class Stack:
         def ready() -> Migration | None:
             mig = self.migration(mig_id)
             done = mig.status == status and all(
-                r.status in (journal.DONE, journal.FAILED) or r.flow != self._flow(status)
+                r.status in (JournalStatus.DONE, JournalStatus.FAILED)
+                or r.flow != self._flow(status)
                 for r in self.journal(mig_id)
             )
             return mig if done else None
@@ -284,7 +285,7 @@ class Stack:
                     .join(Migration, Migration.id == StepJournal.migration_id)
                     .where(
                         StepJournal.status.in_(
-                            [journal.PENDING, journal.RUNNING, journal.RETRYING]
+                            [JournalStatus.PENDING, JournalStatus.RUNNING, JournalStatus.RETRYING]
                         ),
                         Migration.status.not_in([MigrationStatus.ERROR, MigrationStatus.FAILED]),
                     )

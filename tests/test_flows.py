@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from resizeflow.db import journal
 from resizeflow.db.models import Allocation, InstanceAction, InstanceActionEvent, Port, PortBinding
+from resizeflow.states import JournalStatus, PowerState, VmState
 from resizeflow.states import MigrationStatus as M
-from resizeflow.states import PowerState, VmState
 from resizeflow.workflows import FLOWS
 from tests.stack import Stack
 
@@ -106,7 +105,9 @@ def test_resize_then_confirm_active(rf: Stack, project: str) -> None:
 
     steps = [r for r in rf.journal(mig_id) if r.flow == "confirm"]
     assert [r.step for r in steps] == [s.name for s in FLOWS["confirm"]]
-    assert all(r.status == journal.DONE and r.attempts == 1 and r.host == source for r in steps)
+    assert all(
+        r.status == JournalStatus.DONE and r.attempts == 1 and r.host == source for r in steps
+    )
     assert step_events(rf, "confirmResize", uuid) == [
         ("compute_teardown_source_network", "Success"),
         ("compute_confirm_migration", "Success"),

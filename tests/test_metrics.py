@@ -8,10 +8,9 @@ import uuid
 from prometheus_client.parser import text_string_to_metric_families
 
 from resizeflow import metrics, workflows
-from resizeflow.db import journal
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
-from resizeflow.states import MigrationStatus, VmState
+from resizeflow.states import JournalStatus, MigrationStatus, VmState
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
 
@@ -76,11 +75,11 @@ def scrape(db: Database) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_workflow_counts_and_step_buckets(database: Database) -> None:
-    done = journal.DONE
+    done = JournalStatus.DONE
     add_flow(database, "confirm", [(done, 0.005), (done, 0.02), (done, 0.3), (done, 2.0)])
     add_flow(database, "confirm", [(done, 0.004), (done, 0.03), (done, 0.4), (done, 3.0)])
-    add_flow(database, "revert", [(done, 0.01), (done, 0.5), (journal.FAILED, 0.1)])
-    add_flow(database, "resize", [(journal.RUNNING, None)])
+    add_flow(database, "revert", [(done, 0.01), (done, 0.5), (JournalStatus.FAILED, 0.1)])
+    add_flow(database, "resize", [(JournalStatus.RUNNING, None)])
     # A clock that stepped back never makes a negative duration.
     add_flow(database, "confirm", [(done, -1.0)], host="h2")
 

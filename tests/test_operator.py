@@ -7,10 +7,9 @@ from sqlalchemy import select
 
 from resizeflow import errors
 from resizeflow.compute.workflow_admin import WorkflowAdmin
-from resizeflow.db import journal
 from resizeflow.db.models import InstanceAction
+from resizeflow.states import JournalStatus, VmState
 from resizeflow.states import MigrationStatus as M
-from resizeflow.states import VmState
 from tests.stack import Stack
 from tests.test_flows import allocations, resize_to_verify
 from tests.test_reliability import assert_errored_out
@@ -53,7 +52,7 @@ def test_retry_resumes_at_the_failed_step(rf: Stack, project: str) -> None:
     rows = {r.step.rsplit(".", 1)[1]: r for r in rf.journal(mig_id) if r.flow == "revert"}
     assert rows["destroy_dest_domain"].attempts == 2
     assert rows["teardown_dest_network"].attempts == 1  # done steps are not run again
-    assert all(r.status == journal.DONE for r in rows.values())
+    assert all(r.status == JournalStatus.DONE for r in rows.values())
     assert actions(rf, uuid)[-2:] == ["revertResize", "workflowRetry"]
     with pytest.raises(errors.WorkflowNotFailed):
         admin_verbs(rf).retry(rf.admin(), mig_id)

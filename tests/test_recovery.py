@@ -8,8 +8,8 @@ from resizeflow import recovery, workflows
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal
 from resizeflow.db.models import Instance, StepJournal, utcnow
+from resizeflow.states import JournalStatus, TaskState, VmState
 from resizeflow.states import MigrationStatus as M
-from resizeflow.states import TaskState, VmState
 from tests.stack import Stack, wait_for
 from tests.test_flows import allocations, resize_to_verify
 
@@ -99,7 +99,7 @@ def test_worker_killed_mid_step_is_recovered_when_it_restarts(rf: Stack, project
     rf.api.confirm_resize(rf.ctx(project), uuid)
     wait_for(
         lambda: any(
-            r.step.endswith("confirm_migration") and r.status == journal.RUNNING
+            r.step.endswith("confirm_migration") and r.status == JournalStatus.RUNNING
             for r in rf.journal(mig_id)
         ),
         what="confirm_migration to start",
@@ -124,12 +124,12 @@ def test_lapsed_lease_and_lost_retry_are_re_driven(rf: Stack, project: str) -> N
     plan_without_sending(rf, retrying, t_mig, "confirm")
     long_ago = utcnow() - LATER
     with rf.db.transaction() as s:
-        for mig_id, status in ((r_mig, journal.RUNNING), (t_mig, journal.RETRYING)):
+        for mig_id, status in ((r_mig, JournalStatus.RUNNING), (t_mig, JournalStatus.RETRYING)):
             row = journal.get(s, mig_id, "resizeflow.confirm.teardown_source_network")
             assert row is not None
             row.status, row.attempts, row.worker = status, 1, "gone@nowhere"
             row.enqueued_at = row.started_at = row.heartbeat_at = long_ago
-            row.lease_expires_at = long_ago if status == journal.RUNNING else None
+            row.lease_expires_at = long_ago if status == JournalStatus.RUNNING else None
     redriven = recovery.reconcile(rf.settings, rf.db, rf.app)
     assert {(r.migration_id, r.reason) for r in redriven} == {
         (r_mig, "the running step's lease lapsed"),
@@ -139,7 +139,7 @@ def test_lapsed_lease_and_lost_retry_are_re_driven(rf: Stack, project: str) -> N
     rf.wait_migration(t_mig, M.CONFIRMED)
     with rf.db.snapshot() as s:
         rows = s.query(StepJournal).filter(StepJournal.migration_id.in_([r_mig, t_mig])).all()
-        assert all(r.status == journal.DONE for r in rows if r.flow == "confirm")
+        assert all(r.status == JournalStatus.DONE for r in rows if r.flow == "confirm")
 
 
 def test_lost_instance_operation_is_re_sent(rf: Stack, project: str) -> None:

@@ -9,15 +9,14 @@ from typing import Any
 from sqlalchemy import func, select
 
 from resizeflow import errors, workflows
-from resizeflow.db import journal
 from resizeflow.db.models import (
     Allocation,
     ComputeNode,
     InstanceActionEvent,
     InstanceFault,
 )
+from resizeflow.states import JournalStatus, VmState
 from resizeflow.states import MigrationStatus as M
-from resizeflow.states import VmState
 from tests.stack import Stack, wait_for
 from tests.test_flows import resize_to_verify, step_events
 
@@ -168,7 +167,7 @@ def assert_errored_out(rf: Stack, uuid: str, mig_id: int, failed_step: str, faul
     assert rf.migration(mig_id).status == M.ERROR
     assert any(fault in f for f in rf.faults(uuid)), rf.faults(uuid)
     statuses = {r.step.rsplit(".", 1)[1]: r.status for r in rf.journal(mig_id)}
-    assert statuses[failed_step] == journal.FAILED
+    assert statuses[failed_step] == JournalStatus.FAILED
 
 
 def test_permanent_failure_errors_the_workflow_out(rf: Stack, project: str) -> None:
@@ -233,7 +232,7 @@ def test_sigterm_finishes_the_running_step(rf: Stack, project: str) -> None:
     rf.api.confirm_resize(rf.ctx(project), uuid)
     wait_for(
         lambda: any(
-            r.step.endswith("confirm_migration") and r.status == journal.RUNNING
+            r.step.endswith("confirm_migration") and r.status == JournalStatus.RUNNING
             for r in rf.journal(mig_id)
         ),
         what="confirm_migration to start",
@@ -242,8 +241,8 @@ def test_sigterm_finishes_the_running_step(rf: Stack, project: str) -> None:
     rf.stop_worker(source)  # SIGTERM: Celery's warm shutdown
     assert proc.returncode == 0
     statuses = {r.step.rsplit(".", 1)[1]: r.status for r in rf.journal(mig_id)}
-    assert statuses["confirm_migration"] == journal.DONE
-    assert statuses["drop_source_claim"] == journal.PENDING
+    assert statuses["confirm_migration"] == JournalStatus.DONE
+    assert statuses["drop_source_claim"] == JournalStatus.PENDING
     rf.start_worker(source)
     rf.wait_migration(mig_id, M.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)

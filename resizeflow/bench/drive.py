@@ -22,9 +22,8 @@ from resizeflow import workflows
 from resizeflow.bench import noop
 from resizeflow.bench.stack import Stack
 from resizeflow.compute.policy import RequestContext
-from resizeflow.db import journal
 from resizeflow.db.models import Instance, Migration, StepJournal
-from resizeflow.states import MigrationStatus, VmState
+from resizeflow.states import JournalStatus, MigrationStatus, VmState
 
 STEPS = {"confirm": 4, "revert": 5, "resize": 3}
 
@@ -83,7 +82,7 @@ def pending_steps(st: Stack, ids: Sequence[int], flow: str) -> int:
                 .where(
                     StepJournal.migration_id.between(min(ids), max(ids)),
                     StepJournal.flow == flow,
-                    StepJournal.status != journal.DONE,
+                    StepJournal.status != JournalStatus.DONE,
                     Migration.status != MigrationStatus.ERROR,
                 )
             )
@@ -165,7 +164,7 @@ def collect(st: Stack, flow: str, started: dict[int, float]) -> Batch:
             .where(Migration.id.in_(list(started)), Migration.status == MigrationStatus.ERROR)
         )
     for mig_id, last in rows:
-        if last is not None:
+        if last is not None and mig_id is not None:
             ended[mig_id] = epoch(last)
     return Batch(flow=flow, started=started, ended=ended, errors=int(errors or 0))
 

@@ -97,7 +97,7 @@ def _per_step(st: Stack, ids: list[int], flow: str) -> dict[str, dict[str, float
     hop: dict[str, list[float]] = defaultdict(list)
     prev: dict[int, float] = {}
     for r in drive.step_rows(st, ids, flow):
-        if r.started_at is None or r.finished_at is None:
+        if r.started_at is None or r.finished_at is None or r.migration_id is None:
             continue
         name = r.step.rsplit(".", 1)[1]
         took[name].append(drive.epoch(r.finished_at) - drive.epoch(r.started_at))

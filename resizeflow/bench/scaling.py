@@ -15,8 +15,8 @@ from sqlalchemy import select
 from resizeflow.bench import drive, monitor
 from resizeflow.bench.phases import Log, rates
 from resizeflow.bench.stack import Services, Stack, stack
-from resizeflow.db import journal
 from resizeflow.db.models import StepJournal
+from resizeflow.states import JournalStatus
 
 
 def done_times(st: Stack) -> list[float]:
@@ -33,8 +33,10 @@ def done_times(st: Stack) -> list[float]:
             )
         ).all()
     for mig, flow, status, finished in rows:
+        if mig is None:
+            continue  # an instance operation: the scaling phase drives resizes only
         key = (mig, flow)
-        if status != journal.DONE or finished is None:
+        if status != JournalStatus.DONE or finished is None:
             open_.add(key)
         else:
             ends[key] = max(ends.get(key, 0.0), drive.epoch(finished))

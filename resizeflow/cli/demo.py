@@ -32,7 +32,7 @@ from resizeflow.db import journal
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
-from resizeflow.states import MigrationStatus, VmState, api_status
+from resizeflow.states import JournalStatus, MigrationStatus, VmState, api_status
 
 PROJECT = "demo"
 TERMINAL = {MigrationStatus.CONFIRMED, MigrationStatus.REVERTED, MigrationStatus.ERROR}
@@ -74,7 +74,7 @@ def _progress(database: Database, servers: list[Server]) -> Table:
                     select(StepJournal)
                     .where(
                         StepJournal.migration_id == mig.id,
-                        StepJournal.status.in_([journal.RUNNING, journal.RETRYING]),
+                        StepJournal.status.in_([JournalStatus.RUNNING, JournalStatus.RETRYING]),
                     )
                     .limit(1)
                 ).first()

@@ -19,7 +19,7 @@ import kombu.exceptions
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from resizeflow import errors, workflows
+from resizeflow import errors, flows, workflows
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.scheduler import select_destination
 from resizeflow.conf import Settings
@@ -65,11 +65,11 @@ SERVER_ACTIONS = {
 
 @dataclass(frozen=True)
 class Launch:
-    """A workflow to send once the transaction that planned it has committed."""
+    """A planned workflow to send once the transaction that planned it has committed."""
 
-    migration_id: int | None
-    steps: tuple[journal.PlannedStep, ...] = ()
-    instance_task: tuple[str, str, str] | None = None  # (task name, instance uuid, host)
+    subject: int | str  # its tasks' argument: a migration id or an instance uuid
+    steps: tuple[journal.PlannedStep, ...]
+    then: Launch | None = None  # a workflow to run after this one succeeds
 
 
 def check_instance_state(
@@ -153,14 +153,27 @@ class ComputeAPI:
         self,
         ctx: RequestContext,
         session: Session,
-        flow: str,
-        mig: Migration,
+        flow: flows.Flow,
+        inst: Instance,
         action: InstanceAction,
-    ) -> tuple[journal.PlannedStep, ...]:
-        steps = workflows.plan(flow, mig.source_compute, mig.dest_compute)
+        mig: Migration | None = None,
+    ) -> Launch:
+        """Journal ``flow``'s steps as pending, in the transaction that accepts the request."""
+        if mig is not None:
+            steps = workflows.plan(flow, source=mig.source_compute, dest=mig.dest_compute)
+        else:
+            steps = workflows.plan(flow, host=inst.host)
         session.flush()  # the action's id, for the journal rows
-        journal.plan(session, mig.id, ctx.request_id, flow, steps, action_id=action.id)
-        return tuple(steps)
+        journal.plan(
+            session,
+            flow.name,
+            steps,
+            migration_id=mig.id if mig is not None else None,
+            instance_uuid=inst.uuid,
+            request_id=ctx.request_id,
+            action_id=action.id,
+        )
+        return Launch(mig.id if mig is not None else inst.uuid, tuple(steps))
 
     @contextmanager
     def _launching(self) -> Iterator[tuple[Session, list[Launch]]]:
@@ -173,26 +186,20 @@ class ComputeAPI:
                 self._send(item)
             except self._broker_errors as exc:
                 # NOTE: the request is already durable: its plan is in the step
-                # journal (or its task_state is set), and the reconciler sends
-                # it once the broker is back. Failing the request now would
-                # tell the caller it did not happen when it did.
+                # journal, and the reconciler sends it once the broker is back.
+                # Failing the request now would tell the caller it did not
+                # happen when it did.
                 log.warning(
                     "broker unavailable, %s will be sent by the reconciler: %s",
-                    item.migration_id or item.instance_task,
+                    item.subject,
                     exc,
                 )
 
     def _send(self, item: Launch) -> None:
-        if item.instance_task is not None and item.migration_id is None:
-            name, uuid, host = item.instance_task
-            workflows.launch_instance_task(self.app, name, uuid, host)
-            return
-        assert item.migration_id is not None
         then = None
-        if item.instance_task is not None:
-            name, uuid, host = item.instance_task
-            then = workflows.signature(self.app, name, uuid, host)
-        workflows.launch(self.app, item.migration_id, item.steps, then=then)
+        if item.then is not None:
+            then = workflows.build(self.app, item.then.subject, item.then.steps)
+        workflows.launch(self.app, item.subject, item.steps, then=then)
 
     def _check_service_up(self, session: Session, host: str) -> None:
         """Refuse work for a host whose worker is down, as Nova does (409).
@@ -254,8 +261,8 @@ class ComputeAPI:
             s.flush()
             SqlPlacement(s).claim(uuid, dest, res)
             SqlNetwork(s).allocate_for_instance(uuid, networks)
-            self._record(ctx, s, inst, "create")
-            launches.append(Launch(None, instance_task=(workflows.SPAWN, uuid, dest.host)))
+            action = self._record(ctx, s, inst, "create")
+            launches.append(self._plan(ctx, s, flows.SPAWN, inst, action))
         return uuid
 
     def act(
@@ -336,7 +343,7 @@ class ComputeAPI:
             s.add(mig)
             s.flush()
             action = self._record(ctx, s, inst, "resize")
-            launches.append(Launch(mig.id, self._plan(ctx, s, "resize", mig, action)))
+            launches.append(self._plan(ctx, s, flows.RESIZE, inst, action, mig))
             return mig.id
 
     def confirm_resize(self, ctx: RequestContext, uuid: str) -> int:
@@ -349,7 +356,7 @@ class ComputeAPI:
             self._check_service_up(s, mig.source_compute)
             db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
             action = self._record(ctx, s, inst, "confirmResize")
-            launches.append(Launch(mig.id, self._plan(ctx, s, "confirm", mig, action)))
+            launches.append(self._plan(ctx, s, flows.CONFIRM, inst, action, mig))
             return mig.id
 
     def revert_resize(self, ctx: RequestContext, uuid: str) -> int:
@@ -372,7 +379,7 @@ class ComputeAPI:
             db.cas_task_state(s, uuid, [None], T.RESIZE_REVERTING)
             db.cas_migration_status(s, mig.id, M.FINISHED, M.REVERTING)
             action = self._record(ctx, s, inst, "revertResize")
-            launches.append(Launch(mig.id, self._plan(ctx, s, "revert", mig, action)))
+            launches.append(self._plan(ctx, s, flows.REVERT, inst, action, mig))
             return mig.id
 
     # -- power --------------------------------------------------------------
@@ -383,25 +390,22 @@ class ComputeAPI:
         method: str,
         action: str,
         vm_state: Sequence[V],
-        task: T,
-        task_name: str,
+        flow: flows.Flow,
     ) -> None:
+        assert flow.task_state is not None
         with self._launching() as (s, launches):
             inst = self._get(ctx, s, uuid, method)
             check_instance_lock(ctx, inst)
             check_instance_state(inst, method, vm_state=vm_state)
-            db.cas_task_state(s, uuid, [None], task)
-            self._record(ctx, s, inst, action)
-            assert inst.host is not None
-            launches.append(Launch(None, instance_task=(task_name, uuid, inst.host)))
+            db.cas_task_state(s, uuid, [None], flow.task_state)
+            record = self._record(ctx, s, inst, action)
+            launches.append(self._plan(ctx, s, flow, inst, record))
 
     def stop(self, ctx: RequestContext, uuid: str) -> None:
-        self._instance_op(
-            ctx, uuid, "stop", "stop", (V.ACTIVE, V.ERROR), T.POWERING_OFF, workflows.STOP
-        )
+        self._instance_op(ctx, uuid, "stop", "stop", (V.ACTIVE, V.ERROR), flows.STOP)
 
     def start(self, ctx: RequestContext, uuid: str) -> None:
-        self._instance_op(ctx, uuid, "start", "start", (V.STOPPED,), T.POWERING_ON, workflows.START)
+        self._instance_op(ctx, uuid, "start", "start", (V.STOPPED,), flows.START)
 
     # -- lock ---------------------------------------------------------------
     def lock(self, ctx: RequestContext, uuid: str) -> None:
@@ -432,16 +436,14 @@ class ComputeAPI:
             check_instance_state(inst, "delete", task_state=(None,))
             db.cas_task_state(s, uuid, [None], T.DELETING)
             action = self._record(ctx, s, inst, "delete")
-            assert inst.host is not None
+            delete = self._plan(ctx, s, flows.DELETE, inst, action)
             if inst.vm_state == V.RESIZED:
                 # NOTE: confirming first frees the source host's copy and claim;
                 # deleting straight away would leak them (Nova's
                 # _confirm_resize_on_deleting).
                 mig = db.find_migration(s, uuid, M.FINISHED)
                 db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
-                steps = self._plan(ctx, s, "confirm", mig, action)
-                launches.append(
-                    Launch(mig.id, steps, instance_task=(workflows.DELETE, uuid, inst.host))
-                )
+                confirm = self._plan(ctx, s, flows.CONFIRM, inst, action, mig)
+                launches.append(Launch(confirm.subject, confirm.steps, then=delete))
             else:
-                launches.append(Launch(None, instance_task=(workflows.DELETE, uuid, inst.host)))
+                launches.append(delete)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from resizeflow import errors
+from resizeflow import errors, flows
 from resizeflow.compute.api import INTERNAL_METADATA
 from resizeflow.compute.policy import RequestContext, allowed, authorize
 from resizeflow.conf import Settings
@@ -36,7 +36,7 @@ from resizeflow.db.models import (
     utcnow,
 )
 from resizeflow.db.session import Database
-from resizeflow.states import MigrationStatus, api_status
+from resizeflow.states import JournalStatus, MigrationStatus, api_status
 
 
 @dataclass(frozen=True)
@@ -540,10 +540,10 @@ def _events(session: Session, action_id: int) -> tuple[EventInfo, ...]:
     written = {e.event for e in found}
     for r in session.scalars(
         select(StepJournal).where(
-            StepJournal.action_id == action_id, StepJournal.status == journal.RUNNING
+            StepJournal.action_id == action_id, StepJournal.status == JournalStatus.RUNNING
         )
     ):
-        name = journal.event_name(r.step)
+        name = flows.step(r.step).event
         if name not in written and r.started_at is not None:
             found.append(EventInfo(name, r.host, r.started_at, None, None, None))
     return tuple(sorted(found, key=lambda e: e.start_time))

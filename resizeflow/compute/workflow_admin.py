@@ -14,27 +14,25 @@ from dataclasses import dataclass
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from resizeflow import errors, workflows
+from resizeflow import errors, flows, workflows
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.conf import Settings
-from resizeflow.db import api as db
+from resizeflow.db import api as dbapi
 from resizeflow.db import journal
 from resizeflow.db.models import Instance, Migration, StepJournal, utcnow
 from resizeflow.db.session import Database
 from resizeflow.drivers.network import SqlNetwork
+from resizeflow.states import (
+    JournalStatus,
+    TaskState,
+    VmState,
+    check_journal,
+    check_migration,
+    check_vm,
+)
 from resizeflow.states import MigrationStatus as M
-from resizeflow.states import TaskState, VmState, check_migration, check_vm
 
-# (flow, first step not done) -> where an abort can hand the resize back to
-# the user, because nothing on the hypervisor has changed yet: the server
-# returns to VERIFY_RESIZE and the user may confirm or revert again.
-BACK_TO_VERIFY = {
-    ("confirm", "resizeflow.confirm.teardown_source_network"): "source",
-    ("revert", "resizeflow.revert.teardown_dest_network"): "dest",
-    ("revert", "resizeflow.revert.destroy_dest_domain"): "dest",
-}
-# Where a failed resize never touched the hypervisor: the server keeps its state.
-NOTHING_TO_UNDO = {("resize", "resizeflow.resize.prep_resize")}
+_J = JournalStatus
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ def _current(session: Session, mig_id: int) -> tuple[list[StepJournal], StepJour
     if latest is None:
         raise errors.WorkflowNotFailed(migration_id=mig_id, status="not started", verb="changed")
     flow_rows = sorted((r for r in rows if r.flow == latest.flow), key=lambda r: r.position)
-    first = next((r for r in flow_rows if r.status != journal.DONE), None)
+    first = next((r for r in flow_rows if r.status != _J.DONE), None)
     if first is None:
         raise errors.WorkflowNotFailed(migration_id=mig_id, status="finished", verb="changed")
     return flow_rows, first
@@ -61,10 +59,10 @@ def _current(session: Session, mig_id: int) -> tuple[list[StepJournal], StepJour
 
 class WorkflowAdmin:
     def __init__(self, settings: Settings, database: Database, app: Celery) -> None:
-        self.settings, self.db, self.app = settings, database, app
+        self.settings, self.database, self.app = settings, database, app
 
     def _record(self, ctx: RequestContext, session: Session, uuid: str, action: str) -> None:
-        row = db.record_action(
+        row = dbapi.record_action(
             session,
             action=action,
             instance_uuid=uuid,
@@ -77,12 +75,12 @@ class WorkflowAdmin:
     def retry(self, ctx: RequestContext, migration_id: int) -> Outcome:
         """Resume a failed workflow at its failed step, with the rows as they were then."""
         authorize(ctx, "compute:workflows:retry")
-        with self.db.transaction() as s:
-            mig = db.get_migration(s, migration_id)
-            inst = db.get_instance(s, mig.instance_uuid, lock=True)
-            mig = db.get_migration(s, migration_id, lock=True)
+        with self.database.transaction() as s:
+            mig = dbapi.get_migration(s, migration_id)
+            inst = dbapi.get_instance(s, mig.instance_uuid, lock=True)
+            mig = dbapi.get_migration(s, migration_id, lock=True)
             rows, failed = _current(s, migration_id)
-            if mig.status != M.ERROR or failed.status != journal.FAILED or not failed.restore:
+            if mig.status != M.ERROR or failed.status != _J.FAILED or not failed.restore:
                 raise errors.WorkflowNotFailed(
                     migration_id=migration_id, status=mig.status.value, verb="retried"
                 )
@@ -93,7 +91,8 @@ class WorkflowAdmin:
             # check their own transitions from there.
             task = restore["task_state"]
             inst.task_state = TaskState(task) if task else None
-            failed.status, failed.restore, failed.enqueued_at = journal.PENDING, None, utcnow()
+            failed.status = check_journal(failed.status, _J.PENDING)
+            failed.restore, failed.enqueued_at = None, utcnow()
             rest = tuple(journal.PlannedStep(r.step, r.host) for r in rows[rows.index(failed) :])
             self._record(ctx, s, inst.uuid, "workflowRetry")
         workflows.launch(self.app, migration_id, rest)
@@ -108,20 +107,18 @@ class WorkflowAdmin:
     def abort(self, ctx: RequestContext, migration_id: int) -> Outcome:
         """End a failed or stalled workflow: compensate where it is safe, else ERROR + fault."""
         authorize(ctx, "compute:workflows:abort")
-        with self.db.transaction() as s:
-            mig = db.get_migration(s, migration_id)
-            inst = db.get_instance(s, mig.instance_uuid, lock=True)
-            mig = db.get_migration(s, migration_id, lock=True)
+        with self.database.transaction() as s:
+            mig = dbapi.get_migration(s, migration_id)
+            inst = dbapi.get_instance(s, mig.instance_uuid, lock=True)
+            mig = dbapi.get_migration(s, migration_id, lock=True)
             rows, first = _current(s, migration_id)
             # A failed step without a restore point was aborted already.
-            ended = first.status == journal.ABORTED or (
-                first.status == journal.FAILED and not first.restore
-            )
+            ended = first.status == _J.ABORTED or (first.status == _J.FAILED and not first.restore)
             if ended or mig.status in (M.CONFIRMED, M.FAILED):
                 raise errors.WorkflowNotFailed(
                     migration_id=migration_id, status=mig.status.value, verb="aborted"
                 )
-            if first.status == journal.RUNNING and journal.lease_live(first):
+            if first.status == _J.RUNNING and journal.lease_live(first):
                 raise errors.WorkflowStepRunning(
                     step=first.step, migration_id=migration_id, host=first.host
                 )
@@ -138,16 +135,16 @@ class WorkflowAdmin:
         rows: list[StepJournal],
         first: StepJournal,
     ) -> Outcome:
-        key = (first.flow, first.step)
-        short = first.step.rsplit(".", 1)[1]
-        if key in BACK_TO_VERIFY:
+        step = flows.step(first.step)
+        short = step.short
+        if step.on_abort is flows.OnAbort.BACK_TO_VERIFY:
             # Undo the only thing done so far, the network teardown, and let
-            # the user decide again. The flow's plan goes, so a new confirm or
-            # revert can be planned for this migration.
-            host = mig.source_compute if BACK_TO_VERIFY[key] == "source" else mig.dest_compute
+            # the user decide again. The flow's rows are superseded (kept, as
+            # history), so a new confirm or revert can be planned.
+            host = mig.source_compute if step.side is flows.Side.SOURCE else mig.dest_compute
             SqlNetwork(s).setup_networks_on_host(inst.uuid, host)
             for row in rows:
-                s.delete(row)
+                journal.end(row, _J.SUPERSEDED)
             if mig.status != M.ERROR:  # a stalled flow ends first...
                 mig.status = check_migration(mig.status, M.ERROR)
             mig.status = check_migration(mig.status, M.FINISHED)  # ...then the resize is back
@@ -162,11 +159,11 @@ class WorkflowAdmin:
             )
         first.restore = None  # nothing left to retry
         for row in rows[rows.index(first) :]:
-            if row.status != journal.FAILED:
-                row.status = journal.ABORTED
+            if row.status != _J.FAILED:
+                journal.end(row, _J.ABORTED, f"aborted by {ctx.user_id}")
         if mig.status != M.ERROR:
             mig.status = check_migration(mig.status, M.ERROR)
-        if key in NOTHING_TO_UNDO:
+        if step.on_abort is flows.OnAbort.NOTHING_TO_UNDO:
             inst.old_flavor = inst.new_flavor = None
             old = inst.system_metadata.get("old_vm_state", inst.vm_state.value)
             inst.system_metadata = {
@@ -188,5 +185,5 @@ class WorkflowAdmin:
         )
         inst.vm_state = check_vm(inst.vm_state, VmState.ERROR)
         inst.task_state = None
-        db.add_fault(s, inst.uuid, errors.Conflict(message), None, f"aborted by {ctx.user_id}")
+        dbapi.add_fault(s, inst.uuid, errors.Conflict(message), None, f"aborted by {ctx.user_id}")
         return Outcome(mig.id, first.flow, first.step, "left in error", message)

@@ -1,8 +1,11 @@
-"""The step journal: one row per (migration, step), the durable record of progress.
+"""The step journal: one row per planned step, the durable record of progress.
 
-Statuses: ``pending`` (planned, not started), ``running``, ``retrying`` (failed
-transiently, a retry is queued), ``done``, ``failed`` (failed for good) and
-``aborted`` (an operator ended the workflow before the step ran).
+A migration's flows key their rows by (migration, step); an instance
+operation's one row is keyed by its instance and has no migration. Statuses
+are :class:`~resizeflow.states.JournalStatus`, and every change of one goes
+through :func:`~resizeflow.states.check_journal` or, in the claim and finish
+statements, through the statuses the transition table allows. Rows are never
+deleted.
 """
 
 from __future__ import annotations
@@ -25,17 +28,17 @@ from sqlalchemy import (
     not_,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from resizeflow.db import api as db
-from resizeflow.db.models import Migration, StepJournal, utcnow
+from resizeflow import flows
+from resizeflow.db import api as dbapi
+from resizeflow.db.models import StepJournal, utcnow
+from resizeflow.states import JOURNAL_CLAIMABLE, JournalStatus, check_journal
 
-PENDING, RUNNING, RETRYING, DONE, FAILED = "pending", "running", "retrying", "done", "failed"
-ABORTED = "aborted"
+_J = JournalStatus
 
 
 @dataclass(frozen=True)
@@ -44,17 +47,14 @@ class PlannedStep:
     host: str
 
 
-def event_name(step: str) -> str:
-    """The instance action event that records ``step``, named as Nova's are."""
-    return "compute_" + step.rsplit(".", 1)[1]
-
-
 def plan(
     session: Session,
-    migration_id: int,
-    request_id: str,
     flow: str,
     steps: Sequence[PlannedStep],
+    *,
+    instance_uuid: str,
+    request_id: str,
+    migration_id: int | None = None,
     action_id: int | None = None,
 ) -> None:
     """Write the pending rows of a workflow, in the transaction that starts it."""
@@ -63,34 +63,29 @@ def plan(
         session.add(
             StepJournal(
                 migration_id=migration_id,
+                instance_uuid=instance_uuid,
                 request_id=request_id,
                 action_id=action_id,
                 flow=flow,
                 step=planned.step,
                 position=position,
                 host=planned.host,
-                status=PENDING,
+                status=_J.PENDING,
                 enqueued_at=now,
             )
         )
 
 
-def get(
-    session: Session, migration_id: int, step: str, *, lock: bool = False
-) -> StepJournal | None:
-    stmt = select(StepJournal).where(
-        StepJournal.migration_id == migration_id, StepJournal.step == step
-    )
-    if lock:
-        stmt = stmt.with_for_update()
-    return session.scalars(stmt).one_or_none()
+def get(session: Session, row_id: int, *, lock: bool = False) -> StepJournal | None:
+    return session.get(StepJournal, row_id, with_for_update=lock)
 
 
 def rows(session: Session, migration_id: int) -> list[StepJournal]:
+    """A migration's live rows (not superseded), in flow and step order."""
     return list(
         session.scalars(
             select(StepJournal)
-            .where(StepJournal.migration_id == migration_id)
+            .where(StepJournal.migration_id == migration_id, StepJournal.status != _J.SUPERSEDED)
             .order_by(StepJournal.flow, StepJournal.position)
         )
     )
@@ -115,15 +110,29 @@ def lease_live(row: StepJournal, now: dt.datetime | None = None) -> bool:
 
 @dataclass(frozen=True)
 class Claim:
-    """What a delivery found: the step's status after the claim, and its request."""
+    """What a delivery found: the step's row and status after the claim, and its request."""
 
-    status: str
+    row_id: int
+    status: JournalStatus
     request_id: str
-    instance_uuid: str | None
+    instance_uuid: str
+
+
+def _row_of(subject: flows.Subject) -> Any:
+    """The id of the row a delivery is for: the migration's live row of the step,
+    or the instance's newest row of the operation (a redelivery of an earlier
+    one then finds it ended)."""
+    j = StepJournal.__table__.alias("planned")
+    where = [j.c.step == bindparam("b_step")]
+    if subject is flows.Subject.MIGRATION:
+        where += [j.c.migration_id == bindparam("b_key"), j.c.status != _J.SUPERSEDED.value]
+    else:
+        where += [j.c.instance_uuid == bindparam("b_key"), j.c.migration_id.is_(None)]
+    return select(func.max(j.c.id)).where(*where).scalar_subquery()
 
 
 @functools.cache
-def _claim_statement() -> Any:
+def _claim_statement(subject: flows.Subject) -> Any:
     # Built once: constructing this statement costs more CPU than running it.
     j = StepJournal
     now = bindparam("b_now", type_=DateTime())
@@ -135,13 +144,13 @@ def _claim_statement() -> Any:
         j.worker == worker,
     )
     live = and_(
-        j.status == RUNNING,
+        j.status == _J.RUNNING,
         j.lease_expires_at.is_not(None),
         j.lease_expires_at > now,
         not_superseded,
     )
     # Fixed parameters, not an expanding IN list, which is re-rendered on every run.
-    takeable = [literal(status, String()) for status in (PENDING, RETRYING, RUNNING)]
+    takeable = [literal(status.value, String()) for status in sorted(JOURNAL_CLAIMABLE)]
     takes = and_(j.status.in_(takeable), not_(live))
 
     def when_taken(value: object, otherwise: object) -> object:
@@ -149,10 +158,10 @@ def _claim_statement() -> Any:
 
     return (
         update(j)
-        .where(j.migration_id == bindparam("b_migration_id"), j.step == bindparam("b_step"))
+        .where(j.id == _row_of(subject))
         .values(
             deliveries=j.deliveries + 1,
-            status=when_taken(RUNNING, j.status),
+            status=when_taken(_J.RUNNING.value, j.status),
             attempts=j.attempts + when_taken(1, 0),
             worker=when_taken(worker, j.worker),
             started_at=when_taken(func.coalesce(j.started_at, now), j.started_at),
@@ -161,23 +170,26 @@ def _claim_statement() -> Any:
                 bindparam("b_lease_until", type_=DateTime()), j.lease_expires_at
             ),
         )
-        .returning(
-            j.status,
-            j.request_id,
-            select(Migration.instance_uuid).where(Migration.id == j.migration_id).scalar_subquery(),
-        )
+        .returning(j.id, j.status, j.request_id, j.instance_uuid)
     )
 
 
 def claim(
-    conn: Connection, migration_id: int, step: str, worker: str, lease: float
+    conn: Connection,
+    subject: flows.Subject,
+    key: int | str,
+    step: str,
+    worker: str,
+    lease: float,
 ) -> Claim | None:
     """Count a delivery and mark the step running under ``worker``, in one statement.
 
-    The step is taken unless it is done, failed or aborted, or running under
-    a live lease of another copy that is not an earlier process of this same
-    worker (see :func:`superseded`). Every delivery is counted, duplicates
-    included. Returns None when the step has no journal row.
+    ``key`` is the task's argument: a migration id, or an instance uuid. The
+    step is taken when its status may go to running (see
+    :data:`~resizeflow.states.JOURNAL_CLAIMABLE`), unless it runs under a live
+    lease of another copy that is not an earlier process of this same worker
+    (see :func:`superseded`). Every delivery is counted, duplicates included.
+    Returns None when the step has no journal row.
 
     NOTE: this is a single ``UPDATE ... RETURNING`` on purpose. It runs before
     the step's own transaction and commits on its own, so that an attempt is
@@ -186,9 +198,9 @@ def claim(
     """
     now = utcnow()
     row = conn.execute(
-        _claim_statement(),
+        _claim_statement(subject),
         {
-            "b_migration_id": migration_id,
+            "b_key": key,
             "b_step": step,
             "b_now": now,
             "b_worker": worker,
@@ -196,12 +208,10 @@ def claim(
             "b_lease_until": now + dt.timedelta(seconds=lease),
         },
     ).one_or_none()
-    return None if row is None else Claim(*row)
+    return None if row is None else Claim(row[0], _J(row[1]), row[2], row[3])
 
 
-def renew_leases(
-    session: Session, worker: str, running: Collection[tuple[int, str]], lease: float
-) -> int:
+def renew_leases(session: Session, worker: str, running: Collection[int], lease: float) -> int:
     """Extend the leases of the steps ``worker`` is executing right now; returns how many.
 
     Only steps still executing in the process are renewed: a step whose task
@@ -215,8 +225,8 @@ def renew_leases(
         update(StepJournal)
         .where(
             StepJournal.worker == worker,
-            StepJournal.status == RUNNING,
-            tuple_(StepJournal.migration_id, StepJournal.step).in_(sorted(running)),
+            StepJournal.status == _J.RUNNING,
+            StepJournal.id.in_(sorted(running)),
         )
         .values(heartbeat_at=now, lease_expires_at=now + dt.timedelta(seconds=lease))
         .execution_options(synchronize_session=False)
@@ -233,7 +243,7 @@ def _finish_statement(dialect: str, event: bool, ends_action: bool) -> Any:
         update(table)
         .where(table.c.id == bindparam("b_id"))
         .values(
-            status=DONE,
+            status=_J.DONE.value,
             applied=table.c.applied + 1,
             finished_at=bindparam("b_now"),
             last_error=None,
@@ -244,8 +254,8 @@ def _finish_statement(dialect: str, event: bool, ends_action: bool) -> Any:
         return done
     ctes = [done.cte("step_done")]
     if ends_action:
-        ctes.append(db.finish_action_statement(False).cte("action_done"))
-    return db.event_upsert(dialect).add_cte(*ctes)
+        ctes.append(dbapi.finish_action_statement(False).cte("action_done"))
+    return dbapi.event_upsert(dialect).add_cte(*ctes)
 
 
 def finish(session: Session, row: StepJournal, *, host: str, ends_action: bool) -> None:
@@ -255,15 +265,16 @@ def finish(session: Session, row: StepJournal, *, host: str, ends_action: bool) 
     SQLite has no data-modifying CTEs and runs the same writes one by one.
     The ORM's copy of ``row`` is brought up to date without being flushed again.
     """
+    check_journal(row.status, _J.DONE)
     now = utcnow()
     dialect = session.get_bind().dialect.name
     event = row.action_id is not None
     params: dict[str, Any] = {"b_id": row.id, "b_now": now}
     if row.action_id is not None:
         params.update(
-            db.event_params(
+            dbapi.event_params(
                 row.action_id,
-                event_name(row.step),
+                flows.step(row.step).event,
                 host=host,
                 start=row.started_at,
                 result="Success",
@@ -272,11 +283,11 @@ def finish(session: Session, row: StepJournal, *, host: str, ends_action: bool) 
         )
     session.execute(_finish_statement(dialect, event, ends_action), params)
     if dialect != "postgresql" and row.action_id is not None:
-        session.execute(db.event_upsert(dialect), params)
+        session.execute(dbapi.event_upsert(dialect), params)
         if ends_action:
-            session.execute(db.finish_action_statement(False), params)
+            session.execute(dbapi.finish_action_statement(False), params)
     for key, value in (
-        ("status", DONE),
+        ("status", _J.DONE),
         ("applied", row.applied + 1),
         ("finished_at", now),
         ("last_error", None),
@@ -286,9 +297,18 @@ def finish(session: Session, row: StepJournal, *, host: str, ends_action: bool) 
 
 
 def fail(row: StepJournal, error: str, *, final: bool) -> None:
-    row.status = FAILED if final else RETRYING
+    row.status = check_journal(row.status, _J.FAILED if final else _J.RETRYING)
     row.last_error = error[-4000:]
     row.lease_expires_at = None
     row.heartbeat_at = utcnow()
     if final:
         row.finished_at = utcnow()
+
+
+def end(row: StepJournal, status: JournalStatus, reason: str | None = None) -> None:
+    """Close a step that will not run (aborted) or hand its flow back (superseded)."""
+    row.status = check_journal(row.status, status)
+    row.lease_expires_at = None
+    if reason is not None:
+        row.last_error = reason
+    row.finished_at = row.finished_at or utcnow()

@@ -21,12 +21,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from resizeflow.states import MigrationStatus, PowerState, TaskState, VmState
+from resizeflow.states import JournalStatus, MigrationStatus, PowerState, TaskState, VmState
 
 
 def utcnow() -> dt.datetime:
@@ -283,13 +284,30 @@ class QuotaLimit(Base):
 
 
 class StepJournal(Base):
-    """One row per (migration, step): the database's record of workflow progress."""
+    """One row per planned step: the database's record of workflow progress.
+
+    A migration's flows key their rows by (migration, step); an instance
+    operation's single row has no migration. Rows are never deleted: an abort
+    that hands a resize back marks its flow's rows ``superseded``, and only one
+    row per (migration, step) is ever live.
+    """
 
     __tablename__ = "step_journal"
-    __table_args__ = (UniqueConstraint("migration_id", "step", name="uq_step_journal"),)
+    __table_args__ = (
+        Index(
+            "uq_step_journal_live",
+            "migration_id",
+            "step",
+            unique=True,
+            sqlite_where=text("status != 'superseded'"),
+            postgresql_where=text("status != 'superseded'"),
+        ),
+        Index("ix_step_journal_instance", "instance_uuid", "step"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    migration_id: Mapped[int] = mapped_column(ForeignKey("migrations.id"), index=True)
+    migration_id: Mapped[int | None] = mapped_column(ForeignKey("migrations.id"), index=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36))
     request_id: Mapped[str] = mapped_column(String(255))
     # The instance action whose events record this step; a step writes its
     # event by this id rather than looking the action up by request id.
@@ -300,7 +318,9 @@ class StepJournal(Base):
     step: Mapped[str] = mapped_column(String(255))
     position: Mapped[int]
     host: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[JournalStatus] = mapped_column(
+        _enum(JournalStatus, "journal_status"), default=JournalStatus.PENDING
+    )
     # attempts counts runs of the step; deliveries counts every message that
     # arrived for it, duplicates included, so redelivery is visible.
     attempts: Mapped[int] = mapped_column(default=0)

@@ -7,8 +7,6 @@ from resizeflow.states import PowerState, TaskState, VmState, check_migration, c
 from resizeflow.steps.context import StepContext
 from resizeflow.steps.resize import clear_stash
 
-FLOW = "confirm"
-
 
 def teardown_source_network(ctx: StepContext) -> None:
     ctx.notify("resize_confirm.start")
@@ -41,6 +39,3 @@ def finish_confirm(ctx: StepContext) -> None:
         inst.task_state = check_task(inst.task_state, None)
     clear_stash(inst)
     ctx.notify("resize_confirm.end")
-
-
-STEPS = (teardown_source_network, confirm_migration, drop_source_claim, finish_confirm)

@@ -38,9 +38,9 @@ class HostRuntime:
     # "<celery node name>/<pid>": who the journal says runs a step, and whose
     # heartbeat renews the step's lease.
     incarnation: str = ""
-    # The (migration id, step) pairs executing in this process now: only
-    # their leases are renewed by the heartbeat.
-    executing: set[tuple[int, str]] = field(default_factory=set)
+    # The journal rows of the steps executing in this process now: only their
+    # leases are renewed by the heartbeat.
+    executing: set[int] = field(default_factory=set)
     executing_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -48,8 +48,8 @@ class HostRuntime:
         return self.settings.host
 
     @contextmanager
-    def executing_step(self, migration_id: int, step: str) -> Iterator[None]:
-        key = (migration_id, step)
+    def executing_step(self, row_id: int) -> Iterator[None]:
+        key = row_id
         with self.executing_lock:
             self.executing.add(key)
         try:
@@ -58,7 +58,7 @@ class HostRuntime:
             with self.executing_lock:
                 self.executing.discard(key)
 
-    def executing_now(self) -> list[tuple[int, str]]:
+    def executing_now(self) -> list[int]:
         with self.executing_lock:
             return list(self.executing)
 
@@ -165,7 +165,8 @@ class InstanceContext:
 
 @dataclass
 class StepContext(InstanceContext):
-    """A migration step's context: the migration row is locked alongside the instance."""
+    """A step's context: for a migration's flows the migration row is locked
+    alongside the instance; an instance operation has none."""
 
     migration: Migration = field(default=None)  # type: ignore[assignment]
     # The step's own journal row, locked with the others.

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from resizeflow.db import api as db
+from resizeflow import flows
+from resizeflow.db import api as dbapi
 from resizeflow.states import MIGRATION_TRANSITIONS, MigrationStatus, VmState, check_vm
 from resizeflow.steps.context import StepContext
 
-# Steps that fail before touching the hypervisor: the server keeps its
-# vm_state, as Nova's prep_resize failure leaves it ACTIVE or STOPPED.
-NO_HYPERVISOR_CHANGE = frozenset({"resizeflow.resize.prep_resize"})
 
-_EVENT = {"resize": "resize", "confirm": "resize_confirm", "revert": "resize_revert"}
-
-
-def error_out(ctx: StepContext, step: str, exc: BaseException, details: str) -> None:
+def error_out(ctx: StepContext, task: str, exc: BaseException, details: str) -> None:
     """Instance ERROR with a fault, migration ``error``, task_state reset.
 
     Runs in its own transaction after the failed step's has rolled back, so
-    the step's partial database changes are already gone.
+    the step's partial database changes are already gone. A step with nothing
+    to undo (it never reached the hypervisor) leaves the server's vm_state as
+    it was, as Nova's prep_resize failure leaves it ACTIVE or STOPPED.
     """
+    flow, step = flows.STEPS[task]
     inst, mig = ctx.instance, ctx.migration
-    if MigrationStatus.ERROR in MIGRATION_TRANSITIONS[mig.status]:
+    if mig is not None and MigrationStatus.ERROR in MIGRATION_TRANSITIONS[mig.status]:
         mig.status = MigrationStatus.ERROR
-    if step not in NO_HYPERVISOR_CHANGE:
+    if step.on_abort is not flows.OnAbort.NOTHING_TO_UNDO:
         inst.vm_state = check_vm(inst.vm_state, VmState.ERROR)
     inst.task_state = None
-    db.add_fault(ctx.session, inst.uuid, exc, ctx.host, details)
-    flow = step.split(".")[1]
-    ctx.notify(f"{_EVENT.get(flow, flow)}.error", exception=getattr(exc, "message", str(exc)))
+    dbapi.add_fault(ctx.session, inst.uuid, exc, ctx.host, details)
+    ctx.notify(f"{flow.notify}.error", exception=getattr(exc, "message", str(exc)))

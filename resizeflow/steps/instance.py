@@ -1,23 +1,15 @@
-"""Single-task operations on one instance: spawn, stop, start and delete.
+"""Single-step operations on one instance: spawn, stop, start and delete.
 
-Each runs only while the instance still shows the task_state the service layer
-set; a redelivered message finds it cleared and does nothing.
+Each is a one-step flow of the table in :mod:`resizeflow.flows`, journaled
+like the others. It runs only while the instance still shows the task_state
+the service layer set (the flow's ``task_state``).
 """
 
 from __future__ import annotations
 
 from resizeflow.db.models import utcnow
-from resizeflow.states import TaskState as T
 from resizeflow.states import VmState, check_task, check_vm
 from resizeflow.steps.context import InstanceContext
-
-# The task_state each operation expects to find, and so how a duplicate is recognised.
-EXPECTED_TASK_STATE = {
-    "spawn": T.SPAWNING,
-    "stop": T.POWERING_OFF,
-    "start": T.POWERING_ON,
-    "delete": T.DELETING,
-}
 
 
 def spawn(ctx: InstanceContext) -> None:
@@ -65,6 +57,3 @@ def delete(ctx: InstanceContext) -> None:
     inst.task_state = check_task(inst.task_state, None)
     inst.deleted, inst.deleted_at = True, utcnow()
     ctx.notify("delete.end")
-
-
-OPERATIONS = {"spawn": spawn, "stop": stop, "start": start, "delete": delete}

@@ -9,8 +9,6 @@ from resizeflow.states import TaskState as T
 from resizeflow.states import VmState, check_migration, check_task, check_vm
 from resizeflow.steps.context import StepContext
 
-FLOW = "resize"
-
 
 def prep_resize(ctx: StepContext) -> None:
     """Dest host: claim the new flavor."""
@@ -70,6 +68,3 @@ def clear_stash(inst: Instance) -> None:
     """Forget what a resize stashed on the instance, once it is confirmed or reverted."""
     inst.old_flavor = inst.new_flavor = None
     inst.system_metadata = {k: v for k, v in inst.system_metadata.items() if k != "old_vm_state"}
-
-
-STEPS = (prep_resize, resize_instance, finish_resize)

@@ -8,8 +8,6 @@ from resizeflow.states import VmState, check_migration, check_task, check_vm
 from resizeflow.steps.context import StepContext
 from resizeflow.steps.resize import clear_stash
 
-FLOW = "revert"
-
 
 def teardown_dest_network(ctx: StepContext) -> None:
     ctx.notify("resize_revert.start")
@@ -52,12 +50,3 @@ def finish_revert(ctx: StepContext) -> None:
     clear_stash(inst)
     inst.launched_at = utcnow()
     ctx.notify("resize_revert.end")
-
-
-STEPS = (
-    teardown_dest_network,
-    destroy_dest_domain,
-    terminate_volume_connections,
-    drop_dest_claim,
-    finish_revert,
-)

@@ -1,0 +1,285 @@
+"""The flow table: every operation resizeflow runs, step by step, in one place.
+
+Each :class:`Step` carries its Celery task name (written once, as a literal, so
+that grep goes from a chain or a journal row to the step), the function that
+does its work, the host it runs on, whether it touches the hypervisor and what
+an operator's abort does when it is the first step not done. A :class:`Flow`
+is a linear sequence of steps, in the spirit of TaskFlow's linear flows.
+
+Chains (:mod:`resizeflow.workflows`), task registration (:mod:`resizeflow.tasks`),
+journal planning, error-out, ``workflow retry|abort`` and the reconciler all
+read this table; nothing else lists steps or builds their names.
+
+The functions are named as ``module:function`` and resolved only inside a
+worker, so the API process reads this table without loading the step code or
+libvirt.
+
+========  ========================  ===========================================  ===========
+flow      subject (task argument)   steps, in order                              host
+========  ========================  ===========================================  ===========
+resize    migration id              prep_resize                                  dest
+                                    resize_instance                              source
+                                    finish_resize                                dest
+confirm   migration id              teardown_source_network, confirm_migration,  source
+                                    drop_source_claim, finish_confirm
+revert    migration id              teardown_dest_network, destroy_dest_domain,  dest
+                                    terminate_volume_connections, drop_dest_claim
+                                    finish_revert                                source
+spawn     instance uuid             spawn                                        instance's
+stop      instance uuid             stop                                         instance's
+start     instance uuid             start                                        instance's
+delete    instance uuid             delete                                       instance's
+========  ========================  ===========================================  ===========
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from resizeflow.states import TaskState
+
+
+class Side(StrEnum):
+    """Which host runs a step: a migration's source or dest, or the instance's own."""
+
+    SOURCE = "source"
+    DEST = "dest"
+    INSTANCE = "instance"
+
+
+class Subject(StrEnum):
+    """What a flow's tasks receive: a migration id, or an instance uuid."""
+
+    MIGRATION = "migration"
+    INSTANCE = "instance"
+
+
+class OnAbort(StrEnum):
+    """What ``workflow abort`` does when this step is the first one not done.
+
+    The same policy decides what a final failure of the step leaves behind:
+    only a step with nothing to undo keeps the server's vm_state.
+    """
+
+    # Nothing has changed on the hypervisor and the resize can be handed back:
+    # the server returns to VERIFY_RESIZE, the user may confirm or revert again.
+    BACK_TO_VERIFY = "back to verify"
+    # The resize never reached the hypervisor: the server keeps flavor, host and state.
+    NOTHING_TO_UNDO = "nothing to undo"
+    # Leftovers may exist on either host: the server stays in ERROR with a fault.
+    LEAVE_IN_ERROR = "leave in error"
+
+
+@dataclass(frozen=True)
+class Step:
+    task: str
+    fn: str  # "module:function", resolved by the worker
+    side: Side
+    touches_hypervisor: bool
+    on_abort: OnAbort = OnAbort.LEAVE_IN_ERROR
+    # The instance action event that records the step, where Nova's name is
+    # not simply ``compute_<function>``.
+    nova_event: str = ""
+
+    @property
+    def short(self) -> str:
+        return self.fn.rpartition(":")[2]
+
+    @property
+    def event(self) -> str:
+        """The instance action event that records this step, named as Nova's are."""
+        return self.nova_event or f"compute_{self.short}"
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    subject: Subject
+    # The notification prefix of its events: ``instance.<notify>.error`` on error-out.
+    notify: str
+    steps: tuple[Step, ...]
+    # Instance operations: the task_state the service layer sets, which the
+    # operation clears when it is done.
+    task_state: TaskState | None = None
+
+    @property
+    def last(self) -> Step:
+        return self.steps[-1]
+
+
+_S, _D, _I = Side.SOURCE, Side.DEST, Side.INSTANCE
+
+RESIZE = Flow(
+    "resize",
+    Subject.MIGRATION,
+    "resize",
+    (
+        Step(
+            "resizeflow.resize.prep_resize",
+            "resizeflow.steps.resize:prep_resize",
+            _D,
+            touches_hypervisor=False,
+            on_abort=OnAbort.NOTHING_TO_UNDO,
+        ),
+        Step(
+            "resizeflow.resize.resize_instance",
+            "resizeflow.steps.resize:resize_instance",
+            _S,
+            touches_hypervisor=True,
+        ),
+        Step(
+            "resizeflow.resize.finish_resize",
+            "resizeflow.steps.resize:finish_resize",
+            _D,
+            touches_hypervisor=True,
+        ),
+    ),
+)
+
+CONFIRM = Flow(
+    "confirm",
+    Subject.MIGRATION,
+    "resize_confirm",
+    (
+        Step(
+            "resizeflow.confirm.teardown_source_network",
+            "resizeflow.steps.confirm:teardown_source_network",
+            _S,
+            touches_hypervisor=False,
+            on_abort=OnAbort.BACK_TO_VERIFY,
+        ),
+        Step(
+            "resizeflow.confirm.confirm_migration",
+            "resizeflow.steps.confirm:confirm_migration",
+            _S,
+            touches_hypervisor=True,
+        ),
+        Step(
+            "resizeflow.confirm.drop_source_claim",
+            "resizeflow.steps.confirm:drop_source_claim",
+            _S,
+            touches_hypervisor=False,
+        ),
+        Step(
+            "resizeflow.confirm.finish_confirm",
+            "resizeflow.steps.confirm:finish_confirm",
+            _S,
+            touches_hypervisor=False,
+        ),
+    ),
+)
+
+# NOTE: everything on the dest comes first, so the source is only touched once
+# the new domain is gone and its claim is freed; finish_revert can then take
+# the old flavor back without racing the dest for the instance.
+REVERT = Flow(
+    "revert",
+    Subject.MIGRATION,
+    "resize_revert",
+    (
+        Step(
+            "resizeflow.revert.teardown_dest_network",
+            "resizeflow.steps.revert:teardown_dest_network",
+            _D,
+            touches_hypervisor=False,
+            on_abort=OnAbort.BACK_TO_VERIFY,
+        ),
+        # An abort before the dest domain is destroyed still finds the resized
+        # server whole on the dest, so the resize can be handed back.
+        Step(
+            "resizeflow.revert.destroy_dest_domain",
+            "resizeflow.steps.revert:destroy_dest_domain",
+            _D,
+            touches_hypervisor=True,
+            on_abort=OnAbort.BACK_TO_VERIFY,
+        ),
+        Step(
+            "resizeflow.revert.terminate_volume_connections",
+            "resizeflow.steps.revert:terminate_volume_connections",
+            _D,
+            touches_hypervisor=False,
+        ),
+        Step(
+            "resizeflow.revert.drop_dest_claim",
+            "resizeflow.steps.revert:drop_dest_claim",
+            _D,
+            touches_hypervisor=False,
+        ),
+        Step(
+            "resizeflow.revert.finish_revert",
+            "resizeflow.steps.revert:finish_revert",
+            _S,
+            touches_hypervisor=True,
+        ),
+    ),
+)
+
+
+def _instance_op(
+    name: str, notify: str, task_state: TaskState, task: str, fn: str, event: str
+) -> Flow:
+    step = Step(task, fn, _I, touches_hypervisor=True, nova_event=event)
+    return Flow(name, Subject.INSTANCE, notify, (step,), task_state)
+
+
+SPAWN = _instance_op(
+    "spawn",
+    "create",
+    TaskState.SPAWNING,
+    "resizeflow.instance.spawn",
+    "resizeflow.steps.instance:spawn",
+    "compute__do_build_and_run_instance",
+)
+STOP = _instance_op(
+    "stop",
+    "power_off",
+    TaskState.POWERING_OFF,
+    "resizeflow.instance.stop",
+    "resizeflow.steps.instance:stop",
+    "compute_stop_instance",
+)
+START = _instance_op(
+    "start",
+    "power_on",
+    TaskState.POWERING_ON,
+    "resizeflow.instance.start",
+    "resizeflow.steps.instance:start",
+    "compute_start_instance",
+)
+DELETE = _instance_op(
+    "delete",
+    "delete",
+    TaskState.DELETING,
+    "resizeflow.instance.delete",
+    "resizeflow.steps.instance:delete",
+    "compute_terminate_instance",
+)
+
+FLOWS: dict[str, Flow] = {
+    flow.name: flow for flow in (RESIZE, CONFIRM, REVERT, SPAWN, STOP, START, DELETE)
+}
+
+STEPS: dict[str, tuple[Flow, Step]] = {
+    step.task: (flow, step) for flow in FLOWS.values() for step in flow.steps
+}
+
+
+def step(task: str) -> Step:
+    """The step a Celery task name (or a journal row's ``step``) names."""
+    return STEPS[task][1]
+
+
+def flow_of(task: str) -> Flow:
+    return STEPS[task][0]
+
+
+@dataclass(frozen=True)
+class HostTasks:
+    """Tasks that are not steps of a flow: cleaning a host after a deleted server."""
+
+    purge_instance_files: str = "resizeflow.host.purge_instance_files"
+    finish_cleanup: str = "resizeflow.host.finish_cleanup"
+
+
+HOST_TASKS = HostTasks()
