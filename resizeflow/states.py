@@ -205,7 +205,7 @@ def check_migration(old: MigrationStatus, new: MigrationStatus) -> MigrationStat
 
 def check_journal(old: str, new: JournalStatus) -> JournalStatus:
     """``old`` may be a plain string, as a row read back from the database holds it."""
-    if new not in JOURNAL_TRANSITIONS[JournalStatus(old)]:
+    if new != old and new not in JOURNAL_TRANSITIONS[JournalStatus(old)]:
         raise InvalidStateTransition(kind="journal status", old=str(old), new=new.value)
     return new
 

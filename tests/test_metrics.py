@@ -7,7 +7,7 @@ import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from resizeflow import metrics, workflows
+from resizeflow import flows, metrics
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
@@ -46,19 +46,22 @@ def add_flow(
         )
         s.add(mig)
         s.flush()
-        steps = workflows.FLOWS[flow]
+        steps = flows.FLOWS[flow].steps
         for position, step in enumerate(steps):
             status, took = outcomes[position] if position < len(outcomes) else ("pending", None)
             started = T0 if took is not None else None
             s.add(
                 StepJournal(
                     migration_id=mig.id,
+                    instance_uuid=mig.instance_uuid,
                     request_id="req-1",
                     flow=flow,
-                    step=step.name,
+                    step=step.task,
                     position=position,
                     host=host,
                     status=status,
+                    # As the runner counts it: a done step's work was applied once.
+                    applied=int(status == JournalStatus.DONE),
                     started_at=started,
                     finished_at=T0 + dt.timedelta(seconds=took) if took is not None else None,
                 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from resizeflow import recovery, workflows
+from resizeflow import flows, recovery, workflows
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal
 from resizeflow.db.models import Instance, StepJournal, utcnow
@@ -35,10 +35,11 @@ def plan_without_sending(rf: Stack, uuid: str, mig_id: int, flow: str) -> None:
         )
         journal.plan(
             s,
-            mig_id,
-            ctx.request_id,
             flow,
-            workflows.plan(flow, mig.source_compute, mig.dest_compute),
+            workflows.plan(flows.FLOWS[flow], source=mig.source_compute, dest=mig.dest_compute),
+            migration_id=mig_id,
+            instance_uuid=uuid,
+            request_id=ctx.request_id,
         )
 
 
@@ -68,7 +69,9 @@ def test_dropped_link_mid_chain_resumes_at_the_first_step_not_done(rf: Stack, pr
     mig = rf.migration(mig_id)
     plan_without_sending(rf, uuid, mig_id, "confirm")
     # The first two steps ran; the message for the third was dropped.
-    first_two = workflows.plan("confirm", mig.source_compute, mig.dest_compute)[:2]
+    first_two = workflows.plan(
+        flows.FLOWS["confirm"], source=mig.source_compute, dest=mig.dest_compute
+    )[:2]
     workflows.launch(rf.app, mig_id, first_two)
     wait_for(
         lambda: (
@@ -146,8 +149,17 @@ def test_lost_instance_operation_is_re_sent(rf: Stack, project: str) -> None:
     uuid = rf.boot(project)
     with rf.db.transaction() as s:  # a stop whose message never reached the host
         dbapi.cas_task_state(s, uuid, [None], TaskState.POWERING_OFF)
-    assert recovery.stuck_instance_ops(rf.db.snapshot().__enter__(), rf.settings) == []
-    recovery.reconcile(rf.settings, rf.db, rf.app, now=utcnow() + LATER)
+        host = dbapi.get_instance(s, uuid).host
+        journal.plan(
+            s,
+            "stop",
+            workflows.plan(flows.STOP, host=host),
+            instance_uuid=uuid,
+            request_id="req-lost-stop",
+        )
+    assert recovery.reconcile(rf.settings, rf.db, rf.app) == []
+    [item] = recovery.reconcile(rf.settings, rf.db, rf.app, now=utcnow() + LATER)
+    assert (item.subject, item.flow, item.migration_id) == (uuid, "stop", None)
     inst = rf.wait_instance(uuid, VmState.STOPPED)
     assert inst.task_state is None
     with rf.db.snapshot() as s:

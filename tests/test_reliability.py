@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from resizeflow import errors, workflows
+from resizeflow import errors, flows, workflows
 from resizeflow.db.models import (
     Allocation,
     ComputeNode,
@@ -105,7 +105,9 @@ def test_duplicate_deliveries_change_nothing(rf: Stack, project: str) -> None:
     mig = rf.migration(mig_id)
     # A second copy of the whole chain, racing the first: every step is
     # delivered twice, often while its twin is running.
-    resize_plan = workflows.plan("resize", mig.source_compute, mig.dest_compute)
+    resize_plan = workflows.plan(
+        flows.FLOWS["resize"], source=mig.source_compute, dest=mig.dest_compute
+    )
     workflows.launch(rf.app, mig_id, resize_plan)
     rf.wait_migration(mig_id, M.FINISHED)
     wait_for(
@@ -126,7 +128,9 @@ def test_duplicate_deliveries_change_nothing(rf: Stack, project: str) -> None:
     before = snapshot(rf, uuid, mig_id)
     # Redeliver every step of both flows after the fact.
     for flow in ("resize", "confirm"):
-        for planned in workflows.plan(flow, mig.source_compute, mig.dest_compute):
+        for planned in workflows.plan(
+            flows.FLOWS[flow], source=mig.source_compute, dest=mig.dest_compute
+        ):
             workflows.signature(rf.app, planned.step, mig_id, planned.host).apply_async()
     wait_for(
         lambda: (
@@ -253,7 +257,9 @@ def test_pickled_messages_are_refused(rf: Stack, project: str) -> None:
     uuid = rf.boot(project)
     mig_id = resize_to_verify(rf, project, uuid)
     before = snapshot(rf, uuid, mig_id)
-    step = workflows.plan("confirm", rf.migration(mig_id).source_compute, "x")[0]
+    step = workflows.plan(
+        flows.FLOWS["confirm"], source=rf.migration(mig_id).source_compute, dest="x"
+    )[0]
     workflows.signature(rf.app, step.step, mig_id, step.host).apply_async(serializer="pickle")
     wait_for(
         lambda: "application/x-python-serialize" in rf.worker_log(step.host),

@@ -10,13 +10,17 @@ import pytest
 
 from resizeflow.errors import InvalidStateTransition
 from resizeflow.states import (
+    JOURNAL_CLAIMABLE,
+    JOURNAL_TRANSITIONS,
     MIGRATION_TRANSITIONS,
     TASK_TRANSITIONS,
     VM_TRANSITIONS,
+    JournalStatus,
     MigrationStatus,
     TaskState,
     VmState,
     api_status,
+    check_journal,
     check_migration,
     check_task,
     check_vm,
@@ -27,6 +31,7 @@ TABLES: list[tuple[str, dict[Any, frozenset[Any]], list[Any], Callable[[Any, Any
     ("vm", VM_TRANSITIONS, list(VmState), check_vm),
     ("task", TASK_TRANSITIONS, TASKS, check_task),
     ("migration", MIGRATION_TRANSITIONS, list(MigrationStatus), check_migration),
+    ("journal", JOURNAL_TRANSITIONS, list(JournalStatus), check_journal),
 ]
 PAIRS = [
     pytest.param(table, members, check, old, new, id=f"{kind}:{old}->{new}")
@@ -69,6 +74,18 @@ def test_walk_exercises_both_outcomes() -> None:
         check_vm(VmState.DELETED, VmState.ACTIVE)
     with pytest.raises(InvalidStateTransition):
         check_task(None, TaskState.RESIZE_FINISH)
+    with pytest.raises(InvalidStateTransition):
+        check_journal("done", JournalStatus.RUNNING)
+    # A row read back from the database may hold the plain string.
+    assert check_journal("running", JournalStatus.DONE) is JournalStatus.DONE
+
+
+def test_claimable_statuses_are_those_that_may_start_running() -> None:
+    assert {
+        JournalStatus.PENDING,
+        JournalStatus.RUNNING,
+        JournalStatus.RETRYING,
+    } == JOURNAL_CLAIMABLE
 
 
 @pytest.mark.parametrize("old", TASKS)

@@ -8,7 +8,7 @@ import pytest
 from celery import Celery
 from celery.canvas import Signature
 
-from resizeflow import tasks, workflows
+from resizeflow import flows, tasks, workflows
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 
@@ -23,40 +23,37 @@ def app() -> Celery:
     return app
 
 
-def test_every_step_has_a_task() -> None:
-    names = workflows.all_step_names()
-    assert len(names) == len(set(names))
-    assert set(names) == set(tasks.STEP_TASKS)
-
-
-def test_every_instance_operation_has_a_task() -> None:
-    ops = {workflows.SPAWN, workflows.STOP, workflows.START, workflows.DELETE}
-    assert ops == set(tasks.INSTANCE_TASKS)
-
-
 def test_tasks_are_registered_with_late_acks(app: Celery) -> None:
-    for name in [*tasks.STEP_TASKS, *tasks.INSTANCE_TASKS]:
+    for name in tasks.STEP_TASKS:
         task = app.tasks[name]
         assert (task.acks_late, task.reject_on_worker_lost) == (True, True), name
 
 
-def _short(flow: str) -> list[tuple[str, str]]:
-    return [(s.step.rsplit(".", 1)[1], s.host) for s in workflows.plan(flow, SRC, DST)]
+def test_every_registered_step_task_comes_from_the_table(app: Celery) -> None:
+    registered = {
+        name for name in app.tasks if name.startswith("resizeflow.") and ".periodic." not in name
+    }
+    host_tasks = set(vars(flows.HOST_TASKS).values())
+    assert registered - host_tasks == set(flows.STEPS)
+
+
+def _short(flow: flows.Flow) -> list[tuple[str, str]]:
+    return [(s.step.rsplit(".", 1)[1], s.host) for s in workflows.plan(flow, source=SRC, dest=DST)]
 
 
 def test_plan_routes_each_step() -> None:
-    assert _short("resize") == [
+    assert _short(flows.RESIZE) == [
         ("prep_resize", DST),
         ("resize_instance", SRC),
         ("finish_resize", DST),
     ]
-    assert _short("confirm") == [
+    assert _short(flows.CONFIRM) == [
         ("teardown_source_network", SRC),
         ("confirm_migration", SRC),
         ("drop_source_claim", SRC),
         ("finish_confirm", SRC),
     ]
-    assert _short("revert") == [
+    assert _short(flows.REVERT) == [
         ("teardown_dest_network", DST),
         ("destroy_dest_domain", DST),
         ("terminate_volume_connections", DST),
@@ -65,16 +62,23 @@ def test_plan_routes_each_step() -> None:
     ]
 
 
-def test_step_names_carry_their_flow() -> None:
-    for flow in workflows.FLOWS:
-        for step in workflows.plan(flow, SRC, DST):
-            assert step.step.startswith(f"resizeflow.{flow}.")
-            assert workflows.flow_of(step.step) == flow
+def test_instance_operations_run_on_the_instance_host() -> None:
+    for flow in (flows.SPAWN, flows.STOP, flows.START, flows.DELETE):
+        assert [(p.step, p.host) for p in workflows.plan(flow, host="h9")] == [
+            (flow.last.task, "h9")
+        ]
 
 
-@pytest.mark.parametrize("flow", sorted(workflows.FLOWS))
-def test_build_gives_immutable_routed_signatures(app: Celery, flow: str) -> None:
-    planned = workflows.plan(flow, SRC, DST)
+def test_a_plan_without_its_hosts_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a dest host"):
+        workflows.plan(flows.RESIZE, source=SRC)
+    with pytest.raises(ValueError, match="needs a instance host"):
+        workflows.plan(flows.STOP, source=SRC, dest=DST)
+
+
+@pytest.mark.parametrize("flow", [flows.RESIZE, flows.CONFIRM, flows.REVERT], ids=str)
+def test_build_gives_immutable_routed_signatures(app: Celery, flow: flows.Flow) -> None:
+    planned = workflows.plan(flow, source=SRC, dest=DST)
     built = workflows.build(app, 42, planned)
     # A chain survives the JSON round trip the broker gives it.
     for chain in (built, Signature.from_dict(json.loads(json.dumps(built)), app=app)):
@@ -88,8 +92,9 @@ def test_build_gives_immutable_routed_signatures(app: Celery, flow: str) -> None
 
 
 def test_instance_task_signature(app: Celery) -> None:
-    sig = workflows.signature(app, workflows.STOP, "uuid-1", "h9")
-    assert (sig.task, tuple(sig.args), sig.immutable) == (workflows.STOP, ("uuid-1",), True)
+    stop = flows.STOP.last.task
+    sig = workflows.signature(app, stop, "uuid-1", "h9")
+    assert (sig.task, tuple(sig.args), sig.immutable) == (stop, ("uuid-1",), True)
     assert sig.options["queue"] == workflows.queue_for("h9") == "compute.h9"
 
 
