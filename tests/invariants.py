@@ -44,12 +44,18 @@ def allocation_violations(database: Database) -> list[str]:
 
 
 def journal_violations(database: Database) -> list[str]:
-    """Every step's work committed at most once, and exactly once if it is done."""
+    """Every step's work committed at most once, and exactly once if it is done.
+
+    A row an abort superseded keeps the count of the work it did before.
+    """
+    kept = (JournalStatus.DONE, JournalStatus.SUPERSEDED)
     with database.snapshot() as s:
         return [
-            f"{r.step} of migration {r.migration_id} ({r.status}) applied {r.applied} times"
+            f"{r.step} of {r.migration_id or r.instance_uuid} ({r.status}) applied {r.applied} times"
             for r in s.scalars(select(StepJournal))
-            if r.applied > 1 or (r.status == JournalStatus.DONE) != (r.applied == 1)
+            if r.applied > 1
+            or (r.status == JournalStatus.DONE and r.applied != 1)
+            or (r.applied == 1 and r.status not in kept)
         ]
 
 

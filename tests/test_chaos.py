@@ -24,9 +24,9 @@ import sqlalchemy.exc
 
 from resizeflow import errors
 from resizeflow.db.models import utcnow
+from resizeflow.flows import FLOWS, Subject
 from resizeflow.periodic import confirm_unconfirmed_resizes
 from resizeflow.states import MigrationStatus
-from resizeflow.workflows import all_step_names
 from tests.chaos import HOSTS, REPORTS, ChaosStack, Fault, Report
 from tests.conftest import require
 from tests.stack import RABBITMQ_URL, REDIS_URL, wait_for
@@ -148,7 +148,12 @@ def test_postgresql_restart(chaos: ChaosStack) -> None:
 def test_steps_fail_transiently_30_percent(chaos: ChaosStack) -> None:
     report = Report("4. 30% transient step failures", chaos.broker)
     chaos.set_failpoints(
-        {name: [{"mode": "transient", "probability": 0.3}] for name in all_step_names()}
+        {
+            step.task: [{"mode": "transient", "probability": 0.3}]
+            for flow in FLOWS.values()
+            if flow.subject is Subject.MIGRATION
+            for step in flow.steps
+        }
     )
     workload(chaos, report, None)
     chaos.set_failpoints({})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from resizeflow.db.models import Allocation, InstanceAction, InstanceActionEvent, Port, PortBinding
+from resizeflow.flows import CONFIRM
 from resizeflow.states import JournalStatus, PowerState, VmState
 from resizeflow.states import MigrationStatus as M
-from resizeflow.workflows import FLOWS
 from tests.stack import Stack
 
 
@@ -104,7 +104,7 @@ def test_resize_then_confirm_active(rf: Stack, project: str) -> None:
     assert bound_hosts(rf, uuid) == {dest}
 
     steps = [r for r in rf.journal(mig_id) if r.flow == "confirm"]
-    assert [r.step for r in steps] == [s.name for s in FLOWS["confirm"]]
+    assert [r.step for r in steps] == [s.task for s in CONFIRM.steps]
     assert all(
         r.status == JournalStatus.DONE and r.attempts == 1 and r.host == source for r in steps
     )

@@ -128,7 +128,7 @@ def test_lapsed_lease_and_lost_retry_are_re_driven(rf: Stack, project: str) -> N
     long_ago = utcnow() - LATER
     with rf.db.transaction() as s:
         for mig_id, status in ((r_mig, JournalStatus.RUNNING), (t_mig, JournalStatus.RETRYING)):
-            row = journal.get(s, mig_id, "resizeflow.confirm.teardown_source_network")
+            row = journal.live(s, mig_id, "resizeflow.confirm.teardown_source_network")
             assert row is not None
             row.status, row.attempts, row.worker = status, 1, "gone@nowhere"
             row.enqueued_at = row.started_at = row.heartbeat_at = long_ago

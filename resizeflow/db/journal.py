@@ -80,6 +80,18 @@ def get(session: Session, row_id: int, *, lock: bool = False) -> StepJournal | N
     return session.get(StepJournal, row_id, with_for_update=lock)
 
 
+def live(
+    session: Session, migration_id: int, step: str, *, lock: bool = False
+) -> StepJournal | None:
+    """A migration's live row of ``step``: the one not superseded."""
+    stmt = select(StepJournal).where(
+        StepJournal.migration_id == migration_id,
+        StepJournal.step == step,
+        StepJournal.status != _J.SUPERSEDED,
+    )
+    return session.scalars(stmt.with_for_update() if lock else stmt).one_or_none()
+
+
 def rows(session: Session, migration_id: int) -> list[StepJournal]:
     """A migration's live rows (not superseded), in flow and step order."""
     return list(
