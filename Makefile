@@ -8,7 +8,7 @@ BENCH_ARGS ?=
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := all
-.PHONY: all install system-deps demo test chaos lint typecheck bench up down flower compose-check clean
+.PHONY: all install system-deps demo test test-fast chaos lint typecheck bench up down flower compose-check clean
 
 all: lint typecheck test
 
@@ -39,6 +39,10 @@ demo: install
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Pure logic only, in seconds: no Redis, PostgreSQL or RabbitMQ needed.
+test-fast: install
+	$(BIN)/pytest -m fast $(PYTEST_ARGS)
 
 # The full chaos round: both brokers, 50 servers per scenario, 100 races.
 chaos: install

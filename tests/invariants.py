@@ -51,7 +51,7 @@ def journal_violations(database: Database) -> list[str]:
     kept = (JournalStatus.DONE, JournalStatus.SUPERSEDED)
     with database.snapshot() as s:
         return [
-            f"{r.step} of {r.migration_id or r.instance_uuid} ({r.status}) applied {r.applied} times"
+            f"{r.step} of {r.migration_id or r.instance_uuid} ({r.status}) applied {r.applied}x"
             for r in s.scalars(select(StepJournal))
             if r.applied > 1
             or (r.status == JournalStatus.DONE and r.applied != 1)

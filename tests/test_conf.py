@@ -14,6 +14,8 @@ import pytest
 from resizeflow.conf import Settings, load
 from resizeflow.errors import ConfigError
 
+pytestmark = pytest.mark.fast
+
 V = "RESIZEFLOW_"
 
 # (variable, raw value, field, parsed value): one row per field at least.

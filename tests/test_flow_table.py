@@ -11,6 +11,8 @@ import pytest
 from resizeflow import flows
 from resizeflow.flows import OnAbort, Side, Subject
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parents[1]
 ALL_STEPS = [step for flow in flows.FLOWS.values() for step in flow.steps]
 

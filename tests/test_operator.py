@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from resizeflow import errors
 from resizeflow.compute.workflow_admin import WorkflowAdmin
-from resizeflow.db.models import InstanceAction
+from resizeflow.db.models import InstanceAction, StepJournal
 from resizeflow.states import JournalStatus, VmState
 from resizeflow.states import MigrationStatus as M
 from tests.stack import Stack
@@ -72,6 +72,17 @@ def test_abort_before_the_hypervisor_changed_hands_the_resize_back(rf: Stack, pr
     assert inst.host == mig.dest_compute
     assert rf.migration(mig_id).status == M.FINISHED
     assert actions(rf, uuid)[-1] == "workflowAbort"
+    # The revert's rows stay, as history: the journal never forgets work done.
+    with rf.db.snapshot() as s:
+        reverted = s.scalars(
+            select(StepJournal).where(
+                StepJournal.migration_id == mig_id, StepJournal.flow == "revert"
+            )
+        ).all()
+    assert [r.status for r in sorted(reverted, key=lambda r: r.position)] == [
+        JournalStatus.SUPERSEDED
+    ] * 5
+    assert [r.applied for r in sorted(reverted, key=lambda r: r.position)] == [1, 0, 0, 0, 0]
     # The user decides again: this time, confirm.
     rf.api.confirm_resize(rf.ctx(project), uuid)
     rf.wait_migration(mig_id, M.CONFIRMED)

@@ -26,6 +26,8 @@ from resizeflow.states import (
     check_vm,
 )
 
+pytestmark = pytest.mark.fast
+
 TASKS: list[TaskState | None] = [None, *TaskState]
 TABLES: list[tuple[str, dict[Any, frozenset[Any]], list[Any], Callable[[Any, Any], Any]]] = [
     ("vm", VM_TRANSITIONS, list(VmState), check_vm),

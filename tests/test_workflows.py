@@ -12,6 +12,8 @@ from resizeflow import flows, tasks, workflows
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 
+pytestmark = pytest.mark.fast
+
 SRC, DST = "src-host", "dst-host"
 
 
