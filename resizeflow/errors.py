@@ -137,10 +137,6 @@ class UnexpectedTaskState(Conflict):
     msg_fmt = "Unexpected task state: expecting %(expected)s but the actual state is %(actual)s"
 
 
-class MigrationStatusConflict(Conflict):
-    msg_fmt = "Migration %(migration_id)s is %(actual)s, expected %(expected)s."
-
-
 class ServiceUnavailable(Conflict):
     msg_fmt = "Service is unavailable at this time."
 
