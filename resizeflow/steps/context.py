@@ -125,10 +125,10 @@ class InstanceContext:
 
     @property
     def quota(self) -> SqlQuota:
-        s = self.settings
+        conf = self.settings
         return SqlQuota(
             self.session,
-            {"cores": s.quota_cores, "ram": s.quota_ram, "instances": s.quota_instances},
+            {"cores": conf.quota_cores, "ram": conf.quota_ram, "instances": conf.quota_instances},
         )
 
     def spec(self, flavor: dict[str, Any] | None = None) -> InstanceSpec:
