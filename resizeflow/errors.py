@@ -185,6 +185,12 @@ class TransientError(ResizeflowError):
     msg_fmt = "Transient failure: %(reason)s"
 
 
+class LeaseLost(ResizeflowError):
+    """Another copy of a step took it over while this one worked on the hypervisor."""
+
+    msg_fmt = "Step %(step)s was taken over by %(holder)s; this copy commits nothing."
+
+
 class WorkflowAborted(ResizeflowError):
     """The workflow was errored out or finished elsewhere; later steps must not run."""
 

@@ -78,6 +78,10 @@ class Step:
     side: Side
     touches_hypervisor: bool
     on_abort: OnAbort = OnAbort.LEAVE_IN_ERROR
+    # Long hypervisor work (a disk copy, a clean shutdown, a boot wait) runs
+    # with no row locked, under the step's lease: the function reads its rows,
+    # yields the work, and commits its effects once the runner locks them again.
+    hypervisor_phase: bool = False
     # The instance action event that records the step, where Nova's name is
     # not simply ``compute_<function>``.
     nova_event: str = ""
@@ -127,12 +131,14 @@ RESIZE = Flow(
             "resizeflow.steps.resize:resize_instance",
             _S,
             touches_hypervisor=True,
+            hypervisor_phase=True,
         ),
         Step(
             "resizeflow.resize.finish_resize",
             "resizeflow.steps.resize:finish_resize",
             _D,
             touches_hypervisor=True,
+            hypervisor_phase=True,
         ),
     ),
 )
@@ -211,15 +217,16 @@ REVERT = Flow(
             "resizeflow.steps.revert:finish_revert",
             _S,
             touches_hypervisor=True,
+            hypervisor_phase=True,
         ),
     ),
 )
 
 
 def _instance_op(
-    name: str, notify: str, task_state: TaskState, task: str, fn: str, event: str
+    name: str, notify: str, task_state: TaskState, task: str, fn: str, event: str, phase: bool
 ) -> Flow:
-    step = Step(task, fn, _I, touches_hypervisor=True, nova_event=event)
+    step = Step(task, fn, _I, touches_hypervisor=True, nova_event=event, hypervisor_phase=phase)
     return Flow(name, Subject.INSTANCE, notify, (step,), task_state)
 
 
@@ -230,6 +237,7 @@ SPAWN = _instance_op(
     "resizeflow.instance.spawn",
     "resizeflow.steps.instance:spawn",
     "compute__do_build_and_run_instance",
+    phase=True,
 )
 STOP = _instance_op(
     "stop",
@@ -238,6 +246,7 @@ STOP = _instance_op(
     "resizeflow.instance.stop",
     "resizeflow.steps.instance:stop",
     "compute_stop_instance",
+    phase=True,
 )
 START = _instance_op(
     "start",
@@ -246,6 +255,7 @@ START = _instance_op(
     "resizeflow.instance.start",
     "resizeflow.steps.instance:start",
     "compute_start_instance",
+    phase=True,
 )
 DELETE = _instance_op(
     "delete",
@@ -254,6 +264,7 @@ DELETE = _instance_op(
     "resizeflow.instance.delete",
     "resizeflow.steps.instance:delete",
     "compute_terminate_instance",
+    phase=False,
 )
 
 FLOWS: dict[str, Flow] = {

@@ -9,6 +9,12 @@ returns at once if the step is already done, and otherwise runs the step,
 marks it done and writes its action event in the same commit. Because
 ``acks_late`` may deliver a message twice, that check under the locks is what
 makes a redelivery change nothing.
+
+A step with a hypervisor phase (see :class:`~resizeflow.steps.context.HypervisorWork`)
+splits that transaction in two: it reads its rows and commits, does the long
+work with no row locked under a renewed and fenced lease, then locks the rows
+again and commits its effects with the journal row. A copy whose lease another
+copy took over commits nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from celery import Task, shared_task
@@ -31,7 +39,13 @@ from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.drivers.base import Notification
 from resizeflow.states import JournalStatus, MigrationStatus
 from resizeflow.steps import cleanup, failpoints
-from resizeflow.steps.context import HostRuntime, StepContext, current
+from resizeflow.steps.context import (
+    HostRuntime,
+    HypervisorWork,
+    PhasedStep,
+    StepContext,
+    current,
+)
 from resizeflow.steps.failure import error_out
 
 log = logging.getLogger(__name__)
@@ -45,7 +59,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "max_retries": None,  # the budget comes from settings, see resizeflow.retry
 }
 
-StepFn = Callable[[StepContext], None]
+StepFn = Callable[[StepContext], PhasedStep | None]
 
 
 def _retry(task: Task[Any, Any], rt: HostRuntime, exc: Exception) -> Exception:
@@ -83,10 +97,17 @@ def _lock_statement(subject: flows.Subject) -> Any:
 
 
 def _lock_rows(
-    rt: HostRuntime, session: Any, subject: flows.Subject, row_id: int
+    rt: HostRuntime, session: Any, subject: flows.Subject, row_id: int, *, again: bool = False
 ) -> StepContext | None:
-    """The step's context with its rows locked; None when its instance is gone."""
-    found = session.execute(_lock_statement(subject), {"b_row_id": row_id}).one_or_none()
+    """The step's context with its rows locked; None when its instance is gone.
+
+    ``again``: the rows are in the session already, from the step's first
+    transaction; the lock reads them anew over what it held.
+    """
+    options = {"populate_existing": True} if again else {}
+    found = session.execute(
+        _lock_statement(subject), {"b_row_id": row_id}, execution_options=options
+    ).one_or_none()
     if found is None:
         return None
     if subject is flows.Subject.MIGRATION:
@@ -151,17 +172,44 @@ def _run_step(
 def _run_locked(
     task: Task[Any, Any], rt: HostRuntime, flow: flows.Flow, step: flows.Step, row_id: int
 ) -> None:
+    worker = rt.incarnation or rt.host
     try:
-        with rt.db.transaction() as s:
-            ctx = _lock_rows(rt, s, flow.subject, row_id)
-            if ctx is None or _ended_meanwhile(ctx, flow):
-                _end_unrun(s, row_id, ctx)
-                return
-            if ctx.journal.status == _J.DONE:
-                return
-            failpoints.check(rt.settings.failpoints_file, step.task, ctx.instance.uuid)
-            _resolve(step)(ctx)
-            journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
+        with rt.db.session() as s:
+            with s.begin():
+                ctx = _lock_rows(rt, s, flow.subject, row_id)
+                if ctx is None or _ended_meanwhile(ctx, flow):
+                    _end_unrun(s, row_id, ctx)
+                    return
+                if ctx.journal.status == _J.DONE:
+                    return
+                failpoints.check(rt.settings.failpoints_file, step.task, ctx.instance.uuid)
+                phases = _resolve(step)(ctx)
+                work = _next_phase(phases)
+                if work is None:
+                    journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
+            if work is not None:
+                assert phases is not None
+                # NOTE: the rows are committed and unlocked here: a request that
+                # locks the server is answered while the hypervisor works.
+                _publish(rt, ctx.notifications)
+                ctx.notifications.clear()
+                result = _hypervisor_phase(rt, row_id, worker, work)
+                with s.begin():
+                    again = _lock_rows(rt, s, flow.subject, row_id, again=True)
+                    if again is None:
+                        _end_unrun(s, row_id, None)
+                        return
+                    if again.journal.status == _J.DONE:
+                        return
+                    if not journal.holds(again.journal, worker):
+                        raise errors.LeaseLost(step=step.task, holder=again.journal.worker)
+                    _last_phase(phases, result)
+                    journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
+    except errors.LeaseLost as exc:
+        # The copy that took the step over carries the chain on; this one's
+        # hypervisor work was safe to repeat, and it commits nothing.
+        log.warning("%s", exc.message)
+        raise Ignore() from exc
     except errors.WorkflowAborted as exc:
         log.warning("%s", exc.message)
         with rt.db.transaction() as s:
@@ -175,6 +223,68 @@ def _run_locked(
         raise
     log.info("step %s done on %s", step.task, rt.host)
     _publish(rt, ctx.notifications)
+
+
+def _next_phase(phases: PhasedStep | None) -> HypervisorWork | None:
+    """Run a step up to its hypervisor work, if it has any."""
+    if not isinstance(phases, Generator):
+        return None
+    try:
+        work: HypervisorWork = next(phases)
+        return work
+    except StopIteration:
+        return None  # it decided there was no hypervisor work to do
+
+
+def _last_phase(phases: PhasedStep, result: Any) -> None:
+    try:
+        phases.send(result)
+    except StopIteration:
+        return
+    raise errors.StepFailed(step=repr(phases), reason="a step has one hypervisor phase")
+
+
+def _hypervisor_phase(rt: HostRuntime, row_id: int, worker: str, work: HypervisorWork) -> Any:
+    """Run ``work`` with no row locked, renewing the step's lease while it runs.
+
+    ``RESIZEFLOW_STEP_TIMEOUT`` bounds it: the work gets the deadline (its
+    copies and waits stop there), and work that overran it fails
+    transiently, so the retry policy tries again and then errors out.
+    """
+    settings = rt.settings
+    deadline = time.monotonic() + settings.step_timeout
+    stop = threading.Event()
+
+    def renew() -> None:
+        # Fenced: once another copy took the step over, renewing stops and
+        # the second lock finds the row no longer ours.
+        while not stop.wait(settings.step_lease / 3):
+            try:
+                with rt.db.autocommit() as conn:
+                    if not journal.renew_lease(conn, row_id, worker, settings.step_lease):
+                        log.warning(
+                            "lease of journal row %s taken over during %s", row_id, work.what
+                        )
+                        return
+            except retry.TRANSIENT as exc:
+                log.warning("could not renew the lease of journal row %s: %s", row_id, exc)
+
+    renewer = threading.Thread(target=renew, name=f"lease-{row_id}", daemon=True)
+    renewer.start()
+    started = time.monotonic()
+    try:
+        result = work.run(deadline)
+    finally:
+        stop.set()
+        renewer.join()
+    took = time.monotonic() - started
+    if time.monotonic() > deadline:
+        raise errors.TransientError(
+            reason=f"{work.what} took {took:.0f}s, past the step timeout "
+            f"({settings.step_timeout:.0f}s)"
+        )
+    log.info("%s took %.1fs", work.what, took)
+    return result
 
 
 def _ended_meanwhile(ctx: StepContext, flow: flows.Flow) -> bool:
@@ -270,11 +380,14 @@ def _record_failure(
         ctx = _lock_rows(rt, s, subject, row_id) if final else None
         row = ctx.journal if ctx is not None else journal.get(s, row_id, lock=True)
         assert row is not None
-        if row.status == _J.DONE:
+        if row.status == _J.DONE or (
+            row.status == _J.RUNNING and row.worker != (rt.incarnation or rt.host)
+        ):
             # NOTE: another copy of this step (a redelivery, or the reconciler's)
-            # finished it while this one failed. Marking it failed or retrying
-            # would undo that and run the step twice; that copy carries the chain on.
-            log.info("step %s was done by another copy", row.step)
+            # finished it, or took it over during its hypervisor work, while
+            # this one failed. Marking it failed or retrying would undo that
+            # and run the step twice; that copy carries the chain on.
+            log.info("step %s is another copy's (%s)", row.step, row.status)
             raise Ignore()
         journal.fail(row, f"{type(exc).__name__}: {exc}", final=final)
         # A step waiting for its retry shows as an event in progress.

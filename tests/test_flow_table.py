@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -76,3 +77,13 @@ def test_events_are_named_as_novas() -> None:
     assert flows.CONFIRM.steps[1].event == "compute_confirm_migration"
     assert flows.STOP.last.event == "compute_stop_instance"
     assert flows.DELETE.last.event == "compute_terminate_instance"
+
+
+@pytest.mark.parametrize("step", ALL_STEPS, ids=lambda s: s.task)
+def test_steps_with_a_hypervisor_phase_yield_their_work(step: flows.Step) -> None:
+    """The table says which steps work outside the row locks; their functions agree."""
+    module, _, name = step.fn.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+    assert inspect.isgeneratorfunction(fn) is step.hypervisor_phase
+    if step.hypervisor_phase:
+        assert step.touches_hypervisor

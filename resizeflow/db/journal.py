@@ -246,6 +246,28 @@ def renew_leases(session: Session, worker: str, running: Collection[int], lease:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def renew_lease(conn: Connection, row_id: int, worker: str, lease: float) -> bool:
+    """Extend one running step's lease, fenced: False once another copy has taken
+    the step over (or it ended), and then this copy must commit nothing."""
+    now = utcnow()
+    result = conn.execute(
+        update(StepJournal)
+        .where(
+            StepJournal.id == row_id,
+            StepJournal.worker == worker,
+            StepJournal.status == _J.RUNNING,
+        )
+        .values(heartbeat_at=now, lease_expires_at=now + dt.timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+def holds(row: StepJournal, worker: str) -> bool:
+    """Whether ``worker``'s copy still holds the running step (checked under the row lock)."""
+    return row.status == _J.RUNNING and row.worker == worker
+
+
 @functools.cache
 def _finish_statement(dialect: str, event: bool, ends_action: bool) -> Any:
     """The journal row's ``done``, on PostgreSQL joined with the step's writes to

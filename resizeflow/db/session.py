@@ -71,6 +71,17 @@ class Database:
             yield session
 
     @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session for several transactions in a row, each begun with ``session.begin()``.
+
+        Objects stay in its identity map between them: a step that commits,
+        works on the hypervisor with no transaction open, then locks its rows
+        again finds the same objects, refreshed by the second lock.
+        """
+        with self._factory() as session:
+            yield session
+
+    @contextmanager
     def autocommit(self) -> Iterator[Connection]:
         """A connection whose every statement commits on its own.
 

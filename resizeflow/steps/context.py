@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,27 @@ from resizeflow.drivers.network import SqlNetwork
 from resizeflow.drivers.placement import SqlPlacement
 from resizeflow.drivers.quota import SqlQuota
 from resizeflow.drivers.volume import SqlVolumes
+
+
+@dataclass(frozen=True)
+class HypervisorWork:
+    """A step's long hypervisor work: a disk copy, a clean shutdown, a boot wait.
+
+    A step yields one after it has read its rows. The runner commits and
+    unlocks them, runs ``run(deadline)`` under the step's lease (renewed while
+    it runs, fenced against a copy that took the step over), then locks the
+    rows again and resumes the step with the result, to commit its effects.
+    ``run`` must touch no database row and be safe to repeat; ``deadline`` is
+    a ``time.monotonic()`` value set by ``RESIZEFLOW_STEP_TIMEOUT``.
+    """
+
+    what: str
+    run: Callable[[float], Any]
+
+
+# A step with a hypervisor phase: code before its ``yield`` reads the rows,
+# code after it commits the effects, with the rows locked again and refreshed.
+PhasedStep = Generator[HypervisorWork, Any, None]
 
 
 @dataclass

@@ -8,39 +8,54 @@ the service layer set (the flow's ``task_state``).
 from __future__ import annotations
 
 from resizeflow.db.models import utcnow
-from resizeflow.states import VmState, check_task, check_vm
-from resizeflow.steps.context import InstanceContext
+from resizeflow.states import PowerState, VmState, check_task, check_vm
+from resizeflow.steps.context import HypervisorWork, InstanceContext, PhasedStep
 
 
-def spawn(ctx: InstanceContext) -> None:
+def spawn(ctx: InstanceContext) -> PhasedStep:
     inst = ctx.instance
     ctx.notify("create.start")
     assert inst.host is not None
     ctx.network.setup_networks_on_host(inst.uuid, inst.host)
     ctx.volumes.initialize_connections(inst.uuid, inst.host)
-    ctx.virt.spawn(ctx.spec(), power_on=True)
-    inst.power_state = ctx.virt.power_state(inst.uuid)
+    spec, virt = ctx.spec(), ctx.virt
+
+    def boot(deadline: float) -> PowerState:
+        virt.spawn(spec, power_on=True)
+        return virt.power_state(spec.uuid)
+
+    inst.power_state = yield HypervisorWork("boot the domain", boot)
     inst.vm_state = check_vm(inst.vm_state, VmState.ACTIVE)
     inst.task_state = check_task(inst.task_state, None)
     inst.launched_at = utcnow()
     ctx.notify("create.end")
 
 
-def stop(ctx: InstanceContext) -> None:
-    inst = ctx.instance
+def stop(ctx: InstanceContext) -> PhasedStep:
     ctx.notify("power_off.start")
-    ctx.virt.power_off(ctx.spec())
-    inst.power_state = ctx.virt.power_state(inst.uuid)
+    spec, virt = ctx.spec(), ctx.virt
+
+    def power_off(deadline: float) -> PowerState:
+        virt.power_off(spec)
+        return virt.power_state(spec.uuid)
+
+    inst = ctx.instance
+    inst.power_state = yield HypervisorWork("shut the domain down", power_off)
     inst.vm_state = check_vm(inst.vm_state, VmState.STOPPED)
     inst.task_state = check_task(inst.task_state, None)
     ctx.notify("power_off.end")
 
 
-def start(ctx: InstanceContext) -> None:
-    inst = ctx.instance
+def start(ctx: InstanceContext) -> PhasedStep:
     ctx.notify("power_on.start")
-    ctx.virt.power_on(ctx.spec())
-    inst.power_state = ctx.virt.power_state(inst.uuid)
+    spec, virt = ctx.spec(), ctx.virt
+
+    def power_on(deadline: float) -> PowerState:
+        virt.power_on(spec)
+        return virt.power_state(spec.uuid)
+
+    inst = ctx.instance
+    inst.power_state = yield HypervisorWork("start the domain", power_on)
     inst.vm_state = check_vm(inst.vm_state, VmState.ACTIVE)
     inst.task_state = check_task(inst.task_state, None)
     ctx.notify("power_on.end")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from resizeflow.db.models import Instance
 from resizeflow.drivers.base import Resources
 from resizeflow.states import MigrationStatus as M
+from resizeflow.states import PowerState, VmState, check_migration, check_task, check_vm
 from resizeflow.states import TaskState as T
-from resizeflow.states import VmState, check_migration, check_task, check_vm
-from resizeflow.steps.context import StepContext
+from resizeflow.steps.context import HypervisorWork, PhasedStep, StepContext
 
 
 def prep_resize(ctx: StepContext) -> None:
@@ -26,38 +26,50 @@ def prep_resize(ctx: StepContext) -> None:
     ctx.notify("resize_prep.end")
 
 
-def resize_instance(ctx: StepContext) -> None:
+def resize_instance(ctx: StepContext) -> PhasedStep:
     """Source host: power off, keep the old dir as ``<uuid>_resize``, copy the disk over."""
     inst, mig = ctx.instance, ctx.migration
-    # NOTE: rows are read before any of the step's own changes, so the ORM
-    # writes each changed row once, at commit, not once per query.
-    ctx.volumes.terminate_connections(inst.uuid, mig.source_compute)
+    assert inst.old_flavor is not None
+    spec, virt = ctx.spec(inst.old_flavor), ctx.virt
+    dest_dir = ctx.settings.instances_dir(mig.dest_compute)
+    # Committed before the copy, so the migration shows `migrating` while it
+    # runs; a repeat of this step finds it so already.
     mig.status = check_migration(mig.status, M.MIGRATING)
     ctx.notify("resize.start")
-    assert inst.old_flavor is not None
-    ctx.virt.migrate_disk_and_power_off(
-        ctx.spec(inst.old_flavor), ctx.settings.instances_dir(mig.dest_compute)
-    )
-    inst.power_state = ctx.virt.power_state(inst.uuid)
+
+    def power_off_and_copy(deadline: float) -> PowerState:
+        virt.migrate_disk_and_power_off(spec, dest_dir)
+        return virt.power_state(spec.uuid)
+
+    power = yield HypervisorWork("power off and copy the disk", power_off_and_copy)
+    ctx.volumes.terminate_connections(inst.uuid, mig.source_compute)
+    inst.power_state = power
     mig.status = check_migration(mig.status, M.POST_MIGRATING)
     inst.task_state = check_task(inst.task_state, T.RESIZE_MIGRATED)
     ctx.notify("resize.end")
 
 
-def finish_resize(ctx: StepContext) -> None:
+def finish_resize(ctx: StepContext) -> PhasedStep:
     """Dest host: bind networks and volumes here, start the domain at the new flavor."""
     inst, mig = ctx.instance, ctx.migration
-    # Bindings first: their queries then find no pending change to flush.
+    # Bindings first: the domain's NICs are plugged from them.
     ctx.network.setup_networks_on_host(inst.uuid, mig.dest_compute)
     ctx.volumes.initialize_connections(inst.uuid, mig.dest_compute)
     inst.task_state = check_task(inst.task_state, T.RESIZE_FINISH)
     ctx.notify("resize_finish.start")
     assert inst.new_flavor is not None
+    spec, virt = ctx.spec(inst.new_flavor), ctx.virt
+    power_on = inst.system_metadata.get("old_vm_state") != VmState.STOPPED.value
+
+    def start_at_new_flavor(deadline: float) -> PowerState:
+        virt.finish_migration(spec, power_on=power_on)
+        return virt.power_state(spec.uuid)
+
+    power = yield HypervisorWork("start the domain at the new flavor", start_at_new_flavor)
+    assert inst.new_flavor is not None
     inst.flavor = inst.new_flavor
     inst.host, inst.node = mig.dest_compute, mig.dest_node
-    power_on = inst.system_metadata.get("old_vm_state") != VmState.STOPPED.value
-    ctx.virt.finish_migration(ctx.spec(), power_on=power_on)
-    inst.power_state = ctx.virt.power_state(inst.uuid)
+    inst.power_state = power
     inst.vm_state = check_vm(inst.vm_state, VmState.RESIZED)
     inst.task_state = check_task(inst.task_state, None)
     mig.status = check_migration(mig.status, M.FINISHED)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from resizeflow.db.models import utcnow
 from resizeflow.states import MigrationStatus as M
-from resizeflow.states import VmState, check_migration, check_task, check_vm
-from resizeflow.steps.context import StepContext
+from resizeflow.states import PowerState, VmState, check_migration, check_task, check_vm
+from resizeflow.steps.context import HypervisorWork, PhasedStep, StepContext
 from resizeflow.steps.resize import clear_stash
 
 
@@ -31,20 +31,26 @@ def drop_dest_claim(ctx: StepContext) -> None:
     mig.status = check_migration(mig.status, M.REVERTED)
 
 
-def finish_revert(ctx: StepContext) -> None:
+def finish_revert(ctx: StepContext) -> PhasedStep:
     """Source host: restore the old flavor, allocation, networks, volumes and domain."""
     inst, mig = ctx.instance, ctx.migration
-    # Allocations and bindings first: their statements then find no pending
-    # change to the instance to flush, and the ORM writes it once, at commit.
-    ctx.placement.move(mig.uuid, inst.uuid, ctx.source)
+    # Bindings first: the domain's NICs are plugged from them.
     ctx.network.setup_networks_on_host(inst.uuid, mig.source_compute)
     ctx.volumes.initialize_connections(inst.uuid, mig.source_compute)
     assert inst.old_flavor is not None
+    spec, virt = ctx.spec(inst.old_flavor), ctx.virt
+    stopped = inst.system_metadata.get("old_vm_state") == VmState.STOPPED.value
+
+    def restore_domain(deadline: float) -> PowerState:
+        virt.finish_revert_migration(spec, power_on=not stopped)
+        return virt.power_state(spec.uuid)
+
+    power = yield HypervisorWork("bring the old domain back", restore_domain)
+    ctx.placement.move(mig.uuid, inst.uuid, ctx.source)
+    assert inst.old_flavor is not None
     inst.flavor = inst.old_flavor
     inst.host, inst.node = mig.source_compute, mig.source_node
-    stopped = inst.system_metadata.get("old_vm_state") == VmState.STOPPED.value
-    ctx.virt.finish_revert_migration(ctx.spec(), power_on=not stopped)
-    inst.power_state = ctx.virt.power_state(inst.uuid)
+    inst.power_state = power
     inst.vm_state = check_vm(inst.vm_state, VmState.STOPPED if stopped else VmState.ACTIVE)
     inst.task_state = check_task(inst.task_state, None)
     clear_stash(inst)
