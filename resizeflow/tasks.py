@@ -193,7 +193,7 @@ def _run_locked(
                 # locks the server is answered while the hypervisor works.
                 _publish(rt, ctx.notifications)
                 ctx.notifications.clear()
-                result = _hypervisor_phase(rt, row_id, worker, work)
+                result = _hypervisor_phase(rt, step, ctx.instance.uuid, row_id, worker, work)
                 with s.begin():
                     again = _lock_rows(rt, s, flow.subject, row_id, again=True)
                     if again is None:
@@ -244,7 +244,14 @@ def _last_phase(phases: PhasedStep, result: Any) -> None:
     raise errors.StepFailed(step=repr(phases), reason="a step has one hypervisor phase")
 
 
-def _hypervisor_phase(rt: HostRuntime, row_id: int, worker: str, work: HypervisorWork) -> Any:
+def _hypervisor_phase(
+    rt: HostRuntime,
+    step: flows.Step,
+    instance_uuid: str,
+    row_id: int,
+    worker: str,
+    work: HypervisorWork,
+) -> Any:
     """Run ``work`` with no row locked, renewing the step's lease while it runs.
 
     ``RESIZEFLOW_STEP_TIMEOUT`` bounds it: the work gets the deadline (its
@@ -273,6 +280,8 @@ def _hypervisor_phase(rt: HostRuntime, row_id: int, worker: str, work: Hyperviso
     renewer.start()
     started = time.monotonic()
     try:
+        # "<task>:hypervisor" failpoints act here, with no row locked.
+        failpoints.check(settings.failpoints_file, f"{step.task}:hypervisor", instance_uuid)
         result = work.run(deadline)
     finally:
         stop.set()

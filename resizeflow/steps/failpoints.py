@@ -7,7 +7,9 @@ The file is JSON: ``{"<step name>": [rule, ...]}``. A rule is
 means every time), ``probability`` defaults to 1, and ``instance_uuid``
 restricts the rule to one server. ``delay`` sleeps ``seconds`` and lets the step
 run, which holds a step in flight for shutdown tests. An injected failure is raised just before the
-step's own work, inside its transaction, exactly like a driver failure.
+step's own work, inside its transaction, exactly like a driver failure. A step with a
+hypervisor phase also checks ``"<step name>:hypervisor"`` just before that phase's work,
+with no row locked: a ``delay`` there stands for a long disk copy.
 """
 
 from __future__ import annotations
