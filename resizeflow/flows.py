@@ -106,6 +106,10 @@ class Flow:
     # Instance operations: the task_state the service layer sets, which the
     # operation clears when it is done.
     task_state: TaskState | None = None
+    # A confirm frees the old flavor's allocation on the source even when it
+    # fails for good past the point where it could be handed back, as Nova's
+    # confirm does in a ``finally`` (_delete_allocation_after_move).
+    frees_source_on_error: bool = False
 
     @property
     def last(self) -> Step:
@@ -147,7 +151,8 @@ CONFIRM = Flow(
     "confirm",
     Subject.MIGRATION,
     "resize_confirm",
-    (
+    frees_source_on_error=True,
+    steps=(
         Step(
             "resizeflow.confirm.teardown_source_network",
             "resizeflow.steps.confirm:teardown_source_network",

@@ -18,7 +18,7 @@ from resizeflow.db.models import (
 from resizeflow.states import JournalStatus, VmState
 from resizeflow.states import MigrationStatus as M
 from tests.stack import Stack, wait_for
-from tests.test_flows import resize_to_verify, step_events
+from tests.test_flows import allocations, resize_to_verify, step_events
 
 
 def snapshot(rf: Stack, uuid: str, mig_id: int) -> dict[str, Any]:
@@ -199,6 +199,21 @@ def test_permanent_failure_errors_the_workflow_out(rf: Stack, project: str) -> N
     ]
     events = [n["event_type"] for n in rf.notifications()]
     assert events == ["instance.resize_revert.start", "instance.resize_revert.error"]
+
+
+def test_a_failed_confirm_still_frees_the_source_allocation(rf: Stack, project: str) -> None:
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    mig = rf.migration(mig_id)
+    assert allocations(rf, mig.uuid) == {
+        mig.source_compute: {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}
+    }
+    rf.set_failpoints(
+        {"resizeflow.confirm.confirm_migration": [{"mode": "fatal", "instance_uuid": uuid}]}
+    )
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, "confirm_migration", "injected fatal failure")
+    assert allocations(rf, mig.uuid) == {}
 
 
 def test_retries_run_out(rf: Stack, project: str) -> None:

@@ -22,6 +22,15 @@ def error_out(ctx: StepContext, task: str, exc: BaseException, details: str) -> 
         mig.status = MigrationStatus.ERROR
     if step.on_abort is not flows.OnAbort.NOTHING_TO_UNDO:
         inst.vm_state = check_vm(inst.vm_state, VmState.ERROR)
+    if (
+        mig is not None
+        and flow.frees_source_on_error
+        and step.on_abort is flows.OnAbort.LEAVE_IN_ERROR
+    ):
+        # NOTE: past the point where an abort could hand the resize back, the
+        # old flavor's claim on the source is freed now, as Nova's confirm
+        # does in a finally: whatever failed, the source copy is being removed.
+        ctx.placement.release(mig.uuid, ctx.source)
     inst.task_state = None
     dbapi.add_fault(ctx.session, inst.uuid, exc, ctx.host, details)
     ctx.notify(f"{flow.notify}.error", exception=getattr(exc, "message", str(exc)))
