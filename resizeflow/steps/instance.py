@@ -32,33 +32,27 @@ def spawn(ctx: InstanceContext) -> PhasedStep:
 
 
 def stop(ctx: InstanceContext) -> PhasedStep:
-    ctx.notify("power_off.start")
-    spec, virt = ctx.spec(), ctx.virt
-
-    def power_off(deadline: float) -> PowerState:
-        virt.power_off(spec)
-        return virt.power_state(spec.uuid)
-
-    inst = ctx.instance
-    inst.power_state = yield HypervisorWork("shut the domain down", power_off)
-    inst.vm_state = check_vm(inst.vm_state, VmState.STOPPED)
-    inst.task_state = check_task(inst.task_state, None)
-    ctx.notify("power_off.end")
+    yield from _power(ctx, "power_off", "shut the domain down", VmState.STOPPED)
 
 
 def start(ctx: InstanceContext) -> PhasedStep:
-    ctx.notify("power_on.start")
-    spec, virt = ctx.spec(), ctx.virt
+    yield from _power(ctx, "power_on", "start the domain", VmState.ACTIVE)
 
-    def power_on(deadline: float) -> PowerState:
-        virt.power_on(spec)
+
+def _power(ctx: InstanceContext, event: str, what: str, vm_state: VmState) -> PhasedStep:
+    ctx.notify(f"{event}.start")
+    spec, virt = ctx.spec(), ctx.virt
+    change = virt.power_off if vm_state is VmState.STOPPED else virt.power_on
+
+    def work(deadline: float) -> PowerState:
+        change(spec)
         return virt.power_state(spec.uuid)
 
     inst = ctx.instance
-    inst.power_state = yield HypervisorWork("start the domain", power_on)
-    inst.vm_state = check_vm(inst.vm_state, VmState.ACTIVE)
+    inst.power_state = yield HypervisorWork(what, work)
+    inst.vm_state = check_vm(inst.vm_state, vm_state)
     inst.task_state = check_task(inst.task_state, None)
-    ctx.notify("power_on.end")
+    ctx.notify(f"{event}.end")
 
 
 def delete(ctx: InstanceContext) -> None:
