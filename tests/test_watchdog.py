@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from resizeflow.celery_app import make_app
-from resizeflow.cli.supervisor import Supervisor, start_redis
 from resizeflow.conf import Settings
 from resizeflow.db import services
 from resizeflow.db.session import Database
+from resizeflow.launch.brokers import start_redis
+from resizeflow.launch.supervisor import Supervisor
 from resizeflow.restart import EXIT_RESTART
 from resizeflow.steps.context import HostRuntime
 from resizeflow.worker import Heartbeat

@@ -30,10 +30,13 @@ def backend_options(fn: F) -> F:
 
     @click.option(
         "--url",
-        help="The API endpoint (e.g. http://127.0.0.1:8774/v2.1); in-process when omitted.",
+        envvar="RESIZEFLOW_URL",
+        help="The API endpoint (e.g. http://127.0.0.1:8774/v2.1, or RESIZEFLOW_URL); "
+        "in-process when omitted.",
     )
     @click.option(
         "--token",
+        envvar="RESIZEFLOW_TOKEN",
         default="admin:admin",
         show_default=True,
         help="X-Auth-Token: user:project under noauth, or a token from the tokens file.",
