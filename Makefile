@@ -48,8 +48,8 @@ chaos: install
 	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check resizeflow tests
-	$(BIN)/ruff format --check resizeflow tests
+	$(BIN)/ruff check resizeflow bench tests
+	$(BIN)/ruff format --check resizeflow bench tests
 	$(BIN)/lint-imports
 
 typecheck: install
