@@ -26,7 +26,7 @@ RESIZABLE = {"threads", "prefork"}
 SOLO_CANNOT_GROW = "the solo pool runs one task at a time and cannot grow or shrink"
 
 
-class ThreadPool(CeleryThreadPool):  # type: ignore[misc]
+class ThreadPool(CeleryThreadPool):
     """Celery's threads pool, with ``grow`` and ``shrink``.
 
     NOTE: the executor never stops an idle thread, so shrinking lowers the
@@ -40,22 +40,22 @@ class ThreadPool(CeleryThreadPool):  # type: ignore[misc]
     def grow(self, n: int = 1) -> None:
         with self._resize_lock:
             self.limit += n
-            self.executor._max_workers = self.limit
+            self.executor._max_workers = self.limit  # type: ignore[attr-defined]
 
     def shrink(self, n: int = 1) -> None:
         with self._resize_lock:
             if self.limit - n < 1:
                 raise ValueError(f"cannot shrink below one thread (now {self.limit})")
             self.limit -= n
-            self.executor._max_workers = self.limit
+            self.executor._max_workers = self.limit  # type: ignore[attr-defined]
 
     def _get_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = super()._get_info()
+        info: dict[str, Any] = super()._get_info()  # type: ignore[misc]
         info["resizable"] = True
         return info
 
 
-class SoloPool(CelerySoloPool):  # type: ignore[misc]
+class SoloPool(CelerySoloPool):
     """Celery's solo pool, saying in its info that it cannot grow."""
 
     def grow(self, n: int = 1) -> None:
@@ -65,6 +65,6 @@ class SoloPool(CelerySoloPool):  # type: ignore[misc]
         raise NotImplementedError(SOLO_CANNOT_GROW)
 
     def _get_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = super()._get_info()
+        info: dict[str, Any] = super()._get_info()  # type: ignore[misc]
         info.update({"resizable": False, "note": SOLO_CANNOT_GROW})
         return info

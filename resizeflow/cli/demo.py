@@ -206,10 +206,11 @@ def run_demo(
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     stack: LocalStack | None = None
     try:
+        # The console is for the progress display; this process logs to a file.
+        (state_dir / "logs").mkdir(parents=True)
+        logs.setup("INFO", "json", path=state_dir / "logs" / "demo.log")
         with console.status("starting Redis, workers, beat and the API"):
             stack = build(state_dir, env=DEMO_ENV)
-            # The console is for the progress display; this process logs to a file too.
-            logs.setup("INFO", "json", path=stack.sup.log_path("demo"))
             _start_stack(stack, [f"compute-{i + 1}" for i in range(hosts)], flower)
         ok = _drive(console, stack, servers, timeout)
         env_file = write_env_file(stack, keep_running)
@@ -230,6 +231,8 @@ def run_demo(
     except Stopped as why:
         console.print(f"\n{why}: stopping")
         return True
+    except RuntimeError as exc:  # a process of the stack failed to start or died
+        raise click.ClickException(str(exc)) from None
     finally:
         # A second Ctrl-C must not cut the stop short and leave processes behind.
         for sig in previous:

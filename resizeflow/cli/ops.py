@@ -109,7 +109,7 @@ def beat(loglevel: str) -> None:
 # id of a workflow step, the instance uuid of an instance operation), the
 # worker process that ran it (``beat@...`` for the periodic tasks), then its
 # state and timing.
-FLOWER_TASK_COLUMNS = "name,args,worker,state,started,runtime,retries"
+FLOWER_TASK_COLUMNS = "name,args,worker,state,received,runtime"
 LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 

@@ -183,7 +183,7 @@ class LocalStack:
 
         NOTE: Flower only knows the tasks whose events it received, so work
         sent before its event consumer is connected never shows up in it.
-        The wait is on Flower's own count of worker heartbeats it received.
+        The wait is on Flower's own gauge of the workers it heard online.
         """
         port = port or free_port()
         self.sup.resizeflow("flower", "flower", "--port", str(port), env=env)
@@ -219,7 +219,7 @@ def _listening(port: int) -> bool:
 
 
 def _flower_hears(url: str, workers: list[str], auth: str = "") -> bool:
-    """Whether Flower's event consumer has received a heartbeat from every worker."""
+    """Whether Flower's event consumer has heard every worker come online."""
     request = urllib.request.Request(f"{url}/metrics")  # noqa: S310
     if auth:
         request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
@@ -228,12 +228,12 @@ def _flower_hears(url: str, workers: list[str], auth: str = "") -> bool:
             text = resp.read().decode()
     except (OSError, urllib.error.URLError):
         return False
-    heard = [
-        line
+    online = {
+        line.split('worker="', 1)[1].split('"', 1)[0]
         for line in text.splitlines()
-        if line.startswith("flower_events_total") and 'type="worker-heartbeat"' in line
-    ]
-    return all(any(f'worker="{w}"' in line for line in heard) for w in workers)
+        if line.startswith("flower_worker_online{") and line.endswith(" 1.0")
+    }
+    return set(workers) <= online
 
 
 def build(
@@ -258,9 +258,11 @@ def build(
       caller's environment, without its own RESIZEFLOW_* settings).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
+    # Every process of the stack, its redis-server too, carries its state dir:
+    # what a stack started can be found by it.
     sup = Supervisor(
         state_dir=state_dir,
-        env=clean_environ(base_env),
+        env={**clean_environ(base_env), "RESIZEFLOW_STATE_DIR": str(state_dir)},
         logs=log_dir,
     )
     cleanups: list[Callable[[], None]] = []
@@ -280,7 +282,6 @@ def build(
             cleanups.append(lambda: drop_database(pg_admin_url, scratch))
         sup.env.update(
             {
-                "RESIZEFLOW_STATE_DIR": str(state_dir),
                 "RESIZEFLOW_BROKER_URL": broker_url,
                 **({"RESIZEFLOW_BROKER_PREFIX": broker_prefix} if broker_prefix else {}),
                 **({"RESIZEFLOW_DATABASE_URL": database_url} if database_url else {}),
