@@ -48,7 +48,7 @@ def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("error: ")
+    assert lines[0].startswith("Error: ")
     return lines[0]
 
 

@@ -52,12 +52,12 @@ def entrypoint() -> None:
     try:
         code = main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
+        click.echo("Error: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(f"Error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except errors.ResizeflowError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(f"Error: {exc.message}", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
