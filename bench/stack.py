@@ -52,30 +52,15 @@ class BenchShared:
         self.broker_url = start_redis(self.sup)
 
 
-@dataclass
 class BenchStack:
     """Workers for ``hosts`` on a fresh database, and the service layer to drive them."""
 
-    name: str
-    backend: str  # "postgresql" or "sqlite"
-    hosts: list[str]
-    local: LocalStack
-
-    @property
-    def settings(self) -> Settings:
-        return self.local.settings
-
-    @property
-    def db(self) -> Database:
-        return self.local.db
-
-    @property
-    def app(self) -> Celery:
-        return self.local.app
-
-    @property
-    def api(self) -> ComputeAPI:
-        return self.local.api
+    def __init__(self, name: str, backend: str, hosts: list[str], local: LocalStack) -> None:
+        self.name, self.backend, self.hosts, self.local = name, backend, hosts, local
+        self.settings: Settings = local.settings
+        self.db: Database = local.db
+        self.app: Celery = local.app
+        self.api: ComputeAPI = local.api
 
     def worker_pids(self) -> dict[str, int]:
         procs = self.local.sup.procs

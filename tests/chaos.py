@@ -39,10 +39,10 @@ from resizeflow.db.models import (
 )
 from resizeflow.drivers.base import Resources
 from resizeflow.launch.brokers import create_vhost, delete_vhost, start_redis
-from resizeflow.launch.stack import PRIVATE_REDIS, TEST_DRIVER_ENV, build, free_port
+from resizeflow.launch.stack import PRIVATE_REDIS, build, free_port
 from resizeflow.states import MigrationStatus, TaskState, VmState
 from tests.invariants import allocation_violations, journal_violations
-from tests.stack import RABBITMQ_URL, wait_for
+from tests.stack import RABBITMQ_URL, stack_env, wait_for
 
 HOSTS = ("chaos1", "chaos2")
 # Every scenario's report, for the table printed at the end of the session.
@@ -169,26 +169,23 @@ class ChaosStack:
             broker=RABBITMQ_URL if self.vhost else PRIVATE_REDIS,
             vhost=self.vhost,
             database_url=self.pg.url,
-            env={
-                **TEST_DRIVER_ENV,
-                "RESIZEFLOW_FAILPOINTS_FILE": str(state_dir / "failpoints.json"),
-                "RESIZEFLOW_NODE_VCPUS": "512",
-                "RESIZEFLOW_NODE_MEMORY_MB": "4194304",
-                "RESIZEFLOW_NODE_LOCAL_GB": "100000",
-                "RESIZEFLOW_WORKER_CONCURRENCY": "4",
-                "RESIZEFLOW_RETRY_BACKOFF": "0.1",
-                "RESIZEFLOW_RETRY_BACKOFF_MAX": "1",
-                "RESIZEFLOW_STEP_MAX_RETRIES": "10",
-                "RESIZEFLOW_REPORT_INTERVAL": "1",
-                "RESIZEFLOW_SERVICE_DOWN_TIME": "10",
-                "RESIZEFLOW_STEP_LEASE": "3",
-                "RESIZEFLOW_RECONCILE_DEADLINE": "4",
-                "RESIZEFLOW_PERIODIC_INTERVAL": "1",
-                "RESIZEFLOW_NOTIFICATIONS": "false",
-                "RESIZEFLOW_QUOTA_CORES": "-1",
-                "RESIZEFLOW_QUOTA_RAM": "-1",
-                "RESIZEFLOW_QUOTA_INSTANCES": "-1",
-            },
+            env=stack_env(
+                state_dir,
+                node_vcpus="512",
+                node_memory_mb="4194304",
+                node_local_gb="100000",
+                retry_backoff="0.1",
+                retry_backoff_max="1",
+                step_max_retries="10",
+                service_down_time="10",
+                step_lease="3",
+                reconcile_deadline="4",
+                periodic_interval="1",
+                notifications="false",
+                quota_cores="-1",
+                quota_ram="-1",
+                quota_instances="-1",
+            ),
         )
         self.sup = self.local.sup
         self.settings, self.db, self.app, self.api = (

@@ -265,6 +265,21 @@ class Stack:
                 out.append(msg.payload)
 
 
+def stack_env(state_dir: Path, **overrides: str) -> dict[str, str]:
+    """The settings of a test stack: the test driver, failpoints, fast retries and leases."""
+    return {
+        **TEST_DRIVER_ENV,
+        "RESIZEFLOW_FAILPOINTS_FILE": str(state_dir / "failpoints.json"),
+        "RESIZEFLOW_RETRY_BACKOFF": "0.05",
+        "RESIZEFLOW_RETRY_BACKOFF_MAX": "0.5",
+        "RESIZEFLOW_STEP_MAX_RETRIES": "4",
+        "RESIZEFLOW_WORKER_CONCURRENCY": "4",
+        "RESIZEFLOW_REPORT_INTERVAL": "1",
+        "RESIZEFLOW_STEP_LEASE": "5",
+        **{f"RESIZEFLOW_{k.upper()}": v for k, v in overrides.items()},
+    }
+
+
 def build_stack(
     backend: str,
     tmp: Path,
@@ -282,16 +297,7 @@ def build_stack(
         pg_admin_url=PG_ADMIN_URL if backend == "postgresql" else "",
         base_env=os.environ,
         log_dir=state_dir,
-        env={
-            **TEST_DRIVER_ENV,
-            "RESIZEFLOW_FAILPOINTS_FILE": str(state_dir / "failpoints.json"),
-            "RESIZEFLOW_RETRY_BACKOFF": "0.05",
-            "RESIZEFLOW_RETRY_BACKOFF_MAX": "0.5",
-            "RESIZEFLOW_STEP_MAX_RETRIES": "4",
-            "RESIZEFLOW_WORKER_CONCURRENCY": "4",
-            "RESIZEFLOW_REPORT_INTERVAL": "1",
-            "RESIZEFLOW_STEP_LEASE": "5",
-        },
+        env=stack_env(state_dir),
     )
     stack = Stack(local, backend, hosts, broker)
     try:

@@ -83,9 +83,7 @@ def test_an_unknown_host_is_refused_unless_registered(local: LocalStack) -> None
         (["--pool", "solo", "--autoscale", "4"], "cannot grow"),
     ],
 )
-def test_bad_worker_options_are_one_line(
-    local: LocalStack, args: list[str], expected: str
-) -> None:
+def test_bad_worker_options_are_one_line(local: LocalStack, args: list[str], expected: str) -> None:
     assert expected in _one_error_line(_worker(local, "--host", "compute-1", "--register", *args))
 
 
@@ -108,9 +106,7 @@ def test_autoscale_and_a_pool_that_cannot_grow(local: LocalStack) -> None:
     assert _stats(local, scaled)["autoscaler"] == {"max": 6, "min": 2, "current": 2, "qty": 0}
     # What Flower's Autoscale form sends.
     local.app.control.autoscale(8, 3, destination=[scaled], reply=True, timeout=3)
-    wait_for(
-        lambda: _stats(local, scaled)["autoscaler"]["max"] == 8, 10, "the new autoscale range"
-    )
+    wait_for(lambda: _stats(local, scaled)["autoscaler"]["max"] == 8, 10, "the new autoscale range")
 
     solo = local.start_worker("compute-2", "--pool", "solo")
     pool = _stats(local, solo)["pool"]
