@@ -193,6 +193,8 @@ def test_flower_sees_the_demo_and_sigterm_stops_everything(tmp_path: Path) -> No
         assert demo.wait(timeout=90) == 0, out.read_text()
         assert "SIGTERM: stopping" in out.read_text()
         assert _processes_of(state) == []
+        # Flower saved what it saw, for its next start (--persistent).
+        assert list(state.glob("flower.db*"))
     finally:
         if demo.poll() is None:
             demo.kill()
