@@ -25,6 +25,7 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from kombu.pidbox import Mailbox
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from resizeflow import errors, pools, recovery, workflows
 from resizeflow.celery_app import make_app
@@ -99,23 +100,34 @@ def join_host(settings: Settings, database: Database, *, register: bool) -> str:
     (a typo in a host name must not become a new, empty host the scheduler
     picks), and a second live worker of a host on the libvirt test driver.
     """
-    with database.transaction() as s:
-        known = s.scalar(select(ComputeNode.id).where(ComputeNode.host == settings.host).limit(1))
-        if known is None and not register:
-            raise errors.ComputeHostNotFound(
-                f"host {settings.host} is not registered; start its first worker with "
-                "--register to add it (see workers/README.md)"
-            )
-        proc = services.join(
-            s,
-            settings.host,
-            workflows.queue_for(settings.host),
-            machine=socket.gethostname(),
-            pid=os.getpid(),
-            down_time=settings.service_down_time,
-            exclusive=single_process_driver(settings.libvirt_uri),
-        )
-        return proc.node
+    for attempt in range(3):
+        try:
+            with database.transaction() as s:
+                known = s.scalar(
+                    select(ComputeNode.id).where(ComputeNode.host == settings.host).limit(1)
+                )
+                if known is None and not register:
+                    raise errors.ComputeHostNotFound(
+                        f"host {settings.host} is not registered; start its first worker with "
+                        "--register to add it (see workers/README.md)"
+                    )
+                proc = services.join(
+                    s,
+                    settings.host,
+                    workflows.queue_for(settings.host),
+                    machine=socket.gethostname(),
+                    pid=os.getpid(),
+                    down_time=settings.service_down_time,
+                    exclusive=single_process_driver(settings.libvirt_uri),
+                )
+                return proc.node
+        except IntegrityError:
+            # NOTE: two processes of a new host starting at once both create its
+            # service row (or take one slot); the loser looks again, and then
+            # sees the winner, which the row lock now serialises.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def single_process_driver(uri: str) -> bool:

@@ -113,3 +113,16 @@ def test_autoscale_and_a_pool_that_cannot_grow(local: LocalStack) -> None:
     assert pool["resizable"] is False and "cannot grow" in pool["note"]
     (reply,) = local.app.control.pool_grow(1, destination=[solo], reply=True, timeout=3)
     assert "cannot grow" in reply[solo]["error"]
+
+
+def test_two_workers_of_a_new_host_started_at_once_leave_one(local: LocalStack) -> None:
+    names = [local.spawn_worker("compute-9", name=f"worker-{i}") for i in (1, 2)]
+    wait_for(
+        lambda: any(local.sup.procs[n].poll() is not None for n in names), 60, "one to be refused"
+    )
+    refused = next(n for n in names if local.sup.procs[n].poll() is not None)
+    (kept,) = set(names) - {refused}
+    assert local.sup.procs[refused].returncode == 1
+    log = local.sup.log_path(refused).read_text()
+    assert "Error: host compute-9 already has a worker" in log and "Traceback" not in log
+    assert local.wait_workers([kept]) == [f"compute-9-1@{socket.gethostname()}"]
