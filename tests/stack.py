@@ -1,7 +1,10 @@
 """A real resizeflow stack for tests: a database, a Redis broker, and worker processes.
 
+The stack is built by :mod:`resizeflow.launch`, as the demo's, the chaos
+harness's and the bench's are; this module adds what tests read and wait for.
 Each stack gets its own PostgreSQL database (or SQLite file), its own Redis key
-prefix and its own state dir, so concurrent runs never see each other.
+prefix or RabbitMQ vhost and its own state dir, so concurrent runs never see
+each other.
 """
 
 from __future__ import annotations
