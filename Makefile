@@ -8,7 +8,8 @@ BENCH_ARGS ?=
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := all
-.PHONY: all install system-deps demo test test-fast chaos lint typecheck bench up down flower compose-check clean
+BROWSER_PACKAGES := chromium chromium-driver
+.PHONY: all install system-deps browser-deps demo test test-fast test-demo screenshot chaos lint typecheck bench up down flower compose-check clean
 
 all: lint typecheck test
 
@@ -20,6 +21,17 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	  else \
 	    echo "missing system packages; run as root or: sudo apt-get install $(APT_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+# Debian's chromium and its driver, for the test that opens Flower in a headless browser.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(BROWSER_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing the browser for the Flower test; run as root or: sudo apt-get install $(BROWSER_PACKAGES)"; exit 1; \
 	  fi; \
 	fi
 
@@ -37,12 +49,20 @@ install: system-deps $(VENV)/.installed
 demo: install
 	$(BIN)/resizeflow demo $(DEMO_ARGS)
 
-test: install
+test: install browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Pure logic only, in seconds: no Redis, PostgreSQL or RabbitMQ needed.
 test-fast: install
 	$(BIN)/pytest -m fast $(PYTEST_ARGS)
+
+# The demo's tests, the Flower browser test among them.
+test-demo: install browser-deps
+	$(BIN)/pytest tests/test_demo.py $(PYTEST_ARGS)
+
+# Refreshes docs/flower-tasks.png, the README's screenshot, from the Flower browser test.
+screenshot: install browser-deps
+	RESIZEFLOW_SCREENSHOT=docs/flower-tasks.png $(BIN)/pytest tests/test_demo.py -k flower
 
 # The full chaos round: both brokers, 50 servers per scenario, 100 races.
 chaos: install
@@ -52,8 +72,8 @@ chaos: install
 	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check resizeflow tests
-	$(BIN)/ruff format --check resizeflow tests
+	$(BIN)/ruff check resizeflow bench tests
+	$(BIN)/ruff format --check resizeflow bench tests
 	$(BIN)/lint-imports
 
 typecheck: install

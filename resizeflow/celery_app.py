@@ -39,13 +39,10 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_app(settings: Settings) -> Celery:
-    # resizeflow.bench.noop is the benchmark's bare-chain baseline: it must run
-    # in the same worker processes as the steps, so every worker registers it.
-    app = Celery(
-        "resizeflow",
-        broker=settings.broker_url,
-        include=["resizeflow.tasks", "resizeflow.bench.noop"],
-    )
+    # NOTE: the benchmark's no-op tasks are not included: its own worker
+    # entry point (bench.worker) imports them, so production workers never
+    # register them.
+    app = Celery("resizeflow", broker=settings.broker_url, include=["resizeflow.tasks"])
     options = transport_options(settings)
     app.conf.update(
         broker_transport_options=options,

@@ -7,13 +7,21 @@ without any shared in-memory counters:
 - ``resizeflow_workflows_started_total`` / ``_finished_total`` / ``_failed_total``
   by kind (resize, confirm, revert);
 - ``resizeflow_step_duration_seconds``, a histogram by step and host;
-- ``resizeflow_queue_depth`` per host queue;
+- ``resizeflow_step_retries_total``, attempts beyond a step's first, by step and host;
+- ``resizeflow_instance_actions_total`` / ``_finished_total``, the instance
+  operations (create, stop, start, resize, confirmResize, ...) by action;
+- ``resizeflow_queue_depth`` per host queue, ``resizeflow_periodic_queue_depth``;
+- ``resizeflow_host_up`` per host, ``resizeflow_worker_up`` and
+  ``resizeflow_worker_heartbeat_age_seconds`` per host and worker process;
 - ``resizeflow_migrations`` per status.
+
+Every metric about a compute host labels it ``host``.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +37,15 @@ from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, case, func, select
 
 from resizeflow import flows, workflows
-from resizeflow.db.models import ComputeNode, Migration, StepJournal
+from resizeflow.db import services
+from resizeflow.db.models import (
+    ComputeNode,
+    InstanceAction,
+    Migration,
+    Service,
+    StepJournal,
+    utcnow,
+)
 from resizeflow.db.session import Database
 from resizeflow.states import JournalStatus
 
@@ -59,15 +75,90 @@ def _last_position() -> Any:
 
 
 class ResizeflowCollector(Collector):
-    def __init__(self, database: Database, app: Celery | None = None) -> None:
+    def __init__(
+        self, database: Database, app: Celery | None = None, service_down_time: float = 60.0
+    ) -> None:
         self.db = database
         self.app = app
+        self.down_time = service_down_time
 
     def collect(self) -> Iterator[Metric]:
         yield from self._workflows()
+        yield from self._retries()
+        yield from self._actions()
         yield from self._migrations()
+        yield from self._liveness()
         if self.app is not None:
             yield from self._queues()
+
+    def _retries(self) -> Iterator[Metric]:
+        j = StepJournal
+        retries = CounterMetricFamily(
+            "resizeflow_step_retries",
+            "Attempts of a step beyond its first, by step and host",
+            labels=["step", "host"],
+        )
+        extra = func.sum(case((j.attempts > 1, j.attempts - 1), else_=0))
+        with self.db.snapshot() as s:
+            rows = s.execute(
+                select(j.step, j.host, extra).group_by(j.step, j.host).order_by(j.step, j.host)
+            ).all()
+        for step, host, count in rows:
+            retries.add_metric([step, host], int(count or 0))
+        yield retries
+
+    def _actions(self) -> Iterator[Metric]:
+        a = InstanceAction
+        started = CounterMetricFamily(
+            "resizeflow_instance_actions",
+            "Instance operations requested (Nova's instance actions), by action",
+            labels=["action"],
+        )
+        finished = CounterMetricFamily(
+            "resizeflow_instance_actions_finished",
+            "Instance operations that have ended, by action",
+            labels=["action"],
+        )
+        with self.db.snapshot() as s:
+            rows = s.execute(
+                select(a.action, func.count(), func.count(a.finish_time))
+                .group_by(a.action)
+                .order_by(a.action)
+            ).all()
+        for action, count, ended in rows:
+            started.add_metric([action], int(count))
+            finished.add_metric([action], int(ended))
+        yield from (started, finished)
+
+    def _liveness(self) -> Iterator[Metric]:
+        host_up = GaugeMetricFamily(
+            "resizeflow_host_up",
+            "1 while any worker process of the compute host is alive (Nova's service state)",
+            labels=["host"],
+        )
+        worker_up = GaugeMetricFamily(
+            "resizeflow_worker_up",
+            "1 while the worker process beats, by host and Celery node",
+            labels=["host", "worker"],
+        )
+        age = GaugeMetricFamily(
+            "resizeflow_worker_heartbeat_age_seconds",
+            "Seconds since the worker process's last heartbeat",
+            labels=["host", "worker"],
+        )
+        machine, now = socket.gethostname(), utcnow()
+        with self.db.snapshot() as s:
+            for svc in s.scalars(
+                select(Service).where(Service.binary == services.COMPUTE).order_by(Service.host)
+            ):
+                host_up.add_metric([svc.host], int(services.is_up(svc, self.down_time, now)))
+            for proc in services.processes(s):
+                alive = services.process_alive(proc, self.down_time, machine, now)
+                worker_up.add_metric([proc.host, proc.node], int(alive))
+                age.add_metric(
+                    [proc.host, proc.node], max(0.0, (now - proc.last_seen_at).total_seconds())
+                )
+        yield from (host_up, worker_up, age)
 
     def _workflows(self) -> Iterator[Metric]:
         started = CounterMetricFamily(
@@ -143,18 +234,21 @@ class ResizeflowCollector(Collector):
     def _queues(self) -> Iterator[Metric]:
         assert self.app is not None
         gauge = GaugeMetricFamily(
-            "resizeflow_queue_depth", "Messages waiting in each host queue", labels=["queue"]
+            "resizeflow_queue_depth", "Messages waiting in each host's queue", labels=["host"]
+        )
+        periodic = GaugeMetricFamily(
+            "resizeflow_periodic_queue_depth", "Periodic tasks waiting for beat's worker"
         )
         with self.db.snapshot() as s:
             hosts = sorted(set(s.scalars(select(ComputeNode.host))))
         try:
             with self.app.connection_for_read() as conn:
                 for host in hosts:
-                    queue = workflows.queue_for(host)
-                    gauge.add_metric([queue], _depth(conn, queue))
+                    gauge.add_metric([host], _depth(conn, workflows.queue_for(host)))
+                periodic.add_metric([], _depth(conn, workflows.PERIODIC_QUEUE))
         except Exception as exc:  # a scrape must not fail because the broker hiccupped
             log.warning("queue depth unavailable: %s", exc)
-        yield gauge
+        yield from (gauge, periodic)
 
 
 def _depth(conn: Any, queue: str) -> int:
@@ -172,5 +266,6 @@ def _depth(conn: Any, queue: str) -> int:
 def render(database: Database, app: Celery | None = None) -> bytes:
     """The exposition text for one scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ResizeflowCollector(database, app))
+    down_time = 60.0 if app is None else app.conf.resizeflow_settings.service_down_time
+    registry.register(ResizeflowCollector(database, app, down_time))
     return generate_latest(registry)

@@ -1,9 +1,13 @@
-"""``resizeflow worker --host NAME``: one Celery worker per compute host.
+"""``resizeflow worker --host NAME``: the Celery worker processes of a compute host.
 
-At start the worker registers its compute node, then redefines its domains
-from the instance directories, the way Nova's ``init_host`` recovers: the
-libvirt test driver forgets everything when a process exits, and a real host
-may have rebooted. Only then does it consume ``compute.<host>``.
+At start a worker process joins its host: it takes a slot, which makes its
+Celery node name ``<host>-<slot>@<machine>``, unique per process. It then
+registers its compute node and redefines its domains from the instance
+directories, the way Nova's ``init_host`` recovers: the libvirt test driver
+forgets everything when a process exits, and a real host may have rebooted.
+Only then does it consume ``compute.<host>``. A host may run several worker
+processes when its hypervisor keeps its state outside them (``qemu:///``);
+on ``test:///`` a second one is refused.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from kombu.pidbox import Mailbox
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from resizeflow import recovery, workflows
+from resizeflow import errors, pools, recovery, workflows
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 from resizeflow.db import journal, services
@@ -88,7 +93,49 @@ def recover_domains(settings: Settings, database: Database, virt: VirtDriver) ->
     return virt.recover(running)
 
 
-def build_runtime(settings: Settings, app: Celery) -> context.HostRuntime:
+def join_host(settings: Settings, database: Database, *, register: bool) -> str:
+    """Take this process's slot among the host's workers; returns its node name.
+
+    Refuses a host that has no compute node yet unless ``register`` is given
+    (a typo in a host name must not become a new, empty host the scheduler
+    picks), and a second live worker of a host on the libvirt test driver.
+    """
+    for attempt in range(3):
+        try:
+            with database.transaction() as s:
+                known = s.scalar(
+                    select(ComputeNode.id).where(ComputeNode.host == settings.host).limit(1)
+                )
+                if known is None and not register:
+                    raise errors.ComputeHostNotFound(
+                        f"host {settings.host} is not registered; start its first worker with "
+                        "--register to add it (see workers/README.md)"
+                    )
+                proc = services.join(
+                    s,
+                    settings.host,
+                    workflows.queue_for(settings.host),
+                    machine=socket.gethostname(),
+                    pid=os.getpid(),
+                    down_time=settings.service_down_time,
+                    exclusive=single_process_driver(settings.libvirt_uri),
+                )
+                return proc.node
+        except IntegrityError:
+            # NOTE: two processes of a new host starting at once both create its
+            # service row (or take one slot); the loser looks again, and then
+            # sees the winner, which the row lock now serialises.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def single_process_driver(uri: str) -> bool:
+    """Whether the hypervisor's state lives inside the worker process (libvirt's test driver)."""
+    return uri.startswith("test:")
+
+
+def build_runtime(settings: Settings, app: Celery, node: str | None = None) -> context.HostRuntime:
     # NOTE: no pre-ping on checkout: it would cost every step a round trip.
     # A connection that died with its server fails the step's first statement
     # with a transient error, SQLAlchemy then drops the pool's stale
@@ -103,7 +150,7 @@ def build_runtime(settings: Settings, app: Celery) -> context.HostRuntime:
         db=database,
         virt=virt,
         notifier=notifier,
-        incarnation=f"{nodename(settings)}/{os.getpid()}",
+        incarnation=f"{node or nodename(settings)}/{os.getpid()}",
     )
 
 
@@ -152,9 +199,16 @@ class Heartbeat(threading.Thread):
             )
         )
 
+    @property
+    def node(self) -> str:
+        """This process's Celery node name (its incarnation, without the pid)."""
+        return self.incarnation.rpartition("/")[0] or nodename(self.settings)
+
     def beat(self) -> None:
         with self.db.transaction() as s:
-            services.heartbeat(s, self.settings.host, workflows.queue_for(self.settings.host))
+            services.heartbeat(
+                s, self.settings.host, workflows.queue_for(self.settings.host), node=self.node
+            )
             journal.renew_leases(
                 s, self.incarnation, self.runtime.executing_now(), self.settings.step_lease
             )
@@ -170,7 +224,7 @@ class Heartbeat(threading.Thread):
         try:
             with self.app.connection_for_write() as conn:
                 bound: Any = self.mailbox(conn)  # kombu's stubs call this a Node; it is a Mailbox
-                return bool(bound.call([nodename(self.settings)], "ping", timeout=2.0))
+                return bool(bound.call([self.node], "ping", timeout=2.0))
         except Exception:  # a broker that is down is also "no answer"
             return False
 
@@ -191,8 +245,7 @@ class Heartbeat(threading.Thread):
             if self.missed >= self.MISSED_PINGS_BEFORE_RESTART and not self.stopping.is_set():
                 self.stopping.set()
                 self.restart.request(
-                    f"worker {nodename(self.settings)} has not answered its own ping "
-                    f"{self.missed} times",
+                    f"worker {self.node} has not answered its own ping {self.missed} times",
                     grace=min(self.settings.step_timeout, 30.0),
                     # Celery's own record of the task bodies running in this process.
                     busy=lambda: bool(worker_state.active_requests),
@@ -207,24 +260,59 @@ class Heartbeat(threading.Thread):
         messages sent meanwhile wait in its queue. Refusing resizes and
         confirms for that moment would turn a restart into user-facing
         errors. If the restart never comes, the last heartbeat ages past
-        ``service_down_time`` and the host is down, as in Nova.
+        ``service_down_time`` and the host is down, as in Nova. A host with
+        other live worker processes stays up either way.
         """
         self.stopping.set()
         if not for_good:
             return
         with self.db.transaction() as s:
-            services.mark_stopped(s, self.settings.host)
+            services.leave(
+                s,
+                self.settings.host,
+                self.node,
+                self.settings.service_down_time,
+                socket.gethostname(),
+            )
 
 
-def nodename(settings: Settings) -> str:
-    """The Celery node name of a host's worker; the journal records it per step."""
-    return f"{settings.host}@{socket.gethostname()}"
+def nodename(settings: Settings, slot: int = 1) -> str:
+    """The Celery node name of a host's worker process in ``slot``."""
+    return f"{settings.host}-{slot}@{socket.gethostname()}"
 
 
-def run(settings: Settings, *, loglevel: str = "INFO") -> None:
+def check_pool(settings: Settings, autoscale: tuple[int, int] | None) -> None:
+    """Refuse a pool that cannot serve this host, with one sentence."""
+    if settings.worker_pool == "prefork" and single_process_driver(settings.libvirt_uri):
+        raise errors.ConfigError(
+            "the libvirt test:/// driver keeps its domains in one process; "
+            "use --pool threads (or solo) with it"
+        )
+    if autoscale is not None and settings.worker_pool not in pools.RESIZABLE:
+        raise errors.ConfigError(
+            f"--autoscale needs --pool threads or prefork: {pools.SOLO_CANNOT_GROW}"
+        )
+
+
+def run(
+    settings: Settings,
+    *,
+    loglevel: str = "INFO",
+    register: bool = False,
+    autoscale: tuple[int, int] | None = None,
+) -> None:
+    """Run one worker process of ``settings.host``; ``autoscale`` is (max, min) threads."""
+    check_pool(settings, autoscale)
     app = make_app(settings)
     app.set_default()
-    runtime = build_runtime(settings, app)
+    # NOTE: join before anything touches the hypervisor: a refused duplicate
+    # must not redefine (or, on test:///, recreate) the host's domains.
+    probe = Database(settings.db_url)
+    try:
+        node = join_host(settings, probe, register=register)
+    finally:
+        probe.dispose()
+    runtime = build_runtime(settings, app, node)
     register_node(settings, runtime.db, runtime.virt)
     recovered = recover_domains(settings, runtime.db, runtime.virt)
     log.info("host %s: recovered %d domains", settings.host, len(recovered))
@@ -240,10 +328,11 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     )
     log.info("host %s: re-drove %d workflows at start", settings.host, len(redriven))
     worker = app.Worker(
-        hostname=nodename(settings),
+        hostname=node,
         queues=[workflows.queue_for(settings.host)],
-        pool=settings.worker_pool,
+        pool=pools.POOLS[settings.worker_pool],
         concurrency=settings.worker_concurrency,
+        autoscale=list(autoscale) if autoscale else None,
         loglevel=loglevel,
         # Celery's SIGTERM is a warm shutdown: the step in progress finishes
         # and is acknowledged before the process exits.

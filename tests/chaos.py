@@ -3,7 +3,7 @@
 Everything here is private to one run: a PostgreSQL cluster of its own (so it
 can be restarted), a redis-server of its own or a RabbitMQ vhost of its own
 (so either can lose its data), two worker processes, and beat running the
-reconciler with a short deadline.
+reconciler with a short deadline. The stack comes from :mod:`resizeflow.launch`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,15 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from sqlalchemy import select
 
 from resizeflow.celery_app import make_app
-from resizeflow.cli.supervisor import Supervisor, start_redis
-from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
-from resizeflow.conf import Settings
-from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import (
     Allocation,
     ComputeNode,
@@ -40,23 +36,18 @@ from resizeflow.db.models import (
     StepJournal,
     utcnow,
 )
-from resizeflow.db.session import Database
 from resizeflow.drivers.base import Resources
+from resizeflow.launch.brokers import create_vhost, delete_vhost, start_redis
+from resizeflow.launch.stack import PRIVATE_REDIS, build, free_port
 from resizeflow.states import JournalStatus, MigrationStatus, TaskState, VmState
 from tests.invariants import allocation_violations, journal_violations
-from tests.stack import RABBITMQ_URL, create_vhost, delete_vhost, wait_for
+from tests.stack import RABBITMQ_URL, stack_env, wait_for
 
 HOSTS = ("chaos1", "chaos2")
 # Every scenario's report, for the table printed at the end of the session.
 REPORTS: list[Report] = []
 PROJECT = "chaos"
 ENDED = {MigrationStatus.CONFIRMED, MigrationStatus.REVERTED, MigrationStatus.ERROR}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivatePostgres:
@@ -160,8 +151,6 @@ class ChaosStack:
     def __init__(self, base: Path, broker: str) -> None:
         self.base, self.broker = base, broker
         self.pg = PrivatePostgres()
-        self.sup = Supervisor(state_dir=base / "state", env={})
-        self.sup.state_dir.mkdir(parents=True)
         self.vhost = ""
         self.faults: list[Fault] = []
         self.lock = threading.Lock()
@@ -171,49 +160,47 @@ class ChaosStack:
     # -- life cycle ---------------------------------------------------------
     def start(self) -> None:
         self.pg.start()
-        if self.broker == "redis":
-            broker_url = start_redis(self.sup)
-        else:
-            self.vhost = create_vhost()
-            broker_url = f"{RABBITMQ_URL}/{self.vhost}"
-        self.sup.env.update(
-            {
-                **{k: v for k, v in os.environ.items() if not k.startswith("RESIZEFLOW_")},
-                "RESIZEFLOW_STATE_DIR": str(self.sup.state_dir),
-                "RESIZEFLOW_DATABASE_URL": self.pg.url,
-                "RESIZEFLOW_BROKER_URL": broker_url,
-                "RESIZEFLOW_FAILPOINTS_FILE": str(self.sup.state_dir / "failpoints.json"),
-                "RESIZEFLOW_NODE_VCPUS": "512",
-                "RESIZEFLOW_NODE_MEMORY_MB": "4194304",
-                "RESIZEFLOW_NODE_LOCAL_GB": "100000",
-                "RESIZEFLOW_WORKER_CONCURRENCY": "4",
-                "RESIZEFLOW_RETRY_BACKOFF": "0.1",
-                "RESIZEFLOW_RETRY_BACKOFF_MAX": "1",
-                "RESIZEFLOW_STEP_MAX_RETRIES": "10",
-                "RESIZEFLOW_REPORT_INTERVAL": "1",
-                "RESIZEFLOW_SERVICE_DOWN_TIME": "10",
-                "RESIZEFLOW_STEP_LEASE": "3",
-                "RESIZEFLOW_RECONCILE_DEADLINE": "4",
-                "RESIZEFLOW_PERIODIC_INTERVAL": "1",
-                "RESIZEFLOW_NOTIFICATIONS": "false",
-                "RESIZEFLOW_QUOTA_CORES": "-1",
-                "RESIZEFLOW_QUOTA_RAM": "-1",
-                "RESIZEFLOW_QUOTA_INSTANCES": "-1",
-            }
+        if self.broker == "rabbitmq":
+            self.vhost = f"rf-chaos-{uuid4().hex[:10]}"
+        state_dir = self.base / "state"
+        self.local = build(
+            state_dir,
+            broker=RABBITMQ_URL if self.vhost else PRIVATE_REDIS,
+            vhost=self.vhost,
+            database_url=self.pg.url,
+            env=stack_env(
+                state_dir,
+                node_vcpus="512",
+                node_memory_mb="4194304",
+                node_local_gb="100000",
+                retry_backoff="0.1",
+                retry_backoff_max="1",
+                step_max_retries="10",
+                service_down_time="10",
+                step_lease="3",
+                reconcile_deadline="4",
+                periodic_interval="1",
+                notifications="false",
+                quota_cores="-1",
+                quota_ram="-1",
+                quota_instances="-1",
+            ),
         )
-        self.settings = Settings.from_env(self.sup.env)
-        self.db = Database(self.settings.db_url)
-        upgrade(self.db)
-        self.app = make_app(self.settings)
-        self.api = ComputeAPI(self.settings, self.db, self.app)
+        self.sup = self.local.sup
+        self.settings, self.db, self.app, self.api = (
+            self.local.settings,
+            self.local.db,
+            self.local.app,
+            self.local.api,
+        )
         with self.db.transaction() as s:
             # Two flavors that differ in RAM only, so a server can be resized
             # back and forth without ever shrinking its disk.
             s.add(Flavor(id=91, flavorid="ram-1", name="ram-1", vcpus=1, memory_mb=512, root_gb=1))
             s.add(Flavor(id=92, flavorid="ram-2", name="ram-2", vcpus=1, memory_mb=1024, root_gb=1))
-        for host in HOSTS:
-            self.start_worker(host)
-        self.sup.resizeflow("beat", "beat")
+        with self.lock:
+            self.local.start_workers(HOSTS)
+        self.local.start_beat()
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
 
@@ -232,67 +219,49 @@ class ChaosStack:
                     if self.sup.procs.get(name) is not proc:
                         continue  # stopped or replaced on purpose meanwhile
                     self.restarts += 1
-                    args = (
-                        ["worker", "--host", name.split("-", 1)[1]] if name != "beat" else ["beat"]
-                    )
-                    self.sup.resizeflow(name, *args)
+                    if name == "beat":
+                        self.sup.resizeflow("beat", "beat")
+                    else:
+                        self.local.spawn_worker(name.removeprefix("worker-"))
             self.stopping.wait(0.5)
 
     def stop(self) -> None:
         self.stopping.set()
         try:
-            self.sup.stop_all()
-            if hasattr(self, "db"):
-                self.db.dispose()
+            if hasattr(self, "local"):
+                self.local.close()
         finally:
-            if self.vhost:
-                delete_vhost(self.vhost)
             self.pg.destroy()
+
+    def node(self, host: str) -> str:
+        """A host's worker node: its one process always takes slot 1."""
+        return f"{host}-1@{socket.gethostname()}"
 
     def start_worker(self, host: str) -> None:
         with self.lock:
-            self.sup.resizeflow(f"worker-{host}", "worker", "--host", host)
-        node = f"{host}@{socket.gethostname()}"
-        self.sup.wait_until(
-            f"worker {host}",
-            lambda: bool(self.app.control.ping(destination=[node], timeout=0.5)),
-        )
+            name = self.local.spawn_worker(host)
+        self.local.wait_workers([name])
 
     def kill_worker(self, host: str) -> None:
         with self.lock:
-            proc = self.sup.procs.pop(f"worker-{host}")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+            self.local.kill_worker(host)
         self.faults.append(Fault("SIGKILL worker", utcnow()))
 
     def stop_worker(self, host: str) -> None:
         with self.lock:
-            proc = self.sup.procs.pop(f"worker-{host}")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+            self.local.stop_worker(host, grace=60)
 
     def restart_broker_losing_data(self) -> None:
         self.faults.append(Fault("broker lost its data", utcnow()))
         if self.broker == "redis":
-            proc = self.sup.procs.pop("redis")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            self.sup.kill("redis")
             # No persistence: the new server starts empty, as after a crash.
-            (self.sup.state_dir / "redis.sock").unlink(missing_ok=True)
             start_redis(self.sup)
         else:
             # Deleting the vhost drops its queues, messages and connections;
             # it comes straight back, empty, as after a broker lost its disk.
             delete_vhost(self.vhost)
-            subprocess.run(
-                ["rabbitmqctl", "-q", "add_vhost", self.vhost], check=True, capture_output=True
-            )
-            user = RABBITMQ_URL.split("://", 1)[1].split(":", 1)[0]
-            subprocess.run(
-                ["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, user, ".*", ".*", ".*"],
-                check=True,
-                capture_output=True,
-            )
+            create_vhost(RABBITMQ_URL, self.vhost)
 
     def restart_postgres(self) -> None:
         self.faults.append(Fault("PostgreSQL restarted", utcnow()))
@@ -530,8 +499,7 @@ class ChaosStack:
                 )
             }
         for host in HOSTS:
-            node = f"{host}@{socket.gethostname()}"
-            replies = self.ask(node)
+            replies = self.ask(self.node(host))
             domains = [d for r in replies for ds in r.values() for d in ds]
             for d in domains:
                 inst = live.get(d["uuid"])

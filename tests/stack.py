@@ -1,38 +1,36 @@
 """A real resizeflow stack for tests: a database, a Redis broker, and worker processes.
 
+The stack is built by :mod:`resizeflow.launch`, as the demo's, the chaos
+harness's and the bench's are; this module adds what tests read and wait for.
 Each stack gets its own PostgreSQL database (or SQLite file), its own Redis key
-prefix and its own state dir, so concurrent runs never see each other.
+prefix or RabbitMQ vhost and its own state dir, so concurrent runs never see
+each other.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis
 from celery import Celery
 from kombu import Connection
 from sqlalchemy import select
 
-from resizeflow.celery_app import make_app
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
 from resizeflow.conf import Settings
 from resizeflow.db import journal
-from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
+from resizeflow.launch.stack import TEST_DRIVER_ENV, LocalStack, build
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
 
 REDIS_URL = os.environ.get("RESIZEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -65,23 +63,6 @@ def wait_for(predicate: Callable[[], T], timeout: float = 60.0, what: str = "con
         time.sleep(0.05)
 
 
-def create_vhost() -> str:
-    """A RabbitMQ vhost of its own, so a run sees only its own queues."""
-    name = f"rf-test-{uuid.uuid4().hex[:10]}"
-    user = RABBITMQ_URL.split("://", 1)[1].split(":", 1)[0]
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", name, user, ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    return name
-
-
-def delete_vhost(name: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True)
-
-
 def create_pg_database() -> str:
     return create_database(PG_ADMIN_URL, "rf_test")
 
@@ -90,108 +71,61 @@ def drop_pg_database(url: str) -> None:
     drop_database(PG_ADMIN_URL, url)
 
 
-@dataclass
 class Stack:
-    backend: str  # the database: sqlite or postgresql
-    state_dir: Path
-    env: dict[str, str]
-    settings: Settings
-    db: Database
-    app: Celery
-    api: ComputeAPI
-    hosts: tuple[str, ...]
-    broker: str = "redis"  # or rabbitmq
-    vhost: str = ""
-    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    api_proc: subprocess.Popen[bytes] | None = None
-    api_url: str = ""
+    """A :class:`~resizeflow.launch.stack.LocalStack` with what tests read and wait for."""
+
+    def __init__(
+        self, local: LocalStack, backend: str, hosts: tuple[str, ...], broker: str = "redis"
+    ) -> None:
+        self.local, self.backend, self.hosts, self.broker = local, backend, hosts, broker
+        self.settings: Settings = local.settings
+        self.db: Database = local.db
+        self.app: Celery = local.app
+        self.api: ComputeAPI = local.api
+        self.state_dir: Path = local.state_dir
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.local.sup.env
+
+    @env.setter
+    def env(self, value: dict[str, str]) -> None:
+        self.local.sup.env = value
+
+    @property
+    def workers(self) -> dict[str, subprocess.Popen[bytes]]:
+        """Each host's worker process, by host."""
+        return {
+            name.removeprefix("worker-"): proc
+            for name, proc in self.local.sup.procs.items()
+            if name.startswith("worker-")
+        }
 
     # -- processes ----------------------------------------------------------
     def api_endpoint(self) -> str:
         """The ``/v2.1`` endpoint of this stack's ``resizeflow api``, started on first use."""
-        if self.api_proc is None or self.api_proc.poll() is not None:
-            self.start_api()
-        return self.api_url + "/v2.1"
-
-    def start_api(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        log = open(self.state_dir / "api.log", "ab")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "resizeflow", "api", "--bind", "127.0.0.1"]
-        self.api_proc = subprocess.Popen(
-            [*cmd, "--port", str(port)], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        self.api_url = f"http://127.0.0.1:{port}"
-        proc = self.api_proc
-        wait_for(
-            lambda: proc.poll() is None and service_up(self.api_url, port),
-            timeout=60,
-            what="the API to listen",
-        )
+        if not self.local.sup.alive("api"):
+            self.local.start_api()
+        return self.local.api_url + "/v2.1"
 
     def stop_api(self) -> None:
-        if self.api_proc is not None:
-            self.api_proc.send_signal(signal.SIGTERM)
-            try:
-                self.api_proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.api_proc.kill()
-                self.api_proc.wait()
-            self.api_proc = None
+        self.local.sup.stop("api")
 
-    def start_worker(self, host: str) -> None:
-        log = open(self.state_dir / f"worker-{host}.log", "ab")  # noqa: SIM115
-        self.workers[host] = subprocess.Popen(
-            [sys.executable, "-m", "resizeflow", "worker", "--host", host, "--loglevel", "INFO"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        node = f"{host}@{socket.gethostname()}"
-        wait_for(
-            lambda: (
-                self.workers[host].poll() is None
-                and self.app.control.ping(destination=[node], timeout=0.5)
-            ),
-            timeout=60,
-            what=f"worker {host} to answer a ping",
-        )
+    def start_worker(self, host: str) -> str:
+        return self.local.start_worker(host, "--loglevel", "INFO")
 
     def start_beat(self, **env: str) -> subprocess.Popen[bytes]:
         """Start ``resizeflow beat``; ``env`` adds RESIZEFLOW_* settings for it alone."""
-        log = open(self.state_dir / "beat.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "resizeflow", "beat"],
-            env={**self.env, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        node = f"beat@{socket.gethostname()}"
-        wait_for(
-            lambda: proc.poll() is None and self.app.control.ping(destination=[node], timeout=0.5),
-            timeout=60,
-            what="beat to answer a ping",
-        )
-        return proc
+        return self.local.start_beat(env)
 
     def kill_worker(self, host: str) -> None:
-        """SIGKILL: no warm shutdown, no goodbye heartbeat, unacked messages stay unacked."""
-        proc = self.workers.pop(host)
-        proc.kill()
-        proc.wait()
+        self.local.kill_worker(host)
 
     def stop_worker(self, host: str) -> None:
-        proc = self.workers.pop(host)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        self.local.stop_worker(host)
 
     def worker_log(self, host: str) -> str:
-        return (self.state_dir / f"worker-{host}.log").read_text(errors="replace")
+        return self.local.sup.log_path(f"worker-{host}").read_text(errors="replace")
 
     # -- requests -----------------------------------------------------------
     def ctx(self, project: str, user: str = "alice", admin: bool = False) -> RequestContext:
@@ -224,7 +158,7 @@ class Stack:
 
     def domains(self, host: str) -> dict[str, dict[str, Any]]:
         """The domains a host's worker has defined, by uuid (asked over the broker)."""
-        node = f"{host}@{socket.gethostname()}"
+        node = self.local.node(host)
         replies = self.app.control.broadcast(
             "resizeflow_domains", destination=[node], reply=True, timeout=5
         )
@@ -335,70 +269,48 @@ class Stack:
                 out.append(msg.payload)
 
 
-def build_stack(
-    backend: str,
-    tmp: Path,
-    hosts: tuple[str, ...] = ("host1", "host2"),
-    broker: str = "redis",
-) -> Stack:
-    run_id = uuid.uuid4().hex[:10]
-    state_dir = tmp / f"state-{backend}-{broker}"
-    state_dir.mkdir(parents=True)
-    db_url = create_pg_database() if backend == "postgresql" else ""
-    vhost = create_vhost() if broker == "rabbitmq" else ""
-    env = {
-        **os.environ,
-        "RESIZEFLOW_STATE_DIR": str(state_dir),
-        "RESIZEFLOW_DATABASE_URL": db_url,
-        "RESIZEFLOW_BROKER_URL": f"{RABBITMQ_URL}/{vhost}" if vhost else REDIS_URL,
-        "RESIZEFLOW_BROKER_PREFIX": "" if vhost else f"rf-test-{run_id}:",
-        "RESIZEFLOW_LIBVIRT_URI": "test:///default",
+def stack_env(state_dir: Path, **overrides: str) -> dict[str, str]:
+    """The settings of a test stack: the test driver, failpoints, fast retries and leases."""
+    return {
+        **TEST_DRIVER_ENV,
         "RESIZEFLOW_FAILPOINTS_FILE": str(state_dir / "failpoints.json"),
-        "RESIZEFLOW_NODE_VCPUS": "64",
-        "RESIZEFLOW_NODE_MEMORY_MB": "262144",
-        "RESIZEFLOW_NODE_LOCAL_GB": "10000",
         "RESIZEFLOW_RETRY_BACKOFF": "0.05",
         "RESIZEFLOW_RETRY_BACKOFF_MAX": "0.5",
         "RESIZEFLOW_STEP_MAX_RETRIES": "4",
         "RESIZEFLOW_WORKER_CONCURRENCY": "4",
         "RESIZEFLOW_REPORT_INTERVAL": "1",
         "RESIZEFLOW_STEP_LEASE": "5",
+        **{f"RESIZEFLOW_{k.upper()}": v for k, v in overrides.items()},
     }
-    if not db_url:
-        env.pop("RESIZEFLOW_DATABASE_URL")
-    settings = Settings.from_env(env)
-    database = Database(settings.db_url)
-    upgrade(database)
-    app = make_app(settings)
-    stack = Stack(
-        backend=backend,
-        state_dir=state_dir,
-        env=env,
-        settings=settings,
-        db=database,
-        app=app,
-        api=ComputeAPI(settings, database, app),
-        hosts=hosts,
-        broker=broker,
-        vhost=vhost,
+
+
+def build_stack(
+    backend: str,
+    tmp: Path,
+    hosts: tuple[str, ...] = ("host1", "host2"),
+    broker: str = "redis",
+) -> Stack:
+    """Each stack has its own database, Redis key prefix or RabbitMQ vhost, and state dir."""
+    run_id = uuid.uuid4().hex[:10]
+    state_dir = tmp / f"state-{backend}-{broker}"
+    local = build(
+        state_dir,
+        broker=RABBITMQ_URL if broker == "rabbitmq" else REDIS_URL,
+        vhost=f"rf-test-{run_id}" if broker == "rabbitmq" else "",
+        broker_prefix="" if broker == "rabbitmq" else f"rf-test-{run_id}:",
+        pg_admin_url=PG_ADMIN_URL if backend == "postgresql" else "",
+        base_env=os.environ,
+        log_dir=state_dir,
+        env=stack_env(state_dir),
     )
-    for host in hosts:
-        stack.start_worker(host)
+    stack = Stack(local, backend, hosts, broker)
+    try:
+        local.start_workers(hosts)
+    except BaseException:
+        local.close()
+        raise
     return stack
 
 
 def destroy_stack(stack: Stack) -> None:
-    stack.stop_api()
-    for host in list(stack.workers):
-        stack.stop_worker(host)
-    stack.db.dispose()
-    if stack.backend == "postgresql":
-        drop_pg_database(stack.settings.db_url)
-    if stack.vhost:
-        delete_vhost(stack.vhost)
-        return
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{stack.settings.broker_prefix}*", count=1000))
-    # Celery's event and control fan-out keys are not prefixed per app.
-    if keys:
-        client.delete(*keys)
+    stack.local.close()

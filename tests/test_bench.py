@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from resizeflow.bench import harness, plot, report
+from bench import harness, plot, report
 from tests.stack import PG_ADMIN_URL, service_up
 
 pytestmark = pytest.mark.services
@@ -78,7 +78,7 @@ def test_profile_summary_ranks_our_functions_below_celery(tmp_path: Path) -> Non
         f"{task};claim (/src/resizeflow/db/journal.py:5) 20\n"
         f"{task};execute ({site}/sqlalchemy/orm/session.py:6) 50\n"
     )
-    from resizeflow.bench.profile import summarize
+    from bench.profile import summarize
 
     summary = summarize(raw)
     assert summary["samples"] == 100

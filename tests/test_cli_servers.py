@@ -113,6 +113,40 @@ def test_errors_are_one_line(rf: Stack, project: str, via: str) -> None:
     run(rf, "server", "delete", uuid, "--wait", via=via)
 
 
+@pytest.mark.parametrize("via", ["local", "http"])
+def test_names_power_states_and_plain_progress(rf: Stack, project: str, via: str) -> None:
+    """Servers and flavors by name as with the openstack CLI; line-by-line --wait off a tty."""
+    token, name = f"alice:{project}", f"web-{project}"
+    created = run(
+        rf, "server", "create", name, "--flavor", "m1.tiny", "--wait", via=via, token=token
+    )
+    assert created.exit_code == 0, created.output
+    uuid = created.stdout.split()[0]
+    listed = run(rf, "server", "list", via=via, token=token)
+    assert "Running" in listed.stdout and " 1 " not in listed.stdout
+
+    # An admin names another project's server; the wait prints plain lines.
+    resized = run(rf, "server", "resize", name, "--flavor", "m1.small", "--wait", via=via)
+    assert resized.exit_code == 0, resized.output
+    assert "\x1b" not in resized.stdout
+    lines = resized.stdout.splitlines()
+    for step in ("prep_resize", "resize_instance", "finish_resize"):
+        done = [ln for ln in lines if ln.startswith(f"step {step} on ")]
+        assert done and done[-1].endswith(": done (attempt 1)"), lines
+    assert lines[-1] == f"resize of {uuid} finished"
+    assert len(lines) == len(set(lines)), "a line is printed when something changed"
+
+    assert run(rf, "server", "revert-resize", name, "--wait", via=via).exit_code == 0
+    assert run(rf, "server", "stop", name, "--wait", via=via, token=token).exit_code == 0
+    assert "Shutdown" in run(rf, "server", "show", name, via=via, token=token).stdout
+
+    bad = run(rf, "server", "resize", name, "--flavor", "m1.huge", via=via, token=token)
+    assert bad.output == "Error: No flavor with a name or ID of 'm1.huge' exists.\n"
+    missing = run(rf, "server", "show", "no-such-server", via=via, token=token)
+    assert missing.output == "Error: No server with a name or ID of 'no-such-server' exists.\n"
+    assert run(rf, "server", "delete", name, "--wait", via=via, token=token).exit_code == 0
+
+
 def test_flavor_list(rf: Stack) -> None:
     table = run(rf, "flavor", "list")
     assert table.exit_code == 0 and "m1.xlarge" in table.output

@@ -12,18 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from celery import _state as celery_state
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import select
 
 from resizeflow import workflows
-from resizeflow.celery_app import make_app
-from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
-from resizeflow.conf import Settings
-from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Allocation, ComputeNode
+from resizeflow.launch.stack import build
 from resizeflow.states import MigrationStatus, PowerState, VmState
 from resizeflow.steps import context
 from resizeflow.worker import build_runtime, register_node
@@ -47,52 +43,38 @@ def solo(
     monkeypatch.setattr(celery_state, "default_app", celery_state.default_app)
     monkeypatch.setattr(celery_state._tls, "current_app", celery_state._tls.current_app)
     (tmp_path / "node.xml").write_text(NODE_XML)
-    settings = Settings(
-        state_dir=tmp_path,
-        database_url="",
-        broker_url=REDIS_URL,
+    local = build(
+        tmp_path / "state",
+        broker=REDIS_URL,
         broker_prefix=f"rf-inproc-{uuid.uuid4().hex[:10]}:",
-        libvirt_uri=f"test://{tmp_path / 'node.xml'}",
-        host=HOST,
-        node_vcpus=16,
-        node_memory_mb=65536,
-        node_local_gb=1000,
-        notifications=False,
-        retry_backoff=0.05,
-        retry_backoff_max=0.2,
+        env={
+            "RESIZEFLOW_LIBVIRT_URI": f"test://{tmp_path / 'node.xml'}",
+            "RESIZEFLOW_HOST": HOST,
+            "RESIZEFLOW_NODE_VCPUS": "16",
+            "RESIZEFLOW_NODE_MEMORY_MB": "65536",
+            "RESIZEFLOW_NODE_LOCAL_GB": "1000",
+            "RESIZEFLOW_NOTIFICATIONS": "false",
+            "RESIZEFLOW_RETRY_BACKOFF": "0.05",
+            "RESIZEFLOW_RETRY_BACKOFF_MAX": "0.2",
+        },
     )
-    app = make_app(settings)
-    runtime = build_runtime(settings, app)
-    upgrade(runtime.db)
-    register_node(settings, runtime.db, runtime.virt)
-    monkeypatch.setattr(context, "_runtime", None)  # restored to None afterwards
-    context.install(runtime)
-    stack = Stack(
-        backend="sqlite",
-        state_dir=tmp_path,
-        env={},
-        settings=settings,
-        db=runtime.db,
-        app=app,
-        api=ComputeAPI(settings, runtime.db, app),
-        hosts=(HOST,),
-    )
+    runtime = build_runtime(local.settings, local.app)
     try:
+        register_node(local.settings, runtime.db, runtime.virt)
+        monkeypatch.setattr(context, "_runtime", None)  # restored to None afterwards
+        context.install(runtime)
         with start_worker(
-            app,
+            local.app,
             pool="solo",
             perform_ping_check=False,
             queues=[workflows.queue_for(HOST)],
             hostname=f"{HOST}@inprocess",
             shutdown_timeout=30,
         ):
-            yield stack, runtime
+            yield Stack(local, "sqlite", (HOST,)), runtime
     finally:
         runtime.db.dispose()
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{settings.broker_prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
+        local.close()
 
 
 def test_same_host_resize_and_confirm(solo: tuple[Stack, context.HostRuntime]) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import subprocess
 import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from resizeflow import flows, metrics
-from resizeflow.db.models import Instance, Migration, StepJournal
+from resizeflow.db import services
+from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
 from resizeflow.db.session import Database
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
 
@@ -116,4 +120,71 @@ def test_workflow_counts_and_step_buckets(database: Database) -> None:
         "resizeflow_step_duration_seconds_count",
         (("host", "h1"), ("step", "resizeflow.revert.terminate_volume_connections")),
     ) not in got
-    assert not any("resize.prep_resize" in str(key) for key in got)
+    assert not any(
+        "resize.prep_resize" in str(labels)
+        for name, labels in got
+        if name.startswith("resizeflow_step_duration")
+    )
+
+
+def test_retries_instance_actions_and_liveness(database: Database) -> None:
+    done = JournalStatus.DONE
+    add_flow(database, "confirm", [(done, 0.01), (done, 0.01)])
+    with database.transaction() as s:
+        rows = s.scalars(select(StepJournal).order_by(StepJournal.position)).all()
+        rows[0].attempts, rows[1].attempts = 3, 1  # two retries, then none
+        inst = s.scalars(select(Instance)).first()
+        assert inst is not None
+        for action, ended in (("create", True), ("stop", True), ("stop", False)):
+            s.add(
+                InstanceAction(
+                    action=action,
+                    instance_uuid=inst.uuid,
+                    request_id="req-1",
+                    user_id="u",
+                    project_id="p",
+                    finish_time=T0 if ended else None,
+                )
+            )
+    live = subprocess.Popen(["sleep", "60"])
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    gone_pid = ended.pid  # reaped: no process has this pid now
+    machine = socket.gethostname()
+    try:
+        with database.transaction() as s:
+            for pid in (live.pid, live.pid):  # two processes of one host: slots 1 and 2
+                services.join(
+                    s, "h1", "compute.h1", machine=machine, pid=pid, down_time=60, exclusive=False
+                )
+            services.heartbeat(s, "h1", "compute.h1", node=f"h1-1@{machine}")
+            # A process killed without a goodbye: its pid is gone, its beat recent.
+            services.join(
+                s, "h2", "compute.h2", machine=machine, pid=gone_pid, down_time=60, exclusive=False
+            )
+            services.mark_stopped(s, "h2")
+        got = scrape(database)
+    finally:
+        live.kill()
+        live.wait()
+
+    def retries(step: str) -> float:
+        labels = (("host", "h1"), ("step", f"resizeflow.confirm.{step}"))
+        return got[("resizeflow_step_retries_total", labels)]
+
+    assert (retries("teardown_source_network"), retries("confirm_migration")) == (2, 0)
+    assert got[("resizeflow_instance_actions_total", (("action", "stop"),))] == 2
+    assert got[("resizeflow_instance_actions_finished_total", (("action", "stop"),))] == 1
+    assert got[("resizeflow_instance_actions_total", (("action", "create"),))] == 1
+    assert got[("resizeflow_host_up", (("host", "h1"),))] == 1
+    assert got[("resizeflow_host_up", (("host", "h2"),))] == 0
+    for slot in (1, 2):
+        labels = (("host", "h1"), ("worker", f"h1-{slot}@{machine}"))
+        assert got[("resizeflow_worker_up", labels)] == 1
+        assert 0 <= got[("resizeflow_worker_heartbeat_age_seconds", labels)] < 60
+    assert got[("resizeflow_worker_up", (("host", "h2"), ("worker", f"h2-1@{machine}")))] == 0
+    # Without a broker there is no queue depth; every other series labels its host "host".
+    assert all(
+        dict(labels).keys() <= {"host", "step", "le", "kind", "status", "action", "worker"}
+        for _name, labels in got
+    )

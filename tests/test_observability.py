@@ -90,7 +90,7 @@ def test_metrics_count_confirms_and_reverts(rf: Stack, project: str) -> None:
     assert sample(after, "resizeflow_migrations", status="reverted") >= 1
     assert 'resizeflow_step_duration_seconds_count{host="' in after
     assert 'step="resizeflow.revert.finish_revert"' in after
-    assert 'resizeflow_queue_depth{queue="compute.host1"} 0.0' in after
+    assert 'resizeflow_queue_depth{host="host1"} 0.0' in after
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ unable to publish its next chain links or to answer control commands.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from resizeflow.celery_app import make_app
-from resizeflow.cli.supervisor import Supervisor, start_redis
 from resizeflow.conf import Settings
 from resizeflow.db import services
 from resizeflow.db.session import Database
+from resizeflow.launch.brokers import start_redis
+from resizeflow.launch.supervisor import Supervisor
 from resizeflow.restart import EXIT_RESTART
 from resizeflow.steps.context import HostRuntime
 from resizeflow.worker import Heartbeat
@@ -99,6 +101,68 @@ def test_a_restart_leaves_the_service_up_and_a_shutdown_does_not(
     stopped.beat()
     stopped.stop()
     assert not up()
+
+
+def test_a_host_is_down_only_when_its_last_worker_process_stops(
+    database: Database, tmp_path: Path
+) -> None:
+    """Heartbeats per process, the service per host: Nova's rule over all of them."""
+    settings = Settings.from_env({"RESIZEFLOW_STATE_DIR": str(tmp_path)}).with_host("h1")
+    machine = socket.gethostname()
+    # Stand-ins for two worker processes of h1 on this machine (qemu:///, say).
+    procs = [subprocess.Popen(["sleep", "120"]) for _ in range(2)]
+
+    def join(pid: int, exclusive: bool = False) -> str:
+        with database.transaction() as s:
+            return services.join(
+                s, "h1", "compute.h1", machine=machine, pid=pid, down_time=60, exclusive=exclusive
+            ).node
+
+    def up() -> bool:
+        with database.snapshot() as s:
+            svc = services.get(s, "h1")
+            return svc is not None and services.is_up(svc, settings.service_down_time)
+
+    try:
+        nodes = [join(p.pid) for p in procs]
+        assert nodes == [f"h1-1@{machine}", f"h1-2@{machine}"]
+        beats = [
+            Heartbeat(
+                HostRuntime(
+                    settings=settings,
+                    db=database,
+                    virt=None,  # type: ignore[arg-type]
+                    notifier=None,  # type: ignore[arg-type]
+                    incarnation=f"{node}/{proc.pid}",
+                )
+            )
+            for node, proc in zip(nodes, procs, strict=True)
+        ]
+        for beat in beats:
+            beat.beat()
+        assert up()
+        with pytest.raises(services.DuplicateWorker, match="h1 already has a worker"):
+            join(4242, exclusive=True)
+
+        beats[0].stop()  # one process shuts down for good; the other still serves h1
+        assert up()
+        # A process killed with SIGKILL frees its slot at once on its machine.
+        procs[1].kill()
+        procs[1].wait()
+        assert join(procs[0].pid) == f"h1-1@{machine}"
+        assert join(procs[0].pid) == f"h1-2@{machine}"
+        beats[1].stop()  # the last process of h1 that says goodbye
+        assert up(), "the two joined stand-ins for h1 are alive"
+        procs[0].kill()
+        procs[0].wait()
+        Heartbeat(
+            HostRuntime(settings=settings, db=database, virt=None, notifier=None)  # type: ignore[arg-type]
+        ).stop()
+        assert not up()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 # A process whose warm shutdown never ends (SIGTERM ignored), asking to restart.

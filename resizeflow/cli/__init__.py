@@ -29,11 +29,35 @@ def main() -> None:
     logs.setup(settings.log_level, settings.log_format)
 
 
-def entrypoint() -> None:
-    from resizeflow.cli import api_cmd, bench, demo, ops, servers  # noqa: F401  (registers their commands)
+# Commands that other installed packages add (the benchmark's ``bench``):
+# entry points ``NAME = "module:click_command"`` in this group.
+PLUGIN_GROUP = "resizeflow.commands"
 
+
+def load_plugins() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name not in main.commands:
+            main.add_command(ep.load(), ep.name)
+
+
+def entrypoint() -> None:
+    from resizeflow.cli import api_cmd, demo, ops, servers  # noqa: F401  (registers their commands)
+
+    load_plugins()
+    # NOTE: click's own error output is a usage block of several lines; an
+    # operator gets one line per error, the same for a bad option as for a
+    # refused request, in-process or through --url.
     try:
-        main(standalone_mode=True)
+        code = main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
     except errors.ResizeflowError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(f"Error: {exc.message}", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -8,12 +8,14 @@ progress live, then prints a timeline of every workflow.
 
 from __future__ import annotations
 
-import os
+import shlex
 import shutil
-import socket
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
 
 import click
 from rich.console import Console, Group
@@ -22,16 +24,12 @@ from rich.table import Table
 from sqlalchemy import select
 
 from resizeflow import logs
-from resizeflow.celery_app import make_app
 from resizeflow.cli import load_settings, main
-from resizeflow.cli.supervisor import Supervisor, start_redis
-from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
-from resizeflow.conf import Settings
 from resizeflow.db import journal
-from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
+from resizeflow.launch.stack import TEST_DRIVER_ENV, LocalStack, build
 from resizeflow.states import JournalStatus, MigrationStatus, VmState, api_status
 
 PROJECT = "demo"
@@ -45,12 +43,6 @@ class Server:
     ending: str  # "confirm" or "revert"
     stopped: bool
     migration_id: int | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _api_available() -> bool:
@@ -149,18 +141,50 @@ def _migrations_end(database: Database, servers: list[Server], ends: set[Migrati
         )
 
 
-def _start_stack(sup: Supervisor, settings: Settings, hosts: list[str], api_port: int) -> None:
-    for host in hosts:
-        sup.resizeflow(f"worker-{host}", "worker", "--host", host)
-    sup.resizeflow("beat", "beat")
+# The demo's hosts hold every server it boots; its logs are JSON lines to grep.
+DEMO_ENV = {
+    **TEST_DRIVER_ENV,
+    "RESIZEFLOW_NODE_VCPUS": "32",
+    "RESIZEFLOW_NODE_MEMORY_MB": "131072",
+    "RESIZEFLOW_NODE_LOCAL_GB": "4000",
+    "RESIZEFLOW_LOG_FORMAT": "json",
+}
+
+
+def _start_stack(stack: LocalStack, hosts: list[str], flower: bool) -> None:
+    stack.start_workers(hosts)
+    stack.start_beat()
     if _api_available():
-        sup.resizeflow("api", "api", "--bind", "127.0.0.1", "--port", str(api_port))
-    app = make_app(settings)
-    nodes = [f"{h}@{socket.gethostname()}" for h in hosts]
-    sup.wait_until(
-        "the workers",
-        lambda: len(app.control.ping(destination=nodes, timeout=0.5) or []) == len(nodes),
-    )
+        stack.start_api()
+    if flower:
+        # Before any work is sent: Flower shows only the tasks whose events it received.
+        stack.start_flower()
+
+
+def write_env_file(stack: LocalStack, keep_running: bool) -> Path:
+    """A file to ``source`` that points the CLI at the demo's stack, as its user."""
+    settings = stack.settings
+    lines = [
+        "# The resizeflow demo's stack: `source` this file, then run the resizeflow CLI.",
+        f"export RESIZEFLOW_STATE_DIR={shlex.quote(str(settings.state_dir))}",
+        f"export RESIZEFLOW_BROKER_URL={shlex.quote(settings.broker_url)}",
+        f"export RESIZEFLOW_LIBVIRT_URI={shlex.quote(settings.libvirt_uri)}",
+        "# The demo's servers belong to project demo; admin:admin sees them with --all-projects.",
+        f"export RESIZEFLOW_TOKEN={PROJECT}:{PROJECT}",
+    ]
+    if keep_running and stack.api_url:
+        lines.append(f"export RESIZEFLOW_URL={stack.api_url}/v2.1")
+    path = settings.state_dir / "demo.env"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT: the operator asked the demo to stop."""
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
 
 
 def run_demo(
@@ -172,67 +196,56 @@ def run_demo(
     flower: bool,
     timeout: float,
 ) -> bool:
+    """Run the demo; True when every workflow finished or the operator stopped it."""
     base = load_settings()
     state_dir = (base.state_dir / "demo").resolve()
     shutil.rmtree(state_dir, ignore_errors=True)
-    state_dir.mkdir(parents=True)
-    sup = Supervisor(state_dir=state_dir, env=dict(os.environ))
+    # NOTE: the stack's processes run in sessions of their own, so a signal to
+    # the demo alone would leave them running; both signals end in the
+    # finally below, which stops every one of them.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stack: LocalStack | None = None
     try:
-        broker = start_redis(sup)
-        sup.env.update(
-            {
-                "RESIZEFLOW_STATE_DIR": str(state_dir),
-                "RESIZEFLOW_BROKER_URL": broker,
-                "RESIZEFLOW_LIBVIRT_URI": "test:///default",
-                "RESIZEFLOW_NODE_VCPUS": "32",
-                "RESIZEFLOW_NODE_MEMORY_MB": "131072",
-                "RESIZEFLOW_NODE_LOCAL_GB": "4000",
-                "RESIZEFLOW_LOG_FORMAT": "json",
-            }
-        )
-        sup.env.pop("RESIZEFLOW_DATABASE_URL", None)
-        # The console is for the progress display; this process logs to a file too.
-        sup.log_dir.mkdir(parents=True, exist_ok=True)
-        logs.setup("INFO", "json", path=sup.log_dir / "demo.log")
-        settings = Settings.from_env(sup.env)
-        database = Database(settings.db_url)
-        upgrade(database)
-        names = [f"compute-{i + 1}" for i in range(hosts)]
-        api_port = _free_port()
-        flower_port = _free_port()
+        # The console is for the progress display; this process logs to a file.
+        (state_dir / "logs").mkdir(parents=True)
+        logs.setup("INFO", "json", path=state_dir / "logs" / "demo.log")
         with console.status("starting Redis, workers, beat and the API"):
-            _start_stack(sup, settings, names, api_port)
-            if flower:
-                sup.resizeflow("flower", "flower", "--port", str(flower_port))
-        ok = _drive(console, settings, database, servers, timeout)
+            stack = build(state_dir, env=DEMO_ENV)
+            _start_stack(stack, [f"compute-{i + 1}" for i in range(hosts)], flower)
+        ok = _drive(console, stack, servers, timeout)
+        env_file = write_env_file(stack, keep_running)
         console.print(f"\n[bold]Where to look next[/bold] (state in {state_dir})")
-        if _api_available():
-            console.print(f"  API      http://127.0.0.1:{api_port}/v2.1  (token admin:admin)")
-        if flower:
-            console.print(f"  Flower   http://127.0.0.1:{flower_port}")
-        console.print(f"  Logs     {sup.log_dir}/  (JSON lines; grep a migration_id)")
-        console.print(
-            f"  CLI      export RESIZEFLOW_STATE_DIR={state_dir} RESIZEFLOW_BROKER_URL={broker}\n"
-            "           resizeflow server list; resizeflow workflow show 1"
-        )
+        if stack.api_url:
+            console.print(f"  API      {stack.api_url}/v2.1  (token {PROJECT}:{PROJECT})")
+        if stack.flower_url:
+            console.print(f"  Flower   {stack.flower_url}")
+        console.print(f"  Logs     {stack.sup.log_dir}/  (JSON lines; grep a migration_id)")
+        console.print(f"  CLI      source {env_file}", soft_wrap=True)
+        console.print("           resizeflow server list; resizeflow workflow show 1")
         if keep_running:
             console.print("\nThe stack keeps running; press Ctrl-C to stop it.")
             while True:
-                sup.check_alive()
+                stack.sup.check_alive()
                 time.sleep(1)
         return ok
-    except KeyboardInterrupt:
-        console.print("\nstopping")
-        return False
+    except Stopped as why:
+        console.print(f"\n{why}: stopping")
+        return True
+    except RuntimeError as exc:  # a process of the stack failed to start or died
+        raise click.ClickException(str(exc)) from None
     finally:
-        with console.status("stopping the stack"):
-            sup.stop_all()
+        # A second Ctrl-C must not cut the stop short and leave processes behind.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        if stack is not None:
+            with console.status("stopping the stack"):
+                stack.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _drive(
-    console: Console, settings: Settings, database: Database, count: int, timeout: float
-) -> bool:
-    api = ComputeAPI(settings, database, make_app(settings))
+def _drive(console: Console, stack: LocalStack, count: int, timeout: float) -> bool:
+    api, database = stack.api, stack.db
 
     def user() -> RequestContext:  # one request id per call, as per HTTP request
         return RequestContext(user_id="demo", project_id=PROJECT)

@@ -168,19 +168,64 @@ def follow(
     follower = Follower(backend, server_id, op)
     start = clock()
     snap = follower.snapshot()
-    with Live(_render(op, snap, 0.0), console=console, refresh_per_second=8) as live:
+    # NOTE: a live display redraws in place with terminal escapes; piped to a
+    # file or a CI log it runs its frames together. There, each change is a line.
+    show: Callable[[Snapshot, float], None]
+    live: Live | None = None
+    if console.is_terminal:
+        live = Live(_render(op, snap, 0.0), console=console, refresh_per_second=8)
+        live.start()
+
+        def show(snap: Snapshot, elapsed: float) -> None:
+            assert live is not None
+            live.update(_render(op, snap, elapsed))
+    else:
+        said: set[str] = set()
+
+        def show(snap: Snapshot, elapsed: float) -> None:
+            for line in progress_lines(op, snap):
+                if line not in said:
+                    said.add(line)
+                    console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+    try:
         while True:
             verdict = follower.verdict(snap)
             elapsed = clock() - start
-            live.update(_render(op, snap, elapsed))
+            show(snap, elapsed)
             if verdict is not None:
                 break
             if elapsed > timeout:
                 raise click.ClickException(f"{op} of {server_id} did not finish in {timeout:.0f}s")
             time.sleep(interval)
             snap = follower.snapshot()
+    finally:
+        if live is not None:
+            live.stop()
     if verdict == "error":
         raise click.ClickException(_failure(op, server_id, snap))
+
+
+def progress_lines(op: str, snap: Snapshot) -> list[str]:
+    """The state of an operation as plain lines, one per fact that can change."""
+    lines = []
+    if snap.server is None:
+        lines.append(f"{op}: server gone")
+    else:
+        s = snap.server
+        lines.append(
+            f"{op} {s['id']}: status {s['status']}, task "
+            f"{s.get('OS-EXT-STS:task_state') or '-'}, host {s.get('OS-EXT-SRV-ATTR:host') or '-'}"
+        )
+    if snap.migration is not None:
+        lines.append(f"migration {snap.migration['id']}: {snap.migration['status']}")
+    for st in snap.steps:
+        error = (st.get("last_error") or "").strip().splitlines()
+        lines.append(
+            f"step {st['step'].rsplit('.', 1)[-1]} on {st['host']}: {st['status']}"
+            f" (attempt {st['attempts']})" + (f": {error[-1][:120]}" if error else "")
+        )
+    return lines
 
 
 def _failure(op: str, server_id: str, snap: Snapshot) -> str:

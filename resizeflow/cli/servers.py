@@ -7,8 +7,10 @@ ends in error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -21,6 +23,7 @@ from rich.table import Table
 from resizeflow.cli import load_settings, main
 from resizeflow.cli.backend import Backend, HttpBackend, LocalBackend
 from resizeflow.cli.progress import follow, steps_table
+from resizeflow.states import PowerState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,10 +33,13 @@ def backend_options(fn: F) -> F:
 
     @click.option(
         "--url",
-        help="The API endpoint (e.g. http://127.0.0.1:8774/v2.1); in-process when omitted.",
+        envvar="RESIZEFLOW_URL",
+        help="The API endpoint (e.g. http://127.0.0.1:8774/v2.1, or RESIZEFLOW_URL); "
+        "in-process when omitted.",
     )
     @click.option(
         "--token",
+        envvar="RESIZEFLOW_TOKEN",
         default="admin:admin",
         show_default=True,
         help="X-Auth-Token: user:project under noauth, or a token from the tokens file.",
@@ -80,6 +86,54 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
     Console().print(table)
 
 
+# Power states as the openstack CLI prints them (Nova's API returns the numbers).
+POWER_STATES = {
+    PowerState.NOSTATE: "NOSTATE",
+    PowerState.RUNNING: "Running",
+    PowerState.PAUSED: "Paused",
+    PowerState.SHUTDOWN: "Shutdown",
+    PowerState.CRASHED: "Crashed",
+    PowerState.SUSPENDED: "Suspended",
+}
+UUID_RE = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
+
+
+def power_state(value: Any) -> str:
+    try:
+        return POWER_STATES[PowerState(int(value))]
+    except (TypeError, ValueError, KeyError):
+        return "" if value is None else str(value)
+
+
+def resolve_flavor(backend: Backend, ref: str) -> str:
+    """A flavor's id from its id or its name, as the openstack CLI resolves it."""
+    flavors = backend.flavors()
+    if any(str(f["id"]) == ref for f in flavors):
+        return ref
+    named = [str(f["id"]) for f in flavors if f.get("name") == ref]
+    if len(named) > 1:
+        raise click.ClickException(f"More than one flavor exists with the name '{ref}'.")
+    if not named:
+        raise click.ClickException(f"No flavor with a name or ID of '{ref}' exists.")
+    return named[0]
+
+
+def resolve_server(backend: Backend, ref: str) -> str:
+    """A server's id from its id or its name; a name must name exactly one server."""
+    if UUID_RE.fullmatch(ref):
+        return ref
+    named = [str(s["id"]) for s in backend.servers(False) if s.get("name") == ref]
+    if not named:
+        # An admin may name another project's server, as with `openstack server show`.
+        with contextlib.suppress(click.ClickException):
+            named = [str(s["id"]) for s in backend.servers(True) if s.get("name") == ref]
+    if len(named) > 1:
+        raise click.ClickException(f"More than one server exists with the name '{ref}'.")
+    if not named:
+        raise click.ClickException(f"No server with a name or ID of '{ref}' exists.")
+    return named[0]
+
+
 def _flavor_name(server: dict[str, Any]) -> str:
     flavor = server.get("flavor", {})
     return str(flavor.get("original_name") or flavor.get("id", ""))
@@ -101,7 +155,7 @@ def server() -> None:
 
 @server.command("create")
 @click.argument("name")
-@click.option("--flavor", required=True, help="Flavor id.")
+@click.option("--flavor", required=True, help="Flavor name or id.")
 @click.option("--host", help="Force a compute host (admin).")
 @click.option("--network", type=click.Choice(["auto", "none"]), default="auto", show_default=True)
 @click.option("--property", "properties", multiple=True, help="Metadata KEY=VALUE (repeatable).")
@@ -124,7 +178,7 @@ def server_create(
         if not sep or not key:
             raise click.BadParameter(f"{prop!r} is not KEY=VALUE", param_hint="--property")
         metadata[key] = value
-    uuid, _ = backend.create(name, flavor, host, network, metadata)
+    uuid, _ = backend.create(name, resolve_flavor(backend, flavor), host, network, metadata)
     click.echo(uuid)
     if wait:
         follow(backend, uuid, "create", timeout=timeout)
@@ -148,7 +202,7 @@ def server_list(backend: Backend, all_projects: bool, as_json: bool) -> None:
                 s["name"],
                 s["status"],
                 s.get("OS-EXT-STS:task_state"),
-                s.get("OS-EXT-STS:power_state"),
+                power_state(s.get("OS-EXT-STS:power_state")),
                 s.get("OS-EXT-SRV-ATTR:host"),
                 _flavor_name(s),
             ]
@@ -162,8 +216,8 @@ def server_list(backend: Backend, all_projects: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @backend_options
 def server_show(backend: Backend, server_id: str, as_json: bool) -> None:
-    """Show a server."""
-    found = backend.server(server_id)
+    """Show a server, by name or id."""
+    found = backend.server(resolve_server(backend, server_id))
     if as_json:
         _echo_json(found)
         return
@@ -172,6 +226,7 @@ def server_show(backend: Backend, server_id: str, as_json: bool) -> None:
         for k, v in sorted(found.items())
         if k != "links"
     ]
+    rows = [[k, power_state(v) if k == "OS-EXT-STS:power_state" else v] for k, v in rows]
     _table(["Field", "Value"], rows)
 
 
@@ -183,11 +238,14 @@ def _action(
     @wait_options
     @backend_options
     def command(backend: Backend, server_id: str, wait: bool, timeout: float, **kw: Any) -> None:
+        server_id = resolve_server(backend, server_id)
+        if "flavor" in kw:
+            kw["flavor"] = resolve_flavor(backend, kw["flavor"])
         backend.action(server_id, key, value(**kw))
         _finish(backend, server_id, key, wait, timeout)
 
     if key == "resize":
-        click.option("--flavor", required=True, help="The new flavor's id.")(command)
+        click.option("--flavor", required=True, help="The new flavor's name or id.")(command)
 
 
 _action(
@@ -208,6 +266,7 @@ _action("start", "os-start", "Start a stopped server.")
 @backend_options
 def server_delete(backend: Backend, server_id: str, wait: bool, timeout: float) -> None:
     """Delete a server (one awaiting confirmation is confirmed first)."""
+    server_id = resolve_server(backend, server_id)
     backend.delete(server_id)
     _finish(backend, server_id, "delete", wait, timeout)
 

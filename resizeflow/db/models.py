@@ -103,6 +103,31 @@ class Service(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class WorkerProcess(Base):
+    """One running worker process of a compute host, with its own heartbeat.
+
+    A host's service is up while any of its processes beats; each process has
+    a slot, unique per host, that makes its Celery node name
+    ``<host>-<slot>@<machine>``. A restarted process takes the lowest free
+    slot, so a host's single worker keeps its node name across restarts.
+    """
+
+    __tablename__ = "worker_processes"
+    __table_args__ = (
+        UniqueConstraint("host", "slot", name="uq_worker_processes_host_slot"),
+        UniqueConstraint("node", name="uq_worker_processes_node"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(64), index=True)
+    slot: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(255))
+    machine: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Flavor(Base):
     __tablename__ = "flavors"
 

@@ -1,6 +1,6 @@
 """Database work: statements and round trips per step, on PostgreSQL and SQLite.
 
-The stack runs instrumented workers (:mod:`resizeflow.bench.probe`) that count
+The stack runs instrumented workers (:mod:`bench.probe`) that count
 per task; this module drives the workflows and adds the counts up.
 """
 
@@ -11,21 +11,21 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from resizeflow.bench import drive
-from resizeflow.bench.phases import Log
-from resizeflow.bench.stack import Services, stack
+from bench import drive
+from bench.phases import Log
+from bench.stack import BenchShared, stack
 
 MIGRATION_FLOWS = ("resize", "confirm", "revert")
 
 
 def database_work(
-    services: Services, backend: str, n: int, probe_dir: Path, timeout: float, log: Log
+    shared: BenchShared, backend: str, n: int, probe_dir: Path, timeout: float, log: Log
 ) -> dict[str, Any]:
     """Queries and round trips per step, counted inside instrumented workers."""
     log(f"database work: {n} resize+confirm and resize+revert on {backend}, counted")
     out_dir = probe_dir / backend
     out_dir.mkdir(parents=True)
-    with stack(services, f"db-{backend}", hosts=2, backend=backend, probe_out=out_dir) as st:
+    with stack(shared, f"db-{backend}", hosts=2, backend=backend, probe_out=out_dir) as st:
         servers = drive.create_servers(st, n, timeout)
         # One at a time, as in the latency phase, so the driver's time is not
         # inflated by contention and can be subtracted from the latency's steps.

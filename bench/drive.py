@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from celery import chain
 from sqlalchemy import func, select
 
+from bench import noop
+from bench.stack import BenchStack
 from resizeflow import workflows
-from resizeflow.bench import noop
-from resizeflow.bench.stack import Stack
 from resizeflow.compute.policy import RequestContext
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
@@ -45,7 +45,7 @@ def wait_for(what: str, ready: Callable[[], bool], timeout: float, poll: float =
         time.sleep(poll)
 
 
-def create_servers(st: Stack, n: int, timeout: float) -> list[str]:
+def create_servers(st: BenchStack, n: int, timeout: float) -> list[str]:
     """Boot ``n`` m1.tiny servers, server k on host k mod H, and wait until all are ACTIVE."""
     hosts = st.hosts
     uuids = [
@@ -66,7 +66,7 @@ def create_servers(st: Stack, n: int, timeout: float) -> list[str]:
     return uuids
 
 
-def pending_steps(st: Stack, ids: Sequence[int], flow: str) -> int:
+def pending_steps(st: BenchStack, ids: Sequence[int], flow: str) -> int:
     """Journal rows of ``flow`` not done yet, for migrations that have not errored.
 
     NOTE: the bench only waits for the newest migrations, all created together,
@@ -90,7 +90,9 @@ def pending_steps(st: Stack, ids: Sequence[int], flow: str) -> int:
         )
 
 
-def wait_flow(st: Stack, ids: Sequence[int], flow: str, timeout: float, poll: float = 0.1) -> None:
+def wait_flow(
+    st: BenchStack, ids: Sequence[int], flow: str, timeout: float, poll: float = 0.1
+) -> None:
     """Wait until every workflow of ``ids`` has finished; big batches are polled less often."""
     if not ids:
         return
@@ -100,7 +102,7 @@ def wait_flow(st: Stack, ids: Sequence[int], flow: str, timeout: float, poll: fl
     )
 
 
-def resize_all(st: Stack, uuids: Sequence[str], flavor: str, timeout: float) -> dict[str, int]:
+def resize_all(st: BenchStack, uuids: Sequence[str], flavor: str, timeout: float) -> dict[str, int]:
     """Resize server k from host k mod H to the next host; wait until each awaits confirmation.
 
     NOTE: prep_resize locks the source node's row, then the dest's. Resizes
@@ -139,7 +141,9 @@ class Batch:
         return [self.ended[m] - self.started[m] for m in self.ended]
 
 
-def finish(st: Stack, uuids: Sequence[str], flow: str, timeout: float, poll: float = 0.1) -> Batch:
+def finish(
+    st: BenchStack, uuids: Sequence[str], flow: str, timeout: float, poll: float = 0.1
+) -> Batch:
     """Confirm (or revert) every server at once and wait for all of them."""
     call = st.api.confirm_resize if flow == "confirm" else st.api.revert_resize
     started: dict[int, float] = {}
@@ -150,7 +154,7 @@ def finish(st: Stack, uuids: Sequence[str], flow: str, timeout: float, poll: flo
     return collect(st, flow, started)
 
 
-def collect(st: Stack, flow: str, started: dict[int, float]) -> Batch:
+def collect(st: BenchStack, flow: str, started: dict[int, float]) -> Batch:
     ended: dict[int, float] = {}
     with st.db.snapshot() as s:
         rows = s.execute(
@@ -169,7 +173,7 @@ def collect(st: Stack, flow: str, started: dict[int, float]) -> Batch:
     return Batch(flow=flow, started=started, ended=ended, errors=int(errors or 0))
 
 
-def step_rows(st: Stack, ids: Sequence[int], flow: str) -> list[StepJournal]:
+def step_rows(st: BenchStack, ids: Sequence[int], flow: str) -> list[StepJournal]:
     with st.db.snapshot() as s:
         return list(
             s.scalars(
@@ -183,7 +187,7 @@ def step_rows(st: Stack, ids: Sequence[int], flow: str) -> list[StepJournal]:
 # -- the baseline ---------------------------------------------------------------
 
 
-def bare_chain(st: Stack, length: int, token: str, hosts: Sequence[str]) -> None:
+def bare_chain(st: BenchStack, length: int, token: str, hosts: Sequence[str]) -> None:
     """Send a chain of ``length`` no-op tasks; step i runs on ``hosts[i]``'s queue."""
     sigs = [
         st.app.signature(
@@ -197,7 +201,7 @@ def bare_chain(st: Stack, length: int, token: str, hosts: Sequence[str]) -> None
     chain(*sigs).apply_async()
 
 
-def chain_hosts(st: Stack, length: int, k: int) -> list[str]:
+def chain_hosts(st: BenchStack, length: int, k: int) -> list[str]:
     """The queues a workflow of ``length`` would use: confirm stays on one host,
     revert runs four steps on the dest and the last on the source."""
     src = st.hosts[k % len(st.hosts)]
@@ -205,7 +209,7 @@ def chain_hosts(st: Stack, length: int, k: int) -> list[str]:
     return [src] * length if length == 4 else [dst] * (length - 1) + [src]
 
 
-def bare_batch(st: Stack, length: int, n: int, timeout: float) -> Batch:
+def bare_batch(st: BenchStack, length: int, n: int, timeout: float) -> Batch:
     """Send ``n`` bare chains at once; wait until all have finished."""
     r = noop.client(st.settings.broker_url)
     key = noop.done_key(st.settings.broker_prefix)

@@ -15,8 +15,8 @@ from typing import Any
 import redis
 from celery import Task, shared_task
 
-NOOP = "resizeflow.bench.noop"
-NOOP_LAST = "resizeflow.bench.noop_last"
+NOOP = "bench.noop"
+NOOP_LAST = "bench.noop_last"
 DONE_KEY = "resizeflow-bench:done"
 
 _clients: dict[str, redis.Redis[bytes]] = {}

@@ -1,9 +1,9 @@
 """The measurements on the main stack: baseline, throughput, latency and the profile.
 
-Each phase takes a running :class:`~resizeflow.bench.stack.Stack` and returns
+Each phase takes a running :class:`~bench.stack.BenchStack` and returns
 plain dicts that go into the result JSON as they are. Scaling and database
-work start stacks of their own (:mod:`~resizeflow.bench.scaling`,
-:mod:`~resizeflow.bench.dbwork`).
+work start stacks of their own (:mod:`~bench.scaling`,
+:mod:`~bench.dbwork`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from resizeflow.bench import drive
-from resizeflow.bench.profile import Recording, summarize
-from resizeflow.bench.stack import Stack
+from bench import drive
+from bench.profile import Recording, summarize
+from bench.stack import BenchStack
 
 Log = Callable[[str], None]
 
@@ -40,7 +40,7 @@ def rates(batch: drive.Batch, steps: int) -> dict[str, float]:
     }
 
 
-def baseline(st: Stack, n: int, timeout: float, rounds: int = 2) -> dict[str, Any]:
+def baseline(st: BenchStack, n: int, timeout: float, rounds: int = 2) -> dict[str, Any]:
     """Bare chains of 4 and 5 no-op steps, ``n`` at a time, on the stack's host queues.
 
     The best of ``rounds`` batches counts: the floor is what Celery can do,
@@ -61,7 +61,9 @@ def baseline(st: Stack, n: int, timeout: float, rounds: int = 2) -> dict[str, An
 THROUGHPUT_ROUNDS = ((("2", "confirm"), ("3", "revert")), (("3", "confirm"), ("4", "revert")))
 
 
-def throughput(st: Stack, n: int, base: dict[str, Any], timeout: float, log: Log) -> dict[str, Any]:
+def throughput(
+    st: BenchStack, n: int, base: dict[str, Any], timeout: float, log: Log
+) -> dict[str, Any]:
     """``n`` confirms at once, then ``n`` reverts at once, against the baseline.
 
     Like the baseline, the best of two rounds counts, so that both sides of
@@ -87,12 +89,12 @@ def throughput(st: Stack, n: int, base: dict[str, Any], timeout: float, log: Log
     return out
 
 
-def _one_bare(st: Stack, length: int, timeout: float) -> float:
+def _one_bare(st: BenchStack, length: int, timeout: float) -> float:
     batch = drive.bare_batch(st, length, 1, timeout)
     return batch.latencies()[0]
 
 
-def _per_step(st: Stack, ids: list[int], flow: str) -> dict[str, dict[str, float]]:
+def _per_step(st: BenchStack, ids: list[int], flow: str) -> dict[str, dict[str, float]]:
     took: dict[str, list[float]] = defaultdict(list)
     hop: dict[str, list[float]] = defaultdict(list)
     prev: dict[int, float] = {}
@@ -113,7 +115,7 @@ def _per_step(st: Stack, ids: list[int], flow: str) -> dict[str, dict[str, float
     }
 
 
-def latency(st: Stack, samples: int, timeout: float, log: Log) -> dict[str, Any]:
+def latency(st: BenchStack, samples: int, timeout: float, log: Log) -> dict[str, Any]:
     """One workflow at a time: API call to terminal state, against one bare chain."""
     servers = drive.create_servers(st, samples, timeout)
     out: dict[str, Any] = {}
@@ -146,7 +148,9 @@ def latency(st: Stack, samples: int, timeout: float, log: Log) -> dict[str, Any]
     return out
 
 
-def profile_pass(st: Stack, servers: list[str], prefix: Path, timeout: float) -> dict[str, Any]:
+def profile_pass(
+    st: BenchStack, servers: list[str], prefix: Path, timeout: float
+) -> dict[str, Any]:
     """Confirm every server again with py-spy on each worker; rank hotspots.
 
     Only the confirms are sampled: the step machinery they exercise is the

@@ -1,4 +1,4 @@
-"""An instrumented worker: ``python -m resizeflow.bench.probe HOST OUT.json``.
+"""An instrumented worker: ``python -m bench.probe HOST OUT.json``.
 
 It is ``resizeflow worker --host HOST`` with counters around it, and nothing
 of the core changed. Per task name it counts the SQL statements and database
@@ -168,7 +168,7 @@ def main(argv: list[str]) -> None:
     signals.task_prerun.connect(_prerun, weak=False)
     signals.task_postrun.connect(_postrun, weak=False)
     try:
-        run(load().with_host(host), loglevel="WARNING")
+        run(load().with_host(host), loglevel="WARNING", register=True)
     finally:
         Path(out).write_text(json.dumps({"totals": totals, "first_sql": first_sql}, indent=1))
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from resizeflow.bench import dbwork, monitor, phases, scaling
-from resizeflow.bench.stack import DEFAULT_PG_ADMIN, Services, stack
-from resizeflow.cli.supervisor import Supervisor
+from bench import dbwork, monitor, phases, scaling
+from bench.stack import DEFAULT_PG_ADMIN, BenchShared, stack
+from resizeflow.launch.supervisor import Supervisor
 
 DEFAULT_HOST_GRID = (1, 2, 4, 8)
 DEFAULT_LOAD_GRID = (100, 500, 1000)
@@ -106,9 +106,9 @@ class Run:
     prefix: Path  # results/<stamp>: the JSON, PNG and profile share it
     results: dict[str, Any] = field(default_factory=dict)
 
-    def main_stack(self, services: Services) -> None:
+    def main_stack(self, shared: BenchShared) -> None:
         cfg = self.config
-        with stack(services, "main", hosts=cfg.hosts, concurrency=cfg.concurrency) as st:
+        with stack(shared, "main", hosts=cfg.hosts, concurrency=cfg.concurrency) as st:
             sampler = monitor.RssSampler(st.worker_pids())
             sampler.start()
             self.log(f"baseline: bare chains of 4 and 5 no-op steps, {cfg.n} at a time")
@@ -129,19 +129,19 @@ class Run:
                 "rss_growth": monitor.rss_growth(sampler, ends, 500, 2000),
             }
 
-    def run(self, services: Services) -> None:
+    def run(self, shared: BenchShared) -> None:
         cfg = self.config
-        self.main_stack(services)
-        probe_dir = services.root / "probe"
+        self.main_stack(shared)
+        probe_dir = shared.root / "probe"
         self.results["database"] = {
             backend: dbwork.database_work(
-                services, backend, cfg.db_n, probe_dir, cfg.timeout, self.log
+                shared, backend, cfg.db_n, probe_dir, cfg.timeout, self.log
             )
             for backend in ("postgresql", "sqlite")
         }
         overhead(self.results)
         self.results["scaling"] = [
-            scaling.scaling_point(services, h, n, cfg.concurrency, cfg.timeout, self.log)
+            scaling.scaling_point(shared, h, n, cfg.concurrency, cfg.timeout, self.log)
             for h, n in cfg.grid()
         ]
 
@@ -161,17 +161,17 @@ def run_bench(config: BenchConfig, log: Callable[[str], None]) -> tuple[dict[str
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     config.results_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="resizeflow-bench-"))
-    services = Services(
+    shared = BenchShared(
         root=root, pg_admin_url=config.pg_admin_url, sup=Supervisor(state_dir=root, env={})
     )
     run = Run(config, log, config.results_dir / stamp)
     started = time.monotonic()
     try:
         with _sigterm_as_interrupt():
-            services.start()
-            run.run(services)
+            shared.start()
+            run.run(shared)
     finally:
-        services.sup.stop_all()
+        shared.sup.stop_all()
         if not config.keep:
             shutil.rmtree(root, ignore_errors=True)
     config_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
@@ -183,7 +183,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None]) -> tuple[dict[str
         "config": config_dict,
         **run.results,
     }
-    from resizeflow.bench import report
+    from bench import report
 
     results["targets"] = report.targets(results)
     path = config.results_dir / f"{stamp}.json"

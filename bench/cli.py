@@ -1,4 +1,8 @@
-"""``resizeflow bench``: throughput, latency and scaling against a bare-Celery baseline."""
+"""``resizeflow bench``: throughput, latency and scaling against a bare-Celery baseline.
+
+The command is a plugin of the ``resizeflow`` CLI (entry point group
+``resizeflow.commands``), so the product never imports the bench.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-
-from resizeflow.cli import main
 
 
 def _ints(raw: str) -> tuple[int, ...]:
@@ -22,7 +24,7 @@ def _ints(raw: str) -> tuple[int, ...]:
     return values
 
 
-@main.command()
+@click.command()
 @click.option(
     "-n", "--workflows", "n", default=200, show_default=True, help="Workflows per throughput batch."
 )
@@ -89,7 +91,7 @@ def bench(
     keep: bool,
 ) -> None:
     """Benchmark workflows against bare Celery chains; print the table, save JSON and a PNG."""
-    from resizeflow.bench import harness, plot, report
+    from bench import harness, plot, report
 
     if min(n, hosts, latency_samples, db_workflows, concurrency) < 1:
         raise click.BadParameter("sizes must be at least 1")

@@ -12,14 +12,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from resizeflow.bench import drive, monitor
-from resizeflow.bench.phases import Log, rates
-from resizeflow.bench.stack import Services, Stack, stack
+from bench import drive, monitor
+from bench.phases import Log, rates
+from bench.stack import BenchShared, BenchStack, stack
 from resizeflow.db.models import StepJournal
 from resizeflow.states import JournalStatus
 
 
-def done_times(st: Stack) -> list[float]:
+def done_times(st: BenchStack) -> list[float]:
     """When each workflow (resize, confirm or revert chain) of the stack finished."""
     ends: dict[tuple[int, str], float] = {}
     open_: set[tuple[int, str]] = set()
@@ -44,11 +44,11 @@ def done_times(st: Stack) -> list[float]:
 
 
 def scaling_point(
-    services: Services, hosts: int, n: int, concurrency: int, timeout: float, log: Log
+    shared: BenchShared, hosts: int, n: int, concurrency: int, timeout: float, log: Log
 ) -> dict[str, Any]:
     """A fresh stack of ``hosts`` workers: ``n`` confirms at once, the cost of each."""
     log(f"scaling: H={hosts} N={n}")
-    with stack(services, f"scale-h{hosts}-n{n}", hosts=hosts, concurrency=concurrency) as st:
+    with stack(shared, f"scale-h{hosts}-n{n}", hosts=hosts, concurrency=concurrency) as st:
         sampler = monitor.RssSampler(st.worker_pids())
         sampler.start()
         servers = drive.create_servers(st, n, timeout)

@@ -2,7 +2,7 @@
 
 The harness starts an isolated stack (a private redis-server, its own
 PostgreSQL database, its own worker processes), runs the phases in
-:mod:`resizeflow.bench.phases`, and writes JSON and a PNG under
-``bench/results/``. The yardstick, :mod:`resizeflow.bench.noop`, is a chain of
+:mod:`bench.phases`, and writes JSON and a PNG under
+``bench/results/``. The yardstick, :mod:`bench.noop`, is a chain of
 no-op Celery tasks on the same queues, broker and worker processes.
 """
