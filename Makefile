@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := libvirt-dev pkg-config redis-server gcc python3-dev python3-venv
+# Disks cross between hosts over SSH: the two-host tests run sshd, rsync, scp and qemu-img.
+HOSTS_APT_PACKAGES := openssh-server openssh-client rsync qemu-utils
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := all
-.PHONY: all install system-deps demo test test-fast chaos lint typecheck bench up down flower compose-check clean
+.PHONY: all install system-deps hosts-deps demo test test-fast test-hosts chaos lint typecheck bench up down flower compose-check clean
 
 all: lint typecheck test
 
@@ -20,6 +22,22 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	  else \
 	    echo "missing system packages; run as root or: sudo apt-get install $(APT_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+# What the two-host tests need (marker hosts): apt may be busy for a moment, so retry.
+hosts-deps:
+	@if ! [ -x /usr/sbin/sshd ] || ! command -v rsync >/dev/null 2>&1 || ! command -v scp >/dev/null 2>&1 \
+	    || ! command -v qemu-img >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(HOSTS_APT_PACKAGES)"; \
+	    for try in 1 2 3 4 5; do \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends $(HOSTS_APT_PACKAGES) >/dev/null) && break; \
+	      [ $$try = 5 ] && exit 1; sleep 10; \
+	    done; \
+	  else \
+	    echo "missing system packages; run as root or: sudo apt-get install $(HOSTS_APT_PACKAGES)"; exit 1; \
 	  fi; \
 	fi
 
@@ -43,6 +61,10 @@ test: install
 # Pure logic only, in seconds: no Redis, PostgreSQL or RabbitMQ needed.
 test-fast: install
 	$(BIN)/pytest -m fast $(PYTEST_ARGS)
+
+# Two hosts on one machine, one sshd each on 127.0.0.x: disk copies, shared storage, failures.
+test-hosts: install hosts-deps
+	$(BIN)/pytest -m hosts $(PYTEST_ARGS)
 
 # The full chaos round: both brokers, 50 servers per scenario, 100 races.
 chaos: install

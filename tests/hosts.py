@@ -224,7 +224,7 @@ class TestHosts:
 
 
 @pytest.fixture(scope="module")
-def test_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:
+def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:
     """Two hosts, ``host-a`` at 127.0.0.11 and ``host-b`` at 127.0.0.12."""
     require_host_tools()
     root = tmp_path_factory.mktemp("hosts")

@@ -407,7 +407,7 @@ class _SSHFilesystem:
         if check_space:
             self._check_space(host, dest, st, prep.stdout)
         log.info("copying %s to %s:%s", src, host.name, dest)
-        result = self._transfer(src, st, host, part, deadline.left(host, "copy"))
+        result = self._transfer(src, st, host, dest, deadline.left(host, "copy"))
         if before_commit is not None:
             before_commit(part)
         self._check(
@@ -454,13 +454,14 @@ class _SSHFilesystem:
         src: Path,
         st: os.stat_result,
         host: RemoteHost,
-        part: PurePosixPath,
+        dest: PurePosixPath,
         timeout: float | None,
     ) -> CopyResult:
+        part = part_path(dest)
         run = _run(self._argv(src, host, part), timeout)
         if run.returncode == 0:
             return self._result(st, run.stdout)
-        err = self._failure(host, run, part)
+        err = self._failure(host, run, dest)
         if isinstance(err, RemoteDiskFull):
             # A full disk is final: no retry will continue this .part, and its
             # blocks are what the dest needs back (other guests, a revert).
@@ -468,8 +469,8 @@ class _SSHFilesystem:
                 self._ssh(host, shlex.join(["rm", "-f", "--", str(part)]), op="cleanup", timeout=30)
         raise err
 
-    def _failure(self, host: RemoteHost, run: _Run, part: PurePosixPath) -> ResizeflowError:
-        return classify(host, f"copying to {part}", run.returncode, run.stderr, path=str(part))
+    def _failure(self, host: RemoteHost, run: _Run, dest: PurePosixPath) -> ResizeflowError:
+        return classify(host, f"copying to {dest}", run.returncode, run.stderr, path=str(dest))
 
     def _argv(self, src: Path, host: RemoteHost, part: PurePosixPath) -> list[str]:
         raise NotImplementedError
@@ -484,14 +485,14 @@ class RsyncFilesystem(_SSHFilesystem):
     def _argv(self, src: Path, host: RemoteHost, part: PurePosixPath) -> list[str]:
         return rsync_argv(self.opts, src, host, part)
 
-    def _failure(self, host: RemoteHost, run: _Run, part: PurePosixPath) -> ResizeflowError:
+    def _failure(self, host: RemoteHost, run: _Run, dest: PurePosixPath) -> ResizeflowError:
         return classify(
             host,
-            f"copying to {part}",
+            f"copying to {dest}",
             run.returncode,
             run.stderr,
             link_codes=_RSYNC_LINK_CODES,
-            path=str(part),
+            path=str(dest),
         )
 
     def _result(self, st: os.stat_result, stdout: str) -> CopyResult:
@@ -511,15 +512,15 @@ class ScpFilesystem(_SSHFilesystem):
     def _needed(self, st: os.stat_result) -> int:
         return st.st_size
 
-    def _failure(self, host: RemoteHost, run: _Run, part: PurePosixPath) -> ResizeflowError:
-        err = super()._failure(host, run, part)
+    def _failure(self, host: RemoteHost, run: _Run, dest: PurePosixPath) -> ResizeflowError:
+        err = super()._failure(host, run, dest)
         if type(err) is RemoteFilesystemError:
             # SFTP reports a full disk as a bare "Failure": ask the dest itself.
             with suppress(ResizeflowError, ValueError):
-                if self.free_bytes(host, part.parent) < 1024**2:
+                if self.free_bytes(host, dest.parent) < 1024**2:
                     return RemoteDiskFull(
                         host=host.name,
-                        path=str(part),
+                        path=str(dest),
                         reason=_tail(run.stderr) + " (the filesystem is full)",
                     )
         return err
