@@ -54,7 +54,7 @@ _RSYNC_LINK_CODES = frozenset({5, 10, 12, 20, 30, 35, _SSH_FAILED})
 _DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|ENOSPC", re.I)
 # Misconfiguration that retrying cannot fix: someone must act on the key or the host key.
 _AUTH_FAILED = re.compile(
-    r"Permission denied \\([a-z]|Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED"
+    r"Permission denied \([a-z]|Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED"
     r"|No such identity|Load key|Too many authentication failures",
 )
 _RSYNC_STAT = re.compile(r"^(Literal|Matched) data: ([\d,.]+) bytes", re.M)
