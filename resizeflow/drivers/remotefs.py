@@ -84,6 +84,10 @@ class SSHOptions:
     # rsync gives up when no data moved for this long; ssh's keepalives
     # notice a dead peer after about three intervals.
     io_timeout: float = 60.0
+    # The bound on a small remote command (mkdir, test, rm, the commit's
+    # rename) run without a timeout of its own: a hung remote filesystem
+    # must not hang the step with it.
+    command_timeout: float = 300.0
     bwlimit_kib: int = 0
 
 
@@ -340,6 +344,8 @@ class _SSHFilesystem:
         self, host: RemoteHost, command: str, *, op: str, timeout: float | None, path: str = ""
     ) -> _Run:
         self._prepare_local()
+        if timeout is None:
+            timeout = self.opts.command_timeout
         run = _run(ssh_argv(self.opts, host, command), timeout)
         if run.returncode == _SSH_FAILED or run.returncode < 0:
             raise classify(host, op, run.returncode, run.stderr, path=path)
