@@ -80,6 +80,13 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
 
 
+@pytest.fixture(scope="module")
+def big_file(two_hosts: TestHosts) -> tuple[Path, str]:
+    """200 MiB of random data on the source host, and its sha256: shared by the slow tests."""
+    path = two_hosts.hosts[0].instances / "big" / "disk"
+    return path, write_random(path, 200 * MiB)
+
+
 @pytest.fixture
 def src_dir(two_hosts: TestHosts, request: pytest.FixtureRequest) -> Path:
     """A fresh instance directory on the source host (host-a, the test process)."""
@@ -117,12 +124,14 @@ def test_sparse_file_crosses_with_its_data_and_its_holes(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_interrupted_copy_leaves_no_final_file_and_a_retry_completes(
-    two_hosts: TestHosts, src_dir: Path, transport: type[_SSHFilesystem]
+    two_hosts: TestHosts,
+    src_dir: Path,
+    big_file: tuple[Path, str],
+    transport: type[_SSHFilesystem],
 ) -> None:
     b = two_hosts.hosts[1]
-    size = 200 * MiB
-    src = src_dir / "disk"
-    digest = write_random(src, size)
+    src, digest = big_file
+    size = src.stat().st_size
     dest = b.rpath(src_dir.name, "disk")
     slow = transport(two_hosts.ssh_options(bwlimit_kib=8 * 1024))
 
@@ -174,12 +183,11 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_worker_killed_mid_copy_leaves_no_final_file_and_no_orphan_transfer(
-    two_hosts: TestHosts, src_dir: Path
+    two_hosts: TestHosts, src_dir: Path, big_file: tuple[Path, str]
 ) -> None:
     b = two_hosts.hosts[1]
-    size = 200 * MiB
-    src = src_dir / "disk"
-    digest = write_random(src, size)
+    src, digest = big_file
+    size = src.stat().st_size
     dest = b.rpath(src_dir.name, "disk")
     part = Path(part_path(dest))
     worker = subprocess.Popen(

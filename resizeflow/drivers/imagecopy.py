@@ -109,8 +109,8 @@ def copy_disk(
 
     copied: list[PurePosixPath] = []
     present: list[PurePosixPath] = []
-    if backings:
-        fs.create_dir(host, remote_cache)
+    # (copy_file makes the dest directories itself, in the same round trip as
+    # its space check: one SSH connection fewer per image.)
     # Deepest first: an image takes its final name only once every image it
     # leans on is in place, so the dest never holds a disk it cannot open.
     for i in reversed(range(len(backings))):
