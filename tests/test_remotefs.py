@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -33,11 +34,12 @@ from resizeflow.drivers.remotefs import (
 )
 from resizeflow.errors import (
     RemoteDiskFull,
+    RemoteFilesystemError,
     RemoteHostUnreachable,
     TransientError,
     VirtError,
 )
-from tests.hosts import ADDRESSES, TestHosts, require_root
+from tests.hosts import ADDRESSES, TestHosts, keygen, require_root
 
 pytestmark = [pytest.mark.hosts, pytest.mark.timeout(120)]
 
@@ -449,3 +451,63 @@ def test_remove_takes_a_partial_copy_with_the_file(two_hosts: TestHosts, src_dir
     assert not Path(dest).parent.exists()
     # execute() runs a command there and hands back its output.
     assert fs.execute(b.remote, ["echo", "a b"]).strip() == "a b"
+
+
+def test_refused_key_and_changed_host_key_are_final_errors_naming_the_host(
+    two_hosts: TestHosts, src_dir: Path
+) -> None:
+    d = two_hosts.add_host("host-d", ADDRESSES[3])
+    d.start()
+    fs = RsyncFilesystem(two_hosts.ssh_options())
+    try:
+        # accept-new pins host-d's key on first contact...
+        assert fs.exists(d.remote, d.rpath()) is True
+        pinned = subprocess.run(
+            ["ssh-keygen", "-F", f"[{d.address}]:{d.port}", "-f", str(two_hosts.known_hosts)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert pinned.returncode == 0, pinned
+        assert (
+            Path(f"{d.root / 'ssh_host_ed25519_key'}.pub").read_text().split()[1] in pinned.stdout
+        )
+
+        # ...a key that host-d does not know is refused for good...
+        stranger = keygen(src_dir / "stranger")
+        with pytest.raises(RemoteFilesystemError) as refused:
+            RsyncFilesystem(two_hosts.ssh_options(key=stranger)).exists(d.remote, d.rpath())
+        assert not retry.is_transient(refused.value)
+        assert "host-d" in refused.value.message and "Permission denied" in refused.value.message
+    finally:
+        d.stop()
+
+    # ...and so is host-d coming back with another host key.
+    (d.root / "ssh_host_ed25519_key").unlink()
+    (d.root / "ssh_host_ed25519_key.pub").unlink()
+    d.start()
+    try:
+        with pytest.raises(RemoteFilesystemError) as changed:
+            fs.exists(d.remote, d.rpath())
+        assert not retry.is_transient(changed.value)
+        assert "host-d" in changed.value.message
+        assert "has changed" in changed.value.message
+        assert "Host key verification failed" in changed.value.message
+    finally:
+        d.stop()
+
+
+def test_duplicate_copies_at_once_both_end_with_the_complete_file(
+    two_hosts: TestHosts, src_dir: Path
+) -> None:
+    # A step redelivered while its first copy still runs (the lease taken
+    # over) copies the same file to the same place at the same time.
+    b = two_hosts.hosts[1]
+    src = src_dir / "disk"
+    digest = write_random(src, 48 * MiB)
+    dest = b.rpath(src_dir.name, "disk")
+    fs = RsyncFilesystem(two_hosts.ssh_options(bwlimit_kib=32 * 1024))
+    with ThreadPoolExecutor(2) as pool:
+        copies = [pool.submit(fs.copy_file, src, b.remote, dest) for _ in range(2)]
+        results = [c.result(timeout=90) for c in copies]
+    assert [r.size for r in results] == [48 * MiB, 48 * MiB]
+    assert sha256(Path(dest)) == digest
+    assert leftovers(Path(dest).parent) == []

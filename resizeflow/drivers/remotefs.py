@@ -369,11 +369,10 @@ class _SSHFilesystem:
         self.execute(host, ["mkdir", "-p", "--", str(_absolute(path))])
 
     def exists(self, host: RemoteHost, path: PurePosixPath) -> bool:
-        run = self._ssh(
-            host, shlex.join(["test", "-e", str(_absolute(path))]), op="test", timeout=None
-        )
+        op = f"looking for {path}"
+        run = self._ssh(host, shlex.join(["test", "-e", str(_absolute(path))]), op=op, timeout=None)
         if run.returncode not in (0, 1):
-            raise classify(host, f"looking for {path}", run.returncode, run.stderr)
+            raise classify(host, op, run.returncode, run.stderr)
         return run.returncode == 0
 
     def remove(self, host: RemoteHost, path: PurePosixPath) -> None:
