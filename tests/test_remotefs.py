@@ -33,6 +33,7 @@ from resizeflow.drivers.remotefs import (
     storage_is_shared,
 )
 from resizeflow.errors import (
+    DiskNotFound,
     RemoteDiskFull,
     RemoteFilesystemError,
     RemoteHostUnreachable,
@@ -449,6 +450,9 @@ def test_remove_takes_a_partial_copy_with_the_file(two_hosts: TestHosts, src_dir
     assert list(Path(dest).parent.iterdir()) == []
     fs.remove(b.remote, dest.parent)
     assert not Path(dest).parent.exists()
+    # A source that is not there is named as such, before any connection.
+    with pytest.raises(DiskNotFound, match="no-such-disk"):
+        fs.copy_file(src_dir / "no-such-disk", b.remote, dest)
     # execute() runs a command there and hands back its output.
     assert fs.execute(b.remote, ["echo", "a b"]).strip() == "a b"
 

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from resizeflow.conf import Settings
 from resizeflow.errors import (
+    DiskNotFound,
     RemoteDiskFull,
     RemoteFilesystemError,
     RemoteHostUnreachable,
@@ -397,7 +398,10 @@ class _SSHFilesystem:
         src = src.resolve()
         dest = _absolute(dest)
         part = part_path(dest)
-        st = src.stat()
+        try:
+            st = src.stat()
+        except FileNotFoundError:
+            raise DiskNotFound(location=str(src)) from None
         deadline = _Deadline(timeout)
         prep = self._check(
             self._ssh(
@@ -443,9 +447,14 @@ class _SSHFilesystem:
     ) -> None:
         # Fail before sending a byte: a copy that dies at 95% of a full disk
         # wastes the whole transfer, and the error says how much was missing.
-        nums = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
-        free = int(nums["free"][0]) * int(nums["free"][1])
-        held = int(nums["part"][0]) * int(nums["part"][1])
+        try:
+            nums = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+            free = int(nums["free"][0]) * int(nums["free"][1])
+            held = int(nums["part"][0]) * int(nums["part"][1])
+        except (KeyError, IndexError, ValueError):
+            raise RemoteFilesystemError(
+                op=f"checking the space for {dest}", host=host.name, reason=f"got {out!r}"
+            ) from None
         need = max(0, self._needed(st) - held)
         if need > free:
             raise RemoteDiskFull(
