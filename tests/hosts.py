@@ -205,6 +205,22 @@ class TestHosts:
         values.update(overrides)
         return SSHOptions(**values)  # type: ignore[arg-type]
 
+    def env(self, host: TestHost) -> dict[str, str]:
+        """The settings of ``host``'s worker: its name, address, key and instances dir.
+
+        ``{host}`` in the instances path makes every host's directory known to
+        every other host, as Nova's one instances path on every host does.
+        """
+        return {
+            "RESIZEFLOW_HOST": host.name,
+            "RESIZEFLOW_MIGRATION_ADDRESS": host.address,
+            "RESIZEFLOW_INSTANCES_PATH": f"{self.root}/{{host}}/instances",
+            "RESIZEFLOW_SSH_KEY": str(self.key),
+            "RESIZEFLOW_SSH_PORT": str(self.port),
+            "RESIZEFLOW_SSH_KNOWN_HOSTS": str(self.known_hosts),
+            "RESIZEFLOW_SSH_CONNECT_TIMEOUT": "3",
+        }
+
     def add_host(self, name: str, address: str) -> TestHost:
         """Another host on the same port; started by the caller, stopped at teardown."""
         host = TestHost(

@@ -30,6 +30,7 @@ from resizeflow.drivers.remotefs import (
     _SSHFilesystem,
     is_path_shared_with,
     part_path,
+    remote_filesystem,
     storage_is_shared,
 )
 from resizeflow.errors import (
@@ -515,3 +516,25 @@ def test_duplicate_copies_at_once_both_end_with_the_complete_file(
     assert [r.size for r in results] == [48 * MiB, 48 * MiB]
     assert sha256(Path(dest)) == digest
     assert leftovers(Path(dest).parent) == []
+
+
+@pytest.mark.parametrize("transport", ["rsync", "scp"])
+def test_a_worker_configured_by_its_settings_copies_to_the_other_host(
+    two_hosts: TestHosts, transport: str
+) -> None:
+    a, b = two_hosts.hosts
+    env = two_hosts.env(a) | {"RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT": transport}
+    settings = Settings.from_env(env, state_dir=two_hosts.root / "state-a")
+    fs = remote_filesystem(settings)
+    assert settings.instances_dir("host-a") == a.instances
+    dest_host = RemoteHost(
+        "host-b", Settings.from_env(two_hosts.env(b)).advertised_migration_address
+    )
+    local_dir = settings.instances_dir(settings.host)
+    remote_dir = PurePosixPath(settings.instances_dir(dest_host.name))
+    assert storage_is_shared(settings, fs, dest_host, local_dir, remote_dir) is False
+
+    src = local_dir / f"settings-{transport}" / "disk"
+    digest = write_sparse(src, 8 * MiB, [(MiB, MiB)])
+    fs.copy_file(src, dest_host, remote_dir / src.parent.name / "disk")
+    assert sha256(b.instances / src.parent.name / "disk") == digest
