@@ -342,6 +342,8 @@ def test_shared_storage_setting_overrides_the_detection(two_hosts: TestHosts) ->
                              a.rpath()) is True  # fmt: skip
     with pytest.raises(RemoteHostUnreachable):
         storage_is_shared(auto, nowhere, b.remote, a.instances, b.rpath())
+    # The probe file goes even when the other host could not be asked.
+    assert [p.name for p in a.instances.iterdir() if p.name.startswith(".rf-shared-")] == []
     fs = RsyncFilesystem(two_hosts.ssh_options())
     assert storage_is_shared(auto, fs, b.remote, a.instances, b.rpath()) is False
 
