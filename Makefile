@@ -3,37 +3,46 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := libvirt-dev pkg-config redis-server gcc python3-dev python3-venv
+# Debian's chromium and its driver, for the test that opens Flower in a headless browser.
+BROWSER_PACKAGES := chromium chromium-driver
+# Disks cross between hosts over SSH: the two-host tests run sshd, rsync, scp and qemu-img.
+HOSTS_APT_PACKAGES := openssh-server openssh-client rsync qemu-utils
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := all
-BROWSER_PACKAGES := chromium chromium-driver
-.PHONY: all install system-deps browser-deps demo test test-fast test-demo screenshot chaos lint typecheck bench up down flower compose-check clean
+.PHONY: all install system-deps browser-deps hosts-deps demo test test-fast test-demo test-hosts \
+	screenshot chaos lint typecheck bench up down flower compose-check clean
 
 all: lint typecheck test
 
+# $(call apt_install,PACKAGES,CHECK): install PACKAGES with apt unless the shell test CHECK
+# passes. apt may be busy for a moment (another install), so it is tried a few times.
+define apt_install
+	@if ! ( $(2) ) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(1)"; \
+	    for try in 1 2 3 4 5; do \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends $(1) >/dev/null) && break; \
+	      [ $$try = 5 ] && exit 1; sleep 10; \
+	    done; \
+	  else \
+	    echo "missing system packages; run as root or: sudo apt-get install $(1)"; exit 1; \
+	  fi; \
+	fi
+endef
+
 # System packages: libvirt headers for libvirt-python, and a Redis server.
 system-deps:
-	@if ! pkg-config --exists libvirt 2>/dev/null || ! command -v redis-server >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing $(APT_PACKAGES)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
-	  else \
-	    echo "missing system packages; run as root or: sudo apt-get install $(APT_PACKAGES)"; exit 1; \
-	  fi; \
-	fi
+	$(call apt_install,$(APT_PACKAGES),pkg-config --exists libvirt && command -v redis-server)
 
-# Debian's chromium and its driver, for the test that opens Flower in a headless browser.
 browser-deps:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing $(BROWSER_PACKAGES)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
-	  else \
-	    echo "missing the browser for the Flower test; run as root or: sudo apt-get install $(BROWSER_PACKAGES)"; exit 1; \
-	  fi; \
-	fi
+	$(call apt_install,$(BROWSER_PACKAGES),[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ])
+
+hosts-deps:
+	$(call apt_install,$(HOSTS_APT_PACKAGES),[ -x /usr/sbin/sshd ] && command -v rsync && command -v scp && command -v qemu-img)
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "resizeflow needs Python 3.11+"'
@@ -49,7 +58,7 @@ install: system-deps $(VENV)/.installed
 demo: install
 	$(BIN)/resizeflow demo $(DEMO_ARGS)
 
-test: install browser-deps
+test: install browser-deps hosts-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Pure logic only, in seconds: no Redis, PostgreSQL or RabbitMQ needed.
@@ -63,6 +72,10 @@ test-demo: install browser-deps
 # Refreshes docs/flower-tasks.png, the README's screenshot, from the Flower browser test.
 screenshot: install browser-deps
 	RESIZEFLOW_SCREENSHOT=docs/flower-tasks.png $(BIN)/pytest tests/test_demo.py -k flower
+
+# Two hosts on one machine, one sshd each on 127.0.0.x: disk copies, shared storage, failures.
+test-hosts: install hosts-deps
+	$(BIN)/pytest -m hosts $(PYTEST_ARGS)
 
 # The full chaos round: both brokers, 50 servers per scenario, 100 races.
 chaos: install

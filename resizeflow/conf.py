@@ -7,6 +7,7 @@ variable, so a misconfigured worker refuses to start instead of failing mid-work
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -19,6 +20,9 @@ from resizeflow.errors import ConfigError
 
 PREFIX = "RESIZEFLOW_"
 _HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_DNS_RE = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 def _int(lo: int | None = None) -> Callable[[str], int]:
@@ -98,6 +102,32 @@ def _port(raw: str) -> int:
     return value
 
 
+def _tristate(raw: str) -> bool | None:
+    """``auto`` (or empty) is None: decide at run time; otherwise a boolean override."""
+    return None if raw.strip().lower() in {"", "auto"} else _bool(raw)
+
+
+def _address(raw: str) -> str:
+    """A migration address: an IP literal or a DNS name, or empty for the host name."""
+    if raw == "":
+        return raw
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        pass
+    if not _DNS_RE.fullmatch(raw):
+        raise ValueError("expected an IP address or a DNS name")
+    return raw
+
+
+def _plain_path(raw: str) -> str:
+    # ssh's -o values and rsync's -e command are split on whitespace, so a
+    # path with blanks or quotes would be cut in two rather than fail cleanly.
+    if any(c.isspace() or c in "'\"\\" for c in raw):
+        raise ValueError("must not contain whitespace, quotes or backslashes")
+    return raw
+
+
 def _opt_int(raw: str) -> int | None:
     return None if raw == "" else _int(0)(raw)
 
@@ -135,7 +165,34 @@ class Settings:
     allow_resize_to_same_host: bool = field(
         default=False, metadata=_env("ALLOW_RESIZE_TO_SAME_HOST", _bool)
     )
-    shared_storage: bool = field(default=False, metadata=_env("SHARED_STORAGE", _bool))
+    # None (``auto``): detect it per resize, as Nova's _is_path_shared_with does;
+    # true/false override the detection for every resize.
+    shared_storage: bool | None = field(default=None, metadata=_env("SHARED_STORAGE", _tristate))
+    # Nova's my_ip: where other hosts reach this one over SSH for disk copies.
+    # Empty: the host name (RESIZEFLOW_HOST), resolved by DNS.
+    migration_address: str = field(default="", metadata=_env("MIGRATION_ADDRESS", _address))
+    # Nova's [libvirt] remote_filesystem_transport.
+    remote_filesystem_transport: str = field(
+        default="rsync",
+        metadata=_env("REMOTE_FILESYSTEM_TRANSPORT", _choice("rsync", "scp")),
+    )
+    # The deployment's private key for host-to-host SSH; empty: ssh's own default.
+    ssh_key: str = field(default="", metadata=_env("SSH_KEY", _plain_path))
+    ssh_user: str = field(default="", metadata=_env("SSH_USER"))
+    ssh_port: int = field(default=22, metadata=_env("SSH_PORT", _port))
+    # Empty: {state_dir}/ssh/known_hosts, so hosts' keys are pinned per deployment.
+    ssh_known_hosts: str = field(default="", metadata=_env("SSH_KNOWN_HOSTS", _plain_path))
+    # accept-new pins a host's key the first time it is seen and refuses a
+    # changed one; yes needs every key in the known_hosts file beforehand.
+    ssh_strict_host_key_checking: str = field(
+        default="accept-new",
+        metadata=_env("SSH_STRICT_HOST_KEY_CHECKING", _choice("accept-new", "yes")),
+    )
+    ssh_connect_timeout: float = field(
+        default=10.0, metadata=_env("SSH_CONNECT_TIMEOUT", _float(1.0))
+    )
+    # A disk copy's bandwidth cap in KiB/s; 0 is no cap.
+    disk_copy_bwlimit: int = field(default=0, metadata=_env("DISK_COPY_BWLIMIT", _int(0)))
     worker_pool: str = field(default="threads", metadata=_env("WORKER_POOL", _pool))
     worker_concurrency: int = field(default=4, metadata=_env("WORKER_CONCURRENCY", _int(1)))
     # Flower's basic auth ("user:password"); empty leaves Flower open on localhost only.
@@ -214,6 +271,19 @@ class Settings:
     def instances_dir(self, host: str) -> Path:
         """The directory that holds ``host``'s instance directories."""
         return Path(self.instances_path.format(state_dir=self.state_dir, host=_host(host)))
+
+    @property
+    def advertised_migration_address(self) -> str:
+        """The address other hosts use to reach this one (Nova's my_ip)."""
+        return self.migration_address or self.host
+
+    @property
+    def known_hosts_file(self) -> Path:
+        return (
+            Path(self.ssh_known_hosts)
+            if self.ssh_known_hosts
+            else self.state_dir / "ssh" / "known_hosts"
+        )
 
     def with_host(self, host: str) -> Settings:
         return replace(self, host=_host(host))

@@ -203,3 +203,22 @@ class VirtError(ResizeflowError):
 
 class DiskNotFound(VirtError):
     msg_fmt = "No disk at %(location)s"
+
+
+# --- hosts talking to hosts over SSH (resizeflow/drivers/remotefs.py) ---------
+class RemoteHostUnreachable(TransientError):
+    """SSH could not reach a host, or the connection dropped: worth retrying."""
+
+    msg_fmt = "Cannot reach host %(host)s (%(address)s) over SSH: %(reason)s"
+
+
+class RemoteFilesystemError(VirtError):
+    """A remote file operation failed in a way another try will not fix."""
+
+    msg_fmt = "%(op)s on host %(host)s failed: %(reason)s"
+
+
+class RemoteDiskFull(RemoteFilesystemError):
+    """The dest filesystem cannot hold the copy: final, someone must make room."""
+
+    msg_fmt = "Not enough space on host %(host)s for %(path)s: %(reason)s"

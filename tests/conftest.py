@@ -28,6 +28,9 @@ from tests.stack import (
     service_up,
 )
 
+# The two-host fixtures (one sshd per test host); see tests/hosts.py.
+pytest_plugins = ("tests.hosts",)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

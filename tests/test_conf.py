@@ -37,6 +37,29 @@ PARSED: list[tuple[str, str, str, Any]] = [
     ("INSTANCES_PATH", "/shared/instances", "instances_path", "/shared/instances"),
     ("ALLOW_RESIZE_TO_SAME_HOST", "yes", "allow_resize_to_same_host", True),
     ("SHARED_STORAGE", "On", "shared_storage", True),
+    ("SHARED_STORAGE", "off", "shared_storage", False),
+    ("SHARED_STORAGE", "auto", "shared_storage", None),
+    ("MIGRATION_ADDRESS", "10.0.0.5", "migration_address", "10.0.0.5"),
+    ("MIGRATION_ADDRESS", "fd00::0:5", "migration_address", "fd00::5"),
+    (
+        "MIGRATION_ADDRESS",
+        "cn-07.rack2.example.org",
+        "migration_address",
+        "cn-07.rack2.example.org",
+    ),
+    ("REMOTE_FILESYSTEM_TRANSPORT", "scp", "remote_filesystem_transport", "scp"),
+    ("SSH_KEY", "/etc/resizeflow/id_ed25519", "ssh_key", "/etc/resizeflow/id_ed25519"),
+    ("SSH_USER", "nova", "ssh_user", "nova"),
+    ("SSH_PORT", "2222", "ssh_port", 2222),
+    (
+        "SSH_KNOWN_HOSTS",
+        "/etc/resizeflow/known_hosts",
+        "ssh_known_hosts",
+        "/etc/resizeflow/known_hosts",
+    ),
+    ("SSH_STRICT_HOST_KEY_CHECKING", "yes", "ssh_strict_host_key_checking", "yes"),
+    ("SSH_CONNECT_TIMEOUT", "5", "ssh_connect_timeout", 5.0),
+    ("DISK_COPY_BWLIMIT", "51200", "disk_copy_bwlimit", 51200),
     ("WORKER_POOL", "prefork", "worker_pool", "prefork"),
     ("WORKER_CONCURRENCY", "8", "worker_concurrency", 8),
     ("STEP_MAX_RETRIES", "0", "step_max_retries", 0),
@@ -82,6 +105,16 @@ INVALID = [
     ("RESIZE_CONFIRM_WINDOW", "abc"),
     ("ALLOW_RESIZE_TO_SAME_HOST", "sometimes"),
     ("SHARED_STORAGE", "maybe"),
+    ("MIGRATION_ADDRESS", "not an address"),
+    ("MIGRATION_ADDRESS", "-cn1"),
+    ("MIGRATION_ADDRESS", "10.0.0.5:22"),
+    ("REMOTE_FILESYSTEM_TRANSPORT", "ftp"),
+    ("SSH_KEY", "/keys/my key"),
+    ("SSH_KNOWN_HOSTS", "/etc/'kh'"),
+    ("SSH_PORT", "65536"),
+    ("SSH_STRICT_HOST_KEY_CHECKING", "no"),
+    ("SSH_CONNECT_TIMEOUT", "0"),
+    ("DISK_COPY_BWLIMIT", "-1"),
     ("WORKER_POOL", "gevent"),
     ("WORKER_CONCURRENCY", "0"),
     ("STEP_MAX_RETRIES", "-1"),
@@ -116,7 +149,12 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.worker_pool, s.worker_concurrency, s.resize_confirm_window) == ("threads", 4, 0)
     assert (s.node_vcpus, s.node_memory_mb, s.node_local_gb) == (None, None, None)
     assert (s.quota_cores, s.quota_ram, s.quota_instances) == (20, 51200, 10)
-    assert (s.notifications, s.shared_storage, s.allow_resize_to_same_host) == (True, False, False)
+    assert (s.notifications, s.allow_resize_to_same_host) == (True, False)
+    # Shared storage is detected per resize unless RESIZEFLOW_SHARED_STORAGE forces it.
+    assert s.shared_storage is None
+    assert (s.migration_address, s.remote_filesystem_transport) == ("", "rsync")
+    assert (s.ssh_key, s.ssh_user, s.ssh_port, s.disk_copy_bwlimit) == ("", "", 22, 0)
+    assert s.ssh_strict_host_key_checking == "accept-new"
     assert s.db_url == f"sqlite:///{tmp_path.resolve()}/var/resizeflow.sqlite"
 
 
@@ -182,6 +220,18 @@ def test_instances_dir(tmp_path: Path) -> None:
     assert shared.instances_dir("h2") == Path("/shared/h2")
     with pytest.raises(ValueError, match="host name"):
         s.instances_dir("../etc")
+
+
+def test_migration_address_defaults_to_the_host_name() -> None:
+    assert Settings(host="cn-3").advertised_migration_address == "cn-3"
+    s = Settings(host="cn-3", migration_address="192.0.2.7")
+    assert s.advertised_migration_address == "192.0.2.7"
+
+
+def test_known_hosts_file_defaults_to_the_state_dir(tmp_path: Path) -> None:
+    assert Settings(state_dir=tmp_path).known_hosts_file == tmp_path / "ssh" / "known_hosts"
+    s = Settings(state_dir=tmp_path, ssh_known_hosts="/etc/rf/known_hosts")
+    assert s.known_hosts_file == Path("/etc/rf/known_hosts")
 
 
 def test_with_host() -> None:

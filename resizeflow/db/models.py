@@ -101,6 +101,8 @@ class Service(Base):
     # None once the worker has shut down cleanly: the host is down at once.
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # Where other hosts reach this one over SSH to copy disks (Nova's my_ip).
+    migration_address: Mapped[str | None] = mapped_column(String(255))
 
 
 class WorkerProcess(Base):

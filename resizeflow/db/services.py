@@ -160,3 +160,19 @@ def get(session: Session, host: str, binary: str = COMPUTE) -> Service | None:
     return session.scalars(
         select(Service).where(Service.host == host, Service.binary == binary)
     ).first()
+
+
+def advertise_migration_address(
+    session: Session, host: str, address: str, binary: str = COMPUTE
+) -> None:
+    """Record where other hosts reach ``host`` over SSH; call after its first heartbeat."""
+    svc = get(session, host, binary)
+    if svc is None:
+        raise LookupError(f"no {binary} service on {host} yet")
+    svc.migration_address = address
+
+
+def migration_address(session: Session, host: str, binary: str = COMPUTE) -> str:
+    """The address to copy disks to ``host`` at: the one it advertised, else its name."""
+    svc = get(session, host, binary)
+    return (svc.migration_address if svc is not None else None) or host

@@ -1,0 +1,27 @@
+"""A compute host advertises its migration address in its service record."""
+
+from __future__ import annotations
+
+import pytest
+
+from resizeflow.db import services
+from resizeflow.db.session import Database
+
+
+def test_advertised_address_is_what_other_hosts_copy_to(database: Database) -> None:
+    with database.transaction() as s:
+        # Nothing advertised (an older worker, or none yet): the host name.
+        assert services.migration_address(s, "cn-1") == "cn-1"
+        with pytest.raises(LookupError, match="cn-1"):
+            services.advertise_migration_address(s, "cn-1", "192.0.2.11")
+        services.heartbeat(s, "cn-1", "compute.cn-1")
+        assert services.migration_address(s, "cn-1") == "cn-1"
+        services.advertise_migration_address(s, "cn-1", "192.0.2.11")
+    with database.transaction() as s:
+        assert services.migration_address(s, "cn-1") == "192.0.2.11"
+        # A heartbeat keeps it; another host's is its own.
+        services.heartbeat(s, "cn-1", "compute.cn-1")
+        services.heartbeat(s, "cn-2", "compute.cn-2")
+    with database.transaction() as s:
+        assert services.migration_address(s, "cn-1") == "192.0.2.11"
+        assert services.migration_address(s, "cn-2") == "cn-2"
