@@ -320,6 +320,11 @@ def run(
     # The watchdog pings through an app of its own, never the worker's connections.
     heartbeat = Heartbeat(runtime, make_app(settings))
     heartbeat.beat()
+    # Other hosts copy disks to this one at the address it advertises (Nova's my_ip).
+    with runtime.db.transaction() as s:
+        services.advertise_migration_address(
+            s, settings.host, settings.advertised_migration_address
+        )
     heartbeat.start()
     # Like Nova's init_host, and further: steps this host's previous incarnation
     # was running when it died, and this host's stalled workflows, go again.

@@ -6,6 +6,7 @@ import pytest
 
 from resizeflow.db import services
 from resizeflow.db.session import Database
+from tests.stack import Stack
 
 
 def test_advertised_address_is_what_other_hosts_copy_to(database: Database) -> None:
@@ -25,3 +26,12 @@ def test_advertised_address_is_what_other_hosts_copy_to(database: Database) -> N
     with database.transaction() as s:
         assert services.migration_address(s, "cn-1") == "192.0.2.11"
         assert services.migration_address(s, "cn-2") == "cn-2"
+
+
+def test_a_running_worker_has_advertised_its_address(rf: Stack) -> None:
+    with rf.db.snapshot() as s:
+        for host in rf.hosts:
+            svc = services.get(s, host)
+            assert svc is not None
+            # Its own setting, defaulting to its name, written by the worker itself.
+            assert svc.migration_address == host
