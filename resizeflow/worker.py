@@ -94,9 +94,7 @@ def build_runtime(settings: Settings, app: Celery) -> context.HostRuntime:
     # with a transient error, SQLAlchemy then drops the pool's stale
     # connections, and the step retries on a fresh one.
     database = Database(settings.db_url, pool_pre_ping=False)
-    virt = LibvirtDriver(
-        settings.libvirt_uri, settings.instances_dir(settings.host), hostname=settings.host
-    )
+    virt = LibvirtDriver.from_settings(settings)
     notifier = KombuNotifier(app.connection_for_write(), enabled=settings.notifications)
     return context.HostRuntime(
         settings=settings,
@@ -218,7 +216,7 @@ class Heartbeat(threading.Thread):
 
 def nodename(settings: Settings) -> str:
     """The Celery node name of a host's worker; the journal records it per step."""
-    return f"{settings.host}@{socket.gethostname()}"
+    return f"{settings.host}@{settings.worker_name or socket.gethostname()}"
 
 
 def run(settings: Settings, *, loglevel: str = "INFO") -> None:

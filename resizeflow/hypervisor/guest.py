@@ -15,7 +15,7 @@ At boot the guest's init prints, on the serial console, lines starting with
 - ``RF ready`` once all of that is done, and ``RF poweroff`` when an ACPI
   power button press (libvirt's clean shutdown) makes it power off.
 
-Run ``python -m resizeflow.hypervisor.guest OUT_DIR`` as root (``apt-get
+Run ``python -m resizeflow.hypervisor.guest OUT_DIR [--images STORE]`` as root (``apt-get
 download`` needs the package lists, and ``busybox`` must be installed).
 """
 
@@ -32,6 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from resizeflow.drivers.images import ImageStore
 from resizeflow.errors import ConfigError
 
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
@@ -73,7 +74,8 @@ if [ -b /dev/vda ]; then
     RFMARK:*) echo "RF marker found=${old#RFMARK:}" ;;
     *)
       id=$(cat /proc/sys/kernel/random/uuid)
-      printf 'RFMARK:%s' "$id" | dd of=/dev/vda bs=512 seek=__SECTOR__ conv=notrunc,fsync 2>/dev/null
+      printf 'RFMARK:%s' "$id" |
+        dd of=/dev/vda bs=512 seek=__SECTOR__ conv=notrunc,fsync 2>/dev/null
       sync
       back=$(dd if=/dev/vda bs=512 skip=__SECTOR__ count=1 2>/dev/null | head -c 64 | tr -d '\\000')
       [ "$back" = "RFMARK:$id" ] && echo "RF marker written=$id" || echo "RF marker failed"
@@ -189,7 +191,8 @@ def build(out_dir: Path, *, disk_mb: int = 64) -> GuestFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rf-guest-", dir=out_dir) as tmp:
         work = Path(tmp)
-        os.chmod(work, 0o755)  # apt-get download drops privileges to _apt where it can
+        # apt-get download drops privileges to _apt where it can; _apt must write here.
+        os.chmod(work, 0o755)  # noqa: S103
         vmlinuz, modules = _kernel_tree(work)
         _initramfs(work, modules, work / "initrd.img")
         disk = work / "disk.raw"
@@ -201,6 +204,30 @@ def build(out_dir: Path, *, disk_mb: int = 64) -> GuestFiles:
         os.replace(work / "initrd.img", files.initrd)
         os.replace(disk, files.disk)
     return files
+
+
+def register(images_dir: Path, files: GuestFiles, name: str = "rf-guest") -> str:
+    """Put the guest in the image store (kernel, ramdisk, then the disk naming them).
+
+    Returns the bootable image's id; an image of that name already there is reused.
+    """
+    store = ImageStore(images_dir)
+    for meta in store.list():
+        if meta.name == name and meta.bootable:
+            return meta.id
+    kernel = store.add(f"{name}-kernel", files.kernel, disk_format="aki", container_format="aki")
+    ramdisk = store.add(f"{name}-ramdisk", files.initrd, disk_format="ari", container_format="ari")
+    disk = store.add(
+        name,
+        files.disk,
+        disk_format="raw",
+        properties={
+            "kernel_id": kernel.id,
+            "ramdisk_id": ramdisk.id,
+            "os_command_line": files.cmdline,
+        },
+    )
+    return disk.id
 
 
 def parse_console(text: str) -> list[ConsoleReport]:
@@ -240,9 +267,12 @@ def parse_console(text: str) -> list[ConsoleReport]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--images", type=Path, help="also register it in this image store")
     args = parser.parse_args(argv)
     files = build(args.out_dir)
     print(f"kernel {files.kernel}\ninitrd {files.initrd}\ndisk   {files.disk}")
+    if args.images:
+        print(f"image  {register(args.images, files)}")
     return 0
 
 

@@ -62,8 +62,17 @@ def _ensure_account() -> None:
         pwd.getpwnam("libvirt-qemu")
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "-g", "libvirt-qemu", "-d", "/var/lib/libvirt",
-             "-s", "/usr/sbin/nologin", "libvirt-qemu"],
+            [
+                "useradd",
+                "--system",
+                "-g",
+                "libvirt-qemu",
+                "-d",
+                "/var/lib/libvirt",
+                "-s",
+                "/usr/sbin/nologin",
+                "libvirt-qemu",
+            ],
             check=True,
         )
 
