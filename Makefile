@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := libvirt-dev pkg-config redis-server gcc python3-dev python3-venv
+# What real guests need (the vm tier, the qemu demo); never libvirt-daemon-system,
+# which pulls in systemd.
+VM_APT_PACKAGES := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \
+  libvirt-clients busybox-static iproute2
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := all
-.PHONY: all install system-deps demo test chaos lint typecheck bench up down flower compose-check clean
+.PHONY: all install system-deps vm-deps libvirtd guest test-vm demo test chaos lint typecheck bench up down flower compose-check clean
 
 all: lint typecheck test
 
@@ -22,6 +26,28 @@ system-deps:
 	    echo "missing system packages; run as root or: sudo apt-get install $(APT_PACKAGES)"; exit 1; \
 	  fi; \
 	fi
+
+# System packages for real guests: QEMU, qemu-img, libvirtd, busybox for the test guest.
+vm-deps:
+	@if ! command -v libvirtd >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null 2>&1 \
+	    || ! command -v qemu-img >/dev/null 2>&1 || ! command -v busybox >/dev/null 2>&1 \
+	    || ! command -v ip >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(VM_APT_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $(VM_APT_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing packages; run as root or: sudo apt-get install --no-install-recommends $(VM_APT_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+# Start the system libvirtd (qemu:///system) unless one is running.
+libvirtd: install vm-deps
+	$(BIN)/python -m resizeflow.hypervisor.libvirtd
+
+# The test guest, built from Debian packages into var/guest.
+guest: install vm-deps
+	$(BIN)/python -m resizeflow.hypervisor.guest var/guest
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "resizeflow needs Python 3.11+"'
@@ -38,7 +64,11 @@ demo: install
 	$(BIN)/resizeflow demo $(DEMO_ARGS)
 
 test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not vm" $(PYTEST_ARGS)
+
+# Real QEMU guests (TCG) through the API and real workers; needs root.
+test-vm: install vm-deps libvirtd
+	$(BIN)/pytest -m vm $(PYTEST_ARGS)
 
 # The full chaos round: both brokers, 50 servers per scenario, 100 races.
 chaos: install

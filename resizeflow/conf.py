@@ -220,6 +220,11 @@ class Settings:
     images_path: str = field(default="{state_dir}/images", metadata=_env("IMAGES_PATH"))
     # The image (id or name) a server boots from when its request has no imageRef.
     default_image: str = field(default="", metadata=_env("DEFAULT_IMAGE"))
+    # Nova's instance_name_template: the libvirt domain's name. With "{host}" in
+    # it, one libvirtd can serve several compute hosts (tests, the demo).
+    instance_name_template: str = field(
+        default="instance-{uuid}", metadata=_env("INSTANCE_NAME_TEMPLATE")
+    )
     # Each host's Linux bridge for instance taps; "{host}" is substituted.
     bridge: str = field(default="rfbr-{host}", metadata=_env("BRIDGE"))
     # The subnet fixed IPs are allocated from (nova-network's fixed_range).

@@ -46,11 +46,13 @@ def _disk(devices: ET.Element, path: Path, dev: str, cache: str) -> None:
     _sub(disk, "target", dev=dev, bus="virtio")
 
 
-def domain_xml(inst: InstanceSpec, inst_dir: Path, host: HostConfig) -> str:
+def domain_xml(
+    inst: InstanceSpec, inst_dir: Path, host: HostConfig, name: str, domain_uuid: str
+) -> str:
     ET.register_namespace("nova", NOVA_NS)
     dom = ET.Element("domain", type=host.virt_type)
-    _sub(dom, "uuid", inst.uuid)
-    _sub(dom, "name", inst.domain_name)
+    _sub(dom, "uuid", domain_uuid)
+    _sub(dom, "name", name)
     _sub(dom, "memory", str(inst.memory_mb * 1024))
     _sub(dom, "vcpu", str(inst.vcpus))
 
@@ -75,7 +77,8 @@ def domain_xml(inst: InstanceSpec, inst_dir: Path, host: HostConfig) -> str:
         ("manufacturer", "OpenStack Foundation"),
         ("product", "OpenStack Nova"),
         ("serial", inst.uuid),
-        ("uuid", inst.uuid),
+        # libvirt requires the domain's own UUID here (the instance's, unless per host).
+        ("uuid", domain_uuid),
         ("family", "Virtual Machine"),
     ):
         _sub(system, "entry", value, name=name)
@@ -123,7 +126,8 @@ def domain_xml(inst: InstanceSpec, inst_dir: Path, host: HostConfig) -> str:
         _sub(iface, "source", bridge=host.bridge)
         _sub(iface, "target", dev=vif.tap)
     serial = _sub(devices, "serial", type="file")
-    _sub(serial, "source", path=str(inst_dir / "console.log"))
+    # Appended, not truncated: the log keeps what the guest printed at each boot.
+    _sub(serial, "source", path=str(inst_dir / "console.log"), append="on")
     _sub(devices, "serial", type="pty")
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period="10")

@@ -183,6 +183,7 @@ class LibvirtDriver:
         shutdown_retry_interval: float = 10.0,
         running_timeout: float = 60.0,
         probe_kernels: Sequence[Path] = (),
+        name_template: str = "instance-{uuid}",
     ) -> None:
         self.uri = uri
         self.instances_dir = Path(instances_dir).resolve()
@@ -201,6 +202,9 @@ class LibvirtDriver:
         self.shutdown_retry_interval = shutdown_retry_interval
         self.running_timeout = running_timeout
         self.probe_kernels = tuple(probe_kernels)
+        if "{uuid}" not in name_template:
+            raise ConfigError(f"instance name template {name_template!r} lacks {{uuid}}")
+        self.name_template = name_template
         self._lock = threading.Lock()
         self._conn_obj: Any = None
         self._host_config: HostConfig | None = None
@@ -227,6 +231,7 @@ class LibvirtDriver:
             shutdown_retry_interval=settings.shutdown_retry_interval,
             running_timeout=settings.running_timeout,
             probe_kernels=kernels,
+            name_template=settings.instance_name_template,
         )
 
     # --- connection and errors ----------------------------------------------
@@ -261,7 +266,34 @@ class LibvirtDriver:
             raise error from exc
 
     def _lookup(self, uuid: str) -> Any:
-        return self._call(lambda: self._conn().lookupByUUIDString(uuid), ok=_MISSING)
+        dom_uuid = self.domain_uuid(uuid)
+        return self._call(lambda: self._conn().lookupByUUIDString(dom_uuid), ok=_MISSING)
+
+    # --- names ------------------------------------------------------------------
+    def domain_name(self, uuid: str) -> str:
+        """Nova's ``instance_name_template``, filled in for this host."""
+        return self.name_template.format(uuid=uuid, host=self.hostname)
+
+    def domain_uuid(self, uuid: str) -> str:
+        """The libvirt domain's UUID: the instance's, as in Nova.
+
+        NOTE: unless the name template holds ``{host}``: then one libvirtd
+        serves several compute hosts (a test machine, the demo), and the
+        source and dest domains of one resize must not be the same domain,
+        so each host's domain gets a UUID derived from its name.
+        """
+        if "{host}" not in self.name_template:
+            return uuid
+        return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, "libvirt:" + self.domain_name(uuid)))
+
+    def _instance_uuid(self, name: str) -> str | None:
+        """The instance a domain of this host belongs to, from its name; None if not ours."""
+        candidate = name[-36:]
+        try:
+            canonical_uuid(candidate)
+        except InvalidUUID:
+            return None
+        return candidate if self.domain_name(candidate) == name else None
 
     # --- the host -------------------------------------------------------------
     @property
@@ -317,11 +349,17 @@ class LibvirtDriver:
 
     def _xml(self, inst: InstanceSpec, inst_dir: Path) -> str:
         if self.real:
-            return domain_xml(inst, inst_dir, self._host())
+            return domain_xml(
+                inst,
+                inst_dir,
+                self._host(),
+                self.domain_name(inst.uuid),
+                self.domain_uuid(inst.uuid),
+            )
         return _DOMAIN_XML.format(
             type=quoteattr(self.virt_type),
-            name=inst.domain_name,
-            uuid=inst.uuid,
+            name=self.domain_name(inst.uuid),
+            uuid=self.domain_uuid(inst.uuid),
             memory=int(inst.memory_mb),
             vcpus=int(inst.vcpus),
             arch="",
@@ -452,7 +490,7 @@ class LibvirtDriver:
     def power_on(self, inst: InstanceSpec) -> None:
         dom = self._lookup(canonical_uuid(inst.uuid))
         if dom is None:
-            raise VirtError(reason=f"domain {inst.domain_name} is not defined")
+            raise VirtError(reason=f"domain {self.domain_name(inst.uuid)} is not defined")
         self._start(dom, inst.uuid)
 
     def power_state(self, uuid: str) -> PowerState:
@@ -575,10 +613,11 @@ class LibvirtDriver:
         result = []
         for dom in self._call(lambda: self._conn().listAllDomains(0)):
             # A domain undefined while we list it is simply skipped.
-            info = self._call(lambda d=dom: (d.name(), d.UUIDString(), d.info()), ok=_MISSING)
-            if info is None or not info[0].startswith("instance-"):
+            info = self._call(lambda d=dom: (d.name(), d.info()), ok=_MISSING)
+            uuid = self._instance_uuid(info[0]) if info is not None else None
+            if info is None or uuid is None:
                 continue
-            name, uuid, (state, max_kib, _cur, vcpus, _cpu) = info
+            name, (state, max_kib, _cur, vcpus, _cpu) = info
             power = _POWER_STATES.get(state, PowerState.NOSTATE)
             result.append(DomainInfo(uuid, name, power, int(vcpus), int(max_kib) // 1024))
         return result

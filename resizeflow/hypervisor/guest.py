@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -93,8 +92,6 @@ done
 echo "RF ready"
 while true; do sleep 3600; done
 """.replace("__SECTOR__", str(MARKER_SECTOR))
-
-_LINE = re.compile(r"^RF (\S+?)(?:[ =](.*))?$")
 
 
 @dataclass(frozen=True)
@@ -236,14 +233,16 @@ def parse_console(text: str) -> list[ConsoleReport]:
     cur: dict[str, object] = {}
     disks: dict[str, int] = {}
     for raw in text.splitlines():
-        m = _LINE.match(raw.strip())
-        if not m:
+        line = raw.strip()
+        if not line.startswith("RF "):
             continue
-        key, value = m.group(1), (m.group(2) or "").strip()
-        if key.startswith("nproc"):
-            cur, disks = {"nproc": int(key.split("=", 1)[1])}, {}
-        elif key.startswith("memtotal_kb"):
-            cur["memtotal_kb"] = int(key.split("=", 1)[1])
+        word, _, tail = line[3:].partition(" ")
+        key, _, value = word.partition("=") if "=" in word else (word, "", tail)
+        value = value.strip()
+        if key == "nproc":
+            cur, disks = {"nproc": int(value)}, {}
+        elif key == "memtotal_kb":
+            cur["memtotal_kb"] = int(value)
         elif key == "disk":
             name, _, size = value.partition(" bytes=")
             disks[name] = int(size)
