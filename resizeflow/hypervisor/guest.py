@@ -232,7 +232,8 @@ def parse_console(text: str) -> list[ConsoleReport]:
     reports: list[ConsoleReport] = []
     cur: dict[str, object] = {}
     disks: dict[str, int] = {}
-    for raw in text.splitlines():
+    # The last line may still be being written: only whole lines count.
+    for raw in text.split("\n")[:-1]:
         line = raw.strip()
         if not line.startswith("RF "):
             continue
