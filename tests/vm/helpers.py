@@ -105,6 +105,9 @@ class VmStack:
 
     # -- the hosts --------------------------------------------------------------
     def conn(self) -> Any:
+        # A libvirtd restart (the failure tests make one) breaks an open connection.
+        if self._conn is not None and not self._conn.isAlive():
+            self._conn = None
         if self._conn is None:
             self._conn = libvirt.open("qemu:///system")
         return self._conn
@@ -146,7 +149,7 @@ class VmStack:
     ) -> list[ConsoleReport]:
         """Wait until the guest's console on ``host`` holds ``count`` boot reports."""
         return wait_for(
-            lambda: (r if len(r := self.reports(host, sid)) >= count else None),
+            lambda: r if len(r := self.reports(host, sid)) >= count else None,
             timeout,
             f"{count} boot report(s) of {sid} on {host}",
         )
@@ -159,9 +162,7 @@ class VmStack:
         with self.stack.db.snapshot() as s:
             return int(
                 s.scalar(
-                    select(func.count(Allocation.id)).where(
-                        Allocation.consumer_uuid.in_(consumers)
-                    )
+                    select(func.count(Allocation.id)).where(Allocation.consumer_uuid.in_(consumers))
                 )
                 or 0
             )
