@@ -32,6 +32,7 @@ from resizeflow.db import journal
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
+from resizeflow.hypervisor import demo as qemu_demo
 from resizeflow.states import MigrationStatus, VmState, api_status
 
 PROJECT = "demo"
@@ -171,6 +172,7 @@ def run_demo(
     keep_running: bool,
     flower: bool,
     timeout: float,
+    hypervisor: str = "test",
 ) -> bool:
     base = load_settings()
     state_dir = (base.state_dir / "demo").resolve()
@@ -191,6 +193,9 @@ def run_demo(
             }
         )
         sup.env.pop("RESIZEFLOW_DATABASE_URL", None)
+        if hypervisor == "qemu":
+            with console.status("starting libvirtd and building the test guest"):
+                sup.env.update(qemu_demo.prepare(state_dir))
         # The console is for the progress display; this process logs to a file too.
         sup.log_dir.mkdir(parents=True, exist_ok=True)
         logs.setup("INFO", "json", path=sup.log_dir / "demo.log")
@@ -204,7 +209,7 @@ def run_demo(
             _start_stack(sup, settings, names, api_port)
             if flower:
                 sup.resizeflow("flower", "flower", "--port", str(flower_port))
-        ok = _drive(console, settings, database, servers, timeout)
+        ok = _drive(console, settings, database, servers, timeout, hypervisor)
         console.print(f"\n[bold]Where to look next[/bold] (state in {state_dir})")
         if _api_available():
             console.print(f"  API      http://127.0.0.1:{api_port}/v2.1  (token admin:admin)")
@@ -227,12 +232,23 @@ def run_demo(
     finally:
         with console.status("stopping the stack"):
             sup.stop_all()
+            if hypervisor == "qemu" and (state_dir / "resizeflow.sqlite").exists():
+                final = Settings.from_env(sup.env)
+                hosts_ = [f"compute-{i + 1}" for i in range(hosts)]
+                qemu_demo.cleanup(final, Database(final.db_url), hosts_)
 
 
 def _drive(
-    console: Console, settings: Settings, database: Database, count: int, timeout: float
+    console: Console,
+    settings: Settings,
+    database: Database,
+    count: int,
+    timeout: float,
+    hypervisor: str = "test",
 ) -> bool:
     api = ComputeAPI(settings, database, make_app(settings))
+    small, big = qemu_demo.create_flavors(database) if hypervisor == "qemu" else ("1", "2")
+    watch = qemu_demo.GuestWatch(settings, database) if hypervisor == "qemu" else None
 
     def user() -> RequestContext:  # one request id per call, as per HTTP request
         return RequestContext(user_id="demo", project_id=PROJECT)
@@ -247,7 +263,7 @@ def _drive(
         for i in range(count)
     ]
     for srv in fleet:
-        srv.uuid = api.create(RequestContext.admin(), name=srv.name, flavor_ref="1")
+        srv.uuid = api.create(RequestContext.admin(), name=srv.name, flavor_ref=small)
         with database.transaction() as s:
             inst = s.get(Instance, srv.uuid)
             assert inst is not None
@@ -256,12 +272,14 @@ def _drive(
         _wait(
             live, database, fleet, lambda: _all(database, fleet, _settled(VmState.ACTIVE)), timeout
         )
+        if watch is not None:
+            watch.record_boot([srv.uuid for srv in fleet])
         for srv in fleet:
             if srv.stopped:
                 api.stop(user(), srv.uuid)
         _wait(live, database, fleet, lambda: _all(database, fleet, _idle), timeout)
         for srv in fleet:
-            srv.migration_id = api.resize(user(), srv.uuid, "2")
+            srv.migration_id = api.resize(user(), srv.uuid, big)
         _wait(
             live,
             database,
@@ -286,6 +304,9 @@ def _drive(
         )
     console.print()
     console.print(_timeline(database, fleet))
+    if watch is not None:
+        watch.record_end([s.uuid for s in fleet], {s.uuid for s in fleet if not s.stopped})
+        console.print(watch.table({s.uuid: s.name for s in fleet}))
     with database.snapshot() as s:
         failed = [
             srv.name
@@ -318,7 +339,16 @@ def _idle(inst: Instance) -> bool:
 @click.option("--keep-running", is_flag=True, help="Leave the stack up for exploring.")
 @click.option("--flower", is_flag=True, help="Also start Flower.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds before giving up.")
-def demo(hosts: int, servers: int, keep_running: bool, flower: bool, timeout: float) -> None:
+@click.option(
+    "--hypervisor",
+    type=click.Choice(["test", "qemu"]),
+    default="test",
+    show_default=True,
+    help="libvirt's test driver, or real QEMU guests on qemu:///system (root).",
+)
+def demo(
+    hosts: int, servers: int, keep_running: bool, flower: bool, timeout: float, hypervisor: str
+) -> None:
     """Run the whole stack locally and drive resizes, confirms and reverts through it."""
     if hosts < 1 or servers < 2:
         raise click.BadParameter("need at least 1 host and 2 servers")
@@ -330,6 +360,7 @@ def demo(hosts: int, servers: int, keep_running: bool, flower: bool, timeout: fl
         keep_running=keep_running,
         flower=flower,
         timeout=timeout,
+        hypervisor=hypervisor,
     )
     if not ok:
         raise SystemExit(1)
