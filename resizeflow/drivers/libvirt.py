@@ -460,6 +460,8 @@ class LibvirtDriver:
         if self.uri.rstrip("/") == "test:///default":
             return NodeResources(hypervisor_hostname=self.hostname, **FAKE_INVENTORY)
         info = self._call(lambda: self._conn().getInfo())
+        # Detect the virt type now, at the worker's start, rather than in its first step.
+        log.info("host %s: libvirt %s, virt type %s", self.hostname, self.uri, self.virt_type)
         return NodeResources(
             hypervisor_hostname=self.hostname,
             vcpus=int(info[2]),
