@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
@@ -82,7 +82,7 @@ _POWER_STATES = {
     libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
 }
-# name and uuid come from a validated UUID; the attributes are quoted on use.
+# The test driver's minimal domain; text is escaped and attributes quoted on use.
 _DOMAIN_XML = """<domain type={type}>
   <name>{name}</name>
   <uuid>{uuid}</uuid>
@@ -358,7 +358,7 @@ class LibvirtDriver:
             )
         return _DOMAIN_XML.format(
             type=quoteattr(self.virt_type),
-            name=self.domain_name(inst.uuid),
+            name=escape(self.domain_name(inst.uuid)),
             uuid=self.domain_uuid(inst.uuid),
             memory=int(inst.memory_mb),
             vcpus=int(inst.vcpus),
