@@ -117,10 +117,17 @@ class VmStack:
 
     def domain_state(self, host: str, sid: str) -> str | None:
         """``running``, ``shutoff``, ``paused``...; None when the host has no such domain."""
-        try:
-            dom = self.conn().lookupByName(self.domain_name(host, sid))
-        except libvirt.libvirtError:
-            return None
+        for attempt in (1, 2):
+            try:
+                dom = self.conn().lookupByName(self.domain_name(host, sid))
+                break
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                # A connection from before a libvirtd restart: open a new one, once.
+                self._conn = None
+                if attempt == 2:
+                    raise
         names = {
             libvirt.VIR_DOMAIN_RUNNING: "running",
             libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
