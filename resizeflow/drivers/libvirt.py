@@ -35,6 +35,7 @@ import libvirt
 from resizeflow.drivers import disks, kvm_probe, vifs
 from resizeflow.drivers.base import DomainInfo, InstanceSpec, NodeResources
 from resizeflow.drivers.domain_xml import HostConfig, domain_xml
+from resizeflow.drivers.images import ImageStore
 from resizeflow.errors import (
     ConfigError,
     DiskNotFound,
@@ -212,8 +213,6 @@ class LibvirtDriver:
     @classmethod
     def from_settings(cls, settings: Settings) -> LibvirtDriver:
         """The driver of ``settings.host``, as its worker builds it."""
-        from resizeflow.drivers.images import ImageStore
-
         # KVM is verified by booting a kernel: the host's own, else one from the image store.
         kernels = [*kvm_probe.host_kernels()]
         kernels += [
@@ -226,7 +225,8 @@ class LibvirtDriver:
             settings.instances_dir(settings.host),
             hostname=settings.host,
             virt_type=settings.virt_type or None,
-            bridge=settings.bridge_for(settings.host),
+            # Checked for length only where a bridge is used (real hypervisors).
+            bridge=settings.bridge.format(host=settings.host),
             shutdown_timeout=settings.shutdown_timeout,
             shutdown_retry_interval=settings.shutdown_retry_interval,
             running_timeout=settings.running_timeout,
@@ -462,6 +462,8 @@ class LibvirtDriver:
         info = self._call(lambda: self._conn().getInfo())
         # Detect the virt type now, at the worker's start, rather than in its first step.
         log.info("host %s: libvirt %s, virt type %s", self.hostname, self.uri, self.virt_type)
+        if self.real and not 0 < len(self.bridge) <= 15:
+            raise ConfigError(f"bridge name {self.bridge!r} must be 1 to 15 characters")
         return NodeResources(
             hypervisor_hostname=self.hostname,
             vcpus=int(info[2]),
