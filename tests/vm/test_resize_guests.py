@@ -11,7 +11,9 @@ from __future__ import annotations
 import ipaddress
 import time
 import uuid
+import xml.etree.ElementTree as ET
 
+from resizeflow.drivers import kvm_probe
 from tests.vm.helpers import (
     BIG,
     SMALL,
@@ -58,6 +60,12 @@ def test_resize_confirm_across_hosts_active(vm: VmStack) -> None:
     tap = vm.tap_of(sid)
     assert tap in vm.taps("vm1")
     assert server["image"]["id"] == vm.image_id
+    # The domain type is the one the worker detected (TCG where KVM cannot boot a guest).
+    xml = ET.parse(vm.inst_dir("vm1", sid) / "libvirt.xml").getroot()
+    assert xml.get("type") in {"qemu", "kvm"}
+    assert f"virt type {xml.get('type')}" in vm.stack.worker_log("vm1")
+    if xml.get("type") == "kvm":
+        assert kvm_probe.kvm_boots([vm.files.kernel])
 
     start = time.monotonic()
     vm.action(sid, {"resize": {"flavorRef": BIG["id"]}})
