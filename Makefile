@@ -7,13 +7,18 @@ APT_PACKAGES := libvirt-dev pkg-config redis-server gcc python3-dev python3-venv
 BROWSER_PACKAGES := chromium chromium-driver
 # Disks cross between hosts over SSH: the two-host tests run sshd, rsync, scp and qemu-img.
 HOSTS_APT_PACKAGES := openssh-server openssh-client rsync qemu-utils
+# What real guests need (the vm tier, the qemu demo); never libvirt-daemon-system,
+# which pulls in systemd.
+VM_APT_PACKAGES := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \
+  libvirt-clients busybox-static iproute2
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := all
-.PHONY: all install system-deps browser-deps hosts-deps demo test test-fast test-demo test-hosts \
-	screenshot chaos lint typecheck bench up down flower compose-check clean
+.PHONY: all install system-deps browser-deps hosts-deps vm-deps libvirtd guest demo test test-fast \
+	test-demo test-hosts test-vm screenshot chaos lint typecheck bench up down flower compose-check \
+	clean
 
 all: lint typecheck test
 
@@ -44,6 +49,18 @@ browser-deps:
 hosts-deps:
 	$(call apt_install,$(HOSTS_APT_PACKAGES),[ -x /usr/sbin/sshd ] && command -v rsync && command -v scp && command -v qemu-img)
 
+# QEMU, qemu-img, libvirtd and busybox for the test guest.
+vm-deps:
+	$(call apt_install,$(VM_APT_PACKAGES),command -v libvirtd && command -v qemu-system-x86_64 && command -v qemu-img && command -v busybox && command -v ip)
+
+# Start the system libvirtd (qemu:///system) unless one is running.
+libvirtd: install vm-deps
+	$(BIN)/python -m resizeflow.hypervisor.libvirtd
+
+# The test guest, built from Debian packages into var/guest.
+guest: install vm-deps
+	$(BIN)/python -m resizeflow.hypervisor.guest var/guest
+
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "resizeflow needs Python 3.11+"'
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +76,11 @@ demo: install
 	$(BIN)/resizeflow demo $(DEMO_ARGS)
 
 test: install browser-deps hosts-deps
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not vm" $(PYTEST_ARGS)
+
+# Real QEMU guests (TCG) through the API and real workers; needs root.
+test-vm: install vm-deps libvirtd
+	$(BIN)/pytest -m vm $(PYTEST_ARGS)
 
 # Pure logic only, in seconds: no Redis, PostgreSQL or RabbitMQ needed.
 test-fast: install

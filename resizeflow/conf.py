@@ -128,6 +128,19 @@ def _plain_path(raw: str) -> str:
     return raw
 
 
+def _virt_type(raw: str) -> str:
+    if raw not in {"", "kvm", "qemu", "test"}:
+        raise ValueError("expected kvm, qemu or test (empty: detect)")
+    return raw
+
+
+def _cidr(raw: str) -> str:
+    net = ipaddress.ip_network(raw, strict=True)
+    if net.version != 4 or net.num_addresses < 8:
+        raise ValueError("expected an IPv4 subnet of at least 8 addresses, e.g. 10.0.0.0/24")
+    return str(net)
+
+
 def _opt_int(raw: str) -> int | None:
     return None if raw == "" else _int(0)(raw)
 
@@ -194,6 +207,9 @@ class Settings:
     # A disk copy's bandwidth cap in KiB/s; 0 is no cap.
     disk_copy_bwlimit: int = field(default=0, metadata=_env("DISK_COPY_BWLIMIT", _int(0)))
     worker_pool: str = field(default="threads", metadata=_env("WORKER_POOL", _pool))
+    # The part after "@" in the worker's Celery node name; empty is the machine's
+    # name. Two workers consuming one host's queue need different names.
+    worker_name: str = field(default="", metadata=_env("WORKER_NAME"))
     worker_concurrency: int = field(default=4, metadata=_env("WORKER_CONCURRENCY", _int(1)))
     # Flower's basic auth ("user:password"); empty leaves Flower open on localhost only.
     flower_basic_auth: str = field(default="", metadata=_env("FLOWER_BASIC_AUTH"))
@@ -243,6 +259,32 @@ class Settings:
     auth: str = field(default="noauth", metadata=_env("AUTH", _auth))
     tokens_file: str = field(default="", metadata=_env("TOKENS_FILE"))
     policy_file: str = field(default="", metadata=_env("POLICY_FILE"))
+    # --- real hypervisors (qemu:///system) ---
+    # The libvirt domain type; empty detects it: kvm where a guest really boots
+    # under it, else qemu (TCG). The test driver always uses "test".
+    virt_type: str = field(default="", metadata=_env("VIRT_TYPE", _virt_type))
+    # Nova's shutdown_timeout and shutdown_retry_interval: how long a clean
+    # (ACPI) shutdown may take before the domain is destroyed, and how often
+    # the power button is pressed again meanwhile.
+    shutdown_timeout: float = field(default=60.0, metadata=_env("SHUTDOWN_TIMEOUT", _float(0.0)))
+    shutdown_retry_interval: float = field(
+        default=10.0, metadata=_env("SHUTDOWN_RETRY_INTERVAL", _float(0.1))
+    )
+    # How long a started domain may take to be reported running (Nova's _wait_for_running).
+    running_timeout: float = field(default=60.0, metadata=_env("RUNNING_TIMEOUT", _float(0.1)))
+    # The image store: "{state_dir}" is substituted. Nova's /images proxy lists it.
+    images_path: str = field(default="{state_dir}/images", metadata=_env("IMAGES_PATH"))
+    # The image (id or name) a server boots from when its request has no imageRef.
+    default_image: str = field(default="", metadata=_env("DEFAULT_IMAGE"))
+    # Nova's instance_name_template: the libvirt domain's name. With "{host}" in
+    # it, one libvirtd can serve several compute hosts (tests, the demo).
+    instance_name_template: str = field(
+        default="instance-{uuid}", metadata=_env("INSTANCE_NAME_TEMPLATE")
+    )
+    # Each host's Linux bridge for instance taps; "{host}" is substituted.
+    bridge: str = field(default="rfbr-{host}", metadata=_env("BRIDGE"))
+    # The subnet fixed IPs are allocated from (nova-network's fixed_range).
+    fixed_range: str = field(default="10.0.0.0/24", metadata=_env("FIXED_RANGE", _cidr))
     api_bind: str = field(default="127.0.0.1", metadata=_env("API_BIND"))
     api_port: int = field(default=8774, metadata=_env("API_PORT", _port))
 
@@ -284,6 +326,17 @@ class Settings:
             if self.ssh_known_hosts
             else self.state_dir / "ssh" / "known_hosts"
         )
+
+    def images_dir(self) -> Path:
+        """The directory of the image store."""
+        return Path(self.images_path.format(state_dir=self.state_dir))
+
+    def bridge_for(self, host: str) -> str:
+        """The Linux bridge ``host``'s instance taps are plugged into."""
+        name = self.bridge.format(host=_host(host))
+        if not 0 < len(name) <= 15:
+            raise ConfigError(f"RESIZEFLOW_BRIDGE gives {name!r} for {host}: at most 15 characters")
+        return name
 
     def with_host(self, host: str) -> Settings:
         return replace(self, host=_host(host))

@@ -49,6 +49,26 @@ class CannotResizeDisk(Invalid):
     msg_fmt = "Server disk was unable to be resized because: %(reason)s"
 
 
+class ImageNotFound(Invalid):
+    """An ``imageRef`` that names no image: Nova's servers API answers 400, not 404."""
+
+    msg_fmt = "Can not find requested image"
+
+
+class FlavorDiskSmallerThanImage(Invalid):
+    msg_fmt = (
+        "Flavor's disk is too small for requested image. Flavor disk "
+        "is %(flavor_size)i bytes, image is %(image_size)i bytes."
+    )
+
+
+class FlavorDiskSmallerThanMinDisk(Invalid):
+    msg_fmt = (
+        "Flavor's disk is smaller than the minimum size specified in image metadata. "
+        "Flavor disk is %(flavor_size)i bytes, minimum size is %(image_min_disk)i bytes."
+    )
+
+
 class InvalidUUID(Invalid):
     msg_fmt = "Expected a uuid but received %(uuid)s."
 
@@ -222,3 +242,12 @@ class RemoteDiskFull(RemoteFilesystemError):
     """The dest filesystem cannot hold the copy: final, someone must make room."""
 
     msg_fmt = "Not enough space on host %(host)s for %(path)s: %(reason)s"
+
+
+class GuestNotRunning(VirtError):
+    """A started guest that libvirt never reported running: not worth retrying."""
+
+    msg_fmt = (
+        "Instance %(uuid)s did not reach running within %(timeout)s seconds "
+        "(last power state: %(state)s)"
+    )

@@ -141,9 +141,7 @@ def build_runtime(settings: Settings, app: Celery, node: str | None = None) -> c
     # with a transient error, SQLAlchemy then drops the pool's stale
     # connections, and the step retries on a fresh one.
     database = Database(settings.db_url, pool_pre_ping=False)
-    virt = LibvirtDriver(
-        settings.libvirt_uri, settings.instances_dir(settings.host), hostname=settings.host
-    )
+    virt = LibvirtDriver.from_settings(settings)
     notifier = KombuNotifier(app.connection_for_write(), enabled=settings.notifications)
     return context.HostRuntime(
         settings=settings,
@@ -277,8 +275,9 @@ class Heartbeat(threading.Thread):
 
 
 def nodename(settings: Settings, slot: int = 1) -> str:
-    """The Celery node name of a host's worker process in ``slot``."""
-    return f"{settings.host}-{slot}@{socket.gethostname()}"
+    """The Celery node name of a host's worker process in ``slot``; the journal
+    records it per step. ``RESIZEFLOW_WORKER_NAME`` replaces the machine's name."""
+    return f"{settings.host}-{slot}@{settings.worker_name or socket.gethostname()}"
 
 
 def check_pool(settings: Settings, autoscale: tuple[int, int] | None) -> None:

@@ -92,6 +92,17 @@ PARSED: list[tuple[str, str, str, Any]] = [
     ("FLOWER_PORT", "15555", "flower_port", 15555),
     ("LOG_FORMAT", "text", "log_format", "text"),
     ("LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
+    ("WORKER_NAME", "second", "worker_name", "second"),
+    ("VIRT_TYPE", "qemu", "virt_type", "qemu"),
+    ("VIRT_TYPE", "", "virt_type", ""),
+    ("SHUTDOWN_TIMEOUT", "0", "shutdown_timeout", 0.0),
+    ("SHUTDOWN_RETRY_INTERVAL", "2", "shutdown_retry_interval", 2.0),
+    ("RUNNING_TIMEOUT", "15", "running_timeout", 15.0),
+    ("IMAGES_PATH", "/shared/images", "images_path", "/shared/images"),
+    ("DEFAULT_IMAGE", "cirros", "default_image", "cirros"),
+    ("BRIDGE", "br-{host}", "bridge", "br-{host}"),
+    ("FIXED_RANGE", "192.168.7.0/24", "fixed_range", "192.168.7.0/24"),
+    ("INSTANCE_NAME_TEMPLATE", "i-{host}-{uuid}", "instance_name_template", "i-{host}-{uuid}"),
 ]
 
 INVALID = [
@@ -137,6 +148,12 @@ INVALID = [
     ("LOG_FORMAT", "xml"),
     ("LOG_LEVEL", "LOUD"),
     ("FLOWER_PORT", "0"),
+    ("VIRT_TYPE", "xen"),
+    ("SHUTDOWN_RETRY_INTERVAL", "0"),
+    ("RUNNING_TIMEOUT", "-1"),
+    ("FIXED_RANGE", "10.0.0.1/24"),
+    ("FIXED_RANGE", "fd00::/64"),
+    ("FIXED_RANGE", "10.0.0.0/30"),
 ]
 
 
@@ -156,6 +173,14 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.ssh_key, s.ssh_user, s.ssh_port, s.disk_copy_bwlimit) == ("", "", 22, 0)
     assert s.ssh_strict_host_key_checking == "accept-new"
     assert s.db_url == f"sqlite:///{tmp_path.resolve()}/var/resizeflow.sqlite"
+
+
+def test_per_host_paths_and_bridges() -> None:
+    s = Settings.from_env({V + "STATE_DIR": "/srv/rf"})
+    assert s.images_dir() == Path("/srv/rf/images")
+    assert s.bridge_for("compute-1") == "rfbr-compute-1"
+    with pytest.raises(ConfigError, match="at most 15 characters"):
+        s.bridge_for("compute-host-12")
 
 
 def test_every_field_has_a_parse_case() -> None:

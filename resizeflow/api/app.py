@@ -21,6 +21,7 @@ from resizeflow.api.routes import (
     actions,
     admin,
     flavors,
+    images,
     instance_actions,
     metrics,
     servers,
@@ -132,7 +133,7 @@ def create_fastapi(services: Services) -> FastAPI:
     install_handlers(app)
     app.include_router(versions.router)
     app.include_router(metrics.router)
-    for module in (servers, actions, instance_actions, flavors, admin):
+    for module in (servers, actions, instance_actions, flavors, images, admin):
         app.include_router(module.router, prefix=PREFIX)
     return app
 

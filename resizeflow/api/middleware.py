@@ -27,6 +27,7 @@ COLLECTIONS = frozenset(
     {
         "servers",
         "flavors",
+        "images",
         "os-migrations",
         "os-hypervisors",
         "os-services",

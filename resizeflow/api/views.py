@@ -133,13 +133,13 @@ def server(s: ServerInfo, version: Version, base: str, *, admin: bool) -> dict[s
 
 
 def _addresses(s: ServerInfo) -> dict[str, list[dict[str, Any]]]:
-    # Ports carry a MAC but no IP address here; clients get the MAC only.
+    # Each port's fixed IP (IPAM in the database) and its MAC.
     out: dict[str, list[dict[str, Any]]] = {}
     for p in s.ports:
         out.setdefault(p.network, []).append(
             {
                 "version": 4,
-                "addr": "",
+                "addr": p.ip_address or "",
                 "OS-EXT-IPS:type": "fixed",
                 "OS-EXT-IPS-MAC:mac_addr": p.mac_address,
             }

@@ -29,6 +29,7 @@ from resizeflow.compute.policy import RequestContext
 from resizeflow.db import journal
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
+from resizeflow.hypervisor import demo as qemu_demo
 from resizeflow.launch.stack import TEST_DRIVER_ENV, LocalStack, build
 from resizeflow.states import JournalStatus, MigrationStatus, VmState, api_status
 
@@ -195,6 +196,7 @@ def run_demo(
     keep_running: bool,
     flower: bool,
     timeout: float,
+    hypervisor: str = "test",
 ) -> bool:
     """Run the demo; True when every workflow finished or the operator stopped it."""
     base = load_settings()
@@ -205,14 +207,19 @@ def run_demo(
     # finally below, which stops every one of them.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     stack: LocalStack | None = None
+    names = [f"compute-{i + 1}" for i in range(hosts)]
     try:
         # The console is for the progress display; this process logs to a file.
         (state_dir / "logs").mkdir(parents=True)
         logs.setup("INFO", "json", path=state_dir / "logs" / "demo.log")
+        env = dict(DEMO_ENV)
+        if hypervisor == "qemu":
+            with console.status("starting libvirtd and building the test guest"):
+                env.update(qemu_demo.prepare(state_dir))
         with console.status("starting Redis, workers, beat and the API"):
-            stack = build(state_dir, env=DEMO_ENV)
-            _start_stack(stack, [f"compute-{i + 1}" for i in range(hosts)], flower)
-        ok = _drive(console, stack, servers, timeout)
+            stack = build(state_dir, env=env)
+            _start_stack(stack, names, flower)
+        ok = _drive(console, stack, servers, timeout, hypervisor)
         env_file = write_env_file(stack, keep_running)
         console.print(f"\n[bold]Where to look next[/bold] (state in {state_dir})")
         if stack.api_url:
@@ -240,12 +247,20 @@ def run_demo(
         if stack is not None:
             with console.status("stopping the stack"):
                 stack.close()
+                if hypervisor == "qemu":
+                    # NOTE: the guests outlive the workers (QEMU runs under libvirtd).
+                    final = stack.settings
+                    qemu_demo.cleanup(final, Database(final.db_url), names)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _drive(console: Console, stack: LocalStack, count: int, timeout: float) -> bool:
+def _drive(
+    console: Console, stack: LocalStack, count: int, timeout: float, hypervisor: str = "test"
+) -> bool:
     api, database = stack.api, stack.db
+    small, big = qemu_demo.create_flavors(database) if hypervisor == "qemu" else ("1", "2")
+    watch = qemu_demo.GuestWatch(stack.settings, database) if hypervisor == "qemu" else None
 
     def user() -> RequestContext:  # one request id per call, as per HTTP request
         return RequestContext(user_id="demo", project_id=PROJECT)
@@ -260,7 +275,7 @@ def _drive(console: Console, stack: LocalStack, count: int, timeout: float) -> b
         for i in range(count)
     ]
     for srv in fleet:
-        srv.uuid = api.create(RequestContext.admin(), name=srv.name, flavor_ref="1")
+        srv.uuid = api.create(RequestContext.admin(), name=srv.name, flavor_ref=small)
         with database.transaction() as s:
             inst = s.get(Instance, srv.uuid)
             assert inst is not None
@@ -269,12 +284,14 @@ def _drive(console: Console, stack: LocalStack, count: int, timeout: float) -> b
         _wait(
             live, database, fleet, lambda: _all(database, fleet, _settled(VmState.ACTIVE)), timeout
         )
+        if watch is not None:
+            watch.record_boot([srv.uuid for srv in fleet])
         for srv in fleet:
             if srv.stopped:
                 api.stop(user(), srv.uuid)
         _wait(live, database, fleet, lambda: _all(database, fleet, _idle), timeout)
         for srv in fleet:
-            srv.migration_id = api.resize(user(), srv.uuid, "2")
+            srv.migration_id = api.resize(user(), srv.uuid, big)
         _wait(
             live,
             database,
@@ -299,6 +316,9 @@ def _drive(console: Console, stack: LocalStack, count: int, timeout: float) -> b
         )
     console.print()
     console.print(_timeline(database, fleet))
+    if watch is not None:
+        watch.record_end([s.uuid for s in fleet], {s.uuid for s in fleet if not s.stopped})
+        console.print(watch.table({s.uuid: s.name for s in fleet}))
     with database.snapshot() as s:
         failed = [
             srv.name
@@ -331,7 +351,16 @@ def _idle(inst: Instance) -> bool:
 @click.option("--keep-running", is_flag=True, help="Leave the stack up for exploring.")
 @click.option("--flower", is_flag=True, help="Also start Flower.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds before giving up.")
-def demo(hosts: int, servers: int, keep_running: bool, flower: bool, timeout: float) -> None:
+@click.option(
+    "--hypervisor",
+    type=click.Choice(["test", "qemu"]),
+    default="test",
+    show_default=True,
+    help="libvirt's test driver, or real QEMU guests on qemu:///system (root).",
+)
+def demo(
+    hosts: int, servers: int, keep_running: bool, flower: bool, timeout: float, hypervisor: str
+) -> None:
     """Run the whole stack locally and drive resizes, confirms and reverts through it."""
     if hosts < 1 or servers < 2:
         raise click.BadParameter("need at least 1 host and 2 servers")
@@ -343,6 +372,7 @@ def demo(hosts: int, servers: int, keep_running: bool, flower: bool, timeout: fl
         keep_running=keep_running,
         flower=flower,
         timeout=timeout,
+        hypervisor=hypervisor,
     )
     if not ok:
         raise SystemExit(1)

@@ -20,6 +20,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows, workflows
+from resizeflow.compute.images import check_boot_image
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.scheduler import select_destination
 from resizeflow.conf import Settings
@@ -234,6 +235,7 @@ class ComputeAPI:
             authorize(ctx, "compute:servers:create:forced_host")
         with self._launching() as (s, launches):
             flavor = db.get_flavor(s, flavor_ref)
+            image_ref = check_boot_image(self.settings, image_ref, flavor.as_dict())
             res = Resources.of_flavor(flavor.as_dict())
             self._quota(s).check_deltas(
                 ctx.project_id, cores=res.vcpus, ram=res.memory_mb, instances=1
@@ -260,7 +262,7 @@ class ComputeAPI:
             s.add(inst)
             s.flush()
             SqlPlacement(s).claim(uuid, dest, res)
-            SqlNetwork(s).allocate_for_instance(uuid, networks)
+            SqlNetwork(s, self.settings.fixed_range).allocate_for_instance(uuid, networks)
             action = self._record(ctx, s, inst, "create")
             launches.append(self._plan(ctx, s, flows.SPAWN, inst, action))
         return uuid

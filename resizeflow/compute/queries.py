@@ -52,6 +52,7 @@ class PortInfo:
     id: str
     network: str
     mac_address: str
+    ip_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def _server(session: Session, inst: Instance) -> ServerInfo:
         created_at=inst.created_at,
         updated_at=inst.updated_at,
         launched_at=inst.launched_at,
-        ports=tuple(PortInfo(p.id, p.network, p.mac_address) for p in ports),
+        ports=tuple(PortInfo(p.id, p.network, p.mac_address, p.ip_address) for p in ports),
         # Nova shows a fault only while the server is in ERROR.
         fault=(
             FaultInfo(fault.code, fault.message, fault.details, fault.created_at)

@@ -227,11 +227,14 @@ class Allocation(Base):
 
 class Port(Base):
     __tablename__ = "ports"
+    # IPAM: a fixed IP belongs to at most one port of a network.
+    __table_args__ = (UniqueConstraint("network", "ip_address", name="uq_ports_network_ip"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     instance_uuid: Mapped[str] = mapped_column(ForeignKey("instances.uuid"), index=True)
     network: Mapped[str] = mapped_column(String(255), default="private")
     mac_address: Mapped[str] = mapped_column(String(17))
+    ip_address: Mapped[str | None] = mapped_column(String(39))
 
 
 class PortBinding(Base):

@@ -16,6 +16,34 @@ from resizeflow.states import PowerState
 
 
 @dataclass(frozen=True)
+class ImageSpec:
+    """The image an instance's root disk is built from, as files the host can read."""
+
+    id: str
+    path: str
+    disk_format: str  # raw or qcow2
+    virtual_size: int
+    # A kernel and initramfs to boot directly (Nova's kernel_id / ramdisk_id), if any.
+    kernel: str | None = None
+    ramdisk: str | None = None
+    cmdline: str | None = None
+
+
+@dataclass(frozen=True)
+class VifSpec:
+    """One port of an instance: a tap on the host's bridge with this MAC."""
+
+    port_id: str
+    mac_address: str
+    ip_address: str | None = None
+
+    @property
+    def tap(self) -> str:
+        # Nova's naming: "tap" and the start of the port id, within IFNAMSIZ.
+        return ("tap" + self.port_id)[:14]
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     """What the hypervisor needs to know about an instance at one flavor."""
 
@@ -24,6 +52,10 @@ class InstanceSpec:
     memory_mb: int
     root_gb: int
     ephemeral_gb: int = 0
+    swap_mb: int = 0
+    image: ImageSpec | None = None
+    vifs: tuple[VifSpec, ...] = ()
+    flavor_name: str = ""
 
     @property
     def domain_name(self) -> str:

@@ -1,29 +1,55 @@
 """The hypervisor of one compute host, through libvirt-python.
 
 Works against ``test:///...`` (the libvirt test driver) and ``qemu:///system`` by
-configuration alone. Each instance lives in ``<instances_dir>/<uuid>`` as a raw
-``disk`` and the ``libvirt.xml`` it was last defined from.
+configuration alone. Each instance lives in ``<instances_dir>/<uuid>`` with the
+``libvirt.xml`` it was last defined from.
+
+- On the test driver (the fast tier) the disk is a sparse raw file grown with
+  ``truncate`` and the domain XML is minimal.
+- On a real hypervisor (virt type ``qemu`` or ``kvm``) the instance follows
+  Nova's layout (see :mod:`resizeflow.drivers.disks`), its XML is Nova's (see
+  :mod:`resizeflow.drivers.domain_xml`), its NICs are taps on the host's bridge
+  (see :mod:`resizeflow.drivers.vifs`), it is shut down cleanly before being
+  destroyed, and a start waits until libvirt reports the domain running.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
 import shutil
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
-from xml.sax.saxutils import quoteattr
+from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
+from resizeflow.drivers import disks, kvm_probe, vifs
 from resizeflow.drivers.base import DomainInfo, InstanceSpec, NodeResources
-from resizeflow.errors import ConfigError, DiskNotFound, InvalidUUID, TransientError, VirtError
+from resizeflow.drivers.domain_xml import HostConfig, domain_xml
+from resizeflow.drivers.images import ImageStore
+from resizeflow.errors import (
+    ConfigError,
+    DiskNotFound,
+    GuestNotRunning,
+    InvalidUUID,
+    TransientError,
+    VirtError,
+)
 from resizeflow.states import PowerState
+
+if TYPE_CHECKING:
+    from resizeflow.conf import Settings
+
+log = logging.getLogger(__name__)
 
 GiB = 1024**3
 _CHUNK = 1024**2
@@ -40,7 +66,12 @@ _TRANSIENT_CODES = frozenset(
         libvirt.VIR_ERR_OPERATION_TIMEOUT,
     }
 )
-_VIRT_TYPES = {"test": "test", "qemu": "kvm"}
+# The URI schemes whose virt type is known without asking the host.
+_REAL_SCHEMES = frozenset({"qemu"})
+# What Nova's fake driver reports, so that scheduling on test:///default is
+# never limited by the test driver's pretend 3 GiB host.
+FAKE_INVENTORY = {"vcpus": 100000, "memory_mb": 800000000, "local_gb": 600000}
+_RUNNING_POLL = 0.5
 _MISSING = frozenset({libvirt.VIR_ERR_NO_DOMAIN})
 _POWER_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
@@ -52,7 +83,7 @@ _POWER_STATES = {
     libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
 }
-# name and uuid come from a validated UUID; the attributes are quoted on use.
+# The test driver's minimal domain; text is escaped and attributes quoted on use.
 _DOMAIN_XML = """<domain type={type}>
   <name>{name}</name>
   <uuid>{uuid}</uuid>
@@ -142,17 +173,66 @@ def _rmtree_with_retries(path: Path) -> None:
 
 class LibvirtDriver:
     def __init__(
-        self, uri: str, instances_dir: Path, *, hostname: str, virt_type: str | None = None
+        self,
+        uri: str,
+        instances_dir: Path,
+        *,
+        hostname: str,
+        virt_type: str | None = None,
+        bridge: str = "",
+        shutdown_timeout: float = 60.0,
+        shutdown_retry_interval: float = 10.0,
+        running_timeout: float = 60.0,
+        probe_kernels: Sequence[Path] = (),
+        name_template: str = "instance-{uuid}",
     ) -> None:
         self.uri = uri
         self.instances_dir = Path(instances_dir).resolve()
         self.hostname = hostname
         scheme = uri.split(":", 1)[0].split("+", 1)[0]
-        self.virt_type = virt_type or _VIRT_TYPES.get(scheme, "")
-        if not self.virt_type:
+        if virt_type:
+            self._virt_type: str | None = virt_type
+        elif scheme == "test":
+            self._virt_type = "test"
+        elif scheme in _REAL_SCHEMES:
+            self._virt_type = None  # detected on first use, from the host itself
+        else:
             raise ConfigError(f"cannot infer virt_type from libvirt URI {uri!r}; set it")
+        self.bridge = bridge or f"rfbr-{hostname}"[:15]
+        self.shutdown_timeout = shutdown_timeout
+        self.shutdown_retry_interval = shutdown_retry_interval
+        self.running_timeout = running_timeout
+        self.probe_kernels = tuple(probe_kernels)
+        if "{uuid}" not in name_template:
+            raise ConfigError(f"instance name template {name_template!r} lacks {{uuid}}")
+        self.name_template = name_template
         self._lock = threading.Lock()
         self._conn_obj: Any = None
+        self._host_config: HostConfig | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LibvirtDriver:
+        """The driver of ``settings.host``, as its worker builds it."""
+        # KVM is verified by booting a kernel: the host's own, else one from the image store.
+        kernels = [*kvm_probe.host_kernels()]
+        kernels += [
+            ImageStore(settings.images_dir()).data_path(m.id)
+            for m in ImageStore(settings.images_dir()).list()
+            if m.disk_format == "aki"
+        ]
+        return cls(
+            settings.libvirt_uri,
+            settings.instances_dir(settings.host),
+            hostname=settings.host,
+            virt_type=settings.virt_type or None,
+            # Checked for length only where a bridge is used (real hypervisors).
+            bridge=settings.bridge.format(host=settings.host),
+            shutdown_timeout=settings.shutdown_timeout,
+            shutdown_retry_interval=settings.shutdown_retry_interval,
+            running_timeout=settings.running_timeout,
+            probe_kernels=kernels,
+            name_template=settings.instance_name_template,
+        )
 
     # --- connection and errors ----------------------------------------------
     def _conn(self) -> Any:
@@ -186,7 +266,79 @@ class LibvirtDriver:
             raise error from exc
 
     def _lookup(self, uuid: str) -> Any:
-        return self._call(lambda: self._conn().lookupByUUIDString(uuid), ok=_MISSING)
+        dom_uuid = self.domain_uuid(uuid)
+        return self._call(lambda: self._conn().lookupByUUIDString(dom_uuid), ok=_MISSING)
+
+    # --- names ------------------------------------------------------------------
+    def domain_name(self, uuid: str) -> str:
+        """Nova's ``instance_name_template``, filled in for this host."""
+        return self.name_template.format(uuid=uuid, host=self.hostname)
+
+    def domain_uuid(self, uuid: str) -> str:
+        """The libvirt domain's UUID: the instance's, as in Nova.
+
+        NOTE: unless the name template holds ``{host}``: then one libvirtd
+        serves several compute hosts (a test machine, the demo), and the
+        source and dest domains of one resize must not be the same domain,
+        so each host's domain gets a UUID derived from its name.
+        """
+        if "{host}" not in self.name_template:
+            return uuid
+        return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, "libvirt:" + self.domain_name(uuid)))
+
+    def _instance_uuid(self, name: str) -> str | None:
+        """The instance a domain of this host belongs to, from its name; None if not ours."""
+        candidate = name[-36:]
+        try:
+            canonical_uuid(candidate)
+        except InvalidUUID:
+            return None
+        return candidate if self.domain_name(candidate) == name else None
+
+    # --- the host -------------------------------------------------------------
+    @property
+    def virt_type(self) -> str:
+        """The domain type: given, ``test`` on the test driver, else detected."""
+        if self._virt_type is None:
+            self._virt_type = self._detect_virt_type()
+        return self._virt_type
+
+    @property
+    def real(self) -> bool:
+        return self.virt_type != "test"
+
+    def _domain_caps(self, virt_type: str) -> ET.Element | None:
+        xml = self._call(
+            lambda: self._conn().getDomainCapabilities(None, "x86_64", None, virt_type, 0),
+            ok=frozenset({libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_CONFIG_UNSUPPORTED}),
+        )
+        # libvirtd's own answer, not user input.
+        return None if xml is None else ET.fromstring(xml)  # noqa: S314
+
+    def _detect_virt_type(self) -> str:
+        # NOTE: libvirt offering kvm is necessary, not sufficient: a nested,
+        # paravirtual KVM opens /dev/kvm and then hangs every Linux guest at
+        # boot. Only a kernel that really boots under it makes us pick kvm.
+        if self._domain_caps("kvm") is not None and kvm_probe.kvm_boots(self.probe_kernels):
+            chosen = "kvm"
+        else:
+            chosen = "qemu"
+        log.info("host %s: virt type %s (detected)", self.hostname, chosen)
+        return chosen
+
+    def _host(self) -> HostConfig:
+        if self._host_config is None:
+            caps = self._domain_caps(self.virt_type)
+            machine = caps.findtext("machine") if caps is not None else None
+            self._host_config = HostConfig(
+                virt_type=self.virt_type,
+                machine=machine or "pc",
+                bridge=self.bridge,
+                disk_cache="none"
+                if disks.supports_direct_io(self.instances_dir)
+                else "writethrough",
+            )
+        return self._host_config
 
     # --- paths and domains -----------------------------------------------------
     def _dir(self, uuid: str, suffix: str = "") -> Path:
@@ -195,39 +347,123 @@ class LibvirtDriver:
             raise InvalidUUID(uuid=uuid)
         return path
 
-    def _define(self, inst: InstanceSpec, inst_dir: Path) -> Any:
-        xml = _DOMAIN_XML.format(
+    def _xml(self, inst: InstanceSpec, inst_dir: Path) -> str:
+        if self.real:
+            return domain_xml(
+                inst,
+                inst_dir,
+                self._host(),
+                self.domain_name(inst.uuid),
+                self.domain_uuid(inst.uuid),
+            )
+        return _DOMAIN_XML.format(
             type=quoteattr(self.virt_type),
-            name=inst.domain_name,
-            uuid=inst.uuid,
+            name=escape(self.domain_name(inst.uuid)),
+            uuid=self.domain_uuid(inst.uuid),
             memory=int(inst.memory_mb),
             vcpus=int(inst.vcpus),
-            arch="" if self.virt_type == "test" else " arch='x86_64'",
+            arch="",
             disk=quoteattr(str(inst_dir / "disk")),
         )
+
+    def _define(self, inst: InstanceSpec, inst_dir: Path) -> Any:
+        xml = self._xml(inst, inst_dir)
         _write_atomic(inst_dir / "libvirt.xml", xml)
         return self._call(lambda: self._conn().defineXML(xml))
 
-    def _start(self, dom: Any) -> None:
+    def _plug(self) -> None:
+        if self.real:
+            vifs.ensure_bridge(self.bridge)
+
+    def _taps(self, dom: Any) -> list[str]:
+        """The tap names in a domain's definition: what to unplug once it is gone."""
+        xml = self._call(dom.XMLDesc, 0, ok=_MISSING)
+        if not xml:
+            return []
+        return re.findall(r"<target dev='(tap[^']*)'", xml)
+
+    def _start(self, dom: Any, uuid: str) -> None:
         # create() on a running domain is an internal error, which would read as transient.
         if not self._call(dom.isActive):
+            self._plug()
             self._call(dom.create)
+        if self.real:
+            self._wait_for_running(dom, uuid)
 
-    def _stop(self, dom: Any) -> None:
+    def _wait_for_running(self, dom: Any, uuid: str) -> None:
+        """Nova's ``_wait_for_running``, with a deadline.
+
+        NOTE: running means seen running on two polls in a row: a guest that
+        pauses (an I/O error on its disk) or stops right after its start has
+        not come up. One that never does fails the step for good; its domain
+        is stopped and undefined and its taps removed first, so the failure
+        leaks nothing on this host but the disks the instance's delete removes.
+        """
+        deadline = time.monotonic() + self.running_timeout
+        seen, state = 0, PowerState.NOSTATE
+        while True:
+            raw = self._call(dom.state, ok=_MISSING)
+            state = _POWER_STATES.get(raw[0], PowerState.NOSTATE) if raw else PowerState.NOSTATE
+            seen = seen + 1 if state == PowerState.RUNNING else 0
+            if seen >= 2:
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(_RUNNING_POLL)
+        self._undefine(uuid)
+        raise GuestNotRunning(uuid=uuid, timeout=self.running_timeout, state=state.name)
+
+    def _clean_shutdown(self, dom: Any) -> bool:
+        """Nova's ``_clean_shutdown``: ACPI power button, re-pressed every retry interval.
+
+        NOTE: a guest still booting may miss the first press, hence the
+        retries; after ``shutdown_timeout`` the caller destroys the domain.
+        """
+        if not self._call(dom.isActive, ok=_MISSING):
+            return True
+        self._call(dom.shutdown, ok=_MISSING | {libvirt.VIR_ERR_OPERATION_INVALID})
+        deadline = time.monotonic() + self.shutdown_timeout
+        next_press = time.monotonic() + self.shutdown_retry_interval
+        while time.monotonic() < deadline:
+            if not self._call(dom.isActive, ok=_MISSING):
+                return True
+            if time.monotonic() >= next_press:
+                next_press += self.shutdown_retry_interval
+                self._call(dom.shutdown, ok=_MISSING | {libvirt.VIR_ERR_OPERATION_INVALID})
+            time.sleep(0.2)
+        return not self._call(dom.isActive, ok=_MISSING)
+
+    def _stop(self, dom: Any, *, clean: bool = False) -> None:
+        if clean and self.real and self.shutdown_timeout > 0:
+            if self._clean_shutdown(dom):
+                return
+            log.warning("domain %s ignored the clean shutdown; destroying it", dom.name())
         if self._call(dom.isActive, ok=_MISSING):
             self._call(dom.destroy, ok=_MISSING | {libvirt.VIR_ERR_OPERATION_INVALID})
 
     def _undefine(self, uuid: str) -> None:
         dom = self._lookup(uuid)
-        if dom is not None:
-            self._stop(dom)
-            flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-            self._call(dom.undefineFlags, flags, ok=_MISSING)
+        if dom is None:
+            return
+        taps = self._taps(dom) if self.real else []
+        self._stop(dom)
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        self._call(dom.undefineFlags, flags, ok=_MISSING)
+        # Nova's unplug_vifs: libvirt removes a stopped domain's taps, but not
+        # after QEMU or libvirtd died under it.
+        if taps:
+            vifs.unplug(self.bridge, taps)
 
     # --- VirtDriver ------------------------------------------------------------
     def node_resources(self) -> NodeResources:
-        info = self._call(lambda: self._conn().getInfo())
         self.instances_dir.mkdir(parents=True, exist_ok=True)
+        if self.uri.rstrip("/") == "test:///default":
+            return NodeResources(hypervisor_hostname=self.hostname, **FAKE_INVENTORY)
+        info = self._call(lambda: self._conn().getInfo())
+        # Detect the virt type now, at the worker's start, rather than in its first step.
+        log.info("host %s: libvirt %s, virt type %s", self.hostname, self.uri, self.virt_type)
+        if self.real and not 0 < len(self.bridge) <= 15:
+            raise ConfigError(f"bridge name {self.bridge!r} must be 1 to 15 characters")
         return NodeResources(
             hypervisor_hostname=self.hostname,
             vcpus=int(info[2]),
@@ -238,24 +474,28 @@ class LibvirtDriver:
     def spawn(self, inst: InstanceSpec, *, power_on: bool) -> None:
         inst_dir = self._dir(inst.uuid)
         inst_dir.mkdir(parents=True, exist_ok=True)
-        disk = inst_dir / "disk"
-        if not disk.exists():
-            disk.touch()
-            os.truncate(disk, inst.root_gb * GiB)
+        if self.real:
+            disks.create_disks(self.instances_dir, inst_dir, inst)
+        else:
+            disk = inst_dir / "disk"
+            if not disk.exists():
+                disk.touch()
+                os.truncate(disk, inst.root_gb * GiB)
         dom = self._define(inst, inst_dir)
+        self._plug()
         if power_on:
-            self._start(dom)
+            self._start(dom, inst.uuid)
 
     def power_off(self, inst: InstanceSpec) -> None:
         dom = self._lookup(canonical_uuid(inst.uuid))
         if dom is not None:
-            self._stop(dom)
+            self._stop(dom, clean=True)
 
     def power_on(self, inst: InstanceSpec) -> None:
         dom = self._lookup(canonical_uuid(inst.uuid))
         if dom is None:
-            raise VirtError(reason=f"domain {inst.domain_name} is not defined")
-        self._start(dom)
+            raise VirtError(reason=f"domain {self.domain_name(inst.uuid)} is not defined")
+        self._start(dom, inst.uuid)
 
     def power_state(self, uuid: str) -> PowerState:
         dom = self._lookup(canonical_uuid(uuid))
@@ -274,33 +514,44 @@ class LibvirtDriver:
             raise DiskNotFound(location=str(src))
         dest_dir = Path(dest_instances_dir).resolve() / canonical_uuid(inst.uuid)
         dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / "disk"
-        # A dest disk exists only once fully copied (atomic rename); one at least as
-        # new as the stopped source is this copy, redelivered, and copying again
-        # would undo finish_migration's grow.
-        if not dest.exists() or dest.stat().st_mtime_ns < src.stat().st_mtime_ns:
-            _sparse_copy(src, dest)
+        for name in disks.COPIED if self.real else ("disk",):
+            source = resize_dir / name
+            if not source.exists():
+                continue
+            dest = dest_dir / name
+            # A dest disk exists only once fully copied (atomic rename); one at least as
+            # new as the stopped source is this copy, redelivered, and copying again
+            # would undo finish_migration's grow.
+            if not dest.exists() or dest.stat().st_mtime_ns < source.stat().st_mtime_ns:
+                _sparse_copy(source, dest)
 
     def finish_migration(self, inst: InstanceSpec, *, power_on: bool) -> None:
         inst_dir = self._dir(inst.uuid)
         disk = inst_dir / "disk"
         if not disk.exists():
             raise DiskNotFound(location=str(disk))
-        if disk.stat().st_size < inst.root_gb * GiB:
+        if self.real:
+            disks.finish_disks(self.instances_dir, inst_dir, inst)
+        elif disk.stat().st_size < inst.root_gb * GiB:
             os.truncate(disk, inst.root_gb * GiB)
         dom = self._define(inst, inst_dir)
+        self._plug()
         if power_on:
-            self._start(dom)
+            self._start(dom, inst.uuid)
 
     def confirm_migration(self, inst: InstanceSpec, *, same_host: bool) -> None:
         _rmtree_with_retries(self._dir(inst.uuid, _RESIZE))
         if not same_host:
             # On the same host this uuid is the resized domain now in use.
             self._undefine(canonical_uuid(inst.uuid))
+            if self.real:
+                vifs.unplug(self.bridge, [v.tap for v in inst.vifs])
 
     def destroy(self, inst: InstanceSpec, *, destroy_disks: bool) -> None:
         inst_dir = self._dir(inst.uuid)
         self._undefine(canonical_uuid(inst.uuid))
+        if self.real:
+            vifs.unplug(self.bridge, [v.tap for v in inst.vifs])
         if destroy_disks and inst_dir.exists():
             shutil.rmtree(inst_dir)
 
@@ -318,7 +569,9 @@ class LibvirtDriver:
         inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
         if resize_dir.exists():
             # A same-host domain may still run from the dir we are about to delete.
-            self.power_off(inst)
+            dom = self._lookup(canonical_uuid(inst.uuid))
+            if dom is not None:
+                self._stop(dom)
             # Nova's _cleanup_failed_migration: a leftover dest copy blocks the rename.
             if inst_dir.exists():
                 shutil.rmtree(inst_dir)
@@ -326,8 +579,9 @@ class LibvirtDriver:
         elif not inst_dir.exists():
             raise DiskNotFound(location=str(resize_dir))
         dom = self._define(inst, inst_dir)
+        self._plug()
         if power_on:
-            self._start(dom)
+            self._start(dom, inst.uuid)
 
     def recover(self, running: dict[str, bool]) -> list[str]:
         defined: dict[str, None] = {}
@@ -339,10 +593,14 @@ class LibvirtDriver:
                     xml = xml_path.read_text(encoding="utf-8")
                     self._call(lambda x=xml: self._conn().defineXML(x))
                     defined[uuid] = None
+        if defined:
+            self._plug()
         for uuid in defined:
             dom = self._lookup(uuid) if running.get(uuid) else None
-            if dom is not None:
-                self._start(dom)
+            # NOTE: no wait for running here: a worker must not hold up its
+            # start for every guest, and a guest that fails shows in its state.
+            if dom is not None and not self._call(dom.isActive):
+                self._call(dom.create)
         return list(defined)
 
     def _dir_uuids(self, suffix: str) -> list[str]:
@@ -359,10 +617,11 @@ class LibvirtDriver:
         result = []
         for dom in self._call(lambda: self._conn().listAllDomains(0)):
             # A domain undefined while we list it is simply skipped.
-            info = self._call(lambda d=dom: (d.name(), d.UUIDString(), d.info()), ok=_MISSING)
-            if info is None or not info[0].startswith("instance-"):
+            info = self._call(lambda d=dom: (d.name(), d.info()), ok=_MISSING)
+            uuid = self._instance_uuid(info[0]) if info is not None else None
+            if info is None or uuid is None:
                 continue
-            name, uuid, (state, max_kib, _cur, vcpus, _cpu) = info
+            name, (state, max_kib, _cur, vcpus, _cpu) = info
             power = _POWER_STATES.get(state, PowerState.NOSTATE)
             result.append(DomainInfo(uuid, name, power, int(vcpus), int(max_kib) // 1024))
         return result

@@ -1,17 +1,35 @@
-"""Ports and their per-host bindings, as rows in the step's transaction."""
+"""Ports, their fixed IPs and their per-host bindings, as rows in the step's transaction.
+
+IPAM lives in the database: each port gets the lowest free address of the
+configured subnet (``RESIZEFLOW_FIXED_RANGE``), past the network address and
+the gateway. A unique constraint on (network, address) settles two boots that
+pick the same address at once: the loser takes the next one.
+"""
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import random
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from resizeflow.db.models import Port, PortBinding
+from resizeflow.drivers.base import VifSpec
+from resizeflow.errors import ResizeflowError
+
+DEFAULT_FIXED_RANGE = "10.0.0.0/24"
+_ALLOCATION_ATTEMPTS = 20
+
+
+class FixedIpsExhausted(ResizeflowError):
+    code = 409
+    msg_fmt = "Zero fixed IPs available in network %(network)s (%(cidr)s)."
 
 
 def _mac() -> str:
@@ -31,8 +49,9 @@ def _teardown_statement() -> Any:
 
 
 class SqlNetwork:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, fixed_range: str = DEFAULT_FIXED_RANGE) -> None:
         self.session = session
+        self.subnet = ipaddress.IPv4Network(fixed_range)
 
     def _ports(self, instance_uuid: str) -> list[str]:
         return list(
@@ -41,14 +60,52 @@ class SqlNetwork:
 
     def allocate_for_instance(self, instance_uuid: str, networks: Sequence[str]) -> None:
         for net in networks:
-            self.session.add(
-                Port(
-                    id=str(uuid.uuid4()),
-                    instance_uuid=instance_uuid,
-                    network=net,
-                    mac_address=_mac(),
-                )
+            self._allocate_port(instance_uuid, net)
+
+    def _free_address(self, network: str, skip: set[str]) -> str:
+        used = set(
+            self.session.scalars(
+                select(Port.ip_address).where(Port.network == network, Port.ip_address.is_not(None))
             )
+        )
+        hosts = self.subnet.hosts()
+        next(hosts, None)  # the first host address is the gateway, as in nova-network
+        for addr in hosts:
+            text = str(addr)
+            if text not in used and text not in skip:
+                return text
+        raise FixedIpsExhausted(network=network, cidr=str(self.subnet))
+
+    def _allocate_port(self, instance_uuid: str, network: str) -> Port:
+        tried: set[str] = set()
+        for _ in range(_ALLOCATION_ATTEMPTS):
+            address = self._free_address(network, tried)
+            port = Port(
+                id=str(uuid.uuid4()),
+                instance_uuid=instance_uuid,
+                network=network,
+                mac_address=_mac(),
+                ip_address=address,
+            )
+            try:
+                # NOTE: a savepoint, so losing the address to a concurrent boot
+                # rolls back this insert alone, not the caller's transaction.
+                with self.session.begin_nested():
+                    self.session.add(port)
+            except IntegrityError:
+                tried.add(address)
+                continue
+            return port
+        raise FixedIpsExhausted(network=network, cidr=str(self.subnet))
+
+    def vifs(self, instance_uuid: str) -> tuple[VifSpec, ...]:
+        """The instance's ports, as the virt driver plugs them."""
+        rows = self.session.execute(
+            select(Port.id, Port.mac_address, Port.ip_address)
+            .where(Port.instance_uuid == instance_uuid)
+            .order_by(Port.id)
+        )
+        return tuple(VifSpec(pid, mac, ip) for pid, mac, ip in rows)
 
     def setup_networks_on_host(self, instance_uuid: str, host: str) -> None:
         ports = self._ports(instance_uuid)

@@ -15,12 +15,15 @@ from resizeflow.conf import Settings
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import (
+    ImageSpec,
     InstanceSpec,
     NodeRef,
     Notification,
     Notifier,
+    VifSpec,
     VirtDriver,
 )
+from resizeflow.drivers.images import IMAGE_REF_KEY, ImageStore
 from resizeflow.drivers.network import SqlNetwork
 from resizeflow.drivers.placement import SqlPlacement
 from resizeflow.drivers.quota import SqlQuota
@@ -100,13 +103,23 @@ def current() -> HostRuntime:
     return _runtime
 
 
-def spec_of(uuid: str, flavor: dict[str, Any]) -> InstanceSpec:
+def spec_of(
+    uuid: str,
+    flavor: dict[str, Any],
+    *,
+    image: ImageSpec | None = None,
+    vifs: tuple[VifSpec, ...] = (),
+) -> InstanceSpec:
     return InstanceSpec(
         uuid=uuid,
         vcpus=int(flavor["vcpus"]),
         memory_mb=int(flavor["memory_mb"]),
         root_gb=int(flavor["root_gb"]),
         ephemeral_gb=int(flavor.get("ephemeral_gb", 0)),
+        swap_mb=int(flavor.get("swap", 0) or 0),
+        flavor_name=str(flavor.get("name", "")),
+        image=image,
+        vifs=vifs,
     )
 
 
@@ -152,8 +165,18 @@ class InstanceContext:
             {"cores": conf.quota_cores, "ram": conf.quota_ram, "instances": conf.quota_instances},
         )
 
+    def image(self) -> ImageSpec | None:
+        """The image the instance was booted from, as files in the image store."""
+        ref = (self.instance.system_metadata or {}).get(IMAGE_REF_KEY)
+        return ImageStore(self.settings.images_dir()).spec(ref) if ref else None
+
     def spec(self, flavor: dict[str, Any] | None = None) -> InstanceSpec:
-        return spec_of(self.instance.uuid, flavor or self.instance.flavor)
+        # Reading the ports must not flush the step's pending changes early.
+        with self.session.no_autoflush:
+            vifs = self.network.vifs(self.instance.uuid)
+        return spec_of(
+            self.instance.uuid, flavor or self.instance.flavor, image=self.image(), vifs=vifs
+        )
 
     def notify(self, event_type: str, **extra: Any) -> None:
         """Queue a notification; the runner publishes it only after the step commits."""

@@ -1,0 +1,57 @@
+"""``/images``: Nova's read-only image proxy, enough for clients to pick an image to boot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from resizeflow.api import views
+from resizeflow.api.deps import Base, Ctx, Svc
+from resizeflow.api.faults import HTTPFault
+from resizeflow.compute.images import ImageService
+from resizeflow.drivers.images import ImageMeta
+
+router = APIRouter(prefix="/images", tags=["images"])
+
+
+def _service(svc: Any) -> ImageService:
+    return ImageService(svc.compute.settings)
+
+
+def _brief(m: ImageMeta, base: str) -> dict[str, Any]:
+    return {"id": m.id, "name": m.name, "links": views.links(base, "images", m.id)}
+
+
+def _detail(m: ImageMeta, base: str) -> dict[str, Any]:
+    return {
+        **_brief(m, base),
+        "status": m.status.upper(),
+        "progress": 100,
+        "minDisk": m.min_disk,
+        "minRam": m.min_ram,
+        "created": m.created_at.replace("+00:00", "Z"),
+        "updated": m.created_at.replace("+00:00", "Z"),
+        "metadata": dict(m.properties),
+        "OS-EXT-IMG-SIZE:size": m.size,
+    }
+
+
+@router.get("")
+def list_images(svc: Svc, ctx: Ctx, base: Base) -> dict[str, Any]:
+    """List images: id, name and links."""
+    return {"images": [_brief(m, base) for m in _service(svc).list()]}
+
+
+@router.get("/detail")
+def list_images_detail(svc: Svc, ctx: Ctx, base: Base) -> dict[str, Any]:
+    """List images with their status, sizes and metadata."""
+    return {"images": [_detail(m, base) for m in _service(svc).list()]}
+
+
+@router.get("/{image_id}")
+def show_image(image_id: str, svc: Svc, ctx: Ctx, base: Base) -> dict[str, Any]:
+    meta = _service(svc).get(image_id)
+    if meta is None:
+        raise HTTPFault(404, "Image not found.")
+    return {"image": _detail(meta, base)}

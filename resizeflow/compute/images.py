@@ -1,0 +1,58 @@
+"""Images as the compute API sees them: Nova's ``/images`` proxy and the boot-time checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resizeflow import errors
+from resizeflow.conf import Settings
+from resizeflow.drivers.disks import GiB
+from resizeflow.drivers.images import ImageMeta, ImageStore
+
+
+class ImageService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = ImageStore(settings.images_dir())
+
+    def list(self) -> list[ImageMeta]:
+        return self.store.list()
+
+    def get(self, image_id: str) -> ImageMeta | None:
+        return self.store.get(image_id)
+
+    def boot_image(self, image_ref: str | None, flavor: dict[str, Any]) -> str | None:
+        """The id of the image a server boots from, checked against its flavor as Nova does.
+
+        Without ``image_ref`` the configured default image is used; with no
+        default either, the server gets a blank root disk (the test driver's tier).
+        """
+        ref = image_ref or self.settings.default_image
+        if not ref:
+            return None
+        meta = self.store.get(ref) if image_ref else self.store.find(ref)
+        if meta is None or not meta.bootable:
+            if not image_ref:
+                raise errors.ConfigError(
+                    f"RESIZEFLOW_DEFAULT_IMAGE={ref!r} names no bootable image in the store"
+                )
+            raise errors.ImageNotFound(image_id=ref)
+        root = int(flavor.get("root_gb", 0)) * GiB
+        # NOTE: a flavor disk of 0 means "as big as the image", as in Nova.
+        if root:
+            if root < meta.virtual_size:
+                raise errors.FlavorDiskSmallerThanImage(
+                    flavor_size=root, image_size=meta.virtual_size
+                )
+            if root < meta.min_disk * GiB:
+                raise errors.FlavorDiskSmallerThanMinDisk(
+                    flavor_size=root, image_min_disk=meta.min_disk * GiB
+                )
+        return meta.id
+
+
+def check_boot_image(
+    settings: Settings, image_ref: str | None, flavor: dict[str, Any]
+) -> str | None:
+    """:meth:`ImageService.boot_image` for the service layer's create."""
+    return ImageService(settings).boot_image(image_ref, flavor)

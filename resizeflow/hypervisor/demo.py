@@ -1,0 +1,155 @@
+"""What ``resizeflow demo --hypervisor qemu`` adds: real guests, and what they reported.
+
+The demo's hosts share this machine's libvirtd; each host gets its own
+instance dir, bridge and domain names. The test guest (see
+:mod:`resizeflow.hypervisor.guest`) is the default image, booted with small
+flavors so that a handful of TCG guests fit on a laptop.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.table import Table
+from sqlalchemy import select
+
+from resizeflow.compute.flavors import FlavorAdmin
+from resizeflow.compute.policy import RequestContext
+from resizeflow.conf import Settings
+from resizeflow.db.models import Flavor, Instance
+from resizeflow.db.session import Database
+from resizeflow.drivers import vifs
+from resizeflow.hypervisor import guest, libvirtd
+from resizeflow.hypervisor.guest import ConsoleReport
+
+# (flavorid, name, vcpus, MiB, root GiB, ephemeral GiB, swap MiB)
+FLAVORS = (
+    ("demo-small", "demo.small", 1, 128, 1, 0, 0),
+    ("demo-big", "demo.big", 2, 256, 2, 1, 32),
+)
+GUEST_DIR = Path("var") / "guest"
+
+
+def prepare(state_dir: Path) -> dict[str, str]:
+    """Start libvirtd, build the guest and store it; the settings the demo's processes need."""
+    libvirtd.ensure_running()
+    files = guest.build(GUEST_DIR)
+    image_id = guest.register(state_dir / "images", files)
+    return {
+        "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
+        "RESIZEFLOW_DEFAULT_IMAGE": image_id,
+        "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": "demo-{host}-{uuid}",
+        "RESIZEFLOW_BRIDGE": "rfd-{host}",
+        "RESIZEFLOW_SHUTDOWN_TIMEOUT": "30",
+        "RESIZEFLOW_SHUTDOWN_RETRY_INTERVAL": "2",
+    }
+
+
+def create_flavors(database: Database) -> tuple[str, str]:
+    """The demo's small and big flavors; returns their ids."""
+    admin = FlavorAdmin(database)
+    with database.snapshot() as s:
+        have = set(s.scalars(select(Flavor.flavorid)))
+    for fid, name, vcpus, ram, disk, eph, swap in FLAVORS:
+        if fid not in have:
+            admin.create(
+                RequestContext.admin(),
+                name=name,
+                ram=ram,
+                vcpus=vcpus,
+                disk=disk,
+                flavorid=fid,
+                ephemeral=eph,
+                swap=swap,
+            )
+    return FLAVORS[0][0], FLAVORS[1][0]
+
+
+@dataclass
+class GuestWatch:
+    """Reads each guest's console: what it saw at boot, and after its resize."""
+
+    settings: Settings
+    database: Database
+    before: dict[str, ConsoleReport] = field(default_factory=dict)
+    boot_host: dict[str, str] = field(default_factory=dict)
+    after: dict[str, ConsoleReport | None] = field(default_factory=dict)
+
+    def _reports(self, uuid: str) -> tuple[str, list[ConsoleReport]]:
+        with self.database.snapshot() as s:
+            inst = s.get(Instance, uuid)
+            host = inst.host if inst is not None and inst.host else ""
+        log = self.settings.instances_dir(host) / uuid / "console.log"
+        text = log.read_text(errors="replace") if host and log.exists() else ""
+        return host, guest.parse_console(text)
+
+    def _wait(self, uuid: str, count: int, timeout: float) -> list[ConsoleReport]:
+        deadline = time.monotonic() + timeout
+        while True:
+            _, reports = self._reports(uuid)
+            if len(reports) >= count or time.monotonic() > deadline:
+                return reports
+            time.sleep(0.5)
+
+    def record_boot(self, uuids: list[str], timeout: float = 180.0) -> None:
+        for uuid in uuids:
+            self.boot_host[uuid] = self._reports(uuid)[0]
+            reports = self._wait(uuid, 1, timeout)
+            if reports:
+                self.before[uuid] = reports[0]
+
+    def record_end(self, uuids: list[str], running: set[str], timeout: float = 180.0) -> None:
+        for uuid in uuids:
+            if uuid not in running:
+                self.after[uuid] = None
+                continue
+            host, _ = self._reports(uuid)
+            # Back on its first host (a revert), its console holds the first boot too.
+            count = 2 if host == self.boot_host.get(uuid) else 1
+            reports = self._wait(uuid, count, timeout)
+            self.after[uuid] = reports[-1] if len(reports) >= count else None
+
+    def table(self, names: dict[str, str]) -> Table:
+        table = Table(title="what each guest reported", title_justify="left")
+        for col in ("server", "before: cpus / MemTotal / disks", "after", "root-disk marker"):
+            table.add_column(col)
+        for uuid, name in names.items():
+            b, a = self.before.get(uuid), self.after.get(uuid)
+            marker = ""
+            if b and a:
+                marker = "kept" if a.marker == b.marker and not a.marker_written else "LOST"
+            table.add_row(name, _fmt(b), _fmt(a) if a else "shut off (not booted)", marker)
+        return table
+
+
+def cleanup(settings: Settings, database: Database, hosts: list[str]) -> None:
+    """Remove the demo's guests from libvirtd, their files, and the hosts' bridges.
+
+    NOTE: the guests outlive the demo's workers (QEMU runs under libvirtd), so
+    without this every demo would leave its guests running.
+    """
+    from resizeflow.drivers.libvirt import LibvirtDriver
+
+    with database.snapshot() as s:
+        uuids = list(s.scalars(select(Instance.uuid)))
+    for host in hosts:
+        driver = LibvirtDriver.from_settings(settings.with_host(host))
+        for uuid in uuids:
+            driver.purge(uuid)
+        bridge = settings.bridge_for(host)
+        if vifs.exists(bridge):
+            subprocess.run(["ip", "link", "del", "dev", bridge], check=False)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024**3:g}G" if size >= 1024**3 else f"{size / 1024**2:g}M"
+
+
+def _fmt(r: ConsoleReport | None) -> str:
+    if r is None:
+        return "-"
+    disks = ", ".join(f"{d} {_size(size)}" for d, size in sorted(r.disks.items()))
+    return f"{r.nproc} / {r.memtotal_kb} kB / {disks}"

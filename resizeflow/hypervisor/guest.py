@@ -1,0 +1,280 @@
+"""A small test guest built from Debian packages only: a cloud kernel and a busybox initramfs.
+
+Nothing is downloaded from outside the package archive and nothing binary is
+committed. The kernel comes from ``apt-get download linux-image-*-cloud-amd64``,
+unpacked with ``dpkg-deb -x`` (never installed); the initramfs holds
+``busybox-static`` and the kernel's virtio modules.
+
+At boot the guest's init prints, on the serial console, lines starting with
+``RF`` that tests and the demo parse (see :func:`parse_console`):
+
+- ``RF nproc=N``, ``RF memtotal_kb=N`` and ``RF disk vdX bytes=N`` per virtio disk;
+- ``RF marker written=ID`` the first time it boots from a root disk, or
+  ``RF marker found=ID`` when the root disk already carries a marker, so a
+  test sees that a disk survived a resize or a revert;
+- ``RF ready`` once all of that is done, and ``RF poweroff`` when an ACPI
+  power button press (libvirt's clean shutdown) makes it power off.
+
+Run ``python -m resizeflow.hypervisor.guest OUT_DIR [--images STORE]`` as root (``apt-get
+download`` needs the package lists, and ``busybox`` must be installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from resizeflow.drivers.images import ImageStore
+from resizeflow.errors import ConfigError
+
+KERNEL_PACKAGE = "linux-image-cloud-amd64"
+# NOTE: the cloud kernel builds virtio as modules. They must be loaded in this
+# order, each after what it depends on; button and evdev let init
+# see the ACPI power button that libvirt's shutdown() presses.
+MODULES = (
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "drivers/block/virtio_blk.ko",
+    "net/core/failover.ko",
+    "drivers/net/net_failover.ko",
+    "drivers/net/virtio_net.ko",
+    "drivers/input/evdev.ko",
+    "drivers/acpi/button.ko",
+)
+CMDLINE = "console=ttyS0 quiet panic=-1"
+# The marker lives at 1 MiB into the root disk, past anything a partition table uses.
+MARKER_SECTOR = 2048
+
+INIT = """#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m 2>/dev/null; done
+echo "RF nproc=$(nproc)"
+echo "RF memtotal_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+for d in /sys/block/vd*; do
+  [ -e "$d/size" ] && echo "RF disk ${d##*/} bytes=$(( $(cat $d/size) * 512 ))"
+done
+if [ -b /dev/vda ]; then
+  old=$(dd if=/dev/vda bs=512 skip=__SECTOR__ count=1 2>/dev/null | head -c 64 | tr -d '\\000')
+  case "$old" in
+    RFMARK:*) echo "RF marker found=${old#RFMARK:}" ;;
+    *)
+      id=$(cat /proc/sys/kernel/random/uuid)
+      printf 'RFMARK:%s' "$id" |
+        dd of=/dev/vda bs=512 seek=__SECTOR__ conv=notrunc,fsync 2>/dev/null
+      sync
+      back=$(dd if=/dev/vda bs=512 skip=__SECTOR__ count=1 2>/dev/null | head -c 64 | tr -d '\\000')
+      [ "$back" = "RFMARK:$id" ] && echo "RF marker written=$id" || echo "RF marker failed"
+      ;;
+  esac
+fi
+# The ACPI power button (libvirt's shutdown()) is an input device; one event
+# from it powers the guest off cleanly, the way acpid would on a full distro.
+for ev in /sys/class/input/event*; do
+  if grep -q "Power Button" "$ev/device/name" 2>/dev/null; then
+    (dd if=/dev/${ev##*/sys/class/} bs=24 count=1 of=/dev/null 2>/dev/null
+     echo "RF poweroff"; sync; poweroff -f) &
+  fi
+done
+echo "RF ready"
+while true; do sleep 3600; done
+""".replace("__SECTOR__", str(MARKER_SECTOR))
+
+
+@dataclass(frozen=True)
+class GuestFiles:
+    kernel: Path
+    initrd: Path
+    disk: Path
+    cmdline: str = CMDLINE
+
+
+@dataclass(frozen=True)
+class ConsoleReport:
+    """What one boot of the test guest printed."""
+
+    nproc: int
+    memtotal_kb: int
+    disks: dict[str, int]
+    marker: str
+    marker_written: bool
+
+
+def _run(*cmd: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ConfigError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
+    return proc.stdout
+
+
+def kernel_package() -> str:
+    """The versioned kernel package the ``linux-image-cloud-amd64`` meta-package points at."""
+    out = _run("apt-cache", "depends", KERNEL_PACKAGE)
+    for line in out.splitlines():
+        if not line.strip().startswith("Depends:"):
+            continue
+        name = line.strip().removeprefix("Depends:").strip()
+        if name.startswith("linux-image-") and name.endswith("-cloud-amd64"):
+            return name
+    raise ConfigError(f"apt knows no kernel behind {KERNEL_PACKAGE}; run apt-get update")
+
+
+def _kernel_tree(work: Path) -> tuple[Path, Path]:
+    package = kernel_package()
+    _run("apt-get", "download", package, cwd=work)
+    debs = sorted(work.glob(f"{package}_*.deb"))
+    if not debs:
+        raise ConfigError(f"apt-get download {package} produced no .deb")
+    root = work / "root"
+    _run("dpkg-deb", "-x", str(debs[-1]), str(root))
+    vmlinuz = sorted((root / "boot").glob("vmlinuz-*"))[-1]
+    modules = sorted((root / "lib" / "modules").iterdir())[-1]
+    return vmlinuz, modules
+
+
+def _initramfs(work: Path, modules: Path, out: Path) -> None:
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise ConfigError("busybox is not installed (apt-get install busybox-static)")
+    tree = work / "initramfs"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "lib" / "modules").mkdir(parents=True)
+    shutil.copy2(busybox, tree / "bin" / "busybox")
+    order = []
+    for rel in MODULES:
+        src = modules / "kernel" / rel
+        if not src.exists():
+            raise ConfigError(f"kernel module {rel} is missing from {modules.name}")
+        shutil.copy2(src, tree / "lib" / "modules" / src.name)
+        order.append(src.name)
+    (tree / "lib" / "modules" / "order").write_text(" ".join(order) + "\n")
+    init = tree / "init"
+    init.write_text(INIT)
+    init.chmod(0o755)
+    # Debian has no cpio binary by default; busybox's writes the newc format the kernel reads.
+    names = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    archive = subprocess.run(
+        [busybox, "cpio", "-o", "-H", "newc"],
+        cwd=tree,
+        input=("\n".join(names) + "\n").encode(),
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise ConfigError(f"busybox cpio failed: {archive.stderr!r}")
+    with gzip.open(out, "wb", compresslevel=6) as fh:
+        fh.write(archive.stdout)
+
+
+def build(out_dir: Path, *, disk_mb: int = 64) -> GuestFiles:
+    """Build (or reuse) the kernel, initramfs and a blank raw root image in ``out_dir``."""
+    out_dir = Path(out_dir)
+    files = GuestFiles(out_dir / "vmlinuz", out_dir / "initrd.img", out_dir / "disk.raw")
+    if all(p.exists() for p in (files.kernel, files.initrd, files.disk)):
+        return files
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rf-guest-", dir=out_dir) as tmp:
+        work = Path(tmp)
+        # apt-get download drops privileges to _apt where it can; _apt must write here.
+        os.chmod(work, 0o755)  # noqa: S103
+        vmlinuz, modules = _kernel_tree(work)
+        _initramfs(work, modules, work / "initrd.img")
+        disk = work / "disk.raw"
+        with open(disk, "wb") as fh:
+            fh.truncate(disk_mb * 1024 * 1024)
+        # Each file appears complete or not at all; the disk last marks the build done.
+        shutil.copy2(vmlinuz, work / "vmlinuz")
+        os.replace(work / "vmlinuz", files.kernel)
+        os.replace(work / "initrd.img", files.initrd)
+        os.replace(disk, files.disk)
+    return files
+
+
+def register(images_dir: Path, files: GuestFiles, name: str = "rf-guest") -> str:
+    """Put the guest in the image store (kernel, ramdisk, then the disk naming them).
+
+    Returns the bootable image's id; an image of that name already there is reused.
+    """
+    store = ImageStore(images_dir)
+    for meta in store.list():
+        if meta.name == name and meta.bootable:
+            return meta.id
+    kernel = store.add(f"{name}-kernel", files.kernel, disk_format="aki", container_format="aki")
+    ramdisk = store.add(f"{name}-ramdisk", files.initrd, disk_format="ari", container_format="ari")
+    disk = store.add(
+        name,
+        files.disk,
+        disk_format="raw",
+        properties={
+            "kernel_id": kernel.id,
+            "ramdisk_id": ramdisk.id,
+            "os_command_line": files.cmdline,
+        },
+    )
+    return disk.id
+
+
+def parse_console(text: str) -> list[ConsoleReport]:
+    """Every complete boot report in a console log, oldest first."""
+    reports: list[ConsoleReport] = []
+    cur: dict[str, object] = {}
+    disks: dict[str, int] = {}
+    # The last line may still be being written: only whole lines count.
+    for raw in text.split("\n")[:-1]:
+        line = raw.strip()
+        if not line.startswith("RF "):
+            continue
+        word, _, tail = line[3:].partition(" ")
+        key, _, value = word.partition("=") if "=" in word else (word, "", tail)
+        value = value.strip()
+        if key == "nproc":
+            cur, disks = {"nproc": int(value)}, {}
+        elif key == "memtotal_kb":
+            cur["memtotal_kb"] = int(value)
+        elif key == "disk":
+            name, _, size = value.partition(" bytes=")
+            disks[name] = int(size)
+        elif key == "marker":
+            kind, _, ident = value.partition("=")
+            cur["marker"], cur["written"] = ident, kind == "written"
+        elif key == "ready" and "nproc" in cur:
+            reports.append(
+                ConsoleReport(
+                    nproc=int(str(cur["nproc"])),
+                    memtotal_kb=int(str(cur.get("memtotal_kb", 0))),
+                    disks=dict(disks),
+                    marker=str(cur.get("marker", "")),
+                    marker_written=bool(cur.get("written", False)),
+                )
+            )
+            cur = {}
+    return reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--images", type=Path, help="also register it in this image store")
+    args = parser.parse_args(argv)
+    files = build(args.out_dir)
+    print(f"kernel {files.kernel}\ninitrd {files.initrd}\ndisk   {files.disk}")
+    if args.images:
+        print(f"image  {register(args.images, files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

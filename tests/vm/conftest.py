@@ -1,0 +1,164 @@
+"""The vm tier: real QEMU guests (TCG here) on ``qemu:///system``, real workers, the real API.
+
+One stack serves the whole session: PostgreSQL, Redis, the API process, beat,
+and one worker per host (``vm1``, ``vm2``), all on one libvirtd. The two hosts
+keep separate instance dirs and bridges, and their domains are named per host
+(``RESIZEFLOW_INSTANCE_NAME_TEMPLATE`` holds ``{host}``), so a resize between
+them on one machine is a resize between two hosts.
+
+The guest is built once from Debian packages (see
+:mod:`resizeflow.hypervisor.guest`) into ``var/guest`` and put in the stack's
+image store as its default image. These tests need root, libvirtd, QEMU,
+qemu-img, busybox and ``ip``: they skip without them, except in CI, where that
+is a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from resizeflow.compute.api import ComputeAPI
+from resizeflow.conf import Settings
+from resizeflow.db.migrate import upgrade
+from resizeflow.db.session import Database
+from resizeflow.drivers import vifs
+from resizeflow.hypervisor import guest, libvirtd
+from tests.stack import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    Stack,
+    create_pg_database,
+    destroy_stack,
+    service_up,
+    wait_for,
+)
+from tests.vm.helpers import VmStack
+
+ROOT = Path(__file__).resolve().parents[2]
+GUEST_DIR = Path(os.environ.get("RESIZEFLOW_GUEST_DIR", ROOT / "var" / "guest"))
+HOSTS = ("vm1", "vm2")
+TOOLS = ("libvirtd", "qemu-system-x86_64", "qemu-img", "busybox", "ip", "apt-get", "dpkg-deb")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.vm)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"the vm tier cannot run here, and CI needs it: {reason}")
+    pytest.skip(reason)
+
+
+def require_vm_host() -> None:
+    if os.geteuid() != 0:
+        _unavailable("needs root: libvirtd, bridges and taps")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        _unavailable(f"missing {', '.join(missing)}; run `make vm-deps`")
+    for url, port, name in ((REDIS_URL, 6379, "Redis"), (PG_ADMIN_URL, 5432, "PostgreSQL")):
+        if not service_up(url, port):
+            _unavailable(f"{name} at {url} is not reachable")
+    libvirtd.ensure_running()
+
+
+def _start_beat(stack: Stack) -> subprocess.Popen[bytes]:
+    log = open(stack.state_dir / "beat.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "resizeflow", "beat"],
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.fixture(scope="session")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmStack]:
+    require_vm_host()
+    files = guest.build(GUEST_DIR)
+    run_id = uuid.uuid4().hex[:6]
+    state_dir = Path(tmp_path_factory.mktemp("vm")) / "state"
+    state_dir.mkdir()
+    image_id = guest.register(state_dir / "images", files)
+    db_url = create_pg_database()
+    env = {
+        **os.environ,
+        "RESIZEFLOW_STATE_DIR": str(state_dir),
+        "RESIZEFLOW_DATABASE_URL": db_url,
+        "RESIZEFLOW_BROKER_URL": REDIS_URL,
+        "RESIZEFLOW_BROKER_PREFIX": f"rf-vm-{run_id}:",
+        "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
+        "RESIZEFLOW_DEFAULT_IMAGE": image_id,
+        "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": f"rf{run_id}-{{host}}-{{uuid}}",
+        "RESIZEFLOW_BRIDGE": f"rf{run_id}{{host}}",
+        "RESIZEFLOW_SHUTDOWN_TIMEOUT": "20",
+        "RESIZEFLOW_SHUTDOWN_RETRY_INTERVAL": "2",
+        "RESIZEFLOW_RUNNING_TIMEOUT": "15",
+        "RESIZEFLOW_FAILPOINTS_FILE": str(state_dir / "failpoints.json"),
+        "RESIZEFLOW_RETRY_BACKOFF": "0.05",
+        "RESIZEFLOW_RETRY_BACKOFF_MAX": "0.5",
+        "RESIZEFLOW_STEP_MAX_RETRIES": "4",
+        "RESIZEFLOW_WORKER_CONCURRENCY": "4",
+        "RESIZEFLOW_REPORT_INTERVAL": "1",
+        "RESIZEFLOW_PERIODIC_INTERVAL": "2",
+        "RESIZEFLOW_LOG_FORMAT": "text",
+    }
+    settings = Settings.from_env(env)
+    database = Database(settings.db_url)
+    upgrade(database)
+    from resizeflow.celery_app import make_app
+
+    app = make_app(settings)
+    stack = Stack(
+        backend="postgresql",
+        state_dir=state_dir,
+        env=env,
+        settings=settings,
+        db=database,
+        app=app,
+        api=ComputeAPI(settings, database, app),
+        hosts=HOSTS,
+    )
+    beat: subprocess.Popen[bytes] | None = None
+    built = VmStack(stack=stack, image_id=image_id, files=files, run_id=run_id)
+    try:
+        for host in HOSTS:
+            stack.start_worker(host)
+        stack.api_endpoint()
+        beat = _start_beat(stack)
+        node = f"beat@{socket.gethostname()}"
+        wait_for(
+            lambda: beat.poll() is None and app.control.ping(destination=[node], timeout=0.5),
+            timeout=60,
+            what="beat to answer a ping",
+        )
+        built.create_flavors()
+        yield built
+    finally:
+        if beat is not None:
+            beat.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                beat.wait(timeout=20)
+            if beat.poll() is None:
+                beat.kill()
+        destroy_stack(stack)
+        # Whatever a failed test left: this run's domains, then its bridges.
+        built.destroy_leftover_domains()
+        for host in HOSTS:
+            bridge = settings.bridge_for(host)
+            if vifs.exists(bridge):
+                subprocess.run(["ip", "link", "del", "dev", bridge], check=False)

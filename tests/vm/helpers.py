@@ -1,0 +1,213 @@
+"""Driving the vm stack through the REST API, and looking at what each host really has."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import libvirt
+from sqlalchemy import func, select
+
+from resizeflow.db.models import Allocation, Migration, Port
+from resizeflow.drivers import vifs
+from resizeflow.drivers.base import VifSpec
+from resizeflow.hypervisor.guest import ConsoleReport, GuestFiles, parse_console
+from tests.stack import Stack, wait_for
+
+GiB = 1024**3
+MiB = 1024**2
+# The test guest's flavors: small enough that several guests fit on 2 cores.
+SMALL = {"id": "rf-small", "name": "rf.small", "vcpus": 1, "ram": 128, "disk": 1}
+BIG = {
+    "id": "rf-big",
+    "name": "rf.big",
+    "vcpus": 2,
+    "ram": 256,
+    "disk": 2,
+    "OS-FLV-EXT-DATA:ephemeral": 1,
+    "swap": 32,
+}
+BOOT = 120.0  # a boot under TCG takes 5-10 s alone; several at once on 2 cores take longer
+
+
+@dataclass
+class VmStack:
+    stack: Stack
+    image_id: str
+    files: GuestFiles
+    run_id: str
+    _conn: Any = field(default=None, repr=False)
+
+    # -- the REST API ---------------------------------------------------------
+    def client(self, project: str = "admin") -> httpx.Client:
+        return httpx.Client(
+            base_url=self.stack.api_endpoint(),
+            headers={"X-Auth-Token": f"admin:{project}"},
+            timeout=30.0,
+        )
+
+    def create_flavors(self) -> None:
+        with self.client() as c:
+            for flavor in (SMALL, BIG):
+                r = c.post("/flavors", json={"flavor": flavor})
+                assert r.status_code == 200, r.text
+
+    def boot(self, project: str, host: str, *, image_ref: str | None = None) -> str:
+        body: dict[str, Any] = {
+            "name": f"vm-{project}",
+            "flavorRef": SMALL["id"],
+            "availability_zone": f"nova:{host}",
+        }
+        if image_ref:
+            body["imageRef"] = image_ref
+        with self.client(project) as c:
+            r = c.post("/servers", json={"server": body})
+            assert r.status_code == 202, r.text
+            return str(r.json()["server"]["id"])
+
+    def show(self, sid: str) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.get(f"/servers/{sid}")
+            assert r.status_code == 200, r.text
+            server: dict[str, Any] = r.json()["server"]
+            return server
+
+    def action(self, sid: str, body: dict[str, Any]) -> None:
+        with self.client() as c:
+            r = c.post(f"/servers/{sid}/action", json=body)
+            # Nova answers confirmResize with 204, the other actions with 202.
+            assert r.status_code == (204 if "confirmResize" in body else 202), r.text
+
+    def delete(self, sid: str) -> None:
+        with self.client() as c:
+            r = c.delete(f"/servers/{sid}")
+            assert r.status_code == 204, r.text
+
+    def wait_status(self, sid: str, status: str, timeout: float = BOOT) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            server = self.show(sid)
+            if server["status"] == "ERROR" and status != "ERROR":
+                raise AssertionError(f"{sid} went to ERROR: {server.get('fault')}")
+            task = server.get("OS-EXT-STS:task_state")
+            return server if server["status"] == status and task is None else None
+
+        return wait_for(ready, timeout, f"{sid} to be {status}")
+
+    def wait_gone(self, sid: str, timeout: float = 60.0) -> None:
+        def gone() -> bool:
+            with self.client() as c:
+                return c.get(f"/servers/{sid}").status_code == 404
+
+        wait_for(gone, timeout, f"{sid} to be deleted")
+
+    # -- the hosts --------------------------------------------------------------
+    def conn(self) -> Any:
+        # A libvirtd restart (the failure tests make one) breaks an open connection.
+        if self._conn is not None and not self._conn.isAlive():
+            self._conn = None
+        if self._conn is None:
+            self._conn = libvirt.open("qemu:///system")
+        return self._conn
+
+    def domain_name(self, host: str, sid: str) -> str:
+        return self.stack.settings.instance_name_template.format(host=host, uuid=sid)
+
+    def domain_state(self, host: str, sid: str) -> str | None:
+        """``running``, ``shutoff``, ``paused``...; None when the host has no such domain."""
+        for attempt in (1, 2):
+            try:
+                dom = self.conn().lookupByName(self.domain_name(host, sid))
+                break
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                # A connection from before a libvirtd restart: open a new one, once.
+                self._conn = None
+                if attempt == 2:
+                    raise
+        names = {
+            libvirt.VIR_DOMAIN_RUNNING: "running",
+            libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+            libvirt.VIR_DOMAIN_PAUSED: "paused",
+        }
+        return names.get(dom.state()[0], str(dom.state()[0]))
+
+    def inst_dir(self, host: str, sid: str, suffix: str = "") -> Path:
+        return self.stack.instance_dir(host, sid, suffix)
+
+    def taps(self, host: str) -> list[str]:
+        return vifs.taps_on(self.stack.settings.bridge_for(host))
+
+    def tap_of(self, sid: str) -> str:
+        """The tap of the server's one port, as Nova names it."""
+        with self.stack.db.snapshot() as s:
+            (port_id,) = s.scalars(select(Port.id).where(Port.instance_uuid == sid))
+        return VifSpec(port_id, "").tap
+
+    def reports(self, host: str, sid: str) -> list[ConsoleReport]:
+        log = self.inst_dir(host, sid) / "console.log"
+        return parse_console(log.read_text(errors="replace")) if log.exists() else []
+
+    def wait_reports(
+        self, host: str, sid: str, count: int, timeout: float = BOOT
+    ) -> list[ConsoleReport]:
+        """Wait until the guest's console on ``host`` holds ``count`` boot reports."""
+        return wait_for(
+            lambda: r if len(r := self.reports(host, sid)) >= count else None,
+            timeout,
+            f"{count} boot report(s) of {sid} on {host}",
+        )
+
+    def console(self, host: str, sid: str) -> str:
+        log = self.inst_dir(host, sid) / "console.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def allocations(self, *consumers: str) -> int:
+        with self.stack.db.snapshot() as s:
+            return int(
+                s.scalar(
+                    select(func.count(Allocation.id)).where(Allocation.consumer_uuid.in_(consumers))
+                )
+                or 0
+            )
+
+    def migration_uuids(self, sid: str) -> list[str]:
+        with self.stack.db.snapshot() as s:
+            return list(s.scalars(select(Migration.uuid).where(Migration.instance_uuid == sid)))
+
+    def destroy_leftover_domains(self) -> None:
+        prefix = f"rf{self.run_id}-"
+        try:
+            conn = self.conn()
+            for dom in conn.listAllDomains(0):
+                if dom.name().startswith(prefix):
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+        except libvirt.libvirtError:
+            pass
+
+
+def assert_report(
+    report: ConsoleReport, *, vcpus: int, disks: dict[str, int], marker: str | None = None
+) -> None:
+    """What the guest saw: its CPUs and each virtio disk's size, and its marker."""
+    assert report.nproc == vcpus, report
+    assert report.disks == disks, report
+    if marker is not None:
+        assert report.marker == marker and not report.marker_written, report
+
+
+def small_disks() -> dict[str, int]:
+    return {"vda": 1 * GiB}
+
+
+def big_disks() -> dict[str, int]:
+    return {"vda": 2 * GiB, "vdb": 1 * GiB, "vdc": 32 * MiB}
+
+
+def timed(start: float) -> float:
+    return round(time.monotonic() - start, 1)
