@@ -15,33 +15,25 @@ is a failure.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from resizeflow.compute.api import ComputeAPI
-from resizeflow.conf import Settings
-from resizeflow.db.migrate import upgrade
-from resizeflow.db.session import Database
 from resizeflow.drivers import vifs
 from resizeflow.hypervisor import guest, libvirtd
+from resizeflow.launch.stack import TEST_DRIVER_ENV, build
 from tests.stack import (
     PG_ADMIN_URL,
     REDIS_URL,
     Stack,
-    create_pg_database,
     destroy_stack,
     service_up,
-    wait_for,
+    stack_env,
 )
 from tests.vm.helpers import VmStack
 
@@ -76,16 +68,6 @@ def require_vm_host() -> None:
     libvirtd.ensure_running()
 
 
-def _start_beat(stack: Stack) -> subprocess.Popen[bytes]:
-    log = open(stack.state_dir / "beat.log", "ab")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "resizeflow", "beat"],
-        env=stack.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
 @pytest.fixture(scope="session")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmStack]:
     require_vm_host()
@@ -94,13 +76,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmStack]:
     state_dir = Path(tmp_path_factory.mktemp("vm")) / "state"
     state_dir.mkdir()
     image_id = guest.register(state_dir / "images", files)
-    db_url = create_pg_database()
-    env = {
-        **os.environ,
-        "RESIZEFLOW_STATE_DIR": str(state_dir),
-        "RESIZEFLOW_DATABASE_URL": db_url,
-        "RESIZEFLOW_BROKER_URL": REDIS_URL,
-        "RESIZEFLOW_BROKER_PREFIX": f"rf-vm-{run_id}:",
+    vm_env = {
         "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
         "RESIZEFLOW_DEFAULT_IMAGE": image_id,
         "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": f"rf{run_id}-{{host}}-{{uuid}}",
@@ -108,53 +84,29 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmStack]:
         "RESIZEFLOW_SHUTDOWN_TIMEOUT": "20",
         "RESIZEFLOW_SHUTDOWN_RETRY_INTERVAL": "2",
         "RESIZEFLOW_RUNNING_TIMEOUT": "15",
-        "RESIZEFLOW_FAILPOINTS_FILE": str(state_dir / "failpoints.json"),
-        "RESIZEFLOW_RETRY_BACKOFF": "0.05",
-        "RESIZEFLOW_RETRY_BACKOFF_MAX": "0.5",
-        "RESIZEFLOW_STEP_MAX_RETRIES": "4",
-        "RESIZEFLOW_WORKER_CONCURRENCY": "4",
-        "RESIZEFLOW_REPORT_INTERVAL": "1",
         "RESIZEFLOW_PERIODIC_INTERVAL": "2",
         "RESIZEFLOW_LOG_FORMAT": "text",
     }
-    settings = Settings.from_env(env)
-    database = Database(settings.db_url)
-    upgrade(database)
-    from resizeflow.celery_app import make_app
-
-    app = make_app(settings)
-    stack = Stack(
-        backend="postgresql",
-        state_dir=state_dir,
+    env = {k: v for k, v in stack_env(state_dir).items() if k not in TEST_DRIVER_ENV} | vm_env
+    local = build(
+        state_dir,
+        broker=REDIS_URL,
+        broker_prefix=f"rf-vm-{run_id}:",
+        pg_admin_url=PG_ADMIN_URL,
+        base_env=os.environ,
+        log_dir=state_dir,
         env=env,
-        settings=settings,
-        db=database,
-        app=app,
-        api=ComputeAPI(settings, database, app),
-        hosts=HOSTS,
     )
-    beat: subprocess.Popen[bytes] | None = None
+    stack = Stack(local, "postgresql", HOSTS)
+    settings = stack.settings
     built = VmStack(stack=stack, image_id=image_id, files=files, run_id=run_id)
     try:
-        for host in HOSTS:
-            stack.start_worker(host)
+        local.start_workers(HOSTS)
         stack.api_endpoint()
-        beat = _start_beat(stack)
-        node = f"beat@{socket.gethostname()}"
-        wait_for(
-            lambda: beat.poll() is None and app.control.ping(destination=[node], timeout=0.5),
-            timeout=60,
-            what="beat to answer a ping",
-        )
+        stack.start_beat()
         built.create_flavors()
         yield built
     finally:
-        if beat is not None:
-            beat.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                beat.wait(timeout=20)
-            if beat.poll() is None:
-                beat.kill()
         destroy_stack(stack)
         # Whatever a failed test left: this run's domains, then its bridges.
         built.destroy_leftover_domains()

@@ -14,9 +14,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from resizeflow.db import journal
 from resizeflow.hypervisor import libvirtd
-from resizeflow.states import MigrationStatus
+from resizeflow.states import JournalStatus, MigrationStatus
 from tests.stack import wait_for
 from tests.vm.helpers import BIG, VmStack
 
@@ -66,7 +65,7 @@ def test_guest_that_never_runs_fails_the_step_and_leaks_nothing(vm: VmStack) -> 
     (mig_id,) = [m.id for m in _migrations(vm, sid)]
     assert vm.stack.migration(mig_id).status == MigrationStatus.ERROR
     (finish,) = [r for r in vm.stack.journal(mig_id) if r.step.endswith("finish_resize")]
-    assert (finish.status, finish.attempts) == (journal.FAILED, 1)
+    assert (finish.status, finish.attempts) == (JournalStatus.FAILED, 1)
     # The dest's domain was stopped and undefined, and its tap went with it.
     assert vm.domain_state("vm2", sid) is None
     assert tap not in vm.taps("vm2")
@@ -119,7 +118,7 @@ def test_libvirtd_down_is_retried_then_errors_out(
     (mig_id,) = [m.id for m in _migrations(vm, sid)]
     (step,) = [r for r in vm.stack.journal(mig_id) if r.step.endswith("resize_instance")]
     # Transient: tried once and retried STEP_MAX_RETRIES (4) times, then errored out.
-    assert (step.status, step.attempts) == (journal.FAILED, 5)
+    assert (step.status, step.attempts) == (JournalStatus.FAILED, 5)
     assert "Transient failure" in server["fault"]["message"]
     assert time.monotonic() - start < 60
     libvirtd.ensure_running()

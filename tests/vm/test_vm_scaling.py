@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import subprocess
-import sys
 import uuid
 from collections import defaultdict
 
-from celery import Celery
-
-from resizeflow.db import journal
-from tests.stack import wait_for
+from resizeflow.states import JournalStatus
 from tests.vm.helpers import BIG, VmStack
 
 SERVERS = 3
 
 
-def _start_second_worker(vm: VmStack, host: str) -> tuple[subprocess.Popen[bytes], Celery]:
-    env = {**vm.stack.env, "RESIZEFLOW_WORKER_NAME": "second"}
-    log = open(vm.stack.state_dir / f"worker-{host}-second.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "resizeflow", "worker", "--host", host],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    node = f"{host}@second"
-    wait_for(
-        lambda: proc.poll() is None and vm.stack.app.control.ping(destination=[node], timeout=0.5),
-        timeout=90,
-        what="the second worker to answer a ping",
-    )
-    return proc, vm.stack.app
+SECOND = "worker-vm2-second"
 
 
 def test_two_workers_for_one_host_under_load(vm: VmStack) -> None:
     project = f"p-{uuid.uuid4().hex[:8]}"
-    second, _ = _start_second_worker(vm, "vm2")
+    # A second process for vm2: it takes the next free slot of the host's node names.
+    vm.stack.local.start_worker("vm2", name=SECOND, timeout=90)
     try:
         sids = [vm.boot(project, "vm1") for _ in range(SERVERS)]
         for sid in sids:
@@ -54,12 +35,11 @@ def test_two_workers_for_one_host_under_load(vm: VmStack) -> None:
             assert vm.domain_state("vm2", sid) == "running"
             assert vm.domain_state("vm1", sid) is None
     finally:
-        second.terminate()
-        second.wait(timeout=60)
+        vm.stack.local.stop_worker("vm2", name=SECOND)
 
     rows = [r for sid in sids for m in _migration_ids(vm, sid) for r in vm.stack.journal(m)]
     # Every step of every workflow ran to completion exactly once.
-    assert rows and all(r.status == journal.DONE and r.applied == 1 for r in rows)
+    assert rows and all(r.status == JournalStatus.DONE and r.applied == 1 for r in rows)
     # Both workers of vm2 did some of its steps.
     workers = {r.worker.split("/")[0] for r in rows if r.host == "vm2" and r.worker}
     assert len(workers) == 2, workers
