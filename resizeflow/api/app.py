@@ -14,8 +14,8 @@ from starlette.responses import Response
 
 from resizeflow import errors
 from resizeflow.api import auth, microversion
-from resizeflow.api.deps import Services
-from resizeflow.api.faults import HTTPFault, api_message, fault_response
+from resizeflow.api.deps import ServiceLayer
+from resizeflow.api.faults import HTTPFault, fault_response
 from resizeflow.api.middleware import NovaMiddleware
 from resizeflow.api.routes import (
     actions,
@@ -72,8 +72,7 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, errors.ResizeflowError)
         if exc.code >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        action = getattr(request.state, "action", None)
-        return fault_response(exc.code, api_message(exc, action))
+        return fault_response(exc.code, exc.message)
 
     async def on_fault(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPFault)
@@ -107,10 +106,10 @@ def install_handlers(app: FastAPI) -> None:
 
 def build_services(
     settings: Settings, database: Database | None = None, celery: Celery | None = None
-) -> Services:
+) -> ServiceLayer:
     database = database or Database(settings.db_url)
     celery = celery or make_app(settings)
-    return Services(
+    return ServiceLayer(
         compute=ComputeAPI(settings, database, celery),
         queries=Queries(settings, database),
         flavors=FlavorAdmin(database),
@@ -119,7 +118,7 @@ def build_services(
     )
 
 
-def create_fastapi(services: Services) -> FastAPI:
+def create_fastapi(services: ServiceLayer) -> FastAPI:
     app = FastAPI(
         title="resizeflow compute API",
         version=microversion.fmt(microversion.MAX_VERSION),

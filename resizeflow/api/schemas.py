@@ -11,8 +11,13 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
     field_validator,
 )
+
+from resizeflow import errors
+from resizeflow.api.microversion import Version
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -74,7 +79,12 @@ class Lock(Strict):
 
 
 class ActionBody(Strict):
-    """Exactly one action per request; the name is the body's only key."""
+    """One action per request, named by the body's only key.
+
+    Nova validates only the actions that have a request schema: resize
+    always, lock from 2.73. The others take any value, ``{}`` as well as
+    ``null`` (tempest sends ``{"confirmResize": {}}``).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -83,12 +93,12 @@ class ActionBody(Strict):
     )
 
     resize: Resize | None = None
-    confirmResize: None = None
-    revertResize: None = None
-    os_stop: None = Field(None, alias="os-stop")
-    os_start: None = Field(None, alias="os-start")
-    lock: Lock | None = None
-    unlock: None = None
+    confirmResize: Any = None
+    revertResize: Any = None
+    os_stop: Any = Field(None, alias="os-stop")
+    os_start: Any = Field(None, alias="os-start")
+    lock: Any = None
+    unlock: Any = None
 
     @field_validator("resize", mode="before")
     @classmethod
@@ -97,6 +107,26 @@ class ActionBody(Strict):
         if value is None:
             raise ValueError("None is not of type 'object'")
         return value
+
+
+_LOCK = TypeAdapter(Lock | None)
+
+
+def validate_action(key: str, value: Any, version: Version) -> Any:
+    """The action's value, checked by its schema at ``version`` where Nova has one."""
+    if key == "lock":
+        if not version.at_least(73):
+            return None  # Nova has no lock schema before 2.73: the value is ignored
+        try:
+            checked = _LOCK.validate_python(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(["lock", *(str(p) for p in first["loc"] if p != "Lock")])
+            raise errors.ValidationError(
+                field=field, value=first.get("input"), reason=first["msg"]
+            ) from None
+        return None if checked is None else checked.model_dump(exclude_none=True)
+    return value
 
 
 class WorkflowActionBody(Strict):

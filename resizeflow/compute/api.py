@@ -48,19 +48,9 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (
 # Nova's system-metadata key for the image a server was booted from.
 IMAGE_REF_KEY = "image_base_image_ref"
 # Keys the service layer keeps in system_metadata; the rest is the user's metadata.
-INTERNAL_METADATA = frozenset({IMAGE_REF_KEY, "old_vm_state"})
-
-# Nova's server actions (``POST /servers/{id}/action``) by the key of their
-# body, each with the name Nova's API gives it in error messages.
-SERVER_ACTIONS = {
-    "resize": "resize",
-    "confirmResize": "confirmResize",
-    "revertResize": "revertResize",
-    "os-stop": "stop",
-    "os-start": "start",
-    "lock": "lock",
-    "unlock": "unlock",
-}
+# Nova keeps a lock's reason in system_metadata too (2.73).
+LOCKED_REASON_KEY = "locked_reason"
+INTERNAL_METADATA = frozenset({IMAGE_REF_KEY, "old_vm_state", LOCKED_REASON_KEY})
 
 
 @dataclass(frozen=True)
@@ -220,6 +210,7 @@ class ComputeAPI:
         networks: Sequence[str] = ("private",),
         metadata: dict[str, str] | None = None,
         image_ref: str | None = None,
+        description: str | None = None,
     ) -> str:
         """Boot a server on ``host`` (admin only) or on a scheduled host."""
         authorize(ctx, "compute:servers:create")
@@ -238,6 +229,7 @@ class ComputeAPI:
             inst = Instance(
                 uuid=uuid,
                 display_name=name,
+                description=description,
                 project_id=ctx.project_id,
                 user_id=ctx.user_id,
                 host=dest.host,
@@ -257,33 +249,6 @@ class ComputeAPI:
             self._record(ctx, s, inst, "create")
             launches.append(Launch(None, instance_task=(workflows.SPAWN, uuid, dest.host)))
         return uuid
-
-    def act(
-        self, ctx: RequestContext, uuid: str, key: str, flavor_ref: str | int | None = None
-    ) -> None:
-        """Run the server action whose body key is ``key`` (see SERVER_ACTIONS)."""
-        if key == "resize":
-            if flavor_ref is None:
-                raise errors.ValidationError(
-                    field="flavorRef", value=None, reason="A resize needs a flavorRef."
-                )
-            self.resize(ctx, uuid, flavor_ref)
-            return
-        calls: dict[str, Callable[[RequestContext, str], object]] = {
-            "confirmResize": self.confirm_resize,
-            "revertResize": self.revert_resize,
-            "os-stop": self.stop,
-            "os-start": self.start,
-            "lock": self.lock,
-            "unlock": self.unlock,
-        }
-        if key not in calls:
-            raise errors.ValidationError(
-                field="action",
-                value=key,
-                reason=f"Unknown action; one of {sorted(SERVER_ACTIONS)}.",
-            )
-        calls[key](ctx, uuid)
 
     # -- resize -------------------------------------------------------------
     def resize(
@@ -332,6 +297,8 @@ class ComputeAPI:
                 old_instance_type_id=int(old["id"]),
                 new_instance_type_id=new.id,
                 status=M.PRE_MIGRATING,
+                user_id=ctx.user_id,
+                project_id=ctx.project_id,
             )
             s.add(mig)
             s.flush()
@@ -404,13 +371,15 @@ class ComputeAPI:
         self._instance_op(ctx, uuid, "start", "start", (V.STOPPED,), T.POWERING_ON, workflows.START)
 
     # -- lock ---------------------------------------------------------------
-    def lock(self, ctx: RequestContext, uuid: str) -> None:
+    def lock(self, ctx: RequestContext, uuid: str, reason: str | None = None) -> None:
         with self.db.transaction() as s:
             inst = self._get(ctx, s, uuid, "lock")
             if inst.locked:
                 return
             owner = inst.project_id == ctx.project_id
             inst.locked, inst.locked_by = True, "owner" if owner else "admin"
+            if reason is not None:
+                inst.system_metadata = {**inst.system_metadata, LOCKED_REASON_KEY: reason}
             self._record(ctx, s, inst, "lock")
 
     def unlock(self, ctx: RequestContext, uuid: str) -> None:
@@ -421,6 +390,9 @@ class ComputeAPI:
             if inst.locked_by == "admin" and not ctx.is_admin:
                 raise errors.PolicyNotAuthorized(action="compute:unlock_override")
             inst.locked, inst.locked_by = False, None
+            meta = dict(inst.system_metadata)
+            if meta.pop(LOCKED_REASON_KEY, None) is not None:
+                inst.system_metadata = meta
             self._record(ctx, s, inst, "unlock")
 
     # -- delete -------------------------------------------------------------

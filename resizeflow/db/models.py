@@ -156,6 +156,7 @@ class Instance(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(String(255))
 
 
 class Migration(Base):
@@ -173,6 +174,9 @@ class Migration(Base):
     old_instance_type_id: Mapped[int]
     new_instance_type_id: Mapped[int]
     status: Mapped[MigrationStatus] = mapped_column(_enum(MigrationStatus, "migration_status"))
+    # Who asked for it (shown from 2.80).
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    project_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
