@@ -73,8 +73,13 @@ PROGRESS_STATUSES = frozenset(
 )
 
 
-def server(s: ServerInfo, version: Version, base: str, *, admin: bool) -> dict[str, Any]:
-    """A server as Nova shows it at ``version``; ``admin`` adds the extended attributes."""
+def server(
+    s: ServerInfo, version: Version, base: str, *, admin: bool, show: bool = False
+) -> dict[str, Any]:
+    """A server as Nova shows it at ``version``; ``admin`` adds the extended attributes.
+
+    ``show`` is one server's own page, which alone carries its server groups (2.71).
+    """
     body: dict[str, Any] = {
         **server_brief(s, base),
         "status": s.status,
@@ -136,7 +141,7 @@ def server(s: ServerInfo, version: Version, base: str, *, admin: bool) -> dict[s
         body["tags"] = []
     if version.at_least(63):
         body["trusted_image_certificates"] = None
-    if version.at_least(71):
+    if show and version.at_least(71):
         body["server_groups"] = []
     if version.at_least(73):
         body["locked_reason"] = s.locked_reason
@@ -241,8 +246,9 @@ def migration(m: MigrationInfo, version: Version) -> dict[str, Any]:
     if version.at_least(59):
         body["uuid"] = m.uuid
     if version.at_least(80):
-        body["user_id"] = m.user_id or ""
-        body["project_id"] = m.project_id or ""
+        # Null only for a migration older than the record of who asked (as in Nova).
+        body["user_id"] = m.user_id
+        body["project_id"] = m.project_id
     return body
 
 

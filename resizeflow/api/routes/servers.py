@@ -116,7 +116,7 @@ def show_server(server_id: str, svc: Svc, ctx: Ctx, base: Base, version: Ver) ->
     """Show one server."""
     info = svc.queries.server(ctx, server_id)
     admin = allowed(ctx, "compute:servers:show:extended_attributes", info.project_id)
-    return {"server": views.server(info, version, base, admin=admin)}
+    return {"server": views.server(info, version, base, admin=admin, show=True)}
 
 
 def _networks(server: ServerCreate, version: Version) -> tuple[str, ...]:
