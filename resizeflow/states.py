@@ -84,15 +84,17 @@ TASK_TRANSITIONS: dict[TaskState | None, frozenset[TaskState | None]] = {
             T.DELETING,
         }
     ),
+    # A delete is accepted in any task_state, as Nova accepts it; the service
+    # layer ends the workflow in flight (see ComputeAPI.delete).
     T.SCHEDULING: frozenset({None, T.SPAWNING, T.DELETING}),
     T.SPAWNING: frozenset({None, T.DELETING}),
-    T.RESIZE_PREP: frozenset({None, T.RESIZE_MIGRATING}),
-    T.RESIZE_MIGRATING: frozenset({None, T.RESIZE_MIGRATED}),
-    T.RESIZE_MIGRATED: frozenset({None, T.RESIZE_FINISH}),
-    T.RESIZE_FINISH: frozenset({None}),
-    T.RESIZE_REVERTING: frozenset({None}),
-    T.POWERING_OFF: frozenset({None}),
-    T.POWERING_ON: frozenset({None}),
+    T.RESIZE_PREP: frozenset({None, T.RESIZE_MIGRATING, T.DELETING}),
+    T.RESIZE_MIGRATING: frozenset({None, T.RESIZE_MIGRATED, T.DELETING}),
+    T.RESIZE_MIGRATED: frozenset({None, T.RESIZE_FINISH, T.DELETING}),
+    T.RESIZE_FINISH: frozenset({None, T.DELETING}),
+    T.RESIZE_REVERTING: frozenset({None, T.DELETING}),
+    T.POWERING_OFF: frozenset({None, T.DELETING}),
+    T.POWERING_ON: frozenset({None, T.DELETING}),
     T.DELETING: frozenset({None}),
 }
 

@@ -93,8 +93,15 @@ def _lock_rows(rt: HostRuntime, session: Any, migration_id: int, name: str) -> S
         _lock_statement(), {"b_migration_id": migration_id, "b_step": name}
     ).one_or_none()
     if found is None:
+        mig = db.get_migration(session, migration_id)
+        if mig.status in (MigrationStatus.ERROR, MigrationStatus.FAILED):
+            # NOTE: a delete ended this workflow (ComputeAPI.delete) and the
+            # server may be gone already: there is nothing left for this step.
+            raise errors.WorkflowAborted(
+                migration_id=migration_id, status=mig.status.value, step=name
+            )
         # Which row is missing decides the error; the lookups raise it.
-        db.get_instance(session, db.get_migration(session, migration_id).instance_uuid)
+        db.get_instance(session, mig.instance_uuid)
         raise errors.StepFailed(step=name, reason=f"migration {migration_id} has no plan")
     inst, mig, row = found
     return StepContext(session=session, runtime=rt, instance=inst, migration=mig, journal=row)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import kombu.exceptions
-from celery import Celery
+from celery import Celery, chain
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, workflows
@@ -25,7 +26,7 @@ from resizeflow.compute.scheduler import select_destination
 from resizeflow.conf import Settings
 from resizeflow.db import api as db
 from resizeflow.db import journal, services
-from resizeflow.db.models import Instance, InstanceAction, Migration
+from resizeflow.db.models import Instance, InstanceAction, Migration, utcnow
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import Resources
 from resizeflow.drivers.network import SqlNetwork
@@ -34,6 +35,7 @@ from resizeflow.drivers.quota import SqlQuota
 from resizeflow.states import MigrationStatus as M
 from resizeflow.states import TaskState as T
 from resizeflow.states import VmState as V
+from resizeflow.states import check_migration
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ class Launch:
     migration_id: int | None
     steps: tuple[journal.PlannedStep, ...] = ()
     instance_task: tuple[str, str, str] | None = None  # (task name, instance uuid, host)
+    # After the instance task: purge these hosts, then free the migration's claim.
+    cleanup: tuple[int, tuple[str, str]] | None = None
 
 
 def check_instance_state(
@@ -173,6 +177,17 @@ class ComputeAPI:
                 )
 
     def _send(self, item: Launch) -> None:
+        if item.cleanup is not None:
+            assert item.instance_task is not None
+            name, uuid, host = item.instance_task
+            mig_id, hosts = item.cleanup
+            purges = [
+                workflows.signature(self.app, workflows.PURGE, uuid, h)
+                for h in dict.fromkeys(hosts)
+            ]
+            done = workflows.signature(self.app, workflows.FINISH_CLEANUP, mig_id, hosts[-1])
+            chain(workflows.signature(self.app, name, uuid, host), *purges, done).apply_async()
+            return
         if item.instance_task is not None and item.migration_id is None:
             name, uuid, host = item.instance_task
             workflows.launch_instance_task(self.app, name, uuid, host)
@@ -397,23 +412,85 @@ class ComputeAPI:
 
     # -- delete -------------------------------------------------------------
     def delete(self, ctx: RequestContext, uuid: str) -> None:
-        """Delete a server; one awaiting resize confirmation is confirmed first."""
+        """Delete a server in any task_state, as Nova accepts it.
+
+        - Awaiting resize confirmation (VERIFY_RESIZE, nothing in flight): the
+          resize is confirmed first, then the server is deleted (Nova's
+          ``_confirm_resize_on_deleting``).
+        - A resize, confirm or revert in flight (or stuck, or errored): its
+          migration is moved to ``error`` and the journal rows not yet done are
+          marked aborted, in the same transaction that sets ``deleting``. A step
+          that then starts finds its row aborted or its migration in error and
+          does nothing. The server is deleted on its host, and then both hosts of
+          the migration are purged of its domain and directories and the
+          migration's claim is freed (the cleanup path of a deleted server's
+          errored migration), which ends the migration ``failed``.
+        - Otherwise (a stop, start or spawn in flight included): the server is
+          deleted on its host; the instance task in flight finds the task_state
+          changed and does nothing.
+        """
         with self._launching() as (s, launches):
             inst = self._get(ctx, s, uuid, "delete")
             check_instance_lock(ctx, inst)
-            check_instance_state(inst, "delete", task_state=(None,))
-            db.cas_task_state(s, uuid, [None], T.DELETING)
+            # NOTE: the instance row is locked first, as every step locks it:
+            # a step running now holds it, so this waits for that step to commit,
+            # and no step commits after this transaction without seeing it.
+            s.refresh(inst, with_for_update=True)
+            db.cas_task_state(s, uuid, [inst.task_state], T.DELETING)
             action = self._record(ctx, s, inst, "delete")
             assert inst.host is not None
-            if inst.vm_state == V.RESIZED:
+            delete = (workflows.DELETE, uuid, inst.host)
+            live = self._live_migration_of(s, uuid)
+            if live is None:
+                launches.append(Launch(None, instance_task=delete))
+                return
+            if live.status == M.FINISHED and inst.vm_state == V.RESIZED and not _in_flight(s, live):
                 # NOTE: confirming first frees the source host's copy and claim;
-                # deleting straight away would leak them (Nova's
-                # _confirm_resize_on_deleting).
-                mig = db.find_migration(s, uuid, M.FINISHED)
-                db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
-                steps = self._plan(ctx, s, "confirm", mig, action)
-                launches.append(
-                    Launch(mig.id, steps, instance_task=(workflows.DELETE, uuid, inst.host))
+                # deleting straight away would leak them.
+                db.cas_migration_status(s, live.id, M.FINISHED, M.CONFIRMING)
+                steps = self._plan(ctx, s, "confirm", live, action)
+                launches.append(Launch(live.id, steps, instance_task=delete))
+                return
+            self._end_for_delete(s, live)
+            launches.append(
+                Launch(
+                    None,
+                    instance_task=delete,
+                    cleanup=(live.id, (live.source_compute, live.dest_compute)),
                 )
-            else:
-                launches.append(Launch(None, instance_task=(workflows.DELETE, uuid, inst.host)))
+            )
+
+    @staticmethod
+    def _live_migration_of(session: Session, uuid: str) -> Migration | None:
+        """The server's newest migration if it is not over (or errored, with leftovers)."""
+        mig = session.scalars(
+            select(Migration)
+            .where(Migration.instance_uuid == uuid)
+            .order_by(Migration.id.desc())
+            .limit(1)
+            .with_for_update()
+        ).first()
+        if mig is None or mig.status in (M.CONFIRMED, M.REVERTED, M.FAILED):
+            return None
+        return mig
+
+    @staticmethod
+    def _end_for_delete(session: Session, mig: Migration) -> None:
+        """End the migration's workflow for a delete: abort what is left, move it to error."""
+        for row in journal.rows(session, mig.id):
+            if row.status not in (journal.DONE, journal.FAILED, journal.ABORTED):
+                row.status = journal.ABORTED
+                row.lease_expires_at = None
+                row.last_error = "the server was deleted"
+        if mig.status != M.ERROR:
+            mig.status = check_migration(mig.status, M.ERROR)
+            mig.updated_at = utcnow()
+
+
+def _in_flight(session: Session, mig: Migration) -> bool:
+    """Whether a confirm or revert of this migration has been planned and not ended."""
+    return any(
+        r.status not in (journal.DONE, journal.FAILED, journal.ABORTED)
+        and r.flow in ("confirm", "revert")
+        for r in journal.rows(session, mig.id)
+    )
