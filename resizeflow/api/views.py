@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +19,7 @@ from resizeflow.compute.queries import (
     ServiceInfo,
     StepInfo,
 )
+from resizeflow.drivers import payloads
 
 
 def iso(when: dt.datetime | None) -> str | None:
@@ -160,14 +160,6 @@ def server(
     return body
 
 
-def link_local(mac: str) -> str:
-    """The IPv6 link-local address a NIC with this MAC gives itself (EUI-64, RFC 4291)."""
-    octets = [int(x, 16) for x in mac.split(":")]
-    octets[0] ^= 0x02
-    eui = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
-    return str(ipaddress.IPv6Address(bytes([0xFE, 0x80, 0, 0, 0, 0, 0, 0, *eui])))
-
-
 def _addresses(s: ServerInfo) -> dict[str, list[dict[str, Any]]]:
     # NOTE: ports here get no fixed IP from an IPAM, and Nova's "addr" must be an
     # IP. Each NIC's own IPv6 link-local address, derived from its MAC, is the
@@ -177,7 +169,7 @@ def _addresses(s: ServerInfo) -> dict[str, list[dict[str, Any]]]:
         out.setdefault(p.network, []).append(
             {
                 "version": 6,
-                "addr": link_local(p.mac_address),
+                "addr": payloads.link_local(p.mac_address),
                 "OS-EXT-IPS:type": "fixed",
                 "OS-EXT-IPS-MAC:mac_addr": p.mac_address,
             }

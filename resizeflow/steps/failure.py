@@ -27,4 +27,5 @@ def error_out(ctx: StepContext, step: str, exc: BaseException, details: str) -> 
     inst.task_state = None
     db.add_fault(ctx.session, inst.uuid, exc, ctx.host, details)
     flow = step.split(".")[1]
-    ctx.notify(f"{_EVENT.get(flow, flow)}.error", exception=getattr(exc, "message", str(exc)))
+    ctx.notify(f"{_EVENT.get(flow, flow)}.error", fault=exc, details=details, priority="ERROR")
+    ctx.notify_exception(exc, details)
