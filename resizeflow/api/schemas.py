@@ -27,6 +27,10 @@ FlavorRef = (
     | Annotated[StrictInt, Field(ge=0)]
 )
 Count = Annotated[StrictInt, Field(ge=1, le=1)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=60, pattern=r"^[^,/]*$")]
+Fqdn = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.:_-]*$")
+]
 
 
 class Strict(BaseModel):
@@ -62,11 +66,56 @@ class ServerCreate(Strict):
     min_count: Count | None = None
     max_count: Count | None = None
     return_reservation_id: StrictBool | None = None
+    adminPass: Annotated[str, StringConstraints(max_length=255)] | None = None
+    personality: list[dict[str, Any]] | None = None  # until 2.56
+    block_device_mapping: list[dict[str, Any]] | None = None
+    block_device_mapping_v2: list[dict[str, Any]] | None = None
+    tags: Annotated[list[Tag], Field(max_length=50)] | None = None  # 2.52
+    trusted_image_certificates: (
+        Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(max_length=50)]
+        | None
+    ) = None  # 2.63
+    host: Fqdn | None = None  # 2.74
+    hypervisor_hostname: Fqdn | None = None  # 2.74
+    hostname: Fqdn | None = None  # 2.90
+
+
+# The microversion that added each optional boot field (and 2.57 removed personality).
+SERVER_CREATE_SINCE = {
+    "description": 19,
+    "tags": 52,
+    "trusted_image_certificates": 63,
+    "host": 74,
+    "hypervisor_hostname": 74,
+    "hostname": 90,
+}
+SERVER_CREATE_UNTIL = {"personality": 56}
+
+
+def check_server_create(body: ServerCreateBody, version: Version) -> None:
+    """What Nova's create schema for ``version`` refuses that the union model accepts."""
+    server = body.server
+    for name in sorted(server.model_fields_set):
+        since, until = SERVER_CREATE_SINCE.get(name, 1), SERVER_CREATE_UNTIL.get(name, 10**6)
+        if not version.at_least(since) or version.at_least(until + 1):
+            shown = server.model_dump(by_alias=True, exclude_unset=True)
+            raise errors.ValidationError(
+                field="server",
+                value=repr(shown),
+                reason=f"Additional properties are not allowed ('{name}' was unexpected)",
+            )
+    if isinstance(server.networks, str) and not version.at_least(37):
+        raise errors.ValidationError(
+            field="networks",
+            value=repr(server.networks),
+            reason=f"{server.networks!r} is not of type 'array'",
+        )
 
 
 class ServerCreateBody(Strict):
     server: ServerCreate
     scheduler_hints: dict[str, Any] | None = Field(None, alias="os:scheduler_hints")
+    scheduler_hints_ext: dict[str, Any] | None = Field(None, alias="OS-SCH-HNT:scheduler_hints")
 
 
 class Resize(Strict):
@@ -121,7 +170,8 @@ def validate_action(key: str, value: Any, version: Version) -> Any:
             checked = _LOCK.validate_python(value)
         except ValidationError as exc:
             first = exc.errors()[0]
-            field = ".".join(["lock", *(str(p) for p in first["loc"] if p != "Lock")])
+            path = [str(p) for p in first["loc"] if p != "Lock"]
+            field = path[-1] if path else "lock"
             raise errors.ValidationError(
                 field=field, value=first.get("input"), reason=first["msg"]
             ) from None

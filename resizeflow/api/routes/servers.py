@@ -13,7 +13,7 @@ from resizeflow.api import views
 from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc, Ver
 from resizeflow.api.faults import HTTPFault
 from resizeflow.api.microversion import Version
-from resizeflow.api.schemas import ServerCreate, ServerCreateBody
+from resizeflow.api.schemas import ServerCreate, ServerCreateBody, check_server_create
 from resizeflow.api.server_actions import worded_as
 from resizeflow.compute.policy import RequestContext, allowed
 
@@ -165,8 +165,9 @@ def create_server(
 ) -> dict[str, Any]:
     """Boot a server from a flavor; an admin may force a host with ``nova:HOST``."""
     server = body.server
+    check_server_create(body, version)
     networks = _networks(server, version)
-    host = _forced_host(server.availability_zone)
+    host = server.host or _forced_host(server.availability_zone)
     try:
         uuid = svc.compute.create(
             ctx,
