@@ -613,3 +613,30 @@ def test_a_deleted_server_is_gone(api: InProcessAPI) -> None:
         assert row is not None
         row.deleted = True
     assert fault(api.request("GET", f"/v2.1/servers/{uid}"), 404, "itemNotFound")
+
+
+def test_server_lists_by_change_time_and_lock(api: InProcessAPI) -> None:
+    kept, gone = api.server("p-since"), api.server("p-since")
+    with api.db.transaction() as s:
+        row = s.get(Instance, gone)
+        assert row is not None
+        row.deleted, row.vm_state = True, VmState.DELETED
+    token = "u:p-since"
+    listed = api.request("GET", "/v2.1/servers/detail", token).json()["servers"]
+    assert [x["id"] for x in listed] == [kept]
+    # As in Nova, a list by change time shows the servers deleted in it.
+    since = api.request(
+        "GET", "/v2.1/servers/detail?changes-since=2000-01-01T00:00:00Z", token
+    ).json()["servers"]
+    assert {x["id"]: x["status"] for x in since} == {kept: "ACTIVE", gone: "DELETED"}
+    before = api.request("GET", "/v2.1/servers?changes-before=2000-01-01T00:00:00Z", token)
+    assert before.json()["servers"] == []
+    bad = api.request("GET", "/v2.1/servers?changes-since=yesterday", token)
+    assert fault(bad, 400, "badRequest") == (
+        "Invalid input for query parameters changes-since. Value: yesterday. "
+        "'yesterday' is not a 'date-time'"
+    )
+    api.request("POST", f"/v2.1/servers/{kept}/action", token, json={"lock": None})
+    locked = api.request("GET", "/v2.1/servers?locked=true", token).json()["servers"]
+    assert [x["id"] for x in locked] == [kept]
+    assert api.request("GET", "/v2.1/servers?locked=false", token).json()["servers"] == []

@@ -119,6 +119,19 @@ def test_a_failed_step_shows_as_error_with_a_fault(rf: Stack, project: str) -> N
         ]["events"]
         assert events[-1]["event"] == "compute_finish_resize"
         assert events[-1]["result"] == "Error" and events[-1]["traceback"]
+        # 2.84: what went wrong, without the traceback, for the owner too.
+        (event,) = [
+            e
+            for e in http.get(f"/servers/{uuid}/os-instance-actions/{request_id}").json()[
+                "instanceAction"
+            ]["events"]
+            if e["result"] == "Error"
+        ]
+        assert "traceback" not in event and "host" not in event and event["hostId"]
+        assert (
+            event["details"]
+            == "Step resizeflow.resize.finish_resize failed: injected fatal failure in resizeflow.resize.finish_resize"
+        )
         migs = admin.get("/os-migrations", params={"instance_uuid": uuid, "status": "error"})
         assert len(migs.json()["migrations"]) == 1
 

@@ -284,7 +284,11 @@ def _details(e: EventInfo) -> str | None:
     if e.result != "Error" or not e.traceback:
         return None
     lines = [line for line in e.traceback.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else None
+    if not lines:
+        return None
+    # The traceback's last line is "package.module.Error: message": the message.
+    kind, sep, message = lines[-1].partition(": ")
+    return message if sep and " " not in kind else lines[-1]
 
 
 def service(s: ServiceInfo, version: Version) -> dict[str, Any]:

@@ -355,10 +355,24 @@ class Queries:
         host: str | None = None,
         limit: int | None = None,
         marker: str | None = None,
+        changes_since: dt.datetime | None = None,
+        changes_before: dt.datetime | None = None,
+        locked: bool | None = None,
     ) -> list[ServerInfo]:
-        """Servers newest first; only an admin may list every project's."""
+        """Servers newest first; only an admin may list every project's.
+
+        As in Nova, a list by change time includes the servers deleted in it.
+        """
         authorize(ctx, "compute:servers:index")
-        stmt = select(Instance).where(Instance.deleted.is_(False))
+        stmt = select(Instance)
+        if changes_since is None and changes_before is None:
+            stmt = stmt.where(Instance.deleted.is_(False))
+        if changes_since is not None:
+            stmt = stmt.where(Instance.updated_at >= changes_since)
+        if changes_before is not None:
+            stmt = stmt.where(Instance.updated_at <= changes_before)
+        if locked is not None:
+            stmt = stmt.where(Instance.locked.is_(locked))
         if all_projects:
             authorize(ctx, "compute:servers:index:get_all_tenants")
             if project_id is not None:

@@ -6,11 +6,20 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from resizeflow import errors
 from resizeflow.api import views
-from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc, Ver
+from resizeflow.api.deps import (
+    Base,
+    Ctx,
+    QueryLimit,
+    QueryText,
+    Svc,
+    Ver,
+    changes_time,
+    is_true,
+)
 from resizeflow.api.faults import HTTPFault
 from resizeflow.api.microversion import Version
 from resizeflow.api.schemas import ServerCreate, ServerCreateBody, check_server_create
@@ -52,6 +61,9 @@ class ServerFilters:
     project_id: QueryText = None
     limit: QueryLimit = None
     marker: QueryText = None
+    changes_since: Annotated[str | None, Query(alias="changes-since", max_length=64)] = None
+    changes_before: Annotated[str | None, Query(alias="changes-before", max_length=64)] = None
+    locked: Annotated[str | None, Query(max_length=16)] = None  # 2.73
 
 
 Filters = Annotated[ServerFilters, Depends()]
@@ -75,6 +87,11 @@ def _list(svc: Svc, ctx: RequestContext, version: Version, f: ServerFilters) -> 
         host=host,
         limit=f.limit,
         marker=f.marker,
+        changes_since=changes_time("changes-since", f.changes_since),
+        changes_before=(
+            changes_time("changes-before", f.changes_before) if version.at_least(66) else None
+        ),
+        locked=is_true("locked", f.locked) if version.at_least(73) and f.locked else None,
     )
 
 
