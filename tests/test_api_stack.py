@@ -128,10 +128,8 @@ def test_a_failed_step_shows_as_error_with_a_fault(rf: Stack, project: str) -> N
             if e["result"] == "Error"
         ]
         assert "traceback" not in event and "host" not in event and event["hostId"]
-        assert (
-            event["details"]
-            == "Step resizeflow.resize.finish_resize failed: injected fatal failure in resizeflow.resize.finish_resize"
-        )
+        step = "resizeflow.resize.finish_resize"
+        assert event["details"] == f"Step {step} failed: injected fatal failure in {step}"
         migs = admin.get("/os-migrations", params={"instance_uuid": uuid, "status": "error"})
         assert len(migs.json()["migrations"]) == 1
 
