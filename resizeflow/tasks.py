@@ -94,7 +94,10 @@ def _lock_rows(rt: HostRuntime, session: Any, migration_id: int, name: str) -> S
     ).one_or_none()
     if found is None:
         mig = db.get_migration(session, migration_id)
-        if mig.status in (MigrationStatus.ERROR, MigrationStatus.FAILED):
+        row = journal.get(session, migration_id, name)
+        if mig.status in (MigrationStatus.ERROR, MigrationStatus.FAILED) or (
+            row is not None and row.status == journal.ABORTED
+        ):
             # NOTE: a delete ended this workflow (ComputeAPI.delete) and the
             # server may be gone already: there is nothing left for this step.
             raise errors.WorkflowAborted(

@@ -105,12 +105,21 @@ def stuck_after(rf: Stack, step: str, uuid: str, mig_id: int, host: str) -> None
     assert journal.PENDING in rows.values(), rows
 
 
-def delete_while_down(rf: Stack, http: httpx.Client, uuid: str, host: str) -> None:
+def delete_while_down(
+    rf: Stack, http: httpx.Client, uuid: str, host: str, *, mig_id: int | None = None
+) -> None:
+    """Delete while ``host`` is down; what waits for it is the delete, or (``mig_id``) the
+    purge of that host, then start the host's worker again."""
     try:
         resp = http.delete(f"/servers/{uuid}")
         assert resp.status_code == 204, resp.text
-        # Nothing runs on the stopped host: the server waits for it, deleting.
-        assert rf.instance(uuid).task_state == TaskState.DELETING
+        if mig_id is None:
+            # Nothing runs on the stopped host: the server waits for it, deleting.
+            assert rf.instance(uuid).task_state == TaskState.DELETING
+        else:
+            wait_for(lambda: rf.instance(uuid).deleted, 30, f"{uuid} to be deleted")
+            # The stopped host still has to be purged before the migration ends.
+            assert rf.migration(mig_id).status == MigrationStatus.ERROR
     finally:
         rf.start_worker(host)
 
@@ -172,3 +181,23 @@ def test_delete_of_a_stuck_resize(redis_stack: Stack, project: str) -> None:
         delete_while_down(rf, http, uuid, mig.source_compute)
         never_ran(rf, mig.id, "resize_instance", "finish_resize")
         check_gone(rf, http, uuid, mig.id)
+
+
+def test_delete_when_a_revert_has_only_its_last_step_left(redis_stack: Stack, project: str) -> None:
+    # The migration is already `reverted` (drop_dest_claim) while finish_revert,
+    # on the source, has still to bring the old domain back.
+    rf = redis_stack
+    with client(rf, f"alice:{project}") as http:
+        uuid = boot(http)
+        act(http, uuid, {"resize": {"flavorRef": "2"}}, 202)
+        wait_status(http, uuid, "VERIFY_RESIZE")
+        mig = latest_migration(rf, uuid)
+        step = "resizeflow.revert.drop_dest_claim"
+        hold(rf, step, uuid)
+        act(http, uuid, {"revertResize": None}, 202)
+        stuck_after(rf, step, uuid, mig.id, mig.source_compute)
+        assert rf.migration(mig.id).status == MigrationStatus.REVERTED
+        assert rf.instance_dir(mig.source_compute, uuid, "_resize").exists()
+        delete_while_down(rf, http, uuid, mig.source_compute, mig_id=mig.id)
+        check_gone(rf, http, uuid, mig.id)
+        never_ran(rf, mig.id, "finish_revert")

@@ -452,6 +452,10 @@ class ComputeAPI:
                 launches.append(Launch(live.id, steps, instance_task=delete))
                 return
             self._end_for_delete(s, live)
+            if live.status == M.CONFIRMED:
+                # Only finish_confirm was left: nothing on a hypervisor, no claim.
+                launches.append(Launch(None, instance_task=delete))
+                return
             launches.append(
                 Launch(
                     None,
@@ -462,7 +466,12 @@ class ComputeAPI:
 
     @staticmethod
     def _live_migration_of(session: Session, uuid: str) -> Migration | None:
-        """The server's newest migration if it is not over (or errored, with leftovers)."""
+        """The server's newest migration if its workflow is not over (or errored).
+
+        NOTE: a migration is ``confirmed`` or ``reverted`` one step before its
+        flow ends (finish_confirm, finish_revert): with such a step still open
+        the workflow is live.
+        """
         mig = session.scalars(
             select(Migration)
             .where(Migration.instance_uuid == uuid)
@@ -470,7 +479,9 @@ class ComputeAPI:
             .limit(1)
             .with_for_update()
         ).first()
-        if mig is None or mig.status in (M.CONFIRMED, M.REVERTED, M.FAILED):
+        if mig is None or mig.status == M.FAILED:
+            return None
+        if mig.status in (M.CONFIRMED, M.REVERTED) and not _open_rows(session, mig):
             return None
         return mig
 
@@ -482,9 +493,16 @@ class ComputeAPI:
                 row.status = journal.ABORTED
                 row.lease_expires_at = None
                 row.last_error = "the server was deleted"
-        if mig.status != M.ERROR:
+        if mig.status not in (M.ERROR, M.CONFIRMED):
             mig.status = check_migration(mig.status, M.ERROR)
             mig.updated_at = utcnow()
+
+
+def _open_rows(session: Session, mig: Migration) -> bool:
+    return any(
+        r.status not in (journal.DONE, journal.FAILED, journal.ABORTED)
+        for r in journal.rows(session, mig.id)
+    )
 
 
 def _in_flight(session: Session, mig: Migration) -> bool:

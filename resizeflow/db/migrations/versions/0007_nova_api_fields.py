@@ -22,8 +22,8 @@ def upgrade() -> None:
     with op.batch_alter_table("migrations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("user_id", sa.String(255), nullable=True))
         batch_op.add_column(sa.Column("project_id", sa.String(255), nullable=True))
-    # Migrations from before this revision: their server's owner asked for them
-    # (an admin's resize is the nearest thing to a guess we could make, so none is made).
+    # Migrations from before this revision did not record who asked: their
+    # server's owner is recorded, the requester of most resizes.
     op.execute(
         "UPDATE migrations SET "
         "user_id = (SELECT i.user_id FROM instances i WHERE i.uuid = migrations.instance_uuid), "
