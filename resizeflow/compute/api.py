@@ -417,14 +417,16 @@ class ComputeAPI:
         - Awaiting resize confirmation (VERIFY_RESIZE, nothing in flight): the
           resize is confirmed first, then the server is deleted (Nova's
           ``_confirm_resize_on_deleting``).
-        - A resize, confirm or revert in flight (or stuck, or errored): its
-          migration is moved to ``error`` and the journal rows not yet done are
-          marked aborted, in the same transaction that sets ``deleting``. A step
-          that then starts finds its row aborted or its migration in error and
-          does nothing. The server is deleted on its host, and then both hosts of
-          the migration are purged of its domain and directories and the
+        - A resize, confirm or revert in flight (or stuck): its migration is
+          moved to ``error`` and the journal rows not yet done are marked
+          aborted, in the same transaction that sets ``deleting``. A step that
+          then starts finds its row aborted or its migration in error and does
+          nothing. The server is deleted on its host, and then both hosts of the
+          migration are purged of its domain and directories and the
           migration's claim is freed (the cleanup path of a deleted server's
           errored migration), which ends the migration ``failed``.
+        - A workflow that had errored out: its open rows are aborted, and its
+          leftovers go to the periodic cleanup of incomplete migrations.
         - Otherwise (a stop, start or spawn in flight included): the server is
           deleted on its host; the instance task in flight finds the task_state
           changed and does nothing.
@@ -435,7 +437,10 @@ class ComputeAPI:
             # NOTE: the instance row is locked first, as every step locks it:
             # a step running now holds it, so this waits for that step to commit,
             # and no step commits after this transaction without seeing it.
-            s.refresh(inst, with_for_update=True)
+            # FOR NO KEY UPDATE, as the UPDATE below would take: a confirm that
+            # holds its migration row and records its action (a key-share lock
+            # on this row) must not deadlock with it.
+            s.refresh(inst, with_for_update={"key_share": True})
             db.cas_task_state(s, uuid, [inst.task_state], T.DELETING)
             action = self._record(ctx, s, inst, "delete")
             assert inst.host is not None
@@ -451,9 +456,13 @@ class ComputeAPI:
                 steps = self._plan(ctx, s, "confirm", live, action)
                 launches.append(Launch(live.id, steps, instance_task=delete))
                 return
+            errored = live.status == M.ERROR
             self._end_for_delete(s, live)
-            if live.status == M.CONFIRMED:
-                # Only finish_confirm was left: nothing on a hypervisor, no claim.
+            if errored or live.status == M.CONFIRMED:
+                # NOTE: a workflow that errored out before the delete keeps its
+                # leftovers for the periodic cleanup of incomplete migrations, as
+                # in Nova (an operator may want to look first); one whose last
+                # step (finish_confirm) was all that was left has none.
                 launches.append(Launch(None, instance_task=delete))
                 return
             launches.append(
