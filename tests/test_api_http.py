@@ -640,3 +640,20 @@ def test_server_lists_by_change_time_and_lock(api: InProcessAPI) -> None:
     locked = api.request("GET", "/v2.1/servers?locked=true", token).json()["servers"]
     assert [x["id"] for x in locked] == [kept]
     assert api.request("GET", "/v2.1/servers?locked=false", token).json()["servers"] == []
+
+
+def test_a_flavor_description_from_2_55(api: InProcessAPI) -> None:
+    body = {"flavor": {"name": "c3.desc", "ram": 64, "vcpus": 1, "disk": 1, "id": "c3desc"}}
+    body["flavor"]["description"] = "for tests"
+    old = api.request("POST", "/v2.1/flavors", json=body, headers=headers(version="2.54"))
+    assert fault(old, 400, "badRequest").endswith(
+        "Additional properties are not allowed ('description' was unexpected)"
+    )
+    made = api.request("POST", "/v2.1/flavors", json=body, headers=headers(version="2.55"))
+    assert made.status_code == 200, made.text
+    assert made.json()["flavor"]["description"] == "for tests"
+    listed = api.request("GET", "/v2.1/flavors", "a:b", headers=headers("a:b", "2.55")).json()
+    assert {f["id"]: f["description"] for f in listed["flavors"]}["c3desc"] == "for tests"
+    shown = api.request("GET", "/v2.1/flavors/c3desc", "a:b", headers=headers("a:b", "2.54"))
+    assert "description" not in shown.json()["flavor"]
+    assert api.request("DELETE", "/v2.1/flavors/c3desc").status_code == 202

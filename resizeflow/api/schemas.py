@@ -205,6 +205,7 @@ class FlavorCreate(Strict):
     swap: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 0
     rxtx_factor: Annotated[float, Field(gt=0, le=3.4e38)] | None = None
     is_public: StrictBool = Field(True, alias="os-flavor-access:is_public")
+    description: Annotated[str, StringConstraints(max_length=65535)] | None = None  # 2.55
 
 
 class FlavorCreateBody(Strict):

@@ -195,7 +195,7 @@ def flavor_brief(f: FlavorInfo, base: str, version: Version) -> dict[str, Any]:
         "links": links(base, "flavors", f.flavorid),
     }
     if version.at_least(55):
-        body["description"] = None
+        body["description"] = f.description
     return body
 
 

@@ -98,6 +98,7 @@ class FlavorInfo:
     swap: int
     is_public: bool
     disabled: bool
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,7 @@ def _flavor(f: Flavor) -> FlavorInfo:
         swap=f.swap,
         is_public=f.is_public,
         disabled=f.disabled,
+        description=f.description,
     )
 
 

@@ -115,6 +115,7 @@ class Flavor(Base):
     swap: Mapped[int] = mapped_column(default=0)
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(Text)  # shown from 2.55
 
     def as_dict(self) -> dict[str, Any]:
         return {

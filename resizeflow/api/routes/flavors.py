@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from resizeflow import errors
 from resizeflow.api import views
 from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc, Ver
 from resizeflow.api.schemas import FlavorCreateBody
@@ -97,6 +98,13 @@ def create_flavor(
 ) -> dict[str, Any]:
     """Create a flavor (admin)."""
     f = body.flavor
+    if "description" in f.model_fields_set and not version.at_least(55):
+        shown = f.model_dump(by_alias=True, exclude_unset=True)
+        raise errors.ValidationError(
+            field="flavor",
+            value=repr(shown),
+            reason="Additional properties are not allowed ('description' was unexpected)",
+        )
     info = svc.flavors.create(
         ctx,
         name=f.name,
@@ -107,6 +115,7 @@ def create_flavor(
         ephemeral=f.ephemeral,
         swap=f.swap,
         is_public=f.is_public,
+        description=f.description,
     )
     return {"flavor": views.flavor(info, base, version)}
 

@@ -1,5 +1,5 @@
 """fields the compute API shows at newer microversions: who asked for a migration, and
-a server's description
+the descriptions of servers and flavors
 
 Revision ID: 0007
 Revises: 0004
@@ -33,9 +33,14 @@ def upgrade() -> None:
     # 2.19: the description given at boot.
     with op.batch_alter_table("instances", schema=None) as batch_op:
         batch_op.add_column(sa.Column("description", sa.String(255), nullable=True))
+    # 2.55: a flavor's description.
+    with op.batch_alter_table("flavors", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("description", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("flavors", schema=None) as batch_op:
+        batch_op.drop_column("description")
     with op.batch_alter_table("instances", schema=None) as batch_op:
         batch_op.drop_column("description")
     with op.batch_alter_table("migrations", schema=None) as batch_op:
