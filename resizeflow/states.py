@@ -96,15 +96,17 @@ TASK_TRANSITIONS: dict[TaskState | None, frozenset[TaskState | None]] = {
             TaskState.DELETING,
         }
     ),
+    # A delete is accepted in any task_state, as Nova accepts it; the service
+    # layer ends the workflow in flight (see ComputeAPI.delete).
     TaskState.SCHEDULING: frozenset({None, TaskState.SPAWNING, TaskState.DELETING}),
     TaskState.SPAWNING: frozenset({None, TaskState.DELETING}),
-    TaskState.RESIZE_PREP: frozenset({None, TaskState.RESIZE_MIGRATING}),
-    TaskState.RESIZE_MIGRATING: frozenset({None, TaskState.RESIZE_MIGRATED}),
-    TaskState.RESIZE_MIGRATED: frozenset({None, TaskState.RESIZE_FINISH}),
-    TaskState.RESIZE_FINISH: frozenset({None}),
-    TaskState.RESIZE_REVERTING: frozenset({None}),
-    TaskState.POWERING_OFF: frozenset({None}),
-    TaskState.POWERING_ON: frozenset({None}),
+    TaskState.RESIZE_PREP: frozenset({None, TaskState.RESIZE_MIGRATING, TaskState.DELETING}),
+    TaskState.RESIZE_MIGRATING: frozenset({None, TaskState.RESIZE_MIGRATED, TaskState.DELETING}),
+    TaskState.RESIZE_MIGRATED: frozenset({None, TaskState.RESIZE_FINISH, TaskState.DELETING}),
+    TaskState.RESIZE_FINISH: frozenset({None, TaskState.DELETING}),
+    TaskState.RESIZE_REVERTING: frozenset({None, TaskState.DELETING}),
+    TaskState.POWERING_OFF: frozenset({None, TaskState.DELETING}),
+    TaskState.POWERING_ON: frozenset({None, TaskState.DELETING}),
     TaskState.DELETING: frozenset({None}),
 }
 

@@ -37,7 +37,7 @@ from resizeflow.db import api as dbapi
 from resizeflow.db import journal
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.drivers.base import Notification
-from resizeflow.states import JournalStatus, MigrationStatus
+from resizeflow.states import JOURNAL_ENDED, JournalStatus, MigrationStatus
 from resizeflow.steps import cleanup, failpoints
 from resizeflow.steps.context import (
     HostRuntime,
@@ -199,7 +199,9 @@ def _run_locked(
                     if again is None:
                         _end_unrun(s, row_id, None)
                         return
-                    if again.journal.status == _J.DONE:
+                    if again.journal.status in JOURNAL_ENDED:
+                        # Another copy finished it, or a delete ended it meanwhile.
+                        log.info("step %s %s meanwhile", step.task, again.journal.status)
                         return
                     if not journal.holds(again.journal, worker):
                         raise errors.LeaseLost(step=step.task, holder=again.journal.worker)
@@ -215,7 +217,8 @@ def _run_locked(
         with rt.db.transaction() as s:
             aborted = journal.get(s, row_id, lock=True)
             assert aborted is not None
-            if aborted.status != _J.DONE:
+            # A delete may have ended the row already (aborted).
+            if aborted.status not in JOURNAL_ENDED:
                 journal.fail(aborted, exc.message, final=True)
         raise Ignore() from exc
     except Exception as exc:

@@ -65,12 +65,18 @@ def launch(
     sig.apply_async()
 
 
-def launch_cleanup(
+def cleanup(
     app: Celery, migration_id: int, instance_uuid: str, hosts: Sequence[str]
-) -> None:
+) -> Signature:
     """Purge a deleted server's leftovers on each host, then mark the migration failed."""
     sigs = [
         signature(app, HOST_TASKS.purge_instance_files, instance_uuid, host)
         for host in dict.fromkeys(hosts)
     ]
-    chain(*sigs, signature(app, HOST_TASKS.finish_cleanup, migration_id, hosts[-1])).apply_async()
+    return chain(*sigs, signature(app, HOST_TASKS.finish_cleanup, migration_id, hosts[-1]))
+
+
+def launch_cleanup(
+    app: Celery, migration_id: int, instance_uuid: str, hosts: Sequence[str]
+) -> None:
+    cleanup(app, migration_id, instance_uuid, hosts).apply_async()

@@ -47,7 +47,14 @@ HOSTS = ("chaos1", "chaos2")
 # Every scenario's report, for the table printed at the end of the session.
 REPORTS: list[Report] = []
 PROJECT = "chaos"
-ENDED = {MigrationStatus.CONFIRMED, MigrationStatus.REVERTED, MigrationStatus.ERROR}
+# A delete ends a workflow in flight: its migration goes to error, and to failed
+# once both hosts are purged.
+ENDED = {
+    MigrationStatus.CONFIRMED,
+    MigrationStatus.REVERTED,
+    MigrationStatus.ERROR,
+    MigrationStatus.FAILED,
+}
 
 
 class PrivatePostgres:
@@ -369,7 +376,9 @@ class ChaosStack:
             for mig in s.scalars(select(Migration).where(Migration.id.in_(migs))):
                 if mig.status not in ENDED or not self._flow_over(s, mig.id):
                     report.stuck.append(f"migration {mig.id} stuck in {mig.status.value}")
-                elif mig.status == MigrationStatus.ERROR:
+                elif mig.status == MigrationStatus.ERROR and not self.deleted(mig.instance_uuid):
+                    # (A deleted server's migration in error is the delete's doing,
+                    # on its way to failed: there is no fault to show.)
                     faults = s.scalars(
                         select(InstanceFault.message).where(
                             InstanceFault.instance_uuid == mig.instance_uuid

@@ -80,7 +80,7 @@ def test_the_chosen_version_is_echoed(api: InProcessAPI, hdrs: dict[str, str], c
     assert resp.headers["X-OpenStack-Request-Id"].startswith("req-")
 
 
-@pytest.mark.parametrize("version", ["2.99", "3.0", "2.0", "1.1"])
+@pytest.mark.parametrize("version", ["2.97", "2.100", "3.0", "2.0", "1.1"])
 def test_an_unsupported_version_is_406(api: InProcessAPI, version: str) -> None:
     resp = api.client.get("/v2.1/flavors", headers=headers("a:b", version))
     message = fault(resp, 406, "computeFault")
@@ -242,33 +242,79 @@ def test_malformed_json_is_400(api: InProcessAPI) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "message"),
     [
-        ({"server": {"flavorRef": "1", "networks": "none"}}, "server.name"),
-        ({"server": {"name": "x", "networks": "none"}}, "server.flavorRef"),
-        ({"server": {"name": "", "flavorRef": "1", "networks": "none"}}, "server.name"),
-        ({"server": {"name": "x", "flavorRef": "1", "networks": "some"}}, "server.networks"),
+        (
+            {"server": {"flavorRef": "1", "networks": "none"}},
+            "Invalid input for field/attribute server. Value: {'flavorRef': '1', "
+            "'networks': 'none'}. 'name' is a required property",
+        ),
+        (
+            {"server": {"name": "x", "networks": "none"}},
+            "Invalid input for field/attribute server. Value: {'name': 'x', "
+            "'networks': 'none'}. 'flavorRef' is a required property",
+        ),
+        (
+            {"server": {"name": "", "flavorRef": "1", "networks": "none"}},
+            "Invalid input for field/attribute name. Value: ''. '' is too short",
+        ),
+        (
+            {"server": {"name": "x", "flavorRef": "1", "networks": "some"}},
+            "Invalid input for field/attribute networks",
+        ),
         (
             {"server": {"name": "x", "flavorRef": "1", "networks": "none", "bogus": 1}},
-            "server.bogus",
+            "Invalid input for field/attribute server. Value: {'name': 'x', 'flavorRef': '1', "
+            "'networks': 'none', 'bogus': 1}. Additional properties are not allowed "
+            "('bogus' was unexpected)",
         ),
         (
             {"server": {"name": "x", "flavorRef": "1", "networks": "none", "metadata": {"k": 1}}},
-            "server.metadata.k",
+            "Invalid input for field/attribute k. Value: 1. 1 is not of type 'string'",
         ),
         (
             {"server": {"name": "x", "flavorRef": "1", "networks": "none", "max_count": 2}},
-            "server.max_count",
+            "Invalid input for field/attribute max_count",
         ),
-        ({"server": {"name": "x", "flavorRef": "1"}}, "server"),
-        ({"servers": {}}, "server"),
+        ({"server": {"name": "x", "flavorRef": "1"}}, "Invalid input for field/attribute server"),
+        ({"servers": {}}, "'server' is a required property"),
+        # Fields a later microversion added are unexpected before it.
+        (
+            {"server": {"name": "x", "flavorRef": "1", "networks": "none", "hostname": "h"}},
+            "Invalid input for field/attribute server. Value: {'name': 'x', 'flavorRef': '1', "
+            "'networks': 'none', 'hostname': 'h'}. Additional properties are not allowed "
+            "('hostname' was unexpected)",
+        ),
     ],
 )
-def test_boot_schema_violations_name_the_field(
-    api: InProcessAPI, body: dict[str, object], field: str
+def test_boot_schema_violations_say_what_nova_says(
+    api: InProcessAPI, body: dict[str, object], message: str
 ) -> None:
-    message = fault(api.request("POST", "/v2.1/servers", json=body), 400, "badRequest")
-    assert message.startswith(f"Invalid input for field/attribute {field}"), message
+    hdrs = headers(version="2.89")
+    found = fault(api.request("POST", "/v2.1/servers", json=body, headers=hdrs), 400, "badRequest")
+    assert found.startswith(message), found
+
+
+def test_boot_fields_follow_the_microversion(api: InProcessAPI) -> None:
+    body = {"server": {"name": "x", "flavorRef": "1", "description": "d"}}
+    found = fault(
+        api.request("POST", "/v2.1/servers", json=body, headers=headers(version="2.18")),
+        400,
+        "badRequest",
+    )
+    assert found.endswith("Additional properties are not allowed ('description' was unexpected)")
+    resp = api.request("POST", "/v2.1/servers", json=body, headers=headers(version="2.19"))
+    assert resp.status_code == 202, resp.text
+    shown = api.request("GET", f"/v2.1/servers/{resp.json()['server']['id']}").json()
+    assert shown["server"]["description"] == "d"
+    # 'auto' and 'none' are 2.37's; before, networks is a list.
+    body = {"server": {"name": "x", "flavorRef": "1", "networks": "none"}}
+    found = fault(
+        api.request("POST", "/v2.1/servers", json=body, headers=headers(version="2.36")),
+        400,
+        "badRequest",
+    )
+    assert found.startswith("Invalid input for field/attribute networks. Value: 'none'.")
 
 
 def test_boot_with_an_unknown_flavor_or_zone_is_400(api: InProcessAPI) -> None:
@@ -298,12 +344,21 @@ def test_networks_may_be_omitted_before_2_37(api: InProcessAPI) -> None:
     ("body", "message"),
     [
         ({"fly": None}, "There is no such action: fly"),
-        ({}, "Invalid input for field/attribute action"),
-        ({"os-stop": None, "os-start": None}, "Invalid input for field/attribute action"),
-        ({"resize": {}}, "Invalid input for field/attribute resize.flavorRef"),
+        # Nova's action_peek: an action body has exactly one key.
+        ({}, "Malformed request body"),
+        ({"os-stop": None, "os-start": None}, "Malformed request body"),
+        (
+            {"resize": {}},
+            "Invalid input for field/attribute resize. Value: {}. "
+            "'flavorRef' is a required property",
+        ),
         ({"resize": None}, "Invalid input for field/attribute resize"),
-        ({"resize": {"flavorRef": "2", "x": 1}}, "Invalid input for field/attribute resize.x"),
-        ({"confirmResize": {"now": True}}, "Invalid input for field/attribute confirmResize"),
+        (
+            {"resize": {"flavorRef": "2", "x": 1}},
+            "Invalid input for field/attribute resize. Value: {'flavorRef': '2', 'x': 1}. "
+            "Additional properties are not allowed ('x' was unexpected)",
+        ),
+        ({"resize": {"flavorRef": ""}}, "Invalid input for field/attribute flavorRef"),
         ([1, 2], "Malformed request body"),
     ],
 )
@@ -311,6 +366,45 @@ def test_bad_action_bodies_are_400(api: InProcessAPI, body: object, message: str
     uid = api.server("p-actions")
     resp = api.request("POST", f"/v2.1/servers/{uid}/action", json=body)
     assert fault(resp, 400, "badRequest").startswith(message)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Nova has no request schema for these: any value is accepted (tempest sends {}).
+        {"os-stop": {}},
+        {"os-stop": {"force": True}},
+        {"lock": {}},
+        {"lock": "anything"},
+    ],
+)
+def test_action_bodies_nova_accepts_are_accepted(api: InProcessAPI, body: object) -> None:
+    uid = api.server("p-accept")
+    resp = api.request(
+        "POST", f"/v2.1/servers/{uid}/action", json=body, headers=headers(version="2.72")
+    )
+    assert resp.status_code == 202, resp.text
+
+
+def test_lock_reason_is_checked_and_shown_from_2_73(api: InProcessAPI) -> None:
+    uid = api.server("p-reason")
+    path = f"/v2.1/servers/{uid}/action"
+    resp = api.request("POST", path, json={"lock": "x"}, headers=headers(version="2.73"))
+    assert fault(resp, 400, "badRequest").startswith("Invalid input for field/attribute lock")
+    resp = api.request("POST", path, json={"lock": {"locked_reason": "x" * 256}})
+    assert fault(resp, 400, "badRequest").startswith(
+        "Invalid input for field/attribute locked_reason"
+    )
+    resp = api.request("POST", path, json={"lock": {"locked_reason": "audit"}})
+    assert resp.status_code == 202, resp.text
+    shown = api.request("GET", f"/v2.1/servers/{uid}").json()["server"]
+    assert (shown["locked"], shown["locked_reason"]) == (True, "audit")
+    assert "locked_reason" not in shown["metadata"]
+    old = api.request("GET", f"/v2.1/servers/{uid}", headers=headers(version="2.72"))
+    assert "locked_reason" not in old.json()["server"]
+    assert api.request("POST", path, json={"unlock": {}}).status_code == 202
+    shown = api.request("GET", f"/v2.1/servers/{uid}").json()["server"]
+    assert (shown["locked"], shown["locked_reason"]) == (False, None)
 
 
 def test_a_body_over_one_mib_is_413(api: InProcessAPI) -> None:
@@ -345,16 +439,17 @@ def test_confirm_without_a_finished_migration_is_400(api: InProcessAPI) -> None:
     assert fault(resp, 400, "badRequest") == "Instance has not been resized."
 
 
-def test_a_server_with_a_task_cannot_be_resized_or_deleted(api: InProcessAPI) -> None:
+def test_a_server_with_a_task_cannot_be_resized_but_can_be_deleted(api: InProcessAPI) -> None:
     uid = api.server("p-task", VmState.ACTIVE, TaskState.POWERING_OFF)
     resp = api.request("POST", f"/v2.1/servers/{uid}/action", json={"resize": {"flavorRef": "2"}})
     assert fault(resp, 409, "conflictingRequest") == (
         f"Cannot 'resize' instance {uid} while it is in task_state powering-off"
     )
+    # Nova accepts a delete in any task_state; the stop in flight then does nothing.
     resp = api.request("DELETE", f"/v2.1/servers/{uid}")
-    assert fault(resp, 409, "conflictingRequest") == (
-        f"Cannot 'delete' instance {uid} while it is in task_state powering-off"
-    )
+    assert resp.status_code == 204, resp.text
+    shown = api.request("GET", f"/v2.1/servers/{uid}").json()["server"]
+    assert shown["OS-EXT-STS:task_state"] == "deleting"
 
 
 def test_a_locked_server_refuses_its_owner(api: InProcessAPI) -> None:
@@ -407,11 +502,13 @@ def test_a_resize_is_accepted_and_recorded(api: InProcessAPI) -> None:
     )
     one = api.request("GET", f"/v2.1/servers/{uid}/os-instance-actions/{request_id}")
     assert one.json()["instanceAction"]["events"] == []  # no worker has run a step
-    # Members do not see events, as in Nova's default policy.
-    member = api.request(
-        "GET", f"/v2.1/servers/{uid}/os-instance-actions/{request_id}", "alice:p-accept"
-    )
+    # Before 2.51 members do not see events, as in Nova's default policy; from
+    # 2.51 everyone does, without the traceback.
+    path = f"/v2.1/servers/{uid}/os-instance-actions/{request_id}"
+    member = api.request("GET", path, "alice:p-accept", headers=headers("alice:p-accept", "2.50"))
     assert "events" not in member.json()["instanceAction"]
+    member = api.request("GET", path, "alice:p-accept", headers=headers("alice:p-accept", "2.51"))
+    assert member.json()["instanceAction"]["events"] == []
     missing = api.request("GET", f"/v2.1/servers/{uid}/os-instance-actions/req-nope")
     assert fault(missing, 404, "itemNotFound") == (
         f"Action for request_id req-nope on instance {uid} not found"
@@ -465,7 +562,7 @@ def test_flavors_list_show_create_delete(api: InProcessAPI) -> None:
     )
     bad = {"flavor": {"name": "c2", "ram": "lots", "vcpus": 1, "disk": 1}}
     assert fault(api.request("POST", "/v2.1/flavors", json=bad), 400, "badRequest").startswith(
-        "Invalid input for field/attribute flavor.ram"
+        "Invalid input for field/attribute ram. Value: 'lots'. 'lots' is not of type 'integer'"
     )
 
 
@@ -485,9 +582,25 @@ def test_hypervisors_and_services(api: InProcessAPI) -> None:
     assert {h["hypervisor_hostname"] for h in hyps} >= {"hostA", "hostB"}
     brief = api.request("GET", "/v2.1/os-hypervisors").json()["hypervisors"]
     assert set(brief[0]) == {"id", "hypervisor_hostname", "state", "status"}
+    # 2.53: hypervisors are named by uuid; 2.88 took the usage fields out.
+    uuid.UUID(hyps[0]["id"])
     one = api.request("GET", f"/v2.1/os-hypervisors/{hyps[0]['id']}").json()["hypervisor"]
-    assert one["vcpus"] == 8
-    assert fault(api.request("GET", "/v2.1/os-hypervisors/999"), 404, "itemNotFound")
+    assert "vcpus" not in one and one["uptime"] is None
+    at_2_87 = headers(version="2.87")
+    one = api.request("GET", f"/v2.1/os-hypervisors/{hyps[0]['id']}", headers=at_2_87).json()[
+        "hypervisor"
+    ]
+    assert (one["vcpus"], one["cpu_info"]) == (8, {}) and "uptime" not in one
+    assert fault(api.request("GET", "/v2.1/os-hypervisors/999"), 400, "badRequest") == (
+        "Invalid uuid 999"
+    )
+    old = api.request("GET", "/v2.1/os-hypervisors/detail", headers=headers(version="2.52"))
+    first = old.json()["hypervisors"][0]
+    assert isinstance(first["id"], int) and first["cpu_info"] == {}
+    old = api.request("GET", "/v2.1/os-hypervisors/detail", headers=headers(version="2.27"))
+    assert old.json()["hypervisors"][0]["cpu_info"] == "{}"  # a JSON string before 2.28
+    resp = api.request("GET", "/v2.1/os-hypervisors/999", headers=headers(version="2.52"))
+    assert fault(resp, 404, "itemNotFound")
     assert api.request("GET", "/v2.1/os-aggregates").json() == {"aggregates": []}
     # No worker has reported in, so no compute service is listed here.
     assert api.request("GET", "/v2.1/os-services").json()["services"] == []
@@ -500,3 +613,47 @@ def test_a_deleted_server_is_gone(api: InProcessAPI) -> None:
         assert row is not None
         row.deleted = True
     assert fault(api.request("GET", f"/v2.1/servers/{uid}"), 404, "itemNotFound")
+
+
+def test_server_lists_by_change_time_and_lock(api: InProcessAPI) -> None:
+    kept, gone = api.server("p-since"), api.server("p-since")
+    with api.db.transaction() as s:
+        row = s.get(Instance, gone)
+        assert row is not None
+        row.deleted, row.vm_state = True, VmState.DELETED
+    token = "u:p-since"
+    listed = api.request("GET", "/v2.1/servers/detail", token).json()["servers"]
+    assert [x["id"] for x in listed] == [kept]
+    # As in Nova, a list by change time shows the servers deleted in it.
+    since = api.request(
+        "GET", "/v2.1/servers/detail?changes-since=2000-01-01T00:00:00Z", token
+    ).json()["servers"]
+    assert {x["id"]: x["status"] for x in since} == {kept: "ACTIVE", gone: "DELETED"}
+    before = api.request("GET", "/v2.1/servers?changes-before=2000-01-01T00:00:00Z", token)
+    assert before.json()["servers"] == []
+    bad = api.request("GET", "/v2.1/servers?changes-since=yesterday", token)
+    assert fault(bad, 400, "badRequest") == (
+        "Invalid input for query parameters changes-since. Value: yesterday. "
+        "'yesterday' is not a 'date-time'"
+    )
+    api.request("POST", f"/v2.1/servers/{kept}/action", token, json={"lock": None})
+    locked = api.request("GET", "/v2.1/servers?locked=true", token).json()["servers"]
+    assert [x["id"] for x in locked] == [kept]
+    assert api.request("GET", "/v2.1/servers?locked=false", token).json()["servers"] == []
+
+
+def test_a_flavor_description_from_2_55(api: InProcessAPI) -> None:
+    body = {"flavor": {"name": "c3.desc", "ram": 64, "vcpus": 1, "disk": 1, "id": "c3desc"}}
+    body["flavor"]["description"] = "for tests"
+    old = api.request("POST", "/v2.1/flavors", json=body, headers=headers(version="2.54"))
+    assert fault(old, 400, "badRequest").endswith(
+        "Additional properties are not allowed ('description' was unexpected)"
+    )
+    made = api.request("POST", "/v2.1/flavors", json=body, headers=headers(version="2.55"))
+    assert made.status_code == 200, made.text
+    assert made.json()["flavor"]["description"] == "for tests"
+    listed = api.request("GET", "/v2.1/flavors", "a:b", headers=headers("a:b", "2.55")).json()
+    assert {f["id"]: f["description"] for f in listed["flavors"]}["c3desc"] == "for tests"
+    shown = api.request("GET", "/v2.1/flavors/c3desc", "a:b", headers=headers("a:b", "2.54"))
+    assert "description" not in shown.json()["flavor"]
+    assert api.request("DELETE", "/v2.1/flavors/c3desc").status_code == 202

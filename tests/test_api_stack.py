@@ -119,6 +119,17 @@ def test_a_failed_step_shows_as_error_with_a_fault(rf: Stack, project: str) -> N
         ]["events"]
         assert events[-1]["event"] == "compute_finish_resize"
         assert events[-1]["result"] == "Error" and events[-1]["traceback"]
+        # 2.84: what went wrong, without the traceback, for the owner too.
+        (event,) = [
+            e
+            for e in http.get(f"/servers/{uuid}/os-instance-actions/{request_id}").json()[
+                "instanceAction"
+            ]["events"]
+            if e["result"] == "Error"
+        ]
+        assert "traceback" not in event and "host" not in event and event["hostId"]
+        step = "resizeflow.resize.finish_resize"
+        assert event["details"] == f"Step {step} failed: injected fatal failure in {step}"
         migs = admin.get("/os-migrations", params={"instance_uuid": uuid, "status": "error"})
         assert len(migs.json()["migrations"]) == 1
 
@@ -127,14 +138,19 @@ def test_hypervisors_and_services_over_http(rf: Stack, project: str) -> None:
     with client(rf, f"alice:{project}") as http, client(rf) as admin:
         uuid = boot(http, flavor="3")
         host = server(admin, uuid)["OS-EXT-SRV-ATTR:host"]
+        # The usage fields are shown up to 2.87 (2.88 took them out).
+        at_2_87 = {"OpenStack-API-Version": "compute 2.87"}
         hyps = {
             h["service"]["host"]: h
-            for h in admin.get("/os-hypervisors/detail").json()["hypervisors"]
+            for h in admin.get("/os-hypervisors/detail", headers=at_2_87).json()["hypervisors"]
         }
         assert set(rf.hosts) <= set(hyps)
         assert hyps[host]["running_vms"] >= 1 and hyps[host]["vcpus_used"] >= 2
         assert hyps[host]["free_ram_mb"] == hyps[host]["memory_mb"] - hyps[host]["memory_mb_used"]
         assert hyps[host]["state"] == "up"
+        latest = admin.get("/os-hypervisors", params={"with_servers": "true"}).json()
+        on = {h["hypervisor_hostname"]: h.get("servers", []) for h in latest["hypervisors"]}
+        assert uuid in {s["uuid"] for s in on[hyps[host]["hypervisor_hostname"]]}
         services = admin.get("/os-services").json()["services"]
         by_host = {s["host"]: s for s in services if s["binary"] == "nova-compute"}
         assert {by_host[h]["state"] for h in rf.hosts} == {"up"}

@@ -167,7 +167,12 @@ def test_steps_fail_transiently_30_percent(chaos: ChaosStack) -> None:
 
 
 def test_races_on_one_server(chaos: ChaosStack) -> None:
-    """confirm, revert, auto-confirm and delete, all at once: exactly one wins."""
+    """confirm, revert, auto-confirm and delete, all at once.
+
+    Exactly one of confirm, revert and auto-confirm wins, or none if the delete
+    came first; the delete is accepted in any task_state, as in Nova, and ends
+    a workflow in flight.
+    """
     report = Report("5. confirm/revert/auto-confirm/delete races", chaos.broker)
     [uuid] = chaos.boot(1, flavor="ram-1")
     migs = []
@@ -184,7 +189,8 @@ def test_races_on_one_server(chaos: ChaosStack) -> None:
         for who, result in outcomes.items():
             if result not in ("won", "lost"):
                 report.violations.append(f"{who} answered {result}")
-        if len(winners) != 1:
+        others = [who for who in winners if who != "delete"]
+        if "delete" not in winners or len(others) > 1:
             report.violations.append(f"migration {mig_id}: winners {winners}")
         for who in winners:
             wins[who] = wins.get(who, 0) + 1
@@ -194,7 +200,7 @@ def test_races_on_one_server(chaos: ChaosStack) -> None:
             [uuid] = chaos.boot(1, flavor="ram-1")
     chaos.settle(report, migs)
     record(report)
-    assert sum(wins.values()) == RACES
+    assert wins.get("delete", 0) == RACES
 
 
 def _flavor(chaos: ChaosStack, uuid: str) -> int:

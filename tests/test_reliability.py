@@ -19,6 +19,7 @@ from resizeflow.states import JournalStatus, VmState
 from resizeflow.states import MigrationStatus as M
 from tests.stack import Stack, wait_for
 from tests.test_flows import allocations, resize_to_verify, step_events
+from tests.test_notifications import drain
 
 
 def snapshot(rf: Stack, uuid: str, mig_id: int) -> dict[str, Any]:
@@ -181,6 +182,7 @@ def test_permanent_failure_errors_the_workflow_out(rf: Stack, project: str) -> N
         {"resizeflow.revert.destroy_dest_domain": [{"mode": "fatal", "instance_uuid": uuid}]}
     )
     rf.notifications()
+    drain(rf, "error")
     rf.api.revert_resize(rf.ctx(project), uuid)
     assert_errored_out(rf, uuid, mig_id, "destroy_dest_domain", "injected fatal failure")
     statuses = [
@@ -198,7 +200,10 @@ def test_permanent_failure_errors_the_workflow_out(rf: Stack, project: str) -> N
         ("compute_destroy_dest_domain", "Error"),
     ]
     events = [n["event_type"] for n in rf.notifications()]
-    assert events == ["instance.resize_revert.start", "instance.resize_revert.error"]
+    assert events == ["instance.exists", "instance.resize_revert.start"]
+    # Nova sends errors with priority ERROR, to notifications.error.
+    errors = [n["event_type"] for n in drain(rf, "error")]
+    assert errors == ["instance.resize_revert.error", "compute.exception"]
 
 
 def test_a_failed_confirm_still_frees_the_source_allocation(rf: Stack, project: str) -> None:

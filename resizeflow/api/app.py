@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -14,8 +13,8 @@ from starlette.responses import Response
 
 from resizeflow import errors
 from resizeflow.api import auth, microversion
-from resizeflow.api.deps import Services
-from resizeflow.api.faults import HTTPFault, api_message, fault_response
+from resizeflow.api.deps import ServiceLayer
+from resizeflow.api.faults import HTTPFault, fault_response
 from resizeflow.api.middleware import NovaMiddleware
 from resizeflow.api.routes import (
     actions,
@@ -41,31 +40,100 @@ PREFIX = "/v2.1"
 
 
 def _value(value: Any) -> str:
-    try:
-        text = json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
+    """A value as Nova's messages show it (Python's repr, as jsonschema's do)."""
+    text = repr(value)
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+def _reason(kind: str, first: dict[str, Any], leaf: str) -> str:
+    """jsonschema's wording for the common failures, which Nova's messages carry."""
+    value = first.get("input")
+    ctx = first.get("ctx") or {}
+    if kind == "missing":
+        return f"'{leaf}' is a required property"
+    if kind == "extra_forbidden":
+        return f"Additional properties are not allowed ('{leaf}' was unexpected)"
+    if kind == "string_too_long":
+        return f"{_value(value)} is too long"
+    if kind == "string_too_short":
+        return f"{_value(value)} is too short"
+    if kind in ("string_type", "str_type"):
+        return f"{_value(value)} is not of type 'string'"
+    if kind in ("int_type", "int_parsing"):
+        return f"{_value(value)} is not of type 'integer'"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"{_value(value)} is not of type 'boolean'"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"{_value(value)} is not of type 'object'"
+    if kind == "list_type":
+        return f"{_value(value)} is not of type 'array'"
+    if kind == "literal_error":
+        return f"{_value(value)} is not one of [{ctx.get('expected', '')}]"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"{_value(value)} is less than the minimum of {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"{_value(value)} is greater than the maximum of {ctx.get('le', ctx.get('lt'))}"
+    if kind == "string_pattern_mismatch":
+        return f"{_value(value)} does not match '{ctx.get('pattern', '')}'"
+    return str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
+
+
 def validation_message(exc: RequestValidationError, path: str) -> str:
-    """Nova's schema error: the field, the value and why, from the first problem."""
+    """Nova's schema error, from the first problem: the field, the value, and why.
+
+    As Nova's validator words it: the field is the innermost key of the path,
+    and for a missing or unexpected property it is the object that holds it,
+    shown as the value.
+    """
     first: dict[str, Any] = exc.errors()[0]
     kind = first.get("type", "")
-    if kind == "json_invalid" or (
-        kind == "model_attributes_type" and tuple(first.get("loc", ())) == ("body",)
-    ):
+    raw_loc = tuple(first.get("loc", ()))
+    if kind == "json_invalid" or (kind == "model_attributes_type" and raw_loc == ("body",)):
         return "Malformed request body"
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    if kind == "missing" and first.get("loc", ())[:1] == ("body",) and not loc:
+    loc = [str(p) for p in raw_loc if p not in ("body", "query", "path", "header")]
+    # A union reports the branch it tried (a type name); the field is its parent.
+    loc = [p for p in loc if not _union_tag(p)]
+    if kind == "missing" and raw_loc[:1] == ("body",) and not loc:
         return "Malformed request body: a JSON object is required"
     if path.endswith("/action") and kind == "extra_forbidden" and len(loc) == 1:
         return f"There is no such action: {loc[0]}"
-    field = ".".join(loc) or "body"
+    leaf = loc[-1] if loc else ""
+    value = first.get("input")
+    if kind in ("missing", "extra_forbidden"):
+        loc = loc[:-1]
+        value = _at(exc.body, loc)
+    if not loc:
+        return _reason(kind, first, leaf)  # the body itself: jsonschema's message alone
+    # Nova names the innermost part of the path only (``ex.path.pop()``).
     return (
-        f"Invalid input for field/attribute {field}. Value: {_value(first.get('input'))}. "
-        f"{first.get('msg', 'Invalid value')}"
+        f"Invalid input for field/attribute {loc[-1]}. Value: {_value(value)}. "
+        f"{_reason(kind, first, leaf)}"
     )
+
+
+_TAGS = frozenset({"str", "int", "bool", "float", "dict", "list", "none", "union"})
+
+
+def _union_tag(part: str) -> bool:
+    """pydantic's names for the branch of a union it tried (not keys of the body)."""
+    return (
+        part in _TAGS
+        or part[:1].isupper()
+        or "[" in part
+        or part.startswith(("constrained-", "function-", "json-or-", "lax-or-"))
+    )
+
+
+def _at(body: Any, loc: list[str]) -> Any:
+    """The part of the request body at ``loc``, or None where it cannot be followed."""
+    for key in loc:
+        if isinstance(body, dict):
+            body = body.get(key)
+        elif isinstance(body, list) and key.isdigit() and int(key) < len(body):
+            body = body[int(key)]
+        else:
+            return None
+    return body
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -73,8 +141,7 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, errors.ResizeflowError)
         if exc.code >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        action = getattr(request.state, "action", None)
-        return fault_response(exc.code, api_message(exc, action))
+        return fault_response(exc.code, exc.message)
 
     async def on_fault(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPFault)
@@ -108,10 +175,10 @@ def install_handlers(app: FastAPI) -> None:
 
 def build_services(
     settings: Settings, database: Database | None = None, celery: Celery | None = None
-) -> Services:
+) -> ServiceLayer:
     database = database or Database(settings.db_url)
     celery = celery or make_app(settings)
-    return Services(
+    return ServiceLayer(
         compute=ComputeAPI(settings, database, celery),
         queries=Queries(settings, database),
         flavors=FlavorAdmin(database),
@@ -120,7 +187,7 @@ def build_services(
     )
 
 
-def create_fastapi(services: Services) -> FastAPI:
+def create_fastapi(services: ServiceLayer) -> FastAPI:
     app = FastAPI(
         title="resizeflow compute API",
         version=microversion.fmt(microversion.MAX_VERSION),

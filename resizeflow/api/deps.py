@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from fastapi.security import APIKeyHeader
 
 from resizeflow.api import microversion
 from resizeflow.api.auth import Authenticator
+from resizeflow.api.faults import HTTPFault
 from resizeflow.api.microversion import Version
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.flavors import FlavorAdmin
@@ -25,7 +27,9 @@ token_header = APIKeyHeader(name="X-Auth-Token", auto_error=False, scheme_name="
 
 
 @dataclass(frozen=True)
-class Services:
+class ServiceLayer:
+    """The compute service layer's parts the routes call, built once per API process."""
+
     compute: ComputeAPI
     queries: Queries
     flavors: FlavorAdmin
@@ -33,8 +37,8 @@ class Services:
     workflows: WorkflowAdmin
 
 
-def services(request: Request) -> Services:
-    found: Services = request.app.state.services
+def services(request: Request) -> ServiceLayer:
+    found: ServiceLayer = request.app.state.services
     return found
 
 
@@ -45,7 +49,7 @@ def request_id(request: Request) -> str:
 
 def context(
     request: Request,
-    svc: Annotated[Services, Depends(services)],
+    svc: Annotated[ServiceLayer, Depends(services)],
     token: Annotated[str | None, Depends(token_header)],
 ) -> RequestContext:
     return svc.auth.identify(token).context(request_id(request))
@@ -60,12 +64,41 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def set_action(request: Request, action: str) -> None:
-    """Name the API action, so an invalid-state error is worded as Nova's API words it."""
-    request.state.action = action
+def changes_time(name: str, raw: str | None) -> dt.datetime | None:
+    """A ``changes-since``/``changes-before`` value: ISO 8601, compared in naive UTC."""
+    if raw is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise HTTPFault(
+            400,
+            f"Invalid input for query parameters {name}. Value: {raw}. "
+            f"'{raw}' is not a 'date-time'",
+        ) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    return when
 
 
-Svc = Annotated[Services, Depends(services)]
+def is_true(name: str, raw: str | None) -> bool:
+    """A boolean query parameter, as Nova's ``strutils.bool_from_string(strict=True)`` reads it."""
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "t", "true", "on", "y", "yes"):
+        return True
+    if value in ("0", "f", "false", "off", "n", "no"):
+        return False
+    raise HTTPFault(
+        400,
+        f"Invalid input for query parameters {name}. Value: {raw}. "
+        f"'{raw}' is not one of ['1', 't', 'true', 'on', 'y', 'yes', '0', 'f', 'false', "
+        "'off', 'n', 'no']",
+    )
+
+
+Svc = Annotated[ServiceLayer, Depends(services)]
 Ctx = Annotated[RequestContext, Depends(context)]
 Ver = Annotated[Version, Depends(version)]
 Base = Annotated[str, Depends(base_url)]

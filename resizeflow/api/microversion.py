@@ -1,9 +1,7 @@
 """Compute API microversions: what a request asks for and what this API honours.
 
-Honoured above the 2.1 base: 2.3 (extended server attributes), 2.9
-(``locked``), 2.16 (``host_status``), 2.19 (``description``), 2.23
-(``migration_type`` in os-migrations), 2.26 (``tags``), 2.37 (``networks``
-required on boot) and 2.47 (the flavor embedded in a server).
+Every version from 2.1 to 2.96 is served; the README's API section lists the
+ones that change a response or a request of the endpoints served here.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from dataclasses import dataclass
 from resizeflow import errors
 
 MIN_VERSION = (2, 1)
-MAX_VERSION = (2, 47)
+MAX_VERSION = (2, 96)
 HEADER = "OpenStack-API-Version"
 LEGACY_HEADER = "X-OpenStack-Nova-API-Version"
 _VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")

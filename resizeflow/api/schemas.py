@@ -11,8 +11,13 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
     field_validator,
 )
+
+from resizeflow import errors
+from resizeflow.api.microversion import Version
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -22,6 +27,10 @@ FlavorRef = (
     | Annotated[StrictInt, Field(ge=0)]
 )
 Count = Annotated[StrictInt, Field(ge=1, le=1)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=60, pattern=r"^[^,/]*$")]
+Fqdn = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.:_-]*$")
+]
 
 
 class Strict(BaseModel):
@@ -57,11 +66,56 @@ class ServerCreate(Strict):
     min_count: Count | None = None
     max_count: Count | None = None
     return_reservation_id: StrictBool | None = None
+    adminPass: Annotated[str, StringConstraints(max_length=255)] | None = None
+    personality: list[dict[str, Any]] | None = None  # until 2.56
+    block_device_mapping: list[dict[str, Any]] | None = None
+    block_device_mapping_v2: list[dict[str, Any]] | None = None
+    tags: Annotated[list[Tag], Field(max_length=50)] | None = None  # 2.52
+    trusted_image_certificates: (
+        Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(max_length=50)]
+        | None
+    ) = None  # 2.63
+    host: Fqdn | None = None  # 2.74
+    hypervisor_hostname: Fqdn | None = None  # 2.74
+    hostname: Fqdn | None = None  # 2.90
+
+
+# The microversion that added each optional boot field (and 2.57 removed personality).
+SERVER_CREATE_SINCE = {
+    "description": 19,
+    "tags": 52,
+    "trusted_image_certificates": 63,
+    "host": 74,
+    "hypervisor_hostname": 74,
+    "hostname": 90,
+}
+SERVER_CREATE_UNTIL = {"personality": 56}
+
+
+def check_server_create(body: ServerCreateBody, version: Version) -> None:
+    """What Nova's create schema for ``version`` refuses that the union model accepts."""
+    server = body.server
+    for name in sorted(server.model_fields_set):
+        since, until = SERVER_CREATE_SINCE.get(name, 1), SERVER_CREATE_UNTIL.get(name, 10**6)
+        if not version.at_least(since) or version.at_least(until + 1):
+            shown = server.model_dump(by_alias=True, exclude_unset=True)
+            raise errors.ValidationError(
+                field="server",
+                value=repr(shown),
+                reason=f"Additional properties are not allowed ('{name}' was unexpected)",
+            )
+    if isinstance(server.networks, str) and not version.at_least(37):
+        raise errors.ValidationError(
+            field="networks",
+            value=repr(server.networks),
+            reason=f"{server.networks!r} is not of type 'array'",
+        )
 
 
 class ServerCreateBody(Strict):
     server: ServerCreate
     scheduler_hints: dict[str, Any] | None = Field(None, alias="os:scheduler_hints")
+    scheduler_hints_ext: dict[str, Any] | None = Field(None, alias="OS-SCH-HNT:scheduler_hints")
 
 
 class Resize(Strict):
@@ -74,7 +128,12 @@ class Lock(Strict):
 
 
 class ActionBody(Strict):
-    """Exactly one action per request; the name is the body's only key."""
+    """One action per request, named by the body's only key.
+
+    Nova validates only the actions that have a request schema: resize
+    always, lock from 2.73. The others take any value, ``{}`` as well as
+    ``null`` (tempest sends ``{"confirmResize": {}}``).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -83,12 +142,12 @@ class ActionBody(Strict):
     )
 
     resize: Resize | None = None
-    confirmResize: None = None
-    revertResize: None = None
-    os_stop: None = Field(None, alias="os-stop")
-    os_start: None = Field(None, alias="os-start")
-    lock: Lock | None = None
-    unlock: None = None
+    confirmResize: Any = None
+    revertResize: Any = None
+    os_stop: Any = Field(None, alias="os-stop")
+    os_start: Any = Field(None, alias="os-start")
+    lock: Any = None
+    unlock: Any = None
 
     @field_validator("resize", mode="before")
     @classmethod
@@ -97,6 +156,27 @@ class ActionBody(Strict):
         if value is None:
             raise ValueError("None is not of type 'object'")
         return value
+
+
+_LOCK = TypeAdapter(Lock | None)
+
+
+def validate_action(key: str, value: Any, version: Version) -> Any:
+    """The action's value, checked by its schema at ``version`` where Nova has one."""
+    if key == "lock":
+        if not version.at_least(73):
+            return None  # Nova has no lock schema before 2.73: the value is ignored
+        try:
+            checked = _LOCK.validate_python(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            path = [str(p) for p in first["loc"] if p != "Lock"]
+            field = path[-1] if path else "lock"
+            raise errors.ValidationError(
+                field=field, value=first.get("input"), reason=first["msg"]
+            ) from None
+        return None if checked is None else checked.model_dump(exclude_none=True)
+    return value
 
 
 class WorkflowActionBody(Strict):
@@ -125,6 +205,7 @@ class FlavorCreate(Strict):
     swap: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 0
     rxtx_factor: Annotated[float, Field(gt=0, le=3.4e38)] | None = None
     is_public: StrictBool = Field(True, alias="os-flavor-access:is_public")
+    description: Annotated[str, StringConstraints(max_length=65535)] | None = None  # 2.55
 
 
 class FlavorCreateBody(Strict):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from resizeflow.api.microversion import Version
 from resizeflow.compute.queries import (
     ActionInfo,
+    EventInfo,
     FlavorInfo,
     HypervisorInfo,
     MigrationInfo,
@@ -16,6 +19,7 @@ from resizeflow.compute.queries import (
     ServiceInfo,
     StepInfo,
 )
+from resizeflow.drivers import payloads
 
 
 def iso(when: dt.datetime | None) -> str | None:
@@ -63,7 +67,19 @@ def _flavor(s: ServerInfo, version: Version, base: str) -> dict[str, Any]:
     return {"id": ref, "links": links(base, "flavors", ref)[1:]}
 
 
-def server(s: ServerInfo, version: Version, base: str, *, admin: bool) -> dict[str, Any]:
+# Nova shows a server's progress only in these statuses.
+PROGRESS_STATUSES = frozenset(
+    {"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"}
+)
+
+
+def server(
+    s: ServerInfo, version: Version, base: str, *, admin: bool, show: bool = False
+) -> dict[str, Any]:
+    """A server as Nova shows it at ``version``; ``admin`` adds the extended attributes.
+
+    ``show`` is one server's own page, which alone carries its server groups (2.71).
+    """
     body: dict[str, Any] = {
         **server_brief(s, base),
         "status": s.status,
@@ -82,7 +98,6 @@ def server(s: ServerInfo, version: Version, base: str, *, admin: bool) -> dict[s
         "addresses": _addresses(s),
         "accessIPv4": "",
         "accessIPv6": "",
-        "progress": 0,
         "key_name": None,
         "config_drive": "",
         "security_groups": [{"name": "default"}],
@@ -95,6 +110,8 @@ def server(s: ServerInfo, version: Version, base: str, *, admin: bool) -> dict[s
         "OS-SRV-USG:terminated_at": None,
         "os-extended-volumes:volumes_attached": [],
     }
+    if s.status in PROGRESS_STATUSES:
+        body["progress"] = 0
     if admin:
         body["OS-EXT-SRV-ATTR:host"] = s.host
         body["OS-EXT-SRV-ATTR:hypervisor_hostname"] = s.node
@@ -113,12 +130,23 @@ def server(s: ServerInfo, version: Version, base: str, *, admin: bool) -> dict[s
             )
         if version.at_least(16):
             body["host_status"] = "UP" if s.host else ""
+    if version.at_least(90):
+        # 2.90: every caller sees the hostname.
+        body["OS-EXT-SRV-ATTR:hostname"] = s.name
     if version.at_least(9):
         body["locked"] = s.locked
     if version.at_least(19):
-        body["description"] = None
+        body["description"] = s.description
     if version.at_least(26):
         body["tags"] = []
+    if version.at_least(63):
+        body["trusted_image_certificates"] = None
+    if show and version.at_least(71):
+        body["server_groups"] = []
+    if version.at_least(73):
+        body["locked_reason"] = s.locked_reason
+    if version.at_least(96):
+        body["pinned_availability_zone"] = None
     if s.fault is not None:
         fault: dict[str, Any] = {
             "code": s.fault.code,
@@ -133,13 +161,14 @@ def server(s: ServerInfo, version: Version, base: str, *, admin: bool) -> dict[s
 
 
 def _addresses(s: ServerInfo) -> dict[str, list[dict[str, Any]]]:
-    # Each port's fixed IP (IPAM in the database) and its MAC.
+    # Each port's fixed IP from the IPAM, else (a port that has none) the NIC's
+    # own IPv6 link-local address, derived from its MAC: Nova's "addr" must be an IP.
     out: dict[str, list[dict[str, Any]]] = {}
     for p in s.ports:
         out.setdefault(p.network, []).append(
             {
-                "version": 4,
-                "addr": p.ip_address or "",
+                "version": 4 if p.ip_address else 6,
+                "addr": p.ip_address or payloads.link_local(p.mac_address),
                 "OS-EXT-IPS:type": "fixed",
                 "OS-EXT-IPS-MAC:mac_addr": p.mac_address,
             }
@@ -147,23 +176,44 @@ def _addresses(s: ServerInfo) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def flavor_brief(f: FlavorInfo, base: str) -> dict[str, Any]:
-    return {"id": f.flavorid, "name": f.name, "links": links(base, "flavors", f.flavorid)}
+def next_links(
+    base: str, kind: str, query: Mapping[str, Any], marker: str | None
+) -> list[dict[str, str]]:
+    """Nova's ``<collection>_links``: the next page, from the last item shown."""
+    if marker is None:
+        return []
+    params = {k: v for k, v in query.items() if k != "marker"}
+    params["marker"] = marker
+    return [{"rel": "next", "href": f"{base.rstrip('/')}/v2.1/{kind}?{urlencode(params)}"}]
 
 
-def flavor(f: FlavorInfo, base: str) -> dict[str, Any]:
-    return {
-        **flavor_brief(f, base),
+def flavor_brief(f: FlavorInfo, base: str, version: Version) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": f.flavorid,
+        "name": f.name,
+        "links": links(base, "flavors", f.flavorid),
+    }
+    if version.at_least(55):
+        body["description"] = f.description
+    return body
+
+
+def flavor(f: FlavorInfo, base: str, version: Version) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        **flavor_brief(f, base, version),
         "ram": f.memory_mb,
         "vcpus": f.vcpus,
         "disk": f.root_gb,
         "OS-FLV-EXT-DATA:ephemeral": f.ephemeral_gb,
         # Nova shows a swap of 0 as "" before 2.75.
-        "swap": f.swap or "",
+        "swap": f.swap if f.swap or version.at_least(75) else "",
         "rxtx_factor": 1.0,
         "os-flavor-access:is_public": f.is_public,
         "OS-FLV-DISABLED:disabled": f.disabled,
     }
+    if version.at_least(61):
+        body["extra_specs"] = {}
+    return body
 
 
 def migration(m: MigrationInfo, version: Version) -> dict[str, Any]:
@@ -175,9 +225,8 @@ def migration(m: MigrationInfo, version: Version) -> dict[str, Any]:
         "source_node": m.source_node,
         "dest_compute": m.dest_compute,
         "dest_node": m.dest_node,
-        "dest_host": "",
-        "source_region": "RegionOne",
-        "dest_region": "RegionOne",
+        # Nova's dest_host is the destination's IP, for live migrations only.
+        "dest_host": None,
         "old_instance_type_id": m.old_instance_type_id,
         "new_instance_type_id": m.new_instance_type_id,
         "created_at": iso_plain(m.created_at),
@@ -185,10 +234,16 @@ def migration(m: MigrationInfo, version: Version) -> dict[str, Any]:
     }
     if version.at_least(23):
         body["migration_type"] = m.migration_type
+    if version.at_least(59):
+        body["uuid"] = m.uuid
+    if version.at_least(80):
+        # Null only for a migration older than the record of who asked (as in Nova).
+        body["user_id"] = m.user_id
+        body["project_id"] = m.project_id
     return body
 
 
-def action(a: ActionInfo, *, admin: bool) -> dict[str, Any]:
+def action(a: ActionInfo, version: Version, *, admin: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "action": a.action,
         "instance_uuid": a.instance_uuid,
@@ -198,23 +253,46 @@ def action(a: ActionInfo, *, admin: bool) -> dict[str, Any]:
         "start_time": iso_plain(a.start_time),
         "message": a.message,
     }
+    if version.at_least(58):
+        body["updated_at"] = iso_plain(a.updated_at or a.start_time)
     if a.events is not None:
-        body["events"] = [
-            {
-                "event": e.event,
-                "start_time": iso_plain(e.start_time),
-                "finish_time": iso_plain(e.finish_time),
-                "result": e.result,
-                **({"traceback": e.traceback} if admin else {}),
-            }
-            for e in a.events
-        ]
+        body["events"] = [_event(e, a.project_id, version, admin=admin) for e in a.events]
     return body
+
+
+def _event(e: EventInfo, project_id: str, version: Version, *, admin: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event": e.event,
+        "start_time": iso_plain(e.start_time),
+        "finish_time": iso_plain(e.finish_time),
+        "result": e.result,
+    }
+    if admin:
+        body["traceback"] = e.traceback
+    if version.at_least(62):
+        body["hostId"] = host_id(project_id, e.host)
+        if admin:
+            body["host"] = e.host or ""
+    if version.at_least(84):
+        body["details"] = _details(e)
+    return body
+
+
+def _details(e: EventInfo) -> str | None:
+    """2.84: what went wrong in a failed event, without the traceback."""
+    if e.result != "Error" or not e.traceback:
+        return None
+    lines = [line for line in e.traceback.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    # The traceback's last line is "package.module.Error: message": the message.
+    kind, sep, message = lines[-1].partition(": ")
+    return message if sep and " " not in kind else lines[-1]
 
 
 def service(s: ServiceInfo, version: Version) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": s.id,
+        "id": s.uuid if version.at_least(53) else s.id,
         "binary": s.binary,
         "host": s.host,
         "zone": s.zone,
@@ -228,16 +306,49 @@ def service(s: ServiceInfo, version: Version) -> dict[str, Any]:
     return body
 
 
-def hypervisor(h: HypervisorInfo) -> dict[str, Any]:
+# Fields 2.88 took out of a hypervisor (placement has the inventory and usage).
+_USAGE_FIELDS = (
+    "vcpus",
+    "memory_mb",
+    "local_gb",
+    "vcpus_used",
+    "memory_mb_used",
+    "local_gb_used",
+    "free_ram_mb",
+    "free_disk_gb",
+    "disk_available_least",
+    "current_workload",
+    "running_vms",
+    "cpu_info",
+)
+
+
+def hypervisor_brief(
+    h: HypervisorInfo, version: Version, *, with_servers: bool = False
+) -> dict[str, Any]:
     svc = h.service
-    return {
-        "id": h.id,
+    body: dict[str, Any] = {
+        "id": h.uuid if version.at_least(53) else h.id,
         "hypervisor_hostname": h.node,
         "state": "up" if svc is not None and svc.up else "down",
         "status": "disabled" if svc is not None and svc.disabled else "enabled",
+    }
+    if with_servers and h.servers:
+        # Nova omits the key for a node without servers.
+        body["servers"] = [{"uuid": uuid, "name": name} for uuid, name in h.servers]
+    return body
+
+
+def hypervisor(
+    h: HypervisorInfo, version: Version, *, with_servers: bool = False, show: bool = False
+) -> dict[str, Any]:
+    svc = h.service
+    body: dict[str, Any] = {
+        **hypervisor_brief(h, version),
         "hypervisor_type": "QEMU",
         "hypervisor_version": 1,
-        "host_ip": "",
+        # The compute host's IP is not known here; Nova allows null.
+        "host_ip": None,
         "vcpus": h.vcpus,
         "memory_mb": h.memory_mb,
         "local_gb": h.local_gb,
@@ -249,13 +360,22 @@ def hypervisor(h: HypervisorInfo) -> dict[str, Any]:
         "disk_available_least": h.local_gb - h.local_gb_used,
         "current_workload": 0,
         "running_vms": h.running_vms,
-        "cpu_info": "{}",
+        # 2.28: an object, no longer a JSON string.
+        "cpu_info": {} if version.at_least(28) else "{}",
         "service": {
             "host": h.host,
-            "id": svc.id if svc is not None else None,
+            "id": (svc.uuid if version.at_least(53) else svc.id) if svc is not None else None,
             "disabled_reason": svc.disabled_reason if svc is not None else None,
         },
     }
+    if version.at_least(88):
+        for key in _USAGE_FIELDS:
+            del body[key]
+        if show:
+            body["uptime"] = None  # the hypervisor's uptime is not collected here
+    if with_servers and h.servers:
+        body["servers"] = [{"uuid": uuid, "name": name} for uuid, name in h.servers]
+    return body
 
 
 def step(st: StepInfo) -> dict[str, Any]:

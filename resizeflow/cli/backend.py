@@ -14,11 +14,10 @@ import click
 import httpx
 
 from resizeflow import errors
-from resizeflow.api import views
+from resizeflow.api import server_actions, views
 from resizeflow.api.auth import NoAuth
 from resizeflow.api.faults import api_message
 from resizeflow.api.microversion import MAX_VERSION, Version, fmt
-from resizeflow.compute.api import SERVER_ACTIONS
 from resizeflow.compute.policy import RequestContext, allowed, new_request_id
 from resizeflow.compute.queries import MigrationFilters
 from resizeflow.conf import Settings
@@ -103,8 +102,9 @@ class LocalBackend:
 
     def action(self, server_id: str, key: str, value: Any) -> str:
         ctx = self._ctx()
-        with self._calling(SERVER_ACTIONS.get(key, key)):
-            self.svc.compute.act(ctx, server_id, key, (value or {}).get("flavorRef"))
+        action = server_actions.lookup(key)
+        with self._calling(action.name):
+            server_actions.run(self.svc.compute, ctx, server_id, key, value)
         return ctx.request_id
 
     def delete(self, server_id: str) -> str:
@@ -114,7 +114,7 @@ class LocalBackend:
         return ctx.request_id
 
     def flavors(self) -> list[dict[str, Any]]:
-        return [views.flavor(f, "") for f in self.svc.queries.flavors()]
+        return [views.flavor(f, "", self.version) for f in self.svc.queries.flavors()]
 
     def migrations(self, **filters: str | None) -> list[dict[str, Any]]:
         with self._calling():

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import kombu.exceptions
 from celery import Celery
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows, workflows
@@ -26,12 +27,13 @@ from resizeflow.compute.scheduler import select_destination
 from resizeflow.conf import Settings
 from resizeflow.db import api as db
 from resizeflow.db import journal, services
-from resizeflow.db.models import Instance, InstanceAction, Migration
+from resizeflow.db.models import Instance, InstanceAction, Migration, utcnow
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import Resources
 from resizeflow.drivers.network import SqlNetwork
 from resizeflow.drivers.placement import SqlPlacement
 from resizeflow.drivers.quota import SqlQuota
+from resizeflow.states import JOURNAL_ENDED, JournalStatus, check_migration
 from resizeflow.states import MigrationStatus as M
 from resizeflow.states import TaskState as T
 from resizeflow.states import VmState as V
@@ -49,19 +51,9 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (
 # Nova's system-metadata key for the image a server was booted from.
 IMAGE_REF_KEY = "image_base_image_ref"
 # Keys the service layer keeps in system_metadata; the rest is the user's metadata.
-INTERNAL_METADATA = frozenset({IMAGE_REF_KEY, "old_vm_state"})
-
-# Nova's server actions (``POST /servers/{id}/action``) by the key of their
-# body, each with the name Nova's API gives it in error messages.
-SERVER_ACTIONS = {
-    "resize": "resize",
-    "confirmResize": "confirmResize",
-    "revertResize": "revertResize",
-    "os-stop": "stop",
-    "os-start": "start",
-    "lock": "lock",
-    "unlock": "unlock",
-}
+# Nova keeps a lock's reason in system_metadata too (2.73).
+LOCKED_REASON_KEY = "locked_reason"
+INTERNAL_METADATA = frozenset({IMAGE_REF_KEY, "old_vm_state", LOCKED_REASON_KEY})
 
 
 @dataclass(frozen=True)
@@ -71,6 +63,9 @@ class Launch:
     subject: int | str  # its tasks' argument: a migration id or an instance uuid
     steps: tuple[journal.PlannedStep, ...]
     then: Launch | None = None  # a workflow to run after this one succeeds
+    # After it: purge the server's leftovers on these hosts, then free the
+    # migration's claim (a delete that ended a workflow in flight).
+    cleanup: tuple[int, tuple[str, str]] | None = None
 
 
 def check_instance_state(
@@ -200,6 +195,9 @@ class ComputeAPI:
         then = None
         if item.then is not None:
             then = workflows.build(self.app, item.then.subject, item.then.steps)
+        elif item.cleanup is not None:
+            mig_id, hosts = item.cleanup
+            then = workflows.cleanup(self.app, mig_id, str(item.subject), hosts)
         workflows.launch(self.app, item.subject, item.steps, then=then)
 
     def _check_service_up(self, session: Session, host: str) -> None:
@@ -228,6 +226,7 @@ class ComputeAPI:
         networks: Sequence[str] = ("private",),
         metadata: dict[str, str] | None = None,
         image_ref: str | None = None,
+        description: str | None = None,
     ) -> str:
         """Boot a server on ``host`` (admin only) or on a scheduled host."""
         authorize(ctx, "compute:servers:create")
@@ -247,6 +246,7 @@ class ComputeAPI:
             inst = Instance(
                 uuid=uuid,
                 display_name=name,
+                description=description,
                 project_id=ctx.project_id,
                 user_id=ctx.user_id,
                 host=dest.host,
@@ -266,33 +266,6 @@ class ComputeAPI:
             action = self._record(ctx, s, inst, "create")
             launches.append(self._plan(ctx, s, flows.SPAWN, inst, action))
         return uuid
-
-    def act(
-        self, ctx: RequestContext, uuid: str, key: str, flavor_ref: str | int | None = None
-    ) -> None:
-        """Run the server action whose body key is ``key`` (see SERVER_ACTIONS)."""
-        if key == "resize":
-            if flavor_ref is None:
-                raise errors.ValidationError(
-                    field="flavorRef", value=None, reason="A resize needs a flavorRef."
-                )
-            self.resize(ctx, uuid, flavor_ref)
-            return
-        calls: dict[str, Callable[[RequestContext, str], object]] = {
-            "confirmResize": self.confirm_resize,
-            "revertResize": self.revert_resize,
-            "os-stop": self.stop,
-            "os-start": self.start,
-            "lock": self.lock,
-            "unlock": self.unlock,
-        }
-        if key not in calls:
-            raise errors.ValidationError(
-                field="action",
-                value=key,
-                reason=f"Unknown action; one of {sorted(SERVER_ACTIONS)}.",
-            )
-        calls[key](ctx, uuid)
 
     # -- resize -------------------------------------------------------------
     def resize(
@@ -341,6 +314,8 @@ class ComputeAPI:
                 old_instance_type_id=int(old["id"]),
                 new_instance_type_id=new.id,
                 status=M.PRE_MIGRATING,
+                user_id=ctx.user_id,
+                project_id=ctx.project_id,
             )
             s.add(mig)
             s.flush()
@@ -410,13 +385,15 @@ class ComputeAPI:
         self._instance_op(ctx, uuid, "start", "start", (V.STOPPED,), flows.START)
 
     # -- lock ---------------------------------------------------------------
-    def lock(self, ctx: RequestContext, uuid: str) -> None:
+    def lock(self, ctx: RequestContext, uuid: str, reason: str | None = None) -> None:
         with self.db.transaction() as s:
             inst = self._get(ctx, s, uuid, "lock")
             if inst.locked:
                 return
             owner = inst.project_id == ctx.project_id
             inst.locked, inst.locked_by = True, "owner" if owner else "admin"
+            if reason is not None:
+                inst.system_metadata = {**inst.system_metadata, LOCKED_REASON_KEY: reason}
             self._record(ctx, s, inst, "lock")
 
     def unlock(self, ctx: RequestContext, uuid: str) -> None:
@@ -427,25 +404,117 @@ class ComputeAPI:
             if inst.locked_by == "admin" and not ctx.is_admin:
                 raise errors.PolicyNotAuthorized(action="compute:unlock_override")
             inst.locked, inst.locked_by = False, None
+            meta = dict(inst.system_metadata)
+            if meta.pop(LOCKED_REASON_KEY, None) is not None:
+                inst.system_metadata = meta
             self._record(ctx, s, inst, "unlock")
 
     # -- delete -------------------------------------------------------------
     def delete(self, ctx: RequestContext, uuid: str) -> None:
-        """Delete a server; one awaiting resize confirmation is confirmed first."""
+        """Delete a server in any task_state, as Nova accepts it.
+
+        - Awaiting resize confirmation (VERIFY_RESIZE, nothing in flight): the
+          resize is confirmed first, then the server is deleted (Nova's
+          ``_confirm_resize_on_deleting``).
+        - A resize, confirm or revert in flight (or stuck): its migration is
+          moved to ``error`` and the journal rows not yet done are marked
+          aborted, in the same transaction that sets ``deleting``. A step that
+          then starts finds its row aborted or its migration in error and does
+          nothing. The server is deleted on its host, and then both hosts of the
+          migration are purged of its domain and directories and the
+          migration's claim is freed (the cleanup path of a deleted server's
+          errored migration), which ends the migration ``failed``.
+        - A workflow that had errored out: its open rows are aborted, and its
+          leftovers go to the periodic cleanup of incomplete migrations.
+        - Otherwise (a stop, start or spawn in flight included): the server is
+          deleted on its host; the instance task in flight finds the task_state
+          changed and does nothing.
+        """
         with self._launching() as (s, launches):
             inst = self._get(ctx, s, uuid, "delete")
             check_instance_lock(ctx, inst)
-            check_instance_state(inst, "delete", task_state=(None,))
-            db.cas_task_state(s, uuid, [None], T.DELETING)
+            # NOTE: the instance row is locked first, as every step locks it:
+            # a step running now holds it, so this waits for that step to commit,
+            # and no step commits after this transaction without seeing it.
+            # FOR NO KEY UPDATE, as the UPDATE below would take: a confirm that
+            # holds its migration row and records its action (a key-share lock
+            # on this row) must not deadlock with it.
+            s.refresh(inst, with_for_update={"key_share": True})
+            db.cas_task_state(s, uuid, [inst.task_state], T.DELETING)
             action = self._record(ctx, s, inst, "delete")
+            # An operation in flight (a stop, start or spawn) ends here: its
+            # step, if it still comes, finds its row aborted.
+            for row in journal.open_operations(s, uuid):
+                journal.end(row, JournalStatus.ABORTED, "the server was deleted")
             delete = self._plan(ctx, s, flows.DELETE, inst, action)
-            if inst.vm_state == V.RESIZED:
+            live = self._live_migration_of(s, uuid)
+            if live is None:
+                launches.append(delete)
+                return
+            if live.status == M.FINISHED and inst.vm_state == V.RESIZED and not _in_flight(s, live):
                 # NOTE: confirming first frees the source host's copy and claim;
                 # deleting straight away would leak them (Nova's
                 # _confirm_resize_on_deleting).
-                mig = db.find_migration(s, uuid, M.FINISHED)
-                db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
-                confirm = self._plan(ctx, s, flows.CONFIRM, inst, action, mig)
+                db.cas_migration_status(s, live.id, M.FINISHED, M.CONFIRMING)
+                confirm = self._plan(ctx, s, flows.CONFIRM, inst, action, live)
                 launches.append(Launch(confirm.subject, confirm.steps, then=delete))
-            else:
+                return
+            errored = live.status == M.ERROR
+            self._end_for_delete(s, live)
+            if errored or live.status == M.CONFIRMED:
+                # NOTE: a workflow that errored out before the delete keeps its
+                # leftovers for the periodic cleanup of incomplete migrations, as
+                # in Nova (an operator may want to look first); one whose last
+                # step (finish_confirm) was all that was left has none.
                 launches.append(delete)
+                return
+            launches.append(
+                Launch(
+                    delete.subject,
+                    delete.steps,
+                    cleanup=(live.id, (live.source_compute, live.dest_compute)),
+                )
+            )
+
+    @staticmethod
+    def _live_migration_of(session: Session, uuid: str) -> Migration | None:
+        """The server's newest migration if its workflow is not over (or errored).
+
+        NOTE: a migration is ``confirmed`` or ``reverted`` one step before its
+        flow ends (finish_confirm, finish_revert): with such a step still open
+        the workflow is live.
+        """
+        mig = session.scalars(
+            select(Migration)
+            .where(Migration.instance_uuid == uuid)
+            .order_by(Migration.id.desc())
+            .limit(1)
+            .with_for_update()
+        ).first()
+        if mig is None or mig.status == M.FAILED:
+            return None
+        if mig.status in (M.CONFIRMED, M.REVERTED) and not _open_rows(session, mig):
+            return None
+        return mig
+
+    @staticmethod
+    def _end_for_delete(session: Session, mig: Migration) -> None:
+        """End the migration's workflow for a delete: abort what is left, move it to error."""
+        for row in journal.rows(session, mig.id):
+            if row.status not in JOURNAL_ENDED:
+                journal.end(row, JournalStatus.ABORTED, "the server was deleted")
+        if mig.status not in (M.ERROR, M.CONFIRMED):
+            mig.status = check_migration(mig.status, M.ERROR)
+            mig.updated_at = utcnow()
+
+
+def _open_rows(session: Session, mig: Migration) -> bool:
+    return any(r.status not in JOURNAL_ENDED for r in journal.rows(session, mig.id))
+
+
+def _in_flight(session: Session, mig: Migration) -> bool:
+    """Whether a confirm or revert of this migration has been planned and not ended."""
+    return any(
+        r.status not in JOURNAL_ENDED and r.flow in ("confirm", "revert")
+        for r in journal.rows(session, mig.id)
+    )

@@ -34,6 +34,7 @@ class FlavorAdmin:
         ephemeral: int = 0,
         swap: int = 0,
         is_public: bool = True,
+        description: str | None = None,
     ) -> FlavorInfo:
         """Create a flavor; ``flavorid`` None or "auto" gets a generated uuid, as in Nova."""
         authorize(ctx, "compute:flavors:create")
@@ -43,7 +44,9 @@ class FlavorAdmin:
         if flavorid in (None, "auto"):
             flavorid = str(uuidlib.uuid4())
         try:
-            return self._insert(name, ram, vcpus, disk, flavorid, ephemeral, swap, is_public)
+            return self._insert(
+                name, ram, vcpus, disk, flavorid, ephemeral, swap, is_public, description
+            )
         except IntegrityError:
             # NOTE: a concurrent create won the race between the checks and the
             # insert; the unique constraints caught it.
@@ -59,6 +62,7 @@ class FlavorAdmin:
         ephemeral: int,
         swap: int,
         is_public: bool,
+        description: str | None = None,
     ) -> FlavorInfo:
         with self.db.transaction() as s:
             if s.scalar(select(Flavor.id).where(Flavor.name == name)) is not None:
@@ -74,6 +78,7 @@ class FlavorAdmin:
                 ephemeral_gb=ephemeral,
                 swap=swap,
                 is_public=is_public,
+                description=description,
             )
             s.add(row)
             s.flush()

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows
-from resizeflow.compute.api import INTERNAL_METADATA
+from resizeflow.compute.api import INTERNAL_METADATA, LOCKED_REASON_KEY
 from resizeflow.compute.policy import RequestContext, allowed, authorize
 from resizeflow.conf import Settings
 from resizeflow.db import api as db
@@ -37,6 +37,12 @@ from resizeflow.db.models import (
 )
 from resizeflow.db.session import Database
 from resizeflow.states import JournalStatus, MigrationStatus, api_status
+
+
+class MarkerNotFound(errors.Invalid):
+    """A page's marker names nothing in the list (Nova answers 400)."""
+
+    msg_fmt = "Marker %(marker)s could not be found."
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ class ServerInfo:
     image_ref: str | None
     locked: bool
     locked_by: str | None
+    locked_reason: str | None
+    description: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
     launched_at: dt.datetime | None
@@ -91,6 +99,7 @@ class FlavorInfo:
     swap: int
     is_public: bool
     disabled: bool
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ class MigrationInfo:
     new_instance_type_id: int
     created_at: dt.datetime
     updated_at: dt.datetime
+    user_id: str | None = None
+    project_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,11 +142,13 @@ class ActionInfo:
     finish_time: dt.datetime | None
     message: str | None
     events: tuple[EventInfo, ...] | None  # None when the caller may not see events
+    updated_at: dt.datetime | None = None  # the last change: a step starting or ending
 
 
 @dataclass(frozen=True)
 class ServiceInfo:
     id: int
+    uuid: str
     binary: str
     host: str
     zone: str
@@ -149,6 +162,7 @@ class ServiceInfo:
 @dataclass(frozen=True)
 class HypervisorInfo:
     id: int
+    uuid: str
     host: str
     node: str
     vcpus: int
@@ -159,6 +173,7 @@ class HypervisorInfo:
     local_gb_used: int
     running_vms: int
     service: ServiceInfo | None
+    servers: tuple[tuple[str, str], ...] = ()  # (uuid, name) of the servers on the node
 
 
 @dataclass(frozen=True)
@@ -189,6 +204,41 @@ class MigrationFilters:
     status: str | None = None
     source_compute: str | None = None
     migration_type: str | None = None
+    marker: str | None = None  # 2.59: the uuid of the last migration of the previous page
+    user_id: str | None = None  # 2.80
+    project_id: str | None = None  # 2.80
+
+
+@dataclass(frozen=True)
+class Page:
+    """How many rows, and changed since or before when (Nova's 2.58/2.59/2.66)."""
+
+    limit: int | None = None
+    changes_since: dt.datetime | None = None
+    changes_before: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ActionFilters:
+    """2.58: paging by request id, and changes since/before (2.66) a time."""
+
+    limit: int | None = None
+    marker: str | None = None
+    changes_since: dt.datetime | None = None
+    changes_before: dt.datetime | None = None
+
+
+# Stable ids for the rows Nova gives a uuid to (services and compute nodes, 2.53),
+# derived from what identifies them so every API process shows the same one.
+_UUID_NS = uuidlib.UUID("5b2f6a3e-8d0c-4c36-9a51-7e0b1d2c4f10")
+
+
+def service_uuid(host: str, binary: str) -> str:
+    return str(uuidlib.uuid5(_UUID_NS, f"service:{binary}:{host}"))
+
+
+def node_uuid(host: str, node: str) -> str:
+    return str(uuidlib.uuid5(_UUID_NS, f"compute-node:{host}:{node}"))
 
 
 def _server(session: Session, inst: Instance) -> ServerInfo:
@@ -218,6 +268,8 @@ def _server(session: Session, inst: Instance) -> ServerInfo:
         image_ref=sysmeta.get("image_base_image_ref"),
         locked=inst.locked,
         locked_by=inst.locked_by,
+        locked_reason=sysmeta.get(LOCKED_REASON_KEY),
+        description=inst.description,
         created_at=inst.created_at,
         updated_at=inst.updated_at,
         launched_at=inst.launched_at,
@@ -243,6 +295,7 @@ def _flavor(f: Flavor) -> FlavorInfo:
         swap=f.swap,
         is_public=f.is_public,
         disabled=f.disabled,
+        description=f.description,
     )
 
 
@@ -261,6 +314,8 @@ def _migration(m: Migration) -> MigrationInfo:
         new_instance_type_id=m.new_instance_type_id,
         created_at=m.created_at,
         updated_at=m.updated_at,
+        user_id=m.user_id,
+        project_id=m.project_id,
     )
 
 
@@ -303,10 +358,24 @@ class Queries:
         host: str | None = None,
         limit: int | None = None,
         marker: str | None = None,
+        changes_since: dt.datetime | None = None,
+        changes_before: dt.datetime | None = None,
+        locked: bool | None = None,
     ) -> list[ServerInfo]:
-        """Servers newest first; only an admin may list every project's."""
+        """Servers newest first; only an admin may list every project's.
+
+        As in Nova, a list by change time includes the servers deleted in it.
+        """
         authorize(ctx, "compute:servers:index")
-        stmt = select(Instance).where(Instance.deleted.is_(False))
+        stmt = select(Instance)
+        if changes_since is None and changes_before is None:
+            stmt = stmt.where(Instance.deleted.is_(False))
+        if changes_since is not None:
+            stmt = stmt.where(Instance.updated_at >= changes_since)
+        if changes_before is not None:
+            stmt = stmt.where(Instance.updated_at <= changes_before)
+        if locked is not None:
+            stmt = stmt.where(Instance.locked.is_(locked))
         if all_projects:
             authorize(ctx, "compute:servers:index:get_all_tenants")
             if project_id is not None:
@@ -326,9 +395,7 @@ class Queries:
         if marker is not None:
             ids = [f.uuid for f in found]
             if marker not in ids:
-                raise errors.ValidationError(
-                    field="marker", value=marker, reason="Marker not found."
-                )
+                raise MarkerNotFound(marker=marker)
             found = found[ids.index(marker) + 1 :]
         return found[:limit] if limit is not None else found
 
@@ -352,7 +419,10 @@ class Queries:
 
     # -- migrations -----------------------------------------------------------
     def migrations(
-        self, ctx: RequestContext, filters: MigrationFilters = MigrationFilters()
+        self,
+        ctx: RequestContext,
+        filters: MigrationFilters = MigrationFilters(),
+        page: Page = Page(),
     ) -> list[MigrationInfo]:
         authorize(ctx, "compute:migrations:index")
         stmt = select(Migration)
@@ -366,8 +436,25 @@ class Queries:
             stmt = stmt.where(Migration.source_compute == filters.source_compute)
         if filters.migration_type is not None:
             stmt = stmt.where(Migration.migration_type == filters.migration_type)
+        if filters.user_id is not None:
+            stmt = stmt.where(Migration.user_id == filters.user_id)
+        if filters.project_id is not None:
+            stmt = stmt.where(Migration.project_id == filters.project_id)
+        if page.changes_since is not None:
+            stmt = stmt.where(Migration.updated_at >= page.changes_since)
+        if page.changes_before is not None:
+            stmt = stmt.where(Migration.updated_at <= page.changes_before)
         with self.db.snapshot() as s:
-            return [_migration(m) for m in s.scalars(stmt.order_by(Migration.id.desc()))]
+            if filters.marker is not None:
+                # Nova pages migrations newest first, by id, from the marker's uuid.
+                mark = s.scalars(select(Migration).where(Migration.uuid == filters.marker)).first()
+                if mark is None:
+                    raise MarkerNotFound(marker=filters.marker)
+                stmt = stmt.where(Migration.id < mark.id)
+            stmt = stmt.order_by(Migration.id.desc())
+            if page.limit is not None:
+                stmt = stmt.limit(page.limit)
+            return [_migration(m) for m in s.scalars(stmt)]
 
     def migration(self, ctx: RequestContext, migration_id: int) -> MigrationInfo:
         authorize(ctx, "compute:migrations:index")
@@ -399,20 +486,55 @@ class Queries:
             return None if mig is None else _migration(mig)
 
     # -- instance actions ---------------------------------------------------
-    def actions(self, ctx: RequestContext, uuid: str) -> list[ActionInfo]:
+    def actions(
+        self,
+        ctx: RequestContext,
+        uuid: str,
+        filters: ActionFilters = ActionFilters(),
+        *,
+        deleted_visible: bool = True,
+    ) -> list[ActionInfo]:
+        """A server's actions newest first (2.58: paged from a request id, by change time)."""
         with self.db.snapshot() as s:
             inst = self._visible_even_deleted(ctx, s, uuid)
+            if inst.deleted and not deleted_visible:
+                raise errors.InstanceNotFound(instance_id=uuid)
             authorize(ctx, "compute:instance_actions:list", inst.project_id)
-            rows = s.scalars(
-                select(InstanceAction)
-                .where(InstanceAction.instance_uuid == uuid)
-                .order_by(InstanceAction.start_time.desc(), InstanceAction.id.desc())
-            ).all()
-            return [_action(a, None) for a in rows]
+            rows = list(
+                s.scalars(
+                    select(InstanceAction)
+                    .where(InstanceAction.instance_uuid == uuid)
+                    .order_by(InstanceAction.start_time.desc(), InstanceAction.id.desc())
+                )
+            )
+            found = [_action(a, None, _updated_at(s, a)) for a in rows]
+        if filters.marker is not None:
+            ids = [a.request_id for a in found]
+            if filters.marker not in ids:
+                raise MarkerNotFound(marker=filters.marker)
+            found = found[ids.index(filters.marker) + 1 :]
+        if filters.changes_since is not None:
+            since = filters.changes_since
+            found = [a for a in found if (a.updated_at or a.start_time) >= since]
+        if filters.changes_before is not None:
+            before = filters.changes_before
+            found = [a for a in found if (a.updated_at or a.start_time) <= before]
+        return found[: filters.limit] if filters.limit is not None else found
 
-    def action(self, ctx: RequestContext, uuid: str, request_id: str) -> ActionInfo:
+    def action(
+        self,
+        ctx: RequestContext,
+        uuid: str,
+        request_id: str,
+        *,
+        deleted_visible: bool = True,
+        events_for_all: bool = False,
+    ) -> ActionInfo:
+        """One action; its events if policy allows (or, from 2.51, always)."""
         with self.db.snapshot() as s:
             inst = self._visible_even_deleted(ctx, s, uuid)
+            if inst.deleted and not deleted_visible:
+                raise errors.InstanceNotFound(instance_id=uuid)
             authorize(ctx, "compute:instance_actions:show", inst.project_id)
             row = s.scalars(
                 select(InstanceAction)
@@ -425,9 +547,9 @@ class Queries:
             if row is None:
                 raise errors.InstanceActionNotFound(request_id=request_id, instance_uuid=uuid)
             events: tuple[EventInfo, ...] | None = None
-            if allowed(ctx, "compute:instance_actions:events", inst.project_id):
+            if events_for_all or allowed(ctx, "compute:instance_actions:events", inst.project_id):
                 events = _events(s, row.id)
-            return _action(row, events)
+            return _action(row, events, _updated_at(s, row))
 
     def _visible_even_deleted(self, ctx: RequestContext, session: Session, uuid: str) -> Instance:
         # Nova keeps a deleted server's actions readable (read_deleted='yes').
@@ -449,6 +571,7 @@ class Queries:
     def _service(self, svc: Service) -> ServiceInfo:
         return ServiceInfo(
             id=svc.id,
+            uuid=service_uuid(svc.host, svc.binary),
             binary=svc.binary,
             host=svc.host,
             zone="nova",
@@ -468,12 +591,21 @@ class Queries:
                 .group_by(Instance.node)
             ).all()
             running = {node: int(n) for node, n in counts}
+            on_node: dict[str, list[tuple[str, str]]] = {}
+            for inst_uuid, name, node in s.execute(
+                select(Instance.uuid, Instance.display_name, Instance.node)
+                .where(Instance.deleted.is_(False))
+                .order_by(Instance.created_at, Instance.uuid)
+            ):
+                if node is not None:
+                    on_node.setdefault(node, []).append((inst_uuid, name))
             out = []
             for n in s.scalars(select(ComputeNode).order_by(ComputeNode.id)):
                 svc = services.get(s, n.host)
                 out.append(
                     HypervisorInfo(
                         id=n.id,
+                        uuid=node_uuid(n.host, n.node),
                         host=n.host,
                         node=n.node,
                         vcpus=n.vcpus,
@@ -484,6 +616,7 @@ class Queries:
                         local_gb_used=n.local_gb_used,
                         running_vms=int(running.get(n.node, 0)),
                         service=None if svc is None else self._service(svc),
+                        servers=tuple(on_node.get(n.node, ())),
                     )
                 )
             return out
@@ -493,7 +626,20 @@ def _num(flavorid: str) -> int | str:
     return int(flavorid) if flavorid.isdigit() else flavorid
 
 
-def _action(a: InstanceAction, events: Sequence[EventInfo] | None) -> ActionInfo:
+def _updated_at(session: Session, a: InstanceAction) -> dt.datetime:
+    """When the action last changed: its newest event start or end, or its own times."""
+    newest = session.execute(
+        select(
+            func.max(InstanceActionEvent.start_time), func.max(InstanceActionEvent.finish_time)
+        ).where(InstanceActionEvent.action_id == a.id)
+    ).one()
+    times = [t for t in (a.start_time, a.finish_time, *newest) if t is not None]
+    return max(times)
+
+
+def _action(
+    a: InstanceAction, events: Sequence[EventInfo] | None, updated_at: dt.datetime | None = None
+) -> ActionInfo:
     return ActionInfo(
         action=a.action,
         instance_uuid=a.instance_uuid,
@@ -504,6 +650,7 @@ def _action(a: InstanceAction, events: Sequence[EventInfo] | None) -> ActionInfo
         finish_time=a.finish_time,
         message=a.message,
         events=None if events is None else tuple(events),
+        updated_at=updated_at,
     )
 
 

@@ -92,6 +92,21 @@ def live(
     return session.scalars(stmt.with_for_update() if lock else stmt).one_or_none()
 
 
+def open_operations(session: Session, instance_uuid: str) -> list[StepJournal]:
+    """The instance's operations (stop, start, ...) planned and not ended, locked."""
+    return list(
+        session.scalars(
+            select(StepJournal)
+            .where(
+                StepJournal.instance_uuid == instance_uuid,
+                StepJournal.migration_id.is_(None),
+                StepJournal.status.in_(sorted(JOURNAL_CLAIMABLE)),
+            )
+            .with_for_update()
+        )
+    )
+
+
 def rows(session: Session, migration_id: int) -> list[StepJournal]:
     """A migration's live rows (not superseded), in flow and step order."""
     return list(

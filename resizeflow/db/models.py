@@ -143,6 +143,7 @@ class Flavor(Base):
     swap: Mapped[int] = mapped_column(default=0)
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(Text)  # shown from 2.55
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +185,7 @@ class Instance(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(String(255))
 
 
 class Migration(Base):
@@ -201,6 +203,9 @@ class Migration(Base):
     old_instance_type_id: Mapped[int]
     new_instance_type_id: Mapped[int]
     status: Mapped[MigrationStatus] = mapped_column(_enum(MigrationStatus, "migration_status"))
+    # Who asked for it (shown from 2.80).
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    project_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 

@@ -9,11 +9,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow.conf import Settings
-from resizeflow.db.models import Instance, Migration, StepJournal
+from resizeflow.db.models import (
+    Instance,
+    InstanceAction,
+    Migration,
+    Port,
+    StepJournal,
+    VolumeAttachment,
+    utcnow,
+)
 from resizeflow.db.session import Database
+from resizeflow.drivers import payloads
 from resizeflow.drivers.base import (
     ImageSpec,
     InstanceSpec,
@@ -178,32 +188,99 @@ class InstanceContext:
             self.instance.uuid, flavor or self.instance.flavor, image=self.image(), vifs=vifs
         )
 
-    def notify(self, event_type: str, **extra: Any) -> None:
-        """Queue a notification; the runner publishes it only after the step commits."""
-        inst = self.instance
-        data = {
-            "uuid": inst.uuid,
-            "host": inst.host,
-            "node": inst.node,
-            "tenant_id": inst.project_id,
-            "user_id": inst.user_id,
-            "state": inst.vm_state.value,
-            "task_state": inst.task_state.value if inst.task_state else None,
-            "power_state": inst.power_state.name.lower(),
-            "flavor": inst.flavor,
-            **extra,
-        }
+    def notify(
+        self,
+        event_type: str,
+        *,
+        fault: BaseException | None = None,
+        details: str | None = None,
+        priority: str = "INFO",
+    ) -> None:
+        """Queue ``instance.<event_type>``; the runner publishes it after the step commits.
+
+        The payload is the Nova object for the event (see drivers/payloads.py):
+        resize_prep carries the new flavor, create its own object, ``exists`` an
+        audit period, and every other event Nova's InstanceActionPayload.
+        """
+        facts = self._facts()
+        if event_type.startswith("resize_prep."):
+            new = self.instance.new_flavor or self.instance.flavor
+            payload = payloads.instance_action(facts, fault, details, new_flavor=new)
+        elif event_type.startswith("create."):
+            payload = payloads.instance_create(facts, fault, details)
+        elif event_type == "exists":
+            payload = payloads.instance_exists(facts, *payloads.audit_period(utcnow()))
+        else:
+            payload = payloads.instance_action(facts, fault, details)
         self.notifications.append(
             Notification(
                 event_type=f"instance.{event_type}",
                 publisher_id=f"nova-compute:{self.host}",
-                payload={
-                    "nova_object.name": "InstanceActionPayload",
-                    "nova_object.namespace": "nova",
-                    "nova_object.version": "1.8",
-                    "nova_object.data": data,
-                },
+                payload=payload,
+                priority=priority,
             )
+        )
+
+    def notify_exception(self, exc: BaseException, details: str | None = None) -> None:
+        """Nova's ``compute.exception``, sent with an action's error event."""
+        self.notifications.append(
+            Notification(
+                event_type="compute.exception",
+                publisher_id=f"nova-compute:{self.host}",
+                payload=payloads.exception(exc, details),
+                priority="ERROR",
+            )
+        )
+
+    def _initiator(self) -> InstanceAction | None:
+        """The instance action this work is for: the newest one of the server."""
+        action: InstanceAction | None = self.session.scalars(
+            select(InstanceAction)
+            .where(InstanceAction.instance_uuid == self.instance.uuid)
+            .order_by(InstanceAction.id.desc())
+            .limit(1)
+        ).first()
+        return action
+
+    def _facts(self) -> payloads.InstanceFacts:
+        inst = self.instance
+        sysmeta = dict(inst.system_metadata or {})
+        ports = self.session.scalars(
+            select(Port).where(Port.instance_uuid == inst.uuid).order_by(Port.network, Port.id)
+        ).all()
+        volumes = self.session.scalars(
+            select(VolumeAttachment).where(VolumeAttachment.instance_uuid == inst.uuid)
+        ).all()
+        action = self._initiator()
+        return payloads.InstanceFacts(
+            uuid=inst.uuid,
+            user_id=inst.user_id,
+            project_id=inst.project_id,
+            name=inst.display_name,
+            description=inst.description,
+            host=inst.host,
+            node=inst.node,
+            vm_state=inst.vm_state.value,
+            task_state=inst.task_state.value if inst.task_state else None,
+            power_state=inst.power_state.name.lower(),
+            flavor=dict(inst.flavor),
+            metadata={
+                k: str(v)
+                for k, v in sysmeta.items()
+                if k not in ("image_base_image_ref", "old_vm_state", "locked_reason")
+            },
+            image_ref=sysmeta.get("image_base_image_ref"),
+            locked=inst.locked,
+            locked_reason=sysmeta.get("locked_reason"),
+            created_at=inst.created_at,
+            updated_at=inst.updated_at,
+            launched_at=inst.launched_at,
+            deleted_at=inst.deleted_at,
+            request_id=action.request_id if action is not None else None,
+            initiator_user=action.user_id if action is not None else None,
+            initiator_project=action.project_id if action is not None else None,
+            ports=tuple(payloads.PortFacts(p.id, p.network, p.mac_address) for p in ports),
+            volumes=tuple(payloads.VolumeFacts(v.volume_id, v.device) for v in volumes),
         )
 
 
@@ -227,3 +304,9 @@ class StepContext(InstanceContext):
     @property
     def same_host(self) -> bool:
         return self.migration.source_compute == self.migration.dest_compute
+
+    def _initiator(self) -> InstanceAction | None:
+        # The flow's own action (the journal knows it), not a later one.
+        if self.journal is not None and self.journal.action_id is not None:
+            return self.session.get(InstanceAction, self.journal.action_id)
+        return super()._initiator()

@@ -33,4 +33,5 @@ def error_out(ctx: StepContext, task: str, exc: BaseException, details: str) -> 
         ctx.placement.release(mig.uuid, ctx.source)
     inst.task_state = None
     dbapi.add_fault(ctx.session, inst.uuid, exc, ctx.host, details)
-    ctx.notify(f"{flow.notify}.error", exception=getattr(exc, "message", str(exc)))
+    ctx.notify(f"{flow.notify}.error", fault=exc, details=details, priority="ERROR")
+    ctx.notify_exception(exc, details)

@@ -10,6 +10,8 @@ from resizeflow.steps.resize import clear_stash
 
 
 def teardown_dest_network(ctx: StepContext) -> None:
+    # Nova reports the server's usage so far (instance.exists) as a revert begins.
+    ctx.notify("exists")
     ctx.notify("resize_revert.start")
     if not ctx.same_host:
         ctx.network.teardown_networks_on_host(ctx.instance.uuid, ctx.migration.dest_compute)

@@ -1,30 +1,20 @@
 """``POST /servers/{id}/action``: the resize lifecycle's actions.
 
-resize, confirmResize, revertResize, os-stop, os-start, lock and unlock.
+resize, confirmResize, revertResize, os-stop, os-start, lock and unlock, each
+validated by its own body schema for the negotiated microversion and mapped
+onto one method of the service layer (see ``resizeflow.api.server_actions``).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from resizeflow import errors
-from resizeflow.api.deps import Ctx, Svc, set_action
+from resizeflow.api import schemas, server_actions
+from resizeflow.api.deps import Ctx, Svc, Ver
 from resizeflow.api.faults import HTTPFault
-from resizeflow.api.schemas import ActionBody
-from resizeflow.compute.api import SERVER_ACTIONS
 
 router = APIRouter(prefix="/servers", tags=["server actions"])
-
-
-def action_name(body: ActionBody) -> str:
-    present = [ActionBody.model_fields[f].alias or f for f in body.model_fields_set]
-    if len(present) != 1:
-        raise errors.ValidationError(
-            field="action",
-            value=sorted(present),
-            reason="The body must name exactly one action.",
-        )
-    return present[0]
 
 
 @router.post(
@@ -33,16 +23,21 @@ def action_name(body: ActionBody) -> str:
     responses={204: {"description": "confirmResize accepted"}},
 )
 def server_action(
-    server_id: str, body: ActionBody, request: Request, svc: Svc, ctx: Ctx
+    server_id: str, body: schemas.ActionBody, svc: Svc, ctx: Ctx, version: Ver
 ) -> Response:
-    """Run one server action."""
-    key = action_name(body)
-    set_action(request, SERVER_ACTIONS[key])
+    """Run one server action: the body's only key names it."""
+    raw = body.model_dump(by_alias=True, exclude_unset=True)
+    if len(raw) != 1:
+        # Nova's action_peek: an action body has exactly one key.
+        raise HTTPFault(400, "Malformed request body")
+    ((key, value),) = raw.items()
+    action = server_actions.lookup(key)
+    value = schemas.validate_action(key, value, version)
     try:
-        svc.compute.act(ctx, server_id, key, body.resize.flavorRef if body.resize else None)
+        with server_actions.worded_as(action.name):
+            status = server_actions.run(svc.compute, ctx, server_id, key, value)
     except errors.FlavorNotFound:
         raise HTTPFault(400, "Unable to locate requested flavor.") from None
     except errors.NoValidHost as exc:
         raise HTTPFault(400, exc.message) from None
-    # Nova answers a confirm with 204 and every other action with 202.
-    return Response(status_code=204 if key == "confirmResize" else 202)
+    return Response(status_code=status)

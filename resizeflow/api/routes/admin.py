@@ -2,63 +2,167 @@
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from resizeflow import errors
 from resizeflow.api import views
-from resizeflow.api.deps import Ctx, Svc, Ver
+from resizeflow.api.deps import Base, Ctx, QueryLimit, Svc, Ver, changes_time, is_true
+from resizeflow.api.faults import HTTPFault
 from resizeflow.api.schemas import WorkflowActionBody
 from resizeflow.compute.policy import authorize
-from resizeflow.compute.queries import MigrationFilters
+from resizeflow.compute.queries import HypervisorInfo, MigrationFilters, Page
 
 router = APIRouter(tags=["admin"])
 Filter = Annotated[str | None, Query(max_length=255)]
+ChangesSince = Annotated[str | None, Query(alias="changes-since", max_length=64)]
+ChangesBefore = Annotated[str | None, Query(alias="changes-before", max_length=64)]
 
 
 @router.get("/os-migrations")
 def list_migrations(
+    request: Request,
     svc: Svc,
     ctx: Ctx,
     version: Ver,
+    base: Base,
     instance_uuid: Filter = None,
     status: Filter = None,
     source_compute: Filter = None,
     migration_type: Filter = None,
+    limit: QueryLimit = None,
+    marker: Filter = None,
+    changes_since: ChangesSince = None,
+    changes_before: ChangesBefore = None,
+    user_id: Filter = None,
+    project_id: Filter = None,
 ) -> dict[str, Any]:
-    """Migrations, newest first, filtered by instance, status, source host and type."""
-    filters = MigrationFilters(instance_uuid, status, source_compute, migration_type)
-    found = svc.queries.migrations(ctx, filters)
-    return {"migrations": [views.migration(m, version) for m in found]}
+    """Migrations, newest first; paged from 2.59, by requester from 2.80."""
+    paged = version.at_least(59)
+    filters = MigrationFilters(
+        instance_uuid,
+        status,
+        source_compute,
+        migration_type,
+        marker=marker if paged else None,
+        user_id=user_id if version.at_least(80) else None,
+        project_id=project_id if version.at_least(80) else None,
+    )
+    page = Page(
+        limit=limit if paged else None,
+        changes_since=changes_time("changes-since", changes_since) if paged else None,
+        changes_before=(
+            changes_time("changes-before", changes_before) if version.at_least(66) else None
+        ),
+    )
+    found = svc.queries.migrations(ctx, filters, page)
+    body: dict[str, Any] = {"migrations": [views.migration(m, version) for m in found]}
+    if paged and limit is not None and found and len(found) == limit:
+        body["migrations_links"] = views.next_links(
+            base, "os-migrations", request.query_params, found[-1].uuid
+        )
+    return body
 
 
-@router.get("/os-hypervisors")
-def list_hypervisors(svc: Svc, ctx: Ctx) -> dict[str, Any]:
-    """Compute nodes: id, name, state and status."""
+def _hypervisors(
+    svc: Svc, ctx: Ctx, version: Ver, limit: int | None, marker: str | None, pattern: str | None
+) -> list[HypervisorInfo]:
+    found = svc.queries.hypervisors(ctx)
+    if pattern is not None:
+        found = [h for h in found if pattern in h.node]
+        if not found:
+            raise errors.HypervisorNotFound(hypervisor=pattern)
+    if version.at_least(33) and marker is not None:
+        ids = [h.uuid if version.at_least(53) else str(h.id) for h in found]
+        if marker not in ids:
+            raise HTTPFault(400, f"marker [{marker}] not found")
+        found = found[ids.index(marker) + 1 :]
+    if version.at_least(33) and limit is not None:
+        found = found[:limit]
+    return found
+
+
+def _page_links(
+    request: Request, base: Base, version: Ver, found: list[HypervisorInfo], limit: int | None
+) -> dict[str, Any]:
+    if not version.at_least(33) or limit is None or not found or len(found) < limit:
+        return {}
+    last = found[-1].uuid if version.at_least(53) else str(found[-1].id)
     return {
-        "hypervisors": [
-            {k: v for k, v in views.hypervisor(h).items() if k in _BRIEF}
-            for h in svc.queries.hypervisors(ctx)
-        ]
+        "hypervisors_links": views.next_links(
+            base, request.url.path.removeprefix("/v2.1/"), request.query_params, last
+        )
     }
 
 
-_BRIEF = ("id", "hypervisor_hostname", "state", "status")
+HostPattern = Annotated[str | None, Query(max_length=255)]
+WithServers = Annotated[str | None, Query(max_length=16)]
+
+
+@router.get("/os-hypervisors")
+def list_hypervisors(
+    request: Request,
+    svc: Svc,
+    ctx: Ctx,
+    version: Ver,
+    base: Base,
+    limit: QueryLimit = None,
+    marker: Filter = None,
+    hypervisor_hostname_pattern: HostPattern = None,
+    with_servers: WithServers = None,
+) -> dict[str, Any]:
+    """Compute nodes: id, name, state and status (2.53: with their servers on request)."""
+    new = version.at_least(53)
+    found = _hypervisors(
+        svc, ctx, version, limit, marker, hypervisor_hostname_pattern if new else None
+    )
+    servers = new and is_true("with_servers", with_servers)
+    return {
+        "hypervisors": [views.hypervisor_brief(h, version, with_servers=servers) for h in found],
+        **_page_links(request, base, version, found, limit),
+    }
 
 
 @router.get("/os-hypervisors/detail")
-def list_hypervisors_detail(svc: Svc, ctx: Ctx) -> dict[str, Any]:
-    """Compute nodes with their capacity and usage."""
-    return {"hypervisors": [views.hypervisor(h) for h in svc.queries.hypervisors(ctx)]}
+def list_hypervisors_detail(
+    request: Request,
+    svc: Svc,
+    ctx: Ctx,
+    version: Ver,
+    base: Base,
+    limit: QueryLimit = None,
+    marker: Filter = None,
+    hypervisor_hostname_pattern: HostPattern = None,
+    with_servers: WithServers = None,
+) -> dict[str, Any]:
+    """Compute nodes with their capacity and usage (before 2.88)."""
+    new = version.at_least(53)
+    found = _hypervisors(
+        svc, ctx, version, limit, marker, hypervisor_hostname_pattern if new else None
+    )
+    servers = new and is_true("with_servers", with_servers)
+    return {
+        "hypervisors": [views.hypervisor(h, version, with_servers=servers) for h in found],
+        **_page_links(request, base, version, found, limit),
+    }
 
 
 @router.get("/os-hypervisors/{hypervisor_id}")
-def show_hypervisor(hypervisor_id: str, svc: Svc, ctx: Ctx) -> dict[str, Any]:
-    """One compute node with its capacity and usage."""
+def show_hypervisor(
+    hypervisor_id: str, svc: Svc, ctx: Ctx, version: Ver, with_servers: WithServers = None
+) -> dict[str, Any]:
+    """One compute node (2.53: by uuid)."""
+    if version.at_least(53):
+        try:
+            uuidlib.UUID(hypervisor_id)
+        except ValueError:
+            raise HTTPFault(400, f"Invalid uuid {hypervisor_id}") from None
+    servers = version.at_least(53) and is_true("with_servers", with_servers)
     for h in svc.queries.hypervisors(ctx):
-        if str(h.id) == hypervisor_id:
-            return {"hypervisor": views.hypervisor(h)}
+        if hypervisor_id == (h.uuid if version.at_least(53) else str(h.id)):
+            return {"hypervisor": views.hypervisor(h, version, with_servers=servers, show=True)}
     raise errors.HypervisorNotFound(hypervisor=hypervisor_id)
 
 
@@ -73,7 +177,7 @@ def list_aggregates(svc: Svc, ctx: Ctx) -> dict[str, Any]:
 def list_services(
     svc: Svc, ctx: Ctx, version: Ver, host: Filter = None, binary: Filter = None
 ) -> dict[str, Any]:
-    """Compute services, up or down by their heartbeats."""
+    """Compute services, up or down by their heartbeats (2.53: ids are uuids)."""
     found = [
         s
         for s in svc.queries.services(ctx)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from resizeflow import errors
 from resizeflow.api import views
-from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc
+from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc, Ver
 from resizeflow.api.schemas import FlavorCreateBody
 from resizeflow.compute.policy import RequestContext
 from resizeflow.compute.queries import FlavorInfo
@@ -46,22 +47,42 @@ def _list(svc: Any, ctx: RequestContext, f: FlavorFilters) -> list[FlavorInfo]:
     return found[: f.limit] if f.limit is not None else found
 
 
+def _page(
+    request: Request, base: str, path: str, found: list[FlavorInfo], f: FlavorFilters
+) -> dict[str, Any]:
+    if f.limit is None or not found or len(found) < f.limit:
+        return {}
+    return {"flavors_links": views.next_links(base, path, request.query_params, found[-1].flavorid)}
+
+
 @router.get("")
-def list_flavors(svc: Svc, ctx: Ctx, base: Base, filters: Filters) -> dict[str, Any]:
-    """List flavors: id, name and links."""
-    return {"flavors": [views.flavor_brief(f, base) for f in _list(svc, ctx, filters)]}
+def list_flavors(
+    request: Request, svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
+) -> dict[str, Any]:
+    """List flavors: id, name and links (and description from 2.55)."""
+    found = _list(svc, ctx, filters)
+    return {
+        "flavors": [views.flavor_brief(f, base, version) for f in found],
+        **_page(request, base, "flavors", found, filters),
+    }
 
 
 @router.get("/detail")
-def list_flavors_detail(svc: Svc, ctx: Ctx, base: Base, filters: Filters) -> dict[str, Any]:
+def list_flavors_detail(
+    request: Request, svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
+) -> dict[str, Any]:
     """List flavors with their sizes."""
-    return {"flavors": [views.flavor(f, base) for f in _list(svc, ctx, filters)]}
+    found = _list(svc, ctx, filters)
+    return {
+        "flavors": [views.flavor(f, base, version) for f in found],
+        **_page(request, base, "flavors/detail", found, filters),
+    }
 
 
 @router.get("/{flavor_id}")
-def show_flavor(flavor_id: str, svc: Svc, ctx: Ctx, base: Base) -> dict[str, Any]:
+def show_flavor(flavor_id: str, svc: Svc, ctx: Ctx, base: Base, version: Ver) -> dict[str, Any]:
     """Show one flavor."""
-    return {"flavor": views.flavor(svc.queries.flavor(flavor_id), base)}
+    return {"flavor": views.flavor(svc.queries.flavor(flavor_id), base, version)}
 
 
 @router.get("/{flavor_id}/os-extra_specs")
@@ -72,9 +93,18 @@ def flavor_extra_specs(flavor_id: str, svc: Svc, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.post("")
-def create_flavor(body: FlavorCreateBody, svc: Svc, ctx: Ctx, base: Base) -> dict[str, Any]:
+def create_flavor(
+    body: FlavorCreateBody, svc: Svc, ctx: Ctx, base: Base, version: Ver
+) -> dict[str, Any]:
     """Create a flavor (admin)."""
     f = body.flavor
+    if "description" in f.model_fields_set and not version.at_least(55):
+        shown = f.model_dump(by_alias=True, exclude_unset=True)
+        raise errors.ValidationError(
+            field="flavor",
+            value=repr(shown),
+            reason="Additional properties are not allowed ('description' was unexpected)",
+        )
     info = svc.flavors.create(
         ctx,
         name=f.name,
@@ -85,8 +115,9 @@ def create_flavor(body: FlavorCreateBody, svc: Svc, ctx: Ctx, base: Base) -> dic
         ephemeral=f.ephemeral,
         swap=f.swap,
         is_public=f.is_public,
+        description=f.description,
     )
-    return {"flavor": views.flavor(info, base)}
+    return {"flavor": views.flavor(info, base, version)}
 
 
 @router.delete("/{flavor_id}", status_code=202)

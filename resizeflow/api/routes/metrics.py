@@ -11,12 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from resizeflow import metrics
-from resizeflow.api.deps import Services, services
+from resizeflow.api.deps import ServiceLayer, services
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", include_in_schema=False)
-async def scrape(svc: Annotated[Services, Depends(services)]) -> Response:
+async def scrape(svc: Annotated[ServiceLayer, Depends(services)]) -> Response:
     body = await run_in_threadpool(metrics.render, svc.compute.db, svc.compute.app)
     return Response(content=body, media_type=metrics.CONTENT_TYPE)

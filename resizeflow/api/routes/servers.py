@@ -6,14 +6,24 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from resizeflow import errors
 from resizeflow.api import views
-from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc, Ver, set_action
+from resizeflow.api.deps import (
+    Base,
+    Ctx,
+    QueryLimit,
+    QueryText,
+    Svc,
+    Ver,
+    changes_time,
+    is_true,
+)
 from resizeflow.api.faults import HTTPFault
 from resizeflow.api.microversion import Version
-from resizeflow.api.schemas import ServerCreate, ServerCreateBody
+from resizeflow.api.schemas import ServerCreate, ServerCreateBody, check_server_create
+from resizeflow.api.server_actions import worded_as
 from resizeflow.compute.policy import RequestContext, allowed
 
 router = APIRouter(prefix="/servers", tags=["servers"])
@@ -51,6 +61,9 @@ class ServerFilters:
     project_id: QueryText = None
     limit: QueryLimit = None
     marker: QueryText = None
+    changes_since: Annotated[str | None, Query(alias="changes-since", max_length=64)] = None
+    changes_before: Annotated[str | None, Query(alias="changes-before", max_length=64)] = None
+    locked: Annotated[str | None, Query(max_length=16)] = None  # 2.73
 
 
 Filters = Annotated[ServerFilters, Depends()]
@@ -74,24 +87,45 @@ def _list(svc: Svc, ctx: RequestContext, version: Version, f: ServerFilters) -> 
         host=host,
         limit=f.limit,
         marker=f.marker,
+        changes_since=changes_time("changes-since", f.changes_since),
+        changes_before=(
+            changes_time("changes-before", f.changes_before) if version.at_least(66) else None
+        ),
+        locked=is_true("locked", f.locked) if version.at_least(73) and f.locked else None,
     )
 
 
+def _page(
+    request: Request, base: str, path: str, found: list[Any], f: ServerFilters
+) -> dict[str, Any]:
+    if f.limit is None or not found or len(found) < f.limit:
+        return {}
+    return {"servers_links": views.next_links(base, path, request.query_params, found[-1].uuid)}
+
+
 @router.get("")
-def list_servers(svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters) -> dict[str, Any]:
+def list_servers(
+    request: Request, svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
+) -> dict[str, Any]:
     """List servers: id, name and links."""
     found = _list(svc, ctx, version, filters)
-    return {"servers": [views.server_brief(s, base) for s in found]}
+    return {
+        "servers": [views.server_brief(s, base) for s in found],
+        **_page(request, base, "servers", found, filters),
+    }
 
 
 @router.get("/detail")
 def list_servers_detail(
-    svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
+    request: Request, svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
 ) -> dict[str, Any]:
     """List servers with every detail."""
     found = _list(svc, ctx, version, filters)
     admin = allowed(ctx, "compute:servers:show:extended_attributes")
-    return {"servers": [views.server(s, version, base, admin=admin) for s in found]}
+    return {
+        "servers": [views.server(s, version, base, admin=admin) for s in found],
+        **_page(request, base, "servers/detail", found, filters),
+    }
 
 
 @router.get("/{server_id}")
@@ -99,7 +133,7 @@ def show_server(server_id: str, svc: Svc, ctx: Ctx, base: Base, version: Ver) ->
     """Show one server."""
     info = svc.queries.server(ctx, server_id)
     admin = allowed(ctx, "compute:servers:show:extended_attributes", info.project_id)
-    return {"server": views.server(info, version, base, admin=admin)}
+    return {"server": views.server(info, version, base, admin=admin, show=True)}
 
 
 def _networks(server: ServerCreate, version: Version) -> tuple[str, ...]:
@@ -140,7 +174,6 @@ def _forced_host(zone: str | None) -> str | None:
 @router.post("", status_code=202)
 def create_server(
     body: ServerCreateBody,
-    request: Request,
     response: Response,
     svc: Svc,
     ctx: Ctx,
@@ -148,10 +181,10 @@ def create_server(
     version: Ver,
 ) -> dict[str, Any]:
     """Boot a server from a flavor; an admin may force a host with ``nova:HOST``."""
-    set_action(request, "create")
     server = body.server
+    check_server_create(body, version)
     networks = _networks(server, version)
-    host = _forced_host(server.availability_zone)
+    host = server.host or _forced_host(server.availability_zone)
     try:
         uuid = svc.compute.create(
             ctx,
@@ -161,6 +194,7 @@ def create_server(
             networks=networks,
             metadata=dict(server.metadata or {}),
             image_ref=server.imageRef or None,
+            description=server.description if version.at_least(19) else None,
         )
     except errors.FlavorNotFound:
         raise HTTPFault(400, "Invalid flavorRef provided.") from None
@@ -179,8 +213,8 @@ def create_server(
 
 
 @router.delete("/{server_id}", status_code=204)
-def delete_server(server_id: str, request: Request, svc: Svc, ctx: Ctx) -> Response:
-    """Delete a server; one awaiting resize confirmation is confirmed first."""
-    set_action(request, "delete")
-    svc.compute.delete(ctx, server_id)
+def delete_server(server_id: str, svc: Svc, ctx: Ctx) -> Response:
+    """Delete a server in any state; a workflow in flight is ended first (see the service)."""
+    with worded_as("delete"):
+        svc.compute.delete(ctx, server_id)
     return Response(status_code=204)

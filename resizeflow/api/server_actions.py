@@ -1,0 +1,105 @@
+"""Nova's server actions by the key of their body, each mapped onto one service method.
+
+``POST /servers/{id}/action`` names one action as the only key of its body,
+as Nova's ``servers.py`` does with one ``@wsgi.action`` handler per key. This
+table is where a key becomes a call on the compute service layer, and where
+the name Nova's API gives the action in its error messages lives; the service
+layer itself knows nothing of HTTP keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from resizeflow import errors
+from resizeflow.api.faults import HTTPFault, api_message
+from resizeflow.compute.api import ComputeAPI
+from resizeflow.compute.policy import RequestContext
+
+Handler = Callable[[ComputeAPI, RequestContext, str, Any], None]
+
+
+@dataclass(frozen=True)
+class ServerAction:
+    key: str  # the body's key, e.g. ``os-stop``
+    name: str  # what Nova's API calls it in a 409, e.g. ``stop``
+    handler: Handler
+    status: int = 202  # Nova answers a confirm with 204
+
+
+def _resize(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+    flavor_ref = body.get("flavorRef") if isinstance(body, dict) else None
+    if flavor_ref is None:
+        raise errors.ValidationError(
+            field="resize", value=body, reason="'flavorRef' is a required property"
+        )
+    compute.resize(ctx, uuid, flavor_ref)
+
+
+def _confirm_resize(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+    compute.confirm_resize(ctx, uuid)
+
+
+def _revert_resize(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+    compute.revert_resize(ctx, uuid)
+
+
+def _stop(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+    compute.stop(ctx, uuid)
+
+
+def _start(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+    compute.start(ctx, uuid)
+
+
+def _lock(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+    reason = body.get("locked_reason") if isinstance(body, dict) else None
+    compute.lock(ctx, uuid, reason=reason)
+
+
+def _unlock(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+    compute.unlock(ctx, uuid)
+
+
+ACTIONS: dict[str, ServerAction] = {
+    a.key: a
+    for a in (
+        ServerAction("resize", "resize", _resize),
+        ServerAction("confirmResize", "confirmResize", _confirm_resize, status=204),
+        ServerAction("revertResize", "revertResize", _revert_resize),
+        ServerAction("os-stop", "stop", _stop),
+        ServerAction("os-start", "start", _start),
+        ServerAction("lock", "lock", _lock),
+        ServerAction("unlock", "unlock", _unlock),
+    )
+}
+
+
+def lookup(key: str) -> ServerAction:
+    found = ACTIONS.get(key)
+    if found is None:
+        raise HTTPFault(400, f"There is no such action: {key}")
+    return found
+
+
+def run(compute: ComputeAPI, ctx: RequestContext, uuid: str, key: str, body: Any) -> int:
+    """Run the action ``key`` with its body's value; the HTTP status Nova answers it with."""
+    action = lookup(key)
+    action.handler(compute, ctx, uuid, body)
+    return action.status
+
+
+@contextmanager
+def worded_as(action: str) -> Iterator[None]:
+    """Word a state conflict as Nova's API words it for ``action``.
+
+    Nova's ``common.raise_http_conflict_for_instance_invalid_state`` names the
+    action the caller asked for, not the service method that refused it.
+    """
+    try:
+        yield
+    except errors.InstanceInvalidState as exc:
+        raise HTTPFault(exc.code, api_message(exc, action)) from None
