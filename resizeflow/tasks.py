@@ -3,12 +3,14 @@
 Every step of every flow, instance operations included, runs the same way. It
 starts with one statement that commits on its own: it counts the delivery and
 marks the journal row ``running`` under a lease, so that an attempt is on
-record even if the worker dies mid-step. Then one transaction locks the
-instance, the migration (for a migration's flows) and the journal row,
-returns at once if the step is already done, and otherwise runs the step,
-marks it done and writes its action event in the same commit. Because
-``acks_late`` may deliver a message twice, that check under the locks is what
-makes a redelivery change nothing.
+record even if the worker dies mid-step. Only the delivery that took the
+step (its token is in the row) runs it: a duplicate that finds the step held
+under a live lease waits for that copy to end, and takes the step only if
+its lease lapses. Then one transaction locks the instance, the migration (for
+a migration's flows) and the journal row, returns at once if the step is
+already done, and otherwise runs the step, marks it done and writes its
+action event in the same commit. Because ``acks_late`` may deliver a message
+twice, those checks are what make a redelivery change nothing.
 
 A step with a hypervisor phase (see :class:`~resizeflow.steps.context.HypervisorWork`)
 splits that transaction in two: it reads its rows and commits, does the long
@@ -19,12 +21,14 @@ copy took over commits nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import logging
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -134,45 +138,82 @@ def run_step(task: Task[Any, Any], flow: flows.Flow, step: flows.Step, key: Any)
 def _run_step(
     task: Task[Any, Any], rt: HostRuntime, flow: flows.Flow, step: flows.Step, key: Any
 ) -> Any:
-    try:
-        with rt.db.autocommit() as conn:
-            claim = journal.claim(
-                conn,
-                flow.subject,
-                key,
-                step.task,
-                rt.incarnation or rt.host,
-                rt.settings.step_lease,
-            )
-    except retry.TRANSIENT as exc:
-        # The database or broker hiccupped before the step started: nothing
-        # was done, so simply try again later.
-        raise _retry(task, rt, exc) from exc
+    holder = uuid.uuid4().hex  # this delivery's own token
+    claim = _claim(task, rt, flow, step, key, holder)
+    while claim is not None and claim.status == _J.RUNNING and not claim.taken:
+        # NOTE: a live copy holds the step, maybe in its hypervisor phase with
+        # no row locked: wait for it to end rather than run beside it. If its
+        # lease lapses (its worker died), claim the step again.
+        ended = _wait_for_holder(rt, claim.row_id)
+        if ended is None:
+            claim = _claim(task, rt, flow, step, key, holder)
+        elif ended == _J.RETRYING:
+            raise Ignore()  # it failed transiently: its own retry carries the chain on
+        else:
+            claim = dataclasses.replace(claim, status=ended)
     if claim is None:
         if flow.subject is flows.Subject.INSTANCE:
             return key  # no operation of this kind was ever planned for it
         raise errors.StepFailed(step=step.task, reason=f"migration {key} has no plan")
     if claim.status == _J.DONE:
         return key
-    if claim.status in (_J.FAILED, _J.ABORTED, _J.SUPERSEDED):
+    if claim.status in JOURNAL_ENDED:
         raise Ignore()
-    # A copy that is still running (its lease is live) holds the row locks
-    # that _run_locked takes: this one waits there and finds the step done.
-    # Mutual exclusion comes from those locks, which the database drops when
-    # a worker dies; the lease only tells the reconciler whether the running
-    # copy is still alive.
     with (
         logs.bound(request_id=claim.request_id, instance_uuid=claim.instance_uuid),
         rt.executing_step(claim.row_id),
     ):
-        _run_locked(task, rt, flow, step, claim.row_id)
+        _run_locked(task, rt, flow, step, claim.row_id, holder)
     return key
 
 
-def _run_locked(
-    task: Task[Any, Any], rt: HostRuntime, flow: flows.Flow, step: flows.Step, row_id: int
-) -> None:
+def _claim(
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    flow: flows.Flow,
+    step: flows.Step,
+    key: Any,
+    holder: str,
+) -> journal.Claim | None:
     worker = rt.incarnation or rt.host
+    try:
+        with rt.db.autocommit() as conn:
+            return journal.claim(
+                conn, flow.subject, key, step.task, worker, rt.settings.step_lease, holder
+            )
+    except retry.TRANSIENT as exc:
+        # The database or broker hiccupped before the step started: nothing
+        # was done, so simply try again later.
+        raise _retry(task, rt, exc) from exc
+
+
+def _wait_for_holder(rt: HostRuntime, row_id: int) -> JournalStatus | None:
+    """Wait while another copy holds the step under a live lease.
+
+    Returns the status the step ended in (or ``retrying``), or None once the
+    holder's lease lapsed or the step can be claimed again.
+    """
+    poll = min(0.5, rt.settings.step_lease / 4)
+    while True:
+        time.sleep(poll)
+        with rt.db.snapshot() as s:
+            row = journal.get(s, row_id)
+        if row is None:
+            return None
+        if row.status in JOURNAL_ENDED or row.status == _J.RETRYING:
+            return JournalStatus(row.status)
+        if row.status != _J.RUNNING or not journal.lease_live(row):
+            return None
+
+
+def _run_locked(
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    flow: flows.Flow,
+    step: flows.Step,
+    row_id: int,
+    holder: str,
+) -> None:
     try:
         with rt.db.session() as s:
             with s.begin():
@@ -182,6 +223,8 @@ def _run_locked(
                     return
                 if ctx.journal.status == _J.DONE:
                     return
+                if not journal.holds(ctx.journal, holder):
+                    raise errors.LeaseLost(step=step.task, holder=ctx.journal.worker)
                 failpoints.check(rt.settings.failpoints_file, step.task, ctx.instance.uuid)
                 phases = _resolve(step)(ctx)
                 work = _next_phase(phases)
@@ -193,7 +236,7 @@ def _run_locked(
                 # locks the server is answered while the hypervisor works.
                 _publish(rt, ctx.notifications)
                 ctx.notifications.clear()
-                result = _hypervisor_phase(rt, step, ctx.instance.uuid, row_id, worker, work)
+                result = _hypervisor_phase(rt, step, ctx.instance.uuid, row_id, holder, work)
                 with s.begin():
                     again = _lock_rows(rt, s, flow.subject, row_id, again=True)
                     if again is None:
@@ -203,7 +246,7 @@ def _run_locked(
                         # Another copy finished it, or a delete ended it meanwhile.
                         log.info("step %s %s meanwhile", step.task, again.journal.status)
                         return
-                    if not journal.holds(again.journal, worker):
+                    if not journal.holds(again.journal, holder):
                         raise errors.LeaseLost(step=step.task, holder=again.journal.worker)
                     _last_phase(phases, result)
                     journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
@@ -222,7 +265,7 @@ def _run_locked(
                 journal.fail(aborted, exc.message, final=True)
         raise Ignore() from exc
     except Exception as exc:
-        _retry_or_fail(task, rt, step, row_id, exc)
+        _retry_or_fail(task, rt, step, row_id, holder, exc)
         raise
     log.info("step %s done on %s", step.task, rt.host)
     _publish(rt, ctx.notifications)
@@ -252,7 +295,7 @@ def _hypervisor_phase(
     step: flows.Step,
     instance_uuid: str,
     row_id: int,
-    worker: str,
+    holder: str,
     work: HypervisorWork,
 ) -> Any:
     """Run ``work`` with no row locked, renewing the step's lease while it runs.
@@ -271,7 +314,7 @@ def _hypervisor_phase(
         while not stop.wait(settings.step_lease / 3):
             try:
                 with rt.db.autocommit() as conn:
-                    if not journal.renew_lease(conn, row_id, worker, settings.step_lease):
+                    if not journal.renew_lease(conn, row_id, holder, settings.step_lease):
                         log.warning(
                             "lease of journal row %s taken over during %s", row_id, work.what
                         )
@@ -358,7 +401,12 @@ def _publish(rt: HostRuntime, notes: list[Notification]) -> None:
 
 
 def _retry_or_fail(
-    task: Task[Any, Any], rt: HostRuntime, step: flows.Step, row_id: int, exc: Exception
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    step: flows.Step,
+    row_id: int,
+    holder: str,
+    exc: Exception,
 ) -> None:
     details = traceback.format_exc()
     final = retry.is_final(rt.settings, exc, task.request.retries)
@@ -370,7 +418,7 @@ def _retry_or_fail(
         exc,
     )
     try:
-        notes = _record_failure(rt, row_id, exc, details, final)
+        notes = _record_failure(rt, row_id, holder, exc, details, final)
     except retry.TRANSIENT as db_exc:
         # NOTE: the database itself is unreachable, so the failure cannot even
         # be recorded. Try the step again later rather than lose the chain;
@@ -383,7 +431,7 @@ def _retry_or_fail(
 
 
 def _record_failure(
-    rt: HostRuntime, row_id: int, exc: Exception, details: str, final: bool
+    rt: HostRuntime, row_id: int, holder: str, exc: Exception, details: str, final: bool
 ) -> list[Notification]:
     notes: list[Notification] = []
     with rt.db.transaction() as s:
@@ -392,9 +440,7 @@ def _record_failure(
         ctx = _lock_rows(rt, s, subject, row_id) if final else None
         row = ctx.journal if ctx is not None else journal.get(s, row_id, lock=True)
         assert row is not None
-        if row.status == _J.DONE or (
-            row.status == _J.RUNNING and row.worker != (rt.incarnation or rt.host)
-        ):
+        if row.status in JOURNAL_ENDED or (row.status == _J.RUNNING and row.holder != holder):
             # NOTE: another copy of this step (a redelivery, or the reconciler's)
             # finished it, or took it over during its hypervisor work, while
             # this one failed. Marking it failed or retrying would undo that

@@ -65,9 +65,7 @@ def launch(
     sig.apply_async()
 
 
-def cleanup(
-    app: Celery, migration_id: int, instance_uuid: str, hosts: Sequence[str]
-) -> Signature:
+def cleanup(app: Celery, migration_id: int, instance_uuid: str, hosts: Sequence[str]) -> Signature:
     """Purge a deleted server's leftovers on each host, then mark the migration failed."""
     sigs = [
         signature(app, HOST_TASKS.purge_instance_files, instance_uuid, host)

@@ -72,7 +72,11 @@ def test_a_copy_whose_lease_was_taken_over_commits_nothing(rf: Stack, project: s
         s.execute(
             update(StepJournal)
             .where(StepJournal.id == copy_row(rf, mig_id).id)
-            .values(worker="intruder@elsewhere/1", lease_expires_at=utcnow() + LATER)
+            .values(
+                worker="intruder@elsewhere/1",
+                holder="intruder",
+                lease_expires_at=utcnow() + LATER,
+            )
         )
     # The first copy finishes its hypervisor work, then finds the row not its own.
     source = rf.instance(uuid).host

@@ -24,6 +24,7 @@ from resizeflow.steps.context import HostRuntime, HypervisorWork
 pytestmark = pytest.mark.fast
 
 WORKER = "compute-1@here/100"
+TOKEN = "d1e2c3b4a5968778695a4b3c2d1e0f00"  # this delivery's own
 STOP = flows.STOP.last
 
 
@@ -54,8 +55,9 @@ def running_row(rt: HostRuntime) -> int:
             STOP.task,
             WORKER,
             0.3,
+            TOKEN,
         )
-    assert claim is not None and claim.status == JournalStatus.RUNNING
+    assert claim is not None and claim.status == JournalStatus.RUNNING and claim.taken
     return claim.row_id
 
 
@@ -67,7 +69,7 @@ def row(rt: HostRuntime, row_id: int) -> StepJournal:
 
 
 def phase(rt: HostRuntime, row_id: int, work: HypervisorWork) -> Any:
-    return tasks._hypervisor_phase(rt, STOP, "uuid", row_id, WORKER, work)
+    return tasks._hypervisor_phase(rt, STOP, "uuid", row_id, TOKEN, work)
 
 
 def test_the_lease_is_renewed_while_the_work_runs(runtime: HostRuntime) -> None:
@@ -85,7 +87,7 @@ def test_the_lease_is_renewed_while_the_work_runs(runtime: HostRuntime) -> None:
     assert len(set(leases)) >= 3
     assert sorted(leases) == leases
     after = row(runtime, row_id)
-    assert journal.holds(after, WORKER)
+    assert journal.holds(after, TOKEN)
 
 
 def test_renewal_stops_once_another_copy_took_the_step_over(runtime: HostRuntime) -> None:
@@ -93,16 +95,14 @@ def test_renewal_stops_once_another_copy_took_the_step_over(runtime: HostRuntime
 
     def work(deadline: float) -> None:
         with runtime.db.transaction() as s:
-            s.execute(
-                update(StepJournal).where(StepJournal.id == row_id).values(worker="other@x/1")
-            )
+            s.execute(update(StepJournal).where(StepJournal.id == row_id).values(holder="another"))
         taken = row(runtime, row_id).lease_expires_at
         time.sleep(0.8)
         # The fenced renewal left the other copy's lease alone.
         assert row(runtime, row_id).lease_expires_at == taken
 
     phase(runtime, row_id, HypervisorWork("copy", work))
-    assert not journal.holds(row(runtime, row_id), WORKER)
+    assert not journal.holds(row(runtime, row_id), TOKEN)
 
 
 def test_work_past_the_step_timeout_fails_transiently(runtime: HostRuntime) -> None:
@@ -120,3 +120,26 @@ def test_work_past_the_step_timeout_fails_transiently(runtime: HostRuntime) -> N
         phase(rt, row_id, HypervisorWork("copy the disk", work))
     # The work was told when to stop: about half a second from its start.
     assert 0.3 < told[0] <= 0.5
+
+
+def test_a_second_delivery_in_the_same_process_does_not_take_a_held_step(
+    runtime: HostRuntime,
+) -> None:
+    """Two copies in one worker share its name; only the token tells them apart."""
+    row_id = running_row(runtime)
+    uuid_ = "0e0e0e0e-0000-4000-8000-000000000001"
+
+    def claim_again() -> journal.Claim | None:
+        with runtime.db.autocommit() as conn:
+            return journal.claim(
+                conn, flows.Subject.INSTANCE, uuid_, STOP.task, WORKER, 0.3, "second"
+            )
+
+    second = claim_again()
+    assert second is not None
+    assert (second.row_id, second.status, second.taken) == (row_id, JournalStatus.RUNNING, False)
+    assert journal.holds(row(runtime, row_id), TOKEN)
+    time.sleep(0.4)  # the holder's 0.3 s lease lapses: its copy is presumed dead
+    third = claim_again()
+    assert third is not None and third.taken
+    assert not journal.holds(row(runtime, row_id), TOKEN)

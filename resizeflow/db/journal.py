@@ -143,6 +143,8 @@ class Claim:
     status: JournalStatus
     request_id: str
     instance_uuid: str
+    # Whether this delivery took the step; if not, a live copy holds it.
+    taken: bool
 
 
 def _row_of(subject: flows.Subject) -> Any:
@@ -191,13 +193,14 @@ def _claim_statement(subject: flows.Subject) -> Any:
             status=when_taken(_J.RUNNING.value, j.status),
             attempts=j.attempts + when_taken(1, 0),
             worker=when_taken(worker, j.worker),
+            holder=when_taken(bindparam("b_holder", type_=String()), j.holder),
             started_at=when_taken(func.coalesce(j.started_at, now), j.started_at),
             heartbeat_at=when_taken(now, j.heartbeat_at),
             lease_expires_at=when_taken(
                 bindparam("b_lease_until", type_=DateTime()), j.lease_expires_at
             ),
         )
-        .returning(j.id, j.status, j.request_id, j.instance_uuid)
+        .returning(j.id, j.status, j.request_id, j.instance_uuid, j.holder)
     )
 
 
@@ -208,6 +211,7 @@ def claim(
     step: str,
     worker: str,
     lease: float,
+    holder: str,
 ) -> Claim | None:
     """Count a delivery and mark the step running under ``worker``, in one statement.
 
@@ -217,6 +221,10 @@ def claim(
     lease of another copy that is not an earlier process of this same worker
     (see :func:`superseded`). Every delivery is counted, duplicates included.
     Returns None when the step has no journal row.
+
+    ``holder`` is this delivery's own token: two copies of a step in one
+    worker process share its name, and only the token tells them apart. The
+    copy that holds the row is the one allowed to commit the step.
 
     NOTE: this is a single ``UPDATE ... RETURNING`` on purpose. It runs before
     the step's own transaction and commits on its own, so that an attempt is
@@ -231,11 +239,12 @@ def claim(
             "b_step": step,
             "b_now": now,
             "b_worker": worker,
+            "b_holder": holder,
             "b_node_prefix": worker.rpartition("/")[0] + "/",
             "b_lease_until": now + dt.timedelta(seconds=lease),
         },
     ).one_or_none()
-    return None if row is None else Claim(row[0], _J(row[1]), row[2], row[3])
+    return None if row is None else Claim(row[0], _J(row[1]), row[2], row[3], row[4] == holder)
 
 
 def renew_leases(session: Session, worker: str, running: Collection[int], lease: float) -> int:
@@ -261,7 +270,7 @@ def renew_leases(session: Session, worker: str, running: Collection[int], lease:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def renew_lease(conn: Connection, row_id: int, worker: str, lease: float) -> bool:
+def renew_lease(conn: Connection, row_id: int, holder: str, lease: float) -> bool:
     """Extend one running step's lease, fenced: False once another copy has taken
     the step over (or it ended), and then this copy must commit nothing."""
     now = utcnow()
@@ -269,7 +278,7 @@ def renew_lease(conn: Connection, row_id: int, worker: str, lease: float) -> boo
         update(StepJournal)
         .where(
             StepJournal.id == row_id,
-            StepJournal.worker == worker,
+            StepJournal.holder == holder,
             StepJournal.status == _J.RUNNING,
         )
         .values(heartbeat_at=now, lease_expires_at=now + dt.timedelta(seconds=lease))
@@ -278,9 +287,9 @@ def renew_lease(conn: Connection, row_id: int, worker: str, lease: float) -> boo
     return bool(result.rowcount)
 
 
-def holds(row: StepJournal, worker: str) -> bool:
-    """Whether ``worker``'s copy still holds the running step (checked under the row lock)."""
-    return row.status == _J.RUNNING and row.worker == worker
+def holds(row: StepJournal, holder: str) -> bool:
+    """Whether the copy with token ``holder`` still holds the running step."""
+    return row.status == _J.RUNNING and row.holder == holder
 
 
 @functools.cache

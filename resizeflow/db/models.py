@@ -364,6 +364,9 @@ class StepJournal(Base):
     # More would mean a side effect applied twice; the chaos suite checks it.
     applied: Mapped[int] = mapped_column(default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(255))
+    # The token of the delivery that holds the running step: the one copy
+    # allowed to commit it (see journal.claim).
+    holder: Mapped[str | None] = mapped_column(String(32))
     enqueued_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

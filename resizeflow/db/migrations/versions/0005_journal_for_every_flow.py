@@ -21,6 +21,7 @@ _LIVE = "status != 'superseded'"
 def upgrade() -> None:
     with op.batch_alter_table("step_journal", schema=None) as batch_op:
         batch_op.add_column(sa.Column("instance_uuid", sa.String(length=36), nullable=True))
+        batch_op.add_column(sa.Column("holder", sa.String(length=32), nullable=True))
     op.execute(
         "UPDATE step_journal SET instance_uuid = (SELECT m.instance_uuid FROM migrations m "
         "WHERE m.id = step_journal.migration_id)"
@@ -54,4 +55,5 @@ def downgrade() -> None:
             "status", existing_type=sa.String(32), type_=sa.String(16), nullable=False
         )
         batch_op.alter_column("migration_id", existing_type=sa.Integer(), nullable=False)
+        batch_op.drop_column("holder")
         batch_op.drop_column("instance_uuid")
