@@ -8,8 +8,7 @@ import pytest
 
 from resizeflow import errors
 from resizeflow.db.models import Flavor, QuotaLimit
-from resizeflow.states import MigrationStatus as M
-from resizeflow.states import VmState
+from resizeflow.states import MigrationStatus, VmState
 from tests.stack import Stack
 from tests.test_flows import resize_to_verify
 
@@ -49,7 +48,7 @@ def test_not_resized_while_a_confirm_is_underway(rf: Stack, project: str) -> Non
         with pytest.raises(errors.InstanceNotResized) as exc:
             call(rf.ctx(project), uuid)
         assert (exc.value.code, exc.value.message) == (400, "Instance has not been resized.")
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     # The losing revert rolled its task_state change back.
     assert rf.wait_instance(uuid, VmState.ACTIVE).task_state is None
 
@@ -63,7 +62,7 @@ def test_host_down_refuses_confirm_and_revert(rf: Stack, project: str) -> None:
         with pytest.raises(errors.ServiceUnavailable) as exc:
             rf.api.confirm_resize(rf.ctx(project), uuid)
         assert (exc.value.code, exc.value.message) == (409, "Service is unavailable at this time.")
-        assert rf.migration(mig_id).status == M.FINISHED
+        assert rf.migration(mig_id).status == MigrationStatus.FINISHED
     finally:
         rf.start_worker(mig.source_compute)
     rf.stop_worker(mig.dest_compute)
@@ -77,7 +76,7 @@ def test_host_down_refuses_confirm_and_revert(rf: Stack, project: str) -> None:
     # so the confirm can undefine it.
     assert rf.domains(mig.source_compute)[uuid]["power_state"] == "SHUTDOWN"
     rf.api.confirm_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
     assert uuid not in rf.domains(mig.source_compute)
 
@@ -120,10 +119,10 @@ def test_locked_server(rf: Stack, project: str) -> None:
         with pytest.raises(errors.InstanceIsLocked) as exc:
             call(other_member, uuid)
         assert (exc.value.code, exc.value.message) == (409, f"Instance {uuid} is locked")
-    assert rf.migration(mig_id).status == M.FINISHED
+    assert rf.migration(mig_id).status == MigrationStatus.FINISHED
     # An admin is not held back by the lock.
     rf.api.confirm_resize(rf.admin(), uuid)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
     rf.api.unlock(owner, uuid)
     assert rf.instance(uuid).locked is False
@@ -200,14 +199,14 @@ def test_revert_of_a_downsize_checks_quota(rf: Stack, project: str) -> None:
         s.add(QuotaLimit(project_id=project, resource="ram", hard_limit=5120))
     uuid = rf.boot(project, flavor="3")  # 4096 MB
     mig_id = rf.api.resize(rf.ctx(project), uuid, "small-disk40")
-    rf.wait_migration(mig_id, M.FINISHED)
+    rf.wait_migration(mig_id, MigrationStatus.FINISHED)
     rf.boot(project, flavor="2")  # 2048 MB more: 4096 of 5120 used
     with pytest.raises(errors.OverQuota) as exc:
         rf.api.revert_resize(rf.ctx(project), uuid)
     assert exc.value.message == (
         "Quota exceeded for ram: Requested 2048, but already used 4096 of 5120 ram"
     )
-    assert rf.migration(mig_id).status == M.FINISHED
+    assert rf.migration(mig_id).status == MigrationStatus.FINISHED
     assert rf.instance(uuid).task_state is None
     rf.api.confirm_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)

@@ -6,8 +6,7 @@ from sqlalchemy import select
 
 from resizeflow.db.models import Allocation, InstanceAction, InstanceActionEvent, Port, PortBinding
 from resizeflow.flows import CONFIRM
-from resizeflow.states import JournalStatus, PowerState, VmState
-from resizeflow.states import MigrationStatus as M
+from resizeflow.states import JournalStatus, MigrationStatus, PowerState, VmState
 from tests.stack import Stack
 
 
@@ -56,7 +55,7 @@ def step_events(rf: Stack, request_id_action: str, uuid: str) -> list[tuple[str,
 
 def resize_to_verify(rf: Stack, project: str, uuid: str, flavor: str = "2") -> int:
     mig_id = rf.api.resize(rf.ctx(project), uuid, flavor)
-    rf.wait_migration(mig_id, M.FINISHED)
+    rf.wait_migration(mig_id, MigrationStatus.FINISHED)
     rf.wait_instance(uuid, VmState.RESIZED)
     return mig_id
 
@@ -87,7 +86,7 @@ def test_resize_then_confirm_active(rf: Stack, project: str) -> None:
     rf.notifications()  # drain the resize's
 
     assert rf.api.confirm_resize(rf.ctx(project), uuid) == mig_id
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     inst = rf.wait_instance(uuid, VmState.ACTIVE)
     assert (inst.host, inst.flavor["name"], inst.old_flavor, inst.new_flavor) == (
         dest,
@@ -126,7 +125,7 @@ def test_resize_then_revert_active(rf: Stack, project: str) -> None:
     dest = mig.dest_compute
 
     rf.api.revert_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.REVERTED)
+    rf.wait_migration(mig_id, MigrationStatus.REVERTED)
     inst = rf.wait_instance(uuid, VmState.ACTIVE)
     assert (inst.host, inst.node, inst.flavor["name"]) == (source, mig.source_node, "m1.tiny")
     assert inst.old_flavor is None and inst.power_state == PowerState.RUNNING
@@ -159,7 +158,7 @@ def test_stopped_server_stays_stopped_through_resize_and_confirm(rf: Stack, proj
     assert rf.domains(dest)[uuid]["power_state"] == "SHUTDOWN"
 
     rf.api.confirm_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     inst = rf.wait_instance(uuid, VmState.STOPPED)
     assert inst.power_state == PowerState.SHUTDOWN
     assert rf.domains(dest)[uuid]["power_state"] == "SHUTDOWN"
@@ -172,7 +171,7 @@ def test_stopped_server_stays_stopped_through_revert(rf: Stack, project: str) ->
     mig_id = resize_to_verify(rf, project, uuid)
 
     rf.api.revert_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.REVERTED)
+    rf.wait_migration(mig_id, MigrationStatus.REVERTED)
     inst = rf.wait_instance(uuid, VmState.STOPPED)
     assert (inst.host, inst.flavor["name"], inst.power_state) == (
         source,
@@ -187,7 +186,7 @@ def test_same_host_resize_confirm_keeps_the_domain(rf: Stack, project: str) -> N
     host = rf.instance(uuid).host
     assert host is not None
     mig_id = rf.api.resize(rf.admin(), uuid, "2", host=host)
-    rf.wait_migration(mig_id, M.FINISHED)
+    rf.wait_migration(mig_id, MigrationStatus.FINISHED)
     rf.wait_instance(uuid, VmState.RESIZED)
     mig = rf.migration(mig_id)
     assert mig.source_compute == mig.dest_compute == host
@@ -197,7 +196,7 @@ def test_same_host_resize_confirm_keeps_the_domain(rf: Stack, project: str) -> N
     assert rf.instance_dir(host, uuid, "_resize").is_dir()
 
     rf.api.confirm_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
     domain = rf.domains(host)[uuid]
     assert (domain["power_state"], domain["memory_mb"]) == ("RUNNING", 2048)
@@ -212,9 +211,9 @@ def test_same_host_resize_revert_restores_the_old_domain(rf: Stack, project: str
     host = rf.instance(uuid).host
     assert host is not None
     mig_id = rf.api.resize(rf.admin(), uuid, "2", host=host)
-    rf.wait_migration(mig_id, M.FINISHED)
+    rf.wait_migration(mig_id, MigrationStatus.FINISHED)
     rf.api.revert_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.REVERTED)
+    rf.wait_migration(mig_id, MigrationStatus.REVERTED)
     rf.wait_instance(uuid, VmState.ACTIVE)
     domain = rf.domains(host)[uuid]
     assert (domain["power_state"], domain["memory_mb"]) == ("RUNNING", 512)
@@ -230,7 +229,7 @@ def test_delete_while_verify_resize_confirms_first(rf: Stack, project: str) -> N
     mig = rf.migration(mig_id)
 
     rf.api.delete(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     wait_deleted(rf, uuid)
     assert allocations(rf, uuid) == {} and allocations(rf, mig.uuid) == {}
     assert not rf.instance_dir(source, uuid, "_resize").exists()

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from resizeflow import logs
-from resizeflow.states import MigrationStatus as M
-from resizeflow.states import VmState
+from resizeflow.states import MigrationStatus, VmState
 from tests.stack import Stack, wait_for
 from tests.test_flows import resize_to_verify
 
@@ -25,8 +24,8 @@ def confirm_and_revert(rf: Stack, project: str) -> tuple[int, int]:
     r_mig = resize_to_verify(rf, project, reverted)
     rf.api.confirm_resize(rf.ctx(project), confirmed)
     rf.api.revert_resize(rf.ctx(project), reverted)
-    rf.wait_migration(c_mig, M.CONFIRMED)
-    rf.wait_migration(r_mig, M.REVERTED)
+    rf.wait_migration(c_mig, MigrationStatus.CONFIRMED)
+    rf.wait_migration(r_mig, MigrationStatus.REVERTED)
     rf.wait_instance(confirmed, VmState.ACTIVE)
     rf.wait_instance(reverted, VmState.ACTIVE)
     return c_mig, r_mig
@@ -161,7 +160,7 @@ def test_credentials_never_reach_the_logs(rf: Stack, project: str) -> None:
     import subprocess as sp
     import sys as _sys
 
-    from resizeflow.states import VmState as V
+    from resizeflow.states import VmState
 
     if rf.backend != "postgresql":
         pytest.skip("PostgreSQL's trust auth lets a URL carry a password the server ignores")
@@ -184,7 +183,7 @@ def test_credentials_never_reach_the_logs(rf: Stack, project: str) -> None:
     try:
         uuid = rf.boot(project, host="host3")
         rf.api.stop(rf.ctx(project), uuid)
-        rf.wait_instance(uuid, V.STOPPED)
+        rf.wait_instance(uuid, VmState.STOPPED)
         rf.api.delete(rf.ctx(project), uuid)
         wait_for(lambda: rf.instance(uuid).deleted, what="the delete")
     finally:

@@ -8,8 +8,7 @@ from sqlalchemy import select
 from resizeflow import errors
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.db.models import InstanceAction, StepJournal
-from resizeflow.states import JournalStatus, VmState
-from resizeflow.states import MigrationStatus as M
+from resizeflow.states import JournalStatus, MigrationStatus, VmState
 from tests.stack import Stack
 from tests.test_flows import allocations, resize_to_verify
 from tests.test_reliability import assert_errored_out
@@ -46,7 +45,7 @@ def test_retry_resumes_at_the_failed_step(rf: Stack, project: str) -> None:
         admin_verbs(rf).retry(rf.ctx(project), mig_id)
     outcome = admin_verbs(rf).retry(rf.admin(), mig_id)
     assert (outcome.result, outcome.step) == ("retried", "resizeflow.revert.destroy_dest_domain")
-    rf.wait_migration(mig_id, M.REVERTED)
+    rf.wait_migration(mig_id, MigrationStatus.REVERTED)
     inst = rf.wait_instance(uuid, VmState.ACTIVE)
     assert (inst.host, inst.flavor["name"]) == (source, "m1.tiny")
     rows = {r.step.rsplit(".", 1)[1]: r for r in rf.journal(mig_id) if r.flow == "revert"}
@@ -70,7 +69,7 @@ def test_abort_before_the_hypervisor_changed_hands_the_resize_back(rf: Stack, pr
     assert outcome.result == "compensated"
     inst = rf.wait_instance(uuid, VmState.RESIZED)
     assert inst.host == mig.dest_compute
-    assert rf.migration(mig_id).status == M.FINISHED
+    assert rf.migration(mig_id).status == MigrationStatus.FINISHED
     assert actions(rf, uuid)[-1] == "workflowAbort"
     # The revert's rows stay, as history: the journal never forgets work done.
     with rf.db.snapshot() as s:
@@ -85,7 +84,7 @@ def test_abort_before_the_hypervisor_changed_hands_the_resize_back(rf: Stack, pr
     assert [r.applied for r in sorted(reverted, key=lambda r: r.position)] == [1, 0, 0, 0, 0]
     # The user decides again: this time, confirm.
     rf.api.confirm_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
     assert allocations(rf, mig.uuid) == {}
 
@@ -137,7 +136,7 @@ def test_verbs_through_the_cli_and_the_admin_api(rf: Stack, project: str) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert f"migration {m1}: retried" in done.stdout
-    rf.wait_migration(m1, M.REVERTED)
+    rf.wait_migration(m1, MigrationStatus.REVERTED)
     rf.wait_instance(first, VmState.ACTIVE)
 
     url = rf.api_endpoint() + f"/os-resizeflow/workflows/{m2}/action"
@@ -151,4 +150,4 @@ def test_verbs_through_the_cli_and_the_admin_api(rf: Stack, project: str) -> Non
     assert again.status_code == 409
     assert "only a failed workflow can be" in again.json()["conflictingRequest"]["message"]
     rf.api.confirm_resize(rf.ctx(project), second)
-    rf.wait_migration(m2, M.CONFIRMED)
+    rf.wait_migration(m2, MigrationStatus.CONFIRMED)

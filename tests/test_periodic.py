@@ -9,8 +9,7 @@ import signal
 from resizeflow.db.models import Instance, utcnow
 from resizeflow.periodic import cleanup_incomplete_migrations, confirm_unconfirmed_resizes
 from resizeflow.restart import EXIT_RESTART
-from resizeflow.states import MigrationStatus as M
-from resizeflow.states import TaskState, VmState
+from resizeflow.states import MigrationStatus, TaskState, VmState
 from tests.stack import Stack, wait_for
 from tests.test_flows import allocations, resize_to_verify
 from tests.test_reliability import assert_errored_out
@@ -37,21 +36,21 @@ def test_auto_confirm_follows_novas_rules(rf: Stack, project: str) -> None:
     result = confirm_unconfirmed_resizes(rf.api, 60, now=utcnow() + LATER)
     assert migs[ready] in result.confirmed
     assert {migs[finishing], migs[deleting]} <= set(result.skipped)
-    rf.wait_migration(migs[ready], M.CONFIRMED)
+    rf.wait_migration(migs[ready], MigrationStatus.CONFIRMED)
     rf.wait_instance(ready, VmState.ACTIVE)
-    assert rf.migration(migs[finishing]).status == M.FINISHED
-    assert rf.migration(migs[deleting]).status == M.FINISHED
+    assert rf.migration(migs[finishing]).status == MigrationStatus.FINISHED
+    assert rf.migration(migs[deleting]).status == MigrationStatus.FINISHED
 
     # Left in a state that is not RESIZED/None: Nova errors the migration out.
     set_task_state(rf, finishing, TaskState.RESIZE_MIGRATED)
     result = confirm_unconfirmed_resizes(rf.api, 60, now=utcnow() + LATER)
     assert migs[finishing] in result.errored
-    assert rf.migration(migs[finishing]).status == M.ERROR
+    assert rf.migration(migs[finishing]).status == MigrationStatus.ERROR
 
     for uuid in (finishing, deleting):  # hand both back, as an operator's reset-state would
         set_task_state(rf, uuid, None)
     rf.api.confirm_resize(rf.ctx(project), deleting)
-    rf.wait_migration(migs[deleting], M.CONFIRMED)
+    rf.wait_migration(migs[deleting], MigrationStatus.CONFIRMED)
     with rf.db.transaction() as s:
         inst = s.get(Instance, finishing)
         assert inst is not None
@@ -77,7 +76,7 @@ def test_cleanup_purges_a_deleted_servers_leftovers(rf: Stack, project: str) -> 
     assert uuid in rf.domains(mig.source_compute)
 
     assert cleanup_incomplete_migrations(rf.settings, rf.db, rf.app) == [mig_id]
-    wait_for(lambda: rf.migration(mig_id).status == M.FAILED, what="the cleanup")
+    wait_for(lambda: rf.migration(mig_id).status == MigrationStatus.FAILED, what="the cleanup")
     assert allocations(rf, mig.uuid) == {}
     for host in (mig.source_compute, mig.dest_compute):
         assert not rf.instance_dir(host, uuid).exists()
@@ -91,7 +90,7 @@ def test_beat_process_auto_confirms(rf: Stack, project: str) -> None:
     mig_id = resize_to_verify(rf, project, uuid)
     beat = rf.start_beat(RESIZEFLOW_RESIZE_CONFIRM_WINDOW="1", RESIZEFLOW_PERIODIC_INTERVAL="0.5")
     try:
-        rf.wait_migration(mig_id, M.CONFIRMED, timeout=30)
+        rf.wait_migration(mig_id, MigrationStatus.CONFIRMED, timeout=30)
         rf.wait_instance(uuid, VmState.ACTIVE)
     finally:
         beat.send_signal(signal.SIGTERM)

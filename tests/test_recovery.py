@@ -8,8 +8,7 @@ from resizeflow import flows, recovery, workflows
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal
 from resizeflow.db.models import Instance, StepJournal, utcnow
-from resizeflow.states import JournalStatus, TaskState, VmState
-from resizeflow.states import MigrationStatus as M
+from resizeflow.states import JournalStatus, MigrationStatus, TaskState, VmState
 from tests.stack import Stack, wait_for
 from tests.test_flows import allocations, resize_to_verify
 
@@ -18,12 +17,12 @@ LATER = dt.timedelta(hours=1)
 
 def plan_without_sending(rf: Stack, uuid: str, mig_id: int, flow: str) -> None:
     """What the service layer commits before it sends a chain, as if the send was lost."""
-    status = {"confirm": M.CONFIRMING, "revert": M.REVERTING}[flow]
+    status = {"confirm": MigrationStatus.CONFIRMING, "revert": MigrationStatus.REVERTING}[flow]
     with rf.db.transaction() as s:
         mig = dbapi.get_migration(s, mig_id)
         if flow == "revert":
             dbapi.cas_task_state(s, uuid, [None], TaskState.RESIZE_REVERTING)
-        dbapi.cas_migration_status(s, mig_id, M.FINISHED, status)
+        dbapi.cas_migration_status(s, mig_id, MigrationStatus.FINISHED, status)
         ctx = rf.ctx("lost")
         dbapi.record_action(
             s,
@@ -55,8 +54,8 @@ def test_lost_chain_is_re_driven_after_the_deadline(rf: Stack, project: str) -> 
         (k_mig, "confirm", "resizeflow.confirm.teardown_source_network"),
         (u_mig, "revert", "resizeflow.revert.teardown_dest_network"),
     }
-    rf.wait_migration(k_mig, M.CONFIRMED)
-    rf.wait_migration(u_mig, M.REVERTED)
+    rf.wait_migration(k_mig, MigrationStatus.CONFIRMED)
+    rf.wait_migration(u_mig, MigrationStatus.REVERTED)
     rf.wait_instance(kept, VmState.ACTIVE)
     rf.wait_instance(undone, VmState.ACTIVE)
     # Sent once more, not on every pass: the deadline restarted when it was re-driven.
@@ -83,7 +82,7 @@ def test_dropped_link_mid_chain_resumes_at_the_first_step_not_done(rf: Stack, pr
     [item] = recovery.reconcile(rf.settings, rf.db, rf.app, now=utcnow() + LATER)
     assert item.step == "resizeflow.confirm.drop_source_claim"
     assert [s.step.rsplit(".", 1)[1] for s in item.steps] == ["drop_source_claim", "finish_confirm"]
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rows = [r for r in rf.journal(mig_id) if r.flow == "confirm"]
     assert [(r.status, r.attempts) for r in rows] == [("done", 1)] * 4
 
@@ -111,7 +110,7 @@ def test_worker_killed_mid_step_is_recovered_when_it_restarts(rf: Stack, project
     assert recovery.reconcile(rf.settings, rf.db, rf.app) == []
     rf.kill_worker(mig.source_compute)
     rf.start_worker(mig.source_compute)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
     row = next(r for r in rf.journal(mig_id) if r.step.endswith("confirm_migration"))
     assert (row.status, row.attempts) == ("done", 2)
@@ -138,8 +137,8 @@ def test_lapsed_lease_and_lost_retry_are_re_driven(rf: Stack, project: str) -> N
         (r_mig, "the running step's lease lapsed"),
         (t_mig, "its retry never arrived"),
     }
-    rf.wait_migration(r_mig, M.CONFIRMED)
-    rf.wait_migration(t_mig, M.CONFIRMED)
+    rf.wait_migration(r_mig, MigrationStatus.CONFIRMED)
+    rf.wait_migration(t_mig, MigrationStatus.CONFIRMED)
     with rf.db.snapshot() as s:
         rows = s.query(StepJournal).filter(StepJournal.migration_id.in_([r_mig, t_mig])).all()
         assert all(r.status == JournalStatus.DONE for r in rows if r.flow == "confirm")

@@ -15,8 +15,7 @@ from resizeflow.db.models import (
     InstanceActionEvent,
     InstanceFault,
 )
-from resizeflow.states import JournalStatus, VmState
-from resizeflow.states import MigrationStatus as M
+from resizeflow.states import JournalStatus, MigrationStatus, VmState
 from tests.stack import Stack, wait_for
 from tests.test_flows import allocations, resize_to_verify, step_events
 from tests.test_notifications import drain
@@ -63,7 +62,7 @@ def test_confirm_racing_revert_exactly_one_wins(rf: Stack, project: str) -> None
             for u in uuids
         }
         for u, m in migs.items():
-            rf.wait_migration(m, M.FINISHED)
+            rf.wait_migration(m, MigrationStatus.FINISHED)
             rf.wait_instance(u, VmState.RESIZED)
         outcomes: dict[str, dict[str, Any]] = {u: {} for u in uuids}
         barrier = threading.Barrier(2 * servers)
@@ -95,7 +94,9 @@ def test_confirm_racing_revert_exactly_one_wins(rf: Stack, project: str) -> None
             # Nova's answers to the loser: 400 "not resized" or 409 conflict.
             assert isinstance(loser, errors.InstanceNotResized | errors.Conflict), repr(loser)
             assert loser.code in (400, 409)
-            expected = M.CONFIRMED if winners[0] == "confirm" else M.REVERTED
+            expected = (
+                MigrationStatus.CONFIRMED if winners[0] == "confirm" else MigrationStatus.REVERTED
+            )
             rf.wait_migration(migs[uuid], expected)
             rf.wait_instance(uuid, VmState.ACTIVE)
 
@@ -110,7 +111,7 @@ def test_duplicate_deliveries_change_nothing(rf: Stack, project: str) -> None:
         flows.FLOWS["resize"], source=mig.source_compute, dest=mig.dest_compute
     )
     workflows.launch(rf.app, mig_id, resize_plan)
-    rf.wait_migration(mig_id, M.FINISHED)
+    rf.wait_migration(mig_id, MigrationStatus.FINISHED)
     wait_for(
         lambda: all(r.deliveries == 2 for r in rf.journal(mig_id)),
         what="both copies of every resize step",
@@ -124,7 +125,7 @@ def test_duplicate_deliveries_change_nothing(rf: Stack, project: str) -> None:
     }
 
     rf.api.confirm_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
     before = snapshot(rf, uuid, mig_id)
     # Redeliver every step of both flows after the fact.
@@ -154,7 +155,7 @@ def test_transient_failure_is_retried_then_succeeds(rf: Stack, project: str) -> 
         }
     )
     rf.api.confirm_resize(rf.ctx(project), uuid)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
     rows = {r.step.rsplit(".", 1)[1]: r for r in rf.journal(mig_id) if r.flow == "confirm"}
     assert (rows["confirm_migration"].attempts, rows["confirm_migration"].status) == (3, "done")
@@ -169,7 +170,7 @@ def assert_errored_out(rf: Stack, uuid: str, mig_id: int, failed_step: str, faul
         lambda: (i := rf.instance(uuid)).vm_state == VmState.ERROR and i, what=f"{uuid} in ERROR"
     )
     assert inst.task_state is None
-    assert rf.migration(mig_id).status == M.ERROR
+    assert rf.migration(mig_id).status == MigrationStatus.ERROR
     assert any(fault in f for f in rf.faults(uuid)), rf.faults(uuid)
     statuses = {r.step.rsplit(".", 1)[1]: r.status for r in rf.journal(mig_id)}
     assert statuses[failed_step] == JournalStatus.FAILED
@@ -268,7 +269,7 @@ def test_sigterm_finishes_the_running_step(rf: Stack, project: str) -> None:
     assert statuses["confirm_migration"] == JournalStatus.DONE
     assert statuses["drop_source_claim"] == JournalStatus.PENDING
     rf.start_worker(source)
-    rf.wait_migration(mig_id, M.CONFIRMED)
+    rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
 
 
@@ -287,4 +288,4 @@ def test_pickled_messages_are_refused(rf: Stack, project: str) -> None:
         "the worker to refuse the pickled message",
     )
     assert snapshot(rf, uuid, mig_id) == before
-    assert rf.migration(mig_id).status == M.FINISHED
+    assert rf.migration(mig_id).status == MigrationStatus.FINISHED

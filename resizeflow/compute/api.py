@@ -25,7 +25,7 @@ from resizeflow.compute.images import check_boot_image
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.scheduler import select_destination
 from resizeflow.conf import Settings
-from resizeflow.db import api as db
+from resizeflow.db import api as dbapi
 from resizeflow.db import journal, services
 from resizeflow.db.models import Instance, InstanceAction, Migration, utcnow
 from resizeflow.db.session import Database
@@ -33,10 +33,14 @@ from resizeflow.drivers.base import Resources
 from resizeflow.drivers.network import SqlNetwork
 from resizeflow.drivers.placement import SqlPlacement
 from resizeflow.drivers.quota import SqlQuota
-from resizeflow.states import JOURNAL_ENDED, JournalStatus, check_migration
-from resizeflow.states import MigrationStatus as M
-from resizeflow.states import TaskState as T
-from resizeflow.states import VmState as V
+from resizeflow.states import (
+    JOURNAL_ENDED,
+    JournalStatus,
+    MigrationStatus,
+    TaskState,
+    VmState,
+    check_migration,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -71,8 +75,8 @@ class Launch:
 def check_instance_state(
     inst: Instance,
     method: str,
-    vm_state: Sequence[V] | None = None,
-    task_state: Sequence[T | None] | None = (None,),
+    vm_state: Sequence[VmState] | None = None,
+    task_state: Sequence[TaskState | None] | None = (None,),
 ) -> None:
     """Nova's ``check_instance_state`` decorator, as a call."""
     if vm_state is not None and inst.vm_state not in vm_state:
@@ -109,17 +113,14 @@ class ComputeAPI:
 
     # -- helpers ------------------------------------------------------------
     def _quota(self, session: Session) -> SqlQuota:
-        s = self.settings
-        return SqlQuota(
-            session, {"cores": s.quota_cores, "ram": s.quota_ram, "instances": s.quota_instances}
-        )
+        return SqlQuota.with_defaults_of(session, self.settings)
 
     def _get(self, ctx: RequestContext, session: Session, uuid: str, action: str) -> Instance:
         try:
             uuidlib.UUID(uuid)
         except (ValueError, AttributeError, TypeError):
             raise errors.InstanceNotFound(instance_id=uuid) from None
-        inst = db.get_instance(session, uuid)
+        inst = dbapi.get_instance(session, uuid)
         # Another project's server does not exist, as far as its caller can tell.
         if not ctx.is_admin and inst.project_id != ctx.project_id:
             raise errors.InstanceNotFound(instance_id=uuid)
@@ -136,7 +137,7 @@ class ComputeAPI:
             ctx.project_id,
             extra={"request_id": ctx.request_id, "instance_uuid": inst.uuid},
         )
-        return db.record_action(
+        return dbapi.record_action(
             session,
             action=action,
             instance_uuid=inst.uuid,
@@ -233,7 +234,7 @@ class ComputeAPI:
         if host is not None:
             authorize(ctx, "compute:servers:create:forced_host")
         with self._launching() as (s, launches):
-            flavor = db.get_flavor(s, flavor_ref)
+            flavor = dbapi.get_flavor(s, flavor_ref)
             image_ref = check_boot_image(self.settings, image_ref, flavor.as_dict())
             res = Resources.of_flavor(flavor.as_dict())
             self._quota(s).check_deltas(
@@ -256,8 +257,8 @@ class ComputeAPI:
                     **(metadata or {}),
                     **({IMAGE_REF_KEY: image_ref} if image_ref else {}),
                 },
-                vm_state=V.BUILDING,
-                task_state=T.SPAWNING,
+                vm_state=VmState.BUILDING,
+                task_state=TaskState.SPAWNING,
             )
             s.add(inst)
             s.flush()
@@ -277,8 +278,8 @@ class ComputeAPI:
         with self._launching() as (s, launches):
             inst = self._get(ctx, s, uuid, "resize")
             check_instance_lock(ctx, inst)
-            check_instance_state(inst, "resize", vm_state=(V.ACTIVE, V.STOPPED))
-            new = db.get_flavor(s, flavor_ref)
+            check_instance_state(inst, "resize", vm_state=(VmState.ACTIVE, VmState.STOPPED))
+            new = dbapi.get_flavor(s, flavor_ref)
             old = inst.flavor
             if new.id == old["id"]:
                 raise errors.CannotResizeToSameFlavor()
@@ -300,7 +301,7 @@ class ComputeAPI:
                 exclude=() if same_ok else (inst.host,),
                 service_down_time=self.settings.service_down_time,
             )
-            db.cas_task_state(s, uuid, [None], T.RESIZE_PREP)
+            dbapi.cas_task_state(s, uuid, [None], TaskState.RESIZE_PREP)
             inst.old_flavor, inst.new_flavor = old, new.as_dict()
             inst.system_metadata = {**inst.system_metadata, "old_vm_state": inst.vm_state.value}
             mig = Migration(
@@ -313,7 +314,7 @@ class ComputeAPI:
                 dest_node=dest.node,
                 old_instance_type_id=int(old["id"]),
                 new_instance_type_id=new.id,
-                status=M.PRE_MIGRATING,
+                status=MigrationStatus.PRE_MIGRATING,
                 user_id=ctx.user_id,
                 project_id=ctx.project_id,
             )
@@ -328,10 +329,12 @@ class ComputeAPI:
         with self._launching() as (s, launches):
             inst = self._get(ctx, s, uuid, "confirm_resize")
             check_instance_lock(ctx, inst)
-            check_instance_state(inst, "confirm_resize", vm_state=(V.RESIZED,))
-            mig = db.find_migration(s, uuid, M.FINISHED)
+            check_instance_state(inst, "confirm_resize", vm_state=(VmState.RESIZED,))
+            mig = dbapi.find_migration(s, uuid, MigrationStatus.FINISHED)
             self._check_service_up(s, mig.source_compute)
-            db.cas_migration_status(s, mig.id, M.FINISHED, M.CONFIRMING)
+            dbapi.cas_migration_status(
+                s, mig.id, MigrationStatus.FINISHED, MigrationStatus.CONFIRMING
+            )
             action = self._record(ctx, s, inst, "confirmResize")
             launches.append(self._plan(ctx, s, flows.CONFIRM, inst, action, mig))
             return mig.id
@@ -341,8 +344,8 @@ class ComputeAPI:
         with self._launching() as (s, launches):
             inst = self._get(ctx, s, uuid, "revert_resize")
             check_instance_lock(ctx, inst)
-            check_instance_state(inst, "revert_resize", vm_state=(V.RESIZED,))
-            mig = db.find_migration(s, uuid, M.FINISHED)
+            check_instance_state(inst, "revert_resize", vm_state=(VmState.RESIZED,))
+            mig = dbapi.find_migration(s, uuid, MigrationStatus.FINISHED)
             self._check_service_up(s, mig.dest_compute)
             # Reverting a down-size takes the bigger flavor back: check quota
             # for the difference, as Nova's _reverse_upsize_quota_delta does.
@@ -353,8 +356,10 @@ class ComputeAPI:
                     cores=old.vcpus - new.vcpus,
                     ram=old.memory_mb - new.memory_mb,
                 )
-            db.cas_task_state(s, uuid, [None], T.RESIZE_REVERTING)
-            db.cas_migration_status(s, mig.id, M.FINISHED, M.REVERTING)
+            dbapi.cas_task_state(s, uuid, [None], TaskState.RESIZE_REVERTING)
+            dbapi.cas_migration_status(
+                s, mig.id, MigrationStatus.FINISHED, MigrationStatus.REVERTING
+            )
             action = self._record(ctx, s, inst, "revertResize")
             launches.append(self._plan(ctx, s, flows.REVERT, inst, action, mig))
             return mig.id
@@ -366,7 +371,7 @@ class ComputeAPI:
         uuid: str,
         method: str,
         action: str,
-        vm_state: Sequence[V],
+        vm_state: Sequence[VmState],
         flow: flows.Flow,
     ) -> None:
         assert flow.task_state is not None
@@ -374,15 +379,15 @@ class ComputeAPI:
             inst = self._get(ctx, s, uuid, method)
             check_instance_lock(ctx, inst)
             check_instance_state(inst, method, vm_state=vm_state)
-            db.cas_task_state(s, uuid, [None], flow.task_state)
+            dbapi.cas_task_state(s, uuid, [None], flow.task_state)
             record = self._record(ctx, s, inst, action)
             launches.append(self._plan(ctx, s, flow, inst, record))
 
     def stop(self, ctx: RequestContext, uuid: str) -> None:
-        self._instance_op(ctx, uuid, "stop", "stop", (V.ACTIVE, V.ERROR), flows.STOP)
+        self._instance_op(ctx, uuid, "stop", "stop", (VmState.ACTIVE, VmState.ERROR), flows.STOP)
 
     def start(self, ctx: RequestContext, uuid: str) -> None:
-        self._instance_op(ctx, uuid, "start", "start", (V.STOPPED,), flows.START)
+        self._instance_op(ctx, uuid, "start", "start", (VmState.STOPPED,), flows.START)
 
     # -- lock ---------------------------------------------------------------
     def lock(self, ctx: RequestContext, uuid: str, reason: str | None = None) -> None:
@@ -440,7 +445,7 @@ class ComputeAPI:
             # holds its migration row and records its action (a key-share lock
             # on this row) must not deadlock with it.
             s.refresh(inst, with_for_update={"key_share": True})
-            db.cas_task_state(s, uuid, [inst.task_state], T.DELETING)
+            dbapi.cas_task_state(s, uuid, [inst.task_state], TaskState.DELETING)
             action = self._record(ctx, s, inst, "delete")
             # An operation in flight (a stop, start or spawn) ends here: its
             # step, if it still comes, finds its row aborted.
@@ -451,17 +456,23 @@ class ComputeAPI:
             if live is None:
                 launches.append(delete)
                 return
-            if live.status == M.FINISHED and inst.vm_state == V.RESIZED and not _in_flight(s, live):
+            if (
+                live.status == MigrationStatus.FINISHED
+                and inst.vm_state == VmState.RESIZED
+                and not _in_flight(s, live)
+            ):
                 # NOTE: confirming first frees the source host's copy and claim;
                 # deleting straight away would leak them (Nova's
                 # _confirm_resize_on_deleting).
-                db.cas_migration_status(s, live.id, M.FINISHED, M.CONFIRMING)
+                dbapi.cas_migration_status(
+                    s, live.id, MigrationStatus.FINISHED, MigrationStatus.CONFIRMING
+                )
                 confirm = self._plan(ctx, s, flows.CONFIRM, inst, action, live)
                 launches.append(Launch(confirm.subject, confirm.steps, then=delete))
                 return
-            errored = live.status == M.ERROR
+            errored = live.status == MigrationStatus.ERROR
             self._end_for_delete(s, live)
-            if errored or live.status == M.CONFIRMED:
+            if errored or live.status == MigrationStatus.CONFIRMED:
                 # NOTE: a workflow that errored out before the delete keeps its
                 # leftovers for the periodic cleanup of incomplete migrations, as
                 # in Nova (an operator may want to look first); one whose last
@@ -491,9 +502,11 @@ class ComputeAPI:
             .limit(1)
             .with_for_update()
         ).first()
-        if mig is None or mig.status == M.FAILED:
+        if mig is None or mig.status == MigrationStatus.FAILED:
             return None
-        if mig.status in (M.CONFIRMED, M.REVERTED) and not _open_rows(session, mig):
+        if mig.status in (MigrationStatus.CONFIRMED, MigrationStatus.REVERTED) and not _open_rows(
+            session, mig
+        ):
             return None
         return mig
 
@@ -503,8 +516,8 @@ class ComputeAPI:
         for row in journal.rows(session, mig.id):
             if row.status not in JOURNAL_ENDED:
                 journal.end(row, JournalStatus.ABORTED, "the server was deleted")
-        if mig.status not in (M.ERROR, M.CONFIRMED):
-            mig.status = check_migration(mig.status, M.ERROR)
+        if mig.status not in (MigrationStatus.ERROR, MigrationStatus.CONFIRMED):
+            mig.status = check_migration(mig.status, MigrationStatus.ERROR)
             mig.updated_at = utcnow()
 
 

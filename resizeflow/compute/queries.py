@@ -20,7 +20,7 @@ from resizeflow import errors, flows
 from resizeflow.compute.api import INTERNAL_METADATA, LOCKED_REASON_KEY
 from resizeflow.compute.policy import RequestContext, allowed, authorize
 from resizeflow.conf import Settings
-from resizeflow.db import api as db
+from resizeflow.db import api as dbapi
 from resizeflow.db import journal, services
 from resizeflow.db.models import (
     ComputeNode,
@@ -336,7 +336,7 @@ class Queries:
             uuidlib.UUID(uuid)
         except (ValueError, AttributeError, TypeError):
             raise errors.InstanceNotFound(instance_id=uuid) from None
-        inst = db.get_instance(session, uuid)
+        inst = dbapi.get_instance(session, uuid)
         if not ctx.is_admin and inst.project_id != ctx.project_id:
             raise errors.InstanceNotFound(instance_id=uuid)
         return inst
@@ -461,7 +461,7 @@ class Queries:
         if not 0 < migration_id < 2**31:
             raise errors.MigrationNotFound(migration_id=migration_id)
         with self.db.snapshot() as s:
-            return _migration(db.get_migration(s, migration_id))
+            return _migration(dbapi.get_migration(s, migration_id))
 
     def workflow(self, ctx: RequestContext, migration_id: int) -> list[StepInfo]:
         """The step journal of a migration, every flow it ran, in order."""
@@ -469,7 +469,7 @@ class Queries:
         if not 0 < migration_id < 2**31:
             raise errors.MigrationNotFound(migration_id=migration_id)
         with self.db.snapshot() as s:
-            db.get_migration(s, migration_id)
+            dbapi.get_migration(s, migration_id)
             rows = sorted(journal.rows(s, migration_id), key=lambda r: (r.enqueued_at, r.position))
             return [_step(r) for r in rows]
 

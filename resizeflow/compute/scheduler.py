@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors
-from resizeflow.db import api as db
+from resizeflow.db import api as dbapi
 from resizeflow.db import services
 from resizeflow.db.models import ComputeNode, Service
 from resizeflow.drivers.base import NodeRef, Resources
@@ -29,7 +29,7 @@ def select_destination(
 ) -> NodeRef:
     placement = SqlPlacement(session)
     if force_host is not None:
-        node = db.get_node(session, force_host)
+        node = dbapi.get_node(session, force_host)
         ref = NodeRef(node.host, node.node)
         if not placement.can_fit(ref, resources):
             raise errors.NoValidHost(reason=f"Host {force_host} cannot hold the flavor.")

@@ -24,13 +24,13 @@ from resizeflow.db.session import Database
 from resizeflow.drivers.network import SqlNetwork
 from resizeflow.states import (
     JournalStatus,
+    MigrationStatus,
     TaskState,
     VmState,
     check_journal,
     check_migration,
     check_vm,
 )
-from resizeflow.states import MigrationStatus as M
 
 _J = JournalStatus
 
@@ -80,12 +80,16 @@ class WorkflowAdmin:
             inst = dbapi.get_instance(s, mig.instance_uuid, lock=True)
             mig = dbapi.get_migration(s, migration_id, lock=True)
             rows, failed = _current(s, migration_id)
-            if mig.status != M.ERROR or failed.status != _J.FAILED or not failed.restore:
+            if (
+                mig.status != MigrationStatus.ERROR
+                or failed.status != _J.FAILED
+                or not failed.restore
+            ):
                 raise errors.WorkflowNotFailed(
                     migration_id=migration_id, status=mig.status.value, verb="retried"
                 )
             restore = failed.restore
-            mig.status = check_migration(mig.status, M(restore["migration_status"]))
+            mig.status = check_migration(mig.status, MigrationStatus(restore["migration_status"]))
             inst.vm_state = check_vm(inst.vm_state, VmState(restore["vm_state"]))
             # Put back exactly the task_state the step failed under: the steps
             # check their own transitions from there.
@@ -114,7 +118,7 @@ class WorkflowAdmin:
             rows, first = _current(s, migration_id)
             # A failed step without a restore point was aborted already.
             ended = first.status == _J.ABORTED or (first.status == _J.FAILED and not first.restore)
-            if ended or mig.status in (M.CONFIRMED, M.FAILED):
+            if ended or mig.status in (MigrationStatus.CONFIRMED, MigrationStatus.FAILED):
                 raise errors.WorkflowNotFailed(
                     migration_id=migration_id, status=mig.status.value, verb="aborted"
                 )
@@ -145,9 +149,11 @@ class WorkflowAdmin:
             SqlNetwork(s).setup_networks_on_host(inst.uuid, host)
             for row in rows:
                 journal.end(row, _J.SUPERSEDED)
-            if mig.status != M.ERROR:  # a stalled flow ends first...
-                mig.status = check_migration(mig.status, M.ERROR)
-            mig.status = check_migration(mig.status, M.FINISHED)  # ...then the resize is back
+            if mig.status != MigrationStatus.ERROR:  # a stalled flow ends first...
+                mig.status = check_migration(mig.status, MigrationStatus.ERROR)
+            mig.status = check_migration(
+                mig.status, MigrationStatus.FINISHED
+            )  # ...then the resize is back
             inst.vm_state = check_vm(inst.vm_state, VmState.RESIZED)
             inst.task_state = None
             return Outcome(
@@ -161,8 +167,8 @@ class WorkflowAdmin:
         for row in rows[rows.index(first) :]:
             if row.status != _J.FAILED:
                 journal.end(row, _J.ABORTED, f"aborted by {ctx.user_id}")
-        if mig.status != M.ERROR:
-            mig.status = check_migration(mig.status, M.ERROR)
+        if mig.status != MigrationStatus.ERROR:
+            mig.status = check_migration(mig.status, MigrationStatus.ERROR)
         if step.on_abort is flows.OnAbort.NOTHING_TO_UNDO:
             inst.old_flavor = inst.new_flavor = None
             old = inst.system_metadata.get("old_vm_state", inst.vm_state.value)

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from resizeflow import errors
-from resizeflow.db import api as db
+from resizeflow.db import api as dbapi
 from resizeflow.db.models import Allocation, ComputeNode
 from resizeflow.drivers.base import NodeRef, Resources
 
@@ -107,7 +107,7 @@ class SqlPlacement:
     def _node(self, ref: NodeRef) -> ComputeNode:
         row = self._locked.get((ref.host, ref.node))
         if row is None:
-            row = db.get_node(self.session, ref.host, ref.node, lock=True)
+            row = dbapi.get_node(self.session, ref.host, ref.node, lock=True)
             self._locked[(row.host, row.node)] = row
         return row
 
@@ -138,7 +138,7 @@ class SqlPlacement:
             raise errors.ComputeHostNotFound(host=sorted(missing)[0][0])
 
     def can_fit(self, node: NodeRef, resources: Resources) -> bool:
-        free = _free(db.get_node(self.session, node.host, node.node))
+        free = _free(dbapi.get_node(self.session, node.host, node.node))
         return all(free[rc] >= amount for rc, amount in resources.as_classes().items())
 
     def claim(self, consumer: str, node: NodeRef, resources: Resources) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors
+from resizeflow.conf import Settings
 from resizeflow.db.models import Instance, QuotaLimit
 
 
@@ -17,6 +18,12 @@ class SqlQuota:
     def __init__(self, session: Session, defaults: dict[str, int]) -> None:
         self.session = session
         self.defaults = defaults
+
+    @classmethod
+    def with_defaults_of(cls, session: Session, conf: Settings) -> SqlQuota:
+        """Quotas whose defaults (for projects without limits of their own) are the settings'."""
+        defaults = {"cores": conf.quota_cores, "ram": conf.quota_ram}
+        return cls(session, defaults | {"instances": conf.quota_instances})
 
     def limits(self, project_id: str) -> dict[str, int]:
         limits = dict(self.defaults)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from resizeflow.states import MigrationStatus as M
-from resizeflow.states import PowerState, TaskState, VmState, check_migration, check_task, check_vm
+from resizeflow.states import (
+    MigrationStatus,
+    PowerState,
+    TaskState,
+    VmState,
+    check_migration,
+    check_task,
+    check_vm,
+)
 from resizeflow.steps.context import StepContext
 from resizeflow.steps.resize import clear_stash
 
@@ -25,7 +32,7 @@ def drop_source_claim(ctx: StepContext) -> None:
     """Free the old flavor's claim and mark the migration confirmed, in one transaction."""
     mig = ctx.migration
     ctx.placement.release(mig.uuid, ctx.source)
-    mig.status = check_migration(mig.status, M.CONFIRMED)
+    mig.status = check_migration(mig.status, MigrationStatus.CONFIRMED)
 
 
 def finish_confirm(ctx: StepContext) -> None:

@@ -169,11 +169,7 @@ class InstanceContext:
 
     @property
     def quota(self) -> SqlQuota:
-        conf = self.settings
-        return SqlQuota(
-            self.session,
-            {"cores": conf.quota_cores, "ram": conf.quota_ram, "instances": conf.quota_instances},
-        )
+        return SqlQuota.with_defaults_of(self.session, self.settings)
 
     def image(self) -> ImageSpec | None:
         """The image the instance was booted from, as files in the image store."""

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from resizeflow.db.models import Instance
 from resizeflow.drivers.base import Resources
-from resizeflow.states import MigrationStatus as M
-from resizeflow.states import PowerState, VmState, check_migration, check_task, check_vm
-from resizeflow.states import TaskState as T
+from resizeflow.states import (
+    MigrationStatus,
+    PowerState,
+    TaskState,
+    VmState,
+    check_migration,
+    check_task,
+    check_vm,
+)
 from resizeflow.steps.context import HypervisorWork, PhasedStep, StepContext
 
 
@@ -22,7 +28,7 @@ def prep_resize(ctx: StepContext) -> None:
     ctx.placement.move(inst.uuid, mig.uuid, ctx.source)
     assert inst.new_flavor is not None
     ctx.placement.claim(inst.uuid, ctx.dest, Resources.of_flavor(inst.new_flavor))
-    inst.task_state = check_task(inst.task_state, T.RESIZE_MIGRATING)
+    inst.task_state = check_task(inst.task_state, TaskState.RESIZE_MIGRATING)
     ctx.notify("resize_prep.end")
 
 
@@ -34,7 +40,7 @@ def resize_instance(ctx: StepContext) -> PhasedStep:
     dest_dir = ctx.settings.instances_dir(mig.dest_compute)
     # Committed before the copy, so the migration shows `migrating` while it
     # runs; a repeat of this step finds it so already.
-    mig.status = check_migration(mig.status, M.MIGRATING)
+    mig.status = check_migration(mig.status, MigrationStatus.MIGRATING)
     ctx.notify("resize.start")
 
     def power_off_and_copy(deadline: float) -> PowerState:
@@ -44,8 +50,8 @@ def resize_instance(ctx: StepContext) -> PhasedStep:
     power = yield HypervisorWork("power off and copy the disk", power_off_and_copy)
     ctx.volumes.terminate_connections(inst.uuid, mig.source_compute)
     inst.power_state = power
-    mig.status = check_migration(mig.status, M.POST_MIGRATING)
-    inst.task_state = check_task(inst.task_state, T.RESIZE_MIGRATED)
+    mig.status = check_migration(mig.status, MigrationStatus.POST_MIGRATING)
+    inst.task_state = check_task(inst.task_state, TaskState.RESIZE_MIGRATED)
     ctx.notify("resize.end")
 
 
@@ -55,7 +61,7 @@ def finish_resize(ctx: StepContext) -> PhasedStep:
     # Bindings first: the domain's NICs are plugged from them.
     ctx.network.setup_networks_on_host(inst.uuid, mig.dest_compute)
     ctx.volumes.initialize_connections(inst.uuid, mig.dest_compute)
-    inst.task_state = check_task(inst.task_state, T.RESIZE_FINISH)
+    inst.task_state = check_task(inst.task_state, TaskState.RESIZE_FINISH)
     ctx.notify("resize_finish.start")
     assert inst.new_flavor is not None
     spec, virt = ctx.spec(inst.new_flavor), ctx.virt
@@ -72,7 +78,7 @@ def finish_resize(ctx: StepContext) -> PhasedStep:
     inst.power_state = power
     inst.vm_state = check_vm(inst.vm_state, VmState.RESIZED)
     inst.task_state = check_task(inst.task_state, None)
-    mig.status = check_migration(mig.status, M.FINISHED)
+    mig.status = check_migration(mig.status, MigrationStatus.FINISHED)
     ctx.notify("resize_finish.end")
 
 

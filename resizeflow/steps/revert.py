@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from resizeflow.db.models import utcnow
-from resizeflow.states import MigrationStatus as M
-from resizeflow.states import PowerState, VmState, check_migration, check_task, check_vm
+from resizeflow.states import (
+    MigrationStatus,
+    PowerState,
+    VmState,
+    check_migration,
+    check_task,
+    check_vm,
+)
 from resizeflow.steps.context import HypervisorWork, PhasedStep, StepContext
 from resizeflow.steps.resize import clear_stash
 
@@ -30,7 +36,7 @@ def drop_dest_claim(ctx: StepContext) -> None:
     """Free the new flavor's claim and mark the migration reverted, in one transaction."""
     mig = ctx.migration
     ctx.placement.release(ctx.instance.uuid, ctx.dest)
-    mig.status = check_migration(mig.status, M.REVERTED)
+    mig.status = check_migration(mig.status, MigrationStatus.REVERTED)
 
 
 def finish_revert(ctx: StepContext) -> PhasedStep:
