@@ -57,6 +57,16 @@ def _current(session: Session, mig_id: int) -> tuple[list[StepJournal], StepJour
     return flow_rows, first
 
 
+def _locked(
+    session: Session, mig_id: int
+) -> tuple[Instance, Migration, list[StepJournal], StepJournal]:
+    """The server and migration, locked in the steps' order, and the latest flow's rows."""
+    mig = dbapi.get_migration(session, mig_id)
+    inst = dbapi.get_instance(session, mig.instance_uuid, lock=True)
+    mig = dbapi.get_migration(session, mig_id, lock=True)
+    return (inst, mig, *_current(session, mig_id))
+
+
 class WorkflowAdmin:
     def __init__(self, settings: Settings, database: Database, app: Celery) -> None:
         self.settings, self.database, self.app = settings, database, app
@@ -76,10 +86,7 @@ class WorkflowAdmin:
         """Resume a failed workflow at its failed step, with the rows as they were then."""
         authorize(ctx, "compute:workflows:retry")
         with self.database.transaction() as s:
-            mig = dbapi.get_migration(s, migration_id)
-            inst = dbapi.get_instance(s, mig.instance_uuid, lock=True)
-            mig = dbapi.get_migration(s, migration_id, lock=True)
-            rows, failed = _current(s, migration_id)
+            inst, mig, rows, failed = _locked(s, migration_id)
             if (
                 mig.status != MigrationStatus.ERROR
                 or failed.status != _J.FAILED
@@ -112,10 +119,7 @@ class WorkflowAdmin:
         """End a failed or stalled workflow: compensate where it is safe, else ERROR + fault."""
         authorize(ctx, "compute:workflows:abort")
         with self.database.transaction() as s:
-            mig = dbapi.get_migration(s, migration_id)
-            inst = dbapi.get_instance(s, mig.instance_uuid, lock=True)
-            mig = dbapi.get_migration(s, migration_id, lock=True)
-            rows, first = _current(s, migration_id)
+            inst, mig, rows, first = _locked(s, migration_id)
             # A failed step without a restore point was aborted already.
             ended = first.status == _J.ABORTED or (first.status == _J.FAILED and not first.restore)
             if ended or mig.status in (MigrationStatus.CONFIRMED, MigrationStatus.FAILED):
