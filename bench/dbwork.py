@@ -14,8 +14,7 @@ from typing import Any
 from bench import drive
 from bench.phases import Log
 from bench.stack import BenchShared, stack
-
-MIGRATION_FLOWS = ("resize", "confirm", "revert")
+from resizeflow import flows
 
 
 def database_work(
@@ -54,7 +53,13 @@ def database_work(
         for task, c in sorted(totals.items())
         if c["runs"]
     }
-    steps = [t for t in totals if t.split(".")[1] in MIGRATION_FLOWS]
+    migration_steps = {
+        step.task
+        for flow in flows.FLOWS.values()
+        if flow.subject is flows.Subject.MIGRATION
+        for step in flow.steps
+    }
+    steps = [t for t in totals if t in migration_steps]
     runs = sum(totals[t]["runs"] for t in steps)
     if not runs:
         raise RuntimeError(f"the probe workers on {backend} counted no steps")

@@ -149,9 +149,9 @@ class Run:
 def overhead(results: dict[str, Any]) -> None:
     """Per step: its journal time minus the driver's own time, counted by the probe."""
     counted = results["database"]["postgresql"]["per_step"]
-    for flow, lat in results["latency"].items():
+    for lat in results["latency"].values():
         for name, row in lat["per_step"].items():
-            driver = counted.get(f"resizeflow.{flow}.{name}", {}).get("driver_ms", 0.0)
+            driver = counted.get(name, {}).get("driver_ms", 0.0)
             row["driver_ms"] = driver
             row["overhead_ms"] = round(row["step_ms"] - driver, 2)
 

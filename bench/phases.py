@@ -101,7 +101,7 @@ def _per_step(st: BenchStack, ids: list[int], flow: str) -> dict[str, dict[str, 
     for r in drive.step_rows(st, ids, flow):
         if r.started_at is None or r.finished_at is None or r.migration_id is None:
             continue
-        name = r.step.rsplit(".", 1)[1]
+        name = r.step  # the step's task name, as the probe counts it
         took[name].append(drive.epoch(r.finished_at) - drive.epoch(r.started_at))
         if r.migration_id in prev:
             hop[name].append(drive.epoch(r.started_at) - prev[r.migration_id])

@@ -12,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from resizeflow import flows
+
 
 def _row(name: str, value: float | None, limit: float, unit: str, at_most: bool) -> dict[str, Any]:
     met = None if value is None else (value <= limit if at_most else value >= limit)
@@ -145,9 +147,9 @@ def _flows(console: Console, results: dict[str, Any]) -> None:
     counted = results.get("database", {}).get("postgresql", {}).get("per_step", {})
     for flow in ("confirm", "revert"):
         for name, r in lat[flow]["per_step"].items():
-            trips = counted.get(f"resizeflow.{flow}.{name}", {}).get("round_trips", "")
+            trips = counted.get(name, {}).get("round_trips", "")
             t.add_row(
-                f"{flow}.{name}",
+                f"{flow}.{flows.step(name).short}",
                 f"{r['hop_ms']:.1f}",
                 f"{r['step_ms']:.1f}",
                 f"{r.get('driver_ms', 0.0):.1f}",

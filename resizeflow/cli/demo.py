@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import select
 
-from resizeflow import logs
+from resizeflow import flows, logs
 from resizeflow.cli import load_settings, main
 from resizeflow.compute.policy import RequestContext
 from resizeflow.db import journal
@@ -107,7 +107,7 @@ def _timeline(database: Database, servers: list[Server]) -> Group:
                 if r.started_at and r.finished_at:
                     took = f"{(r.finished_at - r.started_at).total_seconds() * 1000:.0f}"
                 table.add_row(
-                    r.flow, r.step.rsplit(".", 1)[1], r.host, r.status, str(r.attempts), at, took
+                    r.flow, flows.step(r.step).short, r.host, r.status, str(r.attempts), at, took
                 )
             tables.append(table)
     return Group(*tables)

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from resizeflow import flows
 from resizeflow.cli.backend import Backend, Gone
 
 STEP_STYLE = {
@@ -72,7 +73,7 @@ def steps_table(steps: list[dict[str, Any]], title: str | None = None) -> Table:
         error = (st.get("last_error") or "").strip().splitlines()
         table.add_row(
             str(i),
-            st["step"].rsplit(".", 1)[-1],
+            flows.step(st["step"]).short,
             st["host"],
             Text(st["status"], style=STEP_STYLE.get(st["status"], "")),
             str(st["attempts"]),
@@ -232,7 +233,7 @@ def _failure(op: str, server_id: str, snap: Snapshot) -> str:
     failed = [st for st in snap.steps if st["status"] == "failed"]
     if failed:
         error = (failed[0].get("last_error") or "").strip().splitlines()
-        step = failed[0]["step"].rsplit(".", 1)[-1]
+        step = flows.step(failed[0]["step"]).short
         return f"{op} of {server_id} failed at step {step}: {error[-1] if error else 'error'}"
     fault = (snap.server or {}).get("fault", {}).get("message")
     if snap.server is None:
