@@ -34,6 +34,8 @@ STACK_ENV = {
     "RESIZEFLOW_QUOTA_CORES": "-1",
     "RESIZEFLOW_QUOTA_RAM": "-1",
     "RESIZEFLOW_QUOTA_INSTANCES": "-1",
+    # Fixed IPs for every server of the largest grid point (the default is a /24).
+    "RESIZEFLOW_FIXED_RANGE": "10.0.0.0/16",
     "RESIZEFLOW_LOG_LEVEL": "WARNING",
     "RESIZEFLOW_LOG_FORMAT": "json",
 }
