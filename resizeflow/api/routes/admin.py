@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -114,15 +115,18 @@ def list_hypervisors(
     with_servers: WithServers = None,
 ) -> dict[str, Any]:
     """Compute nodes: id, name, state and status (2.53: with their servers on request)."""
-    new = version.at_least(53)
-    found = _hypervisors(
-        svc, ctx, version, limit, marker, hypervisor_hostname_pattern if new else None
+    return _hypervisor_page(
+        views.hypervisor_brief,
+        request,
+        svc,
+        ctx,
+        version,
+        base,
+        limit,
+        marker,
+        hypervisor_hostname_pattern,
+        with_servers,
     )
-    servers = new and is_true("with_servers", with_servers)
-    return {
-        "hypervisors": [views.hypervisor_brief(h, version, with_servers=servers) for h in found],
-        **_page_links(request, base, version, found, limit),
-    }
 
 
 @router.get("/os-hypervisors/detail")
@@ -138,13 +142,38 @@ def list_hypervisors_detail(
     with_servers: WithServers = None,
 ) -> dict[str, Any]:
     """Compute nodes with their capacity and usage (before 2.88)."""
-    new = version.at_least(53)
-    found = _hypervisors(
-        svc, ctx, version, limit, marker, hypervisor_hostname_pattern if new else None
+    return _hypervisor_page(
+        views.hypervisor,
+        request,
+        svc,
+        ctx,
+        version,
+        base,
+        limit,
+        marker,
+        hypervisor_hostname_pattern,
+        with_servers,
     )
+
+
+def _hypervisor_page(
+    view: Callable[..., dict[str, Any]],
+    request: Request,
+    svc: Svc,
+    ctx: Ctx,
+    version: Ver,
+    base: Base,
+    limit: int | None,
+    marker: str | None,
+    pattern: str | None,
+    with_servers: str | None,
+) -> dict[str, Any]:
+    """One page of hypervisors in ``view``'s shape; 2.53 adds the name pattern and servers."""
+    new = version.at_least(53)
+    found = _hypervisors(svc, ctx, version, limit, marker, pattern if new else None)
     servers = new and is_true("with_servers", with_servers)
     return {
-        "hypervisors": [views.hypervisor(h, version, with_servers=servers) for h in found],
+        "hypervisors": [view(h, version, with_servers=servers) for h in found],
         **_page_links(request, base, version, found, limit),
     }
 
