@@ -45,6 +45,21 @@ def _value(value: Any) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+# pydantic's type errors, as the JSON Schema type jsonschema names in Nova's messages.
+_JSON_TYPE = {
+    "string_type": "string",
+    "str_type": "string",
+    "int_type": "integer",
+    "int_parsing": "integer",
+    "bool_type": "boolean",
+    "bool_parsing": "boolean",
+    "dict_type": "object",
+    "model_type": "object",
+    "model_attributes_type": "object",
+    "list_type": "array",
+}
+
+
 def _reason(kind: str, first: dict[str, Any], leaf: str) -> str:
     """jsonschema's wording for the common failures, which Nova's messages carry."""
     value = first.get("input")
@@ -57,16 +72,8 @@ def _reason(kind: str, first: dict[str, Any], leaf: str) -> str:
         return f"{_value(value)} is too long"
     if kind == "string_too_short":
         return f"{_value(value)} is too short"
-    if kind in ("string_type", "str_type"):
-        return f"{_value(value)} is not of type 'string'"
-    if kind in ("int_type", "int_parsing"):
-        return f"{_value(value)} is not of type 'integer'"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"{_value(value)} is not of type 'boolean'"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"{_value(value)} is not of type 'object'"
-    if kind == "list_type":
-        return f"{_value(value)} is not of type 'array'"
+    if kind in _JSON_TYPE:
+        return f"{_value(value)} is not of type '{_JSON_TYPE[kind]}'"
     if kind == "literal_error":
         return f"{_value(value)} is not one of [{ctx.get('expected', '')}]"
     if kind in ("greater_than_equal", "greater_than"):
