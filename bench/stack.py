@@ -28,6 +28,7 @@ DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # Room for thousands of servers per node; quotas off, so load is the only limit.
 STACK_ENV = {
     "RESIZEFLOW_LIBVIRT_URI": "test:///default",
+    "RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT": "local",
     "RESIZEFLOW_NODE_VCPUS": "100000",
     "RESIZEFLOW_NODE_MEMORY_MB": "100000000",
     "RESIZEFLOW_NODE_LOCAL_GB": "100000000",

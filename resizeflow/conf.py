@@ -184,10 +184,12 @@ class Settings:
     # Nova's my_ip: where other hosts reach this one over SSH for disk copies.
     # Empty: the host name (RESIZEFLOW_HOST), resolved by DNS.
     migration_address: str = field(default="", metadata=_env("MIGRATION_ADDRESS", _address))
-    # Nova's [libvirt] remote_filesystem_transport.
+    # Nova's [libvirt] remote_filesystem_transport: rsync or scp over SSH, or
+    # local when every host's instances dir is reachable in this machine's
+    # filesystem (several hosts on one machine, as the demo and the test tier run).
     remote_filesystem_transport: str = field(
         default="rsync",
-        metadata=_env("REMOTE_FILESYSTEM_TRANSPORT", _choice("rsync", "scp")),
+        metadata=_env("REMOTE_FILESYSTEM_TRANSPORT", _choice("rsync", "scp", "local")),
     )
     # The deployment's private key for host-to-host SSH; empty: ssh's own default.
     ssh_key: str = field(default="", metadata=_env("SSH_KEY", _plain_path))

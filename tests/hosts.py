@@ -239,27 +239,30 @@ class TestHosts:
             host.stop()
 
 
-@pytest.fixture(scope="module")
-def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:
-    """Two hosts, ``host-a`` at 127.0.0.11 and ``host-b`` at 127.0.0.12."""
+def start_hosts(root: Path, names: tuple[str, ...]) -> TestHosts:
+    """One sshd per named host, on ADDRESSES in order, with a fresh client key."""
     require_host_tools()
-    root = tmp_path_factory.mktemp("hosts")
     client = root / "client"
-    client.mkdir()
+    client.mkdir(parents=True)
     key = keygen(client / "id_ed25519")
     (client / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
     last: Exception | None = None
     for _ in range(3):  # another process may take the port between pick and bind
         hosts = TestHosts(root=root, port=free_port(ADDRESSES), key=key, hosts=[])
         try:
-            for i, name in enumerate(("host-a", "host-b")):
+            for i, name in enumerate(names):
                 hosts.add_host(name, ADDRESSES[i]).start()
-            break
+            return hosts
         except RuntimeError as exc:
             hosts.stop_all()
             last = exc
-    else:
-        raise RuntimeError(f"could not start the test hosts: {last}")
+    raise RuntimeError(f"could not start the test hosts: {last}")
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:
+    """Two hosts, ``host-a`` at 127.0.0.11 and ``host-b`` at 127.0.0.12."""
+    hosts = start_hosts(tmp_path_factory.mktemp("hosts"), ("host-a", "host-b"))
     try:
         yield hosts
     finally:

@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from resizeflow.drivers.base import InstanceSpec
+from resizeflow.drivers.base import InstanceSpec, PeerHost
 from resizeflow.drivers.libvirt import GiB, LibvirtDriver
 from resizeflow.errors import ConfigError, DiskNotFound, InvalidUUID, TransientError
 from resizeflow.states import PowerState
@@ -32,6 +32,11 @@ MARK = b"resizeflow-data"
 MARK_AT = 100 * 1024**2
 
 MakeDriver = Callable[[str], LibvirtDriver]
+
+
+def peer(drv: LibvirtDriver) -> PeerHost:
+    """A driver's host as another host's disk move reaches it (the local transport)."""
+    return PeerHost(drv.hostname, drv.hostname, PurePosixPath(drv.instances_dir))
 
 
 @pytest.fixture
@@ -142,7 +147,7 @@ def test_cross_host_resize_and_confirm(
     write_mark(src.instances_dir / old.uuid / "disk")
 
     for _ in range(2):
-        src.migrate_disk_and_power_off(new, dst.instances_dir)
+        src.migrate_disk_and_power_off(new, peer(dst))
         assert src.power_state(old.uuid) == PowerState.SHUTDOWN
         assert tree(src.instances_dir) == [
             f"{old.uuid}_resize",
@@ -163,7 +168,7 @@ def test_cross_host_resize_and_confirm(
     assert len(dst.list_domains()) == 1
 
     # A redelivered migrate after finish must not re-copy over the grown disk.
-    src.migrate_disk_and_power_off(new, dst.instances_dir)
+    src.migrate_disk_and_power_off(new, peer(dst))
     assert copy.stat().st_size == 2 * GiB
 
     for _ in range(2):
@@ -183,7 +188,7 @@ def test_same_host_resize_and_confirm(
     write_mark(drv.instances_dir / old.uuid / "disk")
 
     for _ in range(2):
-        drv.migrate_disk_and_power_off(new, drv.instances_dir)
+        drv.migrate_disk_and_power_off(new, peer(drv))
     assert drv.power_state(old.uuid) == PowerState.SHUTDOWN
     assert read_mark(drv.instances_dir / f"{old.uuid}_resize" / "disk") == MARK
     assert read_mark(drv.instances_dir / old.uuid / "disk") == MARK
@@ -203,7 +208,7 @@ def test_cross_host_revert(make_driver: MakeDriver, old: InstanceSpec, new: Inst
     src, dst = make_driver("src"), make_driver("dst")
     src.spawn(old, power_on=True)
     write_mark(src.instances_dir / old.uuid / "disk")
-    src.migrate_disk_and_power_off(new, dst.instances_dir)
+    src.migrate_disk_and_power_off(new, peer(dst))
     dst.finish_migration(new, power_on=True)
 
     for _ in range(2):
@@ -234,7 +239,7 @@ def test_same_host_revert_removes_leftover_copy(
 ) -> None:
     drv = make_driver("c1")
     drv.spawn(old, power_on=True)
-    drv.migrate_disk_and_power_off(new, drv.instances_dir)
+    drv.migrate_disk_and_power_off(new, peer(drv))
     drv.finish_migration(new, power_on=True)
     assert (drv.instances_dir / old.uuid / "disk").stat().st_size == 2 * GiB
 
@@ -256,7 +261,7 @@ def test_missing_disks_raise_disk_not_found(
     with pytest.raises(DiskNotFound):
         drv.finish_revert_migration(old, power_on=True)
     with pytest.raises(DiskNotFound):
-        drv.migrate_disk_and_power_off(new, drv.instances_dir)
+        drv.migrate_disk_and_power_off(new, peer(drv))
     assert drv.power_state(old.uuid) == PowerState.NOSTATE
 
 
@@ -283,10 +288,10 @@ def test_recover_redefines_from_instance_dirs(
     drv.spawn(a, power_on=True)
     drv.spawn(b, power_on=False)
     drv.spawn(replace(resized, vcpus=1, memory_mb=512, root_gb=1), power_on=True)
-    drv.migrate_disk_and_power_off(resized, drv.instances_dir)
+    drv.migrate_disk_and_power_off(resized, peer(drv))
     drv.finish_migration(resized, power_on=True)
     drv.spawn(moved, power_on=True)
-    drv.migrate_disk_and_power_off(moved, other.instances_dir)
+    drv.migrate_disk_and_power_off(moved, peer(other))
     (drv.instances_dir / "not-a-uuid").mkdir()
     (drv.instances_dir / "junk_resize").mkdir()
     (drv.instances_dir / "stray-file").write_text("x")
@@ -342,7 +347,9 @@ def test_path_traversal_is_rejected(tmp_path: Path, make_driver: MakeDriver, bad
         lambda: drv.power_state(bad),
         lambda: drv.power_off(inst),
         lambda: drv.power_on(inst),
-        lambda: drv.migrate_disk_and_power_off(inst, tmp_path / "dst"),
+        lambda: drv.migrate_disk_and_power_off(
+            inst, PeerHost("dst", "dst", PurePosixPath(tmp_path / "dst"))
+        ),
         lambda: drv.finish_migration(inst, power_on=True),
         lambda: drv.confirm_migration(inst, same_host=False),
         lambda: drv.destroy(inst, destroy_disks=True),

@@ -335,17 +335,16 @@ def test_shared_storage_setting_overrides_the_detection(two_hosts: TestHosts) ->
     a, b = two_hosts.hosts[:2]
     nowhere = RsyncFilesystem(two_hosts.ssh_options(port=1))  # would fail if asked
     for forced in (True, False):
-        s = Settings(host="host-a", shared_storage=forced)
-        assert storage_is_shared(s, nowhere, b.remote, a.instances, b.rpath()) is forced
-    auto = Settings(host="host-a")
-    assert storage_is_shared(auto, nowhere, RemoteHost("host-a", "127.0.0.1"), a.instances,
-                             a.rpath()) is True  # fmt: skip
+        shared = storage_is_shared(forced, "host-a", nowhere, b.remote, a.instances, b.rpath())
+        assert shared is forced
+    local = RemoteHost("host-a", "127.0.0.1")
+    assert storage_is_shared(None, "host-a", nowhere, local, a.instances, a.rpath()) is True
     with pytest.raises(RemoteHostUnreachable):
-        storage_is_shared(auto, nowhere, b.remote, a.instances, b.rpath())
+        storage_is_shared(None, "host-a", nowhere, b.remote, a.instances, b.rpath())
     # The probe file goes even when the other host could not be asked.
     assert [p.name for p in a.instances.iterdir() if p.name.startswith(".rf-shared-")] == []
     fs = RsyncFilesystem(two_hosts.ssh_options())
-    assert storage_is_shared(auto, fs, b.remote, a.instances, b.rpath()) is False
+    assert storage_is_shared(None, "host-a", fs, b.remote, a.instances, b.rpath()) is False
 
 
 def _every_operation(fs: RemoteFilesystem, host: RemoteHost, src: Path) -> Iterator[str]:
@@ -535,7 +534,12 @@ def test_a_worker_configured_by_its_settings_copies_to_the_other_host(
     )
     local_dir = settings.instances_dir(settings.host)
     remote_dir = PurePosixPath(settings.instances_dir(dest_host.name))
-    assert storage_is_shared(settings, fs, dest_host, local_dir, remote_dir) is False
+    assert (
+        storage_is_shared(
+            settings.shared_storage, settings.host, fs, dest_host, local_dir, remote_dir
+        )
+        is False
+    )
 
     src = local_dir / f"settings-{transport}" / "disk"
     digest = write_sparse(src, 8 * MiB, [(MiB, MiB)])

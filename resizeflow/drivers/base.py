@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from resizeflow.states import PowerState
@@ -63,6 +63,17 @@ class InstanceSpec:
 
 
 @dataclass(frozen=True)
+class PeerHost:
+    """Another compute host, as a disk move sees it: its name (for errors), its
+    migration address (Nova's my_ip, from its service record), and where it
+    keeps its instance directories."""
+
+    name: str
+    address: str
+    instances_dir: PurePosixPath
+
+
+@dataclass(frozen=True)
 class NodeResources:
     hypervisor_hostname: str
     vcpus: int
@@ -112,22 +123,33 @@ class Notification:
 
 
 class VirtDriver(Protocol):
-    """The hypervisor of one compute host."""
+    """The hypervisor of one compute host.
+
+    ``deadline`` (a ``time.monotonic()`` value, from the step's hypervisor
+    phase) bounds every wait and copy of a call: a shutdown, a boot wait and a
+    disk copy stop there rather than run on unbounded.
+    """
 
     def node_resources(self) -> NodeResources: ...
 
-    def spawn(self, inst: InstanceSpec, *, power_on: bool) -> None: ...
+    def spawn(
+        self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None
+    ) -> None: ...
 
-    def power_off(self, inst: InstanceSpec) -> None: ...
+    def power_off(self, inst: InstanceSpec, *, deadline: float | None = None) -> None: ...
 
-    def power_on(self, inst: InstanceSpec) -> None: ...
+    def power_on(self, inst: InstanceSpec, *, deadline: float | None = None) -> None: ...
 
     def power_state(self, uuid: str) -> PowerState: ...
 
-    def migrate_disk_and_power_off(self, inst: InstanceSpec, dest_instances_dir: Path) -> None:
-        """Power off, move the instance dir to ``<uuid>_resize``, copy its disk to the dest."""
+    def migrate_disk_and_power_off(
+        self, inst: InstanceSpec, dest: PeerHost, *, deadline: float | None = None
+    ) -> None:
+        """Power off, move the instance dir to ``<uuid>_resize``, copy its disks to ``dest``."""
 
-    def finish_migration(self, inst: InstanceSpec, *, power_on: bool) -> None:
+    def finish_migration(
+        self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None
+    ) -> None:
         """On the dest: grow the copied disk to the new flavor, define and maybe start."""
 
     def confirm_migration(self, inst: InstanceSpec, *, same_host: bool) -> None:
@@ -135,7 +157,12 @@ class VirtDriver(Protocol):
 
     def destroy(self, inst: InstanceSpec, *, destroy_disks: bool) -> None: ...
 
-    def finish_revert_migration(self, inst: InstanceSpec, *, power_on: bool) -> None:
+    def shares_resize_source(self, uuid: str) -> bool:
+        """Whether the resize source's ``<uuid>_resize`` is in this host's storage."""
+
+    def finish_revert_migration(
+        self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None
+    ) -> None:
         """On the source: rename ``<uuid>_resize`` back, define, and maybe start."""
 
     def purge(self, uuid: str) -> list[str]:

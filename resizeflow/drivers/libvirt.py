@@ -15,7 +15,6 @@ configuration alone. Each instance lives in ``<instances_dir>/<uuid>`` with the
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -26,14 +25,14 @@ import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
-from resizeflow.drivers import disks, kvm_probe, vifs
-from resizeflow.drivers.base import DomainInfo, InstanceSpec, NodeResources
+from resizeflow.drivers import disks, imagecopy, kvm_probe, remotefs, vifs
+from resizeflow.drivers.base import DomainInfo, InstanceSpec, NodeResources, PeerHost
 from resizeflow.drivers.domain_xml import HostConfig, domain_xml
 from resizeflow.drivers.images import ImageStore
 from resizeflow.errors import (
@@ -41,6 +40,7 @@ from resizeflow.errors import (
     DiskNotFound,
     GuestNotRunning,
     InvalidUUID,
+    RemoteHostUnreachable,
     TransientError,
     VirtError,
 )
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GiB = 1024**3
-_CHUNK = 1024**2
 _RESIZE = "_resize"
 _CLEANUP_ATTEMPTS = 5
 _CLEANUP_DELAY = 0.2
@@ -127,28 +126,9 @@ def _translate(exc: Any) -> VirtError | TransientError:
     return VirtError(reason=reason)
 
 
-def _sparse_copy(src: Path, dst: Path) -> None:
-    """Copy only the data extents of ``src``; holes stay holes in ``dst``."""
-    part = dst.with_name(dst.name + ".part")
-    with open(src, "rb", buffering=0) as fin, open(part, "wb", buffering=0) as fout:
-        size, pos = os.fstat(fin.fileno()).st_size, 0
-        while pos < size:
-            try:
-                data = os.lseek(fin.fileno(), pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # only a trailing hole is left
-                    break
-                raise
-            pos = os.lseek(fin.fileno(), data, os.SEEK_HOLE)
-            while data < pos:
-                chunk = os.pread(fin.fileno(), min(_CHUNK, pos - data), data)
-                if not chunk:  # truncated under us; the final truncate keeps the size
-                    break
-                data += os.pwrite(fout.fileno(), chunk, data)
-        fout.truncate(size)
-        os.fsync(fout.fileno())
-    # The rename makes a present dest disk mean "completely copied".
-    os.replace(part, dst)
+def _sooner(own: float, deadline: float | None) -> float:
+    """A wait's end: its own timeout, or the step's deadline if that comes first."""
+    return own if deadline is None else min(own, deadline)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -185,6 +165,8 @@ class LibvirtDriver:
         running_timeout: float = 60.0,
         probe_kernels: Sequence[Path] = (),
         name_template: str = "instance-{uuid}",
+        remote: remotefs.RemoteFilesystem | None = None,
+        shared_storage: bool | None = None,
     ) -> None:
         self.uri = uri
         self.instances_dir = Path(instances_dir).resolve()
@@ -206,6 +188,9 @@ class LibvirtDriver:
         if "{uuid}" not in name_template:
             raise ConfigError(f"instance name template {name_template!r} lacks {{uuid}}")
         self.name_template = name_template
+        # How disks reach other hosts, and RESIZEFLOW_SHARED_STORAGE (None: detect).
+        self.remote = remote if remote is not None else remotefs.LocalFilesystem()
+        self.shared_storage = shared_storage
         self._lock = threading.Lock()
         self._conn_obj: Any = None
         self._host_config: HostConfig | None = None
@@ -232,6 +217,8 @@ class LibvirtDriver:
             running_timeout=settings.running_timeout,
             probe_kernels=kernels,
             name_template=settings.instance_name_template,
+            remote=remotefs.remote_filesystem(settings),
+            shared_storage=settings.shared_storage,
         )
 
     # --- connection and errors ----------------------------------------------
@@ -382,15 +369,15 @@ class LibvirtDriver:
             return []
         return re.findall(r"<target dev='(tap[^']*)'", xml)
 
-    def _start(self, dom: Any, uuid: str) -> None:
+    def _start(self, dom: Any, uuid: str, deadline: float | None = None) -> None:
         # create() on a running domain is an internal error, which would read as transient.
         if not self._call(dom.isActive):
             self._plug()
             self._call(dom.create)
         if self.real:
-            self._wait_for_running(dom, uuid)
+            self._wait_for_running(dom, uuid, deadline)
 
-    def _wait_for_running(self, dom: Any, uuid: str) -> None:
+    def _wait_for_running(self, dom: Any, uuid: str, deadline: float | None = None) -> None:
         """Nova's ``_wait_for_running``, with a deadline.
 
         NOTE: running means seen running on two polls in a row: a guest that
@@ -399,7 +386,7 @@ class LibvirtDriver:
         is stopped and undefined and its taps removed first, so the failure
         leaks nothing on this host but the disks the instance's delete removes.
         """
-        deadline = time.monotonic() + self.running_timeout
+        deadline = _sooner(time.monotonic() + self.running_timeout, deadline)
         seen, state = 0, PowerState.NOSTATE
         while True:
             raw = self._call(dom.state, ok=_MISSING)
@@ -413,7 +400,7 @@ class LibvirtDriver:
         self._undefine(uuid)
         raise GuestNotRunning(uuid=uuid, timeout=self.running_timeout, state=state.name)
 
-    def _clean_shutdown(self, dom: Any) -> bool:
+    def _clean_shutdown(self, dom: Any, deadline: float | None = None) -> bool:
         """Nova's ``_clean_shutdown``: ACPI power button, re-pressed every retry interval.
 
         NOTE: a guest still booting may miss the first press, hence the
@@ -422,7 +409,7 @@ class LibvirtDriver:
         if not self._call(dom.isActive, ok=_MISSING):
             return True
         self._call(dom.shutdown, ok=_MISSING | {libvirt.VIR_ERR_OPERATION_INVALID})
-        deadline = time.monotonic() + self.shutdown_timeout
+        deadline = _sooner(time.monotonic() + self.shutdown_timeout, deadline)
         next_press = time.monotonic() + self.shutdown_retry_interval
         while time.monotonic() < deadline:
             if not self._call(dom.isActive, ok=_MISSING):
@@ -433,9 +420,9 @@ class LibvirtDriver:
             time.sleep(0.2)
         return not self._call(dom.isActive, ok=_MISSING)
 
-    def _stop(self, dom: Any, *, clean: bool = False) -> None:
+    def _stop(self, dom: Any, *, clean: bool = False, deadline: float | None = None) -> None:
         if clean and self.real and self.shutdown_timeout > 0:
-            if self._clean_shutdown(dom):
+            if self._clean_shutdown(dom, deadline):
                 return
             log.warning("domain %s ignored the clean shutdown; destroying it", dom.name())
         if self._call(dom.isActive, ok=_MISSING):
@@ -471,7 +458,7 @@ class LibvirtDriver:
             local_gb=shutil.disk_usage(self.instances_dir).free // GiB,
         )
 
-    def spawn(self, inst: InstanceSpec, *, power_on: bool) -> None:
+    def spawn(self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None) -> None:
         inst_dir = self._dir(inst.uuid)
         inst_dir.mkdir(parents=True, exist_ok=True)
         if self.real:
@@ -484,18 +471,18 @@ class LibvirtDriver:
         dom = self._define(inst, inst_dir)
         self._plug()
         if power_on:
-            self._start(dom, inst.uuid)
+            self._start(dom, inst.uuid, deadline)
 
-    def power_off(self, inst: InstanceSpec) -> None:
+    def power_off(self, inst: InstanceSpec, *, deadline: float | None = None) -> None:
         dom = self._lookup(canonical_uuid(inst.uuid))
         if dom is not None:
-            self._stop(dom, clean=True)
+            self._stop(dom, clean=True, deadline=deadline)
 
-    def power_on(self, inst: InstanceSpec) -> None:
+    def power_on(self, inst: InstanceSpec, *, deadline: float | None = None) -> None:
         dom = self._lookup(canonical_uuid(inst.uuid))
         if dom is None:
             raise VirtError(reason=f"domain {self.domain_name(inst.uuid)} is not defined")
-        self._start(dom, inst.uuid)
+        self._start(dom, inst.uuid, deadline)
 
     def power_state(self, uuid: str) -> PowerState:
         dom = self._lookup(canonical_uuid(uuid))
@@ -503,29 +490,87 @@ class LibvirtDriver:
             return PowerState.NOSTATE
         return _POWER_STATES.get(state[0], PowerState.NOSTATE)
 
-    def migrate_disk_and_power_off(self, inst: InstanceSpec, dest_instances_dir: Path) -> None:
+    def migrate_disk_and_power_off(
+        self, inst: InstanceSpec, dest: PeerHost, *, deadline: float | None = None
+    ) -> None:
+        """Nova's order: look at the storage, power off, rename the dir, copy the disks.
+
+        The source keeps ``<uuid>_resize`` whatever happens here: it is what a
+        revert or a retried resize starts from. A dest disk exists only once
+        completely copied (it takes its name last), so a redelivered step
+        skips the disks already there and rsync resumes a partial one.
+        """
+        peer = remotefs.RemoteHost(dest.name, dest.address)
+        dest_dir = PurePosixPath(dest.instances_dir) / canonical_uuid(inst.uuid)
+        # Asked before the guest goes down, so an unreachable dest fails the
+        # step (transiently) while the guest still runs.
+        shared = remotefs.storage_is_shared(
+            self.shared_storage,
+            self.hostname,
+            self.remote,
+            peer,
+            self.instances_dir,
+            PurePosixPath(dest.instances_dir),
+        )
         inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
         # Off before the rename: a running guest would keep writing to the disk we copy.
-        self.power_off(inst)
+        self.power_off(inst, deadline=deadline)
         if inst_dir.exists() and not resize_dir.exists():
             inst_dir.rename(resize_dir)
-        src = resize_dir / "disk"
-        if not src.exists():
-            raise DiskNotFound(location=str(src))
-        dest_dir = Path(dest_instances_dir).resolve() / canonical_uuid(inst.uuid)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        for name in disks.COPIED if self.real else ("disk",):
-            source = resize_dir / name
-            if not source.exists():
-                continue
-            dest = dest_dir / name
-            # A dest disk exists only once fully copied (atomic rename); one at least as
-            # new as the stopped source is this copy, redelivered, and copying again
-            # would undo finish_migration's grow.
-            if not dest.exists() or dest.stat().st_mtime_ns < source.stat().st_mtime_ns:
-                _sparse_copy(source, dest)
+        if not (resize_dir / "disk").exists():
+            raise DiskNotFound(location=str(resize_dir / "disk"))
+        # NOTE: on shared storage the copy stays in this filesystem, as Nova's
+        # copy_image(host=None) does: the old disks stay intact in _resize.
+        fs = remotefs.LocalFilesystem() if shared else self.remote
+        try:
+            for name in disks.COPIED if self.real else ("disk",):
+                source = resize_dir / name
+                if source.exists() and not fs.exists(peer, dest_dir / name):
+                    self._copy_disk(fs, source, peer, dest, dest_dir / name, deadline)
+        except (TransientError, RemoteHostUnreachable):
+            raise  # the retry continues the partial copy
+        except Exception:
+            # Nova's _cleanup_remote_migration, but the source keeps _resize.
+            with suppress(Exception):
+                fs.remove(peer, dest_dir)
+            raise
 
-    def finish_migration(self, inst: InstanceSpec, *, power_on: bool) -> None:
+    def _copy_disk(
+        self,
+        fs: remotefs.RemoteFilesystem,
+        source: Path,
+        peer: remotefs.RemoteHost,
+        dest: PeerHost,
+        target: PurePosixPath,
+        deadline: float | None,
+    ) -> None:
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        if not self.real:
+            fs.copy_file(source, peer, target, timeout=timeout)
+            return
+        # The root disk is an overlay on _base: its backing image goes only
+        # where the dest's image cache lacks it.
+        result = imagecopy.copy_disk(
+            fs,
+            source,
+            peer,
+            target,
+            local_cache=self.instances_dir / disks.BASE,
+            remote_cache=PurePosixPath(dest.instances_dir) / disks.BASE,
+            timeout=timeout,
+        )
+        log.info(
+            "copied %s to %s: %d bytes sent, backing images copied %s, present %s",
+            source.name,
+            dest.name,
+            result.disk.sent,
+            [p.name for p in result.backing_copied],
+            [p.name for p in result.backing_present],
+        )
+
+    def finish_migration(
+        self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None
+    ) -> None:
         inst_dir = self._dir(inst.uuid)
         disk = inst_dir / "disk"
         if not disk.exists():
@@ -537,7 +582,7 @@ class LibvirtDriver:
         dom = self._define(inst, inst_dir)
         self._plug()
         if power_on:
-            self._start(dom, inst.uuid)
+            self._start(dom, inst.uuid, deadline)
 
     def confirm_migration(self, inst: InstanceSpec, *, same_host: bool) -> None:
         _rmtree_with_retries(self._dir(inst.uuid, _RESIZE))
@@ -555,6 +600,18 @@ class LibvirtDriver:
         if destroy_disks and inst_dir.exists():
             shutil.rmtree(inst_dir)
 
+    def shares_resize_source(self, uuid: str) -> bool:
+        """RESIZEFLOW_SHARED_STORAGE when set; else whether ``<uuid>_resize`` shows here.
+
+        NOTE: a revert's dest keeps its disks only when the source's instances
+        path is this one, as Nova's revert asks the source. The source's
+        ``_resize`` dir showing in this host's own path says exactly that,
+        without a round trip to the source.
+        """
+        if self.shared_storage is not None:
+            return self.shared_storage
+        return self._dir(uuid, _RESIZE).is_dir()
+
     def purge(self, uuid: str) -> list[str]:
         removed = []
         self._undefine(canonical_uuid(uuid))
@@ -565,7 +622,9 @@ class LibvirtDriver:
                 removed.append(path.name)
         return removed
 
-    def finish_revert_migration(self, inst: InstanceSpec, *, power_on: bool) -> None:
+    def finish_revert_migration(
+        self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None
+    ) -> None:
         inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
         if resize_dir.exists():
             # A same-host domain may still run from the dir we are about to delete.
@@ -581,7 +640,7 @@ class LibvirtDriver:
         dom = self._define(inst, inst_dir)
         self._plug()
         if power_on:
-            self._start(dom, inst.uuid)
+            self._start(dom, inst.uuid, deadline)
 
     def recover(self, running: dict[str, bool]) -> list[str]:
         defined: dict[str, None] = {}

@@ -18,6 +18,7 @@ failures are a final :class:`~resizeflow.errors.RemoteFilesystemError`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -46,6 +47,7 @@ from resizeflow.errors import (
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
+_CHUNK = 4 * 1024**2
 _STDERR_TAIL = 600
 
 # ssh's own exit status when the connection (not the remote command) failed.
@@ -154,6 +156,8 @@ def ssh_options(settings: Settings) -> SSHOptions:
 
 def remote_filesystem(settings: Settings) -> RemoteFilesystem:
     """The transport named by ``RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT``."""
+    if settings.remote_filesystem_transport == "local":
+        return LocalFilesystem()
     opts = ssh_options(settings)
     if settings.remote_filesystem_transport == "scp":
         return ScpFilesystem(opts)
@@ -547,6 +551,124 @@ def _absolute(path: PurePosixPath) -> PurePosixPath:
     return path
 
 
+class LocalFilesystem:
+    """Hosts whose instance directories this machine reaches in its own filesystem.
+
+    The ``local`` transport: several simulated hosts on one machine (the demo,
+    the test tier) or peers' directories mounted here. The host's address is
+    not used. The commit rule is the one over SSH: data into ``.<name>.part``,
+    flushed, renamed over the final name, directory flushed.
+    """
+
+    def create_dir(self, host: RemoteHost, path: PurePosixPath) -> None:
+        Path(_absolute(path)).mkdir(parents=True, exist_ok=True)
+
+    def exists(self, host: RemoteHost, path: PurePosixPath) -> bool:
+        return Path(_absolute(path)).exists()
+
+    def remove(self, host: RemoteHost, path: PurePosixPath) -> None:
+        path = _absolute(path)
+        for target in (Path(path), Path(part_path(path))):
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+    def free_bytes(self, host: RemoteHost, path: PurePosixPath) -> int:
+        return shutil.disk_usage(_absolute(path)).free
+
+    def execute(
+        self, host: RemoteHost, argv: Sequence[str], *, timeout: float | None = None
+    ) -> str:
+        run = _run(list(argv), timeout)
+        if run.returncode != 0:
+            raise RemoteFilesystemError(
+                op=f"running {argv[0]}", host=host.name, reason=_tail(run.stderr)
+            )
+        return run.stdout
+
+    def copy_file(
+        self,
+        src: Path,
+        host: RemoteHost,
+        dest: PurePosixPath,
+        *,
+        timeout: float | None = None,
+        check_space: bool = True,
+        before_commit: Callable[[PurePosixPath], None] | None = None,
+    ) -> CopyResult:
+        dest = _absolute(dest)
+        final, part = Path(dest), Path(part_path(dest))
+        try:
+            st = src.stat()
+        except FileNotFoundError:
+            raise DiskNotFound(location=str(src)) from None
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if check_space:
+            held = part.stat().st_blocks * 512 if part.exists() else 0
+            need = max(0, st.st_blocks * 512 - held)
+            free = shutil.disk_usage(final.parent).free
+            if need > free:
+                raise RemoteDiskFull(
+                    host=host.name,
+                    path=str(dest),
+                    reason=f"the copy needs {need} more bytes and {free} are free",
+                )
+        deadline = _Deadline(timeout)
+        try:
+            sent = _sparse_copy(src, part, lambda: deadline.left(host, "copy"))
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RemoteDiskFull(host=host.name, path=str(dest), reason=str(exc)) from exc
+            raise RemoteFilesystemError(
+                op=f"copying to {dest}", host=host.name, reason=str(exc)
+            ) from exc
+        if before_commit is not None:
+            before_commit(PurePosixPath(part))
+        os.replace(part, final)
+        _fsync_dir(final.parent)
+        return CopyResult(size=st.st_size, sent=sent)
+
+
+def _sparse_copy(src: Path, dst: Path, check: Callable[[], object]) -> int:
+    """Copy only the data extents of ``src`` into ``dst``; holes stay holes.
+
+    Returns the bytes written. ``check`` runs between chunks and raises to stop.
+    """
+    written = 0
+    with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
+        size, pos = os.fstat(fin.fileno()).st_size, 0
+        while pos < size:
+            try:
+                data = os.lseek(fin.fileno(), pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a trailing hole is left
+                    break
+                raise
+            pos = os.lseek(fin.fileno(), data, os.SEEK_HOLE)
+            while data < pos:
+                check()
+                chunk = os.pread(fin.fileno(), min(_CHUNK, pos - data), data)
+                if not chunk:  # truncated under us; the final truncate keeps the size
+                    break
+                n = os.pwrite(fout.fileno(), chunk, data)
+                data += n
+                written += n
+        fout.truncate(size)
+        os.fsync(fout.fileno())
+    return written
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is durable only once the directory is flushed.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # --- shared storage -------------------------------------------------------------
 def is_path_shared_with(
     fs: RemoteFilesystem,
@@ -569,15 +691,17 @@ def is_path_shared_with(
 
 
 def storage_is_shared(
-    settings: Settings,
+    override: bool | None,
+    local_host: str,
     fs: RemoteFilesystem,
     host: RemoteHost,
     local_dir: Path,
     remote_dir: PurePosixPath,
 ) -> bool:
-    """RESIZEFLOW_SHARED_STORAGE when set; one host is its own storage; else detect."""
-    if settings.shared_storage is not None:
-        return settings.shared_storage
-    if host.name == settings.host:
+    """``override`` (RESIZEFLOW_SHARED_STORAGE) when set; one host is its own
+    storage; otherwise detect it."""
+    if override is not None:
+        return override
+    if host.name == local_host:
         return True
     return is_path_shared_with(fs, host, local_dir, remote_dir)

@@ -40,6 +40,8 @@ def prepare(state_dir: Path) -> dict[str, str]:
     image_id = guest.register(state_dir / "images", files)
     return {
         "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
+        # The demo's hosts are one machine: disks move through its filesystem.
+        "RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT": "local",
         "RESIZEFLOW_DEFAULT_IMAGE": image_id,
         "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": "demo-{host}-{uuid}",
         "RESIZEFLOW_BRIDGE": "rfd-{host}",

@@ -43,6 +43,8 @@ PRIVATE_REDIS = "private-redis"
 # The libvirt test driver, with room for many servers on every simulated host.
 TEST_DRIVER_ENV = {
     "RESIZEFLOW_LIBVIRT_URI": "test:///default",
+    # Every host of a stack on one machine: disks move through its filesystem.
+    "RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT": "local",
     "RESIZEFLOW_NODE_VCPUS": "64",
     "RESIZEFLOW_NODE_MEMORY_MB": "262144",
     "RESIZEFLOW_NODE_LOCAL_GB": "10000",
@@ -87,9 +89,18 @@ class LocalStack:
 
     # -- workers ------------------------------------------------------------
     def spawn_worker(
-        self, host: str, *args: str, name: str = "", argv: list[str] | None = None
+        self,
+        host: str,
+        *args: str,
+        name: str = "",
+        argv: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> str:
-        """Start a worker process of ``host`` without waiting; returns its process name."""
+        """Start a worker process of ``host`` without waiting; returns its process name.
+
+        ``env``: settings of this worker only, over the stack's (a host's own
+        migration address, say).
+        """
         name = name or f"worker-{host}"
         argv = argv or [
             sys.executable,
@@ -101,7 +112,7 @@ class LocalStack:
             "--register",  # a stack's hosts are new on its fresh database
             *args,
         ]
-        self.sup.spawn(name, argv)
+        self.sup.spawn(name, argv, env)
         return name
 
     def wait_workers(self, names: Iterable[str], timeout: float = 60.0) -> list[str]:
@@ -131,13 +142,29 @@ class LocalStack:
                 )
             )
 
-    def start_worker(self, host: str, *args: str, name: str = "", timeout: float = 60.0) -> str:
+    def start_worker(
+        self,
+        host: str,
+        *args: str,
+        name: str = "",
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+    ) -> str:
         """Start a worker process of ``host`` and wait for it; returns its node name."""
-        return self.wait_workers([self.spawn_worker(host, *args, name=name)], timeout)[0]
+        return self.wait_workers([self.spawn_worker(host, *args, name=name, env=env)], timeout)[0]
 
-    def start_workers(self, hosts: Iterable[str], timeout: float = 120.0) -> list[str]:
-        """Start one worker per host, all at once, and wait for every one."""
-        return self.wait_workers([self.spawn_worker(h) for h in hosts], timeout)
+    def start_workers(
+        self,
+        hosts: Iterable[str],
+        timeout: float = 120.0,
+        env: Mapping[str, dict[str, str]] | None = None,
+    ) -> list[str]:
+        """Start one worker per host, all at once, and wait for every one.
+
+        ``env``: per host, settings of that host's worker only.
+        """
+        env = env or {}
+        return self.wait_workers([self.spawn_worker(h, env=env.get(h)) for h in hosts], timeout)
 
     def node(self, host: str) -> str:
         """The node name of ``host``'s worker started by this stack."""

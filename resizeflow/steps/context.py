@@ -7,12 +7,14 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow.conf import Settings
+from resizeflow.db import services
 from resizeflow.db.models import (
     Instance,
     InstanceAction,
@@ -30,6 +32,7 @@ from resizeflow.drivers.base import (
     NodeRef,
     Notification,
     Notifier,
+    PeerHost,
     VifSpec,
     VirtDriver,
 )
@@ -300,6 +303,15 @@ class StepContext(InstanceContext):
     @property
     def same_host(self) -> bool:
         return self.migration.source_compute == self.migration.dest_compute
+
+    def peer(self, host: str) -> PeerHost:
+        """``host`` as a disk move reaches it: the migration address it advertised
+        in its service record, and its instances dir."""
+        return PeerHost(
+            name=host,
+            address=services.migration_address(self.session, host),
+            instances_dir=PurePosixPath(self.settings.instances_dir(host).absolute()),
+        )
 
     def _initiator(self) -> InstanceAction | None:
         # The flow's own action (the journal knows it), not a later one.

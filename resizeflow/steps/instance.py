@@ -21,7 +21,7 @@ def spawn(ctx: InstanceContext) -> PhasedStep:
     spec, virt = ctx.spec(), ctx.virt
 
     def boot(deadline: float) -> PowerState:
-        virt.spawn(spec, power_on=True)
+        virt.spawn(spec, power_on=True, deadline=deadline)
         return virt.power_state(spec.uuid)
 
     inst.power_state = yield HypervisorWork("boot the domain", boot)
@@ -45,7 +45,7 @@ def _power(ctx: InstanceContext, event: str, what: str, vm_state: VmState) -> Ph
     change = virt.power_off if vm_state is VmState.STOPPED else virt.power_on
 
     def work(deadline: float) -> PowerState:
-        change(spec)
+        change(spec, deadline=deadline)
         return virt.power_state(spec.uuid)
 
     inst = ctx.instance

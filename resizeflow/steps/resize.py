@@ -37,14 +37,14 @@ def resize_instance(ctx: StepContext) -> PhasedStep:
     inst, mig = ctx.instance, ctx.migration
     assert inst.old_flavor is not None
     spec, virt = ctx.spec(inst.old_flavor), ctx.virt
-    dest_dir = ctx.settings.instances_dir(mig.dest_compute)
+    dest = ctx.peer(mig.dest_compute)
     # Committed before the copy, so the migration shows `migrating` while it
     # runs; a repeat of this step finds it so already.
     mig.status = check_migration(mig.status, MigrationStatus.MIGRATING)
     ctx.notify("resize.start")
 
     def power_off_and_copy(deadline: float) -> PowerState:
-        virt.migrate_disk_and_power_off(spec, dest_dir)
+        virt.migrate_disk_and_power_off(spec, dest, deadline=deadline)
         return virt.power_state(spec.uuid)
 
     power = yield HypervisorWork("power off and copy the disk", power_off_and_copy)
@@ -68,7 +68,7 @@ def finish_resize(ctx: StepContext) -> PhasedStep:
     power_on = inst.system_metadata.get("old_vm_state") != VmState.STOPPED.value
 
     def start_at_new_flavor(deadline: float) -> PowerState:
-        virt.finish_migration(spec, power_on=power_on)
+        virt.finish_migration(spec, power_on=power_on, deadline=deadline)
         return virt.power_state(spec.uuid)
 
     power = yield HypervisorWork("start the domain at the new flavor", start_at_new_flavor)

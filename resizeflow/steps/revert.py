@@ -24,8 +24,10 @@ def teardown_dest_network(ctx: StepContext) -> None:
 
 
 def destroy_dest_domain(ctx: StepContext) -> None:
-    # Shared storage holds the one copy of the disks: keep them.
-    ctx.virt.destroy(ctx.spec(), destroy_disks=not ctx.settings.shared_storage)
+    # The dest's copy goes, unless the source's instances path is this one:
+    # then the source's finish_revert removes it as it renames _resize back.
+    virt = ctx.virt
+    virt.destroy(ctx.spec(), destroy_disks=not virt.shares_resize_source(ctx.instance.uuid))
 
 
 def terminate_volume_connections(ctx: StepContext) -> None:
@@ -50,7 +52,7 @@ def finish_revert(ctx: StepContext) -> PhasedStep:
     stopped = inst.system_metadata.get("old_vm_state") == VmState.STOPPED.value
 
     def restore_domain(deadline: float) -> PowerState:
-        virt.finish_revert_migration(spec, power_on=not stopped)
+        virt.finish_revert_migration(spec, power_on=not stopped, deadline=deadline)
         return virt.power_state(spec.uuid)
 
     power = yield HypervisorWork("bring the old domain back", restore_domain)

@@ -2,9 +2,10 @@
 
 One stack serves the whole session: PostgreSQL, Redis, the API process, beat,
 and one worker per host (``vm1``, ``vm2``), all on one libvirtd. The two hosts
-keep separate instance dirs and bridges, and their domains are named per host
-(``RESIZEFLOW_INSTANCE_NAME_TEMPLATE`` holds ``{host}``), so a resize between
-them on one machine is a resize between two hosts.
+share nothing: each has its own instance dir and bridge, its own sshd on its
+own loopback address (``tests.hosts``), and its domains are named per host
+(``RESIZEFLOW_INSTANCE_NAME_TEMPLATE`` holds ``{host}``). A resize between them
+copies the disks over SSH with rsync, as between two machines.
 
 The guest is built once from Debian packages (see
 :mod:`resizeflow.hypervisor.guest`) into ``var/guest`` and put in the stack's
@@ -27,6 +28,7 @@ import pytest
 from resizeflow.drivers import vifs
 from resizeflow.hypervisor import guest, libvirtd
 from resizeflow.launch.stack import TEST_DRIVER_ENV, build
+from tests.hosts import TestHosts, start_hosts
 from tests.stack import (
     PG_ADMIN_URL,
     REDIS_URL,
@@ -75,6 +77,16 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmStack]:
     run_id = uuid.uuid4().hex[:6]
     state_dir = Path(tmp_path_factory.mktemp("vm")) / "state"
     state_dir.mkdir()
+    hosts = start_hosts(state_dir / "hosts", HOSTS)
+    try:
+        yield from _vm_stack(state_dir, files, run_id, hosts)
+    finally:
+        hosts.stop_all()
+
+
+def _vm_stack(
+    state_dir: Path, files: guest.GuestFiles, run_id: str, hosts: TestHosts
+) -> Iterator[VmStack]:
     image_id = guest.register(state_dir / "images", files)
     vm_env = {
         "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
@@ -86,6 +98,13 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmStack]:
         "RESIZEFLOW_RUNNING_TIMEOUT": "15",
         "RESIZEFLOW_PERIODIC_INTERVAL": "2",
         "RESIZEFLOW_LOG_FORMAT": "text",
+    }
+    # Every host's SSH settings and instances path; each worker gets its own
+    # address (VmStack.worker_env).
+    vm_env |= {
+        k: v
+        for k, v in hosts.env(hosts.hosts[0]).items()
+        if k not in ("RESIZEFLOW_HOST", "RESIZEFLOW_MIGRATION_ADDRESS")
     }
     env = {k: v for k, v in stack_env(state_dir).items() if k not in TEST_DRIVER_ENV} | vm_env
     local = build(
@@ -99,9 +118,9 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmStack]:
     )
     stack = Stack(local, "postgresql", HOSTS)
     settings = stack.settings
-    built = VmStack(stack=stack, image_id=image_id, files=files, run_id=run_id)
+    built = VmStack(stack=stack, image_id=image_id, files=files, run_id=run_id, hosts=hosts)
     try:
-        local.start_workers(HOSTS)
+        local.start_workers(HOSTS, env={h: built.worker_env(h) for h in HOSTS})
         stack.api_endpoint()
         stack.start_beat()
         built.create_flavors()

@@ -15,6 +15,7 @@ from resizeflow.db.models import Allocation, Migration, Port
 from resizeflow.drivers import vifs
 from resizeflow.drivers.base import VifSpec
 from resizeflow.hypervisor.guest import ConsoleReport, GuestFiles, parse_console
+from tests.hosts import TestHosts
 from tests.stack import Stack, wait_for
 
 GiB = 1024**3
@@ -39,7 +40,14 @@ class VmStack:
     image_id: str
     files: GuestFiles
     run_id: str
+    # The hosts' sshd processes, addresses and keys (tests.hosts).
+    hosts: TestHosts
     _conn: Any = field(default=None, repr=False)
+
+    def worker_env(self, host: str) -> dict[str, str]:
+        """What a worker of ``host`` is started with on top of the stack's settings."""
+        (found,) = (h for h in self.hosts.hosts if h.name == host)
+        return {"RESIZEFLOW_MIGRATION_ADDRESS": found.address}
 
     # -- the REST API ---------------------------------------------------------
     def client(self, project: str = "admin") -> httpx.Client:

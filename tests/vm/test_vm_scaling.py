@@ -19,7 +19,7 @@ SECOND = "worker-vm2-second"
 def test_two_workers_for_one_host_under_load(vm: VmStack) -> None:
     project = f"p-{uuid.uuid4().hex[:8]}"
     # A second process for vm2: it takes the next free slot of the host's node names.
-    vm.stack.local.start_worker("vm2", name=SECOND, timeout=90)
+    vm.stack.local.start_worker("vm2", name=SECOND, timeout=90, env=vm.worker_env("vm2"))
     try:
         sids = [vm.boot(project, "vm1") for _ in range(SERVERS)]
         for sid in sids:
