@@ -63,10 +63,23 @@ class VmStack:
                 r = c.post("/flavors", json={"flavor": flavor})
                 assert r.status_code == 200, r.text
 
-    def boot(self, project: str, host: str, *, image_ref: str | None = None) -> str:
+    def create_flavor(self, flavor: dict[str, Any]) -> None:
+        """Create ``flavor`` unless a test before created it."""
+        with self.client() as c:
+            r = c.post("/flavors", json={"flavor": flavor})
+            assert r.status_code in (200, 409), r.text
+
+    def boot(
+        self,
+        project: str,
+        host: str,
+        *,
+        image_ref: str | None = None,
+        flavor: str = SMALL["id"],
+    ) -> str:
         body: dict[str, Any] = {
             "name": f"vm-{project}",
-            "flavorRef": SMALL["id"],
+            "flavorRef": flavor,
             "availability_zone": f"nova:{host}",
         }
         if image_ref:
@@ -181,6 +194,10 @@ class VmStack:
                 )
                 or 0
             )
+
+    def migration_ids(self, sid: str) -> list[int]:
+        with self.stack.db.snapshot() as s:
+            return list(s.scalars(select(Migration.id).where(Migration.instance_uuid == sid)))
 
     def migration_uuids(self, sid: str) -> list[str]:
         with self.stack.db.snapshot() as s:

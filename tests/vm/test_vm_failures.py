@@ -62,7 +62,7 @@ def test_guest_that_never_runs_fails_the_step_and_leaks_nothing(vm: VmStack) -> 
     # For good, not retried: finish_resize ran once and the fault says why.
     assert "did not reach running within 15.0 seconds" in server["fault"]["message"]
     assert "PAUSED" in server["fault"]["message"]
-    (mig_id,) = [m.id for m in _migrations(vm, sid)]
+    (mig_id,) = vm.migration_ids(sid)
     assert vm.stack.migration(mig_id).status == MigrationStatus.ERROR
     (finish,) = [r for r in vm.stack.journal(mig_id) if r.step.endswith("finish_resize")]
     assert (finish.status, finish.attempts) == (JournalStatus.FAILED, 1)
@@ -115,7 +115,7 @@ def test_libvirtd_down_is_retried_then_errors_out(
     start = time.monotonic()
     vm.action(sid, {"resize": {"flavorRef": BIG["id"]}})
     server = vm.wait_status(sid, "ERROR", timeout=60)
-    (mig_id,) = [m.id for m in _migrations(vm, sid)]
+    (mig_id,) = vm.migration_ids(sid)
     (step,) = [r for r in vm.stack.journal(mig_id) if r.step.endswith("resize_instance")]
     # Transient: tried once and retried STEP_MAX_RETRIES (4) times, then errored out.
     assert (step.status, step.attempts) == (JournalStatus.FAILED, 5)
@@ -127,12 +127,3 @@ def test_libvirtd_down_is_retried_then_errors_out(
     vm.delete(sid)
     vm.wait_gone(sid)
     assert vm.domain_state("vm1", sid) is None
-
-
-def _migrations(vm: VmStack, sid: str) -> list[object]:
-    from sqlalchemy import select
-
-    from resizeflow.db.models import Migration
-
-    with vm.stack.db.snapshot() as s:
-        return list(s.scalars(select(Migration).where(Migration.instance_uuid == sid)))

@@ -37,7 +37,7 @@ def test_two_workers_for_one_host_under_load(vm: VmStack) -> None:
     finally:
         vm.stack.local.stop_worker("vm2", name=SECOND)
 
-    rows = [r for sid in sids for m in _migration_ids(vm, sid) for r in vm.stack.journal(m)]
+    rows = [r for sid in sids for m in vm.migration_ids(sid) for r in vm.stack.journal(m)]
     # Every step of every workflow ran to completion exactly once.
     assert rows and all(r.status == JournalStatus.DONE and r.applied == 1 for r in rows)
     # Both workers of vm2 did some of its steps.
@@ -58,12 +58,3 @@ def test_two_workers_for_one_host_under_load(vm: VmStack) -> None:
         vm.delete(sid)
     for sid in sids:
         vm.wait_gone(sid)
-
-
-def _migration_ids(vm: VmStack, sid: str) -> list[int]:
-    from sqlalchemy import select
-
-    from resizeflow.db.models import Migration
-
-    with vm.stack.db.snapshot() as s:
-        return list(s.scalars(select(Migration.id).where(Migration.instance_uuid == sid)))
