@@ -1,42 +1,29 @@
-"""Compute hosts that share nothing, on one machine: one sshd per host.
+"""Compute hosts that share nothing, on one machine, for the tests.
 
-Each test host gets its own loopback address (127.0.0.11, .12, ...), its own
-sshd with its own config and host key in a temporary directory, and its own
-instances directory. The tests generate every key. Hosts are stopped, and
-their files removed, by the fixtures that started them.
-
-All hosts listen on the same port, picked free at start, because a deployment
-has one SSH port for all its hosts (``RESIZEFLOW_SSH_PORT``).
-
-Like the service-backed fixtures, these skip when sshd, rsync, scp or
-qemu-img is missing, except in CI (``CI`` set), where that is a failure.
+The hosts themselves are :mod:`resizeflow.hypervisor.hosts`. Like the
+service-backed fixtures, these skip when sshd, rsync, scp or qemu-img is
+missing, except in CI (``CI`` set), where that is a failure.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
-from resizeflow.drivers.remotefs import RemoteHost, SSHOptions
+from resizeflow.hypervisor.hosts import ADDRESSES, Host, Hosts, keygen, missing_tools
+from resizeflow.hypervisor.hosts import start_hosts as _start_hosts
 
-SSHD = "/usr/sbin/sshd"
-TOOLS = ("ssh", "scp", "rsync", "ssh-keygen", "qemu-img", "qemu-io", "setpriv")
-ADDRESSES = ("127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14")
-_START_TIMEOUT = 10.0
+__all__ = ["ADDRESSES", "TestHost", "TestHosts", "keygen", "require_root", "start_hosts"]
+
+TestHost = Host
+TestHosts = Hosts
 
 
 def require_host_tools() -> None:
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if not os.access(SSHD, os.X_OK):
-        missing.append(SSHD)
+    missing = missing_tools()
     if not missing:
         return
     why = f"missing {', '.join(missing)} (make hosts-deps)"
@@ -53,210 +40,10 @@ def require_root(what: str) -> None:
     pytest.skip(f"{what} needs root")
 
 
-def keygen(path: Path) -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-        check=True,
-        timeout=30,
-    )
-    return path
-
-
-def free_port(addresses: tuple[str, ...]) -> int:
-    """A port free on every address at once (bounded tries)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((addresses[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for addr in addresses[1:]:
-                with socket.socket() as s:
-                    s.bind((addr, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError(f"no port free on all of {addresses}")
-
-
-@dataclass
-class TestHost:
-    """One compute host: a name, an address, an sshd, and its own directories."""
-
-    __test__ = False  # not a test class, whatever pytest thinks of the name
-
-    name: str
-    address: str
-    port: int
-    root: Path
-    authorized_keys: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def instances(self) -> Path:
-        return self.root / "instances"
-
-    @property
-    def image_cache(self) -> Path:
-        return self.instances / "_base"
-
-    @property
-    def remote(self) -> RemoteHost:
-        return RemoteHost(name=self.name, address=self.address)
-
-    def rpath(self, *parts: str) -> PurePosixPath:
-        """A path in this host's instances dir, as the remote side names it."""
-        return PurePosixPath(self.instances, *parts)
-
-    @property
-    def log(self) -> Path:
-        return self.root / "sshd.log"
-
-    def write_config(self) -> Path:
-        host_key = self.root / "ssh_host_ed25519_key"
-        if not host_key.exists():
-            keygen(host_key)
-        config = self.root / "sshd_config"
-        config.write_text(
-            "\n".join(
-                [
-                    f"ListenAddress {self.address}:{self.port}",
-                    f"HostKey {host_key}",
-                    f"PidFile {self.root / 'sshd.pid'}",
-                    f"AuthorizedKeysFile {self.authorized_keys}",
-                    "AuthenticationMethods publickey",
-                    "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "PermitRootLogin prohibit-password",
-                    "UsePAM no",
-                    # The keys live under pytest's tmp dirs, not in a home dir.
-                    "StrictModes no",
-                    "Subsystem sftp internal-sftp",
-                    "MaxStartups 64:30:128",
-                    "LogLevel ERROR",
-                    "",
-                ]
-            )
-        )
-        return config
-
-    def start(self) -> None:
-        assert self.proc is None, f"{self.name}'s sshd is already running"
-        self.instances.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            # sshd's privilege separation directory; .ci/run creates it too.
-            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        config = self.write_config()
-        with self.log.open("ab") as log:
-            # -D: stays in the foreground, so this Popen is the daemon itself.
-            self.proc = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.proc = None
-                raise RuntimeError(f"sshd for {self.name} exited: {self.log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection((self.address, self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"sshd for {self.name} did not listen on {self.address}:{self.port}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-@dataclass
-class TestHosts:
-    """The test machine as several hosts, and the client side's key and known_hosts."""
-
-    __test__ = False
-
-    root: Path
-    port: int
-    key: Path
-    hosts: list[TestHost]
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.root / "client" / "known_hosts"
-
-    def ssh_options(self, **overrides: object) -> SSHOptions:
-        values: dict[str, object] = {
-            "key": self.key,
-            "port": self.port,
-            "known_hosts": self.known_hosts,
-            "connect_timeout": 3.0,
-        }
-        values.update(overrides)
-        return SSHOptions(**values)  # type: ignore[arg-type]
-
-    def env(self, host: TestHost) -> dict[str, str]:
-        """The settings of ``host``'s worker: its name, address, key and instances dir.
-
-        ``{host}`` in the instances path makes every host's directory known to
-        every other host, as Nova's one instances path on every host does.
-        """
-        return {
-            "RESIZEFLOW_HOST": host.name,
-            "RESIZEFLOW_MIGRATION_ADDRESS": host.address,
-            "RESIZEFLOW_INSTANCES_PATH": f"{self.root}/{{host}}/instances",
-            "RESIZEFLOW_SSH_KEY": str(self.key),
-            "RESIZEFLOW_SSH_PORT": str(self.port),
-            "RESIZEFLOW_SSH_KNOWN_HOSTS": str(self.known_hosts),
-            "RESIZEFLOW_SSH_CONNECT_TIMEOUT": "3",
-        }
-
-    def add_host(self, name: str, address: str) -> TestHost:
-        """Another host on the same port; started by the caller, stopped at teardown."""
-        host = TestHost(
-            name=name,
-            address=address,
-            port=self.port,
-            root=self.root / name,
-            authorized_keys=self.root / "client" / "authorized_keys",
-        )
-        host.root.mkdir(parents=True, exist_ok=True)
-        self.hosts.append(host)
-        return host
-
-    def stop_all(self) -> None:
-        for host in self.hosts:
-            host.stop()
-
-
-def start_hosts(root: Path, names: tuple[str, ...]) -> TestHosts:
-    """One sshd per named host, on ADDRESSES in order, with a fresh client key."""
+def start_hosts(root: Path, names: tuple[str, ...]) -> Hosts:
+    """One sshd per named host (skips without the tools, fails in CI)."""
     require_host_tools()
-    client = root / "client"
-    client.mkdir(parents=True)
-    key = keygen(client / "id_ed25519")
-    (client / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
-    last: Exception | None = None
-    for _ in range(3):  # another process may take the port between pick and bind
-        hosts = TestHosts(root=root, port=free_port(ADDRESSES), key=key, hosts=[])
-        try:
-            for i, name in enumerate(names):
-                hosts.add_host(name, ADDRESSES[i]).start()
-            return hosts
-        except RuntimeError as exc:
-            hosts.stop_all()
-            last = exc
-    raise RuntimeError(f"could not start the test hosts: {last}")
+    return _start_hosts(root, names)
 
 
 @pytest.fixture(scope="module")
