@@ -17,7 +17,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 
 .DEFAULT_GOAL := all
 .PHONY: all install system-deps browser-deps hosts-deps vm-deps libvirtd guest demo test test-fast \
-	test-demo test-hosts test-vm screenshot chaos lint typecheck bench up down flower compose-check \
+	test-demo test-hosts test-vm screenshot chaos lint typecheck bench bench-vm up down flower compose-check \
 	clean
 
 all: lint typecheck test
@@ -116,6 +116,11 @@ typecheck: install
 # Throughput, latency and scaling against bare Celery chains; see bench/README.md.
 bench: install
 	$(BIN)/resizeflow bench $(BENCH_ARGS)
+
+# Real resizes of a guest with 1 GiB of data between two hosts over SSH, beside rsync.
+bench-vm: install hosts-deps vm-deps libvirtd
+	mkdir -p /run/sshd
+	$(BIN)/resizeflow bench --hypervisor qemu $(BENCH_ARGS)
 
 up:
 	$(COMPOSE) up -d --build

@@ -75,6 +75,20 @@ def _ints(raw: str) -> tuple[int, ...]:
     show_default=True,
 )
 @click.option("--keep", is_flag=True, help="Keep the temporary state dir (worker logs).")
+@click.option(
+    "--hypervisor",
+    type=click.Choice(["test", "qemu"]),
+    default="test",
+    show_default=True,
+    help="qemu: real resizes of a guest with --vm-data-mib of data between two hosts "
+    "over SSH, split into copy, shutdown, boot and engine time, beside rsync (root).",
+)
+@click.option(
+    "--vm-data-mib",
+    default=1024,
+    show_default=True,
+    help="With --hypervisor qemu: MiB of random data on the guest's disk.",
+)
 def bench(
     n: int,
     hosts: int,
@@ -89,8 +103,24 @@ def bench(
     pg_admin_url: str,
     results_dir: Path,
     keep: bool,
+    hypervisor: str,
+    vm_data_mib: int,
 ) -> None:
     """Benchmark workflows against bare Celery chains; print the table, save JSON and a PNG."""
+    if hypervisor == "qemu":
+        from bench.vm import run_vm_bench
+
+        if vm_data_mib < 4:
+            raise click.BadParameter("at least 4 MiB", param_hint="--vm-data-mib")
+        logging.getLogger("resizeflow").setLevel(logging.WARNING)
+        run_vm_bench(
+            Console(),
+            pg_admin_url=pg_admin_url,
+            results_dir=results_dir,
+            data_mib=vm_data_mib,
+            keep=keep,
+        )
+        return
     from bench import harness, plot, report
 
     if min(n, hosts, latency_samples, db_workflows, concurrency) < 1:

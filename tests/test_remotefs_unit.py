@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -13,14 +14,16 @@ from resizeflow.drivers.remotefs import (
     RsyncFilesystem,
     ScpFilesystem,
     SSHOptions,
-    _rsync_stats,
     classify,
+    control_path,
     part_path,
     remote_filesystem,
     remote_sh,
     rsync_argv,
+    rsync_stats,
     scp_argv,
     ssh_argv,
+    ssh_option_args,
     ssh_options,
 )
 from resizeflow.errors import RemoteDiskFull, RemoteFilesystemError, RemoteHostUnreachable
@@ -137,8 +140,8 @@ def test_classify(code: int, stderr: str, link: set[int], kind: str) -> None:
 
 def test_rsync_stats() -> None:
     out = "Number of files: 1\nLiteral data: 1,048,576 bytes\nMatched data: 2048 bytes\n"
-    assert _rsync_stats(out) == (1048576, 2048)
-    assert _rsync_stats("") == (0, 0)
+    assert rsync_stats(out) == (1048576, 2048)
+    assert rsync_stats("") == (0, 0)
 
 
 def test_settings_choose_the_transport_and_the_options(tmp_path: Path) -> None:
@@ -149,3 +152,16 @@ def test_settings_choose_the_transport_and_the_options(tmp_path: Path) -> None:
     assert (opts.key, opts.port, opts.bwlimit_kib) == (Path("/k"), 2022, 64)
     assert opts.known_hosts == tmp_path / "ssh" / "known_hosts"
     assert ssh_options(Settings()).key is None
+
+
+def test_shared_connections_live_in_the_deployment_dir_when_the_path_fits() -> None:
+    s = Settings(state_dir=Path("/var/lib/resizeflow"))
+    opts = ssh_options(s)
+    assert control_path(opts) == "/var/lib/resizeflow/ssh/cm/%C"
+    args = ssh_option_args(opts)
+    assert "ControlMaster=auto" in args and "ControlPath=/var/lib/resizeflow/ssh/cm/%C" in args
+    # Too deep for a unix socket: no sharing, rather than ssh failing to bind.
+    deep = replace(opts, control_dir=Path("/" + "d" * 70))
+    assert control_path(deep) is None
+    assert not any(a.startswith("Control") for a in ssh_option_args(deep))
+    assert control_path(replace(opts, control_dir=None)) is None

@@ -45,6 +45,13 @@ class DiskTransfer:
     disk: CopyResult
     backing_copied: tuple[PurePosixPath, ...]
     backing_present: tuple[PurePosixPath, ...]
+    # What the backing images' copies sent.
+    backing_sent: int = 0
+
+    @property
+    def sent(self) -> int:
+        """Every byte that crossed: the overlay's and its backing images'."""
+        return self.disk.sent + self.backing_sent
 
 
 def backing_chain(path: Path, *, fmt: str, timeout: float = 60.0) -> tuple[ImageInfo, ...]:
@@ -109,6 +116,7 @@ def copy_disk(
 
     copied: list[PurePosixPath] = []
     present: list[PurePosixPath] = []
+    backing_sent = 0
     # (copy_file makes the dest directories itself, in the same round trip as
     # its space check: one SSH connection fewer per image.)
     # Deepest first: an image takes its final name only once every image it
@@ -118,13 +126,13 @@ def copy_disk(
             present.append(targets[i])
             continue
         below = (chain[i + 2], targets[i + 1]) if i + 1 < len(backings) else None
-        fs.copy_file(
+        backing_sent += fs.copy_file(
             Path(backings[i].path),
             host,
             targets[i],
             timeout=_left(end, host),
             before_commit=_rebase(fs, host, backings[i], below, end),
-        )
+        ).sent
         copied.append(targets[i])
     top_below = (chain[1], targets[0]) if backings else None
     disk = fs.copy_file(
@@ -134,7 +142,12 @@ def copy_disk(
         timeout=_left(end, host),
         before_commit=_rebase(fs, host, chain[0], top_below, end),
     )
-    return DiskTransfer(disk=disk, backing_copied=tuple(copied), backing_present=tuple(present))
+    return DiskTransfer(
+        disk=disk,
+        backing_copied=tuple(copied),
+        backing_present=tuple(present),
+        backing_sent=backing_sent,
+    )
 
 
 def _left(end: float | None, host: RemoteHost) -> float | None:

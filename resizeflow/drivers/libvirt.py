@@ -543,30 +543,36 @@ class LibvirtDriver:
         dest: PeerHost,
         target: PurePosixPath,
         deadline: float | None,
-    ) -> None:
-        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        if not self.real:
-            fs.copy_file(source, peer, target, timeout=timeout)
-            return
-        # The root disk is an overlay on _base: its backing image goes only
-        # where the dest's image cache lacks it.
-        result = imagecopy.copy_disk(
-            fs,
-            source,
-            peer,
-            target,
-            local_cache=self.instances_dir / disks.BASE,
-            remote_cache=PurePosixPath(dest.instances_dir) / disks.BASE,
-            timeout=timeout,
-        )
+    ) -> int:
+        """Copy one disk to ``target`` on the peer; the bytes that crossed."""
+        started = time.monotonic()
+        timeout = None if deadline is None else max(deadline - started, 0.001)
+        backing: list[str] = []
+        if self.real:
+            # The root disk is an overlay on _base: its backing image goes only
+            # where the dest's image cache lacks it.
+            moved = imagecopy.copy_disk(
+                fs,
+                source,
+                peer,
+                target,
+                local_cache=self.instances_dir / disks.BASE,
+                remote_cache=PurePosixPath(dest.instances_dir) / disks.BASE,
+                timeout=timeout,
+            )
+            sent = moved.sent
+            backing = [p.name for p in moved.backing_copied]
+        else:
+            sent = fs.copy_file(source, peer, target, timeout=timeout).sent
         log.info(
-            "copied %s to %s: %d bytes sent, backing images copied %s, present %s",
+            "copied %s to %s: %d bytes sent in %.2fs%s",
             source.name,
             dest.name,
-            result.disk.sent,
-            [p.name for p in result.backing_copied],
-            [p.name for p in result.backing_present],
+            sent,
+            time.monotonic() - started,
+            f", with backing images {backing}" if backing else "",
         )
+        return sent
 
     def finish_migration(
         self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None

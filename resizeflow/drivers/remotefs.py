@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".part"
 _CHUNK = 4 * 1024**2
 _STDERR_TAIL = 600
+# A unix socket's path must fit sun_path (108 bytes on Linux), with room to spare.
+_SOCKET_PATH_MAX = 100
 
 # ssh's own exit status when the connection (not the remote command) failed.
 _SSH_FAILED = 255
@@ -92,6 +94,11 @@ class SSHOptions:
     # must not hang the step with it.
     command_timeout: float = 300.0
     bwlimit_kib: int = 0
+    # Where ssh keeps its shared connections (ControlMaster): a copy makes
+    # several SSH calls per disk (prepare, transfer, commit), and each would
+    # otherwise pay for a new connection and key exchange. None: no sharing.
+    control_dir: Path | None = None
+    control_persist: int = 30
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,7 @@ def ssh_options(settings: Settings) -> SSHOptions:
         strict_host_key_checking=settings.ssh_strict_host_key_checking,
         connect_timeout=settings.ssh_connect_timeout,
         bwlimit_kib=settings.disk_copy_bwlimit,
+        control_dir=settings.state_dir / "ssh" / "cm",
     )
 
 
@@ -178,11 +186,26 @@ def ssh_option_args(opts: SSHOptions) -> list[str]:
     ]  # fmt: skip
     if opts.known_hosts is not None:
         args += ["-o", f"UserKnownHostsFile={opts.known_hosts}"]
+    if control_path(opts) is not None:
+        args += [
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={control_path(opts)}",
+            "-o", f"ControlPersist={opts.control_persist}",
+        ]  # fmt: skip
     if opts.key is not None:
         args += ["-i", str(opts.key), "-o", "IdentitiesOnly=yes"]
     if opts.user:
         args += ["-o", f"User={opts.user}"]
     return args
+
+
+def control_path(opts: SSHOptions) -> str | None:
+    """The shared connections' socket path; None when sharing is off or the
+    directory is too deep for a unix socket's path (about 100 bytes)."""
+    if opts.control_dir is None:
+        return None
+    path = f"{opts.control_dir}/%C"  # %C: a 40-character hash of host, port and user
+    return path if len(path) - 2 + 40 < _SOCKET_PATH_MAX else None
 
 
 def ssh_argv(opts: SSHOptions, host: RemoteHost, command: str) -> list[str]:
@@ -244,7 +267,7 @@ def classify(
     return RemoteFilesystemError(op=op, host=host.name, reason=f"exit {returncode}: {reason}")
 
 
-def _rsync_stats(stdout: str) -> tuple[int, int]:
+def rsync_stats(stdout: str) -> tuple[int, int]:
     found = {k: int(re.sub(r"[,.]", "", v)) for k, v in _RSYNC_STAT.findall(stdout)}
     return found.get("Literal", 0), found.get("Matched", 0)
 
@@ -344,6 +367,10 @@ class _SSHFilesystem:
         kh = self.opts.known_hosts
         if kh is not None and not kh.parent.exists():
             kh.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        cm = self.opts.control_dir
+        if cm is not None and control_path(self.opts) is not None and not cm.exists():
+            # Private: whoever can reach a control socket can use the connection.
+            cm.mkdir(parents=True, mode=0o700, exist_ok=True)
 
     def _ssh(
         self, host: RemoteHost, command: str, *, op: str, timeout: float | None, path: str = ""
@@ -514,7 +541,7 @@ class RsyncFilesystem(_SSHFilesystem):
         )
 
     def _result(self, st: os.stat_result, stdout: str) -> CopyResult:
-        sent, matched = _rsync_stats(stdout)
+        sent, matched = rsync_stats(stdout)
         return CopyResult(size=st.st_size, sent=sent, matched=matched)
 
 

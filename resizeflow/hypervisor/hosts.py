@@ -153,6 +153,9 @@ class Host:
         proc, self.proc = self.proc, None
         if proc is None:
             return
+        # Its connections first: each is a child sshd that would outlive the
+        # listener, and a client sharing one (ControlMaster) would still get through.
+        subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)
         proc.terminate()
         try:
             proc.wait(timeout=5)
