@@ -180,10 +180,12 @@ def test_deployment_docs_name_only_real_settings() -> None:
         *UNITS.iterdir(),
         *(ROOT / "workers").glob("*.sh"),
     ]
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Deploying a compute host", 1)[1].split("\n## ", 1)[0]
     named = {
         m
-        for path in texts
-        for m in re.findall(r"RESIZEFLOW_[A-Z0-9_]+", path.read_text())
+        for text in [section, *(path.read_text() for path in texts)]
+        for m in re.findall(r"RESIZEFLOW_[A-Z0-9_]+", text)
         # The container entry's own knob, not a resizeflow setting.
         if m != "RESIZEFLOW_SSHD_CONFIG"
     }
@@ -368,3 +370,19 @@ def test_libvirtd_prepare_is_for_root_only() -> None:
     )
     assert done.returncode != 0
     assert "only root can prepare libvirtd" in done.stderr
+
+
+@pytest.mark.fast
+def test_libvirtd_prepare_adds_only_missing_qemu_conf_keys(tmp_path: Path) -> None:
+    from resizeflow.hypervisor import libvirtd
+
+    conf = tmp_path / "qemu.conf"
+    # Debian's file has every key commented out; an operator set one of them.
+    conf.write_text('#user = "root"\n#security_driver = "selinux"\nstdio_handler = "logd"')
+    added = libvirtd.configure(conf)
+    assert added == ["user", "group", "security_driver", "cgroup_controllers"]
+    text = conf.read_text()
+    assert 'stdio_handler = "logd"\n' in text and 'stdio_handler = "file"' not in text
+    assert 'user = "root"\n' in text.splitlines(keepends=True)[3]
+    assert libvirtd.configure(conf) == []
+    assert libvirtd.main(["--bogus"]) == 2
