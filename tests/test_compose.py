@@ -346,3 +346,53 @@ def test_real_host_entry_is_valid_shell() -> None:
     for script in ("real-host.sh", "ssh-keys.sh", "entrypoint.sh"):
         done = subprocess.run(["sh", "-n", str(ROOT / "workers" / script)], capture_output=True)
         assert done.returncode == 0, done.stderr.decode()
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """workers/Dockerfile's stages by name, each as its instruction lines (continuations joined)."""
+    text = (ROOT / "workers" / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            words = line.split()
+            lines = stages.setdefault(words[-1] if "AS" in words else words[1], [])
+        lines.append(line)
+    return stages
+
+
+def test_image_targets_install_what_compose_runs() -> None:
+    stages = dockerfile_stages()
+    services = compose_services()
+    # The default build (no target) is the last stage: the base image, unchanged.
+    last = list(stages)[-1]
+    assert stages[last] == [f"FROM base AS {last}"]
+    for name, svc in services.items():
+        if "build" not in svc:
+            continue
+        target = svc["build"].get("target")
+        assert target is None or target in stages, (name, target)
+        # Each stage builds on the one before it; what it runs is installed in it.
+        lines = [*stages["base"], *(stages[target] if target else [])]
+        installed = {
+            line.split()[-1].rsplit("/", 1)[-1] for line in lines if line.startswith("COPY ")
+        }
+        command = str(svc.get("command", ["resizeflow-worker"])[0])
+        assert command == "resizeflow" or command in installed, (name, command)
+        for line in lines:
+            if line.startswith("COPY ") and "--from" not in line:
+                for src in line.split()[1:-1]:
+                    assert (ROOT / src).exists(), (name, src)
+    # The real-host target has the Makefile's packages for real guests and disk copies.
+    make = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    wanted = set()
+    for var in ("VM_APT_PACKAGES", "HOSTS_APT_PACKAGES"):
+        found = re.search(rf"^{var} := (.*)$", make, re.M)
+        assert found, var
+        wanted |= set(found.group(1).split())
+    apt = " ".join(line for line in stages["real-host"] if "apt-get install" in line).split()
+    # busybox-static only builds the test guest, which the real hosts do not.
+    assert wanted - {"busybox-static"} <= set(apt), sorted(wanted - set(apt))
