@@ -220,7 +220,10 @@ def test_real_hosts_profile_is_apart_from_the_default_stack() -> None:
         assert services[name]["profiles"] == ["real-hosts"]
     # The default stack's services are what they were: simulated hosts on test:///.
     for name in ("compute-1", "compute-2"):
-        assert services[name]["environment"]["RESIZEFLOW_LIBVIRT_URI"] == "test:///default"
+        env = services[name]["environment"]
+        assert env["RESIZEFLOW_LIBVIRT_URI"] == "test:///default"
+        # Each mounts its peer's instances dir, so a local copy reaches it.
+        assert env["RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT"] == "local"
     # `make up-real-hosts` leaves out every simulated host, which compose would
     # otherwise start beside the real ones (no profile means always).
     make = subprocess.run(
@@ -250,6 +253,8 @@ def test_real_hosts_each_keep_their_own_instances_and_host_key() -> None:
         env = svc["environment"]
         assert env["RESIZEFLOW_HOST"] == name
         assert env["RESIZEFLOW_LIBVIRT_URI"] == "qemu:///system"
+        # Disks cross over SSH (rsync unless set otherwise), never by a local copy.
+        assert env.get("RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT", "rsync") in ("rsync", "scp")
         assert svc["privileged"] is True and svc["user"] == "root"
         assert svc["build"]["target"] == "real-host"
         assert svc["depends_on"]["ssh-keys"]["condition"] == "service_completed_successfully"
