@@ -17,7 +17,8 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 
 .DEFAULT_GOAL := all
 .PHONY: all install system-deps browser-deps hosts-deps vm-deps libvirtd guest demo test test-fast \
-	test-demo test-hosts test-vm screenshot chaos lint typecheck bench bench-vm up down flower compose-check \
+	test-demo test-hosts test-vm screenshot chaos lint typecheck bench bench-vm up up-real-hosts down \
+	flower compose-check \
 	clean
 
 all: lint typecheck test
@@ -125,12 +126,19 @@ bench-vm: install hosts-deps vm-deps libvirtd
 up:
 	$(COMPOSE) up -d --build
 
+# Two compute hosts with real QEMU guests instead of the simulated ones; the
+# simulated hosts are not started (compose starts every service without a profile).
+REAL_HOSTS_UP := --profile real-hosts up -d --build --scale compute-1=0 --scale compute-2=0
+up-real-hosts:
+	$(COMPOSE) $(REAL_HOSTS_UP)
+
 down:
-	$(COMPOSE) down
+	$(COMPOSE) --profile real-hosts down
 
 # Validates compose.yaml without a Docker engine.
 compose-check:
 	$(COMPOSE) config -q
+	$(COMPOSE) --profile real-hosts config -q
 
 flower: install
 	$(BIN)/resizeflow flower

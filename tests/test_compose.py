@@ -192,7 +192,212 @@ def test_compose_file_is_valid() -> None:
         if os.environ.get("CI"):
             pytest.fail("CI validates compose.yaml with docker-compose, which is missing")
         pytest.skip("docker-compose is not installed")
-    done = subprocess.run(
-        ["docker-compose", "config", "-q"], cwd=ROOT, capture_output=True, timeout=60
+    for profile in ([], ["--profile", "real-hosts"]):
+        done = subprocess.run(
+            ["docker-compose", *profile, "config", "-q"], cwd=ROOT, capture_output=True, timeout=60
+        )
+        assert done.returncode == 0, (profile, done.stderr.decode())
+
+
+# --- the real-hosts profile -------------------------------------------------------
+REAL_HOSTS = ("qemu-1", "qemu-2")
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """A service's named volumes: container path -> (volume, read-only)."""
+    found = {}
+    for spec in service.get("volumes", []):
+        volume, path, *mode = spec.split(":")
+        found[path] = (volume, mode == ["ro"])
+    return found
+
+
+def test_real_hosts_profile_is_apart_from_the_default_stack() -> None:
+    services = compose_services()
+    profiled = {name for name, svc in services.items() if svc.get("profiles")}
+    assert profiled == {"ssh-keys", *REAL_HOSTS}
+    for name in profiled:
+        assert services[name]["profiles"] == ["real-hosts"]
+    # The default stack's services are what they were: simulated hosts on test:///.
+    for name in ("compute-1", "compute-2"):
+        env = services[name]["environment"]
+        assert env["RESIZEFLOW_LIBVIRT_URI"] == "test:///default"
+        # Each mounts its peer's instances dir, so a local copy reaches it.
+        assert env["RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT"] == "local"
+    # `make up-real-hosts` leaves out every simulated host, which compose would
+    # otherwise start beside the real ones (no profile means always).
+    make = subprocess.run(
+        ["make", "-s", "-n", "up-real-hosts", "COMPOSE=compose"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert done.returncode == 0, done.stderr.decode()
+    assert make.returncode == 0, make.stderr
+    argv = make.stdout.split()
+    assert argv[:3] == ["compose", "--profile", "real-hosts"]
+    scaled = {argv[i + 1] for i, a in enumerate(argv) if a == "--scale"}
+    simulated = {
+        name
+        for name, svc in services.items()
+        if not svc.get("profiles") and svc.get("command", [""])[0] == "resizeflow-worker"
+    }
+    assert simulated and {f"{name}=0" for name in simulated} == scaled
+
+
+def test_real_hosts_each_keep_their_own_instances_and_host_key() -> None:
+    services = compose_services()
+    instance_volumes = {}
+    for name in REAL_HOSTS:
+        svc = services[name]
+        env = svc["environment"]
+        assert env["RESIZEFLOW_HOST"] == name
+        assert env["RESIZEFLOW_LIBVIRT_URI"] == "qemu:///system"
+        # Disks cross over SSH (rsync unless set otherwise), never by a local copy.
+        assert env.get("RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT", "rsync") in ("rsync", "scp")
+        assert svc["privileged"] is True and svc["user"] == "root"
+        assert svc["build"]["target"] == "real-host"
+        assert svc["depends_on"]["ssh-keys"]["condition"] == "service_completed_successfully"
+        own = mounts(svc)
+        path = f"{env['RESIZEFLOW_STATE_DIR']}/{name}/instances"
+        volume, read_only = own[path]
+        assert not read_only
+        instance_volumes[name] = volume
+        # No other host's instances dir: disks cross between them over SSH.
+        for other in REAL_HOSTS:
+            if other != name:
+                assert not any(f"/{other}/" in p for p in own), own
+        # The deployment's keys are read-only here; the sshd host key too.
+        assert own[str(Path(env["RESIZEFLOW_SSH_KEY"]).parent)][1]
+        assert own[str(Path(env["RESIZEFLOW_SSH_KNOWN_HOSTS"]).parent)][1]
+        assert own["/etc/resizeflow/ssh-host"][1]
+    assert len(set(instance_volumes.values())) == len(REAL_HOSTS)
+    for name, svc in services.items():
+        vols = {v for v, _ in mounts(svc).values()}
+        for host, volume in instance_volumes.items():
+            assert volume not in vols or name == host, (name, volume)
+        host_keys = {v for v in vols if v.startswith("ssh-host-")}
+        assert name in ("ssh-keys", *REAL_HOSTS) or not host_keys
+        if name in REAL_HOSTS:
+            assert len(host_keys) == 1
+
+
+def test_real_hosts_ssh_keys_one_shot_makes_what_the_hosts_read(tmp_path: Path) -> None:
+    """The one-shot's command, run as a process; volumes are directories under tmp_path."""
+    import shutil
+
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen is not installed")
+    services = compose_services()
+    oneshot = services["ssh-keys"]
+    assert oneshot["restart"] == "no"
+    argv = [str(a) for a in oneshot["command"]]
+    assert argv[0] == "resizeflow-ssh-keys"  # the image installs workers/ssh-keys.sh so
+    out = argv[1]
+    volumes = tmp_path / "volumes"
+
+    def volume_dir(volume: str) -> Path:
+        path = volumes / volume
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # Run it in a directory whose subdirectories are the volumes it mounts.
+    root = tmp_path / "oneshot"
+    for path, (volume, _) in mounts(oneshot).items():
+        rel = Path(path).relative_to(out)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(volume_dir(volume))
+    run = [str(ROOT / "workers" / "ssh-keys.sh"), str(root), *argv[2:]]
+    for _ in range(2):  # a restarted stack runs it again: nothing changes
+        done = subprocess.run(run, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        if _ == 0:
+            first = {p: p.read_bytes() for p in volumes.rglob("*") if p.is_file()}
+    assert {p: p.read_bytes() for p in volumes.rglob("*") if p.is_file()} == first
+
+    sshd_config = (ROOT / "workers" / "systemd" / "sshd_config").read_text()
+    host_key = re.search(r"^HostKey (\S+)", sshd_config, re.M)
+    authorized = re.search(r"^AuthorizedKeysFile (\S+)", sshd_config, re.M)
+    assert host_key and authorized
+    for name in REAL_HOSTS:
+        svc = services[name]
+        env = svc["environment"]
+        own = mounts(svc)
+
+        def seen(path: str, own: dict[str, tuple[str, bool]] = own) -> Path:
+            """The file at ``path`` in the container, through its volumes."""
+            mount = max((m for m in own if path.startswith(m + "/")), key=len)
+            return volumes / own[mount][0] / Path(path).relative_to(mount)
+
+        key = seen(env["RESIZEFLOW_SSH_KEY"])
+        assert key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+        assert key.stat().st_mode & 0o077 == 0
+        pub = Path(f"{key}.pub").read_text().split()[:2]
+        assert seen(authorized.group(1)).read_text().split()[:2] == pub
+        # The host's sshd key is pinned under the address its peers dial: its
+        # migration address, by default its host name.
+        address = env.get("RESIZEFLOW_MIGRATION_ADDRESS") or env["RESIZEFLOW_HOST"]
+        port = int(env["RESIZEFLOW_SSH_PORT"])
+        pinned = address if port == 22 else f"[{address}]:{port}"
+        pins = dict(
+            line.split(" ", 1)
+            for line in seen(env["RESIZEFLOW_SSH_KNOWN_HOSTS"]).read_text().splitlines()
+        )
+        host_pub = Path(f"{seen(host_key.group(1))}.pub").read_text().split()[:2]
+        assert pins[pinned].split() == host_pub
+
+
+def test_real_host_entry_is_valid_shell() -> None:
+    for script in ("real-host.sh", "ssh-keys.sh", "entrypoint.sh"):
+        done = subprocess.run(["sh", "-n", str(ROOT / "workers" / script)], capture_output=True)
+        assert done.returncode == 0, done.stderr.decode()
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """workers/Dockerfile's stages by name, each as its instruction lines (continuations joined)."""
+    text = (ROOT / "workers" / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            words = line.split()
+            lines = stages.setdefault(words[-1] if "AS" in words else words[1], [])
+        lines.append(line)
+    return stages
+
+
+def test_image_targets_install_what_compose_runs() -> None:
+    stages = dockerfile_stages()
+    services = compose_services()
+    # The default build (no target) is the last stage: the base image, unchanged.
+    last = list(stages)[-1]
+    assert stages[last] == [f"FROM base AS {last}"]
+    for name, svc in services.items():
+        if "build" not in svc:
+            continue
+        target = svc["build"].get("target")
+        assert target is None or target in stages, (name, target)
+        # Each stage builds on the one before it; what it runs is installed in it.
+        lines = [*stages["base"], *(stages[target] if target else [])]
+        installed = {
+            line.split()[-1].rsplit("/", 1)[-1] for line in lines if line.startswith("COPY ")
+        }
+        command = str(svc.get("command", ["resizeflow-worker"])[0])
+        assert command == "resizeflow" or command in installed, (name, command)
+        for line in lines:
+            if line.startswith("COPY ") and "--from" not in line:
+                for src in line.split()[1:-1]:
+                    assert (ROOT / src).exists(), (name, src)
+    # The real-host target has the Makefile's packages for real guests and disk copies.
+    make = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    wanted = set()
+    for var in ("VM_APT_PACKAGES", "HOSTS_APT_PACKAGES"):
+        found = re.search(rf"^{var} := (.*)$", make, re.M)
+        assert found, var
+        wanted |= set(found.group(1).split())
+    apt = " ".join(line for line in stages["real-host"] if "apt-get install" in line).split()
+    # busybox-static only builds the test guest, which the real hosts do not.
+    assert wanted - {"busybox-static"} <= set(apt), sorted(wanted - set(apt))

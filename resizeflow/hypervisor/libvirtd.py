@@ -5,7 +5,10 @@ started as ``libvirtd -d``; the settings it needs in ``/etc/libvirt/qemu.conf``
 are added when missing and never overwritten, so an operator's own
 configuration wins.
 
-Run ``python -m resizeflow.hypervisor.libvirtd`` as root.
+Run ``python -m resizeflow.hypervisor.libvirtd`` as root. With ``--prepare``
+it only makes the host ready (the account, qemu.conf, the directories) and
+starts nothing: systemd's ``resizeflow-libvirtd.service`` runs that first and
+then libvirtd itself in the foreground (workers/systemd/).
 """
 
 from __future__ import annotations
@@ -91,12 +94,10 @@ def configure(conf: Path = QEMU_CONF) -> list[str]:
     return added
 
 
-def ensure_running(timeout: float = 30.0) -> bool:
-    """Start libvirtd unless one is running; True if this call started it."""
-    if running():
-        return False
+def prepare() -> str:
+    """Make this host ready for libvirtd (as root); the daemon's path."""
     if os.geteuid() != 0:
-        raise ConfigError("libvirtd is not running, and only root can start it")
+        raise ConfigError("only root can prepare libvirtd")
     daemon = shutil.which("libvirtd") or "/usr/sbin/libvirtd"
     if not Path(daemon).exists():
         raise ConfigError("libvirtd is not installed; run `make vm-deps`")
@@ -104,6 +105,16 @@ def ensure_running(timeout: float = 30.0) -> bool:
     configure()
     for directory in ("/run/libvirt", "/var/lib/libvirt/qemu", "/var/log/libvirt/qemu"):
         Path(directory).mkdir(parents=True, exist_ok=True)
+    return daemon
+
+
+def ensure_running(timeout: float = 30.0) -> bool:
+    """Start libvirtd unless one is running; True if this call started it."""
+    if running():
+        return False
+    if os.geteuid() != 0:
+        raise ConfigError("libvirtd is not running, and only root can start it")
+    daemon = prepare()
     subprocess.run([daemon, "-d"], check=True)
     deadline = time.monotonic() + timeout
     while not running():
@@ -113,7 +124,15 @@ def ensure_running(timeout: float = 30.0) -> bool:
     return True
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--prepare"]:
+        prepare()
+        print("libvirtd prepared")
+        return 0
+    if args:
+        print("usage: python -m resizeflow.hypervisor.libvirtd [--prepare]", file=sys.stderr)
+        return 2
     started = ensure_running()
     print("libvirtd started" if started else "libvirtd already running")
     return 0
