@@ -112,7 +112,8 @@ def bench(
 
         if vm_data_mib < 4:
             raise click.BadParameter("at least 4 MiB", param_hint="--vm-data-mib")
-        logging.getLogger("resizeflow").setLevel(logging.WARNING)
+        for name in ("resizeflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         run_vm_bench(
             Console(),
             pg_admin_url=pg_admin_url,
