@@ -115,7 +115,7 @@ def bench(
         for name in ("resizeflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
         run_vm_bench(
-            Console(),
+            Console(width=max(Console().width, 120)),
             pg_admin_url=pg_admin_url,
             results_dir=results_dir,
             data_mib=vm_data_mib,

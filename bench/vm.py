@@ -19,6 +19,7 @@ the instrumented workers' figures (:mod:`bench.vmprobe`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -281,7 +282,8 @@ class _Bench:
         """rsync ``src`` to host ``to`` over the workers' SSH settings, timed."""
         target = next(h for h in self.hosts.hosts if h.name == to)
         settings = Settings.from_env(self.hosts.env(target))
-        opts = remotefs.ssh_options(settings)
+        # The workers' key, port and host keys; its own connection, as a plain rsync has.
+        opts = dataclasses.replace(remotefs.ssh_options(settings), control_dir=None)
         scratch = PurePosixPath(target.root / "rsync-baseline" / src.name)
         Path(scratch).parent.mkdir(parents=True, exist_ok=True)
         Path(scratch).unlink(missing_ok=True)
@@ -364,10 +366,13 @@ def _line(s: Split) -> str:
 
 
 def _print(console: Console, results: dict[str, Any]) -> None:
-    table = Table(title=f"real resizes, {results['data_bytes'] // MiB} MiB of data, "
-                  f"{results['virt_type']}")  # fmt: skip
-    for col in ("workflow", "total s", "copy s", "shutdown s", "boot s", "other driver s",
-                "engine s", "engine share", "copy MB/s", "rsync MB/s", "copy ÷ rsync"):  # fmt: skip
+    table = Table(
+        title=f"real resizes, {results['data_bytes'] // MiB} MiB of data, "
+        f"{results['virt_type']} (seconds)"
+    )
+    heads = ("flow", "total", "copy", "shutdown", "boot", "driver", "engine", "engine %",
+             "copy MB/s", "rsync MB/s", "÷ rsync")  # fmt: skip
+    for col in heads:
         table.add_column(col, justify="right")
     for w in results["workflows"]:
         table.add_row(

@@ -158,7 +158,7 @@ def ssh_options(settings: Settings) -> SSHOptions:
         strict_host_key_checking=settings.ssh_strict_host_key_checking,
         connect_timeout=settings.ssh_connect_timeout,
         bwlimit_kib=settings.disk_copy_bwlimit,
-        control_dir=settings.state_dir / "ssh" / "cm",
+        control_dir=(settings.state_dir / "ssh" / "cm").absolute(),
     )
 
 
@@ -434,6 +434,7 @@ class _SSHFilesystem:
         except FileNotFoundError:
             raise DiskNotFound(location=str(src)) from None
         deadline = _Deadline(timeout)
+        self._prepare_local()
         prep = self._check(
             self._ssh(
                 host,
