@@ -23,6 +23,7 @@ from resizeflow import retry
 from resizeflow.conf import Settings
 from resizeflow.drivers.imagecopy import backing_chain, copy_disk
 from resizeflow.drivers.remotefs import (
+    LocalFilesystem,
     RemoteFilesystem,
     RemoteHost,
     RsyncFilesystem,
@@ -545,3 +546,38 @@ def test_a_worker_configured_by_its_settings_copies_to_the_other_host(
     digest = write_sparse(src, 8 * MiB, [(MiB, MiB)])
     fs.copy_file(src, dest_host, remote_dir / src.parent.name / "disk")
     assert sha256(b.instances / src.parent.name / "disk") == digest
+
+
+def test_local_transport_keeps_holes_commits_by_rename_and_refuses_a_full_disk(
+    two_hosts: TestHosts, src_dir: Path, full_dir: Path
+) -> None:
+    """The ``local`` transport (hosts on one machine) keeps the SSH transports' rules."""
+    b = two_hosts.hosts[1]
+    fs = LocalFilesystem()
+    size = 64 * MiB
+    src = src_dir / "disk"
+    digest = write_sparse(src, size, [(0, MiB), (size - MiB, MiB)])
+    dest = b.rpath(src_dir.name, "disk")
+    seen: list[PurePosixPath] = []
+
+    def before_commit(part: PurePosixPath) -> None:
+        # The data is all there, under the temporary name only.
+        assert sha256(Path(part)) == digest and not Path(dest).exists()
+        seen.append(part)
+
+    result = fs.copy_file(src, b.remote, dest, before_commit=before_commit)
+    assert seen == [part_path(dest)]
+    assert sha256(Path(dest)) == digest and result.size == size
+    assert allocated(Path(dest)) <= allocated(src) + 256 * 1024
+    assert leftovers(Path(dest).parent) == []
+
+    big = src_dir / "big"
+    write_random(big, 24 * MiB)
+    target = PurePosixPath(full_dir / "disk")
+    with pytest.raises(RemoteDiskFull) as checked:
+        fs.copy_file(big, b.remote, target)
+    assert "host-b" in checked.value.message and "more bytes" in checked.value.message
+    with pytest.raises(RemoteDiskFull):
+        fs.copy_file(big, b.remote, target, check_space=False)
+    # Nothing under the final name, and the partial copy is gone.
+    assert list(full_dir.iterdir()) == []
