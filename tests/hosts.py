@@ -16,10 +16,7 @@ import pytest
 from resizeflow.hypervisor.hosts import ADDRESSES, Host, Hosts, keygen, missing_tools
 from resizeflow.hypervisor.hosts import start_hosts as _start_hosts
 
-__all__ = ["ADDRESSES", "TestHost", "TestHosts", "keygen", "require_root", "start_hosts"]
-
-TestHost = Host
-TestHosts = Hosts
+__all__ = ["ADDRESSES", "Host", "Hosts", "keygen", "require_root", "start_hosts"]
 
 
 def require_host_tools() -> None:
@@ -47,7 +44,7 @@ def start_hosts(root: Path, names: tuple[str, ...]) -> Hosts:
 
 
 @pytest.fixture(scope="module")
-def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:
+def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
     """Two hosts, ``host-a`` at 127.0.0.11 and ``host-b`` at 127.0.0.12."""
     hosts = start_hosts(tmp_path_factory.mktemp("hosts"), ("host-a", "host-b"))
     try:

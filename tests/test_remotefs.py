@@ -42,7 +42,7 @@ from resizeflow.errors import (
     TransientError,
     VirtError,
 )
-from tests.hosts import ADDRESSES, TestHosts, keygen, require_root
+from tests.hosts import ADDRESSES, Hosts, keygen, require_root
 
 pytestmark = [pytest.mark.hosts, pytest.mark.timeout(120)]
 
@@ -86,14 +86,14 @@ def leftovers(directory: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def big_file(two_hosts: TestHosts) -> tuple[Path, str]:
+def big_file(two_hosts: Hosts) -> tuple[Path, str]:
     """200 MiB of random data on the source host, and its sha256: shared by the slow tests."""
     path = two_hosts.hosts[0].instances / "big" / "disk"
     return path, write_random(path, 200 * MiB)
 
 
 @pytest.fixture
-def src_dir(two_hosts: TestHosts, request: pytest.FixtureRequest) -> Path:
+def src_dir(two_hosts: Hosts, request: pytest.FixtureRequest) -> Path:
     """A fresh instance directory on the source host (host-a, the test process)."""
     d = two_hosts.hosts[0].instances / request.node.name.replace("[", "-").rstrip("]")
     d.mkdir(parents=True)
@@ -102,7 +102,7 @@ def src_dir(two_hosts: TestHosts, request: pytest.FixtureRequest) -> Path:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_sparse_file_crosses_with_its_data_and_its_holes(
-    two_hosts: TestHosts, src_dir: Path, transport: type[_SSHFilesystem]
+    two_hosts: Hosts, src_dir: Path, transport: type[_SSHFilesystem]
 ) -> None:
     b = two_hosts.hosts[1]
     size = 96 * MiB
@@ -129,7 +129,7 @@ def test_sparse_file_crosses_with_its_data_and_its_holes(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_interrupted_copy_leaves_no_final_file_and_a_retry_completes(
-    two_hosts: TestHosts,
+    two_hosts: Hosts,
     src_dir: Path,
     big_file: tuple[Path, str],
     transport: type[_SSHFilesystem],
@@ -189,7 +189,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_worker_killed_mid_copy_leaves_no_final_file_and_no_orphan_transfer(
-    two_hosts: TestHosts, src_dir: Path, big_file: tuple[Path, str]
+    two_hosts: Hosts, src_dir: Path, big_file: tuple[Path, str]
 ) -> None:
     b = two_hosts.hosts[1]
     src, digest = big_file
@@ -240,7 +240,7 @@ def _qemu_img(*args: str) -> None:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_qcow2_overlay_brings_its_backing_file_only_when_missing(
-    two_hosts: TestHosts, src_dir: Path, transport: type[_SSHFilesystem]
+    two_hosts: Hosts, src_dir: Path, transport: type[_SSHFilesystem]
 ) -> None:
     b = two_hosts.hosts[1]
     cache = src_dir / "_base"  # host-a's image cache
@@ -298,9 +298,7 @@ def test_qcow2_overlay_brings_its_backing_file_only_when_missing(
     assert leftovers(dest_base.parent) == []
 
 
-def test_backing_file_outside_the_image_cache_is_refused(
-    two_hosts: TestHosts, src_dir: Path
-) -> None:
+def test_backing_file_outside_the_image_cache_is_refused(two_hosts: Hosts, src_dir: Path) -> None:
     b = two_hosts.hosts[1]
     elsewhere = src_dir / "not-the-cache" / "secret"
     write_sparse(elsewhere, MiB, [(0, 4096)])
@@ -315,7 +313,7 @@ def test_backing_file_outside_the_image_cache_is_refused(
     assert not Path(b.rpath(src_dir.name)).exists()
 
 
-def test_shared_storage_is_detected_as_nova_does(two_hosts: TestHosts, src_dir: Path) -> None:
+def test_shared_storage_is_detected_as_nova_does(two_hosts: Hosts, src_dir: Path) -> None:
     a, b = two_hosts.hosts[:2]
     fs = RsyncFilesystem(two_hosts.ssh_options())
     b.instances.mkdir(exist_ok=True)
@@ -332,7 +330,7 @@ def test_shared_storage_is_detected_as_nova_does(two_hosts: TestHosts, src_dir: 
         assert [p.name for p in d.iterdir() if p.name.startswith(".rf-shared-")] == []
 
 
-def test_shared_storage_setting_overrides_the_detection(two_hosts: TestHosts) -> None:
+def test_shared_storage_setting_overrides_the_detection(two_hosts: Hosts) -> None:
     a, b = two_hosts.hosts[:2]
     nowhere = RsyncFilesystem(two_hosts.ssh_options(port=1))  # would fail if asked
     for forced in (True, False):
@@ -367,7 +365,7 @@ def _every_operation(fs: RemoteFilesystem, host: RemoteHost, src: Path) -> Itera
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_wrong_port_is_a_transient_error_naming_the_host(
-    two_hosts: TestHosts, src_dir: Path, transport: type[_SSHFilesystem]
+    two_hosts: Hosts, src_dir: Path, transport: type[_SSHFilesystem]
 ) -> None:
     b = two_hosts.hosts[1]
     src = src_dir / "disk"
@@ -378,9 +376,7 @@ def test_wrong_port_is_a_transient_error_naming_the_host(
     assert not Path("/tmp/resizeflow-never-written").exists()
 
 
-def test_stopped_sshd_is_a_transient_error_naming_the_host(
-    two_hosts: TestHosts, src_dir: Path
-) -> None:
+def test_stopped_sshd_is_a_transient_error_naming_the_host(two_hosts: Hosts, src_dir: Path) -> None:
     c = two_hosts.add_host("host-c", ADDRESSES[2])
     c.start()
     src = src_dir / "disk"
@@ -395,7 +391,7 @@ def test_stopped_sshd_is_a_transient_error_naming_the_host(
 
 
 @pytest.fixture
-def full_dir(two_hosts: TestHosts, src_dir: Path) -> Iterator[Path]:
+def full_dir(two_hosts: Hosts, src_dir: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs in host-b's instances dir: a dest disk that fills up."""
     require_root("mounting a tmpfs")
     d = two_hosts.hosts[1].instances / f"full-{src_dir.name}"
@@ -410,7 +406,7 @@ def full_dir(two_hosts: TestHosts, src_dir: Path) -> Iterator[Path]:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_full_dest_disk_is_a_final_error_and_leaves_nothing_behind(
-    two_hosts: TestHosts, src_dir: Path, full_dir: Path, transport: type[_SSHFilesystem]
+    two_hosts: Hosts, src_dir: Path, full_dir: Path, transport: type[_SSHFilesystem]
 ) -> None:
     b = two_hosts.hosts[1]
     src = src_dir / "disk"
@@ -442,7 +438,7 @@ def test_full_dest_disk_is_a_final_error_and_leaves_nothing_behind(
     assert fs.free_bytes(b.remote, dest.parent) == free
 
 
-def test_remove_takes_a_partial_copy_with_the_file(two_hosts: TestHosts, src_dir: Path) -> None:
+def test_remove_takes_a_partial_copy_with_the_file(two_hosts: Hosts, src_dir: Path) -> None:
     b = two_hosts.hosts[1]
     src = src_dir / "disk"
     write_sparse(src, 2 * MiB, [(0, MiB)])
@@ -462,7 +458,7 @@ def test_remove_takes_a_partial_copy_with_the_file(two_hosts: TestHosts, src_dir
 
 
 def test_refused_key_and_changed_host_key_are_final_errors_naming_the_host(
-    two_hosts: TestHosts, src_dir: Path
+    two_hosts: Hosts, src_dir: Path
 ) -> None:
     d = two_hosts.add_host("host-d", ADDRESSES[3])
     d.start()
@@ -504,7 +500,7 @@ def test_refused_key_and_changed_host_key_are_final_errors_naming_the_host(
 
 
 def test_duplicate_copies_at_once_both_end_with_the_complete_file(
-    two_hosts: TestHosts, src_dir: Path
+    two_hosts: Hosts, src_dir: Path
 ) -> None:
     # A step redelivered while its first copy still runs (the lease taken
     # over) copies the same file to the same place at the same time.
@@ -523,7 +519,7 @@ def test_duplicate_copies_at_once_both_end_with_the_complete_file(
 
 @pytest.mark.parametrize("transport", ["rsync", "scp"])
 def test_a_worker_configured_by_its_settings_copies_to_the_other_host(
-    two_hosts: TestHosts, transport: str
+    two_hosts: Hosts, transport: str
 ) -> None:
     a, b = two_hosts.hosts[:2]
     env = two_hosts.env(a) | {"RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT": transport}
@@ -549,7 +545,7 @@ def test_a_worker_configured_by_its_settings_copies_to_the_other_host(
 
 
 def test_local_transport_keeps_holes_commits_by_rename_and_refuses_a_full_disk(
-    two_hosts: TestHosts, src_dir: Path, full_dir: Path
+    two_hosts: Hosts, src_dir: Path, full_dir: Path
 ) -> None:
     """The ``local`` transport (hosts on one machine) keeps the SSH transports' rules."""
     b = two_hosts.hosts[1]

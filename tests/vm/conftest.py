@@ -28,7 +28,7 @@ import pytest
 from resizeflow.drivers import vifs
 from resizeflow.hypervisor import guest, libvirtd
 from resizeflow.launch.stack import TEST_DRIVER_ENV, build
-from tests.hosts import TestHosts, start_hosts
+from tests.hosts import Hosts, start_hosts
 from tests.stack import (
     PG_ADMIN_URL,
     REDIS_URL,
@@ -85,7 +85,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmStack]:
 
 
 def _vm_stack(
-    state_dir: Path, files: guest.GuestFiles, run_id: str, hosts: TestHosts
+    state_dir: Path, files: guest.GuestFiles, run_id: str, hosts: Hosts
 ) -> Iterator[VmStack]:
     image_id = guest.register(state_dir / "images", files)
     vm_env = {

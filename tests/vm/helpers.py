@@ -15,7 +15,7 @@ from resizeflow.db.models import Allocation, Migration, Port
 from resizeflow.drivers import vifs
 from resizeflow.drivers.base import VifSpec
 from resizeflow.hypervisor.guest import ConsoleReport, GuestFiles, parse_console
-from tests.hosts import TestHosts
+from tests.hosts import Hosts
 from tests.stack import Stack, wait_for
 
 GiB = 1024**3
@@ -41,7 +41,7 @@ class VmStack:
     files: GuestFiles
     run_id: str
     # The hosts' sshd processes, addresses and keys (tests.hosts).
-    hosts: TestHosts
+    hosts: Hosts
     _conn: Any = field(default=None, repr=False)
 
     def worker_env(self, host: str) -> dict[str, str]:
