@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -75,7 +76,16 @@ def _ints(raw: str) -> tuple[int, ...]:
     show_default=True,
 )
 @click.option("--keep", is_flag=True, help="Keep the temporary state dir (worker logs).")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="The same ratios at small sizes, one round each, no profile or scaling: "
+    "under 3 minutes on 2 cores. Size options given with it still apply.",
+)
+@click.option("--no-peer", is_flag=True, help="Skip the TaskFlow peer.")
+@click.pass_context
 def bench(
+    click_ctx: click.Context,
     n: int,
     hosts: int,
     latency_samples: int,
@@ -89,27 +99,49 @@ def bench(
     pg_admin_url: str,
     results_dir: Path,
     keep: bool,
+    quick: bool,
+    no_peer: bool,
 ) -> None:
     """Benchmark workflows against bare Celery chains; print the table, save JSON and a PNG."""
     from bench import harness, plot, report
 
     if min(n, hosts, latency_samples, db_workflows, concurrency) < 1:
         raise click.BadParameter("sizes must be at least 1")
-    config = harness.BenchConfig(
-        n=n,
-        hosts=hosts,
-        latency_samples=latency_samples,
-        host_grid=_ints(host_grid),
-        host_grid_n=host_grid_n,
-        load_grid=harness.FULL_LOAD_GRID if full else _ints(load_grid),
-        cross=full,
-        db_n=db_workflows,
-        concurrency=concurrency,
-        profile=not no_profile,
-        pg_admin_url=pg_admin_url,
-        results_dir=results_dir,
-        keep=keep,
-    )
+    chosen: dict[str, Any] = {
+        "n": n,
+        "hosts": hosts,
+        "latency_samples": latency_samples,
+        "host_grid": _ints(host_grid),
+        "host_grid_n": host_grid_n,
+        "load_grid": harness.FULL_LOAD_GRID if full else _ints(load_grid),
+        "cross": full,
+        "db_n": db_workflows,
+        "concurrency": concurrency,
+        "profile": not no_profile,
+        "peer": not no_peer,
+        "pg_admin_url": pg_admin_url,
+        "results_dir": results_dir,
+        "keep": keep,
+    }
+    if quick:
+        # Sizes given on the command line override the quick ones; where the
+        # run goes and what it connects to always come from the options.
+        source = click.core.ParameterSource.COMMANDLINE
+        keys = {
+            "db_workflows": ("db_n",),
+            "no_profile": ("profile",),
+            "no_peer": ("peer",),
+            "full": ("load_grid", "cross"),
+        }
+        given = {
+            key
+            for name in click_ctx.params
+            if click_ctx.get_parameter_source(name) == source
+            for key in keys.get(name, (name,))
+        } | {"pg_admin_url", "results_dir", "keep"}
+        config = harness.BenchConfig.quick(**{k: v for k, v in chosen.items() if k in given})
+    else:
+        config = harness.BenchConfig(**chosen)
     # The service layer logs every request at INFO; the table is what matters here.
     for name in ("resizeflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -119,11 +151,14 @@ def bench(
     def log(msg: str) -> None:
         console.log(f"[{time.monotonic() - t0:5.0f}s] {msg}")
 
+    def show(phase: str, results: dict[str, Any]) -> None:
+        report.print_phase(console, phase, results)
+
     try:
-        results, path = harness.run_bench(config, log)
+        results, path = harness.run_bench(config, log, show)
     except KeyboardInterrupt:
         console.print("interrupted; the bench stack is stopped and its databases dropped")
         raise SystemExit(130) from None
-    report.print_report(console, results)
+    report.print_summary(console, results)
     png = plot.plot_scaling(results, path.with_suffix(".png"))
     console.print(f"results: {path}" + (f", plot: {png}" if png else ""))

@@ -110,7 +110,9 @@ def stack(
         },
     )
     try:
-        spawned = [local.spawn_worker(host, argv=_worker_argv(host, probe_out, worker)) for host in names]
+        spawned = [
+            local.spawn_worker(host, argv=_worker_argv(host, probe_out, worker)) for host in names
+        ]
         local.wait_workers(spawned, timeout=120)
         yield BenchStack(name=name, backend=backend, hosts=names, local=local)
     finally:
