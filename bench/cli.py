@@ -45,7 +45,7 @@ def _ints(raw: str) -> tuple[int, ...]:
 )
 @click.option(
     "--load-grid",
-    default="100,500,1000",
+    default="100,500",
     show_default=True,
     help="Scaling: workflows per point of the load sweep (on --hosts hosts).",
 )
@@ -83,6 +83,19 @@ def _ints(raw: str) -> tuple[int, ...]:
     "under 3 minutes on 2 cores. Size options given with it still apply.",
 )
 @click.option("--no-peer", is_flag=True, help="Skip the TaskFlow peer.")
+@click.option(
+    "--peer-workflows",
+    "peer_n",
+    default=50,
+    show_default=True,
+    help="TaskFlow peer: workflows at once, per engine and flow.",
+)
+@click.option(
+    "--peer-samples",
+    default=10,
+    show_default=True,
+    help="TaskFlow peer: single workflows per flow.",
+)
 @click.pass_context
 def bench(
     click_ctx: click.Context,
@@ -101,11 +114,13 @@ def bench(
     keep: bool,
     quick: bool,
     no_peer: bool,
+    peer_n: int,
+    peer_samples: int,
 ) -> None:
     """Benchmark workflows against bare Celery chains; print the table, save JSON and a PNG."""
     from bench import harness, plot, report
 
-    if min(n, hosts, latency_samples, db_workflows, concurrency) < 1:
+    if min(n, hosts, latency_samples, db_workflows, concurrency, peer_n, peer_samples) < 1:
         raise click.BadParameter("sizes must be at least 1")
     chosen: dict[str, Any] = {
         "n": n,
@@ -119,6 +134,8 @@ def bench(
         "concurrency": concurrency,
         "profile": not no_profile,
         "peer": not no_peer,
+        "peer_n": peer_n,
+        "peer_samples": peer_samples,
         "pg_admin_url": pg_admin_url,
         "results_dir": results_dir,
         "keep": keep,

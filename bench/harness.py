@@ -29,7 +29,7 @@ from bench.stack import DEFAULT_PG_ADMIN, BenchShared, stack
 from resizeflow.launch.supervisor import Supervisor
 
 DEFAULT_HOST_GRID = (1, 2, 4, 8)
-DEFAULT_LOAD_GRID = (100, 500, 1000)
+DEFAULT_LOAD_GRID = (100, 500)
 FULL_LOAD_GRID = (100, 500, 2000)
 
 # A phase's name and the results so far: called as each phase ends.
@@ -56,8 +56,11 @@ class BenchConfig:
     # Batches per flow in the baseline, throughput and TaskFlow phases; the best counts.
     rounds: int = 2
     profile: bool = True
-    # The same flows on OpenStack TaskFlow's worker-based engine (bench.taskflow_peer).
+    # The same flows on OpenStack TaskFlow's worker-based engine (bench.taskflow_peer):
+    # workflows at once per engine, and TaskFlow's single workflows per flow.
     peer: bool = True
+    peer_n: int = 50
+    peer_samples: int = 10
     pg_admin_url: str = DEFAULT_PG_ADMIN
     results_dir: Path = Path("bench/results")
     timeout: float = 900.0
@@ -68,9 +71,11 @@ class BenchConfig:
         """Every ratio of the default run, at small sizes and one round each,
         without the profile and the scaling grid: under 3 minutes on two cores."""
         sizes: dict[str, Any] = {
-            "n": 50,
-            "latency_samples": 10,
-            "db_n": 5,
+            "n": 40,
+            "latency_samples": 8,
+            "db_n": 3,
+            "peer_n": 20,
+            "peer_samples": 5,
             "rounds": 1,
             "profile": False,
             "host_grid": (),
@@ -153,13 +158,7 @@ class Run:
             self.show("latency", self.results)
             if cfg.peer:
                 self.results["taskflow"] = taskflow_peer.peer_phase(
-                    st,
-                    cfg.n,
-                    cfg.rounds,
-                    cfg.latency_samples,
-                    cfg.pg_admin_url,
-                    cfg.timeout,
-                    self.log,
+                    st, cfg.peer_n, cfg.peer_samples, cfg.pg_admin_url, cfg.timeout, self.log
                 )
                 self.results["vs_taskflow"] = taskflow_peer.ratios(self.results)
                 self.show("taskflow", self.results)
