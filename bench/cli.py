@@ -79,7 +79,8 @@ def _ints(raw: str) -> tuple[int, ...]:
 @click.option(
     "--quick",
     is_flag=True,
-    help="The same ratios at small sizes, one round each, no profile or scaling: "
+    help="The same ratios at small sizes, one round each, without the profile, the "
+    "database counts and the scaling grid: "
     "under 3 minutes on 2 cores. Size options given with it still apply.",
 )
 @click.option("--no-peer", is_flag=True, help="Skip the TaskFlow peer.")

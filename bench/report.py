@@ -335,7 +335,8 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
     _header(console, results)
     _throughput(console, results)
     _latency(console, results)
-    _per_step(console, results)
+    if "postgresql" in results.get("database", {}):
+        _per_step(console, results)
     if "taskflow" in results:
         _peer(console, results)
     else:

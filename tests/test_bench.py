@@ -74,7 +74,7 @@ def test_quick_bench_runs_the_taskflow_peer(tmp_path: Path) -> None:
         pytest.skip("needs redis-server and PostgreSQL")
     from bench.cli import bench
 
-    args = ["--quick", "-n", "3", "--latency-samples", "2", "--db-workflows", "2"]
+    args = ["--quick", "-n", "3", "--latency-samples", "2"]
     args += ["--peer-workflows", "3", "--peer-samples", "2"]
     args += ["--pg-admin-url", PG_ADMIN_URL, "--results-dir", str(tmp_path)]
     result = CliRunner().invoke(bench, args, env={"COLUMNS": "200"}, catch_exceptions=False)
@@ -82,8 +82,9 @@ def test_quick_bench_runs_the_taskflow_peer(tmp_path: Path) -> None:
 
     saved = json.loads(next(tmp_path.glob("*.json")).read_text())
     config = saved["config"]
-    assert (config["n"], config["rounds"], config["db_n"]) == (3, 1, 2)
-    assert not config["profile"] and saved["scaling"] == [] and "profile" not in saved
+    assert (config["n"], config["rounds"], config["peer_n"]) == (3, 1, 3)
+    assert not config["profile"] and "profile" not in saved
+    assert saved["database"] == {} and saved["scaling"] == []
     for flow, steps in (("confirm", 4), ("revert", 5)):
         peer = saved["taskflow"][flow]
         # Errors count engines that failed and migrations not confirmed/reverted after.
@@ -105,7 +106,6 @@ def test_quick_bench_runs_the_taskflow_peer(tmp_path: Path) -> None:
         "latency: one at a time",
         "peer: 3 confirms at once",
         "TaskFlow's worker-based engine, same stack",
-        "per step (p50, ms)",  # after the database phase
         "targets",
     ]
     where = [out.find(text) for text in order]
