@@ -160,8 +160,9 @@ def bench(
         config = harness.BenchConfig.quick(**{k: v for k, v in chosen.items() if k in given})
     else:
         config = harness.BenchConfig(**chosen)
-    # The service layer logs every request at INFO; the table is what matters here.
-    for name in ("resizeflow", "alembic"):
+    # The service layer logs every request at INFO, TaskFlow its consumers; the
+    # tables are what matter here.
+    for name in ("resizeflow", "alembic", "taskflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
     console = Console()
     t0 = time.monotonic()

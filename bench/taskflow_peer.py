@@ -29,7 +29,6 @@ commit (saving the last result, the flow's SUCCESS) is not in the figure.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import statistics
 import threading
@@ -94,9 +93,8 @@ class Peer:
         self.backend, self.executor = backend, executor
         self.threads: list[threading.Thread] = []
         self.failed: list[str] = []
+        self.st = st
         self.api = PeerAPI(st.api, self)
-        self.stack = copy.copy(st)
-        self.stack.api = self.api  # so that drive's helpers drive TaskFlow
 
     def launch(self, item: Launch) -> None:
         thread = threading.Thread(target=self._run, args=(item,), daemon=True)
@@ -142,10 +140,10 @@ class Peer:
             t = time.time()
             started[call(drive.ctx(), u)] = t
         failed = self.join(timeout)
-        batch = drive.collect(self.stack, flow, started)
-        # An engine that ran to its end has done the steps' work: check what
-        # the steps leave behind, the migration confirmed or reverted.
-        with self.stack.db.snapshot() as s:
+        batch = drive.collect(self.st, flow, started)
+        # An engine that succeeded is TaskFlow's word; the migration confirmed
+        # or reverted is the steps' own effect, checked too.
+        with self.st.db.snapshot() as s:
             unfinished = s.scalar(
                 select(func.count())
                 .select_from(Migration)
