@@ -38,7 +38,7 @@ Show = Callable[[str, dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to run. The default finishes in under 10 minutes on two busy cores.
+    """What to run. The default is meant to finish in under 8 minutes on two cores.
 
     The default scaling grid is the host sweep at ``host_grid_n`` workflows
     plus the load sweep on ``hosts`` hosts; ``cross`` runs every pair instead.
