@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -44,7 +45,7 @@ def _ints(raw: str) -> tuple[int, ...]:
 )
 @click.option(
     "--load-grid",
-    default="100,500,1000",
+    default="100,500",
     show_default=True,
     help="Scaling: workflows per point of the load sweep (on --hosts hosts).",
 )
@@ -89,7 +90,30 @@ def _ints(raw: str) -> tuple[int, ...]:
     show_default=True,
     help="With --hypervisor qemu: MiB of random data on the guest's disk.",
 )
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="The same ratios at small sizes, one round each, without the profile, the "
+    "database counts and the scaling grid: "
+    "under 3 minutes on 2 cores. Size options given with it still apply.",
+)
+@click.option("--no-peer", is_flag=True, help="Skip the TaskFlow peer.")
+@click.option(
+    "--peer-workflows",
+    "peer_n",
+    default=50,
+    show_default=True,
+    help="TaskFlow peer: workflows at once, per engine and flow.",
+)
+@click.option(
+    "--peer-samples",
+    default=10,
+    show_default=True,
+    help="TaskFlow peer: single workflows per flow.",
+)
+@click.pass_context
 def bench(
+    click_ctx: click.Context,
     n: int,
     hosts: int,
     latency_samples: int,
@@ -105,6 +129,10 @@ def bench(
     keep: bool,
     hypervisor: str,
     vm_data_mib: int,
+    quick: bool,
+    no_peer: bool,
+    peer_n: int,
+    peer_samples: int,
 ) -> None:
     """Benchmark workflows against bare Celery chains; print the table, save JSON and a PNG."""
     if hypervisor == "qemu":
@@ -124,25 +152,48 @@ def bench(
         return
     from bench import harness, plot, report
 
-    if min(n, hosts, latency_samples, db_workflows, concurrency) < 1:
+    if min(n, hosts, latency_samples, db_workflows, concurrency, peer_n, peer_samples) < 1:
         raise click.BadParameter("sizes must be at least 1")
-    config = harness.BenchConfig(
-        n=n,
-        hosts=hosts,
-        latency_samples=latency_samples,
-        host_grid=_ints(host_grid),
-        host_grid_n=host_grid_n,
-        load_grid=harness.FULL_LOAD_GRID if full else _ints(load_grid),
-        cross=full,
-        db_n=db_workflows,
-        concurrency=concurrency,
-        profile=not no_profile,
-        pg_admin_url=pg_admin_url,
-        results_dir=results_dir,
-        keep=keep,
-    )
-    # The service layer logs every request at INFO; the table is what matters here.
-    for name in ("resizeflow", "alembic"):
+    chosen: dict[str, Any] = {
+        "n": n,
+        "hosts": hosts,
+        "latency_samples": latency_samples,
+        "host_grid": _ints(host_grid),
+        "host_grid_n": host_grid_n,
+        "load_grid": harness.FULL_LOAD_GRID if full else _ints(load_grid),
+        "cross": full,
+        "db_n": db_workflows,
+        "concurrency": concurrency,
+        "profile": not no_profile,
+        "peer": not no_peer,
+        "peer_n": peer_n,
+        "peer_samples": peer_samples,
+        "pg_admin_url": pg_admin_url,
+        "results_dir": results_dir,
+        "keep": keep,
+    }
+    if quick:
+        # Sizes given on the command line override the quick ones; where the
+        # run goes and what it connects to always come from the options.
+        source = click.core.ParameterSource.COMMANDLINE
+        keys = {
+            "db_workflows": ("db_n",),
+            "no_profile": ("profile",),
+            "no_peer": ("peer",),
+            "full": ("load_grid", "cross"),
+        }
+        given = {
+            key
+            for name in click_ctx.params
+            if click_ctx.get_parameter_source(name) == source
+            for key in keys.get(name, (name,))
+        } | {"pg_admin_url", "results_dir", "keep"}
+        config = harness.BenchConfig.quick(**{k: v for k, v in chosen.items() if k in given})
+    else:
+        config = harness.BenchConfig(**chosen)
+    # The service layer logs every request at INFO, TaskFlow its consumers; the
+    # tables are what matter here.
+    for name in ("resizeflow", "alembic", "taskflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
     console = Console()
     t0 = time.monotonic()
@@ -150,11 +201,14 @@ def bench(
     def log(msg: str) -> None:
         console.log(f"[{time.monotonic() - t0:5.0f}s] {msg}")
 
+    def show(phase: str, results: dict[str, Any]) -> None:
+        report.print_phase(console, phase, results)
+
     try:
-        results, path = harness.run_bench(config, log)
+        results, path = harness.run_bench(config, log, show)
     except KeyboardInterrupt:
         console.print("interrupted; the bench stack is stopped and its databases dropped")
         raise SystemExit(130) from None
-    report.print_report(console, results)
+    report.print_summary(console, results)
     png = plot.plot_scaling(results, path.with_suffix(".png"))
     console.print(f"results: {path}" + (f", plot: {png}" if png else ""))

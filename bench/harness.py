@@ -1,8 +1,8 @@
 """Run every phase in order, clean up whatever was started, and save the results.
 
 The main stack (two hosts by default, PostgreSQL) runs the baseline, the
-throughput and latency phases and the profile pass, with its workers' RSS
-sampled throughout. Scaling and database work start stacks of their own. One
+throughput and latency phases, the TaskFlow peer and the profile pass, with
+its workers' RSS sampled throughout. Scaling and database work start stacks of their own. One
 private redis-server serves them all, and every PostgreSQL database and
 temporary directory is removed at the end, also on Ctrl-C or failure.
 """
@@ -24,18 +24,21 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import dbwork, monitor, phases, scaling
+from bench import dbwork, monitor, phases, scaling, taskflow_peer
 from bench.stack import DEFAULT_PG_ADMIN, BenchShared, stack
 from resizeflow.launch.supervisor import Supervisor
 
 DEFAULT_HOST_GRID = (1, 2, 4, 8)
-DEFAULT_LOAD_GRID = (100, 500, 1000)
+DEFAULT_LOAD_GRID = (100, 500)
 FULL_LOAD_GRID = (100, 500, 2000)
+
+# A phase's name and the results so far: called as each phase ends.
+Show = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to run. The default finishes in under 10 minutes on two busy cores.
+    """What to run. The default is meant to finish in under 8 minutes on two cores.
 
     The default scaling grid is the host sweep at ``host_grid_n`` workflows
     plus the load sweep on ``hosts`` hosts; ``cross`` runs every pair instead.
@@ -49,12 +52,38 @@ class BenchConfig:
     load_grid: tuple[int, ...] = DEFAULT_LOAD_GRID
     cross: bool = False
     db_n: int = 20
+    db_backends: tuple[str, ...] = ("postgresql", "sqlite")
     concurrency: int = 4
+    # Batches per flow in the baseline, throughput and TaskFlow phases; the best counts.
+    rounds: int = 2
     profile: bool = True
+    # The same flows on OpenStack TaskFlow's worker-based engine (bench.taskflow_peer):
+    # workflows at once per engine, and TaskFlow's single workflows per flow.
+    peer: bool = True
+    peer_n: int = 50
+    peer_samples: int = 10
     pg_admin_url: str = DEFAULT_PG_ADMIN
     results_dir: Path = Path("bench/results")
     timeout: float = 900.0
     keep: bool = False
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchConfig:
+        """Every ratio of the default run, at small sizes and one round each,
+        without the profile, the database counts and the scaling grid: under
+        3 minutes on two cores."""
+        sizes: dict[str, Any] = {
+            "n": 40,
+            "latency_samples": 8,
+            "db_backends": (),
+            "peer_n": 20,
+            "peer_samples": 5,
+            "rounds": 1,
+            "profile": False,
+            "host_grid": (),
+            "load_grid": (),
+        }
+        return cls(**{**sizes, **overrides})
 
     def grid(self) -> list[tuple[int, int]]:
         """The (hosts, N) scaling points, in run order."""
@@ -99,28 +128,46 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _quiet(_phase: str, _results: dict[str, Any]) -> None:
+    pass
+
+
 @dataclass
 class Run:
     config: BenchConfig
     log: Callable[[str], None]
     prefix: Path  # results/<stamp>: the JSON, PNG and profile share it
     results: dict[str, Any] = field(default_factory=dict)
+    show: Show = _quiet
 
     def main_stack(self, shared: BenchShared) -> None:
         cfg = self.config
-        with stack(shared, "main", hosts=cfg.hosts, concurrency=cfg.concurrency) as st:
+        # The TaskFlow peer needs its workers in the same processes (see bench.taskflow_worker).
+        worker = "bench.taskflow_worker" if cfg.peer else "bench.worker"
+        with stack(
+            shared, "main", hosts=cfg.hosts, concurrency=cfg.concurrency, worker=worker
+        ) as st:
             sampler = monitor.RssSampler(st.worker_pids())
             sampler.start()
             self.log(f"baseline: bare chains of 4 and 5 no-op steps, {cfg.n} at a time")
-            base = phases.baseline(st, cfg.n, cfg.timeout)
+            base = phases.baseline(st, cfg.n, cfg.timeout, cfg.rounds)
             self.results["baseline"] = base
-            tp = phases.throughput(st, cfg.n, base, cfg.timeout, self.log)
+            tp = phases.throughput(st, cfg.n, base, cfg.timeout, self.log, cfg.rounds)
             servers = tp.pop("servers")
             self.results["throughput"] = tp
+            self.show("throughput", self.results)
             self.results["latency"] = phases.latency(st, cfg.latency_samples, cfg.timeout, self.log)
+            self.show("latency", self.results)
+            if cfg.peer:
+                self.results["taskflow"] = taskflow_peer.peer_phase(
+                    st, cfg.peer_n, cfg.peer_samples, cfg.pg_admin_url, cfg.timeout, self.log
+                )
+                self.results["vs_taskflow"] = taskflow_peer.ratios(self.results)
+                self.show("taskflow", self.results)
             if cfg.profile:
                 self.log(f"profile: py-spy on every worker, {cfg.n} confirms")
                 self.results["profile"] = phases.profile_pass(st, servers, self.prefix, cfg.timeout)
+                self.show("profile", self.results)
             peaks = sampler.stop()
             ends = scaling.done_times(st)
             self.results["main_workers"] = {
@@ -137,13 +184,18 @@ class Run:
             backend: dbwork.database_work(
                 shared, backend, cfg.db_n, probe_dir, cfg.timeout, self.log
             )
-            for backend in ("postgresql", "sqlite")
+            for backend in cfg.db_backends
         }
-        overhead(self.results)
-        self.results["scaling"] = [
-            scaling.scaling_point(shared, h, n, cfg.concurrency, cfg.timeout, self.log)
-            for h, n in cfg.grid()
-        ]
+        if "postgresql" in self.results["database"]:
+            overhead(self.results)
+            self.show("database", self.results)
+        points: list[dict[str, Any]] = []
+        self.results["scaling"] = points
+        for h, n in cfg.grid():
+            points.append(
+                scaling.scaling_point(shared, h, n, cfg.concurrency, cfg.timeout, self.log)
+            )
+            self.show("scaling point", self.results)
 
 
 def overhead(results: dict[str, Any]) -> None:
@@ -156,15 +208,20 @@ def overhead(results: dict[str, Any]) -> None:
             row["overhead_ms"] = round(row["step_ms"] - driver, 2)
 
 
-def run_bench(config: BenchConfig, log: Callable[[str], None]) -> tuple[dict[str, Any], Path]:
-    """Run the benchmark; returns the results and the path of the JSON written."""
+def run_bench(
+    config: BenchConfig, log: Callable[[str], None], show: Show = _quiet
+) -> tuple[dict[str, Any], Path]:
+    """Run the benchmark; returns the results and the path of the JSON written.
+
+    ``show`` is called with each phase's name as soon as the phase ends.
+    """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     config.results_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="resizeflow-bench-"))
     shared = BenchShared(
         root=root, pg_admin_url=config.pg_admin_url, sup=Supervisor(state_dir=root, env={})
     )
-    run = Run(config, log, config.results_dir / stamp)
+    run = Run(config, log, config.results_dir / stamp, show=show)
     started = time.monotonic()
     try:
         with _sigterm_as_interrupt():

@@ -62,17 +62,17 @@ THROUGHPUT_ROUNDS = ((("2", "confirm"), ("3", "revert")), (("3", "confirm"), ("4
 
 
 def throughput(
-    st: BenchStack, n: int, base: dict[str, Any], timeout: float, log: Log
+    st: BenchStack, n: int, base: dict[str, Any], timeout: float, log: Log, rounds: int = 2
 ) -> dict[str, Any]:
     """``n`` confirms at once, then ``n`` reverts at once, against the baseline.
 
-    Like the baseline, the best of two rounds counts, so that both sides of
-    the ratio had the same chances on a shared machine.
+    Like the baseline, the best of ``rounds`` (at most two) counts, so that
+    both sides of the ratio had the same chances on a shared machine.
     """
     servers = drive.create_servers(st, n, timeout)
     tries: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for number, rounds in enumerate(THROUGHPUT_ROUNDS, 1):
-        for flavor, flow in rounds:
+    for number, pairs in enumerate(THROUGHPUT_ROUNDS[:rounds], 1):
+        for flavor, flow in pairs:
             log(f"throughput, round {number}: resizing {n} servers, then {n} {flow}s at once")
             drive.resize_all(st, servers, flavor, timeout)
             tries[flow].append(rates(drive.finish(st, servers, flow, timeout), drive.STEPS[flow]))

@@ -58,6 +58,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     at_most=False,
                 )
             )
+    for flow, vs in results.get("vs_taskflow", {}).items():
+        rows.append(
+            _row(
+                f"{flow} throughput / TaskFlow's (same stack)",
+                vs["throughput"],
+                2,
+                "x",
+                at_most=False,
+            )
+        )
     for flow in ("confirm", "revert"):
         if flow in lat:
             rows.append(
@@ -109,9 +119,9 @@ def _table(title: str, *cols: str) -> Table:
     return t
 
 
-def _flows(console: Console, results: dict[str, Any]) -> None:
-    base, tp, lat = results["baseline"], results["throughput"], results["latency"]
-    n = results["config"]["n"]
+def _throughput(console: Console, results: dict[str, Any]) -> None:
+    base, tp = results["baseline"], results["throughput"]
+    n = tp["confirm"]["n"]
     t = _table(f"throughput: {n} at once, PostgreSQL", "flow", "wf/s", "steps/s", "bare wf/s")
     t.add_column("ratio", justify="right")
     t.add_column("errors", justify="right")
@@ -127,6 +137,10 @@ def _flows(console: Console, results: dict[str, Any]) -> None:
             str(r["errors"]),
         )
     console.print(t)
+
+
+def _latency(console: Console, results: dict[str, Any]) -> None:
+    lat = results["latency"]
     t = _table("latency: one at a time, API call to terminal state", "flow", "p50 ms", "p95 ms")
     for col in ("p99 ms", "bare p50 ms", "ratio", "overhead/step ms"):
         t.add_column(col, justify="right")
@@ -142,6 +156,10 @@ def _flows(console: Console, results: dict[str, Any]) -> None:
             f"{r['overhead_per_step_vs_bare_ms']:.1f}",
         )
     console.print(t)
+
+
+def _per_step(console: Console, results: dict[str, Any]) -> None:
+    lat = results["latency"]
     t = _table("per step (p50, ms)", "step", "queue hop", "step", "driver", "overhead")
     t.add_column("DB round trips", justify="right")
     counted = results.get("database", {}).get("postgresql", {}).get("per_step", {})
@@ -156,6 +174,70 @@ def _flows(console: Console, results: dict[str, Any]) -> None:
                 f"{r.get('overhead_ms', r['step_ms']):.1f}",
                 str(trips),
             )
+    console.print(t)
+
+
+def _peer(console: Console, results: dict[str, Any]) -> None:
+    peer, lat = results["taskflow"], results["latency"]
+    n = peer["confirm"]["n"]
+    t = _table(
+        f"TaskFlow's worker-based engine, same stack: {n} at once per engine, then one at a time",
+        "flow",
+        "TaskFlow wf/s",
+        "resizeflow wf/s",
+        "TaskFlow p50 ms",
+        "resizeflow p50",
+    )
+    for col in ("TaskFlow p99 ms", "resizeflow p99", "errors"):
+        t.add_column(col, justify="right")
+    for flow in ("confirm", "revert"):
+        p = peer[flow]
+        t.add_row(
+            f"{flow} ({p['steps']} steps)",
+            f"{p['workflows_per_s']:.1f}",
+            f"{p['resizeflow_workflows_per_s']:.1f}",
+            f"{p['p50_ms']:.0f}",
+            f"{lat[flow]['p50_ms']:.0f}",
+            f"{p['p99_ms']:.0f}",
+            f"{lat[flow]['p99_ms']:.0f}",
+            str(p["errors"]),
+        )
+    console.print(t)
+    _ratios(console, results)
+
+
+def _ratios(console: Console, results: dict[str, Any]) -> None:
+    """resizeflow ÷ bare chain beside resizeflow ÷ TaskFlow, for what was measured so far."""
+    tp, lat = results.get("throughput", {}), results.get("latency", {})
+    vs = results.get("vs_taskflow", {})
+    t = _table(
+        "resizeflow ÷ bare chain and ÷ TaskFlow (throughput: higher is better; latency: lower)",
+        "flow",
+        "throughput ÷ bare",
+        "÷ TaskFlow",
+        "p50 ÷ bare",
+        "÷ TaskFlow",
+    )
+    t.add_column("p99 ÷ bare", justify="right")
+    t.add_column("÷ TaskFlow", justify="right")
+
+    def x(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    for flow in ("confirm", "revert"):
+        if flow not in tp:
+            continue
+        r, v = lat.get(flow, {}), vs.get(flow, {})
+        p99_bare = r["p99_ms"] / r["bare_p99_ms"] if r.get("bare_p99_ms") else None
+        t.add_row(
+            flow,
+            x(tp[flow]["ratio_to_baseline"]),
+            x(v.get("throughput")),
+            x(r.get("ratio_to_bare")),
+            x(v.get("p50")),
+            x(p99_bare),
+            x(v.get("p99")),
+        )
     console.print(t)
 
 
@@ -179,6 +261,15 @@ def _scaling(console: Console, results: dict[str, Any]) -> None:
     console.print(s)
 
 
+def _scaling_point(console: Console, results: dict[str, Any]) -> None:
+    p = results["scaling"][-1]
+    console.print(
+        f"scaling H={p['hosts']} N={p['n']}: {p['workflows_per_s']:.1f} wf/s, "
+        f"{p['ratio_to_baseline']:.2f}x bare, {p['cost_ms_per_workflow']:.1f} ms/wf, "
+        f"{p['worker_cpu_ms_per_workflow']:.1f} CPU ms/wf, {p['errors']} errors"
+    )
+
+
 def _profile(console: Console, results: dict[str, Any]) -> None:
     prof = results.get("profile", {})
     for kind, label in (("gil", "CPU (holding the GIL)"), ("busy", "busy threads")):
@@ -198,16 +289,58 @@ def _profile(console: Console, results: dict[str, Any]) -> None:
         console.print(t)
 
 
-def print_report(console: Console, results: dict[str, Any]) -> None:
+# What is printed as each phase ends (see bench.harness.Run.show).
+_PHASES = {
+    "throughput": [_throughput],
+    "latency": [_latency],
+    "taskflow": [_peer],
+    "profile": [_profile],
+    "database": [_per_step],
+    "scaling point": [_scaling_point],
+}
+
+
+def print_phase(console: Console, phase: str, results: dict[str, Any]) -> None:
+    """The figures of a phase that has just ended."""
+    for part in _PHASES.get(phase, []):
+        part(console, results)
+
+
+def _header(console: Console, results: dict[str, Any]) -> None:
     m = results["machine"]
     console.print(
         f"\n[bold]resizeflow bench[/bold] {results['started']}, {results['duration_s']:.0f}s on "
         f"{m['nproc']} x {m['cpu_model']}, {m['ram_gb']} GB RAM"
     )
-    _flows(console, results)
-    _scaling(console, results)
-    _profile(console, results)
+
+
+def _targets(console: Console, results: dict[str, Any]) -> None:
     g = _table("targets", "target", "value", "limit", "result")
     for row in results["targets"]:
         g.add_row(row["target"], str(row["value"]), row["limit"], _mark(row["met"]))
     console.print(g)
+
+
+def print_summary(console: Console, results: dict[str, Any]) -> None:
+    """The end of a run whose phases were printed as they ended: ratios, scaling, targets."""
+    _header(console, results)
+    _ratios(console, results)
+    if results.get("scaling"):
+        _scaling(console, results)
+    _targets(console, results)
+
+
+def print_report(console: Console, results: dict[str, Any]) -> None:
+    """Every table of a finished run, from its result dict (a saved JSON too)."""
+    _header(console, results)
+    _throughput(console, results)
+    _latency(console, results)
+    if "postgresql" in results.get("database", {}):
+        _per_step(console, results)
+    if "taskflow" in results:
+        _peer(console, results)
+    else:
+        _ratios(console, results)
+    _scaling(console, results)
+    _profile(console, results)
+    _targets(console, results)

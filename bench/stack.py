@@ -74,10 +74,10 @@ class BenchStack:
         }
 
 
-def _worker_argv(host: str, probe_out: Path | None) -> list[str]:
+def _worker_argv(host: str, probe_out: Path | None, worker: str) -> list[str]:
     """The bench's own worker (the no-op tasks registered), or the instrumented one."""
     if probe_out is None:
-        return [sys.executable, "-m", "bench.worker", host]
+        return [sys.executable, "-m", worker, host]
     return [sys.executable, "-m", "bench.probe", host, str(probe_out / f"{host}.json")]
 
 
@@ -90,8 +90,13 @@ def stack(
     backend: str = "postgresql",
     concurrency: int = 4,
     probe_out: Path | None = None,
+    worker: str = "bench.worker",
 ) -> Iterator[BenchStack]:
-    """Start a stack; ``probe_out`` runs instrumented workers that write stats there."""
+    """Start a stack; ``probe_out`` runs instrumented workers that write stats there.
+
+    ``worker`` is the workers' module: ``bench.taskflow_worker`` serves TaskFlow's
+    tasks too, for the peer phase.
+    """
     names = [f"bench-{i + 1}" for i in range(hosts)]
     local = build(
         shared.root / name,
@@ -106,7 +111,9 @@ def stack(
         },
     )
     try:
-        spawned = [local.spawn_worker(host, argv=_worker_argv(host, probe_out)) for host in names]
+        spawned = [
+            local.spawn_worker(host, argv=_worker_argv(host, probe_out, worker)) for host in names
+        ]
         local.wait_workers(spawned, timeout=120)
         yield BenchStack(name=name, backend=backend, hosts=names, local=local)
     finally:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from rich.console import Console
 
 from bench import harness, plot, report
@@ -28,6 +29,7 @@ def test_bench_runs_every_phase(tmp_path: Path) -> None:
         load_grid=(4, 6),
         db_n=2,
         profile=False,
+        peer=False,  # test_quick_bench_runs_the_taskflow_peer covers it
         pg_admin_url=PG_ADMIN_URL,
         results_dir=tmp_path,
     )
@@ -62,6 +64,53 @@ def test_bench_runs_every_phase(tmp_path: Path) -> None:
     out = io.StringIO()
     report.print_report(Console(file=out, width=120), results)
     assert "targets" in out.getvalue()
+
+
+def test_quick_bench_runs_the_taskflow_peer(tmp_path: Path) -> None:
+    """``resizeflow bench --quick`` at tiny sizes: TaskFlow's worker-based engine runs
+    the same confirms and reverts on the same stack, and every phase's table is
+    printed as soon as the phase ends, before the next phase starts."""
+    if shutil.which("redis-server") is None or not service_up(PG_ADMIN_URL, 5432):
+        pytest.skip("needs redis-server and PostgreSQL")
+    from bench.cli import bench
+
+    args = ["--quick", "-n", "3", "--latency-samples", "2"]
+    args += ["--peer-workflows", "3", "--peer-samples", "2"]
+    args += ["--pg-admin-url", PG_ADMIN_URL, "--results-dir", str(tmp_path)]
+    result = CliRunner().invoke(bench, args, env={"COLUMNS": "200"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+    config = saved["config"]
+    assert (config["n"], config["rounds"], config["peer_n"]) == (3, 1, 3)
+    assert not config["profile"] and "profile" not in saved
+    assert saved["database"] == {} and saved["scaling"] == []
+    for flow, steps in (("confirm", 4), ("revert", 5)):
+        peer = saved["taskflow"][flow]
+        # Errors count engines that failed and migrations not confirmed/reverted after.
+        assert peer["n"] == 3 and peer["steps"] == steps and peer["errors"] == 0
+        assert peer["resizeflow_errors"] == 0 and peer["latency_n"] == 2
+        assert peer["workflows_per_s"] > 0 and peer["resizeflow_workflows_per_s"] > 0
+        assert len(saved["throughput"][flow]["rounds_workflows_per_s"]) == 1
+        assert 0 < peer["p50_ms"] <= peer["p95_ms"] <= peer["p99_ms"]
+        vs = saved["vs_taskflow"][flow]
+        ours = peer["resizeflow_workflows_per_s"]
+        assert vs["throughput"] == round(ours / peer["workflows_per_s"], 2)
+        assert vs["p50"] == round(saved["latency"][flow]["p50_ms"] / peer["p50_ms"], 2)
+    assert any("TaskFlow" in t["target"] for t in saved["targets"])
+
+    out = result.output
+    order = [
+        "throughput: 3 at once",  # the table, printed when the throughput phase ends
+        "latency: 2 single confirms",  # the next phase's first log line
+        "latency: one at a time",
+        "peer: 3 confirms at once",
+        "TaskFlow's worker-based engine, same stack",
+        "targets",
+    ]
+    where = [out.find(text) for text in order]
+    assert -1 not in where and where == sorted(where), list(zip(order, where, strict=True))
+    assert "÷ TaskFlow" in out
 
 
 def test_profile_summary_ranks_our_functions_below_celery(tmp_path: Path) -> None:
