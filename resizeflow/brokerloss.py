@@ -19,7 +19,9 @@ broker that answers but no longer has it has lost its data: the checker that
 records the next epoch (its sequence number is unique, so one checker wins
 per loss) re-drives every workflow whose next message was sent before then,
 and only then writes the new marker. A broker that does not answer is only
-down; nothing is decided until it answers.
+down; nothing is decided until it answers. An epoch whose marker was never
+seen in the broker cannot be lost: its marker is written again instead, so a
+broker that refuses or drops the marker does not cause a re-drive per check.
 """
 
 from __future__ import annotations
@@ -138,16 +140,34 @@ class Checker:
                 # The first check of this deployment: nothing to compare with.
                 first = _new_epoch(self.database, 1, after_loss=False)
                 if first is not None:
-                    write_marker(conn, first.token)
-                    self.token = first.token
                     log.info("broker epoch 1 recorded")
+                    self._mark(conn, first)
                 return first
-            if latest.token != self.token:
-                # Another checker (or an earlier process) moved the epoch on.
-                self.token = latest.token
-                if has_marker(conn, latest.token):
-                    return None
+            if latest.marked_at is None:
+                # Its checker is still re-driving, or died doing so, or could
+                # not write the marker. A marker never seen cannot have been
+                # lost: write it, and re-drive nothing. (This is what keeps a
+                # broker that refuses the marker from re-driving everything
+                # in flight at every check.)
+                self._mark(conn, latest)
+                return None
+            if has_marker(conn, latest.token):
+                self.token = latest.token  # another checker moved the epoch on
+                return None
             return self._lost(conn, latest)
+
+    def _mark(self, conn: Any, epoch: BrokerEpoch, previous: str | None = None) -> None:
+        """Write ``epoch``'s marker, read it back, and record that it was seen."""
+        write_marker(conn, epoch.token, previous)
+        if not has_marker(conn, epoch.token):
+            raise BrokerUnreachable(f"the broker did not keep epoch {epoch.seq}'s marker")
+        with self.database.transaction() as s:
+            s.execute(
+                update(BrokerEpoch)
+                .where(BrokerEpoch.id == epoch.id, BrokerEpoch.marked_at.is_(None))
+                .values(marked_at=utcnow())
+            )
+        self.token = epoch.token
 
     def _lost(self, conn: Any, latest: BrokerEpoch) -> BrokerEpoch | None:
         seen_at = utcnow()
@@ -159,10 +179,10 @@ class Checker:
             "whose next message it held",
             latest.seq,
         )
-        # NOTE: the marker is written only after the re-drive. A process that
-        # dies in between leaves the marker missing, so the next check sees a
-        # loss again and re-drives again: a duplicate is harmless, a workflow
-        # left waiting for the reconcile deadline is not.
+        # NOTE: the marker is written after the re-drive, so that a check
+        # meanwhile (another beat's) does not take the new epoch for lost.
+        # A checker that dies in the middle leaves the rest of the re-drive
+        # to the reconciler's deadline; the next check only marks the epoch.
         redriven = recovery.reconcile(self.settings, self.database, self.app, lost_before=seen_at)
         with self.database.transaction() as s:
             s.execute(
@@ -170,9 +190,8 @@ class Checker:
                 .where(BrokerEpoch.id == epoch.id)
                 .values(redriven=BrokerEpoch.redriven + len(redriven))
             )
-        write_marker(conn, epoch.token, previous=latest.token)
-        self.token = epoch.token
         log.warning("broker epoch %d: re-drove %d workflows", epoch.seq, len(redriven))
+        self._mark(conn, epoch, previous=latest.token)
         return epoch
 
 

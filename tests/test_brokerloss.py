@@ -9,6 +9,7 @@ back on default settings, is in ``tests/test_chaos.py``.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class Broker:
     database: Database
     stop: Callable[[], None]  # down: it does not answer
     start_empty: Callable[[], None]  # back, without its data
+    vhost: str = ""
 
     def checker(self) -> brokerloss.Checker:
         """A checker as a (re)started beat process has it: nothing in memory."""
@@ -81,7 +83,7 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
                 create_vhost(RABBITMQ_URL, vhost)
 
         settings = Settings(state_dir=tmp_path, broker_url=url, database_url=database.url)
-        yield Broker(settings, database, stop, start_empty)
+        yield Broker(settings, database, stop, start_empty, vhost)
     finally:
         sup.stop_all()
         if vhost:
@@ -145,3 +147,32 @@ def test_lost_messages_are_re_driven_at_once(rf: Stack, project: str) -> None:
     assert (item.migration_id, item.reason) == (u_mig, "the broker lost its data")
     rf.wait_migration(u_mig, MigrationStatus.REVERTED)
     rf.wait_instance(undone, VmState.ACTIVE)
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_a_broker_that_refuses_the_marker_causes_no_re_drive(broker: Broker) -> None:
+    """A marker that was never seen in the broker cannot be lost."""
+    # The user may use every queue but the marker's (RabbitMQ's regexes are PCRE).
+    subprocess.run(
+        [
+            "rabbitmqctl",
+            "-q",
+            "set_permissions",
+            "-p",
+            broker.vhost,
+            "guest",
+            r"^(?!resizeflow\.broker-epoch).*",
+            ".*",
+            ".*",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    beat = broker.checker()
+    for _ in range(3):
+        with pytest.raises(Exception, match="ACCESS_REFUSED"):
+            beat.check()
+    assert broker.epochs() == [(1, False)]
+    text = metrics.render(broker.database).decode()
+    assert "resizeflow_broker_losses_total 0.0" in text
+    assert "resizeflow_broker_loss_redrives_total 0.0" in text

@@ -151,6 +151,9 @@ class BrokerEpoch(Base):
     after_loss: Mapped[bool] = mapped_column(Boolean, default=False)
     # Workflows re-driven because of that loss.
     redriven: Mapped[int] = mapped_column(Integer, default=0)
+    # When the epoch's marker was first seen in the broker. Until then the
+    # marker's absence is no loss: it may never have been written at all.
+    marked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class Flavor(Base):

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(), nullable=False),
         sa.Column("after_loss", sa.Boolean(), nullable=False),
         sa.Column("redriven", sa.Integer(), nullable=False),
+        sa.Column("marked_at", sa.DateTime(), nullable=True),
         sa.UniqueConstraint("seq", name="uq_broker_epochs_seq"),
     )
 
