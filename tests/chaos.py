@@ -3,7 +3,8 @@
 Everything here is private to one run: a PostgreSQL cluster of its own (so it
 can be restarted), a redis-server of its own or a RabbitMQ vhost of its own
 (so either can lose its data), two worker processes, and beat running the
-reconciler with a short deadline. The stack comes from :mod:`resizeflow.launch`.
+reconciler with a short deadline (or, with :func:`default_timing`, with a
+deployment's settings). The stack comes from :mod:`resizeflow.launch`.
 """
 
 from __future__ import annotations
