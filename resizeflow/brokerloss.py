@@ -160,7 +160,9 @@ class Checker:
         """Write ``epoch``'s marker, read it back, and record that it was seen."""
         write_marker(conn, epoch.token, previous)
         if not has_marker(conn, epoch.token):
-            raise BrokerUnreachable(f"the broker did not keep epoch {epoch.seq}'s marker")
+            # The broker answers but does not keep what it is given: not a
+            # loss, and not something that fixes itself; the watch logs it.
+            raise RuntimeError(f"the broker did not keep broker epoch {epoch.seq}'s marker")
         with self.database.transaction() as s:
             s.execute(
                 update(BrokerEpoch)
@@ -212,5 +214,5 @@ class BrokerWatch(threading.Thread):
             except BrokerUnreachable as exc:
                 log.debug("broker check: the broker did not answer: %s", exc)
             except Exception:  # the database may be down; the next look may work
-                log.exception("broker check failed")
+                log.exception("broker check failed; a loss cannot be seen meanwhile")
             self.stopping.wait(self.every)
