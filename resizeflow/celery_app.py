@@ -56,6 +56,14 @@ def make_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # NOTE: after a reconnect with steps still running, Celery lowers the
+        # prefetch count and raises it again as each of those steps ends,
+        # with basic.qos sent from the thread that ran the step. Seen here
+        # after a RabbitMQ vhost was dropped and came back: once the count was
+        # "restored", the consumer received nothing more until the watchdog
+        # restarted the worker (celery#9512 is the same feature stuck in
+        # another way). Prefetch is one per pool thread anyway.
+        worker_enable_prefetch_count_reduction=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_default_queue="resizeflow",

@@ -235,6 +235,11 @@ class Settings:
     reconcile_deadline: float = field(
         default=120.0, metadata=_env("RECONCILE_DEADLINE", _float(1.0))
     )
+    # How often beat checks that the broker still holds the current epoch's
+    # marker (see resizeflow.brokerloss); 0 turns the check off.
+    broker_check_interval: float = field(
+        default=2.0, metadata=_env("BROKER_CHECK_INTERVAL", _float(0.0))
+    )
     step_max_retries: int = field(default=5, metadata=_env("STEP_MAX_RETRIES", _int(0)))
     retry_backoff: float = field(default=0.5, metadata=_env("RETRY_BACKOFF", _float(0.0)))
     retry_backoff_max: float = field(default=30.0, metadata=_env("RETRY_BACKOFF_MAX", _float(0.0)))

@@ -13,7 +13,10 @@ without any shared in-memory counters:
 - ``resizeflow_queue_depth`` per host queue, ``resizeflow_periodic_queue_depth``;
 - ``resizeflow_host_up`` per host, ``resizeflow_worker_up`` and
   ``resizeflow_worker_heartbeat_age_seconds`` per host and worker process;
-- ``resizeflow_migrations`` per status.
+- ``resizeflow_migrations`` per status;
+- ``resizeflow_broker_losses_total``, the times the broker was found to have
+  lost its data, and ``resizeflow_broker_loss_redrives_total``, the workflows
+  re-driven at once because of it (see :mod:`resizeflow.brokerloss`).
 
 Every metric about a compute host labels it ``host``.
 """
@@ -39,6 +42,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from resizeflow import flows, workflows
 from resizeflow.db import services
 from resizeflow.db.models import (
+    BrokerEpoch,
     ComputeNode,
     InstanceAction,
     Migration,
@@ -88,6 +92,7 @@ class ResizeflowCollector(Collector):
         yield from self._actions()
         yield from self._migrations()
         yield from self._liveness()
+        yield from self._broker_losses()
         if self.app is not None:
             yield from self._queues()
 
@@ -219,6 +224,26 @@ class ResizeflowCollector(Collector):
             buckets = [(str(b), float(n)) for b, n in zip(BUCKETS, cumulative, strict=True)]
             hist.add_metric([step, host], [*buckets, ("+Inf", float(count))], float(total or 0.0))
         yield hist
+
+    def _broker_losses(self) -> Iterator[Metric]:
+        losses = CounterMetricFamily(
+            "resizeflow_broker_losses", "Times the broker was found to have lost its data"
+        )
+        redrives = CounterMetricFamily(
+            "resizeflow_broker_loss_redrives",
+            "Workflows re-driven at once because the broker had lost their next message",
+        )
+        e = BrokerEpoch
+        with self.db.snapshot() as s:
+            count, redriven = s.execute(
+                select(
+                    func.count(case((e.after_loss.is_(True), 1))),
+                    func.coalesce(func.sum(e.redriven), 0),
+                )
+            ).one()
+        losses.add_metric([], int(count))
+        redrives.add_metric([], int(redriven))
+        yield from (losses, redrives)
 
     def _migrations(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(

@@ -5,6 +5,10 @@
   finished, confirm it as an admin would.
 - **Reconciler** (:mod:`resizeflow.recovery`): re-drive workflows whose next
   step never started or whose worker died.
+- **Broker-loss check** (:mod:`resizeflow.brokerloss`): a thread of this
+  process, not a scheduled task, since it must work while the broker's
+  queues are what has been lost. It re-drives at once what a broker that lost
+  its data held.
 - **Incomplete migrations** (Nova's ``_cleanup_incomplete_migrations``): a
   migration in ``error`` whose server has been deleted may still have files and
   a claim on its hosts; purge them and mark the migration ``failed``.
@@ -26,7 +30,7 @@ from celery import Celery
 from celery.bootsteps import RUN  # type: ignore[attr-defined]  # missing from the stubs
 from sqlalchemy import select
 
-from resizeflow import errors, recovery, workflows
+from resizeflow import brokerloss, errors, recovery, workflows
 from resizeflow.celery_app import make_app
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
@@ -212,8 +216,14 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     restart = Restart()
     watch = BeatWatch(worker, restart)
     watch.start()
+    broker_watch = None
+    if settings.broker_check_interval > 0:
+        broker_watch = brokerloss.BrokerWatch(settings, Database(settings.db_url), app)
+        broker_watch.start()
     try:
         worker.start()
     finally:
         watch.stopping.set()
+        if broker_watch is not None:
+            broker_watch.stopping.set()
     raise SystemExit(restart.exit_code(worker.exitcode))

@@ -15,6 +15,11 @@ with a live lease is left alone, and a duplicate that does arrive waits on the
 step's row locks and then finds the step done. Instance operations (spawn,
 stop, start, delete) are one-step flows in the same journal and are re-driven
 the same way.
+
+After the broker has lost its data (:mod:`resizeflow.brokerloss` finds out),
+the deadline is not waited for: every workflow whose next message was sent
+before the loss was seen, a ``pending`` or ``retrying`` first step, is
+re-driven at once.
 """
 
 from __future__ import annotations
@@ -58,7 +63,11 @@ class Redrive:
 
 
 def _stall_reason(
-    rows: list[StepJournal], settings: Settings, now: dt.datetime, incarnation: str | None
+    rows: list[StepJournal],
+    settings: Settings,
+    now: dt.datetime,
+    incarnation: str | None,
+    lost_before: dt.datetime | None = None,
 ) -> tuple[StepJournal, str] | None:
     first = next((r for r in rows if r.status != _J.DONE), None)
     if first is None or first.status in JOURNAL_ENDED:
@@ -66,6 +75,16 @@ def _stall_reason(
     deadline = dt.timedelta(seconds=settings.reconcile_deadline)
     prev = rows[rows.index(first) - 1] if rows.index(first) > 0 else None
     became_next = max(first.enqueued_at, (prev.finished_at if prev else None) or first.enqueued_at)
+    if lost_before is not None:
+        # NOTE: a message sent before the loss was seen may have reached the
+        # new broker instead (it came back a moment earlier); sending it again
+        # then only makes a duplicate, which waits on the step's row locks
+        # and finds it done. A running step is left to its worker, which
+        # sends the next message when it finishes, or to its lease.
+        if first.status == _J.PENDING and became_next < lost_before:
+            return first, "the broker lost its data"
+        if first.status == _J.RETRYING and (first.heartbeat_at or became_next) < lost_before:
+            return first, "the broker lost its data (with the retry)"
     if first.status == _J.PENDING and became_next < now - deadline:
         return first, "next step never started"
     if first.status == _J.RUNNING:
@@ -87,11 +106,14 @@ def stalled(
     now: dt.datetime | None = None,
     host: str | None = None,
     incarnation: str | None = None,
+    lost_before: dt.datetime | None = None,
 ) -> list[Redrive]:
     """The workflows to re-drive, optionally only those whose next step runs on ``host``.
 
     ``incarnation`` is a starting worker's: steps an earlier process of that
-    worker was running count as stalled at once.
+    worker was running count as stalled at once. ``lost_before`` is when the
+    broker was found to have lost its data: messages sent before then count
+    as lost at once.
     """
     now = now or utcnow()
     open_rows = StepJournal.status.not_in([status.value for status in JOURNAL_ENDED])
@@ -123,7 +145,7 @@ def stalled(
         groups[(subject, row.flow)].append(row)
     found = []
     for (subject, flow), rows in groups.items():
-        stall = _stall_reason(rows, settings, now, incarnation)
+        stall = _stall_reason(rows, settings, now, incarnation, lost_before)
         if stall is None or (host is not None and stall[0].host != host):
             continue
         first, reason = stall
@@ -177,8 +199,11 @@ def reconcile(
     host: str | None = None,
     incarnation: str | None = None,
     now: dt.datetime | None = None,
+    lost_before: dt.datetime | None = None,
 ) -> list[Redrive]:
     """One pass: re-drive every stalled workflow, instance operations included."""
     with database.snapshot() as s:
-        items = stalled(s, settings, now=now, host=host, incarnation=incarnation)
+        items = stalled(
+            s, settings, now=now, host=host, incarnation=incarnation, lost_before=lost_before
+        )
     return [item for item in items if redrive(database, app, settings, item)]

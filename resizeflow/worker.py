@@ -338,6 +338,11 @@ def run(
         concurrency=settings.worker_concurrency,
         autoscale=list(autoscale) if autoscale else None,
         loglevel=loglevel,
+        # Nothing here uses revokes or worker-to-worker events: mingle only
+        # delays every start by a second of waiting for neighbours, and
+        # gossip is one more consumer to fail when the broker restarts.
+        without_mingle=True,
+        without_gossip=True,
         # Celery's SIGTERM is a warm shutdown: the step in progress finishes
         # and is acknowledged before the process exits.
     )

@@ -3,7 +3,8 @@
 Everything here is private to one run: a PostgreSQL cluster of its own (so it
 can be restarted), a redis-server of its own or a RabbitMQ vhost of its own
 (so either can lose its data), two worker processes, and beat running the
-reconciler with a short deadline. The stack comes from :mod:`resizeflow.launch`.
+reconciler with a short deadline (or, with :func:`default_timing`, with a
+deployment's settings). The stack comes from :mod:`resizeflow.launch`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy import select
 
 from resizeflow.celery_app import make_app
 from resizeflow.compute.policy import RequestContext
+from resizeflow.conf import Settings
 from resizeflow.db.models import (
     Allocation,
     ComputeNode,
@@ -121,6 +123,8 @@ class PrivatePostgres:
 class Fault:
     kind: str
     at: dt.datetime
+    # When what was broken answered again (the broker back, empty).
+    back_at: dt.datetime | None = None
 
 
 @dataclass
@@ -154,9 +158,36 @@ class Report:
         ]
 
 
+# How fast the chaos stack notices faults: a short reconcile deadline and lease.
+FAST_TIMING = {
+    "retry_backoff": "0.1",
+    "retry_backoff_max": "1",
+    "step_max_retries": "10",
+    "service_down_time": "10",
+    "step_lease": "3",
+    "reconcile_deadline": "4",
+    "periodic_interval": "1",
+}
+# The settings that decide how fast a stack notices and recovers from faults.
+TIMING_SETTINGS = (
+    *FAST_TIMING,
+    "report_interval",
+    "worker_concurrency",
+    "step_timeout",
+    "broker_check_interval",
+)
+
+
+def default_timing() -> dict[str, str]:
+    """Every setting of :data:`TIMING_SETTINGS` at its default, as a deployment has it."""
+    defaults = Settings()
+    return {name: str(getattr(defaults, name)) for name in TIMING_SETTINGS}
+
+
 class ChaosStack:
-    def __init__(self, base: Path, broker: str) -> None:
+    def __init__(self, base: Path, broker: str, timing: dict[str, str] | None = None) -> None:
         self.base, self.broker = base, broker
+        self.timing = FAST_TIMING if timing is None else timing
         self.pg = PrivatePostgres()
         self.vhost = ""
         self.faults: list[Fault] = []
@@ -180,13 +211,7 @@ class ChaosStack:
                 node_vcpus="512",
                 node_memory_mb="4194304",
                 node_local_gb="100000",
-                retry_backoff="0.1",
-                retry_backoff_max="1",
-                step_max_retries="10",
-                service_down_time="10",
-                step_lease="3",
-                reconcile_deadline="4",
-                periodic_interval="1",
+                **self.timing,
                 notifications="false",
                 quota_cores="-1",
                 quota_ram="-1",
@@ -259,7 +284,8 @@ class ChaosStack:
             self.local.stop_worker(host, grace=60)
 
     def restart_broker_losing_data(self) -> None:
-        self.faults.append(Fault("broker lost its data", utcnow()))
+        fault = Fault("broker lost its data", utcnow())
+        self.faults.append(fault)
         if self.broker == "redis":
             self.sup.kill("redis")
             # No persistence: the new server starts empty, as after a crash.
@@ -269,6 +295,7 @@ class ChaosStack:
             # it comes straight back, empty, as after a broker lost its disk.
             delete_vhost(self.vhost)
             create_vhost(RABBITMQ_URL, self.vhost)
+        fault.back_at = utcnow()
 
     def restart_postgres(self) -> None:
         self.faults.append(Fault("PostgreSQL restarted", utcnow()))
@@ -431,6 +458,40 @@ class ChaosStack:
                 if finished is not None:
                     last[mig_id] = max(last.get(mig_id, finished), finished)
             out += [(end - fault.at).total_seconds() for end in last.values() if end > fault.at]
+        return out
+
+    def ends_after_return(self, migs: list[int]) -> dict[tuple[int, str], float]:
+        """For each workflow (a migration's flow) in flight when a fault struck, the
+        seconds from the broken part's return to the workflow's end (0 if before).
+
+        In flight: planned before the return, and not over before the fault.
+        """
+        firsts: dict[tuple[int, str], dt.datetime] = {}
+        ends: dict[tuple[int, str], dt.datetime] = {}
+        with self.db.snapshot() as s:
+            for mig_id, flow, planned, finished in s.execute(
+                select(
+                    StepJournal.migration_id,
+                    StepJournal.flow,
+                    StepJournal.enqueued_at,
+                    StepJournal.finished_at,
+                ).where(
+                    StepJournal.migration_id.in_(migs),
+                    StepJournal.status != JournalStatus.SUPERSEDED,
+                )
+            ):
+                key = (mig_id, flow)
+                # A re-drive moves its first row's enqueued_at on; the others keep the plan's.
+                firsts[key] = min(firsts.get(key, planned), planned)
+                if finished is not None:
+                    ends[key] = max(ends.get(key, finished), finished)
+        out: dict[tuple[int, str], float] = {}
+        for fault in self.faults:
+            if fault.back_at is None:
+                continue
+            for key, end in ends.items():
+                if firsts[key] < fault.back_at and end > fault.at:
+                    out[key] = max(0.0, (end - fault.back_at).total_seconds())
         return out
 
     def usage_violations(self) -> list[str]:

@@ -21,13 +21,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy.exc
+from sqlalchemy import select
 
-from resizeflow import errors
-from resizeflow.db.models import utcnow
+from resizeflow import errors, metrics
+from resizeflow.db.models import BrokerEpoch, utcnow
 from resizeflow.flows import FLOWS, Subject
 from resizeflow.periodic import confirm_unconfirmed_resizes
 from resizeflow.states import MigrationStatus
-from tests.chaos import HOSTS, REPORTS, ChaosStack, Fault, Report
+from tests.chaos import HOSTS, REPORTS, ChaosStack, Fault, Report, default_timing
 from tests.conftest import require
 from tests.stack import RABBITMQ_URL, REDIS_URL, wait_for
 
@@ -38,20 +39,30 @@ RACES = int(os.environ.get("RESIZEFLOW_CHAOS_RACES", "10"))
 BROKERS = os.environ.get("RESIZEFLOW_CHAOS_BROKERS", "redis").split(",")
 
 
-@pytest.fixture(params=BROKERS)
-def chaos(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
-    if request.param == "redis":
+def _stack(broker: str, tmp_path: Path, timing: dict[str, str] | None) -> Iterator[ChaosStack]:
+    if broker == "redis":
         require(REDIS_URL, 6379, "Redis")  # for its redis-server binary's sake
     else:
         require(RABBITMQ_URL, 5672, "RabbitMQ")
     if os.geteuid() != 0 and not os.environ.get("CI"):
         pytest.skip("the private PostgreSQL cluster is started with runuser, as root")
-    stack = ChaosStack(tmp_path, request.param)
+    stack = ChaosStack(tmp_path, broker, timing)
     try:
         stack.start()
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(params=BROKERS)
+def chaos(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
+    yield from _stack(request.param, tmp_path, None)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def chaos_defaults(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
+    """The chaos stack with a deployment's timing: a 120 s reconcile deadline and so on."""
+    yield from _stack(request.param, tmp_path, default_timing())
 
 
 def patiently(call: Callable[[], Any], attempts: int = 60) -> Any:
@@ -70,8 +81,11 @@ def in_background(faults: Callable[[], None]) -> threading.Thread:
     return thread
 
 
-def workload(stack: ChaosStack, report: Report, faults: Callable[[], None] | None) -> None:
-    """Boot, then resize, confirm and revert everything, with ``faults`` running alongside."""
+def workload(
+    stack: ChaosStack, report: Report, faults: Callable[[], None] | None
+) -> dict[str, int]:
+    """Boot, then resize, confirm and revert everything, with ``faults`` running alongside;
+    returns each server's migration."""
     uuids = stack.boot(SERVERS)
     thread = in_background(faults) if faults else None
     migs = {u: patiently(lambda u=u: stack.api.resize(stack.user(), u, "2")) for u in uuids}
@@ -98,6 +112,7 @@ def workload(stack: ChaosStack, report: Report, faults: Callable[[], None] | Non
         thread.join()
     report.faults += len(stack.faults)
     stack.settle(report, list(migs.values()))
+    return migs
 
 
 def record(report: Report) -> None:
@@ -132,6 +147,58 @@ def test_broker_restart_loses_its_data(chaos: ChaosStack) -> None:
 
     workload(chaos, report, faults)
     record(report)
+
+
+# Once the broker answers again, every workflow whose messages it lost ends within this.
+BROKER_RETURN_BUDGET = 15.0
+
+
+def broker_losses(stack: ChaosStack) -> tuple[int, int]:
+    """The losses seen and the workflows re-driven for them, as /metrics reports them."""
+    found = {}
+    for line in metrics.render(stack.db).decode().splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("resizeflow_broker_losses_total", "resizeflow_broker_loss_redrives_total"):
+            found[name] = int(float(value))
+    return found["resizeflow_broker_losses_total"], found["resizeflow_broker_loss_redrives_total"]
+
+
+def test_broker_loss_on_default_settings(chaos_defaults: ChaosStack) -> None:
+    """With a deployment's settings the reconciler would wait 120 s; the broker-loss
+    check re-drives what the broker lost as soon as it is back."""
+    chaos = chaos_defaults
+    report = Report("2. broker restart, data lost (default settings)", chaos.broker)
+
+    def faults() -> None:
+        time.sleep(random.uniform(0.3, 1.5))
+        chaos.restart_broker_losing_data()
+
+    migs = workload(chaos, report, faults)
+    record(report)
+    after_return = chaos.ends_after_return(list(migs.values()))
+    assert after_return, "no workflow was in flight when the broker lost its data"
+    worst = max(after_return.values())
+    print(
+        f"{report.scenario} on {chaos.broker}: {len(after_return)} workflows in flight, "
+        f"the last ended {worst:.1f}s after the broker was back"
+    )
+    late = {k: round(t, 1) for k, t in after_return.items() if t > BROKER_RETURN_BUDGET}
+    assert not late, f"workflows that ended more than {BROKER_RETURN_BUDGET}s after: {late}"
+    losses, redriven = broker_losses(chaos)
+    assert losses == 1
+    assert redriven > 0
+
+
+def test_no_broker_loss_no_redrive(chaos_defaults: ChaosStack) -> None:
+    """Under load, with nothing broken, the broker-loss check re-drives nothing."""
+    chaos = chaos_defaults
+    report = Report("no fault (default settings)", chaos.broker)
+    workload(chaos, report, None)
+    record(report)
+    with chaos.db.snapshot() as s:
+        epochs = s.scalars(select(BrokerEpoch.seq)).all()
+    assert epochs == [1], "the check ran, and found the one epoch it started with"
+    assert broker_losses(chaos) == (0, 0)
 
 
 def test_postgresql_restart(chaos: ChaosStack) -> None:

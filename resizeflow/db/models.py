@@ -130,6 +130,32 @@ class WorkerProcess(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class BrokerEpoch(Base):
+    """One lifetime of the broker's data, as seen by the broker-loss detector.
+
+    The current epoch is the row with the highest ``seq``; its token is also
+    kept in the broker (see :mod:`resizeflow.brokerloss`). A broker that comes
+    back without the token has lost its queues, and the detector that inserts
+    the next ``seq`` (unique: one winner per loss) re-drives the workflows.
+    """
+
+    __tablename__ = "broker_epochs"
+    __table_args__ = (UniqueConstraint("seq", name="uq_broker_epochs_seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    token: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # False for the first epoch a deployment records, True for one that began
+    # because the broker had lost the previous epoch's data.
+    after_loss: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Workflows re-driven because of that loss.
+    redriven: Mapped[int] = mapped_column(Integer, default=0)
+    # When the epoch's marker was first seen in the broker. Until then the
+    # marker's absence is no loss: it may never have been written at all.
+    marked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
 class Flavor(Base):
     __tablename__ = "flavors"
 
