@@ -35,6 +35,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Ignore
 from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows, logs, retry
 from resizeflow.db import api as dbapi
@@ -139,31 +140,34 @@ def _run_step(
     task: Task[Any, Any], rt: HostRuntime, flow: flows.Flow, step: flows.Step, key: Any
 ) -> Any:
     holder = uuid.uuid4().hex  # this delivery's own token
-    claim = _claim(task, rt, flow, step, key, holder)
-    while claim is not None and claim.status == _J.RUNNING and not claim.taken:
-        # NOTE: a live copy holds the step, maybe in its hypervisor phase with
-        # no row locked: wait for it to end rather than run beside it. If its
-        # lease lapses (its worker died), claim the step again.
-        ended = _wait_for_holder(rt, claim.row_id)
-        if ended is None:
-            claim = _claim(task, rt, flow, step, key, holder)
-        elif ended == _J.RETRYING:
-            raise Ignore()  # it failed transiently: its own retry carries the chain on
-        else:
-            claim = dataclasses.replace(claim, status=ended)
-    if claim is None:
-        if flow.subject is flows.Subject.INSTANCE:
-            return key  # no operation of this kind was ever planned for it
-        raise errors.StepFailed(step=step.task, reason=f"migration {key} has no plan")
-    if claim.status == _J.DONE:
-        return key
-    if claim.status in JOURNAL_ENDED:
-        raise Ignore()
-    with (
-        logs.bound(request_id=claim.request_id, instance_uuid=claim.instance_uuid),
-        rt.executing_step(claim.row_id),
-    ):
-        _run_locked(task, rt, flow, step, claim.row_id, holder)
+    with rt.db.session() as s:
+        claim = _claim(task, rt, flow, step, key, holder, opening=s)
+        if claim is None or claim.status != _J.RUNNING or not claim.taken:
+            s.rollback()  # the transaction the claim opened has nothing to run
+        while claim is not None and claim.status == _J.RUNNING and not claim.taken:
+            # NOTE: a live copy holds the step, maybe in its hypervisor phase with
+            # no row locked: wait for it to end rather than run beside it. If its
+            # lease lapses (its worker died), claim the step again.
+            ended = _wait_for_holder(rt, claim.row_id)
+            if ended is None:
+                claim = _claim(task, rt, flow, step, key, holder)
+            elif ended == _J.RETRYING:
+                raise Ignore()  # it failed transiently: its own retry carries the chain on
+            else:
+                claim = dataclasses.replace(claim, status=ended)
+        if claim is None:
+            if flow.subject is flows.Subject.INSTANCE:
+                return key  # no operation of this kind was ever planned for it
+            raise errors.StepFailed(step=step.task, reason=f"migration {key} has no plan")
+        if claim.status == _J.DONE:
+            return key
+        if claim.status in JOURNAL_ENDED:
+            raise Ignore()
+        with (
+            logs.bound(request_id=claim.request_id, instance_uuid=claim.instance_uuid),
+            rt.executing_step(claim.row_id),
+        ):
+            _run_locked(task, rt, s, flow, step, claim.row_id, holder)
     return key
 
 
@@ -174,13 +178,22 @@ def _claim(
     step: flows.Step,
     key: Any,
     holder: str,
+    *,
+    opening: Session | None = None,
 ) -> journal.Claim | None:
+    """Claim the step (see :func:`journal.claim`).
+
+    ``opening``: the session the step will run in. On PostgreSQL the claim
+    then also begins its transaction, in the same round trip; the claim
+    itself still commits on its own before that transaction begins.
+    """
     worker = rt.incarnation or rt.host
+    args = (flow.subject, key, step.task, worker, rt.settings.step_lease, holder)
     try:
+        if opening is not None and not rt.db.is_sqlite:
+            return journal.claim_then_begin(rt.db.unmanaged_connection(opening), *args)
         with rt.db.autocommit() as conn:
-            return journal.claim(
-                conn, flow.subject, key, step.task, worker, rt.settings.step_lease, holder
-            )
+            return journal.claim(conn, *args)
     except retry.TRANSIENT as exc:
         # The database or broker hiccupped before the step started: nothing
         # was done, so simply try again later.
@@ -209,47 +222,52 @@ def _wait_for_holder(rt: HostRuntime, row_id: int) -> JournalStatus | None:
 def _run_locked(
     task: Task[Any, Any],
     rt: HostRuntime,
+    s: Session,
     flow: flows.Flow,
     step: flows.Step,
     row_id: int,
     holder: str,
 ) -> None:
     try:
-        with rt.db.session() as s:
+        # On PostgreSQL the claim has begun the first transaction already.
+        with s.get_transaction() or s.begin():
+            ctx = _lock_rows(rt, s, flow.subject, row_id)
+            if ctx is None or _ended_meanwhile(ctx, flow):
+                _end_unrun(s, row_id, ctx)
+                return
+            if ctx.journal.status == _J.DONE:
+                return
+            if not journal.holds(ctx.journal, holder):
+                raise errors.LeaseLost(step=step.task, holder=ctx.journal.worker)
+            failpoints.check(rt.settings.failpoints_file, step.task, ctx.instance.uuid)
+            phases = _resolve(step)(ctx)
+            work = _next_phase(phases)
+            if work is None:
+                journal.finish(
+                    s, ctx.journal, host=rt.host, ends_action=step is flow.last, commit=True
+                )
+        if work is not None:
+            assert phases is not None
+            # NOTE: the rows are committed and unlocked here: a request that
+            # locks the server is answered while the hypervisor works.
+            _publish(rt, ctx.notifications)
+            ctx.notifications.clear()
+            result = _hypervisor_phase(rt, step, ctx.instance.uuid, row_id, holder, work)
             with s.begin():
-                ctx = _lock_rows(rt, s, flow.subject, row_id)
-                if ctx is None or _ended_meanwhile(ctx, flow):
-                    _end_unrun(s, row_id, ctx)
+                again = _lock_rows(rt, s, flow.subject, row_id, again=True)
+                if again is None:
+                    _end_unrun(s, row_id, None)
                     return
-                if ctx.journal.status == _J.DONE:
+                if again.journal.status in JOURNAL_ENDED:
+                    # Another copy finished it, or a delete ended it meanwhile.
+                    log.info("step %s %s meanwhile", step.task, again.journal.status)
                     return
-                if not journal.holds(ctx.journal, holder):
-                    raise errors.LeaseLost(step=step.task, holder=ctx.journal.worker)
-                failpoints.check(rt.settings.failpoints_file, step.task, ctx.instance.uuid)
-                phases = _resolve(step)(ctx)
-                work = _next_phase(phases)
-                if work is None:
-                    journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
-            if work is not None:
-                assert phases is not None
-                # NOTE: the rows are committed and unlocked here: a request that
-                # locks the server is answered while the hypervisor works.
-                _publish(rt, ctx.notifications)
-                ctx.notifications.clear()
-                result = _hypervisor_phase(rt, step, ctx.instance.uuid, row_id, holder, work)
-                with s.begin():
-                    again = _lock_rows(rt, s, flow.subject, row_id, again=True)
-                    if again is None:
-                        _end_unrun(s, row_id, None)
-                        return
-                    if again.journal.status in JOURNAL_ENDED:
-                        # Another copy finished it, or a delete ended it meanwhile.
-                        log.info("step %s %s meanwhile", step.task, again.journal.status)
-                        return
-                    if not journal.holds(again.journal, holder):
-                        raise errors.LeaseLost(step=step.task, holder=again.journal.worker)
-                    _last_phase(phases, result)
-                    journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
+                if not journal.holds(again.journal, holder):
+                    raise errors.LeaseLost(step=step.task, holder=again.journal.worker)
+                _last_phase(phases, result)
+                journal.finish(
+                    s, ctx.journal, host=rt.host, ends_action=step is flow.last, commit=True
+                )
     except errors.LeaseLost as exc:
         # The copy that took the step over carries the chain on; this one's
         # hypervisor work was safe to repeat, and it commits nothing.
@@ -257,8 +275,8 @@ def _run_locked(
         raise Ignore() from exc
     except errors.WorkflowAborted as exc:
         log.warning("%s", exc.message)
-        with rt.db.transaction() as s:
-            aborted = journal.get(s, row_id, lock=True)
+        with rt.db.transaction() as t:
+            aborted = journal.get(t, row_id, lock=True)
             assert aborted is not None
             # A delete may have ended the row already (aborted).
             if aborted.status not in JOURNAL_ENDED:

@@ -35,6 +35,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from resizeflow import flows
 from resizeflow.db import api as dbapi
+from resizeflow.db import onetrip
 from resizeflow.db.models import StepJournal, utcnow
 from resizeflow.states import JOURNAL_CLAIMABLE, JournalStatus, check_journal
 
@@ -204,6 +205,25 @@ def _claim_statement(subject: flows.Subject) -> Any:
     )
 
 
+def _claim_params(
+    key: int | str, step: str, worker: str, lease: float, holder: str
+) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "b_key": key,
+        "b_step": step,
+        "b_now": now,
+        "b_worker": worker,
+        "b_holder": holder,
+        "b_node_prefix": worker.rpartition("/")[0] + "/",
+        "b_lease_until": now + dt.timedelta(seconds=lease),
+    }
+
+
+def _claimed(row: Any, holder: str) -> Claim | None:
+    return None if row is None else Claim(row[0], _J(row[1]), row[2], row[3], row[4] == holder)
+
+
 def claim(
     conn: Connection,
     subject: flows.Subject,
@@ -231,20 +251,33 @@ def claim(
     on record even if the worker dies mid-step, and it costs one round trip.
     The SET expressions all read the row as it was before the update.
     """
-    now = utcnow()
-    row = conn.execute(
-        _claim_statement(subject),
-        {
-            "b_key": key,
-            "b_step": step,
-            "b_now": now,
-            "b_worker": worker,
-            "b_holder": holder,
-            "b_node_prefix": worker.rpartition("/")[0] + "/",
-            "b_lease_until": now + dt.timedelta(seconds=lease),
-        },
-    ).one_or_none()
-    return None if row is None else Claim(row[0], _J(row[1]), row[2], row[3], row[4] == holder)
+    params = _claim_params(key, step, worker, lease, holder)
+    row = conn.execute(_claim_statement(subject), params).one_or_none()
+    return _claimed(row, holder)
+
+
+def claim_then_begin(
+    conn: Connection,
+    subject: flows.Subject,
+    key: int | str,
+    step: str,
+    worker: str,
+    lease: float,
+    holder: str,
+) -> Claim | None:
+    """:func:`claim`, committed on its own, and the step's transaction begun after it,
+    in one round trip (PostgreSQL; see :mod:`~resizeflow.db.onetrip`).
+
+    ``conn`` is in autocommit mode with no transaction open: the claim runs
+    and commits first, exactly as :func:`claim` does, and the ``BEGIN`` that
+    follows leaves the server in the transaction the step then runs in. The
+    caller ends that transaction (commit or rollback) whatever the claim found.
+    """
+    params = _claim_params(key, step, worker, lease, holder)
+    result = onetrip.execute_then(
+        conn, _claim_statement(subject), params, onetrip.COMMIT_THEN_BEGIN
+    )
+    return _claimed(result.one_or_none(), holder)
 
 
 def renew_leases(session: Session, worker: str, running: Collection[int], lease: float) -> int:
@@ -316,12 +349,19 @@ def _finish_statement(dialect: str, event: bool, ends_action: bool) -> Any:
     return dbapi.event_upsert(dialect).add_cte(*ctes)
 
 
-def finish(session: Session, row: StepJournal, *, host: str, ends_action: bool) -> None:
+def finish(
+    session: Session, row: StepJournal, *, host: str, ends_action: bool, commit: bool = False
+) -> None:
     """Mark the step done and write its action event; the flow's last step ends the action.
 
     On PostgreSQL that is one statement, and one round trip, for every step.
     SQLite has no data-modifying CTEs and runs the same writes one by one.
     The ORM's copy of ``row`` is brought up to date without being flushed again.
+
+    ``commit``: this is the last write of the step's transaction. On
+    PostgreSQL the session's pending changes are flushed, and the statement
+    and the ``COMMIT`` go in one round trip; the session's own commit then
+    finds nothing left to send. Elsewhere the caller's commit follows as usual.
     """
     check_journal(row.status, _J.DONE)
     now = utcnow()
@@ -339,7 +379,16 @@ def finish(session: Session, row: StepJournal, *, host: str, ends_action: bool) 
                 now=now,
             )
         )
-    session.execute(_finish_statement(dialect, event, ends_action), params)
+    stmt = _finish_statement(dialect, event, ends_action)
+    if commit and dialect == "postgresql":
+        session.flush()
+        conn = session.connection()
+        if onetrip.supported(conn):
+            onetrip.execute_then(conn, stmt, params, onetrip.COMMIT)
+        else:
+            session.execute(stmt, params)
+    else:
+        session.execute(stmt, params)
     if dialect != "postgresql" and row.action_id is not None:
         session.execute(dbapi.event_upsert(dialect), params)
         if ends_action:

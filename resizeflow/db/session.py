@@ -96,6 +96,16 @@ class Database:
             with self._autocommit_engine.connect() as conn:
                 yield conn
 
+    def unmanaged_connection(self, session: Session) -> Connection:
+        """``session``'s connection for its next transaction, in autocommit mode.
+
+        psycopg then sends no ``BEGIN`` of its own: the caller sends it, in the
+        same message as a statement before it (see :mod:`~resizeflow.db.onetrip`),
+        and the session's commit or rollback ends whatever the server has open.
+        The pool gives the connection back its usual mode when it is returned.
+        """
+        return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
     @contextmanager
     def snapshot(self) -> Iterator[Session]:
         """A read-only session; closing it discards whatever it changed.
