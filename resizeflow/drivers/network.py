@@ -13,6 +13,7 @@ import ipaddress
 import random
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select
@@ -48,17 +49,49 @@ def _teardown_statement() -> Any:
     )
 
 
+@dataclass(frozen=True)
+class PortRow:
+    """What a step reads of a port: none of it changes while the port lives."""
+
+    id: str
+    network: str
+    mac_address: str
+    ip_address: str | None
+
+
 class SqlNetwork:
+    """The network driver of one transaction, or of one step's transactions.
+
+    It reads an instance's ports once and remembers them: a step asks for
+    them several times (its VIFs, the bindings it sets up, each notification),
+    and a port's id, network, MAC and address never change while it lives.
+    Allocating or deallocating ports here forgets what was read.
+    """
+
     def __init__(self, session: Session, fixed_range: str = DEFAULT_FIXED_RANGE) -> None:
         self.session = session
         self.subnet = ipaddress.IPv4Network(fixed_range)
+        self._read: dict[str, tuple[PortRow, ...]] = {}
+
+    def ports(self, instance_uuid: str) -> tuple[PortRow, ...]:
+        """The instance's ports, by id."""
+        found = self._read.get(instance_uuid)
+        if found is None:
+            # Reading the ports must not flush the step's pending changes early.
+            with self.session.no_autoflush:
+                rows = self.session.execute(
+                    select(Port.id, Port.network, Port.mac_address, Port.ip_address)
+                    .where(Port.instance_uuid == instance_uuid)
+                    .order_by(Port.id)
+                ).all()
+            found = self._read[instance_uuid] = tuple(PortRow(*row) for row in rows)
+        return found
 
     def _ports(self, instance_uuid: str) -> list[str]:
-        return list(
-            self.session.scalars(select(Port.id).where(Port.instance_uuid == instance_uuid))
-        )
+        return [p.id for p in self.ports(instance_uuid)]
 
     def allocate_for_instance(self, instance_uuid: str, networks: Sequence[str]) -> None:
+        self._read.pop(instance_uuid, None)
         for net in networks:
             self._allocate_port(instance_uuid, net)
 
@@ -100,12 +133,7 @@ class SqlNetwork:
 
     def vifs(self, instance_uuid: str) -> tuple[VifSpec, ...]:
         """The instance's ports, as the virt driver plugs them."""
-        rows = self.session.execute(
-            select(Port.id, Port.mac_address, Port.ip_address)
-            .where(Port.instance_uuid == instance_uuid)
-            .order_by(Port.id)
-        )
-        return tuple(VifSpec(pid, mac, ip) for pid, mac, ip in rows)
+        return tuple(VifSpec(p.id, p.mac_address, p.ip_address) for p in self.ports(instance_uuid))
 
     def setup_networks_on_host(self, instance_uuid: str, host: str) -> None:
         ports = self._ports(instance_uuid)
@@ -127,6 +155,7 @@ class SqlNetwork:
 
     def deallocate_for_instance(self, instance_uuid: str) -> None:
         ports = self._ports(instance_uuid)
+        self._read.pop(instance_uuid, None)
         if ports:
             self.session.execute(delete(PortBinding).where(PortBinding.port_id.in_(ports)))
             self.session.execute(delete(Port).where(Port.id.in_(ports)))

@@ -9,15 +9,33 @@ from resizeflow.db.models import VolumeAttachment
 
 
 class SqlVolumes:
+    """The volume driver of one transaction, or of one step's transactions.
+
+    Which volumes an instance has attached, and on which device, is read
+    once and remembered (see :meth:`attached`); the connections, which the
+    steps change, are read afresh each time.
+    """
+
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._attached: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def _attachments(self, instance_uuid: str) -> list[VolumeAttachment]:
-        return list(
+        found = list(
             self.session.scalars(
                 select(VolumeAttachment).where(VolumeAttachment.instance_uuid == instance_uuid)
             )
         )
+        self._attached[instance_uuid] = tuple((a.volume_id, a.device) for a in found)
+        return found
+
+    def attached(self, instance_uuid: str) -> tuple[tuple[str, str], ...]:
+        """The instance's (volume id, device) pairs."""
+        found = self._attached.get(instance_uuid)
+        if found is None:
+            self._attachments(instance_uuid)
+            found = self._attached[instance_uuid]
+        return found
 
     def initialize_connections(self, instance_uuid: str, host: str) -> None:
         for att in self._attachments(instance_uuid):
@@ -34,6 +52,7 @@ class SqlVolumes:
                 att.connection_info = None
 
     def detach_all(self, instance_uuid: str) -> None:
+        self._attached.pop(instance_uuid, None)
         self.session.execute(
             delete(VolumeAttachment).where(VolumeAttachment.instance_uuid == instance_uuid)
         )
