@@ -40,8 +40,10 @@ from sqlalchemy.orm import Session
 from resizeflow import errors, flows, logs, retry
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal
-from resizeflow.db.models import Instance, Migration, StepJournal
+from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
 from resizeflow.drivers.base import Notification
+from resizeflow.drivers.network import SqlNetwork
+from resizeflow.drivers.volume import SqlVolumes
 from resizeflow.states import JOURNAL_ENDED, JournalStatus, MigrationStatus
 from resizeflow.steps import cleanup, failpoints
 from resizeflow.steps.context import (
@@ -74,31 +76,42 @@ def _retry(task: Task[Any, Any], rt: HostRuntime, exc: Exception) -> Exception:
 
 
 @functools.cache
-def _lock_statement(subject: flows.Subject) -> Any:
+def _lock_statement(subject: flows.Subject, dialect: str, *, reads: bool = True) -> Any:
     """Lock the instance, the migration (a migration's flows) and the step's row.
 
     NOTE: PostgreSQL locks a join's rows in the order of its FROM list, so this
     takes instance, then migration, then journal row: the order used
     everywhere else (the service layer's compare-and-swap updates too), so it
     never deadlocks with them. Built once per subject: every step runs it.
+
+    ``reads``: it also reads, in the same round trip, what nearly every step
+    reads next and nothing can change under it: the action the step is for,
+    and the instance's ports and volume attachments (for its VIFs and its
+    notifications). They are not locked. A step's second lock, after its
+    hypervisor phase, has them already.
     """
-    stmt: Any
-    if subject is flows.Subject.MIGRATION:
-        stmt = (
-            select(Instance, Migration, StepJournal)
-            .select_from(Instance)
-            .join(Migration, Migration.instance_uuid == Instance.uuid)
-            .join(StepJournal, StepJournal.migration_id == Migration.id)
+    migration = subject is flows.Subject.MIGRATION
+    entities: list[Any] = [Instance, Migration] if migration else [Instance]
+    entities.append(StepJournal)
+    columns: list[Any] = []
+    if reads:
+        columns = [
+            InstanceAction,
+            SqlNetwork.ports_column(dialect, Instance.uuid),
+            SqlVolumes.attached_column(dialect, Instance.uuid),
+        ]
+    stmt: Any = select(*entities, *columns).select_from(Instance)
+    if migration:
+        stmt = stmt.join(Migration, Migration.instance_uuid == Instance.uuid).join(
+            StepJournal, StepJournal.migration_id == Migration.id
         )
     else:
-        stmt = (
-            select(Instance, StepJournal)
-            .select_from(Instance)
-            .join(StepJournal, StepJournal.instance_uuid == Instance.uuid)
-        )
+        stmt = stmt.join(StepJournal, StepJournal.instance_uuid == Instance.uuid)
+    if reads:
+        stmt = stmt.outerjoin(InstanceAction, InstanceAction.id == StepJournal.action_id)
     return stmt.where(
         StepJournal.id == bindparam("b_row_id"), Instance.deleted.is_(False)
-    ).with_for_update()
+    ).with_for_update(of=entities)
 
 
 def _lock_rows(
@@ -110,16 +123,22 @@ def _lock_rows(
     transaction; the lock reads them anew over what it held.
     """
     options = {"populate_existing": True} if again else {}
-    found = session.execute(
-        _lock_statement(subject), {"b_row_id": row_id}, execution_options=options
-    ).one_or_none()
+    stmt = _lock_statement(subject, session.get_bind().dialect.name, reads=not again)
+    found = session.execute(stmt, {"b_row_id": row_id}, execution_options=options).one_or_none()
     if found is None:
         return None
     if subject is flows.Subject.MIGRATION:
-        inst, mig, row = found
+        inst, mig, row, *reads = found
     else:
-        (inst, row), mig = found, None
-    return StepContext(session=session, runtime=rt, instance=inst, migration=mig, journal=row)
+        (inst, row, *reads), mig = found, None
+    ctx = StepContext(session=session, runtime=rt, instance=inst, migration=mig, journal=row)
+    if reads:
+        action, ports, volumes = reads
+        ctx.network.remember(inst.uuid, ports)
+        ctx.volumes.remember(inst.uuid, volumes)
+        if action is not None:
+            ctx.initiator = action
+    return ctx
 
 
 def _resolve(step: flows.Step) -> StepFn:

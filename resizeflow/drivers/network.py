@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from resizeflow.db import api as dbapi
 from resizeflow.db.models import Port, PortBinding
 from resizeflow.drivers.base import VifSpec
 from resizeflow.errors import ResizeflowError
@@ -59,6 +60,10 @@ class PortRow:
     ip_address: str | None
 
 
+def _by_id(port: PortRow) -> str:
+    return port.id
+
+
 class SqlNetwork:
     """The network driver of one transaction, or of one step's transactions.
 
@@ -86,6 +91,23 @@ class SqlNetwork:
                 ).all()
             found = self._read[instance_uuid] = tuple(PortRow(*row) for row in rows)
         return found
+
+    @staticmethod
+    def ports_column(dialect: str, instance_uuid: Any) -> Any:
+        """A column that reads the ports of ``instance_uuid`` (a column of the
+        statement) in another statement's round trip; see :meth:`remember`."""
+        return dbapi.json_rows(
+            dialect,
+            Port.instance_uuid == instance_uuid,
+            Port.id,
+            Port.network,
+            Port.mac_address,
+            Port.ip_address,
+        )
+
+    def remember(self, instance_uuid: str, read: list[list[Any]] | None) -> None:
+        """Take the ports read by :meth:`ports_column` as read here."""
+        self._read[instance_uuid] = tuple(sorted((PortRow(*r) for r in read or ()), key=_by_id))
 
     def _ports(self, instance_uuid: str) -> list[str]:
         return [p.id for p in self.ports(instance_uuid)]

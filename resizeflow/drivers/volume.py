@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from resizeflow.db import api as dbapi
 from resizeflow.db.models import VolumeAttachment
 
 
@@ -28,6 +31,21 @@ class SqlVolumes:
         )
         self._attached[instance_uuid] = tuple((a.volume_id, a.device) for a in found)
         return found
+
+    @staticmethod
+    def attached_column(dialect: str, instance_uuid: Any) -> Any:
+        """A column that reads what :meth:`attached` answers for ``instance_uuid``
+        (a column of the statement) in another statement's round trip."""
+        return dbapi.json_rows(
+            dialect,
+            VolumeAttachment.instance_uuid == instance_uuid,
+            VolumeAttachment.volume_id,
+            VolumeAttachment.device,
+        )
+
+    def remember(self, instance_uuid: str, read: list[list[str]] | None) -> None:
+        """Take the attachments read by :meth:`attached_column` as read here."""
+        self._attached[instance_uuid] = tuple((volume, device) for volume, device in read or ())
 
     def attached(self, instance_uuid: str) -> tuple[tuple[str, str], ...]:
         """The instance's (volume id, device) pairs."""
