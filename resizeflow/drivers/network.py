@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import String, bindparam, delete, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +29,25 @@ from resizeflow.errors import ResizeflowError
 
 DEFAULT_FIXED_RANGE = "10.0.0.0/24"
 _ALLOCATION_ATTEMPTS = 20
+
+
+@functools.cache
+def _bind_statement(dialect: str) -> Any:
+    """Bind every port of ``b_instance`` on ``b_host`` that is not bound there yet.
+
+    One statement, without reading the bindings first: the unique (port,
+    host) constraint skips those that exist, so a repeated step adds none.
+    """
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    ports = select(Port.id, bindparam("b_host", type_=String()), literal("ACTIVE", String())).where(
+        Port.instance_uuid == bindparam("b_instance")
+    )
+    table = PortBinding.metadata.tables[PortBinding.__tablename__]
+    return (
+        upsert(table)
+        .from_select([table.c.port_id, table.c.host, table.c.status], ports)
+        .on_conflict_do_nothing(index_elements=[table.c.port_id, table.c.host])
+    )
 
 
 class FixedIpsExhausted(ResizeflowError):
@@ -158,19 +179,10 @@ class SqlNetwork:
         return tuple(VifSpec(p.id, p.mac_address, p.ip_address) for p in self.ports(instance_uuid))
 
     def setup_networks_on_host(self, instance_uuid: str, host: str) -> None:
-        ports = self._ports(instance_uuid)
-        if not ports:
+        if not self.ports(instance_uuid):
             return
-        bound = set(
-            self.session.scalars(
-                select(PortBinding.port_id).where(
-                    PortBinding.port_id.in_(ports), PortBinding.host == host
-                )
-            )
-        )
-        for port_id in ports:
-            if port_id not in bound:
-                self.session.add(PortBinding(port_id=port_id, host=host, status="ACTIVE"))
+        stmt = _bind_statement(self.session.get_bind().dialect.name)
+        self.session.execute(stmt, {"b_host": host, "b_instance": instance_uuid})
 
     def teardown_networks_on_host(self, instance_uuid: str, host: str) -> None:
         self.session.execute(_teardown_statement(), {"b_host": host, "b_instance": instance_uuid})

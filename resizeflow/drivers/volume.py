@@ -56,6 +56,8 @@ class SqlVolumes:
         return found
 
     def initialize_connections(self, instance_uuid: str, host: str) -> None:
+        if not self.attached(instance_uuid):
+            return  # nothing attached: no need to read the connections
         for att in self._attachments(instance_uuid):
             att.connected_host = host
             att.connection_info = {
@@ -64,6 +66,8 @@ class SqlVolumes:
             }
 
     def terminate_connections(self, instance_uuid: str, host: str) -> None:
+        if not self.attached(instance_uuid):
+            return
         for att in self._attachments(instance_uuid):
             if att.connected_host == host:
                 att.connected_host = None
