@@ -79,7 +79,7 @@ def _short(statement: str) -> str:
     return f"{verb}{count} {table.group(1) if table else ''}{lock}".strip()
 
 
-_ENDS_WITH_COMMIT = re.compile(r";\s*COMMIT\s*$", re.IGNORECASE)
+_ENDS_WITH_COMMIT = re.compile(r"(^|;)\s*COMMIT\s*$", re.IGNORECASE)
 
 
 def _autocommit(conn: Any) -> bool:

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows, logs, retry
 from resizeflow.db import api as dbapi
-from resizeflow.db import journal
+from resizeflow.db import journal, onetrip
 from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
 from resizeflow.drivers.base import Notification
 from resizeflow.drivers.network import SqlNetwork
@@ -265,6 +265,10 @@ def _run_locked(
                 journal.finish(
                     s, ctx.journal, host=rt.host, ends_action=step is flow.last, commit=True
                 )
+            elif onetrip.supported(s.connection()):
+                # What the step wrote before its hypervisor work commits with
+                # the COMMIT, in one round trip.
+                onetrip.flush_then(s, [], onetrip.COMMIT)
         if work is not None:
             assert phases is not None
             # NOTE: the rows are committed and unlocked here: a request that

@@ -359,9 +359,10 @@ def finish(
     The ORM's copy of ``row`` is brought up to date without being flushed again.
 
     ``commit``: this is the last write of the step's transaction. On
-    PostgreSQL the session's pending changes are flushed, and the statement
-    and the ``COMMIT`` go in one round trip; the session's own commit then
-    finds nothing left to send. Elsewhere the caller's commit follows as usual.
+    PostgreSQL the session's pending changes, the statement and the
+    ``COMMIT`` go in one round trip (see :func:`onetrip.flush_then`); the
+    session's own commit then finds nothing left to send. Elsewhere the
+    caller's commit follows as usual.
     """
     check_journal(row.status, _J.DONE)
     now = utcnow()
@@ -380,13 +381,8 @@ def finish(
             )
         )
     stmt = _finish_statement(dialect, event, ends_action)
-    if commit and dialect == "postgresql":
-        session.flush()
-        conn = session.connection()
-        if onetrip.supported(conn):
-            onetrip.execute_then(conn, stmt, params, onetrip.COMMIT)
-        else:
-            session.execute(stmt, params)
+    if commit and onetrip.supported(session.connection()):
+        onetrip.flush_then(session, [(stmt, params)], onetrip.COMMIT)
     else:
         session.execute(stmt, params)
     if dialect != "postgresql" and row.action_id is not None:

@@ -12,28 +12,37 @@ travel apart from the text, so the statement is rendered with psycopg's
 client-side quoting (``ClientCursor.mogrify``), the same quoting psycopg uses
 for its client-side binding cursors.
 
+The session's pending changes go in the same message when they are only
+changed columns of rows it has loaded (:func:`flush_then`): each becomes an
+``UPDATE`` by primary key, as the ORM's flush would write it, and the session
+then counts them as flushed. Anything else (new or deleted objects) is
+flushed by the ORM first, in round trips of its own.
+
 NOTE: a ``COMMIT`` inside the message ends whatever transaction is open on
 the server, whether the session knows it or not. psycopg reads the server's
 transaction status from every reply and skips its own ``COMMIT`` when the
 server is idle, so the session's commit that follows costs nothing. Anything
-the session still had to flush would then run outside the transaction: the
-callers flush first.
+the session still had to flush would then run outside the transaction: that
+is why :func:`flush_then` leaves nothing unflushed.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from psycopg import ClientCursor
 from psycopg import Connection as PgConnection
-from sqlalchemy import Connection, CursorResult
+from sqlalchemy import Column, Connection, CursorResult, Table, bindparam, inspect, update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import Compiled
 
 _Processors = dict[str, Callable[[Any], Any]]
+Statement = tuple[ClauseElement, Mapping[str, Any]]
 
 COMMIT = "COMMIT"
 COMMIT_THEN_BEGIN = "COMMIT; BEGIN"
@@ -50,7 +59,7 @@ def _compiled(stmt: ClauseElement, dialect: Dialect) -> tuple[Compiled, _Process
     compiled = stmt.compile(dialect=dialect)
     processors: _Processors = {}
     for name, bind in compiled.binds.items():  # type: ignore[attr-defined]
-        processor = bind.type.bind_processor(dialect)
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             processors[name] = processor
     return compiled, processors
@@ -75,5 +84,78 @@ def execute_then(
 
     The result is ``stmt``'s: psycopg's cursor stands on the message's first result.
     """
-    sql = f"{render(conn, stmt, params)}; {then}"
+    return _send(conn, [(stmt, params)], then)
+
+
+def _send(conn: Connection, statements: Sequence[Statement], then: str) -> CursorResult[Any]:
+    sql = "; ".join([*(render(conn, stmt, params) for stmt, params in statements), then])
     return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
+@functools.cache
+def _update_statement(table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+    """``UPDATE table SET columns WHERE keys``, bound as ``v_<column>`` and ``k_<key>``."""
+    return (
+        update(table)
+        .where(*(table.c[k] == bindparam(f"k_{k}", type_=table.c[k].type) for k in keys))
+        .values({c: bindparam(f"v_{c}", type_=table.c[c].type) for c in columns})
+    )
+
+
+def _updates(session: Session) -> tuple[list[Statement], list[tuple[Any, str, Any]]] | None:
+    """The session's pending changes as UPDATE statements, with the (object,
+    attribute, value) triples they write; None when only the ORM can flush them."""
+    if session.new or session.deleted:
+        return None
+    statements: list[Statement] = []
+    written: list[tuple[Any, str, Any]] = []
+    for obj in session.dirty:
+        state = inspect(obj)
+        mapper = state.mapper
+        changed: dict[Column[Any], tuple[str, Any]] = {}
+        for prop in mapper.column_attrs:
+            added = state.attrs[prop.key].history.added
+            if added:
+                changed[prop.columns[0]] = (prop.key, added[0])
+        if not changed:
+            continue
+        table = mapper.local_table
+        if not isinstance(table, Table) or len(mapper.column_attrs) != len(table.c):
+            return None
+        for prop in mapper.column_attrs:
+            col = prop.columns[0]
+            default = col.onupdate
+            if default is None or col in changed:
+                continue
+            if not default.is_callable and not default.is_scalar:
+                return None  # a SQL expression: the ORM's to render
+            arg: Any = default.arg
+            changed[col] = (prop.key, arg(None) if default.is_callable else arg)
+        keys = mapper.primary_key_from_instance(obj)
+        pk = tuple(c.key for c in mapper.primary_key)
+        params = {f"k_{k}": v for k, v in zip(pk, keys, strict=True)}
+        params.update({f"v_{c.key}": value for c, (_, value) in changed.items()})
+        columns = tuple(sorted(c.key for c in changed))
+        statements.append((_update_statement(table, pk, columns), params))
+        written += [(obj, key, value) for key, value in changed.values()]
+    return statements, written
+
+
+def flush_then(session: Session, statements: Sequence[Statement], then: str) -> None:
+    """Flush ``session``, run ``statements``, then ``then`` (``COMMIT``), in one
+    round trip when the flush is only changed columns of loaded rows.
+
+    Otherwise the ORM flushes first, and the rest follows in one round trip.
+    """
+    conn = session.connection()
+    pending = _updates(session)
+    if pending is None:
+        session.flush()
+        pending = [], []
+    updates, written = pending
+    _send(conn, [*updates, *statements], then)
+    # NOTE: the UPDATEs wrote exactly these values: the ORM takes them as its
+    # rows' state, with nothing left to flush. The rows are the step's, locked
+    # by it, so the ORM's rowcount check has nothing to catch here.
+    for obj, key, value in written:
+        set_committed_value(obj, key, value)
