@@ -115,15 +115,30 @@ def _lock_statement(subject: flows.Subject, dialect: str, *, reads: bool = True)
 
 
 def _lock_rows(
-    rt: HostRuntime, session: Any, subject: flows.Subject, row_id: int, *, again: bool = False
+    rt: HostRuntime,
+    session: Session,
+    subject: flows.Subject,
+    row_id: int,
+    *,
+    again: bool = False,
+    begins: bool = False,
 ) -> StepContext | None:
     """The step's context with its rows locked; None when its instance is gone.
 
     ``again``: the rows are in the session already, from the step's first
     transaction; the lock reads them anew over what it held.
+
+    ``begins``: the lock is the transaction's first statement. On PostgreSQL
+    it then carries the ``BEGIN`` in its own round trip (``SELECT ... FOR
+    UPDATE; BEGIN``: the server makes the row locks of the statement part of
+    the transaction that BEGIN opens), instead of psycopg sending it alone.
     """
-    options = {"populate_existing": True} if again else {}
-    stmt = _lock_statement(subject, session.get_bind().dialect.name, reads=not again)
+    options: dict[str, Any] = {"populate_existing": True} if again else {}
+    dialect = session.get_bind().dialect.name
+    if begins and dialect == "postgresql":
+        rt.db.unmanaged_connection(session)
+        options[onetrip.THEN] = onetrip.BEGIN
+    stmt = _lock_statement(subject, dialect, reads=not again)
     found = session.execute(stmt, {"b_row_id": row_id}, execution_options=options).one_or_none()
     if found is None:
         return None
@@ -248,9 +263,11 @@ def _run_locked(
     holder: str,
 ) -> None:
     try:
-        # On PostgreSQL the claim has begun the first transaction already.
+        # On PostgreSQL the claim has begun the first transaction already,
+        # unless this delivery waited for another copy first.
+        claimed_open = s.in_transaction()
         with s.get_transaction() or s.begin():
-            ctx = _lock_rows(rt, s, flow.subject, row_id)
+            ctx = _lock_rows(rt, s, flow.subject, row_id, begins=not claimed_open)
             if ctx is None or _ended_meanwhile(ctx, flow):
                 _end_unrun(s, row_id, ctx)
                 return
@@ -277,7 +294,7 @@ def _run_locked(
             ctx.notifications.clear()
             result = _hypervisor_phase(rt, step, ctx.instance.uuid, row_id, holder, work)
             with s.begin():
-                again = _lock_rows(rt, s, flow.subject, row_id, again=True)
+                again = _lock_rows(rt, s, flow.subject, row_id, again=True, begins=True)
                 if again is None:
                     _end_unrun(s, row_id, None)
                     return

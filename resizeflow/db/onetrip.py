@@ -34,7 +34,17 @@ from typing import Any
 
 from psycopg import ClientCursor
 from psycopg import Connection as PgConnection
-from sqlalchemy import Column, Connection, CursorResult, Table, bindparam, inspect, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    CursorResult,
+    Engine,
+    Table,
+    bindparam,
+    event,
+    inspect,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -45,7 +55,39 @@ _Processors = dict[str, Callable[[Any], Any]]
 Statement = tuple[ClauseElement, Mapping[str, Any]]
 
 COMMIT = "COMMIT"
+BEGIN = "BEGIN"
 COMMIT_THEN_BEGIN = "COMMIT; BEGIN"
+
+
+# Execution option: SQL to send after the statement, in the same message.
+THEN = "resizeflow_then"
+
+
+def install(engine: Engine) -> None:
+    """Let ``engine``'s statements carry :data:`THEN` (PostgreSQL engines only).
+
+    Used for a statement whose result the ORM reads (the step's lock): the
+    parameters SQLAlchemy has already bound are quoted into the text, and
+    psycopg, given none, sends the whole as one simple-query message.
+    """
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _then(
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> tuple[str, Any]:
+        then = context.execution_options.get(THEN) if context is not None else None
+        if not then:
+            return statement, parameters
+        assert not executemany, "a statement sent with another runs once"
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, PgConnection)
+        sql = ClientCursor(driver).mogrify(statement, parameters or None)
+        return f"{sql}; {then}", None
 
 
 def supported(conn: Connection) -> bool:
