@@ -33,7 +33,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from celery import Task, shared_task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Retry
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
@@ -76,7 +76,9 @@ def _retry(task: Task[Any, Any], rt: HostRuntime, exc: Exception) -> Exception:
 
 
 @functools.cache
-def _lock_statement(subject: flows.Subject, dialect: str, *, reads: bool = True) -> Any:
+def _lock_statement(
+    subject: flows.Subject, dialect: str, *, reads: bool = True, by_key: bool = False
+) -> Any:
     """Lock the instance, the migration (a migration's flows) and the step's row.
 
     NOTE: PostgreSQL locks a join's rows in the order of its FROM list, so this
@@ -89,6 +91,9 @@ def _lock_statement(subject: flows.Subject, dialect: str, *, reads: bool = True)
     and the instance's ports and volume attachments (for its VIFs and its
     notifications). They are not locked. A step's second lock, after its
     hypervisor phase, has them already.
+
+    ``by_key``: the row is found as the claim finds it, by the task's key and
+    the step (``b_key``, ``b_step``), not by its id (``b_row_id``).
     """
     migration = subject is flows.Subject.MIGRATION
     entities: list[Any] = [Instance, Migration] if migration else [Instance]
@@ -109,19 +114,21 @@ def _lock_statement(subject: flows.Subject, dialect: str, *, reads: bool = True)
         stmt = stmt.join(StepJournal, StepJournal.instance_uuid == Instance.uuid)
     if reads:
         stmt = stmt.outerjoin(InstanceAction, InstanceAction.id == StepJournal.action_id)
-    return stmt.where(
-        StepJournal.id == bindparam("b_row_id"), Instance.deleted.is_(False)
-    ).with_for_update(of=entities)
+    row = journal.row_of(subject) if by_key else bindparam("b_row_id")
+    return stmt.where(StepJournal.id == row, Instance.deleted.is_(False)).with_for_update(
+        of=entities
+    )
 
 
 def _lock_rows(
     rt: HostRuntime,
     session: Session,
     subject: flows.Subject,
-    row_id: int,
+    row_id: int | None,
     *,
     again: bool = False,
     begins: bool = False,
+    claim: tuple[Any, str, tuple[str, int]] | None = None,
 ) -> StepContext | None:
     """The step's context with its rows locked; None when its instance is gone.
 
@@ -132,14 +139,22 @@ def _lock_rows(
     it then carries the ``BEGIN`` in its own round trip (``SELECT ... FOR
     UPDATE; BEGIN``: the server makes the row locks of the statement part of
     the transaction that BEGIN opens), instead of psycopg sending it alone.
+
+    ``claim``: (key, step, the claim as :func:`journal.claim_before` renders
+    it), sent before the lock in the same round trip; the lock then finds the
+    row by key and step (see :func:`_claim_and_lock`).
     """
     options: dict[str, Any] = {"populate_existing": True} if again else {}
+    params: dict[str, Any] = {"b_row_id": row_id}
     dialect = session.get_bind().dialect.name
     if begins and dialect == "postgresql":
         rt.db.unmanaged_connection(session)
         options[onetrip.THEN] = onetrip.BEGIN
-    stmt = _lock_statement(subject, dialect, reads=not again)
-    found = session.execute(stmt, {"b_row_id": row_id}, execution_options=options).one_or_none()
+    if claim is not None:
+        key, step, options[onetrip.BEFORE] = claim
+        params = {"b_key": key, "b_step": step}
+    stmt = _lock_statement(subject, dialect, reads=not again, by_key=claim is not None)
+    found = session.execute(stmt, params, execution_options=options).one_or_none()
     if found is None:
         return None
     if subject is flows.Subject.MIGRATION:
@@ -170,14 +185,26 @@ def run_step(task: Task[Any, Any], flow: flows.Flow, step: flows.Step, key: Any)
         return _run_step(task, rt, flow, step, key)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Locked:
+    """The step's rows, locked in the claim's round trip; None: its instance is gone."""
+
+    ctx: StepContext | None
+
+
 def _run_step(
     task: Task[Any, Any], rt: HostRuntime, flow: flows.Flow, step: flows.Step, key: Any
 ) -> Any:
     holder = uuid.uuid4().hex  # this delivery's own token
     with rt.db.session() as s:
-        claim = _claim(task, rt, flow, step, key, holder, opening=s)
+        locked: _Locked | None = None
+        if rt.db.is_sqlite:
+            claim = _claim(task, rt, flow, step, key, holder)
+        else:
+            claim, locked = _claim_and_lock(task, rt, s, flow, step, key, holder)
         if claim is None or claim.status != _J.RUNNING or not claim.taken:
             s.rollback()  # the transaction the claim opened has nothing to run
+            locked = None
         while claim is not None and claim.status == _J.RUNNING and not claim.taken:
             # NOTE: a live copy holds the step, maybe in its hypervisor phase with
             # no row locked: wait for it to end rather than run beside it. If its
@@ -201,7 +228,7 @@ def _run_step(
             logs.bound(request_id=claim.request_id, instance_uuid=claim.instance_uuid),
             rt.executing_step(claim.row_id),
         ):
-            _run_locked(task, rt, s, flow, step, claim.row_id, holder)
+            _run_locked(task, rt, s, flow, step, claim.row_id, holder, locked)
     return key
 
 
@@ -212,26 +239,84 @@ def _claim(
     step: flows.Step,
     key: Any,
     holder: str,
-    *,
-    opening: Session | None = None,
 ) -> journal.Claim | None:
-    """Claim the step (see :func:`journal.claim`).
-
-    ``opening``: the session the step will run in. On PostgreSQL the claim
-    then also begins its transaction, in the same round trip; the claim
-    itself still commits on its own before that transaction begins.
-    """
+    """Claim the step (see :func:`journal.claim`), in a round trip of its own."""
     worker = rt.incarnation or rt.host
-    args = (flow.subject, key, step.task, worker, rt.settings.step_lease, holder)
     try:
-        if opening is not None and not rt.db.is_sqlite:
-            return journal.claim_then_begin(rt.db.unmanaged_connection(opening), *args)
         with rt.db.autocommit() as conn:
-            return journal.claim(conn, *args)
+            return journal.claim(
+                conn, flow.subject, key, step.task, worker, rt.settings.step_lease, holder
+            )
     except retry.TRANSIENT as exc:
         # The database or broker hiccupped before the step started: nothing
         # was done, so simply try again later.
         raise _retry(task, rt, exc) from exc
+
+
+def _claim_and_lock(
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    s: Session,
+    flow: flows.Flow,
+    step: flows.Step,
+    key: Any,
+    holder: str,
+) -> tuple[journal.Claim | None, _Locked | None]:
+    """Claim the step and lock its rows in one round trip (PostgreSQL).
+
+    The message is ``claim; COMMIT; BEGIN; lock``. The claim commits on its
+    own before anything else runs, exactly as :func:`journal.claim` does, so
+    an attempt is on record even if the worker dies mid-step; the lock runs
+    in the step's transaction and finds the row by key and step, as the
+    claim did, and sees it claimed. When the claim did not take the step the
+    caller rolls that transaction back. Returns the claim, and the locked
+    rows when they are the claimed row's.
+    """
+    worker = rt.incarnation or rt.host
+    try:
+        conn = rt.db.unmanaged_connection(s)
+        before = journal.claim_before(
+            conn, flow.subject, key, step.task, worker, rt.settings.step_lease, holder
+        )
+        ctx = _lock_rows(rt, s, flow.subject, None, claim=(key, step.task, before))
+        claim = journal.before_claimed(conn, holder)
+    except (Ignore, Retry):
+        raise
+    except Exception as exc:
+        s.rollback()
+        _failed_after_claim(task, rt, flow, step, key, holder, exc)
+        raise
+    if claim is None or ctx is None:
+        return claim, _Locked(None)
+    if ctx.journal.id != claim.row_id:
+        # The flow was planned again between the two (an operator's retry).
+        s.rollback()
+        return claim, None
+    return claim, _Locked(ctx)
+
+
+def _failed_after_claim(
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    flow: flows.Flow,
+    step: flows.Step,
+    key: Any,
+    holder: str,
+    exc: Exception,
+) -> None:
+    """The claim's round trip failed: if the claim committed, this delivery
+    holds the step, and fails it as a step failure; otherwise nothing was done."""
+    try:
+        with rt.db.autocommit() as conn:
+            row_id = journal.held_by(conn, flow.subject, key, step.task, holder)
+    except retry.TRANSIENT:
+        row_id = None
+    if row_id is None:
+        if isinstance(exc, retry.TRANSIENT):
+            raise _retry(task, rt, exc) from exc
+        return
+    with rt.executing_step(row_id):
+        _retry_or_fail(task, rt, step, row_id, holder, exc)
 
 
 def _wait_for_holder(rt: HostRuntime, row_id: int) -> JournalStatus | None:
@@ -261,13 +346,18 @@ def _run_locked(
     step: flows.Step,
     row_id: int,
     holder: str,
+    locked: _Locked | None = None,
 ) -> None:
     try:
-        # On PostgreSQL the claim has begun the first transaction already,
-        # unless this delivery waited for another copy first.
-        claimed_open = s.in_transaction()
-        with s.get_transaction() or s.begin():
-            ctx = _lock_rows(rt, s, flow.subject, row_id, begins=not claimed_open)
+        # ``locked``: the claim's round trip has begun the transaction and
+        # locked the rows already.
+        first = s.get_transaction() if locked is not None else s.begin()
+        assert first is not None
+        with first:
+            if locked is not None:
+                ctx = locked.ctx
+            else:
+                ctx = _lock_rows(rt, s, flow.subject, row_id, begins=True)
             if ctx is None or _ended_meanwhile(ctx, flow):
                 _end_unrun(s, row_id, ctx)
                 return

@@ -148,7 +148,7 @@ class Claim:
     taken: bool
 
 
-def _row_of(subject: flows.Subject) -> Any:
+def row_of(subject: flows.Subject) -> Any:
     """The id of the row a delivery is for: the migration's live row of the step,
     or the instance's newest row of the operation (a redelivery of an earlier
     one then finds it ended)."""
@@ -188,7 +188,7 @@ def _claim_statement(subject: flows.Subject) -> Any:
 
     return (
         update(j)
-        .where(j.id == _row_of(subject))
+        .where(j.id == row_of(subject))
         .values(
             deliveries=j.deliveries + 1,
             status=when_taken(_J.RUNNING.value, j.status),
@@ -256,7 +256,7 @@ def claim(
     return _claimed(row, holder)
 
 
-def claim_then_begin(
+def claim_before(
     conn: Connection,
     subject: flows.Subject,
     key: int | str,
@@ -264,20 +264,34 @@ def claim_then_begin(
     worker: str,
     lease: float,
     holder: str,
-) -> Claim | None:
-    """:func:`claim`, committed on its own, and the step's transaction begun after it,
-    in one round trip (PostgreSQL; see :mod:`~resizeflow.db.onetrip`).
+) -> tuple[str, int]:
+    """:func:`claim`, committed on its own and followed by a ``BEGIN``, as the
+    :data:`onetrip.BEFORE` of the statement that then runs in that transaction.
 
-    ``conn`` is in autocommit mode with no transaction open: the claim runs
-    and commits first, exactly as :func:`claim` does, and the ``BEGIN`` that
-    follows leaves the server in the transaction the step then runs in. The
-    caller ends that transaction (commit or rollback) whatever the claim found.
+    Read the claim with :func:`before_claimed` once that statement has run.
     """
     params = _claim_params(key, step, worker, lease, holder)
-    result = onetrip.execute_then(
-        conn, _claim_statement(subject), params, onetrip.COMMIT_THEN_BEGIN
+    claim_sql = onetrip.render(conn, _claim_statement(subject), params)
+    return f"{claim_sql}; {onetrip.COMMIT_THEN_BEGIN}", 3
+
+
+def before_claimed(conn: Connection, holder: str) -> Claim | None:
+    """The claim sent by :func:`claim_before`."""
+    rows = conn.info.pop(onetrip.BEFORE_ROWS)
+    return _claimed(rows[0] if rows else None, holder)
+
+
+def held_by(
+    conn: Connection, subject: flows.Subject, key: int | str, step: str, holder: str
+) -> int | None:
+    """The row of ``step`` for ``key``, if the delivery with token ``holder`` took it."""
+    found: int | None = conn.scalar(
+        select(StepJournal.id).where(
+            StepJournal.id == row_of(subject), StepJournal.holder == holder
+        ),
+        {"b_key": key, "b_step": step},
     )
-    return _claimed(result.one_or_none(), holder)
+    return found
 
 
 def renew_leases(session: Session, worker: str, running: Collection[int], lease: float) -> int:

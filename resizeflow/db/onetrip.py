@@ -1,10 +1,17 @@
-"""A statement and the transaction control around it, sent to PostgreSQL as one message.
+"""Statements and the transaction control around them, sent to PostgreSQL as one message.
 
 psycopg sends ``BEGIN`` and ``COMMIT`` as messages of their own, each a round
-trip that waits for the server. The step runner's hot path needs neither to
-wait alone: its claim commits on its own and its transaction begins right
-after (``claim; COMMIT; BEGIN``), and its last statement is followed by the
-commit (``finish; COMMIT``).
+trip that waits for the server, and the step runner's hot path needs none
+of them to wait alone:
+
+- a step's claim commits on its own, then its transaction begins and locks
+  the rows: ``claim; COMMIT; BEGIN; SELECT ... FOR UPDATE`` (the claim is
+  the :data:`BEFORE` of the ORM's lock statement);
+- a transaction that starts with a lock: ``SELECT ... FOR UPDATE; BEGIN``
+  (:data:`THEN`; the server makes the statement's row locks part of the
+  transaction that BEGIN opens);
+- a step's last writes and its commit: ``UPDATE ...; finish; COMMIT``
+  (:func:`flush_then`).
 
 PostgreSQL's simple query protocol takes several statements in one message
 and runs them in order, stopping at the first error. Its parameters cannot
@@ -61,6 +68,11 @@ COMMIT_THEN_BEGIN = "COMMIT; BEGIN"
 
 # Execution option: SQL to send after the statement, in the same message.
 THEN = "resizeflow_then"
+# Execution option: (SQL, n) sent before the statement, in the same message:
+# n statements whose first one's rows are kept in the connection's info under
+# BEFORE_ROWS; the statement's own result is the one its caller reads.
+BEFORE = "resizeflow_before"
+BEFORE_ROWS = "resizeflow_before_rows"
 
 
 def install(engine: Engine) -> None:
@@ -80,14 +92,35 @@ def install(engine: Engine) -> None:
         context: Any,
         executemany: bool,
     ) -> tuple[str, Any]:
-        then = context.execution_options.get(THEN) if context is not None else None
-        if not then:
+        options = context.execution_options if context is not None else {}
+        then, before = options.get(THEN), options.get(BEFORE)
+        if not then and not before:
             return statement, parameters
-        assert not executemany, "a statement sent with another runs once"
+        assert not executemany, "a statement sent with others runs once"
         driver = conn.connection.driver_connection
         assert isinstance(driver, PgConnection)
-        sql = ClientCursor(driver).mogrify(statement, parameters or None)
-        return f"{sql}; {then}", None
+        sql = [ClientCursor(driver).mogrify(statement, parameters or None)]
+        if before:
+            sql.insert(0, before[0])
+        if then:
+            sql.append(then)
+        return "; ".join(sql), None
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _skip_before(
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        before = context.execution_options.get(BEFORE) if context is not None else None
+        if not before:
+            return
+        conn.info[BEFORE_ROWS] = cursor.fetchall()
+        for _ in range(before[1]):
+            cursor.nextset()
 
 
 def supported(conn: Connection) -> bool:
@@ -117,16 +150,6 @@ def render(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) -> 
     driver = conn.connection.driver_connection
     assert isinstance(driver, PgConnection)
     return ClientCursor(driver).mogrify(compiled.string, values)
-
-
-def execute_then(
-    conn: Connection, stmt: ClauseElement, params: Mapping[str, Any], then: str
-) -> CursorResult[Any]:
-    """Run ``stmt``, then ``then`` (``COMMIT`` or ``COMMIT; BEGIN``), in one round trip.
-
-    The result is ``stmt``'s: psycopg's cursor stands on the message's first result.
-    """
-    return _send(conn, [(stmt, params)], then)
 
 
 def _send(conn: Connection, statements: Sequence[Statement], then: str) -> CursorResult[Any]:
