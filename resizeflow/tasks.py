@@ -12,6 +12,10 @@ already done, and otherwise runs the step, marks it done and writes its
 action event in the same commit. Because ``acks_late`` may deliver a message
 twice, those checks are what make a redelivery change nothing.
 
+On PostgreSQL the claim, the transaction's BEGIN and the lock travel as one
+message, the claim still committed on its own before the BEGIN; the step's
+last writes travel with its COMMIT (see :mod:`resizeflow.db.onetrip`).
+
 A step with a hypervisor phase (see :class:`~resizeflow.steps.context.HypervisorWork`)
 splits that transaction in two: it reads its rows and commits, does the long
 work with no row locked under a renewed and fenced lease, then locks the rows
