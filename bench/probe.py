@@ -9,9 +9,12 @@ totals are written to OUT.json when the worker stops.
 
 Round trips: each statement, each COMMIT or ROLLBACK, and on PostgreSQL the
 BEGIN that psycopg sends before a transaction's first statement and the
-pre-ping of every pool checkout. SQLite's ``BEGIN IMMEDIATE`` is a statement
-already. The instrumented worker is slower; its timings are for the split
-between driver and overhead, not for throughput.
+pre-ping of every pool checkout. On PostgreSQL the server's transaction
+status, as psycopg sees it, decides whether a BEGIN, COMMIT or ROLLBACK is
+sent at all; a statement sent with its own ``COMMIT`` is one round trip.
+SQLite's ``BEGIN IMMEDIATE`` is a statement already. The instrumented worker
+is slower; its timings are for the split between driver and overhead, not for
+throughput.
 """
 
 from __future__ import annotations
@@ -76,9 +79,26 @@ def _short(statement: str) -> str:
     return f"{verb}{count} {table.group(1) if table else ''}{lock}".strip()
 
 
+_ENDS_WITH_COMMIT = re.compile(r"(^|;)\s*COMMIT\s*$", re.IGNORECASE)
+
+
 def _autocommit(conn: Any) -> bool:
-    # psycopg in autocommit mode sends neither BEGIN nor COMMIT.
+    # psycopg in autocommit mode sends no BEGIN of its own.
     return bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
+
+
+def _pg_idle(conn: Any) -> bool:
+    """Whether the server has no transaction open on this psycopg connection.
+
+    psycopg reads that from every reply: it sends its own BEGIN before a
+    statement only when idle (and not in autocommit mode), and a COMMIT or
+    ROLLBACK only when not idle. A statement may carry its own transaction
+    control (``...; COMMIT``), so the status is what tells.
+    """
+    from psycopg import pq
+
+    status = conn.connection.dbapi_connection.pgconn.transaction_status
+    return bool(status == pq.TransactionStatus.IDLE)
 
 
 def _on_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -87,24 +107,21 @@ def _on_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         sql.append(_short(statement))
     _bump("statements")
     _bump("round_trips")
-    counts = _current()
     # psycopg opens a transaction with a BEGIN of its own before the first statement.
-    if (
-        counts is not None
-        and conn.dialect.name == "postgresql"
-        and not _local.began
-        and not _autocommit(conn)
-    ):
-        _local.began = True
+    if conn.dialect.name == "postgresql" and not _autocommit(conn) and _pg_idle(conn):
         _bump("round_trips")
+    if _ENDS_WITH_COMMIT.search(statement):
+        _bump("transactions")  # its transaction ends with it, in the same round trip
 
 
 def _on_end(conn: Any) -> None:
-    if _autocommit(conn):
+    if conn.dialect.name == "postgresql":
+        if _pg_idle(conn):
+            return  # nothing open on the server: psycopg sends nothing
+    elif _autocommit(conn):
         return
     _bump("round_trips")
     _bump("transactions")
-    _local.began = False
 
 
 def _on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
@@ -140,7 +157,6 @@ def time_driver() -> None:
 def _prerun(task: Any = None, **_kw: Any) -> None:
     _local.counts = dict.fromkeys(FIELDS, 0.0)
     _local.sql = [] if task is not None and task.name not in first_sql else None
-    _local.began = False
     _local.t0 = time.perf_counter()
 
 

@@ -12,6 +12,10 @@ already done, and otherwise runs the step, marks it done and writes its
 action event in the same commit. Because ``acks_late`` may deliver a message
 twice, those checks are what make a redelivery change nothing.
 
+On PostgreSQL the claim, the transaction's BEGIN and the lock travel as one
+message, the claim still committed on its own before the BEGIN; the step's
+last writes travel with its COMMIT (see :mod:`resizeflow.db.onetrip`).
+
 A step with a hypervisor phase (see :class:`~resizeflow.steps.context.HypervisorWork`)
 splits that transaction in two: it reads its rows and commits, does the long
 work with no row locked under a renewed and fenced lease, then locks the rows
@@ -33,14 +37,17 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from celery import Task, shared_task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Retry
 from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows, logs, retry
 from resizeflow.db import api as dbapi
-from resizeflow.db import journal
-from resizeflow.db.models import Instance, Migration, StepJournal
+from resizeflow.db import journal, onetrip
+from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
 from resizeflow.drivers.base import Notification
+from resizeflow.drivers.network import SqlNetwork
+from resizeflow.drivers.volume import SqlVolumes
 from resizeflow.states import JOURNAL_ENDED, JournalStatus, MigrationStatus
 from resizeflow.steps import cleanup, failpoints
 from resizeflow.steps.context import (
@@ -73,52 +80,99 @@ def _retry(task: Task[Any, Any], rt: HostRuntime, exc: Exception) -> Exception:
 
 
 @functools.cache
-def _lock_statement(subject: flows.Subject) -> Any:
+def _lock_statement(
+    subject: flows.Subject, dialect: str, *, reads: bool = True, by_key: bool = False
+) -> Any:
     """Lock the instance, the migration (a migration's flows) and the step's row.
 
     NOTE: PostgreSQL locks a join's rows in the order of its FROM list, so this
     takes instance, then migration, then journal row: the order used
     everywhere else (the service layer's compare-and-swap updates too), so it
     never deadlocks with them. Built once per subject: every step runs it.
+
+    ``reads``: it also reads, in the same round trip, what nearly every step
+    reads next and nothing can change under it: the action the step is for,
+    and the instance's ports and volume attachments (for its VIFs and its
+    notifications). They are not locked. A step's second lock, after its
+    hypervisor phase, has them already.
+
+    ``by_key``: the row is found as the claim finds it, by the task's key and
+    the step (``b_key``, ``b_step``), not by its id (``b_row_id``).
     """
-    stmt: Any
-    if subject is flows.Subject.MIGRATION:
-        stmt = (
-            select(Instance, Migration, StepJournal)
-            .select_from(Instance)
-            .join(Migration, Migration.instance_uuid == Instance.uuid)
-            .join(StepJournal, StepJournal.migration_id == Migration.id)
+    migration = subject is flows.Subject.MIGRATION
+    entities: list[Any] = [Instance, Migration] if migration else [Instance]
+    entities.append(StepJournal)
+    columns: list[Any] = []
+    if reads:
+        columns = [
+            InstanceAction,
+            SqlNetwork.ports_column(dialect, Instance.uuid),
+            SqlVolumes.attached_column(dialect, Instance.uuid),
+        ]
+    stmt: Any = select(*entities, *columns).select_from(Instance)
+    if migration:
+        stmt = stmt.join(Migration, Migration.instance_uuid == Instance.uuid).join(
+            StepJournal, StepJournal.migration_id == Migration.id
         )
     else:
-        stmt = (
-            select(Instance, StepJournal)
-            .select_from(Instance)
-            .join(StepJournal, StepJournal.instance_uuid == Instance.uuid)
-        )
-    return stmt.where(
-        StepJournal.id == bindparam("b_row_id"), Instance.deleted.is_(False)
-    ).with_for_update()
+        stmt = stmt.join(StepJournal, StepJournal.instance_uuid == Instance.uuid)
+    if reads:
+        stmt = stmt.outerjoin(InstanceAction, InstanceAction.id == StepJournal.action_id)
+    row = journal.row_of(subject) if by_key else bindparam("b_row_id")
+    return stmt.where(StepJournal.id == row, Instance.deleted.is_(False)).with_for_update(
+        of=entities
+    )
 
 
 def _lock_rows(
-    rt: HostRuntime, session: Any, subject: flows.Subject, row_id: int, *, again: bool = False
+    rt: HostRuntime,
+    session: Session,
+    subject: flows.Subject,
+    row_id: int | None,
+    *,
+    again: bool = False,
+    begins: bool = False,
+    claim: tuple[Any, str, tuple[str, int]] | None = None,
 ) -> StepContext | None:
     """The step's context with its rows locked; None when its instance is gone.
 
     ``again``: the rows are in the session already, from the step's first
     transaction; the lock reads them anew over what it held.
+
+    ``begins``: the lock is the transaction's first statement. On PostgreSQL
+    it then carries the ``BEGIN`` in its own round trip (``SELECT ... FOR
+    UPDATE; BEGIN``: the server makes the row locks of the statement part of
+    the transaction that BEGIN opens), instead of psycopg sending it alone.
+
+    ``claim``: (key, step, the claim as :func:`journal.claim_before` renders
+    it), sent before the lock in the same round trip; the lock then finds the
+    row by key and step (see :func:`_claim_and_lock`).
     """
-    options = {"populate_existing": True} if again else {}
-    found = session.execute(
-        _lock_statement(subject), {"b_row_id": row_id}, execution_options=options
-    ).one_or_none()
+    options: dict[str, Any] = {"populate_existing": True} if again else {}
+    params: dict[str, Any] = {"b_row_id": row_id}
+    dialect = session.get_bind().dialect.name
+    if begins and dialect == "postgresql":
+        rt.db.unmanaged_connection(session)
+        options[onetrip.THEN] = onetrip.BEGIN
+    if claim is not None:
+        key, step, options[onetrip.BEFORE] = claim
+        params = {"b_key": key, "b_step": step}
+    stmt = _lock_statement(subject, dialect, reads=not again, by_key=claim is not None)
+    found = session.execute(stmt, params, execution_options=options).one_or_none()
     if found is None:
         return None
     if subject is flows.Subject.MIGRATION:
-        inst, mig, row = found
+        inst, mig, row, *reads = found
     else:
-        (inst, row), mig = found, None
-    return StepContext(session=session, runtime=rt, instance=inst, migration=mig, journal=row)
+        (inst, row, *reads), mig = found, None
+    ctx = StepContext(session=session, runtime=rt, instance=inst, migration=mig, journal=row)
+    if reads:
+        action, ports, volumes = reads
+        ctx.network.remember(inst.uuid, ports)
+        ctx.volumes.remember(inst.uuid, volumes)
+        if action is not None:
+            ctx.initiator = action
+    return ctx
 
 
 def _resolve(step: flows.Step) -> StepFn:
@@ -135,35 +189,50 @@ def run_step(task: Task[Any, Any], flow: flows.Flow, step: flows.Step, key: Any)
         return _run_step(task, rt, flow, step, key)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Locked:
+    """The step's rows, locked in the claim's round trip; None: its instance is gone."""
+
+    ctx: StepContext | None
+
+
 def _run_step(
     task: Task[Any, Any], rt: HostRuntime, flow: flows.Flow, step: flows.Step, key: Any
 ) -> Any:
     holder = uuid.uuid4().hex  # this delivery's own token
-    claim = _claim(task, rt, flow, step, key, holder)
-    while claim is not None and claim.status == _J.RUNNING and not claim.taken:
-        # NOTE: a live copy holds the step, maybe in its hypervisor phase with
-        # no row locked: wait for it to end rather than run beside it. If its
-        # lease lapses (its worker died), claim the step again.
-        ended = _wait_for_holder(rt, claim.row_id)
-        if ended is None:
+    with rt.db.session() as s:
+        locked: _Locked | None = None
+        if rt.db.is_sqlite:
             claim = _claim(task, rt, flow, step, key, holder)
-        elif ended == _J.RETRYING:
-            raise Ignore()  # it failed transiently: its own retry carries the chain on
         else:
-            claim = dataclasses.replace(claim, status=ended)
-    if claim is None:
-        if flow.subject is flows.Subject.INSTANCE:
-            return key  # no operation of this kind was ever planned for it
-        raise errors.StepFailed(step=step.task, reason=f"migration {key} has no plan")
-    if claim.status == _J.DONE:
-        return key
-    if claim.status in JOURNAL_ENDED:
-        raise Ignore()
-    with (
-        logs.bound(request_id=claim.request_id, instance_uuid=claim.instance_uuid),
-        rt.executing_step(claim.row_id),
-    ):
-        _run_locked(task, rt, flow, step, claim.row_id, holder)
+            claim, locked = _claim_and_lock(task, rt, s, flow, step, key, holder)
+        if claim is None or claim.status != _J.RUNNING or not claim.taken:
+            s.rollback()  # the transaction the claim opened has nothing to run
+            locked = None
+        while claim is not None and claim.status == _J.RUNNING and not claim.taken:
+            # NOTE: a live copy holds the step, maybe in its hypervisor phase with
+            # no row locked: wait for it to end rather than run beside it. If its
+            # lease lapses (its worker died), claim the step again.
+            ended = _wait_for_holder(rt, claim.row_id)
+            if ended is None:
+                claim = _claim(task, rt, flow, step, key, holder)
+            elif ended == _J.RETRYING:
+                raise Ignore()  # it failed transiently: its own retry carries the chain on
+            else:
+                claim = dataclasses.replace(claim, status=ended)
+        if claim is None:
+            if flow.subject is flows.Subject.INSTANCE:
+                return key  # no operation of this kind was ever planned for it
+            raise errors.StepFailed(step=step.task, reason=f"migration {key} has no plan")
+        if claim.status == _J.DONE:
+            return key
+        if claim.status in JOURNAL_ENDED:
+            raise Ignore()
+        with (
+            logs.bound(request_id=claim.request_id, instance_uuid=claim.instance_uuid),
+            rt.executing_step(claim.row_id),
+        ):
+            _run_locked(task, rt, s, flow, step, claim.row_id, holder, locked)
     return key
 
 
@@ -175,6 +244,7 @@ def _claim(
     key: Any,
     holder: str,
 ) -> journal.Claim | None:
+    """Claim the step (see :func:`journal.claim`), in a round trip of its own."""
     worker = rt.incarnation or rt.host
     try:
         with rt.db.autocommit() as conn:
@@ -185,6 +255,72 @@ def _claim(
         # The database or broker hiccupped before the step started: nothing
         # was done, so simply try again later.
         raise _retry(task, rt, exc) from exc
+
+
+def _claim_and_lock(
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    s: Session,
+    flow: flows.Flow,
+    step: flows.Step,
+    key: Any,
+    holder: str,
+) -> tuple[journal.Claim | None, _Locked | None]:
+    """Claim the step and lock its rows in one round trip (PostgreSQL).
+
+    The message is ``claim; COMMIT; BEGIN; lock``. The claim commits on its
+    own before anything else runs, exactly as :func:`journal.claim` does, so
+    an attempt is on record even if the worker dies mid-step; the lock runs
+    in the step's transaction and finds the row by key and step, as the
+    claim did, and sees it claimed. When the claim did not take the step the
+    caller rolls that transaction back. Returns the claim, and the locked
+    rows when they are the claimed row's.
+    """
+    worker = rt.incarnation or rt.host
+    try:
+        conn = rt.db.unmanaged_connection(s)
+        before = journal.claim_before(
+            conn, flow.subject, key, step.task, worker, rt.settings.step_lease, holder
+        )
+        ctx = _lock_rows(rt, s, flow.subject, None, claim=(key, step.task, before))
+        claim = journal.before_claimed(conn, holder)
+    except (Ignore, Retry):
+        raise
+    except Exception as exc:
+        s.rollback()
+        _failed_after_claim(task, rt, flow, step, key, holder, exc)
+        raise
+    if claim is None or ctx is None:
+        return claim, _Locked(None)
+    if ctx.journal.id != claim.row_id:
+        # The flow was planned again between the two (an operator's retry).
+        s.rollback()
+        return claim, None
+    return claim, _Locked(ctx)
+
+
+def _failed_after_claim(
+    task: Task[Any, Any],
+    rt: HostRuntime,
+    flow: flows.Flow,
+    step: flows.Step,
+    key: Any,
+    holder: str,
+    exc: Exception,
+) -> None:
+    """The claim's round trip failed: if the claim committed, this delivery
+    holds the step, and fails it as a step failure; otherwise nothing was done."""
+    try:
+        with rt.db.autocommit() as conn:
+            row_id = journal.held_by(conn, flow.subject, key, step.task, holder)
+    except retry.TRANSIENT:
+        row_id = None
+    if row_id is None:
+        if isinstance(exc, retry.TRANSIENT):
+            raise _retry(task, rt, exc) from exc
+        return
+    with rt.executing_step(row_id):
+        _retry_or_fail(task, rt, step, row_id, holder, exc)
 
 
 def _wait_for_holder(rt: HostRuntime, row_id: int) -> JournalStatus | None:
@@ -209,47 +345,63 @@ def _wait_for_holder(rt: HostRuntime, row_id: int) -> JournalStatus | None:
 def _run_locked(
     task: Task[Any, Any],
     rt: HostRuntime,
+    s: Session,
     flow: flows.Flow,
     step: flows.Step,
     row_id: int,
     holder: str,
+    locked: _Locked | None = None,
 ) -> None:
     try:
-        with rt.db.session() as s:
+        # ``locked``: the claim's round trip has begun the transaction and
+        # locked the rows already.
+        first = s.get_transaction() if locked is not None else s.begin()
+        assert first is not None
+        with first:
+            if locked is not None:
+                ctx = locked.ctx
+            else:
+                ctx = _lock_rows(rt, s, flow.subject, row_id, begins=True)
+            if ctx is None or _ended_meanwhile(ctx, flow):
+                _end_unrun(s, row_id, ctx)
+                return
+            if ctx.journal.status == _J.DONE:
+                return
+            if not journal.holds(ctx.journal, holder):
+                raise errors.LeaseLost(step=step.task, holder=ctx.journal.worker)
+            failpoints.check(rt.settings.failpoints_file, step.task, ctx.instance.uuid)
+            phases = _resolve(step)(ctx)
+            work = _next_phase(phases)
+            if work is None:
+                journal.finish(
+                    s, ctx.journal, host=rt.host, ends_action=step is flow.last, commit=True
+                )
+            elif onetrip.supported(s.connection()):
+                # What the step wrote before its hypervisor work commits with
+                # the COMMIT, in one round trip.
+                onetrip.flush_then(s, [], onetrip.COMMIT)
+        if work is not None:
+            assert phases is not None
+            # NOTE: the rows are committed and unlocked here: a request that
+            # locks the server is answered while the hypervisor works.
+            _publish(rt, ctx.notifications)
+            ctx.notifications.clear()
+            result = _hypervisor_phase(rt, step, ctx.instance.uuid, row_id, holder, work)
             with s.begin():
-                ctx = _lock_rows(rt, s, flow.subject, row_id)
-                if ctx is None or _ended_meanwhile(ctx, flow):
-                    _end_unrun(s, row_id, ctx)
+                again = _lock_rows(rt, s, flow.subject, row_id, again=True, begins=True)
+                if again is None:
+                    _end_unrun(s, row_id, None)
                     return
-                if ctx.journal.status == _J.DONE:
+                if again.journal.status in JOURNAL_ENDED:
+                    # Another copy finished it, or a delete ended it meanwhile.
+                    log.info("step %s %s meanwhile", step.task, again.journal.status)
                     return
-                if not journal.holds(ctx.journal, holder):
-                    raise errors.LeaseLost(step=step.task, holder=ctx.journal.worker)
-                failpoints.check(rt.settings.failpoints_file, step.task, ctx.instance.uuid)
-                phases = _resolve(step)(ctx)
-                work = _next_phase(phases)
-                if work is None:
-                    journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
-            if work is not None:
-                assert phases is not None
-                # NOTE: the rows are committed and unlocked here: a request that
-                # locks the server is answered while the hypervisor works.
-                _publish(rt, ctx.notifications)
-                ctx.notifications.clear()
-                result = _hypervisor_phase(rt, step, ctx.instance.uuid, row_id, holder, work)
-                with s.begin():
-                    again = _lock_rows(rt, s, flow.subject, row_id, again=True)
-                    if again is None:
-                        _end_unrun(s, row_id, None)
-                        return
-                    if again.journal.status in JOURNAL_ENDED:
-                        # Another copy finished it, or a delete ended it meanwhile.
-                        log.info("step %s %s meanwhile", step.task, again.journal.status)
-                        return
-                    if not journal.holds(again.journal, holder):
-                        raise errors.LeaseLost(step=step.task, holder=again.journal.worker)
-                    _last_phase(phases, result)
-                    journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
+                if not journal.holds(again.journal, holder):
+                    raise errors.LeaseLost(step=step.task, holder=again.journal.worker)
+                _last_phase(phases, result)
+                journal.finish(
+                    s, ctx.journal, host=rt.host, ends_action=step is flow.last, commit=True
+                )
     except errors.LeaseLost as exc:
         # The copy that took the step over carries the chain on; this one's
         # hypervisor work was safe to repeat, and it commits nothing.
@@ -257,8 +409,8 @@ def _run_locked(
         raise Ignore() from exc
     except errors.WorkflowAborted as exc:
         log.warning("%s", exc.message)
-        with rt.db.transaction() as s:
-            aborted = journal.get(s, row_id, lock=True)
+        with rt.db.transaction() as t:
+            aborted = journal.get(t, row_id, lock=True)
             assert aborted is not None
             # A delete may have ended the row already (aborted).
             if aborted.status not in JOURNAL_ENDED:

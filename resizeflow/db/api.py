@@ -12,7 +12,7 @@ import functools
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, or_, select, update
+from sqlalchemy import JSON, ColumnElement, ScalarSelect, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -157,6 +157,21 @@ _EVENT_COLUMNS = ("action_id", "event", "host", "start_time", "finish_time", "re
 
 
 @functools.cache
+def json_rows(
+    dialect: str, where: ColumnElement[bool], *columns: ColumnElement[Any]
+) -> ScalarSelect[Any]:
+    """The rows of ``columns`` that match ``where``, as one JSON array of arrays.
+
+    A column of another statement: it reads a few rows of another table in
+    that statement's round trip. It is None or [] when no row matches.
+    """
+    if dialect == "postgresql":
+        rows = func.json_agg(func.json_build_array(*columns), type_=JSON)
+    else:
+        rows = func.json_group_array(func.json_array(*columns), type_=JSON)
+    return select(rows).where(where).scalar_subquery()
+
+
 def event_upsert(dialect: str) -> Any:
     """Insert an action event, or update it on a retry; built once per dialect.
 

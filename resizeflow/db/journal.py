@@ -35,6 +35,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from resizeflow import flows
 from resizeflow.db import api as dbapi
+from resizeflow.db import onetrip
 from resizeflow.db.models import StepJournal, utcnow
 from resizeflow.states import JOURNAL_CLAIMABLE, JournalStatus, check_journal
 
@@ -147,7 +148,7 @@ class Claim:
     taken: bool
 
 
-def _row_of(subject: flows.Subject) -> Any:
+def row_of(subject: flows.Subject) -> Any:
     """The id of the row a delivery is for: the migration's live row of the step,
     or the instance's newest row of the operation (a redelivery of an earlier
     one then finds it ended)."""
@@ -187,7 +188,7 @@ def _claim_statement(subject: flows.Subject) -> Any:
 
     return (
         update(j)
-        .where(j.id == _row_of(subject))
+        .where(j.id == row_of(subject))
         .values(
             deliveries=j.deliveries + 1,
             status=when_taken(_J.RUNNING.value, j.status),
@@ -202,6 +203,25 @@ def _claim_statement(subject: flows.Subject) -> Any:
         )
         .returning(j.id, j.status, j.request_id, j.instance_uuid, j.holder)
     )
+
+
+def _claim_params(
+    key: int | str, step: str, worker: str, lease: float, holder: str
+) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "b_key": key,
+        "b_step": step,
+        "b_now": now,
+        "b_worker": worker,
+        "b_holder": holder,
+        "b_node_prefix": worker.rpartition("/")[0] + "/",
+        "b_lease_until": now + dt.timedelta(seconds=lease),
+    }
+
+
+def _claimed(row: Any, holder: str) -> Claim | None:
+    return None if row is None else Claim(row[0], _J(row[1]), row[2], row[3], row[4] == holder)
 
 
 def claim(
@@ -231,20 +251,47 @@ def claim(
     on record even if the worker dies mid-step, and it costs one round trip.
     The SET expressions all read the row as it was before the update.
     """
-    now = utcnow()
-    row = conn.execute(
-        _claim_statement(subject),
-        {
-            "b_key": key,
-            "b_step": step,
-            "b_now": now,
-            "b_worker": worker,
-            "b_holder": holder,
-            "b_node_prefix": worker.rpartition("/")[0] + "/",
-            "b_lease_until": now + dt.timedelta(seconds=lease),
-        },
-    ).one_or_none()
-    return None if row is None else Claim(row[0], _J(row[1]), row[2], row[3], row[4] == holder)
+    params = _claim_params(key, step, worker, lease, holder)
+    row = conn.execute(_claim_statement(subject), params).one_or_none()
+    return _claimed(row, holder)
+
+
+def claim_before(
+    conn: Connection,
+    subject: flows.Subject,
+    key: int | str,
+    step: str,
+    worker: str,
+    lease: float,
+    holder: str,
+) -> tuple[str, int]:
+    """:func:`claim`, committed on its own and followed by a ``BEGIN``, as the
+    :data:`onetrip.BEFORE` of the statement that then runs in that transaction.
+
+    Read the claim with :func:`before_claimed` once that statement has run.
+    """
+    params = _claim_params(key, step, worker, lease, holder)
+    claim_sql = onetrip.render(conn, _claim_statement(subject), params)
+    return f"{claim_sql}; {onetrip.COMMIT_THEN_BEGIN}", 3
+
+
+def before_claimed(conn: Connection, holder: str) -> Claim | None:
+    """The claim sent by :func:`claim_before`."""
+    rows = conn.info.pop(onetrip.BEFORE_ROWS)
+    return _claimed(rows[0] if rows else None, holder)
+
+
+def held_by(
+    conn: Connection, subject: flows.Subject, key: int | str, step: str, holder: str
+) -> int | None:
+    """The row of ``step`` for ``key``, if the delivery with token ``holder`` took it."""
+    found: int | None = conn.scalar(
+        select(StepJournal.id).where(
+            StepJournal.id == row_of(subject), StepJournal.holder == holder
+        ),
+        {"b_key": key, "b_step": step},
+    )
+    return found
 
 
 def renew_leases(session: Session, worker: str, running: Collection[int], lease: float) -> int:
@@ -316,12 +363,20 @@ def _finish_statement(dialect: str, event: bool, ends_action: bool) -> Any:
     return dbapi.event_upsert(dialect).add_cte(*ctes)
 
 
-def finish(session: Session, row: StepJournal, *, host: str, ends_action: bool) -> None:
+def finish(
+    session: Session, row: StepJournal, *, host: str, ends_action: bool, commit: bool = False
+) -> None:
     """Mark the step done and write its action event; the flow's last step ends the action.
 
     On PostgreSQL that is one statement, and one round trip, for every step.
     SQLite has no data-modifying CTEs and runs the same writes one by one.
     The ORM's copy of ``row`` is brought up to date without being flushed again.
+
+    ``commit``: this is the last write of the step's transaction. On
+    PostgreSQL the session's pending changes, the statement and the
+    ``COMMIT`` go in one round trip (see :func:`onetrip.flush_then`); the
+    session's own commit then finds nothing left to send. Elsewhere the
+    caller's commit follows as usual.
     """
     check_journal(row.status, _J.DONE)
     now = utcnow()
@@ -339,7 +394,11 @@ def finish(session: Session, row: StepJournal, *, host: str, ends_action: bool) 
                 now=now,
             )
         )
-    session.execute(_finish_statement(dialect, event, ends_action), params)
+    stmt = _finish_statement(dialect, event, ends_action)
+    if commit and onetrip.supported(session.connection()):
+        onetrip.flush_then(session, [(stmt, params)], onetrip.COMMIT)
+    else:
+        session.execute(stmt, params)
     if dialect != "postgresql" and row.action_id is not None:
         session.execute(dbapi.event_upsert(dialect), params)
         if ends_action:

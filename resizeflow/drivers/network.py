@@ -13,18 +13,41 @@ import ipaddress
 import random
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import String, bindparam, delete, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from resizeflow.db import api as dbapi
 from resizeflow.db.models import Port, PortBinding
 from resizeflow.drivers.base import VifSpec
 from resizeflow.errors import ResizeflowError
 
 DEFAULT_FIXED_RANGE = "10.0.0.0/24"
 _ALLOCATION_ATTEMPTS = 20
+
+
+@functools.cache
+def _bind_statement(dialect: str) -> Any:
+    """Bind every port of ``b_instance`` on ``b_host`` that is not bound there yet.
+
+    One statement, without reading the bindings first: the unique (port,
+    host) constraint skips those that exist, so a repeated step adds none.
+    """
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    ports = select(Port.id, bindparam("b_host", type_=String()), literal("ACTIVE", String())).where(
+        Port.instance_uuid == bindparam("b_instance")
+    )
+    table = PortBinding.metadata.tables[PortBinding.__tablename__]
+    return (
+        upsert(table)
+        .from_select([table.c.port_id, table.c.host, table.c.status], ports)
+        .on_conflict_do_nothing(index_elements=[table.c.port_id, table.c.host])
+    )
 
 
 class FixedIpsExhausted(ResizeflowError):
@@ -48,17 +71,70 @@ def _teardown_statement() -> Any:
     )
 
 
+@dataclass(frozen=True)
+class PortRow:
+    """What a step reads of a port: none of it changes while the port lives."""
+
+    id: str
+    network: str
+    mac_address: str
+    ip_address: str | None
+
+
+def _by_id(port: PortRow) -> str:
+    return port.id
+
+
 class SqlNetwork:
+    """The network driver of one transaction, or of one step's transactions.
+
+    It reads an instance's ports once and remembers them: a step asks for
+    them several times (its VIFs, the bindings it sets up, each notification),
+    and a port's id, network, MAC and address never change while it lives.
+    Allocating or deallocating ports here forgets what was read.
+    """
+
     def __init__(self, session: Session, fixed_range: str = DEFAULT_FIXED_RANGE) -> None:
         self.session = session
         self.subnet = ipaddress.IPv4Network(fixed_range)
+        self._read: dict[str, tuple[PortRow, ...]] = {}
 
-    def _ports(self, instance_uuid: str) -> list[str]:
-        return list(
-            self.session.scalars(select(Port.id).where(Port.instance_uuid == instance_uuid))
+    def ports(self, instance_uuid: str) -> tuple[PortRow, ...]:
+        """The instance's ports, by id."""
+        found = self._read.get(instance_uuid)
+        if found is None:
+            # Reading the ports must not flush the step's pending changes early.
+            with self.session.no_autoflush:
+                rows = self.session.execute(
+                    select(Port.id, Port.network, Port.mac_address, Port.ip_address)
+                    .where(Port.instance_uuid == instance_uuid)
+                    .order_by(Port.id)
+                ).all()
+            found = self._read[instance_uuid] = tuple(PortRow(*row) for row in rows)
+        return found
+
+    @staticmethod
+    def ports_column(dialect: str, instance_uuid: Any) -> Any:
+        """A column that reads the ports of ``instance_uuid`` (a column of the
+        statement) in another statement's round trip; see :meth:`remember`."""
+        return dbapi.json_rows(
+            dialect,
+            Port.instance_uuid == instance_uuid,
+            Port.id,
+            Port.network,
+            Port.mac_address,
+            Port.ip_address,
         )
 
+    def remember(self, instance_uuid: str, read: list[list[Any]] | None) -> None:
+        """Take the ports read by :meth:`ports_column` as read here."""
+        self._read[instance_uuid] = tuple(sorted((PortRow(*r) for r in read or ()), key=_by_id))
+
+    def _ports(self, instance_uuid: str) -> list[str]:
+        return [p.id for p in self.ports(instance_uuid)]
+
     def allocate_for_instance(self, instance_uuid: str, networks: Sequence[str]) -> None:
+        self._read.pop(instance_uuid, None)
         for net in networks:
             self._allocate_port(instance_uuid, net)
 
@@ -100,33 +176,20 @@ class SqlNetwork:
 
     def vifs(self, instance_uuid: str) -> tuple[VifSpec, ...]:
         """The instance's ports, as the virt driver plugs them."""
-        rows = self.session.execute(
-            select(Port.id, Port.mac_address, Port.ip_address)
-            .where(Port.instance_uuid == instance_uuid)
-            .order_by(Port.id)
-        )
-        return tuple(VifSpec(pid, mac, ip) for pid, mac, ip in rows)
+        return tuple(VifSpec(p.id, p.mac_address, p.ip_address) for p in self.ports(instance_uuid))
 
     def setup_networks_on_host(self, instance_uuid: str, host: str) -> None:
-        ports = self._ports(instance_uuid)
-        if not ports:
+        if not self.ports(instance_uuid):
             return
-        bound = set(
-            self.session.scalars(
-                select(PortBinding.port_id).where(
-                    PortBinding.port_id.in_(ports), PortBinding.host == host
-                )
-            )
-        )
-        for port_id in ports:
-            if port_id not in bound:
-                self.session.add(PortBinding(port_id=port_id, host=host, status="ACTIVE"))
+        stmt = _bind_statement(self.session.get_bind().dialect.name)
+        self.session.execute(stmt, {"b_host": host, "b_instance": instance_uuid})
 
     def teardown_networks_on_host(self, instance_uuid: str, host: str) -> None:
         self.session.execute(_teardown_statement(), {"b_host": host, "b_instance": instance_uuid})
 
     def deallocate_for_instance(self, instance_uuid: str) -> None:
         ports = self._ports(instance_uuid)
+        self._read.pop(instance_uuid, None)
         if ports:
             self.session.execute(delete(PortBinding).where(PortBinding.port_id.in_(ports)))
             self.session.execute(delete(Port).where(Port.id.in_(ports)))

@@ -19,9 +19,7 @@ from resizeflow.db.models import (
     Instance,
     InstanceAction,
     Migration,
-    Port,
     StepJournal,
-    VolumeAttachment,
     utcnow,
 )
 from resizeflow.db.session import Database
@@ -157,11 +155,14 @@ class InstanceContext:
     def virt(self) -> VirtDriver:
         return self.runtime.virt
 
-    @property
+    # One network and one volume driver per step: they remember what the
+    # step read of the instance's ports and volumes, which its VIFs and every
+    # notification ask for again.
+    @functools.cached_property
     def network(self) -> SqlNetwork:
         return SqlNetwork(self.session)
 
-    @property
+    @functools.cached_property
     def volumes(self) -> SqlVolumes:
         return SqlVolumes(self.session)
 
@@ -180,9 +181,7 @@ class InstanceContext:
         return ImageStore(self.settings.images_dir()).spec(ref) if ref else None
 
     def spec(self, flavor: dict[str, Any] | None = None) -> InstanceSpec:
-        # Reading the ports must not flush the step's pending changes early.
-        with self.session.no_autoflush:
-            vifs = self.network.vifs(self.instance.uuid)
+        vifs = self.network.vifs(self.instance.uuid)
         return spec_of(
             self.instance.uuid, flavor or self.instance.flavor, image=self.image(), vifs=vifs
         )
@@ -231,6 +230,12 @@ class InstanceContext:
             )
         )
 
+    @functools.cached_property
+    def initiator(self) -> InstanceAction | None:
+        """The instance action this work is for, read once per step: who asked
+        for it, and with which request id, never changes."""
+        return self._initiator()
+
     def _initiator(self) -> InstanceAction | None:
         """The instance action this work is for: the newest one of the server."""
         action: InstanceAction | None = self.session.scalars(
@@ -244,13 +249,9 @@ class InstanceContext:
     def _facts(self) -> payloads.InstanceFacts:
         inst = self.instance
         sysmeta = dict(inst.system_metadata or {})
-        ports = self.session.scalars(
-            select(Port).where(Port.instance_uuid == inst.uuid).order_by(Port.network, Port.id)
-        ).all()
-        volumes = self.session.scalars(
-            select(VolumeAttachment).where(VolumeAttachment.instance_uuid == inst.uuid)
-        ).all()
-        action = self._initiator()
+        ports = sorted(self.network.ports(inst.uuid), key=lambda p: (p.network, p.id))
+        volumes = self.volumes.attached(inst.uuid)
+        action = self.initiator
         return payloads.InstanceFacts(
             uuid=inst.uuid,
             user_id=inst.user_id,
@@ -279,7 +280,7 @@ class InstanceContext:
             initiator_user=action.user_id if action is not None else None,
             initiator_project=action.project_id if action is not None else None,
             ports=tuple(payloads.PortFacts(p.id, p.network, p.mac_address) for p in ports),
-            volumes=tuple(payloads.VolumeFacts(v.volume_id, v.device) for v in volumes),
+            volumes=tuple(payloads.VolumeFacts(volume, device) for volume, device in volumes),
         )
 
 
