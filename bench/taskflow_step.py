@@ -39,7 +39,7 @@ from resizeflow.steps.context import StepContext, current
 def _row_id_statement() -> Any:
     # The journal's own rule for which row a delivery is for (a migration's
     # live row of the step), built once.
-    return select(journal._row_of(flows.Subject.MIGRATION))
+    return select(journal.row_of(flows.Subject.MIGRATION))
 
 
 def _as_claimed(row: StepJournal) -> None:
