@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import shutil
 import statistics
@@ -34,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import redis
 from celery import Celery
 from rich.console import Console
@@ -51,6 +53,7 @@ from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
 from resizeflow.drivers.network import SqlNetwork
 from resizeflow.launch.brokers import create_vhost, delete_vhost, start_redis
+from resizeflow.launch.stack import clean_environ
 from resizeflow.launch.supervisor import Supervisor
 
 DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"
@@ -66,7 +69,7 @@ class ScaleConfig:
     # Queue counts measured in the broker phase; those above ``hosts`` are dropped.
     queue_points: tuple[int, ...] = (10, 100, 1000)
     consumers: int = 4  # idle worker processes sharing the host queues
-    idle_window: float = 20.0
+    idle_window: float = 10.0
     repeats: int = 5  # runs of each timed pass; the median and the best are reported
     brokers: tuple[str, ...] = ("redis", "rabbitmq")
     pg_admin_url: str = DEFAULT_PG_ADMIN
@@ -109,23 +112,42 @@ class Table:
 
 @dataclass
 class Consumers:
-    """The idle worker processes of one point: ``n`` host queues over a few processes."""
+    """A few idle worker processes sharing the host queues, given more queues point by point.
+
+    The processes start once, with the first point's queues; each later point
+    hands them the rest through Celery's ``add_consumer`` control command,
+    dealt round-robin, so no point pays for (or measures) a restart.
+    """
 
     sup: Supervisor
     settings: Settings
-    queues: list[str]
+    queues: list[str] = field(default_factory=list)
     procs: list[str] = field(default_factory=list)
 
-    def start(self, processes: int, env: dict[str, str], timeout: float = 180.0) -> None:
-        for k, chunk in enumerate(scaleload.chunks(self.queues, processes)):
-            name = f"idle-{k}"
-            self.sup.spawn(name, [sys.executable, "-m", "bench.idle", f"{name}@scale", *chunk], env)
-            self.procs.append(name)
-        deadline = time.monotonic() + timeout
+    def nodes(self) -> list[str]:
+        return [f"{name}@scale" for name in self.procs]
+
+    def grow(self, queues: list[str], processes: int, env: dict[str, str]) -> None:
+        """Consume ``queues`` too (starting the processes the first time); wait until they do."""
+        new = [q for q in queues if q not in set(self.queues)]
         # An app of its own, closed before the idle window: the bench's broker
         # connections must not count in it.
         app = make_app(self.settings)
         try:
+            if not self.procs:
+                for k, chunk in enumerate(scaleload.chunks(new, processes)):
+                    name = f"idle-{k}"
+                    argv = [sys.executable, "-m", "bench.idle", f"{name}@scale", *chunk]
+                    self.sup.spawn(name, argv, env)
+                    self.procs.append(name)
+            else:
+                for node, chunk in zip(
+                    self.nodes(), scaleload.chunks(new, len(self.procs)), strict=True
+                ):
+                    for queue in chunk:
+                        app.control.add_consumer(queue, destination=[node], reply=False)
+            self.queues += new
+            deadline = time.monotonic() + 300.0
             while self.consumed(app) < len(self.queues):
                 self.sup.check_alive(*self.procs)
                 if time.monotonic() > deadline:
@@ -198,7 +220,7 @@ def broker_phase(
     cfg: ScaleConfig, root: Path, broker: str, console: Console
 ) -> list[dict[str, Any]]:
     """Idle cost of 0 and then each point's number of host queues on one broker."""
-    sup = Supervisor(state_dir=root / broker, env={})
+    sup = Supervisor(state_dir=root / broker, env=clean_environ())
     points = [n for n in cfg.queue_points if n <= cfg.hosts] or [cfg.hosts]
     window = cfg.idle_window
     out: list[dict[str, Any]] = []
@@ -243,12 +265,12 @@ def broker_phase(
         env = {"RESIZEFLOW_BROKER_URL": url, "RESIZEFLOW_LOG_LEVEL": "WARNING"}
         settings = Settings.from_env(env, state_dir=root)
         base: dict[str, float] = {}
+        consumers = Consumers(sup, settings)
         for n in [0, *points]:
-            queues = [workflows.queue_for(h) for h in scaleload.host_names(n)]
-            consumers = Consumers(sup, settings, queues)
-            procs = min(cfg.consumers, n)
             if n:
-                consumers.start(procs, env)
+                queues = [workflows.queue_for(h) for h in scaleload.host_names(n)]
+                consumers.grow(queues, min(cfg.consumers, points[0]), env)
+            procs = len(consumers.procs)
             if broker == "redis":
                 before = _redis_state(client)
                 time.sleep(window)
@@ -282,7 +304,6 @@ def broker_phase(
                 row["memory_added_mb"] = row["node_memory_mb"] - base["node_memory_mb"]
             rss = sum(monitor.status_kb(p, "VmRSS") for p in consumers.pids()) / 1024
             row["consumer_rss_mb"] = rss
-            consumers.stop()
             if broker == "redis":
                 table.row(
                     n,
@@ -307,6 +328,7 @@ def broker_phase(
                     rss,
                 )
             out.append(row)
+        consumers.stop()
     finally:
         sup.stop_all(grace=20.0)
         if vhost:
@@ -339,11 +361,18 @@ _SCAN_NODE = re.compile(
 )
 
 
-def explain(database: Database, statement: str, params: Any) -> dict[str, Any]:
-    """``EXPLAIN (ANALYZE, BUFFERS)`` of one statement, and the scans in its plan."""
+def explain(
+    database: Database, statement: str, params: Any, setup: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of one statement, and the scans in its plan.
+
+    ``setup`` runs first in the same transaction (planner settings, say).
+    """
     raw = database.engine.raw_connection()
     try:
         with raw.cursor() as cur:
+            for sql in setup:
+                cur.execute(sql)
             cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params)
             plan = [row[0] for row in cur.fetchall()]
         raw.rollback()
@@ -384,7 +413,7 @@ _BIG = ("step_journal", "migrations", "instances", "instance_actions", "ports")
 
 def database_phase(cfg: ScaleConfig, root: Path, console: Console) -> dict[str, Any]:
     """Load the rows of ``cfg.migrations`` migrations, then time and explain each pass."""
-    sup = Supervisor(state_dir=root / "db", env={})
+    sup = Supervisor(state_dir=root / "db", env=clean_environ())
     url = create_database(cfg.pg_admin_url, "rf_scale")
     database = Database(url)
     out: dict[str, Any] = {"schema_revision": cfg.schema_revision}
@@ -545,3 +574,24 @@ def run_scale(cfg: ScaleConfig, console: Console) -> tuple[dict[str, Any], Path]
                 fh.write(f"== {name} #{k}\n{e['sql']}\n\n" + "\n".join(e["plan"]) + "\n\n")
     console.print(f"\nscale bench: {results['duration_s']} s; results: {path}, plans: {plans}")
     return results, path
+
+
+def run_cli(hosts: int, migrations: int, pg_admin_url: str, results_dir: Path, keep: bool) -> None:
+    """``resizeflow bench --scale``: the sizes from the command line, the rest by default."""
+    if min(hosts, migrations) < 1:
+        raise click.BadParameter("--scale-hosts and --scale-migrations must be at least 1")
+    for name in ("resizeflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    console = Console()
+    cfg = ScaleConfig(
+        hosts=hosts,
+        migrations=migrations,
+        pg_admin_url=pg_admin_url,
+        results_dir=results_dir,
+        keep=keep,
+    )
+    try:
+        run_scale(cfg, console)
+    except KeyboardInterrupt:
+        console.print("interrupted; everything the scale bench started is stopped")
+        raise SystemExit(130) from None

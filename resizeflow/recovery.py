@@ -38,7 +38,13 @@ from resizeflow.conf import Settings
 from resizeflow.db import journal, services
 from resizeflow.db.models import Instance, Migration, StepJournal, utcnow
 from resizeflow.db.session import Database
-from resizeflow.states import JOURNAL_ENDED, JournalStatus, MigrationStatus, TaskState
+from resizeflow.states import (
+    JOURNAL_ENDED,
+    JOURNAL_OPEN,
+    JournalStatus,
+    MigrationStatus,
+    TaskState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +122,11 @@ def stalled(
     as lost at once.
     """
     now = now or utcnow()
-    open_rows = StepJournal.status.not_in([status.value for status in JOURNAL_ENDED])
+    # NOTE: IN the open statuses, not NOT IN the ended ones: the same set, but
+    # only this form lets the planner use the partial index on open rows
+    # (ix_step_journal_open), so a pass reads the workflows in flight and not
+    # the whole history.
+    open_rows = StepJournal.status.in_([status.value for status in JOURNAL_OPEN])
     open_migrations = (
         select(StepJournal.migration_id)
         .join(Migration, Migration.id == StepJournal.migration_id)
@@ -127,22 +137,30 @@ def stalled(
     confirming = select(Migration.instance_uuid).where(
         Migration.status == MigrationStatus.CONFIRMING
     )
-    groups: dict[tuple[int | str, str], list[StepJournal]] = defaultdict(list)
-    for row in session.scalars(
+    # Two statements rather than one with an OR: either side can use its
+    # index, where the OR made the database filter the whole journal.
+    migration_rows = (
         select(StepJournal)
         .where(
             StepJournal.status != _J.SUPERSEDED,
-            StepJournal.migration_id.in_(open_migrations)
-            | (
-                StepJournal.migration_id.is_(None)
-                & open_rows
-                & StepJournal.instance_uuid.not_in(confirming)
-            ),
+            StepJournal.migration_id.in_(open_migrations),
         )
         .order_by(StepJournal.migration_id, StepJournal.flow, StepJournal.position)
-    ):
-        subject = row.migration_id if row.migration_id is not None else row.instance_uuid
-        groups[(subject, row.flow)].append(row)
+    )
+    operation_rows = (
+        select(StepJournal)
+        .where(
+            StepJournal.migration_id.is_(None),
+            open_rows,
+            StepJournal.instance_uuid.not_in(confirming),
+        )
+        .order_by(StepJournal.instance_uuid, StepJournal.flow, StepJournal.position)
+    )
+    groups: dict[tuple[int | str, str], list[StepJournal]] = defaultdict(list)
+    for query in (migration_rows, operation_rows):
+        for row in session.scalars(query):
+            subject = row.migration_id if row.migration_id is not None else row.instance_uuid
+            groups[(subject, row.flow)].append(row)
     found = []
     for (subject, flow), rows in groups.items():
         stall = _stall_reason(rows, settings, now, incarnation, lost_before)
