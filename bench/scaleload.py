@@ -56,6 +56,13 @@ ACTIONS = {
 AWAITING_FOR = dt.timedelta(minutes=30)
 
 
+_FLAVOR_JSON = json.dumps(FLAVOR)
+_DONE = JournalStatus.DONE.value
+_TOOK = [dt.timedelta(seconds=0.005 + k / 1000 * 2.0) for k in range(1000)]
+_HOP = dt.timedelta(milliseconds=5)
+_FIVE_S = dt.timedelta(seconds=5)
+
+
 @dataclass(frozen=True)
 class Shape:
     """How many of each: ``migrations`` in all, a tenth of them in flight."""
@@ -133,11 +140,29 @@ class _Builder:
         self.shape, self.now = shape, now
         self.rows = _Rows()
         self.hosts = host_names(shape.hosts)
-        self.seq = 0  # makes every duration and time distinct but reproducible
+        self.workers = {h: f"{h}-1@{WORKER_MACHINE}" for h in self.hosts}
+        self.seq = 0  # makes durations and times vary, reproducibly
+        self.ids = 0
+        self.plans: dict[tuple[str, str, str], list[PlannedStep]] = {}
 
     def tick(self, span: float) -> float:
         self.seq += 1
         return (self.seq * 7919 % 1000) / 1000 * span
+
+    def plan(self, flow: flows.Flow, source: str, dest: str) -> list[PlannedStep]:
+        """The flow's steps on their hosts, as the service layer plans them (memoized)."""
+        key = (flow.name, source, dest)
+        if key not in self.plans:
+            if flow.subject is flows.Subject.MIGRATION:
+                self.plans[key] = workflows.plan(flow, source=source, dest=dest)
+            else:
+                self.plans[key] = workflows.plan(flow, host=source)
+        return self.plans[key]
+
+    def took(self) -> dt.timedelta:
+        """A step's duration, 5 ms to 2 s."""
+        self.seq += 1
+        return _TOOK[self.seq * 7919 % 1000]
 
     def hosts_rows(self) -> None:
         now = self.now
@@ -159,9 +184,14 @@ class _Builder:
                 now,
             )
 
+    def uuid(self) -> str:
+        """A fresh uuid-shaped id: uuid4() costs more than the rest of a row."""
+        self.ids += 1
+        return f"5ca1e000-0000-4000-8000-{self.ids:012x}"
+
     def action(self, name: str, inst: str, start: dt.datetime, done: bool) -> tuple[int, str]:
-        request = f"req-{uuid.uuid4()}"
-        finish = start + dt.timedelta(seconds=5) if done else None
+        request = f"req-{self.uuid()}"
+        finish = start + _FIVE_S if done else None
         ident = self.rows.add("instance_actions", name, inst, request, "u", "p", start, finish)
         return ident, request
 
@@ -179,9 +209,9 @@ class _Builder:
         action_id, request = self.action(ACTIONS[flow.name], inst, start, done_upto >= len(steps))
         at = start
         for pos, planned in enumerate(steps):
-            worker = f"{planned.host}-1@{WORKER_MACHINE}"
+            worker = self.workers[planned.host]
             if pos < done_upto:
-                took = dt.timedelta(seconds=0.005 + self.tick(2.0))
+                took = self.took()
                 retried = self.seq % 20 == 0
                 self.rows.add(
                     "step_journal",
@@ -193,7 +223,7 @@ class _Builder:
                     planned.step,
                     pos,
                     planned.host,
-                    JournalStatus.DONE.value,
+                    _DONE,
                     2 if retried else 1,
                     2 if retried else 1,
                     1,
@@ -205,7 +235,7 @@ class _Builder:
                     at + took,
                     None,
                 )
-                at += took + dt.timedelta(milliseconds=5)
+                at += took + _HOP
             elif pos == done_upto:
                 # A live lease that outlasts the bench: the worker is still on it.
                 self.rows.add(
@@ -259,7 +289,7 @@ class _Builder:
     ) -> int:
         return self.rows.add(
             "migrations",
-            str(uuid.uuid4()),
+            self.uuid(),
             inst,
             "resize",
             src,
@@ -287,7 +317,7 @@ class _Builder:
 
     def instance(self, i: int, first_ip: int | None) -> None:
         shape, now = self.shape, self.now
-        inst = str(uuid.uuid4())
+        inst = self.uuid()
         src = self.hosts[i % len(self.hosts)]
         dst = self.hosts[(i + 1) % len(self.hosts)]
         born = now - dt.timedelta(days=30) + dt.timedelta(seconds=i)
@@ -315,7 +345,7 @@ class _Builder:
                 "u",
                 src,
                 src,
-                json.dumps(FLAVOR),
+                _FLAVOR_JSON,
                 "{}",
                 vm.value,
                 task.value if task else None,
@@ -330,23 +360,23 @@ class _Builder:
         if first_ip is not None:
             self.rows.tables.setdefault("ports", []).append(
                 (
-                    str(uuid.uuid4()),
+                    self.uuid(),
                     inst,
                     NETWORK,
                     f"fa:16:3e:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
                     str(ipaddress.IPv4Address(first_ip + i)),
                 )
             )
-        spawn = workflows.plan(flows.SPAWN, host=src)
+        spawn = self.plan(flows.SPAWN, src, src)
         self.flow_rows(flows.SPAWN, spawn, None, inst, born, len(spawn))
-        resize = workflows.plan(flows.RESIZE, source=src, dest=dst)
+        resize = self.plan(flows.RESIZE, src, dst)
         # The older migration: a resize there and back, confirmed or reverted.
         old_at = born + dt.timedelta(days=1)
         second = flows.CONFIRM if i % 3 else flows.REVERT
         old_status = MigrationStatus.CONFIRMED if i % 3 else MigrationStatus.REVERTED
         mig = self.migration(inst, src, dst, old_status, old_at)
         self.flow_rows(flows.RESIZE, resize, mig, inst, old_at, len(resize))
-        steps = workflows.plan(second, source=src, dest=dst)
+        steps = self.plan(second, src, dst)
         self.flow_rows(second, steps, mig, inst, old_at + dt.timedelta(minutes=5), len(steps))
         # The newer one.
         new_at = (
@@ -367,7 +397,7 @@ class _Builder:
         self.flow_rows(flows.RESIZE, resize, mig, inst, new_at, running)
         if kind in ("confirm", "revert", "ended"):
             flow = {"confirm": flows.CONFIRM, "revert": flows.REVERT}.get(kind, second)
-            steps = workflows.plan(flow, source=src, dest=dst)
+            steps = self.plan(flow, src, dst)
             upto = i % len(steps) if kind != "ended" else len(steps)
             self.flow_rows(flow, steps, mig, inst, new_at + dt.timedelta(seconds=30), upto)
 

@@ -7,6 +7,7 @@ Create Date: 2026-12-03 09:40:00.000000
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
@@ -25,8 +26,8 @@ def upgrade() -> None:
         "ix_step_journal_open",
         "step_journal",
         ["migration_id"],
-        postgresql_where=_OPEN,
-        sqlite_where=_OPEN,
+        postgresql_where=sa.text(_OPEN),
+        sqlite_where=sa.text(_OPEN),
     )
     # Auto-confirm (finished, older than the window) and the cleanup of
     # errored migrations look migrations up by status.
