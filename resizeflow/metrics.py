@@ -290,6 +290,7 @@ class _Depths:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.channel: Any = None
+        self.redis = conn.transport.driver_type == "redis"
 
     def __enter__(self) -> _Depths:
         return self
@@ -308,6 +309,12 @@ class _Depths:
     def __call__(self, queue: str) -> int:
         if self.channel is None:
             self.channel = self.conn.channel()
+        if self.redis:
+            # NOTE: the length of the queue's lists, as kombu's own passive
+            # declare counts it; that declare first checks the list exists
+            # with an EXISTS that kombu 5.7 does not prefix, so under a
+            # RESIZEFLOW_BROKER_PREFIX it finds no queue and every depth was 0.
+            return int(self.channel._size(queue))
         try:
             _name, depth, _consumers = self.channel.queue_declare(queue=queue, passive=True)
             return int(depth)
