@@ -395,7 +395,7 @@ def _timed(fn: Callable[[], Any], repeats: int, budget_s: float) -> tuple[list[f
     slow in every run, and the bench has minutes, not hours."""
     times: list[float] = []
     result = None
-    while len(times) < repeats and sum(times) < 1000 * budget_s:
+    while not times or (len(times) < repeats and sum(times) < 1000 * budget_s):
         t0 = time.perf_counter()
         result = fn()
         times.append(1000 * (time.perf_counter() - t0))
@@ -605,7 +605,8 @@ def run_cli(hosts: int, migrations: int, pg_admin_url: str, results_dir: Path, k
         raise click.BadParameter("--scale-hosts and --scale-migrations must be at least 1")
     for name in ("resizeflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    console = Console()
+    # Rows of the tables stay on one line when the output is not a terminal.
+    console = Console(soft_wrap=True)
     cfg = ScaleConfig(
         hosts=hosts,
         migrations=migrations,
