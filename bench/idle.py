@@ -2,10 +2,10 @@
 
 The scale bench stands in for the worker processes of many compute hosts
 with a few of these: each is the product's Celery app (``make_app``, so the
-same transport options, events and acks as ``resizeflow worker``), consuming
-every queue it is given and never receiving a message. It skips what a real
-worker does in the database (joining the host, the heartbeat), since only the
-broker's side is measured. The broker comes from ``RESIZEFLOW_BROKER_URL``
+same transport options, events and acks as ``resizeflow worker``, and like
+it without mingle and gossip), consuming every queue it is given and
+never receiving a message. It skips what a real worker does in the
+database (joining the host, the heartbeat): only the broker is measured. The broker comes from ``RESIZEFLOW_BROKER_URL``
 (and ``RESIZEFLOW_BROKER_PREFIX``), as for any resizeflow process.
 """
 
@@ -28,6 +28,9 @@ def main(argv: list[str]) -> None:
         pool=pools.POOLS[settings.worker_pool],
         concurrency=1,
         loglevel="WARNING",
+        # As resizeflow.worker.run starts a host's worker.
+        without_mingle=True,
+        without_gossip=True,
     )
     worker.start()
     raise SystemExit(worker.exitcode)
