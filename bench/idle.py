@@ -5,8 +5,9 @@ with a few of these: each is the product's Celery app (``make_app``, so the
 same transport options, events and acks as ``resizeflow worker``, and like
 it without mingle and gossip), consuming every queue it is given and
 never receiving a message. It skips what a real worker does in the
-database (joining the host, the heartbeat): only the broker is measured. The broker comes from ``RESIZEFLOW_BROKER_URL``
-(and ``RESIZEFLOW_BROKER_PREFIX``), as for any resizeflow process.
+database (joining the host, the heartbeat): only the broker is measured.
+The broker comes from ``RESIZEFLOW_BROKER_URL`` (and
+``RESIZEFLOW_BROKER_PREFIX``), as for any resizeflow process.
 """
 
 from __future__ import annotations
