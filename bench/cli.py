@@ -111,6 +111,13 @@ def _ints(raw: str) -> tuple[int, ...]:
     show_default=True,
     help="TaskFlow peer: single workflows per flow.",
 )
+@click.option(
+    "--scale", is_flag=True, help="Only the scale phases: broker idle cost, beat's scans, /metrics."
+)
+@click.option("--scale-hosts", default=1000, show_default=True, help="Scale: simulated hosts.")
+@click.option(
+    "--scale-migrations", default=100_000, show_default=True, help="Scale: migrations loaded."
+)
 @click.pass_context
 def bench(
     click_ctx: click.Context,
@@ -133,8 +140,16 @@ def bench(
     no_peer: bool,
     peer_n: int,
     peer_samples: int,
+    scale: bool,
+    scale_hosts: int,
+    scale_migrations: int,
 ) -> None:
     """Benchmark workflows against bare Celery chains; print the table, save JSON and a PNG."""
+    if scale:
+        from bench.scale import run_cli
+
+        run_cli(scale_hosts, scale_migrations, pg_admin_url, results_dir, keep)
+        return
     if hypervisor == "qemu":
         from bench.vm import run_vm_bench
 

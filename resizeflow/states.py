@@ -183,6 +183,8 @@ JOURNAL_TRANSITIONS: dict[JournalStatus, frozenset[JournalStatus]] = {
 JOURNAL_CLAIMABLE = frozenset(s for s, to in JOURNAL_TRANSITIONS.items() if _J.RUNNING in to)
 # Statuses of a step that will never run again.
 JOURNAL_ENDED = frozenset({_J.DONE, _J.FAILED, _J.ABORTED, _J.SUPERSEDED})
+# Statuses of a step that may still run: the workflows the reconciler watches.
+JOURNAL_OPEN = frozenset(s for s in JournalStatus if s not in JOURNAL_ENDED)
 
 
 def check_vm(old: VmState, new: VmState) -> VmState:

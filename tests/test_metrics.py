@@ -6,15 +6,24 @@ import datetime as dt
 import socket
 import subprocess
 import uuid
+from pathlib import Path
 
+import pytest
+from kombu import Exchange, Queue
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from resizeflow import flows, metrics
+from resizeflow import flows, metrics, workflows
+from resizeflow.celery_app import make_app
+from resizeflow.conf import Settings
 from resizeflow.db import services
-from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
+from resizeflow.db.migrate import upgrade
+from resizeflow.db.models import ComputeNode, Instance, InstanceAction, Migration, StepJournal
 from resizeflow.db.session import Database
+from resizeflow.launch.brokers import create_vhost, delete_vhost, purge_prefix
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
+from tests.conftest import require
+from tests.stack import RABBITMQ_URL, REDIS_URL
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
 
@@ -188,3 +197,53 @@ def test_retries_instance_actions_and_liveness(database: Database) -> None:
         dict(labels).keys() <= {"host", "step", "le", "kind", "status", "action", "worker"}
         for _name, labels in got
     )
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_queue_depths_of_every_host(broker: str, tmp_path: Path) -> None:
+    """Each host queue's depth, with one never declared in the middle: on AMQP
+    that lookup fails and closes its channel, and the next host's still counts."""
+    env = {"RESIZEFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'rf.sqlite'}"}
+    vhost = ""
+    if broker == "redis":
+        require(REDIS_URL, 6379, "Redis")
+        env["RESIZEFLOW_BROKER_URL"] = REDIS_URL
+        env["RESIZEFLOW_BROKER_PREFIX"] = f"rf-test-{uuid.uuid4().hex[:8]}:"
+    else:
+        require(RABBITMQ_URL, 5672, "RabbitMQ")
+        vhost = f"rf-test-{uuid.uuid4().hex[:8]}"
+        env["RESIZEFLOW_BROKER_URL"] = create_vhost(RABBITMQ_URL, vhost)
+    settings = Settings.from_env(env, state_dir=tmp_path)
+    db = Database(settings.db_url)
+    app = make_app(settings)
+    try:
+        upgrade(db)
+        with db.transaction() as s:
+            for host in ("h1", "h2", "h3"):
+                s.add(ComputeNode(host=host, node=host, vcpus=1, memory_mb=1, local_gb=1))
+        waiting = {"h1": 2, "h3": 1}  # h2's queue is never declared
+        with app.connection_for_write() as conn, conn.Producer() as producer:
+            for host, n in waiting.items():
+                # Declared as a worker's Celery declares the queue it consumes.
+                name = workflows.queue_for(host)
+                queue = Queue(name, Exchange(name, type="direct"), routing_key=name)
+                for _ in range(n):
+                    producer.publish(
+                        {"x": 1}, exchange=queue.exchange, routing_key=name, declare=[queue]
+                    )
+        families = metrics.ResizeflowCollector(db, app).collect()
+        depth = {
+            sample.labels["host"]: sample.value
+            for family in families
+            if family.name == "resizeflow_queue_depth"
+            for sample in family.samples
+        }
+        assert depth == {"h1": 2.0, "h2": 0.0, "h3": 1.0}
+    finally:
+        app.close()
+        db.dispose()
+        if vhost:
+            delete_vhost(vhost)
+        else:
+            purge_prefix(REDIS_URL, env["RESIZEFLOW_BROKER_PREFIX"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import uuid
 import xml.etree.ElementTree as ET
@@ -9,6 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from resizeflow import errors
 from resizeflow.compute.images import ImageService
@@ -73,6 +75,32 @@ def test_ipam_refuses_when_the_subnet_is_full(database: Database) -> None:
             net.allocate_for_instance(uid, ["private"])
     with database.transaction() as s, pytest.raises(FixedIpsExhausted):
         SqlNetwork(s, "10.9.0.0/29").allocate_for_instance(uids[5], ["private"])
+
+
+def test_ipam_finds_the_lowest_hole_among_many_addresses(database: Database) -> None:
+    owner = _instance(database)
+    net = ipaddress.IPv4Network("10.9.0.0/23")
+    first = int(net.network_address) + 2  # past the gateway
+    holes = {first + 198, first + 264}  # 10.9.0.200 and 10.9.1.10, across the .255 edge
+    with database.transaction() as s:
+        for n in range(first, first + 300):
+            if n not in holes:
+                address = str(ipaddress.IPv4Address(n))
+                s.add(
+                    Port(
+                        id=str(uuid.uuid4()),
+                        instance_uuid=owner,
+                        mac_address="m",
+                        ip_address=address,
+                    )
+                )
+    got = []
+    for _ in range(3):
+        uid = _instance(database)
+        with database.transaction() as s:
+            SqlNetwork(s, str(net)).allocate_for_instance(uid, ["private"])
+            got.append(s.scalars(select(Port.ip_address).where(Port.instance_uuid == uid)).one())
+    assert got == ["10.9.0.200", "10.9.1.10", str(ipaddress.IPv4Address(first + 300))]
 
 
 def _store(tmp_path: Path) -> tuple[Settings, ImageStore]:

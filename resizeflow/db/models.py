@@ -27,7 +27,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from resizeflow.states import JournalStatus, MigrationStatus, PowerState, TaskState, VmState
+from resizeflow.states import (
+    JOURNAL_OPEN,
+    JournalStatus,
+    MigrationStatus,
+    PowerState,
+    TaskState,
+    VmState,
+)
 
 
 def utcnow() -> dt.datetime:
@@ -58,6 +65,13 @@ class PowerStateType(TypeDecorator[PowerState]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> PowerState | None:
         return None if value is None else PowerState(value)
+
+
+# The predicate of the partial index on open journal rows. A query can use the
+# index only if its own condition implies this one, so it reads the same set.
+JOURNAL_OPEN_SQL = text(
+    "status IN (" + ", ".join(f"'{s.value}'" for s in JournalStatus if s in JOURNAL_OPEN) + ")"
+)
 
 
 class Base(DeclarativeBase):
@@ -216,7 +230,12 @@ class Instance(Base):
 
 class Migration(Base):
     __tablename__ = "migrations"
-    __table_args__ = (Index("ix_migrations_instance_status", "instance_uuid", "status"),)
+    __table_args__ = (
+        Index("ix_migrations_instance_status", "instance_uuid", "status"),
+        # Beat's passes find migrations by status: auto-confirm those finished
+        # before the window, the cleanup those in error.
+        Index("ix_migrations_status_updated", "status", "updated_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True)
@@ -364,6 +383,14 @@ class StepJournal(Base):
             postgresql_where=text("status != 'superseded'"),
         ),
         Index("ix_step_journal_instance", "instance_uuid", "step"),
+        # The rows of steps that may still run, a few among all ever written:
+        # the reconciler reads only these (queries must say ``JOURNAL_OPEN``).
+        Index(
+            "ix_step_journal_open",
+            "migration_id",
+            sqlite_where=JOURNAL_OPEN_SQL,
+            postgresql_where=JOURNAL_OPEN_SQL,
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import random
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,6 +86,13 @@ def _by_id(port: PortRow) -> str:
     return port.id
 
 
+def _as_int(address: str) -> int:
+    # NOTE: every used address of the network is parsed on each boot, and
+    # inet_aton is several times faster than ipaddress for the dotted quads
+    # stored here.
+    return int.from_bytes(socket.inet_aton(address), "big")
+
+
 class SqlNetwork:
     """The network driver of one transaction, or of one step's transactions.
 
@@ -139,17 +147,22 @@ class SqlNetwork:
             self._allocate_port(instance_uuid, net)
 
     def _free_address(self, network: str, skip: set[str]) -> str:
-        used = set(
-            self.session.scalars(
-                select(Port.ip_address).where(Port.network == network, Port.ip_address.is_not(None))
-            )
+        addresses = self.session.scalars(
+            select(Port.ip_address).where(Port.network == network, Port.ip_address.is_not(None))
         )
-        hosts = self.subnet.hosts()
+        used = {_as_int(address) for address in addresses if address is not None}
+        used.update(_as_int(address) for address in skip)
+        hosts = iter(self.subnet.hosts())
         next(hosts, None)  # the first host address is the gateway, as in nova-network
-        for addr in hosts:
-            text = str(addr)
-            if text not in used and text not in skip:
-                return text
+        start = next(hosts, None)
+        if start is not None:
+            # The host addresses run up to the broadcast address, which a /31
+            # does not have (hosts() says so); integers, as an address object
+            # per candidate would cost more than the lookup.
+            last = int(self.subnet.broadcast_address) - (self.subnet.num_addresses > 2)
+            for candidate in range(int(start), last + 1):
+                if candidate not in used:
+                    return str(ipaddress.IPv4Address(candidate))
         raise FixedIpsExhausted(network=network, cidr=str(self.subnet))
 
     def _allocate_port(self, instance_uuid: str, network: str) -> Port:
