@@ -13,10 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from resizeflow.hypervisor.hosts import ADDRESSES, Host, Hosts, keygen, missing_tools
+from resizeflow.hypervisor.hosts import ADDRESSES, Host, Hosts, free_port, keygen, missing_tools
 from resizeflow.hypervisor.hosts import start_hosts as _start_hosts
 
-__all__ = ["ADDRESSES", "Host", "Hosts", "keygen", "require_root", "start_hosts"]
+__all__ = [
+    "ADDRESSES",
+    "Host",
+    "Hosts",
+    "free_port",
+    "keygen",
+    "require_host_tools",
+    "require_root",
+    "start_hosts",
+]
 
 
 def require_host_tools() -> None:
