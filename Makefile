@@ -77,11 +77,11 @@ demo: install
 	$(BIN)/resizeflow demo $(DEMO_ARGS)
 
 test: install browser-deps hosts-deps
-	$(BIN)/pytest -m "not vm" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not vm" --durations=25 $(PYTEST_ARGS)
 
 # Real QEMU guests (TCG) through the API and real workers; needs root.
 test-vm: install vm-deps libvirtd
-	$(BIN)/pytest -m vm $(PYTEST_ARGS)
+	$(BIN)/pytest -m vm --durations=15 $(PYTEST_ARGS)
 
 # Pure logic only, in seconds: no Redis, PostgreSQL or RabbitMQ needed.
 test-fast: install

@@ -59,7 +59,7 @@ def chaos(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack
     yield from _stack(request.param, tmp_path, None)
 
 
-@pytest.fixture(params=["redis", "rabbitmq"])
+@pytest.fixture(params=BROKERS)
 def chaos_defaults(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
     """The chaos stack with a deployment's timing: a 120 s reconcile deadline and so on."""
     yield from _stack(request.param, tmp_path, default_timing())

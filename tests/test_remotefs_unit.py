@@ -161,7 +161,9 @@ def test_shared_connections_live_in_the_deployment_dir_when_the_path_fits() -> N
     args = ssh_option_args(opts)
     assert "ControlMaster=auto" in args and "ControlPath=/var/lib/resizeflow/ssh/cm/%C" in args
     # Too deep for a unix socket: no sharing, rather than ssh failing to bind.
-    deep = replace(opts, control_dir=Path("/" + "d" * 70))
+    fits = replace(opts, control_dir=Path("/" + "d" * 47))  # 48 + 1 + 40 + 17 = 106
+    assert control_path(fits) == "/" + "d" * 47 + "/%C"
+    deep = replace(opts, control_dir=Path("/" + "d" * 49))
     assert control_path(deep) is None
     assert not any(a.startswith("Control") for a in ssh_option_args(deep))
     assert control_path(replace(opts, control_dir=None)) is None

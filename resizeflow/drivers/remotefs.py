@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".part"
 _CHUNK = 4 * 1024**2
 _STDERR_TAIL = 600
-# A unix socket's path must fit sun_path (108 bytes on Linux), with room to spare.
-_SOCKET_PATH_MAX = 100
+# A unix socket's path must fit sun_path: 108 bytes on Linux, its NUL included.
+_SOCKET_PATH_MAX = 108
 
 # ssh's own exit status when the connection (not the remote command) failed.
 _SSH_FAILED = 255
@@ -205,7 +205,8 @@ def control_path(opts: SSHOptions) -> str | None:
     if opts.control_dir is None:
         return None
     path = f"{opts.control_dir}/%C"  # %C: a 40-character hash of host, port and user
-    return path if len(path) - 2 + 40 < _SOCKET_PATH_MAX else None
+    # ssh first binds the socket under the path plus a 17-character random suffix.
+    return path if len(path) - 2 + 40 + 17 < _SOCKET_PATH_MAX else None
 
 
 def ssh_argv(opts: SSHOptions, host: RemoteHost, command: str) -> list[str]:
