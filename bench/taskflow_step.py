@@ -3,7 +3,7 @@
 What a TaskFlow task's ``execute`` does, so that only the engine differs
 between the two sides of the comparison: one transaction locks the
 instance, the migration and the step's journal row with resizeflow's own
-lock statement (:func:`resizeflow.tasks._lock_rows`), calls the step
+lock statement (:func:`resizeflow.tasks.lock_rows`), calls the step
 function from the flow table, and commits. A step with a hypervisor phase
 commits, does the hypervisor work with no row locked, locks again and
 commits its effects, as resizeflow's runner does. The same virt driver does
@@ -53,7 +53,7 @@ def _as_claimed(row: StepJournal) -> None:
 
 
 def _lock(rt: Any, session: Any, task_name: str, row_id: int, *, again: bool) -> StepContext:
-    ctx = tasks._lock_rows(rt, session, flows.Subject.MIGRATION, row_id, again=again)
+    ctx = tasks.lock_rows(rt, session, flows.Subject.MIGRATION, row_id, again=again)
     if ctx is None:
         raise errors.StepFailed(step=task_name, reason="the server was deleted")
     _as_claimed(ctx.journal)
@@ -72,17 +72,17 @@ def run(task_name: str, migration_id: int) -> None:
             ctx = _lock(rt, s, task_name, row_id, again=False)
             if ctx.journal.status == JournalStatus.DONE:
                 return
-            phases = tasks._resolve(step)(ctx)
-            work = tasks._next_phase(phases)
+            phases = tasks.resolve(step)(ctx)
+            work = tasks.next_phase(phases)
             if work is None:
                 journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
         if work is not None:
             assert phases is not None
-            tasks._publish(rt, ctx.notifications)
+            tasks.publish(rt, ctx.notifications)
             ctx.notifications.clear()
             result = work.run(time.monotonic() + rt.settings.step_timeout)
             with s.begin():
                 _lock(rt, s, task_name, row_id, again=True)
-                tasks._last_phase(phases, result)
+                tasks.last_phase(phases, result)
                 journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
-    tasks._publish(rt, ctx.notifications)
+    tasks.publish(rt, ctx.notifications)

@@ -124,7 +124,7 @@ def _lock_statement(
     )
 
 
-def _lock_rows(
+def lock_rows(
     rt: HostRuntime,
     session: Session,
     subject: flows.Subject,
@@ -175,7 +175,8 @@ def _lock_rows(
     return ctx
 
 
-def _resolve(step: flows.Step) -> StepFn:
+def resolve(step: flows.Step) -> StepFn:
+    """The step's function, named ``module:function`` in the flow table."""
     module, _, name = step.fn.partition(":")
     fn: StepFn = getattr(importlib.import_module(module), name)
     return fn
@@ -282,7 +283,7 @@ def _claim_and_lock(
         before = journal.claim_before(
             conn, flow.subject, key, step.task, worker, rt.settings.step_lease, holder
         )
-        ctx = _lock_rows(rt, s, flow.subject, None, claim=(key, step.task, before))
+        ctx = lock_rows(rt, s, flow.subject, None, claim=(key, step.task, before))
         claim = journal.before_claimed(conn, holder)
     except (Ignore, Retry):
         raise
@@ -361,7 +362,7 @@ def _run_locked(
             if locked is not None:
                 ctx = locked.ctx
             else:
-                ctx = _lock_rows(rt, s, flow.subject, row_id, begins=True)
+                ctx = lock_rows(rt, s, flow.subject, row_id, begins=True)
             if ctx is None or _ended_meanwhile(ctx, flow):
                 _end_unrun(s, row_id, ctx)
                 return
@@ -370,8 +371,8 @@ def _run_locked(
             if not journal.holds(ctx.journal, holder):
                 raise errors.LeaseLost(step=step.task, holder=ctx.journal.worker)
             failpoints.check(rt.settings.failpoints_file, step.task, ctx.instance.uuid)
-            phases = _resolve(step)(ctx)
-            work = _next_phase(phases)
+            phases = resolve(step)(ctx)
+            work = next_phase(phases)
             if work is None:
                 journal.finish(
                     s, ctx.journal, host=rt.host, ends_action=step is flow.last, commit=True
@@ -384,11 +385,11 @@ def _run_locked(
             assert phases is not None
             # NOTE: the rows are committed and unlocked here: a request that
             # locks the server is answered while the hypervisor works.
-            _publish(rt, ctx.notifications)
+            publish(rt, ctx.notifications)
             ctx.notifications.clear()
             result = _hypervisor_phase(rt, step, ctx.instance.uuid, row_id, holder, work)
             with s.begin():
-                again = _lock_rows(rt, s, flow.subject, row_id, again=True, begins=True)
+                again = lock_rows(rt, s, flow.subject, row_id, again=True, begins=True)
                 if again is None:
                     _end_unrun(s, row_id, None)
                     return
@@ -398,7 +399,7 @@ def _run_locked(
                     return
                 if not journal.holds(again.journal, holder):
                     raise errors.LeaseLost(step=step.task, holder=again.journal.worker)
-                _last_phase(phases, result)
+                last_phase(phases, result)
                 journal.finish(
                     s, ctx.journal, host=rt.host, ends_action=step is flow.last, commit=True
                 )
@@ -420,10 +421,10 @@ def _run_locked(
         _retry_or_fail(task, rt, step, row_id, holder, exc)
         raise
     log.info("step %s done on %s", step.task, rt.host)
-    _publish(rt, ctx.notifications)
+    publish(rt, ctx.notifications)
 
 
-def _next_phase(phases: PhasedStep | None) -> HypervisorWork | None:
+def next_phase(phases: PhasedStep | None) -> HypervisorWork | None:
     """Run a step up to its hypervisor work, if it has any."""
     if not isinstance(phases, Generator):
         return None
@@ -434,7 +435,7 @@ def _next_phase(phases: PhasedStep | None) -> HypervisorWork | None:
         return None  # it decided there was no hypervisor work to do
 
 
-def _last_phase(phases: PhasedStep, result: Any) -> None:
+def last_phase(phases: PhasedStep, result: Any) -> None:
     try:
         phases.send(result)
     except StopIteration:
@@ -543,7 +544,7 @@ def _failure_event(
         dbapi.finish_action(session, row.action_id, error=result == "Error")
 
 
-def _publish(rt: HostRuntime, notes: list[Notification]) -> None:
+def publish(rt: HostRuntime, notes: list[Notification]) -> None:
     # Notifications are best effort, as in Nova: the step has committed, and a
     # broker hiccup here must not turn a finished step into a failed one.
     try:
@@ -579,7 +580,7 @@ def _retry_or_fail(
         raise _retry(task, rt, exc) from exc
     if not final:
         raise _retry(task, rt, exc)
-    _publish(rt, notes)
+    publish(rt, notes)
 
 
 def _record_failure(
@@ -589,7 +590,7 @@ def _record_failure(
     with rt.db.transaction() as s:
         # Same lock order as the step itself: instance, migration, journal.
         subject = flows.flow_of(_step_name(s, row_id)).subject
-        ctx = _lock_rows(rt, s, subject, row_id) if final else None
+        ctx = lock_rows(rt, s, subject, row_id) if final else None
         row = ctx.journal if ctx is not None else journal.get(s, row_id, lock=True)
         assert row is not None
         if row.status in JOURNAL_ENDED or (row.status == _J.RUNNING and row.holder != holder):

@@ -172,7 +172,7 @@ def test_a_lock_that_opens_its_transaction_holds_its_rows_in_it(runtime: HostRun
         claim = journal.claim(conn, flows.Subject.INSTANCE, uid, STOP.task, WORKER, 30, "t")
     assert claim is not None
     with runtime.db.session() as s, s.begin():
-        ctx = tasks._lock_rows(runtime, s, flows.Subject.INSTANCE, claim.row_id, begins=True)
+        ctx = tasks.lock_rows(runtime, s, flows.Subject.INSTANCE, claim.row_id, begins=True)
         assert ctx is not None
         with runtime.db.engine.connect() as other:
             other.exec_driver_sql("SET lock_timeout = '100ms'")
