@@ -283,6 +283,27 @@ class ChaosStack:
         with self.lock:
             self.local.stop_worker(host, grace=60)
 
+    def wait_for_resizes_under_way(self, count: int = 2, timeout: float = 60.0) -> None:
+        """Block until ``count`` resizes are past planning and not yet finished.
+
+        A fault meant to strike work in flight waits for this rather than a fixed
+        delay: on a loaded machine the first resizes can reach the engine after it.
+        """
+        under_way = [
+            MigrationStatus.PRE_MIGRATING,
+            MigrationStatus.MIGRATING,
+            MigrationStatus.POST_MIGRATING,
+        ]
+
+        def enough() -> bool:
+            with self.db.snapshot() as s:
+                found = s.scalars(
+                    select(Migration.id).where(Migration.status.in_(under_way)).limit(count)
+                ).all()
+            return len(found) >= count
+
+        wait_for(enough, timeout, f"{count} resizes under way")
+
     def restart_broker_losing_data(self) -> None:
         fault = Fault("broker lost its data", utcnow())
         self.faults.append(fault)

@@ -142,7 +142,8 @@ def test_broker_restart_loses_its_data(chaos: ChaosStack) -> None:
     report = Report("2. broker restart, data lost", chaos.broker)
 
     def faults() -> None:
-        time.sleep(random.uniform(0.3, 1.5))
+        chaos.wait_for_resizes_under_way()
+        time.sleep(random.uniform(0.0, 0.5))
         chaos.restart_broker_losing_data()
 
     workload(chaos, report, faults)
@@ -170,7 +171,8 @@ def test_broker_loss_on_default_settings(chaos_defaults: ChaosStack) -> None:
     report = Report("2. broker restart, data lost (default settings)", chaos.broker)
 
     def faults() -> None:
-        time.sleep(random.uniform(0.3, 1.5))
+        chaos.wait_for_resizes_under_way()
+        time.sleep(random.uniform(0.0, 0.5))
         chaos.restart_broker_losing_data()
 
     migs = workload(chaos, report, faults)
