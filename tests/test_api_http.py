@@ -162,7 +162,11 @@ def test_another_projects_server_is_404(api: InProcessAPI) -> None:
     assert api.request("GET", f"/v2.1/servers/{uid}", "bob:p-owner").status_code == 200
 
 
-@pytest.mark.parametrize("server_id", ["nope", "1", str(uuid.uuid4()), "x" * 300])
+@pytest.mark.parametrize(
+    "server_id",
+    ["nope", "1", "6f1c1e52-8d5b-4d52-9a3e-2f0f4c1b7a10", "x" * 300],
+    ids=["word", "integer", "unknown-uuid", "too-long"],
+)
 def test_unknown_or_malformed_server_ids_are_404(api: InProcessAPI, server_id: str) -> None:
     for method, path in (("GET", ""), ("DELETE", ""), ("POST", "/action")):
         body = {"confirmResize": None} if path else None
