@@ -7,6 +7,7 @@ missing, except in CI (``CI`` set), where that is a failure.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +21,22 @@ __all__ = [
     "ADDRESSES",
     "Host",
     "Hosts",
+    "file_sha256",
     "free_port",
     "keygen",
     "require_host_tools",
     "require_root",
     "start_hosts",
 ]
+
+
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, read in blocks: how the tests tell a disk arrived whole."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(4 * 1024**2):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def require_host_tools() -> None:

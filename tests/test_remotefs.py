@@ -6,7 +6,6 @@ host's sshd on its own loopback address, writing into that host's directory.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -43,6 +42,7 @@ from resizeflow.errors import (
     VirtError,
 )
 from tests.hosts import ADDRESSES, Hosts, keygen, require_root
+from tests.hosts import file_sha256 as sha256
 
 pytestmark = [pytest.mark.hosts, pytest.mark.timeout(120)]
 
@@ -67,14 +67,6 @@ def write_random(path: Path, size: int) -> str:
         for _ in range(size // MiB):
             f.write(os.urandom(MiB))
     return sha256(path)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(4 * MiB):
-            h.update(block)
-    return h.hexdigest()
 
 
 def allocated(path: Path) -> int:

@@ -20,6 +20,7 @@ import pytest
 
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.states import JournalStatus
+from tests.hosts import file_sha256
 from tests.stack import wait_for
 from tests.vm.helpers import GiB, MiB, VmStack, timed
 
@@ -82,14 +83,6 @@ def _guest_sha256(disk: Path, offset: int, size: int, scratch: Path) -> str:
             digest.update(chunk)
             left -= len(chunk)
     scratch.unlink()
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(4 * MiB):
-            digest.update(block)
     return digest.hexdigest()
 
 
@@ -240,7 +233,7 @@ def test_full_dest_disk_fails_for_good_and_a_retry_then_revert_still_work(
     # 64 MiB of data in the root overlay, past the guest's own files.
     root = vm.inst_dir("vm1", sid) / "disk"
     _write_random(root, 768 * MiB, 64 * MiB, tmp_path / "d.bin")
-    before = _file_sha256(root)
+    before = file_sha256(root)
     dest_dir = vm.inst_dir("vm2", sid)
     small_dest_dir(dest_dir)  # type: ignore[operator]
 
@@ -263,7 +256,7 @@ def test_full_dest_disk_fails_for_good_and_a_retry_then_revert_still_work(
     vm.wait_status(sid, "SHUTOFF")
     assert not vm.inst_dir("vm2", sid).exists()
     # The server is back on its own disk, byte for byte, marker and data.
-    assert _file_sha256(root) == before
+    assert file_sha256(root) == before
     assert vm.domain_state("vm1", sid) == "shutoff"
     vm.delete(sid)
     vm.wait_gone(sid)
