@@ -75,8 +75,29 @@ def patiently(call: Callable[[], Any], attempts: int = 60) -> Any:
     return call()
 
 
-def in_background(faults: Callable[[], None]) -> threading.Thread:
-    thread = threading.Thread(target=faults, daemon=True)
+class FaultThread(threading.Thread):
+    """Runs a scenario's faults beside its workload; ``join`` raises what they raised,
+    so a fault that never struck fails the scenario rather than passing it unfaulted."""
+
+    def __init__(self, faults: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self.faults = faults
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.faults()
+        except BaseException as e:
+            self.error = e
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise AssertionError(f"the scenario's faults failed: {self.error!r}") from self.error
+
+
+def in_background(faults: Callable[[], None]) -> FaultThread:
+    thread = FaultThread(faults)
     thread.start()
     return thread
 
