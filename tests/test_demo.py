@@ -14,6 +14,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from resizeflow.cli.demo import NEXT_COMMANDS
 from resizeflow.conf import Settings
 from resizeflow.db.models import Migration
 from resizeflow.db.session import Database
@@ -57,6 +58,20 @@ def test_demo_runs_every_workflow_and_cleans_up(tmp_path: Path) -> None:
     # Everything the demo started is gone: its Redis no longer answers.
     with pytest.raises(redis.exceptions.ConnectionError):
         redis.Redis(unix_socket_path=str(state / "redis.sock"), socket_timeout=1).ping()
+
+    # What it says to run next works, with its env file sourced as it says.
+    assert f"source {state / 'demo.env'}" in out
+    for command, expect in zip(NEXT_COMMANDS, ("vm-1", "prep_resize"), strict=True):
+        assert command in out
+        ran = subprocess.run(
+            ["bash", "-c", f"source {state / 'demo.env'} && {command}"],
+            env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
+        assert expect in ran.stdout, (command, ran.stdout)
 
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

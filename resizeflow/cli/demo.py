@@ -162,6 +162,11 @@ def _start_stack(stack: LocalStack, hosts: list[str], flower: bool) -> None:
         stack.start_flower()
 
 
+# What the demo suggests running once its env file is sourced. The file speaks as
+# the demo's user; a workflow's step journal is for admins, as Nova's migrations are.
+NEXT_COMMANDS = ("resizeflow server list", "resizeflow workflow show 1 --token admin:admin")
+
+
 def write_env_file(stack: LocalStack, keep_running: bool) -> Path:
     """A file to ``source`` that points the CLI at the demo's stack, as its user."""
     settings = stack.settings
@@ -170,7 +175,8 @@ def write_env_file(stack: LocalStack, keep_running: bool) -> Path:
         f"export RESIZEFLOW_STATE_DIR={shlex.quote(str(settings.state_dir))}",
         f"export RESIZEFLOW_BROKER_URL={shlex.quote(settings.broker_url)}",
         f"export RESIZEFLOW_LIBVIRT_URI={shlex.quote(settings.libvirt_uri)}",
-        "# The demo's servers belong to project demo; admin:admin sees them with --all-projects.",
+        "# The demo's servers belong to project demo; admin:admin sees them with --all-projects,",
+        "# and workflows and migrations are admin's: --token admin:admin.",
         f"export RESIZEFLOW_TOKEN={PROJECT}:{PROJECT}",
     ]
     if keep_running and stack.api_url:
@@ -228,7 +234,7 @@ def run_demo(
             console.print(f"  Flower   {stack.flower_url}")
         console.print(f"  Logs     {stack.sup.log_dir}/  (JSON lines; grep a migration_id)")
         console.print(f"  CLI      source {env_file}", soft_wrap=True)
-        console.print("           resizeflow server list; resizeflow workflow show 1")
+        console.print(f"           {'; '.join(NEXT_COMMANDS)}")
         if keep_running:
             console.print("\nThe stack keeps running; press Ctrl-C to stop it.")
             while True:
