@@ -51,6 +51,9 @@ _CHUNK = 4 * 1024**2
 _STDERR_TAIL = 600
 # A unix socket's path must fit sun_path: 108 bytes on Linux, its NUL included.
 _SOCKET_PATH_MAX = 108
+# ssh's %C (a SHA-1 hex digest), and the ".XXXXXXXXXXXXXXXX" ssh binds under first.
+_CONTROL_HASH = 40
+_CONTROL_BIND_SUFFIX = 17
 
 # ssh's own exit status when the connection (not the remote command) failed.
 _SSH_FAILED = 255
@@ -201,12 +204,13 @@ def ssh_option_args(opts: SSHOptions) -> list[str]:
 
 def control_path(opts: SSHOptions) -> str | None:
     """The shared connections' socket path; None when sharing is off or the
-    directory is too deep for a unix socket's path (about 100 bytes)."""
+    directory is too deep for the socket's path to fit a unix socket's."""
     if opts.control_dir is None:
         return None
     path = f"{opts.control_dir}/%C"  # %C: a 40-character hash of host, port and user
-    # ssh first binds the socket under the path plus a 17-character random suffix.
-    return path if len(path) - 2 + 40 + 17 < _SOCKET_PATH_MAX else None
+    # ssh first binds the socket under the expanded path plus a random suffix.
+    expanded = len(path) - len("%C") + _CONTROL_HASH
+    return path if expanded + _CONTROL_BIND_SUFFIX < _SOCKET_PATH_MAX else None
 
 
 def ssh_argv(opts: SSHOptions, host: RemoteHost, command: str) -> list[str]:
