@@ -217,6 +217,21 @@ class WorkflowAborted(ResizeflowError):
     msg_fmt = "Workflow for migration %(migration_id)s is %(status)s; step %(step)s skipped."
 
 
+class InstanceFaultRollback(ResizeflowError):
+    """Nova's: work failed before it touched the guest, so the server is put back.
+
+    The server keeps its vm_state instead of going to ERROR, and the resize is
+    rolled back. ``inner`` is the failure itself: the fault records it, and it
+    alone decides whether another try is worth it.
+    """
+
+    msg_fmt = "%(inner)s"
+
+    def __init__(self, inner: Exception) -> None:
+        super().__init__(getattr(inner, "message", None) or str(inner), inner=inner)
+        self.inner = inner
+
+
 class VirtError(ResizeflowError):
     msg_fmt = "Hypervisor error: %(reason)s"
 

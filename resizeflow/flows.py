@@ -62,8 +62,10 @@ class OnAbort(StrEnum):
     only a step with nothing to undo keeps the server's vm_state.
     """
 
-    # Nothing has changed on the hypervisor and the resize can be handed back:
-    # the server returns to VERIFY_RESIZE, the user may confirm or revert again.
+    # The resize can be handed back, the server returning to VERIFY_RESIZE so
+    # the user may confirm or revert again, but only if the journal proves
+    # that nothing reached the hypervisor: a step that touches it must never
+    # have been claimed (see resizeflow.compute.workflow_admin).
     BACK_TO_VERIFY = "back to verify"
     # The resize never reached the hypervisor: the server keeps flavor, host and state.
     NOTHING_TO_UNDO = "nothing to undo"
@@ -82,8 +84,10 @@ class Step:
     # with no row locked, under the step's lease: the function reads its rows,
     # yields the work, and commits its effects once the runner locks them again.
     hypervisor_phase: bool = False
-    # The instance action event that records the step, where Nova's name is
-    # not simply ``compute_<function>``.
+    # The instance action event of the Nova method this step is part of, where
+    # it is not simply ``compute_<function>``. Consecutive steps that name the
+    # same event make up that one method: its event starts with the first of
+    # them and ends, with its result, with the last.
     nova_event: str = ""
 
     @property
@@ -92,7 +96,7 @@ class Step:
 
     @property
     def event(self) -> str:
-        """The instance action event that records this step, named as Nova's are."""
+        """The instance action event this step is part of, named as Nova's are."""
         return self.nova_event or f"compute_{self.short}"
 
 
@@ -106,23 +110,38 @@ class Flow:
     # Instance operations: the task_state the service layer sets, which the
     # operation clears when it is done.
     task_state: TaskState | None = None
-    # A confirm frees the old flavor's allocation on the source even when it
-    # fails for good past the point where it could be handed back, as Nova's
-    # confirm does in a ``finally`` (_delete_allocation_after_move).
+    # A confirm frees the old flavor's allocation on the source and forgets
+    # the stashed flavors however it ends, as Nova's confirm does in a
+    # ``finally`` (_delete_allocation_after_move, _delete_stashed_flavor_info).
     frees_source_on_error: bool = False
+    # Where the server's intact disks are while the flow runs: a resize and a
+    # revert leave the source's untouched (as ``<uuid>_resize``, once moved),
+    # a confirm removes them, the server running on the dest. A fault that
+    # leaves the server in ERROR names this host.
+    intact_on: Side = Side.INSTANCE
 
     @property
     def last(self) -> Step:
         return self.steps[-1]
 
+    def ends_event(self, step: Step) -> bool:
+        """Whether ``step`` is the last of the Nova method its event records."""
+        at = self.steps.index(step)
+        return at == len(self.steps) - 1 or self.steps[at + 1].event != step.event
+
 
 _S, _D, _I = Side.SOURCE, Side.DEST, Side.INSTANCE
+# Nova's confirm_resize runs on the source, its revert_resize on the dest: the
+# steps that split each of them share its event.
+_CONFIRM_EVENT = "compute_confirm_resize"
+_REVERT_EVENT = "compute_revert_resize"
 
 RESIZE = Flow(
     "resize",
     Subject.MIGRATION,
     "resize",
-    (
+    intact_on=Side.SOURCE,
+    steps=(
         Step(
             "resizeflow.resize.prep_resize",
             "resizeflow.steps.resize:prep_resize",
@@ -152,11 +171,13 @@ CONFIRM = Flow(
     Subject.MIGRATION,
     "resize_confirm",
     frees_source_on_error=True,
+    intact_on=Side.DEST,
     steps=(
         Step(
             "resizeflow.confirm.teardown_source_network",
             "resizeflow.steps.confirm:teardown_source_network",
             _S,
+            nova_event=_CONFIRM_EVENT,
             touches_hypervisor=False,
             on_abort=OnAbort.BACK_TO_VERIFY,
         ),
@@ -164,18 +185,21 @@ CONFIRM = Flow(
             "resizeflow.confirm.confirm_migration",
             "resizeflow.steps.confirm:confirm_migration",
             _S,
+            nova_event=_CONFIRM_EVENT,
             touches_hypervisor=True,
         ),
         Step(
             "resizeflow.confirm.drop_source_claim",
             "resizeflow.steps.confirm:drop_source_claim",
             _S,
+            nova_event=_CONFIRM_EVENT,
             touches_hypervisor=False,
         ),
         Step(
             "resizeflow.confirm.finish_confirm",
             "resizeflow.steps.confirm:finish_confirm",
             _S,
+            nova_event=_CONFIRM_EVENT,
             touches_hypervisor=False,
         ),
     ),
@@ -188,11 +212,13 @@ REVERT = Flow(
     "revert",
     Subject.MIGRATION,
     "resize_revert",
-    (
+    intact_on=Side.SOURCE,
+    steps=(
         Step(
             "resizeflow.revert.teardown_dest_network",
             "resizeflow.steps.revert:teardown_dest_network",
             _D,
+            nova_event=_REVERT_EVENT,
             touches_hypervisor=False,
             on_abort=OnAbort.BACK_TO_VERIFY,
         ),
@@ -202,6 +228,7 @@ REVERT = Flow(
             "resizeflow.revert.destroy_dest_domain",
             "resizeflow.steps.revert:destroy_dest_domain",
             _D,
+            nova_event=_REVERT_EVENT,
             touches_hypervisor=True,
             on_abort=OnAbort.BACK_TO_VERIFY,
         ),
@@ -209,18 +236,21 @@ REVERT = Flow(
             "resizeflow.revert.terminate_volume_connections",
             "resizeflow.steps.revert:terminate_volume_connections",
             _D,
+            nova_event=_REVERT_EVENT,
             touches_hypervisor=False,
         ),
         Step(
             "resizeflow.revert.drop_dest_claim",
             "resizeflow.steps.revert:drop_dest_claim",
             _D,
+            nova_event=_REVERT_EVENT,
             touches_hypervisor=False,
         ),
         Step(
             "resizeflow.revert.finish_revert",
             "resizeflow.steps.revert:finish_revert",
             _S,
+            nova_event="compute_finish_revert_resize",
             touches_hypervisor=True,
             hypervisor_phase=True,
         ),

@@ -34,6 +34,8 @@ TRANSIENT: tuple[type[Exception], ...] = (
 
 
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, errors.InstanceFaultRollback):
+        exc = exc.inner  # the guest was not touched; the failure itself decides
     return isinstance(exc, TRANSIENT)
 
 

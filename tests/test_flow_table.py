@@ -74,9 +74,30 @@ def test_only_the_first_step_of_a_resize_has_nothing_to_undo() -> None:
 
 
 def test_events_are_named_as_novas() -> None:
-    assert flows.CONFIRM.steps[1].event == "compute_confirm_migration"
     assert flows.STOP.last.event == "compute_stop_instance"
     assert flows.DELETE.last.event == "compute_terminate_instance"
+    assert [s.event for s in flows.RESIZE.steps] == [
+        "compute_prep_resize",
+        "compute_resize_instance",
+        "compute_finish_resize",
+    ]
+
+
+def test_steps_of_one_nova_method_share_its_event() -> None:
+    """Nova's confirm_resize is four steps, its revert_resize four and its
+    finish_revert_resize one: each records one event, ended by its last step."""
+    assert {s.event for s in flows.CONFIRM.steps} == {"compute_confirm_resize"}
+    assert [s.event for s in flows.REVERT.steps] == ["compute_revert_resize"] * 4 + [
+        "compute_finish_revert_resize"
+    ]
+    ends = [flows.REVERT.ends_event(s) for s in flows.REVERT.steps]
+    assert ends == [False, False, False, True, True]
+    assert [flows.CONFIRM.ends_event(s) for s in flows.CONFIRM.steps] == [False] * 3 + [True]
+    for flow in flows.FLOWS.values():
+        for step in flow.steps:
+            # One event, one host: a Nova method runs on one compute.
+            same = [s for s in flow.steps if s.event == step.event]
+            assert {s.side for s in same} == {step.side}, step.task
 
 
 @pytest.mark.parametrize("step", ALL_STEPS, ids=lambda s: s.task)

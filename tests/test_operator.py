@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 from sqlalchemy import select
 
@@ -9,8 +14,8 @@ from resizeflow import errors
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.db.models import InstanceAction, StepJournal
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
-from tests.stack import Stack
-from tests.test_flows import allocations, resize_to_verify
+from tests.stack import Stack, wait_for
+from tests.test_flows import allocations, resize_to_verify, step_events
 from tests.test_reliability import assert_errored_out
 
 
@@ -57,36 +62,113 @@ def test_retry_resumes_at_the_failed_step(rf: Stack, project: str) -> None:
         admin_verbs(rf).retry(rf.admin(), mig_id)
 
 
-def test_abort_before_the_hypervisor_changed_hands_the_resize_back(rf: Stack, project: str) -> None:
+@contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """``chattr +i``: the file cannot be removed, so a removal of its directory
+    fails partway, as a busy or broken filesystem makes it fail."""
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_abort_after_the_dest_domain_was_destroyed_leaves_error_naming_the_good_copy(
+    rf: Stack, project: str
+) -> None:
+    """destroy_dest_domain undefines the dest domain, then fails removing its disk:
+    the resize is no longer whole on the dest, so an abort must not hand it back
+    (a confirm would then delete the source's _resize, the last good copy)."""
     uuid = rf.boot(project)
     mig_id = resize_to_verify(rf, project, uuid)
     mig = rf.migration(mig_id)
-    fail_once(rf, "resizeflow.revert.destroy_dest_domain", uuid)
-    rf.api.revert_resize(rf.ctx(project), uuid)
-    assert_errored_out(rf, uuid, mig_id, "destroy_dest_domain", "injected fatal failure")
+    with immutable(rf.instance_dir(mig.dest_compute, uuid) / "disk"):
+        rf.api.revert_resize(rf.ctx(project), uuid)
+        assert_errored_out(rf, uuid, mig_id, "destroy_dest_domain", "Operation not permitted")
+        assert uuid not in rf.domains(mig.dest_compute)  # the undefine happened
+        outcome = admin_verbs(rf).abort(rf.admin(), mig_id)
+    assert outcome.result == "left in error", outcome
+    inst = rf.instance(uuid)
+    assert (inst.vm_state, inst.task_state) == (VmState.ERROR, None)
+    fault = rf.faults(uuid)[-1]
+    assert f"aborted by an operator at destroy_dest_domain on {mig.dest_compute}" in fault
+    assert f"intact disks are on {mig.source_compute}" in fault and f"{uuid}_resize" in fault
+    # The good copy is where the fault says, and nothing lets a confirm remove it.
+    assert (rf.instance_dir(mig.source_compute, uuid, "_resize") / "disk").exists()
+    with pytest.raises(errors.InstanceInvalidState):
+        rf.api.confirm_resize(rf.ctx(project), uuid)
+    assert rf.migration(mig_id).status == MigrationStatus.ERROR
+    # The revert's action ends in error, its event with it.
+    revert = step_events(rf, "revertResize", uuid)
+    assert revert == [("compute_revert_resize", "Error")], revert
 
-    outcome = admin_verbs(rf).abort(rf.admin(), mig_id)
-    assert outcome.result == "compensated"
-    inst = rf.wait_instance(uuid, VmState.RESIZED)
-    assert inst.host == mig.dest_compute
-    assert rf.migration(mig_id).status == MigrationStatus.FINISHED
-    assert actions(rf, uuid)[-1] == "workflowAbort"
-    # The revert's rows stay, as history: the journal never forgets work done.
-    with rf.db.snapshot() as s:
-        reverted = s.scalars(
-            select(StepJournal).where(
-                StepJournal.migration_id == mig_id, StepJournal.flow == "revert"
-            )
-        ).all()
-    assert [r.status for r in sorted(reverted, key=lambda r: r.position)] == [
-        JournalStatus.SUPERSEDED
-    ] * 5
-    assert [r.applied for r in sorted(reverted, key=lambda r: r.position)] == [1, 0, 0, 0, 0]
-    # The user decides again: this time, confirm.
+
+def test_abort_of_a_hypervisor_step_never_claimed_hands_the_resize_back(
+    rf: Stack, project: str
+) -> None:
+    """The revert's network teardown ran; the dest's worker stopped before it took
+    destroy_dest_domain: the journal proves the dest domain untouched."""
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    mig = rf.migration(mig_id)
+    dest = mig.dest_compute
+    rf.set_failpoints(
+        {
+            "resizeflow.revert.teardown_dest_network": [
+                {"mode": "delay", "seconds": 2, "times": 1, "instance_uuid": uuid}
+            ]
+        }
+    )
+    rf.api.revert_resize(rf.ctx(project), uuid)
+    wait_for(lambda: row(rf, mig_id, "teardown_dest_network").status == "running", 30)
+    rf.stop_worker(dest)  # a warm shutdown: the running step ends, nothing new starts
+    try:
+        assert row(rf, mig_id, "teardown_dest_network").status == JournalStatus.DONE
+        destroy = row(rf, mig_id, "destroy_dest_domain")
+        assert (destroy.status, destroy.attempts) == (JournalStatus.PENDING, 0)
+
+        outcome = admin_verbs(rf).abort(rf.admin(), mig_id)
+        assert outcome.result == "compensated", outcome
+        inst = rf.wait_instance(uuid, VmState.RESIZED)
+        assert inst.host == dest
+    finally:
+        rf.start_worker(dest)
+    # The message the dest never took arrives now and finds its flow handed back.
+    assert uuid in rf.domains(dest)
     rf.api.confirm_resize(rf.ctx(project), uuid)
     rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
     assert allocations(rf, mig.uuid) == {}
+    assert [r.status for r in rf.journal(mig_id) if r.flow == "revert"] == []  # superseded
+
+
+def row(rf: Stack, mig_id: int, step: str) -> StepJournal:
+    (found,) = [r for r in rf.journal(mig_id) if r.step.endswith("." + step)]
+    return found
+
+
+def test_a_confirm_that_failed_frees_the_source_and_cannot_be_handed_back(
+    rf: Stack, project: str
+) -> None:
+    """Nova's confirm frees the source allocation and the stashed flavors in a
+    finally: a confirm that failed at its first step has nothing to go back to."""
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    mig = rf.migration(mig_id)
+    assert allocations(rf, mig.uuid)  # the old flavor's claim on the source
+    fail_once(rf, "resizeflow.confirm.teardown_source_network", uuid)
+    rf.api.confirm_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, "teardown_source_network", "injected fatal failure")
+    assert allocations(rf, mig.uuid) == {}
+    inst = rf.instance(uuid)
+    assert (inst.old_flavor, inst.new_flavor) == (None, None)
+    assert "old_vm_state" not in inst.system_metadata
+    assert inst.host == mig.dest_compute and inst.flavor["name"] == "m1.small"
+
+    outcome = admin_verbs(rf).abort(rf.admin(), mig_id)
+    assert outcome.result == "left in error", outcome
+    assert f"intact disks are on {mig.dest_compute}" in rf.faults(uuid)[-1]
+    assert rf.instance(uuid).vm_state == VmState.ERROR
 
 
 def test_abort_past_the_point_of_no_return_leaves_error_and_a_fault(
@@ -120,11 +202,15 @@ def test_verbs_through_the_cli_and_the_admin_api(rf: Stack, project: str) -> Non
 
     first, second = rf.boot(project), rf.boot(project)
     m1, m2 = resize_to_verify(rf, project, first), resize_to_verify(rf, project, second)
-    for uuid in (first, second):
-        fail_once(rf, "resizeflow.revert.destroy_dest_domain", uuid)
+    # The first fails at the dest domain's destroy, the second before it, at the
+    # network teardown, which an abort can undo.
+    for uuid, mig, step in (
+        (first, m1, "destroy_dest_domain"),
+        (second, m2, "teardown_dest_network"),
+    ):
+        fail_once(rf, f"resizeflow.revert.{step}", uuid)
         rf.api.revert_resize(rf.ctx(project), uuid)
-        mig = m1 if uuid == first else m2
-        assert_errored_out(rf, uuid, mig, "destroy_dest_domain", "injected fatal failure")
+        assert_errored_out(rf, uuid, mig, step, "injected fatal failure")
         rf.set_failpoints({})
 
     done = subprocess.run(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from resizeflow import errors, flows, workflows
+from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.db.models import (
     Allocation,
     ComputeNode,
@@ -161,7 +164,7 @@ def test_transient_failure_is_retried_then_succeeds(rf: Stack, project: str) -> 
     assert (rows["confirm_migration"].attempts, rows["confirm_migration"].status) == (3, "done")
     assert rows["confirm_migration"].last_error is None
     assert {r.attempts for n, r in rows.items() if n != "confirm_migration"} == {1}
-    assert ("compute_confirm_migration", "Success") in step_events(rf, "confirmResize", uuid)
+    assert step_events(rf, "confirmResize", uuid) == [("compute_confirm_resize", "Success")]
     assert rf.faults(uuid) == []
 
 
@@ -196,10 +199,8 @@ def test_permanent_failure_errors_the_workflow_out(rf: Stack, project: str) -> N
         ("drop_dest_claim", "pending"),
         ("finish_revert", "pending"),
     ]
-    assert step_events(rf, "revertResize", uuid) == [
-        ("compute_teardown_dest_network", "Success"),
-        ("compute_destroy_dest_domain", "Error"),
-    ]
+    # Nova's revert_resize, whose steps these are, failed.
+    assert step_events(rf, "revertResize", uuid) == [("compute_revert_resize", "Error")]
     events = [n["event_type"] for n in rf.notifications()]
     assert events == ["instance.exists", "instance.resize_revert.start"]
     # Nova sends errors with priority ERROR, to notifications.error.
@@ -241,6 +242,84 @@ def test_missing_resize_dir_fails_finish_revert(rf: Stack, project: str) -> None
     shutil.rmtree(rf.instance_dir(rf.migration(mig_id).source_compute, uuid, "_resize"))
     rf.api.revert_resize(rf.ctx(project), uuid)
     assert_errored_out(rf, uuid, mig_id, "finish_revert", "No disk at")
+
+
+def test_finish_revert_failing_on_the_hypervisor_leaves_the_server_on_its_source(
+    rf: Stack, project: str
+) -> None:
+    """Nova's finish_revert_resize moves flavor, host and allocation back before it
+    calls the driver: if the domain never comes back, the server is in ERROR where
+    its disks are, at their flavor, holding its own allocation."""
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    mig = rf.migration(mig_id)
+    rf.set_failpoints(
+        {
+            "resizeflow.revert.finish_revert:hypervisor": [
+                {"mode": "fatal", "times": 1, "instance_uuid": uuid}
+            ]
+        }
+    )
+    rf.api.revert_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, "finish_revert", "injected fatal failure")
+    inst = rf.instance(uuid)
+    assert (inst.host, inst.node) == (mig.source_compute, mig.source_node)
+    assert inst.flavor["name"] == "m1.tiny"
+    assert allocations(rf, uuid) == {
+        mig.source_compute: {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}
+    }
+    assert allocations(rf, mig.uuid) == {}
+    # The step runs again from the start and finds all of that done already.
+    WorkflowAdmin(rf.settings, rf.db, rf.app).retry(rf.admin(), mig_id)
+    inst = rf.wait_instance(uuid, VmState.ACTIVE)
+    assert (inst.host, inst.flavor["name"], inst.old_flavor) == (
+        mig.source_compute,
+        "m1.tiny",
+        None,
+    )
+    assert rf.domains(mig.source_compute)[uuid]["vcpus"] == 1
+    assert uuid not in rf.domains(mig.dest_compute)
+
+
+def test_resize_failing_before_the_guest_is_touched_is_rolled_back(rf: Stack, project: str) -> None:
+    """Nova's InstanceFaultRollback: the storage check fails before the power-off,
+    so the server keeps its state, the migration errors out, and the claim on the
+    dest is dropped."""
+    uuid = rf.boot(project)
+    source = rf.instance(uuid).host
+    assert source is not None
+    instances = rf.settings.instances_dir(source)
+    # The shared-storage probe cannot create its file in the source's instances dir.
+    subprocess.run(["chattr", "+i", str(instances)], check=True)
+    try:
+        mig_id = rf.api.resize(rf.ctx(project), uuid, "2")
+        wait_for(lambda: rf.migration(mig_id).status == MigrationStatus.ERROR, 60)
+        inst = rf.wait_instance(uuid, VmState.ACTIVE)
+    finally:
+        subprocess.run(["chattr", "-i", str(instances)], check=True)
+    assert (inst.host, inst.flavor["name"]) == (source, "m1.tiny")
+    assert (inst.old_flavor, inst.new_flavor) == (None, None)
+    assert "old_vm_state" not in inst.system_metadata
+    assert allocations(rf, uuid) == {source: {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}}
+    mig = rf.migration(mig_id)
+    assert allocations(rf, mig.uuid) == {}
+    assert any("Operation not permitted" in f for f in rf.faults(uuid)), rf.faults(uuid)
+    assert step_events(rf, "resize", uuid) == [
+        ("compute_prep_resize", "Success"),
+        ("compute_resize_instance", "Error"),
+    ]
+    statuses = {r.step.rsplit(".", 1)[1]: r.status for r in rf.journal(mig_id)}
+    assert statuses == {
+        "prep_resize": JournalStatus.DONE,
+        "resize_instance": JournalStatus.FAILED,
+        "finish_resize": JournalStatus.ABORTED,
+    }
+    assert rf.domains(source)[uuid]["power_state"] == "RUNNING"
+    # Nothing to resume: the resize was rolled back. The user may resize again.
+    with pytest.raises(errors.WorkflowNotFailed):
+        WorkflowAdmin(rf.settings, rf.db, rf.app).retry(rf.admin(), mig_id)
+    again = resize_to_verify(rf, project, uuid)
+    assert rf.migration(again).status == MigrationStatus.FINISHED
 
 
 def test_sigterm_finishes_the_running_step(rf: Stack, project: str) -> None:

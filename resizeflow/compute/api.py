@@ -57,7 +57,7 @@ IMAGE_REF_KEY = "image_base_image_ref"
 # Keys the service layer keeps in system_metadata; the rest is the user's metadata.
 # Nova keeps a lock's reason in system_metadata too (2.73).
 LOCKED_REASON_KEY = "locked_reason"
-INTERNAL_METADATA = frozenset({IMAGE_REF_KEY, "old_vm_state", LOCKED_REASON_KEY})
+INTERNAL_METADATA = frozenset({IMAGE_REF_KEY, dbapi.OLD_VM_STATE, LOCKED_REASON_KEY})
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,7 @@ class ComputeAPI:
             )
             dbapi.cas_task_state(s, uuid, [None], TaskState.RESIZE_PREP)
             inst.old_flavor, inst.new_flavor = old, new.as_dict()
-            inst.system_metadata = {**inst.system_metadata, "old_vm_state": inst.vm_state.value}
+            inst.system_metadata = {**inst.system_metadata, dbapi.OLD_VM_STATE: inst.vm_state.value}
             mig = Migration(
                 uuid=str(uuidlib.uuid4()),
                 instance_uuid=uuid,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from celery import Celery
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows, workflows
@@ -19,9 +20,11 @@ from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal
-from resizeflow.db.models import Instance, Migration, StepJournal, utcnow
+from resizeflow.db.models import Instance, InstanceActionEvent, Migration, StepJournal, utcnow
 from resizeflow.db.session import Database
+from resizeflow.drivers.base import NodeRef
 from resizeflow.drivers.network import SqlNetwork
+from resizeflow.drivers.placement import SqlPlacement
 from resizeflow.states import (
     JournalStatus,
     MigrationStatus,
@@ -143,9 +146,12 @@ class WorkflowAdmin:
         rows: list[StepJournal],
         first: StepJournal,
     ) -> Outcome:
-        step = flows.step(first.step)
+        flow, step = flows.STEPS[first.step]
         short = step.short
-        if step.on_abort is flows.OnAbort.BACK_TO_VERIFY:
+        _end_action(s, first)
+        if step.on_abort is flows.OnAbort.BACK_TO_VERIFY and nothing_reached_hypervisor(
+            flow, step, first
+        ):
             # Undo the only thing done so far, the network teardown, and let
             # the user decide again. The flow's rows are superseded (kept, as
             # history), so a new confirm or revert can be planned.
@@ -174,11 +180,8 @@ class WorkflowAdmin:
         if mig.status != MigrationStatus.ERROR:
             mig.status = check_migration(mig.status, MigrationStatus.ERROR)
         if step.on_abort is flows.OnAbort.NOTHING_TO_UNDO:
-            inst.old_flavor = inst.new_flavor = None
-            old = inst.system_metadata.get("old_vm_state", inst.vm_state.value)
-            inst.system_metadata = {
-                k: v for k, v in inst.system_metadata.items() if k != "old_vm_state"
-            }
+            old = inst.system_metadata.get(dbapi.OLD_VM_STATE, inst.vm_state.value)
+            dbapi.forget_resize(inst)
             inst.vm_state = check_vm(inst.vm_state, VmState(old))
             inst.task_state = None
             return Outcome(
@@ -188,12 +191,59 @@ class WorkflowAdmin:
                 "compensated",
                 "the resize never reached the hypervisor: the server keeps its flavor and host",
             )
+        if flow.frees_source_on_error:
+            # A confirm ends here: the same finally as its error-out (see
+            # steps/failure.py), the server staying on the dest.
+            SqlPlacement(s).release(mig.uuid, NodeRef(mig.source_compute, mig.source_node))
+            dbapi.forget_resize(inst)
+        intact = mig.source_compute if flow.intact_on is flows.Side.SOURCE else mig.dest_compute
+        other = mig.dest_compute if intact == mig.source_compute else mig.source_compute
         message = (
             f"Workflow {first.flow} of migration {mig.id} aborted by an operator at {short} "
-            f"on {first.host}; the source ({mig.source_compute}) and dest "
-            f"({mig.dest_compute}) may hold leftovers of the resize."
+            f"on {first.host}. The server's intact disks are on {intact} "
+            f"({_where(flow, mig, inst.uuid)}); {other} may hold leftovers of the resize."
         )
         inst.vm_state = check_vm(inst.vm_state, VmState.ERROR)
         inst.task_state = None
-        dbapi.add_fault(s, inst.uuid, errors.Conflict(message), None, f"aborted by {ctx.user_id}")
+        dbapi.add_fault(s, inst.uuid, errors.Conflict(message), None, message)
         return Outcome(mig.id, first.flow, first.step, "left in error", message)
+
+
+def nothing_reached_hypervisor(flow: flows.Flow, step: flows.Step, row: StepJournal) -> bool:
+    """Whether the journal proves that an abort at ``row`` undoes no hypervisor work.
+
+    NOTE: a step that touches the hypervisor may have done part of its work
+    and then failed (the dest domain undefined, then its rmtree failed):
+    handing the resize back then would let a confirm delete the source's
+    ``_resize``, the last good copy. Only a step no delivery ever claimed is
+    proven untouched. A step that never touches the hypervisor is undone by
+    setting its networks up again, unless its flow's error-out already freed
+    the source claim and the stash a revert would need (a failed confirm).
+    """
+    if step.touches_hypervisor:
+        return row.status == _J.PENDING and row.attempts == 0
+    return not (flow.frees_source_on_error and row.status == _J.FAILED)
+
+
+def _where(flow: flows.Flow, mig: Migration, uuid: str) -> str:
+    """Where on the host of ``flow.intact_on`` the server's disks are."""
+    if flow.intact_on is flows.Side.DEST:
+        return f"instance directory {uuid}"
+    if mig.status in (MigrationStatus.PRE_MIGRATING, MigrationStatus.MIGRATING):
+        return f"instance directory {uuid}, or {uuid}_resize if the resize moved it"
+    return f"instance directory {uuid}_resize, or {uuid} if a revert renamed it back"
+
+
+def _end_action(session: Session, row: StepJournal) -> None:
+    """End the aborted flow's instance action: its event in progress fails, and
+    the action finishes in error, as a step failing for good would leave it."""
+    if row.action_id is None:
+        return
+    for event in session.scalars(
+        select(InstanceActionEvent).where(
+            InstanceActionEvent.action_id == row.action_id,
+            InstanceActionEvent.result.is_(None),
+        )
+    ):
+        event.result, event.finish_time = "Error", utcnow()
+    dbapi.finish_action(session, row.action_id, error=True)

@@ -368,6 +368,9 @@ def finish(
 ) -> None:
     """Mark the step done and write its action event; the flow's last step ends the action.
 
+    The event is that of the Nova method the step is part of: it succeeds with
+    the method's last step and stays in progress until then.
+
     On PostgreSQL that is one statement, and one round trip, for every step.
     SQLite has no data-modifying CTEs and runs the same writes one by one.
     The ORM's copy of ``row`` is brought up to date without being flushed again.
@@ -384,13 +387,16 @@ def finish(
     event = row.action_id is not None
     params: dict[str, Any] = {"b_id": row.id, "b_now": now}
     if row.action_id is not None:
+        flow, step = flows.STEPS[row.step]
+        # A step that is not the last of its Nova method leaves the method's
+        # event in progress; the event keeps the start of its first step.
         params.update(
             dbapi.event_params(
                 row.action_id,
-                flows.step(row.step).event,
+                step.event,
                 host=host,
                 start=row.started_at,
-                result="Success",
+                result="Success" if flow.ends_event(step) else None,
                 now=now,
             )
         )

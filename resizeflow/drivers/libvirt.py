@@ -39,6 +39,7 @@ from resizeflow.errors import (
     ConfigError,
     DiskNotFound,
     GuestNotRunning,
+    InstanceFaultRollback,
     InvalidUUID,
     RemoteHostUnreachable,
     TransientError,
@@ -503,15 +504,20 @@ class LibvirtDriver:
         peer = remotefs.RemoteHost(dest.name, dest.address)
         dest_dir = PurePosixPath(dest.instances_dir) / canonical_uuid(inst.uuid)
         # Asked before the guest goes down, so an unreachable dest fails the
-        # step (transiently) while the guest still runs.
-        shared = remotefs.storage_is_shared(
-            self.shared_storage,
-            self.hostname,
-            self.remote,
-            peer,
-            self.instances_dir,
-            PurePosixPath(dest.instances_dir),
-        )
+        # step (transiently) while the guest still runs; a failure here has not
+        # touched the guest, and the resize is rolled back rather than the
+        # server errored (Nova's InstanceFaultRollback).
+        try:
+            shared = remotefs.storage_is_shared(
+                self.shared_storage,
+                self.hostname,
+                self.remote,
+                peer,
+                self.instances_dir,
+                PurePosixPath(dest.instances_dir),
+            )
+        except Exception as exc:
+            raise InstanceFaultRollback(exc) from exc
         inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
         # Off before the rename: a running guest would keep writing to the disk we copy.
         self.power_off(inst, deadline=deadline)

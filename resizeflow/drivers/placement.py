@@ -117,6 +117,10 @@ class SqlPlacement:
         )
         return bool(found)
 
+    def holds(self, consumer: str, node: NodeRef) -> bool:
+        """Whether ``consumer`` holds an allocation on ``node``."""
+        return self._holds(consumer, self._node(node).id)
+
     def lock(self, *refs: NodeRef) -> None:
         """Lock several nodes at once, in id order.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resizeflow.db import api as dbapi
 from resizeflow.states import (
     MigrationStatus,
     PowerState,
@@ -12,7 +13,6 @@ from resizeflow.states import (
     check_vm,
 )
 from resizeflow.steps.context import StepContext
-from resizeflow.steps.resize import clear_stash
 
 
 def teardown_source_network(ctx: StepContext) -> None:
@@ -44,5 +44,5 @@ def finish_confirm(ctx: StepContext) -> None:
     # A delete that confirmed first keeps DELETING for the delete that follows.
     if inst.task_state != TaskState.DELETING:
         inst.task_state = check_task(inst.task_state, None)
-    clear_stash(inst)
+    dbapi.forget_resize(inst)
     ctx.notify("resize_confirm.end")

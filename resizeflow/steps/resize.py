@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resizeflow.db.models import Instance
+from resizeflow.db import api as dbapi
 from resizeflow.drivers.base import Resources
 from resizeflow.states import (
     MigrationStatus,
@@ -65,7 +65,7 @@ def finish_resize(ctx: StepContext) -> PhasedStep:
     ctx.notify("resize_finish.start")
     assert inst.new_flavor is not None
     spec, virt = ctx.spec(inst.new_flavor), ctx.virt
-    power_on = inst.system_metadata.get("old_vm_state") != VmState.STOPPED.value
+    power_on = inst.system_metadata.get(dbapi.OLD_VM_STATE) != VmState.STOPPED.value
 
     def start_at_new_flavor(deadline: float) -> PowerState:
         virt.finish_migration(spec, power_on=power_on, deadline=deadline)
@@ -80,9 +80,3 @@ def finish_resize(ctx: StepContext) -> PhasedStep:
     inst.task_state = check_task(inst.task_state, None)
     mig.status = check_migration(mig.status, MigrationStatus.FINISHED)
     ctx.notify("resize_finish.end")
-
-
-def clear_stash(inst: Instance) -> None:
-    """Forget what a resize stashed on the instance, once it is confirmed or reverted."""
-    inst.old_flavor = inst.new_flavor = None
-    inst.system_metadata = {k: v for k, v in inst.system_metadata.items() if k != "old_vm_state"}

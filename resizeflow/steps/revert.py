@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resizeflow.db import api as dbapi
 from resizeflow.db.models import utcnow
 from resizeflow.states import (
     MigrationStatus,
@@ -12,7 +13,6 @@ from resizeflow.states import (
     check_vm,
 )
 from resizeflow.steps.context import HypervisorWork, PhasedStep, StepContext
-from resizeflow.steps.resize import clear_stash
 
 
 def teardown_dest_network(ctx: StepContext) -> None:
@@ -44,25 +44,32 @@ def drop_dest_claim(ctx: StepContext) -> None:
 def finish_revert(ctx: StepContext) -> PhasedStep:
     """Source host: restore the old flavor, allocation, networks, volumes and domain."""
     inst, mig = ctx.instance, ctx.migration
+    # NOTE: as Nova's finish_revert_resize, the server's flavor, host and
+    # allocation go back to the source before the driver is called, and commit
+    # with this first phase. If the domain then never comes back, the server is
+    # in ERROR where its disks are, at the flavor they were made for, with its
+    # own allocation: a hard reboot there starts from the right view. A retry
+    # finds them moved already (the stash of old_vm_state stays until the end,
+    # for it).
+    ctx.placement.move(mig.uuid, inst.uuid, ctx.source)
+    if inst.old_flavor is not None:
+        inst.flavor = inst.old_flavor
+    inst.old_flavor = inst.new_flavor = None
+    inst.host, inst.node = mig.source_compute, mig.source_node
     # Bindings first: the domain's NICs are plugged from them.
     ctx.network.setup_networks_on_host(inst.uuid, mig.source_compute)
     ctx.volumes.initialize_connections(inst.uuid, mig.source_compute)
-    assert inst.old_flavor is not None
-    spec, virt = ctx.spec(inst.old_flavor), ctx.virt
-    stopped = inst.system_metadata.get("old_vm_state") == VmState.STOPPED.value
+    spec, virt = ctx.spec(), ctx.virt
+    stopped = inst.system_metadata.get(dbapi.OLD_VM_STATE) == VmState.STOPPED.value
 
     def restore_domain(deadline: float) -> PowerState:
         virt.finish_revert_migration(spec, power_on=not stopped, deadline=deadline)
         return virt.power_state(spec.uuid)
 
     power = yield HypervisorWork("bring the old domain back", restore_domain)
-    ctx.placement.move(mig.uuid, inst.uuid, ctx.source)
-    assert inst.old_flavor is not None
-    inst.flavor = inst.old_flavor
-    inst.host, inst.node = mig.source_compute, mig.source_node
     inst.power_state = power
     inst.vm_state = check_vm(inst.vm_state, VmState.STOPPED if stopped else VmState.ACTIVE)
     inst.task_state = check_task(inst.task_state, None)
-    clear_stash(inst)
+    dbapi.forget_resize(inst)
     inst.launched_at = utcnow()
     ctx.notify("resize_revert.end")

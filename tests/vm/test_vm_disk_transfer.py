@@ -3,7 +3,7 @@
 The vm stack's hosts each have their own sshd and instances dir (see
 ``conftest``), so these resizes copy with rsync over SSH as between two
 machines: a worker killed mid-copy of a 1 GiB disk, a dest that cannot be
-reached, and a dest whose disk is full.
+reached (the resize is rolled back), and a dest whose disk is full.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from resizeflow.compute.workflow_admin import WorkflowAdmin
-from resizeflow.states import JournalStatus
+from resizeflow.db.models import Allocation, ComputeNode
+from resizeflow.states import JournalStatus, MigrationStatus
 from tests.hosts import file_sha256
 from tests.stack import wait_for
 from tests.vm.helpers import GiB, MiB, VmStack, timed
@@ -188,24 +190,51 @@ def vm2_sshd_down(vm: VmStack) -> object:
         host.start()
 
 
-def test_unreachable_dest_is_retried_then_errors_out_naming_it(
+def test_unreachable_dest_is_retried_then_rolled_back_naming_it(
     vm: VmStack, request: pytest.FixtureRequest
 ) -> None:
+    """The dest is asked before the guest goes down; when it never answers the
+    resize is rolled back (Nova's InstanceFaultRollback): the server keeps
+    running as it was, the migration errors out and the dest's claim is gone."""
     sid = vm.boot(_project(), "vm1")
     vm.wait_status(sid, "ACTIVE")
     request.getfixturevalue("vm2_sshd_down")
     vm.action(sid, {"resize": {"flavorRef": "rf-big"}})
-    server = vm.wait_status(sid, "ERROR", timeout=120)
-    message = server["fault"]["message"]
-    assert "Cannot reach host vm2 (127.0.0.12) over SSH" in message, message
     (mig_id,) = vm.migration_ids(sid)
+    wait_for(lambda: vm.stack.migration(mig_id).status == MigrationStatus.ERROR, 120)
+    server = vm.wait_status(sid, "ACTIVE")
+    assert server["flavor"]["original_name"] == "rf-small"
+    assert server["OS-EXT-SRV-ATTR:host"] == "vm1" and "fault" not in server
     (step,) = [r for r in vm.stack.journal(mig_id) if r.step.endswith("resize_instance")]
-    # Transient: tried once, retried STEP_MAX_RETRIES times, then errored out.
+    # Transient: tried once, retried STEP_MAX_RETRIES times, then rolled back.
     assert (step.status, step.attempts) == (JournalStatus.FAILED, 5)
-    # The dest is asked before the guest goes down: it still runs, in its own dir.
+    with vm.client() as c:
+        (action,) = [
+            a
+            for a in c.get(f"/servers/{sid}/os-instance-actions").json()["instanceActions"]
+            if a["action"] == "resize"
+        ]
+        shown = c.get(f"/servers/{sid}/os-instance-actions/{action['request_id']}").json()
+    events = {e["event"]: e for e in shown["instanceAction"]["events"]}
+    failed = events["compute_resize_instance"]
+    assert failed["result"] == "Error"
+    assert "Cannot reach host vm2 (127.0.0.12) over SSH" in failed["traceback"]
+    assert any("Cannot reach host vm2" in f for f in vm.stack.faults(sid))
+    # The guest still runs, in its own dir, and nothing is claimed on vm2.
     assert vm.domain_state("vm1", sid) == "running"
     assert not vm.inst_dir("vm1", sid, "_resize").exists()
     assert not vm.inst_dir("vm2", sid).exists()
+    (mig_uuid,) = vm.migration_uuids(sid)
+    assert vm.allocations(mig_uuid) == 0
+    with vm.stack.db.snapshot() as s:
+        on = set(
+            s.scalars(
+                select(ComputeNode.host)
+                .join(Allocation, Allocation.node_id == ComputeNode.id)
+                .where(Allocation.consumer_uuid == sid)
+            )
+        )
+    assert on == {"vm1"}
     vm.delete(sid)
     vm.wait_gone(sid)
 
