@@ -79,6 +79,10 @@ class ValidationError(Invalid):
     msg_fmt = "Invalid input for field/attribute %(field)s. Value: %(value)s. %(reason)s"
 
 
+class CannotMigrateToSameHost(Invalid):
+    msg_fmt = "Cannot migrate to the host where the server exists."
+
+
 class InvalidFlavor(Invalid):
     msg_fmt = "Invalid flavor: %(reason)s"
 

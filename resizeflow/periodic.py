@@ -120,18 +120,20 @@ def cleanup_incomplete_migrations(settings: Settings, database: Database, app: C
             .join(Instance, Instance.uuid == Migration.instance_uuid)
             .where(Migration.status == MigrationStatus.ERROR, Instance.deleted.is_(True))
         ).all()
+        # A migration that scheduling failed to place has no dest.
+        hosts = {row.id: [h for h in (row.source_compute, row.dest_compute) if h] for row in rows}
         down = {
             host
-            for row in rows
-            for host in (row.source_compute, row.dest_compute)
+            for on in hosts.values()
+            for host in on
             if (svc := services.get(s, host)) is None
             or not services.is_up(svc, settings.service_down_time)
         }
-    for mig_id, uuid, source, dest in rows:
+    for mig_id, uuid, *_ in rows:
         # A chain for a down host would only wait in its queue; the next tick retries.
-        if source in down or dest in down:
+        if any(host in down for host in hosts[mig_id]):
             continue
-        workflows.launch_cleanup(app, mig_id, uuid, [source, dest])
+        workflows.launch_cleanup(app, mig_id, uuid, hosts[mig_id])
         launched.append(mig_id)
     return launched
 

@@ -128,9 +128,16 @@ class Stack:
         return self.local.sup.log_path(f"worker-{host}").read_text(errors="replace")
 
     # -- requests -----------------------------------------------------------
-    def ctx(self, project: str, user: str = "alice", admin: bool = False) -> RequestContext:
-        roles = frozenset({"admin", "member"} if admin else {"member"})
-        return RequestContext(user_id=user, project_id=project, roles=roles)
+    def ctx(
+        self,
+        project: str,
+        user: str = "alice",
+        admin: bool = False,
+        roles: tuple[str, ...] | None = None,
+    ) -> RequestContext:
+        if roles is None:
+            roles = ("admin", "member") if admin else ("member",)
+        return RequestContext(user_id=user, project_id=project, roles=frozenset(roles))
 
     def admin(self) -> RequestContext:
         return RequestContext.admin()

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from resizeflow import errors
 from resizeflow.api import auth, microversion
 from resizeflow.api.deps import ServiceLayer
-from resizeflow.api.faults import HTTPFault, fault_response
+from resizeflow.api.faults import HTTPFault, fault_response, jsonschema_reason, shown_value
 from resizeflow.api.middleware import NovaMiddleware
 from resizeflow.api.routes import (
     actions,
@@ -37,52 +37,6 @@ from resizeflow.db.session import Database
 
 log = logging.getLogger(__name__)
 PREFIX = "/v2.1"
-
-
-def _value(value: Any) -> str:
-    """A value as Nova's messages show it (Python's repr, as jsonschema's do)."""
-    text = repr(value)
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
-# pydantic's type errors, as the JSON Schema type jsonschema names in Nova's messages.
-_JSON_TYPE = {
-    "string_type": "string",
-    "str_type": "string",
-    "int_type": "integer",
-    "int_parsing": "integer",
-    "bool_type": "boolean",
-    "bool_parsing": "boolean",
-    "dict_type": "object",
-    "model_type": "object",
-    "model_attributes_type": "object",
-    "list_type": "array",
-}
-
-
-def _reason(kind: str, first: dict[str, Any], leaf: str) -> str:
-    """jsonschema's wording for the common failures, which Nova's messages carry."""
-    value = first.get("input")
-    ctx = first.get("ctx") or {}
-    if kind == "missing":
-        return f"'{leaf}' is a required property"
-    if kind == "extra_forbidden":
-        return f"Additional properties are not allowed ('{leaf}' was unexpected)"
-    if kind == "string_too_long":
-        return f"{_value(value)} is too long"
-    if kind == "string_too_short":
-        return f"{_value(value)} is too short"
-    if kind in _JSON_TYPE:
-        return f"{_value(value)} is not of type '{_JSON_TYPE[kind]}'"
-    if kind == "literal_error":
-        return f"{_value(value)} is not one of [{ctx.get('expected', '')}]"
-    if kind in ("greater_than_equal", "greater_than"):
-        return f"{_value(value)} is less than the minimum of {ctx.get('ge', ctx.get('gt'))}"
-    if kind in ("less_than_equal", "less_than"):
-        return f"{_value(value)} is greater than the maximum of {ctx.get('le', ctx.get('lt'))}"
-    if kind == "string_pattern_mismatch":
-        return f"{_value(value)} does not match '{ctx.get('pattern', '')}'"
-    return str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
 
 
 def validation_message(exc: RequestValidationError, path: str) -> str:
@@ -110,11 +64,11 @@ def validation_message(exc: RequestValidationError, path: str) -> str:
         loc = loc[:-1]
         value = _at(exc.body, loc)
     if not loc:
-        return _reason(kind, first, leaf)  # the body itself: jsonschema's message alone
+        return jsonschema_reason(kind, first, leaf)  # the body itself: jsonschema's message alone
     # Nova names the innermost part of the path only (``ex.path.pop()``).
     return (
-        f"Invalid input for field/attribute {loc[-1]}. Value: {_value(value)}. "
-        f"{_reason(kind, first, leaf)}"
+        f"Invalid input for field/attribute {loc[-1]}. Value: {shown_value(value)}. "
+        f"{jsonschema_reason(kind, first, leaf)}"
     )
 
 

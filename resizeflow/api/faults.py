@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.responses import JSONResponse
 
@@ -57,3 +58,49 @@ class HTTPFault(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def shown_value(value: Any) -> str:
+    """A value as Nova's messages show it (Python's repr, as jsonschema's do)."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+# pydantic's type errors, as the JSON Schema type jsonschema names in Nova's messages.
+_JSON_TYPE = {
+    "string_type": "string",
+    "str_type": "string",
+    "int_type": "integer",
+    "int_parsing": "integer",
+    "bool_type": "boolean",
+    "bool_parsing": "boolean",
+    "dict_type": "object",
+    "model_type": "object",
+    "model_attributes_type": "object",
+    "list_type": "array",
+}
+
+
+def jsonschema_reason(kind: str, first: dict[str, Any], leaf: str) -> str:
+    """jsonschema's wording for the common failures, which Nova's messages carry."""
+    value = first.get("input")
+    ctx = first.get("ctx") or {}
+    if kind == "missing":
+        return f"'{leaf}' is a required property"
+    if kind == "extra_forbidden":
+        return f"Additional properties are not allowed ('{leaf}' was unexpected)"
+    if kind == "string_too_long":
+        return f"{shown_value(value)} is too long"
+    if kind == "string_too_short":
+        return f"{shown_value(value)} is too short"
+    if kind in _JSON_TYPE:
+        return f"{shown_value(value)} is not of type '{_JSON_TYPE[kind]}'"
+    if kind == "literal_error":
+        return f"{shown_value(value)} is not one of [{ctx.get('expected', '')}]"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"{shown_value(value)} is less than the minimum of {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"{shown_value(value)} is greater than the maximum of {ctx.get('le', ctx.get('lt'))}"
+    if kind == "string_pattern_mismatch":
+        return f"{shown_value(value)} does not match '{ctx.get('pattern', '')}'"
+    return str(first.get("msg", "Invalid value")).removeprefix("Value error, ")

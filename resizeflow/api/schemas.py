@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from resizeflow import errors
+from resizeflow.api.faults import jsonschema_reason, shown_value
 from resizeflow.api.microversion import Version
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -30,6 +31,11 @@ Count = Annotated[StrictInt, Field(ge=1, le=1)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=60, pattern=r"^[^,/]*$")]
 Fqdn = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.:_-]*$")
+]
+
+# Nova's parameter_types.fqdn, as its migrate schema (2.56) takes a host.
+NovaFqdn = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9-._]*$")
 ]
 
 
@@ -123,6 +129,16 @@ class Resize(Strict):
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(None, alias="OS-DCF:diskConfig")
 
 
+class Migrate(Strict):
+    # Nova's parameter_types.fqdn, as its migrate schema takes it (2.56).
+    host: (
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9-._]*$")
+        ]
+        | None
+    ) = None
+
+
 class Lock(Strict):
     locked_reason: Annotated[str, StringConstraints(max_length=255)] | None = None
 
@@ -142,6 +158,7 @@ class ActionBody(Strict):
     )
 
     resize: Resize | None = None
+    migrate: Any = None  # checked by its schema from 2.56, see validate_action
     confirmResize: Any = None
     revertResize: Any = None
     os_stop: Any = Field(None, alias="os-stop")
@@ -158,25 +175,33 @@ class ActionBody(Strict):
         return value
 
 
-_LOCK = TypeAdapter(Lock | None)
+# Actions whose schema Nova applies only from a microversion on: before it,
+# the value is ignored.
+_SINCE: dict[str, tuple[int, TypeAdapter[Any]]] = {
+    "lock": (73, TypeAdapter(Lock | None)),
+    "migrate": (56, TypeAdapter(Migrate | None)),
+}
 
 
 def validate_action(key: str, value: Any, version: Version) -> Any:
     """The action's value, checked by its schema at ``version`` where Nova has one."""
-    if key == "lock":
-        if not version.at_least(73):
-            return None  # Nova has no lock schema before 2.73: the value is ignored
-        try:
-            checked = _LOCK.validate_python(value)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            path = [str(p) for p in first["loc"] if p != "Lock"]
-            field = path[-1] if path else "lock"
-            raise errors.ValidationError(
-                field=field, value=first.get("input"), reason=first["msg"]
-            ) from None
-        return None if checked is None else checked.model_dump(exclude_none=True)
-    return value
+    if key not in _SINCE:
+        return value
+    since, schema = _SINCE[key]
+    if not version.at_least(since):
+        return None
+    try:
+        checked = schema.validate_python(value)
+    except ValidationError as exc:
+        first: dict[str, Any] = dict(exc.errors()[0])
+        path = [str(p) for p in first["loc"] if not str(p)[:1].isupper()]
+        field = path[-1] if path else key
+        raise errors.ValidationError(
+            field=field,
+            value=shown_value(first.get("input")),
+            reason=jsonschema_reason(first.get("type", ""), first, field),
+        ) from None
+    return None if checked is None else checked.model_dump(exclude_none=True)
 
 
 class WorkflowActionBody(Strict):

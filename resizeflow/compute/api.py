@@ -9,6 +9,8 @@ loses a race fails here, before anything is sent.
 from __future__ import annotations
 
 import logging
+import socket
+import traceback
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -241,7 +243,7 @@ class ComputeAPI:
                 ctx.project_id, cores=res.vcpus, ram=res.memory_mb, instances=1
             )
             dest = select_destination(
-                s, res, force_host=host, service_down_time=self.settings.service_down_time
+                s, res, requested_host=host, service_down_time=self.settings.service_down_time
             )
             uuid = str(uuidlib.uuid4())
             inst = Instance(
@@ -268,61 +270,145 @@ class ComputeAPI:
             launches.append(self._plan(ctx, s, flows.SPAWN, inst, action))
         return uuid
 
-    # -- resize -------------------------------------------------------------
+    # -- resize and cold migration --------------------------------------------
     def resize(
         self, ctx: RequestContext, uuid: str, flavor_ref: str | int, *, host: str | None = None
     ) -> int:
         """Start a resize; returns the migration id."""
         if host is not None:
             authorize(ctx, "compute:resize:forced_host")
+        return self._move(ctx, uuid, flavor_ref, host)
+
+    def migrate(self, ctx: RequestContext, uuid: str, *, host: str | None = None) -> int:
+        """Cold-migrate a server to another host at its own flavor; returns the migration id.
+
+        Nova's ``resize`` without a flavor: the same flows, on a migration of
+        type ``migration``, confirmed or reverted as a resize is. A ``host``
+        the caller names must be a compute host other than the server's own.
+        """
+        return self._move(ctx, uuid, None, host)
+
+    def _move(
+        self, ctx: RequestContext, uuid: str, flavor_ref: str | int | None, host: str | None
+    ) -> int:
+        migrate = flavor_ref is None
         with self._launching() as (s, launches):
-            inst = self._get(ctx, s, uuid, "resize")
+            if migrate:
+                inst = self._get(ctx, s, uuid, "migrate:host" if host else "migrate")
+            else:
+                inst = self._get(ctx, s, uuid, "resize")
             check_instance_lock(ctx, inst)
             check_instance_state(inst, "resize", vm_state=(VmState.ACTIVE, VmState.STOPPED))
-            new = dbapi.get_flavor(s, flavor_ref)
-            old = inst.flavor
-            if new.id == old["id"]:
-                raise errors.CannotResizeToSameFlavor()
-            if new.root_gb < int(old["root_gb"]):
-                raise errors.CannotResizeDisk(reason="Unable to resize disk down.")
-            new_res, old_res = Resources.of_flavor(new.as_dict()), Resources.of_flavor(old)
-            self._quota(s).check_deltas(
-                inst.project_id,
-                cores=new_res.vcpus - old_res.vcpus,
-                ram=new_res.memory_mb - old_res.memory_mb,
-            )
             assert inst.host is not None
             assert inst.node is not None
-            same_ok = self.settings.allow_resize_to_same_host or host == inst.host
-            dest = select_destination(
-                s,
-                new_res,
-                force_host=host,
-                exclude=() if same_ok else (inst.host,),
-                service_down_time=self.settings.service_down_time,
-            )
+            if migrate and host is not None:
+                if host == inst.host:
+                    raise errors.CannotMigrateToSameHost()
+                dbapi.get_node(s, host)  # ComputeHostNotFound
+            old = inst.flavor
+            new = old if migrate else self._new_flavor(s, inst, flavor_ref)
             dbapi.cas_task_state(s, uuid, [None], TaskState.RESIZE_PREP)
-            inst.old_flavor, inst.new_flavor = old, new.as_dict()
-            inst.system_metadata = {**inst.system_metadata, dbapi.OLD_VM_STATE: inst.vm_state.value}
+            action = self._record(ctx, s, inst, "migrate" if migrate else "resize")
             mig = Migration(
                 uuid=str(uuidlib.uuid4()),
                 instance_uuid=uuid,
-                migration_type="resize",
+                migration_type="migration" if migrate else "resize",
                 source_compute=inst.host,
                 source_node=inst.node,
-                dest_compute=dest.host,
-                dest_node=dest.node,
                 old_instance_type_id=int(old["id"]),
-                new_instance_type_id=new.id,
+                new_instance_type_id=int(new["id"]),
                 status=MigrationStatus.PRE_MIGRATING,
                 user_id=ctx.user_id,
                 project_id=ctx.project_id,
             )
             s.add(mig)
             s.flush()
-            action = self._record(ctx, s, inst, "resize")
+            # NOTE: a cold migration never stays on its host (libvirt cannot);
+            # a resize may, if the settings allow it or an admin named the host.
+            same_ok = not migrate and (self.settings.allow_resize_to_same_host or host == inst.host)
+            try:
+                dest = select_destination(
+                    s,
+                    Resources.of_flavor(new),
+                    requested_host=host,
+                    exclude=() if same_ok else (inst.host,),
+                    service_down_time=self.settings.service_down_time,
+                )
+            except errors.NoValidHost as exc:
+                self._unscheduled(s, inst, mig, action, exc, migrate)
+                return mig.id
+            mig.dest_compute, mig.dest_node = dest.host, dest.node
+            inst.old_flavor, inst.new_flavor = old, dict(new)
+            inst.system_metadata = {**inst.system_metadata, dbapi.OLD_VM_STATE: inst.vm_state.value}
+            self._scheduled(s, action, None)
             launches.append(self._plan(ctx, s, flows.RESIZE, inst, action, mig))
             return mig.id
+
+    def _new_flavor(
+        self, session: Session, inst: Instance, flavor_ref: str | int | None
+    ) -> dict[str, Any]:
+        """The flavor a resize asks for, checked against the server's and its quota."""
+        assert flavor_ref is not None
+        new = dbapi.get_flavor(session, flavor_ref)
+        old = inst.flavor
+        if new.id == old["id"]:
+            raise errors.CannotResizeToSameFlavor()
+        if new.root_gb < int(old["root_gb"]):
+            raise errors.CannotResizeDisk(reason="Unable to resize disk down.")
+        new_res, old_res = Resources.of_flavor(new.as_dict()), Resources.of_flavor(old)
+        self._quota(session).check_deltas(
+            inst.project_id,
+            cores=new_res.vcpus - old_res.vcpus,
+            ram=new_res.memory_mb - old_res.memory_mb,
+        )
+        return new.as_dict()
+
+    @staticmethod
+    def _scheduled(session: Session, action: InstanceAction, failure: BaseException | None) -> None:
+        """Record the events of Nova's conductor, which schedules a resize or a
+        cold migration: ``conductor_migrate_server`` and, within it, ``cold_migrate``."""
+        session.flush()  # the action's id
+        tb = "".join(traceback.format_exception(failure)) if failure is not None else None
+        for event in ("conductor_migrate_server", "cold_migrate"):
+            dbapi.record_event(
+                session,
+                dbapi.event_params(
+                    action.id,
+                    event,
+                    host=socket.gethostname(),
+                    start=action.start_time,
+                    result="Success" if failure is None else "Error",
+                    traceback=tb,
+                ),
+            )
+        if failure is not None:
+            dbapi.finish_action(session, action.id, error=True)
+
+    def _unscheduled(
+        self,
+        session: Session,
+        inst: Instance,
+        mig: Migration,
+        action: InstanceAction,
+        exc: errors.NoValidHost,
+        migrate: bool,
+    ) -> None:
+        """No host can take the server: the request stays accepted, as in Nova.
+
+        NOTE: Nova's conductor schedules after the API has answered 202, so a
+        move that finds no host is not refused: its migration ends in error,
+        the server keeps its state with a fault, and the action's events say
+        why. resizeflow schedules before answering, and records the same.
+        """
+        what = "cold migrate" if migrate else "resize"
+        try:
+            raise errors.NoValidHost(reason=f"No valid host found for {what}") from exc
+        except errors.NoValidHost as raised:
+            self._scheduled(session, action, raised)
+        mig.status = check_migration(mig.status, MigrationStatus.ERROR)
+        dbapi.cas_task_state(session, inst.uuid, [TaskState.RESIZE_PREP], None)
+        dbapi.add_fault(session, inst.uuid, exc, None, "".join(traceback.format_exception(exc)))
+        log.info("%s of %s: %s", what, inst.uuid, exc.message, extra={"instance_uuid": inst.uuid})
 
     def confirm_resize(self, ctx: RequestContext, uuid: str) -> int:
         """Confirm a finished resize; returns the migration id."""
@@ -346,6 +432,7 @@ class ComputeAPI:
             check_instance_lock(ctx, inst)
             check_instance_state(inst, "revert_resize", vm_state=(VmState.RESIZED,))
             mig = dbapi.find_migration(s, uuid, MigrationStatus.FINISHED)
+            assert mig.dest_compute is not None  # a finished migration has its dest
             self._check_service_up(s, mig.dest_compute)
             # Reverting a down-size takes the bigger flavor back: check quota
             # for the difference, as Nova's _reverse_upsize_quota_delta does.
@@ -479,6 +566,8 @@ class ComputeAPI:
                 # step (finish_confirm) was all that was left has none.
                 launches.append(delete)
                 return
+            # A migration in flight was scheduled: it has a dest.
+            assert live.dest_compute is not None
             launches.append(
                 Launch(
                     delete.subject,

@@ -27,6 +27,7 @@ ADMIN_OR_OWNER = "rule:admin_or_owner"
 DEFAULT_RULES: dict[str, str] = {
     "admin_api": "role:admin",
     "admin_or_owner": "role:admin or project_id:%(project_id)s",
+    "project_manager_or_admin": "role:manager and project_id:%(project_id)s or role:admin",
     # Server lifecycle: the owner or an admin.
     "compute:servers:index": ADMIN_OR_OWNER,
     "compute:servers:show": ADMIN_OR_OWNER,
@@ -38,12 +39,19 @@ DEFAULT_RULES: dict[str, str] = {
     "compute:stop": ADMIN_OR_OWNER,
     "compute:start": ADMIN_OR_OWNER,
     "compute:lock": ADMIN_OR_OWNER,
+    "compute:reboot": ADMIN_OR_OWNER,
+    "compute:console_output": ADMIN_OR_OWNER,
+    # Cold migration: an admin, or the project's manager (Nova's 2025 defaults);
+    # naming the host stays admin's.
+    "compute:migrate": "rule:project_manager_or_admin",
     "compute:unlock": ADMIN_OR_OWNER,
     "compute:instance_actions:list": ADMIN_OR_OWNER,
     "compute:instance_actions:show": ADMIN_OR_OWNER,
     # Admin only, as in Nova's defaults.
     "compute:servers:create:forced_host": ADMIN_API,
     "compute:resize:forced_host": ADMIN_API,
+    "compute:migrate:host": ADMIN_API,
+    "compute:reset_state": ADMIN_API,
     "compute:unlock_override": ADMIN_API,
     "compute:servers:index:get_all_tenants": ADMIN_API,
     "compute:servers:show:extended_attributes": ADMIN_API,
@@ -71,6 +79,11 @@ NOVA_NAMES: dict[str, str] = {
     "os_compute_api:servers:revert_resize": "compute:revert_resize",
     "os_compute_api:servers:stop": "compute:stop",
     "os_compute_api:servers:start": "compute:start",
+    "os_compute_api:os-migrate-server:migrate": "compute:migrate",
+    "os_compute_api:os-migrate-server:migrate:host": "compute:migrate:host",
+    "os_compute_api:servers:reboot": "compute:reboot",
+    "os_compute_api:os-admin-actions:reset_state": "compute:reset_state",
+    "os_compute_api:os-console-output": "compute:console_output",
     "os_compute_api:os-lock-server:lock": "compute:lock",
     "os_compute_api:os-lock-server:unlock": "compute:unlock",
     "os_compute_api:os-lock-server:unlock:unlock_override": "compute:unlock_override",

@@ -111,8 +111,9 @@ class MigrationInfo:
     status: str
     source_compute: str
     source_node: str
-    dest_compute: str
-    dest_node: str
+    # None when scheduling found no host (the migration is in error).
+    dest_compute: str | None
+    dest_node: str | None
     old_instance_type_id: int
     new_instance_type_id: int
     created_at: dt.datetime

@@ -1,7 +1,8 @@
 """A small scheduler: the node with the most free RAM that can hold the flavor.
 
 Like Nova's ComputeFilter, it skips hosts whose compute service is down (a
-host that has never reported is given the benefit of the doubt).
+host that has never reported is given the benefit of the doubt), a host the
+caller asked for included.
 """
 
 from __future__ import annotations
@@ -23,18 +24,21 @@ def select_destination(
     session: Session,
     resources: Resources,
     *,
-    force_host: str | None = None,
+    requested_host: str | None = None,
     exclude: Collection[str] = (),
     service_down_time: float = 60.0,
 ) -> NodeRef:
+    """The node to place ``resources`` on, or NoValidHost.
+
+    A ``requested_host`` (Nova's requested destination) must exist, and is
+    then put through the same checks as any other: up, and able to hold them.
+    """
     placement = SqlPlacement(session)
-    if force_host is not None:
-        node = dbapi.get_node(session, force_host)
-        ref = NodeRef(node.host, node.node)
-        if not placement.can_fit(ref, resources):
-            raise errors.NoValidHost(reason=f"Host {force_host} cannot hold the flavor.")
-        return ref
-    nodes = session.scalars(select(ComputeNode).order_by(ComputeNode.host)).all()
+    stmt = select(ComputeNode).order_by(ComputeNode.host)
+    if requested_host is not None:
+        dbapi.get_node(session, requested_host)  # ComputeHostNotFound
+        stmt = stmt.where(ComputeNode.host == requested_host)
+    nodes = session.scalars(stmt).all()
     down = {
         svc.host
         for svc in session.scalars(select(Service).where(Service.binary == services.COMPUTE))

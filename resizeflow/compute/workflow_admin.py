@@ -155,8 +155,7 @@ class WorkflowAdmin:
             # Undo the only thing done so far, the network teardown, and let
             # the user decide again. The flow's rows are superseded (kept, as
             # history), so a new confirm or revert can be planned.
-            host = mig.source_compute if step.side is flows.Side.SOURCE else mig.dest_compute
-            SqlNetwork(s).setup_networks_on_host(inst.uuid, host)
+            SqlNetwork(s).setup_networks_on_host(inst.uuid, first.host)
             for row in rows:
                 journal.end(row, _J.SUPERSEDED)
             if mig.status != MigrationStatus.ERROR:  # a stalled flow ends first...
@@ -196,8 +195,10 @@ class WorkflowAdmin:
             # steps/failure.py), the server staying on the dest.
             SqlPlacement(s).release(mig.uuid, NodeRef(mig.source_compute, mig.source_node))
             dbapi.forget_resize(inst)
-        intact = mig.source_compute if flow.intact_on is flows.Side.SOURCE else mig.dest_compute
-        other = mig.dest_compute if intact == mig.source_compute else mig.source_compute
+        # The flow's rows name the host of each side it runs on.
+        on = {flows.step(r.step).side: r.host for r in rows}
+        intact = on.get(flow.intact_on, mig.source_compute)
+        other = next((h for h in on.values() if h != intact), intact)
         message = (
             f"Workflow {first.flow} of migration {mig.id} aborted by an operator at {short} "
             f"on {first.host}. The server's intact disks are on {intact} "

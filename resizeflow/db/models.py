@@ -243,8 +243,8 @@ class Migration(Base):
     migration_type: Mapped[str] = mapped_column(String(16), default="resize")
     source_compute: Mapped[str] = mapped_column(String(64))
     source_node: Mapped[str] = mapped_column(String(255))
-    dest_compute: Mapped[str] = mapped_column(String(64))
-    dest_node: Mapped[str] = mapped_column(String(255))
+    dest_compute: Mapped[str | None] = mapped_column(String(64))
+    dest_node: Mapped[str | None] = mapped_column(String(255))
     old_instance_type_id: Mapped[int]
     new_instance_type_id: Mapped[int]
     status: Mapped[MigrationStatus] = mapped_column(_enum(MigrationStatus, "migration_status"))

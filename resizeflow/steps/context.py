@@ -299,7 +299,11 @@ class StepContext(InstanceContext):
 
     @property
     def dest(self) -> NodeRef:
-        return NodeRef(self.migration.dest_compute, self.migration.dest_node)
+        mig = self.migration
+        # A migration's flows are planned only once scheduling has chosen its dest.
+        assert mig.dest_compute is not None, mig.id
+        assert mig.dest_node is not None, mig.id
+        return NodeRef(mig.dest_compute, mig.dest_node)
 
     @property
     def same_host(self) -> bool:

@@ -37,7 +37,7 @@ def resize_instance(ctx: StepContext) -> PhasedStep:
     inst, mig = ctx.instance, ctx.migration
     assert inst.old_flavor is not None
     spec, virt = ctx.spec(inst.old_flavor), ctx.virt
-    dest = ctx.peer(mig.dest_compute)
+    dest = ctx.peer(ctx.dest.host)
     # Committed before the copy, so the migration shows `migrating` while it
     # runs; a repeat of this step finds it so already.
     mig.status = check_migration(mig.status, MigrationStatus.MIGRATING)
@@ -59,8 +59,8 @@ def finish_resize(ctx: StepContext) -> PhasedStep:
     """Dest host: bind networks and volumes here, start the domain at the new flavor."""
     inst, mig = ctx.instance, ctx.migration
     # Bindings first: the domain's NICs are plugged from them.
-    ctx.network.setup_networks_on_host(inst.uuid, mig.dest_compute)
-    ctx.volumes.initialize_connections(inst.uuid, mig.dest_compute)
+    ctx.network.setup_networks_on_host(inst.uuid, ctx.dest.host)
+    ctx.volumes.initialize_connections(inst.uuid, ctx.dest.host)
     inst.task_state = check_task(inst.task_state, TaskState.RESIZE_FINISH)
     ctx.notify("resize_finish.start")
     assert inst.new_flavor is not None
@@ -74,7 +74,7 @@ def finish_resize(ctx: StepContext) -> PhasedStep:
     power = yield HypervisorWork("start the domain at the new flavor", start_at_new_flavor)
     assert inst.new_flavor is not None
     inst.flavor = inst.new_flavor
-    inst.host, inst.node = mig.dest_compute, mig.dest_node
+    inst.host, inst.node = ctx.dest.host, ctx.dest.node
     inst.power_state = power
     inst.vm_state = check_vm(inst.vm_state, VmState.RESIZED)
     inst.task_state = check_task(inst.task_state, None)

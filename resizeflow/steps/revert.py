@@ -20,7 +20,7 @@ def teardown_dest_network(ctx: StepContext) -> None:
     ctx.notify("exists")
     ctx.notify("resize_revert.start")
     if not ctx.same_host:
-        ctx.network.teardown_networks_on_host(ctx.instance.uuid, ctx.migration.dest_compute)
+        ctx.network.teardown_networks_on_host(ctx.instance.uuid, ctx.dest.host)
 
 
 def destroy_dest_domain(ctx: StepContext) -> None:
@@ -31,7 +31,7 @@ def destroy_dest_domain(ctx: StepContext) -> None:
 
 
 def terminate_volume_connections(ctx: StepContext) -> None:
-    ctx.volumes.terminate_connections(ctx.instance.uuid, ctx.migration.dest_compute)
+    ctx.volumes.terminate_connections(ctx.instance.uuid, ctx.dest.host)
 
 
 def drop_dest_claim(ctx: StepContext) -> None:
