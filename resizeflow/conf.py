@@ -226,6 +226,8 @@ class Settings:
     # Nova's report_interval and service_down_time.
     report_interval: float = field(default=10.0, metadata=_env("REPORT_INTERVAL", _float(0.1)))
     service_down_time: float = field(default=60.0, metadata=_env("SERVICE_DOWN_TIME", _float(1.0)))
+    # How long a request that needs a host's answer (a console log) waits for it.
+    host_call_timeout: float = field(default=30.0, metadata=_env("HOST_CALL_TIMEOUT", _float(0.1)))
     # The longest a step may run; sizes Redis's visibility timeout.
     step_timeout: float = field(default=600.0, metadata=_env("STEP_TIMEOUT", _float(1.0)))
     # How long a running step's lease lasts without a heartbeat from its worker.

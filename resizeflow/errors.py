@@ -165,6 +165,16 @@ class ServiceUnavailable(Conflict):
     msg_fmt = "Service is unavailable at this time."
 
 
+class HostDidNotAnswer(ServiceUnavailable):
+    """A host's worker took no request of ours within the time a caller waits."""
+
+    msg_fmt = "Service is unavailable at this time."
+
+
+class InstanceNotReady(Conflict):
+    msg_fmt = "Instance %(instance_id)s is not ready"
+
+
 class WorkflowNotFailed(Conflict):
     msg_fmt = "Migration %(migration_id)s is %(status)s: only a failed workflow can be %(verb)s."
 

@@ -14,22 +14,24 @@ The functions are named as ``module:function`` and resolved only inside a
 worker, so the API process reads this table without loading the step code or
 libvirt.
 
-========  ========================  ===========================================  ===========
-flow      subject (task argument)   steps, in order                              host
-========  ========================  ===========================================  ===========
-resize    migration id              prep_resize                                  dest
-                                    resize_instance                              source
-                                    finish_resize                                dest
-confirm   migration id              teardown_source_network, confirm_migration,  source
-                                    drop_source_claim, finish_confirm
-revert    migration id              teardown_dest_network, destroy_dest_domain,  dest
-                                    terminate_volume_connections, drop_dest_claim
-                                    finish_revert                                source
-spawn     instance uuid             spawn                                        instance's
-stop      instance uuid             stop                                         instance's
-start     instance uuid             start                                        instance's
-delete    instance uuid             delete                                       instance's
-========  ========================  ===========================================  ===========
+===========  ========================  ===========================================  ===========
+flow         subject (task argument)   steps, in order                              host
+===========  ========================  ===========================================  ===========
+resize       migration id              prep_resize                                  dest
+                                       resize_instance                              source
+                                       finish_resize                                dest
+confirm      migration id              teardown_source_network, confirm_migration,  source
+                                       drop_source_claim, finish_confirm
+revert       migration id              teardown_dest_network, destroy_dest_domain,  dest
+                                       terminate_volume_connections, drop_dest_claim
+                                       finish_revert                                source
+spawn        instance uuid             spawn                                        instance's
+stop         instance uuid             stop                                         instance's
+start        instance uuid             start                                        instance's
+soft_reboot  instance uuid             soft_reboot                                  instance's
+hard_reboot  instance uuid             hard_reboot                                  instance's
+delete       instance uuid             delete                                       instance's
+===========  ========================  ===========================================  ===========
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ class Flow:
     # Instance operations: the task_state the service layer sets, which the
     # operation clears when it is done.
     task_state: TaskState | None = None
+    # The task states the operation moves through after it (Nova's reboot
+    # acknowledges with reboot_pending, then calls the driver in reboot_started).
+    later_task_states: tuple[TaskState, ...] = ()
     # A confirm frees the old flavor's allocation on the source and forgets
     # the stashed flavors however it ends, as Nova's confirm does in a
     # ``finally`` (_delete_allocation_after_move, _delete_stashed_flavor_info).
@@ -123,6 +128,13 @@ class Flow:
     @property
     def last(self) -> Step:
         return self.steps[-1]
+
+    @property
+    def task_states(self) -> frozenset[TaskState]:
+        """The task states an instance operation shows while it runs."""
+        if self.task_state is None:
+            return frozenset()
+        return frozenset({self.task_state, *self.later_task_states})
 
     def ends_event(self, step: Step) -> bool:
         """Whether ``step`` is the last of the Nova method its event records."""
@@ -259,10 +271,17 @@ REVERT = Flow(
 
 
 def _instance_op(
-    name: str, notify: str, task_state: TaskState, task: str, fn: str, event: str, phase: bool
+    name: str,
+    notify: str,
+    task_state: TaskState,
+    task: str,
+    fn: str,
+    event: str,
+    phase: bool,
+    later: tuple[TaskState, ...] = (),
 ) -> Flow:
     step = Step(task, fn, _I, touches_hypervisor=True, nova_event=event, hypervisor_phase=phase)
-    return Flow(name, Subject.INSTANCE, notify, (step,), task_state)
+    return Flow(name, Subject.INSTANCE, notify, (step,), task_state, later_task_states=later)
 
 
 SPAWN = _instance_op(
@@ -292,6 +311,26 @@ START = _instance_op(
     "compute_start_instance",
     phase=True,
 )
+SOFT_REBOOT = _instance_op(
+    "soft_reboot",
+    "reboot",
+    TaskState.REBOOTING,
+    "resizeflow.instance.soft_reboot",
+    "resizeflow.steps.instance:soft_reboot",
+    "compute_reboot_instance",
+    phase=True,
+    later=(TaskState.REBOOT_PENDING, TaskState.REBOOT_STARTED),
+)
+HARD_REBOOT = _instance_op(
+    "hard_reboot",
+    "reboot",
+    TaskState.REBOOTING_HARD,
+    "resizeflow.instance.hard_reboot",
+    "resizeflow.steps.instance:hard_reboot",
+    "compute_reboot_instance",
+    phase=True,
+    later=(TaskState.REBOOT_PENDING_HARD, TaskState.REBOOT_STARTED_HARD),
+)
 DELETE = _instance_op(
     "delete",
     "delete",
@@ -303,7 +342,8 @@ DELETE = _instance_op(
 )
 
 FLOWS: dict[str, Flow] = {
-    flow.name: flow for flow in (RESIZE, CONFIRM, REVERT, SPAWN, STOP, START, DELETE)
+    flow.name: flow
+    for flow in (RESIZE, CONFIRM, REVERT, SPAWN, STOP, START, SOFT_REBOOT, HARD_REBOOT, DELETE)
 }
 
 STEPS: dict[str, tuple[Flow, Step]] = {
@@ -322,10 +362,13 @@ def flow_of(task: str) -> Flow:
 
 @dataclass(frozen=True)
 class HostTasks:
-    """Tasks that are not steps of a flow: cleaning a host after a deleted server."""
+    """Tasks that are not steps of a flow: cleaning a host after a deleted server,
+    and the calls whose answer a request waits for."""
 
     purge_instance_files: str = "resizeflow.host.purge_instance_files"
     finish_cleanup: str = "resizeflow.host.finish_cleanup"
+    # Calls that answer (see resizeflow.hostcall): a guest's console log.
+    console_output: str = "resizeflow.host.console_output"
 
 
 HOST_TASKS = HostTasks()

@@ -31,6 +31,12 @@ class TaskState(StrEnum):
     RESIZE_REVERTING = "resize_reverting"
     POWERING_OFF = "powering-off"
     POWERING_ON = "powering-on"
+    REBOOTING = "rebooting"
+    REBOOT_PENDING = "reboot_pending"
+    REBOOT_STARTED = "reboot_started"
+    REBOOTING_HARD = "rebooting_hard"
+    REBOOT_PENDING_HARD = "reboot_pending_hard"
+    REBOOT_STARTED_HARD = "reboot_started_hard"
     DELETING = "deleting"
 
 
@@ -83,6 +89,13 @@ VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     VmState.DELETED: frozenset(),
 }
 
+_T = TaskState
+# The task states a hard reboot may take over, as Nova's ALLOW_REBOOT: a soft
+# reboot in any of its phases, and a hard reboot its compute has not taken yet.
+REBOOT_OVERRIDABLE: frozenset[TaskState | None] = frozenset(
+    {None, _T.REBOOTING, _T.REBOOT_PENDING, _T.REBOOT_STARTED, _T.REBOOTING_HARD}
+)
+
 # None is "no task in progress". Any task may be cleared back to None: on
 # success, and when a workflow errors out and resets the task_state.
 TASK_TRANSITIONS: dict[TaskState | None, frozenset[TaskState | None]] = {
@@ -93,6 +106,8 @@ TASK_TRANSITIONS: dict[TaskState | None, frozenset[TaskState | None]] = {
             TaskState.RESIZE_REVERTING,
             TaskState.POWERING_OFF,
             TaskState.POWERING_ON,
+            TaskState.REBOOTING,
+            TaskState.REBOOTING_HARD,
             TaskState.DELETING,
         }
     ),
@@ -107,6 +122,14 @@ TASK_TRANSITIONS: dict[TaskState | None, frozenset[TaskState | None]] = {
     TaskState.RESIZE_REVERTING: frozenset({None, TaskState.DELETING}),
     TaskState.POWERING_OFF: frozenset({None, TaskState.DELETING}),
     TaskState.POWERING_ON: frozenset({None, TaskState.DELETING}),
+    # Nova's reboot: the API's state, the compute's acknowledgement, the
+    # driver's call; a hard reboot may take a soft one over at any point.
+    _T.REBOOTING: frozenset({None, _T.REBOOT_PENDING, _T.REBOOTING_HARD, _T.DELETING}),
+    _T.REBOOT_PENDING: frozenset({None, _T.REBOOT_STARTED, _T.REBOOTING_HARD, _T.DELETING}),
+    _T.REBOOT_STARTED: frozenset({None, _T.REBOOTING_HARD, _T.DELETING}),
+    _T.REBOOTING_HARD: frozenset({None, _T.REBOOT_PENDING_HARD, _T.DELETING}),
+    _T.REBOOT_PENDING_HARD: frozenset({None, _T.REBOOT_STARTED_HARD, _T.DELETING}),
+    _T.REBOOT_STARTED_HARD: frozenset({None, _T.DELETING}),
     TaskState.DELETING: frozenset({None}),
 }
 
@@ -223,17 +246,28 @@ _STATUS_BY_VM = {
     VmState.ERROR: "ERROR",
     VmState.DELETED: "DELETED",
 }
-_STATUS_BY_TASK = {
-    TaskState.RESIZE_PREP: "RESIZE",
-    TaskState.RESIZE_MIGRATING: "RESIZE",
-    TaskState.RESIZE_MIGRATED: "RESIZE",
-    TaskState.RESIZE_FINISH: "RESIZE",
-    TaskState.RESIZE_REVERTING: "REVERT_RESIZE",
+_RESIZING = {
+    _T.RESIZE_PREP: "RESIZE",
+    _T.RESIZE_MIGRATING: "RESIZE",
+    _T.RESIZE_MIGRATED: "RESIZE",
+    _T.RESIZE_FINISH: "RESIZE",
+}
+# The task states that show instead of the vm_state's status, by vm_state (Nova's
+# _STATE_MAP): a reboot shows only on an active server.
+_STATUS_BY_TASK: dict[VmState, dict[TaskState, str]] = {
+    VmState.ACTIVE: {
+        **_RESIZING,
+        **dict.fromkeys((_T.REBOOTING, _T.REBOOT_PENDING, _T.REBOOT_STARTED), "REBOOT"),
+        **dict.fromkeys(
+            (_T.REBOOTING_HARD, _T.REBOOT_PENDING_HARD, _T.REBOOT_STARTED_HARD), "HARD_REBOOT"
+        ),
+    },
+    VmState.STOPPED: _RESIZING,
+    VmState.RESIZED: {_T.RESIZE_REVERTING: "REVERT_RESIZE"},
 }
 
 
 def api_status(vm: VmState, task: TaskState | None) -> str:
     """The ``status`` a Nova API client sees for a server."""
-    if vm in (VmState.ACTIVE, VmState.STOPPED, VmState.RESIZED) and task in _STATUS_BY_TASK:
-        return _STATUS_BY_TASK[task]
-    return _STATUS_BY_VM[vm]
+    by_task = _STATUS_BY_TASK.get(vm, {})
+    return by_task[task] if task is not None and task in by_task else _STATUS_BY_VM[vm]

@@ -41,7 +41,7 @@ from celery.exceptions import Ignore, Retry
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from resizeflow import errors, flows, logs, retry
+from resizeflow import errors, flows, hostcall, logs, retry
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal, onetrip
 from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
@@ -49,7 +49,7 @@ from resizeflow.drivers.base import Notification
 from resizeflow.drivers.network import SqlNetwork
 from resizeflow.drivers.volume import SqlVolumes
 from resizeflow.states import JOURNAL_ENDED, JournalStatus, MigrationStatus
-from resizeflow.steps import cleanup, failpoints
+from resizeflow.steps import cleanup, console, failpoints
 from resizeflow.steps.context import (
     HostRuntime,
     HypervisorWork,
@@ -508,7 +508,7 @@ def _ended_meanwhile(ctx: StepContext, flow: flows.Flow) -> bool:
         raise errors.WorkflowAborted(
             migration_id=ctx.migration.id, status="error", step=ctx.journal.step
         )
-    return flow.task_state is not None and ctx.instance.task_state != flow.task_state
+    return flow.task_state is not None and ctx.instance.task_state not in flow.task_states
 
 
 def _end_unrun(session: Any, row_id: int, ctx: StepContext | None) -> None:
@@ -664,6 +664,17 @@ def purge_instance_files(self: Task[Any, Any], instance_uuid: str) -> str:
     removed = _host_work(self, rt, lambda: cleanup.purge_instance_files(rt.virt, instance_uuid))
     log.info("purged %s of deleted instance %s on %s", removed or "nothing", instance_uuid, rt.host)
     return instance_uuid
+
+
+@shared_task(name=flows.HOST_TASKS.console_output, bind=True, ignore_result=True)
+def console_output(
+    self: Task[Any, Any], instance_uuid: str, length: int | None, reply_to: str
+) -> None:
+    """Answer an ``os-getConsoleOutput``: a read, so neither journaled nor retried."""
+    rt = current()
+    hostcall.answer(
+        self.app, reply_to, lambda: console.console_output(rt.virt, instance_uuid, length)
+    )
 
 
 @_host_task(flows.HOST_TASKS.finish_cleanup)

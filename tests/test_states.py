@@ -101,6 +101,12 @@ RESIZING = [
     TaskState.RESIZE_MIGRATED,
     TaskState.RESIZE_FINISH,
 ]
+SOFT_REBOOT = [TaskState.REBOOTING, TaskState.REBOOT_PENDING, TaskState.REBOOT_STARTED]
+HARD_REBOOT = [
+    TaskState.REBOOTING_HARD,
+    TaskState.REBOOT_PENDING_HARD,
+    TaskState.REBOOT_STARTED_HARD,
+]
 
 
 @pytest.mark.parametrize(
@@ -118,6 +124,12 @@ RESIZING = [
         *[(VmState.STOPPED, t, "RESIZE") for t in RESIZING],
         (VmState.ACTIVE, TaskState.POWERING_OFF, "ACTIVE"),
         (VmState.STOPPED, TaskState.POWERING_ON, "SHUTOFF"),
+        # Nova's _STATE_MAP: a reboot shows only while the server is active.
+        *[(VmState.ACTIVE, t, "REBOOT") for t in SOFT_REBOOT],
+        *[(VmState.ACTIVE, t, "HARD_REBOOT") for t in HARD_REBOOT],
+        *[(VmState.STOPPED, t, "SHUTOFF") for t in HARD_REBOOT],
+        *[(VmState.ERROR, t, "ERROR") for t in HARD_REBOOT],
+        (VmState.RESIZED, TaskState.RESIZE_PREP, "VERIFY_RESIZE"),
     ],
 )
 def test_api_status(vm: VmState, task: TaskState | None, status: str) -> None:

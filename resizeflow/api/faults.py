@@ -96,7 +96,9 @@ def jsonschema_reason(kind: str, first: dict[str, Any], leaf: str) -> str:
     if kind in _JSON_TYPE:
         return f"{shown_value(value)} is not of type '{_JSON_TYPE[kind]}'"
     if kind == "literal_error":
-        return f"{shown_value(value)} is not one of [{ctx.get('expected', '')}]"
+        # pydantic lists the choices as "'a', 'b' or 'c'"; jsonschema as a list.
+        choices = str(ctx.get("expected", "")).replace(" or ", ", ")
+        return f"{shown_value(value)} is not one of [{choices}]"
     if kind in ("greater_than_equal", "greater_than"):
         return f"{shown_value(value)} is less than the minimum of {ctx.get('ge', ctx.get('gt'))}"
     if kind in ("less_than_equal", "less_than"):

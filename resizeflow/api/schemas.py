@@ -139,6 +139,23 @@ class Migrate(Strict):
     ) = None
 
 
+class Reboot(Strict):
+    type: Literal["HARD", "Hard", "hard", "SOFT", "Soft", "soft"]
+
+
+class ResetState(Strict):
+    state: Literal["active", "error"]
+
+
+class ConsoleOutput(Strict):
+    # An integer, or one written as a string; -1 (and null) for every line.
+    length: (
+        Annotated[StrictInt, Field(ge=-1)]
+        | Annotated[str, StringConstraints(pattern=r"^-?[0-9]+$")]
+        | None
+    ) = None
+
+
 class Lock(Strict):
     locked_reason: Annotated[str, StringConstraints(max_length=255)] | None = None
 
@@ -159,6 +176,9 @@ class ActionBody(Strict):
 
     resize: Resize | None = None
     migrate: Any = None  # checked by its schema from 2.56, see validate_action
+    reboot: Reboot | None = None
+    os_resetState: ResetState | None = Field(None, alias="os-resetState")
+    os_getConsoleOutput: ConsoleOutput | None = Field(None, alias="os-getConsoleOutput")
     confirmResize: Any = None
     revertResize: Any = None
     os_stop: Any = Field(None, alias="os-stop")
@@ -166,9 +186,9 @@ class ActionBody(Strict):
     lock: Any = None
     unlock: Any = None
 
-    @field_validator("resize", mode="before")
+    @field_validator("resize", "reboot", "os_resetState", "os_getConsoleOutput", mode="before")
     @classmethod
-    def _resize_is_an_object(cls, value: Any) -> Any:
+    def _is_an_object(cls, value: Any) -> Any:
         # Present means an object: {"resize": null} is a schema violation, as in Nova.
         if value is None:
             raise ValueError("None is not of type 'object'")

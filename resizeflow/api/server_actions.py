@@ -9,6 +9,7 @@ layer itself knows nothing of HTTP keys.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ from resizeflow import errors
 from resizeflow.api.faults import HTTPFault, api_message
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
+from resizeflow.states import VmState
 
-Handler = Callable[[ComputeAPI, RequestContext, str, Any], None]
+# A handler answers with nothing (202 or 204) or with a body (200).
+Handler = Callable[[ComputeAPI, RequestContext, str, Any], dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class ServerAction:
     key: str  # the body's key, e.g. ``os-stop``
     name: str  # what Nova's API calls it in a 409, e.g. ``stop``
     handler: Handler
-    status: int = 202  # Nova answers a confirm with 204
+    status: int = 202  # Nova answers a confirm with 204, a console log with 200
 
 
 def _resize(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
@@ -46,6 +49,27 @@ def _migrate(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> 
         compute.migrate(ctx, uuid, host=host)
     except errors.ComputeHostNotFound as exc:
         raise HTTPFault(400, exc.message) from None  # Nova's migrate answers 400, not 404
+
+
+def _reboot(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+    compute.reboot(ctx, uuid, str(body["type"]))
+
+
+def _reset_state(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+    compute.reset_state(ctx, uuid, VmState(body["state"]))
+
+
+# Nova strips the control characters a JSON client could choke on, tabs and
+# newlines aside.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
+
+
+def _console_output(
+    compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any
+) -> dict[str, Any]:
+    length = body.get("length")
+    output = compute.console_output(ctx, uuid, None if length is None else int(length))
+    return {"output": _CONTROL.sub("", output)}
 
 
 def _confirm_resize(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
@@ -78,6 +102,9 @@ ACTIONS: dict[str, ServerAction] = {
     for a in (
         ServerAction("resize", "resize", _resize),
         ServerAction("migrate", "migrate", _migrate),
+        ServerAction("reboot", "reboot", _reboot),
+        ServerAction("os-resetState", "os-resetState", _reset_state),
+        ServerAction("os-getConsoleOutput", "os-getConsoleOutput", _console_output, status=200),
         ServerAction("confirmResize", "confirmResize", _confirm_resize, status=204),
         ServerAction("revertResize", "revertResize", _revert_resize),
         ServerAction("os-stop", "stop", _stop),
@@ -95,11 +122,13 @@ def lookup(key: str) -> ServerAction:
     return found
 
 
-def run(compute: ComputeAPI, ctx: RequestContext, uuid: str, key: str, body: Any) -> int:
-    """Run the action ``key`` with its body's value; the HTTP status Nova answers it with."""
+def run(
+    compute: ComputeAPI, ctx: RequestContext, uuid: str, key: str, body: Any
+) -> tuple[int, dict[str, Any] | None]:
+    """Run the action ``key`` with its body's value: the HTTP status Nova answers
+    it with, and the body, for an action that has one."""
     action = lookup(key)
-    action.handler(compute, ctx, uuid, body)
-    return action.status
+    return action.status, action.handler(compute, ctx, uuid, body)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import logging
 import socket
 import traceback
 import uuid as uuidlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,11 +37,13 @@ from resizeflow.drivers.placement import SqlPlacement
 from resizeflow.drivers.quota import SqlQuota
 from resizeflow.states import (
     JOURNAL_ENDED,
+    REBOOT_OVERRIDABLE,
     JournalStatus,
     MigrationStatus,
     TaskState,
     VmState,
     check_migration,
+    check_vm,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,8 +79,8 @@ class Launch:
 def check_instance_state(
     inst: Instance,
     method: str,
-    vm_state: Sequence[VmState] | None = None,
-    task_state: Sequence[TaskState | None] | None = (None,),
+    vm_state: Collection[VmState] | None = None,
+    task_state: Collection[TaskState | None] | None = (None,),
 ) -> None:
     """Nova's ``check_instance_state`` decorator, as a call."""
     if vm_state is not None and inst.vm_state not in vm_state:
@@ -469,6 +471,87 @@ class ComputeAPI:
             dbapi.cas_task_state(s, uuid, [None], flow.task_state)
             record = self._record(ctx, s, inst, action)
             launches.append(self._plan(ctx, s, flow, inst, record))
+
+    def reboot(self, ctx: RequestContext, uuid: str, reboot_type: str) -> None:
+        """Nova's reboot: SOFT of an active server, HARD also of a stopped or errored one.
+
+        A hard reboot may take over a soft one at any point, or a hard one
+        whose host has not taken it yet, as Nova allows: the operation it
+        takes over is ended, and its step, if it still comes, does nothing.
+        """
+        hard = reboot_type.upper() == "HARD"
+        with self._launching() as (s, launches):
+            inst = self._get(ctx, s, uuid, "reboot")
+            check_instance_lock(ctx, inst)
+            allowed = (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)
+            check_instance_state(inst, "reboot", vm_state=allowed, task_state=REBOOT_OVERRIDABLE)
+            if hard:
+                flow = flows.HARD_REBOOT
+                dbapi.cas_task_state(s, uuid, REBOOT_OVERRIDABLE, TaskState.REBOOTING_HARD)
+                for row in journal.open_operations(s, uuid):
+                    journal.end(row, JournalStatus.ABORTED, "a hard reboot took over")
+            else:
+                flow = flows.SOFT_REBOOT
+                check_instance_state(inst, "reboot", vm_state=(VmState.ACTIVE,))
+                dbapi.cas_task_state(s, uuid, [None], TaskState.REBOOTING)
+            record = self._record(ctx, s, inst, "reboot")
+            launches.append(self._plan(ctx, s, flow, inst, record))
+
+    def reset_state(self, ctx: RequestContext, uuid: str, state: VmState) -> None:
+        """Nova's os-resetState (admin): the server's vm_state is ``state``, no task.
+
+        NOTE: an operator resets a server to declare its state after a failure
+        (Nova's advice after a confirm or revert that failed). A workflow still
+        open for it would overwrite that when it resumes, so it is ended here:
+        its steps not done are aborted, its migration goes to error, and a
+        failed one can no longer be retried over the state declared.
+        """
+        with self.db.transaction() as s:
+            inst = self._get(ctx, s, uuid, "reset_state")
+            # The instance first, as every step locks it (see delete).
+            s.refresh(inst, with_for_update={"key_share": True})
+            reason = f"the server's state was reset by {ctx.user_id}"
+            for row in journal.open_operations(s, uuid):
+                journal.end(row, JournalStatus.ABORTED, reason)
+            mig = self._live_migration_of(s, uuid)
+            if mig is not None:
+                for row in journal.rows(s, mig.id):
+                    if row.status not in JOURNAL_ENDED:
+                        journal.end(row, JournalStatus.ABORTED, reason)
+                    row.restore = None
+                if mig.status not in (MigrationStatus.ERROR, MigrationStatus.FINISHED):
+                    mig.status = check_migration(mig.status, MigrationStatus.ERROR)
+            inst.vm_state = check_vm(inst.vm_state, state)
+            inst.task_state = None
+            action = self._record(ctx, s, inst, "resetState")
+            action.finish_time = utcnow()
+
+    def console_output(self, ctx: RequestContext, uuid: str, length: int | None) -> str:
+        """The guest's console log, read by the host that runs it (Nova's RPC call).
+
+        A host that is down is refused at once rather than waited for.
+        """
+        with self.db.snapshot() as s:
+            inst = self._get(ctx, s, uuid, "console_output")
+            if inst.host is None:
+                raise errors.InstanceNotReady(instance_id=uuid)
+            host = inst.host
+            svc = services.get(s, host)
+            if svc is not None and not services.is_up(svc, self.settings.service_down_time):
+                raise errors.ServiceUnavailable()
+        try:
+            found = workflows.ask(
+                self.app,
+                host,
+                flows.HOST_TASKS.console_output,
+                uuid,
+                length,
+                timeout=self.settings.host_call_timeout,
+            )
+        except errors.HostDidNotAnswer:
+            log.warning("host %s did not answer a console request for %s", host, uuid)
+            raise
+        return str(found)
 
     def stop(self, ctx: RequestContext, uuid: str) -> None:
         self._instance_op(ctx, uuid, "stop", "stop", (VmState.ACTIVE, VmState.ERROR), flows.STOP)

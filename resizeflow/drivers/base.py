@@ -142,6 +142,13 @@ class VirtDriver(Protocol):
 
     def power_state(self, uuid: str) -> PowerState: ...
 
+    def reboot(self, inst: InstanceSpec, *, hard: bool, deadline: float | None = None) -> None:
+        """Soft: a clean shutdown and a start (hard if the guest will not go
+        down); hard: destroy, define again from ``inst``, start."""
+
+    def console_output(self, uuid: str) -> bytes:
+        """The end of the guest's console log on this host."""
+
     def migrate_disk_and_power_off(
         self, inst: InstanceSpec, dest: PeerHost, *, deadline: float | None = None
     ) -> None:

@@ -1,4 +1,4 @@
-"""Single-step operations on one instance: spawn, stop, start and delete.
+"""Single-step operations on one instance: spawn, stop, start, reboot and delete.
 
 Each is a one-step flow of the table in :mod:`resizeflow.flows`, journaled
 like the others. It runs only while the instance still shows the task_state
@@ -8,7 +8,7 @@ the service layer set (the flow's ``task_state``).
 from __future__ import annotations
 
 from resizeflow.db.models import utcnow
-from resizeflow.states import PowerState, VmState, check_task, check_vm
+from resizeflow.states import PowerState, TaskState, VmState, check_task, check_vm
 from resizeflow.steps.context import HypervisorWork, InstanceContext, PhasedStep
 
 
@@ -53,6 +53,46 @@ def _power(ctx: InstanceContext, event: str, what: str, vm_state: VmState) -> Ph
     inst.vm_state = check_vm(inst.vm_state, vm_state)
     inst.task_state = check_task(inst.task_state, None)
     ctx.notify(f"{event}.end")
+
+
+def soft_reboot(ctx: InstanceContext) -> PhasedStep:
+    yield from _reboot(ctx, hard=False)
+
+
+def hard_reboot(ctx: InstanceContext) -> PhasedStep:
+    yield from _reboot(ctx, hard=True)
+
+
+def _reboot(ctx: InstanceContext, *, hard: bool) -> PhasedStep:
+    """Nova's reboot_instance: acknowledge it, then have the driver reboot.
+
+    The server is ACTIVE afterwards whatever it was: a hard reboot starts a
+    stopped server, and is the way out of ERROR. It rebuilds the domain from
+    the database's view of the server, so its networks and volumes are set
+    up on its host first, as Nova plugs its VIFs again.
+    """
+    inst = ctx.instance
+    ctx.notify("reboot.start")
+    pending = TaskState.REBOOT_PENDING_HARD if hard else TaskState.REBOOT_PENDING
+    started = TaskState.REBOOT_STARTED_HARD if hard else TaskState.REBOOT_STARTED
+    if inst.task_state not in (pending, started):  # a retry finds it acknowledged
+        inst.task_state = check_task(inst.task_state, pending)
+    if inst.task_state != started:
+        inst.task_state = check_task(inst.task_state, started)
+    if hard:
+        assert inst.host is not None
+        ctx.network.setup_networks_on_host(inst.uuid, inst.host)
+        ctx.volumes.initialize_connections(inst.uuid, inst.host)
+    spec, virt = ctx.spec(), ctx.virt
+
+    def work(deadline: float) -> PowerState:
+        virt.reboot(spec, hard=hard, deadline=deadline)
+        return virt.power_state(spec.uuid)
+
+    inst.power_state = yield HypervisorWork("hard reboot" if hard else "soft reboot", work)
+    inst.vm_state = check_vm(inst.vm_state, VmState.ACTIVE)
+    inst.task_state = check_task(inst.task_state, None)
+    ctx.notify("reboot.end")
 
 
 def delete(ctx: InstanceContext) -> None:

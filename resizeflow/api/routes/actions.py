@@ -1,6 +1,7 @@
 """``POST /servers/{id}/action``: the resize lifecycle's actions.
 
-resize, confirmResize, revertResize, os-stop, os-start, lock and unlock, each
+resize, migrate, confirmResize, revertResize, os-stop, os-start, reboot,
+os-resetState, os-getConsoleOutput, lock and unlock, each
 validated by its own body schema for the negotiated microversion and mapped
 onto one method of the service layer (see ``resizeflow.api.server_actions``).
 """
@@ -8,6 +9,7 @@ onto one method of the service layer (see ``resizeflow.api.server_actions``).
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 
 from resizeflow import errors
 from resizeflow.api import schemas, server_actions
@@ -20,7 +22,10 @@ router = APIRouter(prefix="/servers", tags=["server actions"])
 @router.post(
     "/{server_id}/action",
     status_code=202,
-    responses={204: {"description": "confirmResize accepted"}},
+    responses={
+        200: {"description": "os-getConsoleOutput: the console log"},
+        204: {"description": "confirmResize accepted"},
+    },
 )
 def server_action(
     server_id: str, body: schemas.ActionBody, svc: Svc, ctx: Ctx, version: Ver
@@ -35,9 +40,11 @@ def server_action(
     value = schemas.validate_action(key, value, version)
     try:
         with server_actions.worded_as(action.name):
-            status = server_actions.run(svc.compute, ctx, server_id, key, value)
+            status, answer = server_actions.run(svc.compute, ctx, server_id, key, value)
     except errors.FlavorNotFound:
         raise HTTPFault(400, "Unable to locate requested flavor.") from None
     except errors.NoValidHost as exc:
         raise HTTPFault(400, exc.message) from None
+    if answer is not None:
+        return JSONResponse(answer, status_code=status)
     return Response(status_code=status)
