@@ -159,7 +159,9 @@ def test_delete_during_a_confirm(redis_stack: Stack, project: str) -> None:
         hold(rf, step, uuid)
         act(http, uuid, {"confirmResize": None}, 204)
         stuck_after(rf, step, uuid, mig.id, mig.source_compute)
-        delete_while_down(rf, http, uuid, mig.source_compute)
+        # The server runs on the dest, which deletes it; the stopped source
+        # still has to be purged before the migration ends.
+        delete_while_down(rf, http, uuid, mig.source_compute, mig_id=mig.id)
         check_gone(rf, http, uuid, mig.id)
         never_ran(rf, mig.id, "drop_source_claim", "finish_confirm")
 

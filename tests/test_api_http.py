@@ -505,14 +505,19 @@ def test_a_resize_is_accepted_and_recorded(api: InProcessAPI) -> None:
         "alice",
     )
     one = api.request("GET", f"/v2.1/servers/{uid}/os-instance-actions/{request_id}")
-    assert one.json()["instanceAction"]["events"] == []  # no worker has run a step
+    # Scheduled (Nova's conductor's events); no worker has run a step.
+    events = [(e["event"], e["result"]) for e in one.json()["instanceAction"]["events"]]
+    assert events == [("conductor_migrate_server", "Success"), ("cold_migrate", "Success")]
     # Before 2.51 members do not see events, as in Nova's default policy; from
     # 2.51 everyone does, without the traceback.
     path = f"/v2.1/servers/{uid}/os-instance-actions/{request_id}"
     member = api.request("GET", path, "alice:p-accept", headers=headers("alice:p-accept", "2.50"))
     assert "events" not in member.json()["instanceAction"]
     member = api.request("GET", path, "alice:p-accept", headers=headers("alice:p-accept", "2.51"))
-    assert member.json()["instanceAction"]["events"] == []
+    assert [e["event"] for e in member.json()["instanceAction"]["events"]] == [
+        "conductor_migrate_server",
+        "cold_migrate",
+    ]
     missing = api.request("GET", f"/v2.1/servers/{uid}/os-instance-actions/req-nope")
     assert fault(missing, 404, "itemNotFound") == (
         f"Action for request_id req-nope on instance {uid} not found"

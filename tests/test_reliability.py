@@ -305,6 +305,8 @@ def test_resize_failing_before_the_guest_is_touched_is_rolled_back(rf: Stack, pr
     assert allocations(rf, mig.uuid) == {}
     assert any("Operation not permitted" in f for f in rf.faults(uuid)), rf.faults(uuid)
     assert step_events(rf, "resize", uuid) == [
+        ("conductor_migrate_server", "Success"),
+        ("cold_migrate", "Success"),
         ("compute_prep_resize", "Success"),
         ("compute_resize_instance", "Error"),
     ]

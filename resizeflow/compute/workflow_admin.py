@@ -195,10 +195,10 @@ class WorkflowAdmin:
             # steps/failure.py), the server staying on the dest.
             SqlPlacement(s).release(mig.uuid, NodeRef(mig.source_compute, mig.source_node))
             dbapi.forget_resize(inst)
-        # The flow's rows name the host of each side it runs on.
-        on = {flows.step(r.step).side: r.host for r in rows}
-        intact = on.get(flow.intact_on, mig.source_compute)
-        other = next((h for h in on.values() if h != intact), intact)
+        assert mig.dest_compute is not None  # a flow ran: scheduling chose the dest
+        intact, other = mig.source_compute, mig.dest_compute
+        if flow.intact_on is flows.Side.DEST:
+            intact, other = other, intact
         message = (
             f"Workflow {first.flow} of migration {mig.id} aborted by an operator at {short} "
             f"on {first.host}. The server's intact disks are on {intact} "
