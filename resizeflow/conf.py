@@ -256,6 +256,12 @@ class Settings:
     retry_backoff: float = field(default=0.5, metadata=_env("RETRY_BACKOFF", _float(0.0)))
     retry_backoff_max: float = field(default=30.0, metadata=_env("RETRY_BACKOFF_MAX", _float(0.0)))
     notifications: bool = field(default=True, metadata=_env("NOTIFICATIONS", _bool))
+    # Whether the notifications' exchange and queues are durable: as the
+    # amqp_durable_queues of the Nova deployment whose consumers read them
+    # (oslo.messaging's default, and so this one's, is not durable).
+    notifications_durable: bool = field(
+        default=False, metadata=_env("NOTIFICATIONS_DURABLE", _bool)
+    )
     failpoints_file: str = field(default="", metadata=_env("FAILPOINTS_FILE"))
     # Node inventory overrides; unset means "ask the virt driver".
     node_vcpus: int | None = field(default=None, metadata=_env("NODE_VCPUS", _opt_int))

@@ -181,7 +181,11 @@ def build_runtime(settings: Settings, app: Celery, node: str | None = None) -> c
     # connections, and the step retries on a fresh one.
     database = Database(settings.db_url, pool_pre_ping=False)
     virt = LibvirtDriver.from_settings(settings)
-    notifier = KombuNotifier(app.connection_for_write(), enabled=settings.notifications)
+    notifier = KombuNotifier(
+        app.connection_for_write(),
+        enabled=settings.notifications,
+        durable=settings.notifications_durable,
+    )
     return context.HostRuntime(
         settings=settings,
         db=database,

@@ -69,6 +69,7 @@ PARSED: list[tuple[str, str, str, Any]] = [
     ("RETRY_BACKOFF", "0.05", "retry_backoff", 0.05),
     ("RETRY_BACKOFF_MAX", "2", "retry_backoff_max", 2.0),
     ("NOTIFICATIONS", "false", "notifications", False),
+    ("NOTIFICATIONS_DURABLE", "true", "notifications_durable", True),
     ("FAILPOINTS_FILE", "/tmp/fp.json", "failpoints_file", "/tmp/fp.json"),
     ("NODE_VCPUS", "64", "node_vcpus", 64),
     ("NODE_VCPUS", "", "node_vcpus", None),
@@ -139,6 +140,7 @@ INVALID = [
     ("RETRY_BACKOFF", "-0.5"),
     ("RETRY_BACKOFF_MAX", "soon"),
     ("NOTIFICATIONS", "2"),
+    ("NOTIFICATIONS_DURABLE", "durable"),
     ("NODE_VCPUS", "-4"),
     ("NODE_MEMORY_MB", "8G"),
     ("NODE_LOCAL_GB", "1.5"),
@@ -174,6 +176,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.node_vcpus, s.node_memory_mb, s.node_local_gb) == (None, None, None)
     assert (s.quota_cores, s.quota_ram, s.quota_instances) == (20, 51200, 10)
     assert (s.notifications, s.allow_resize_to_same_host) == (True, False)
+    assert s.notifications_durable is False  # oslo.messaging's amqp_durable_queues default
     # Shared storage is detected per resize unless RESIZEFLOW_SHARED_STORAGE forces it.
     assert s.shared_storage is None
     assert (s.migration_address, s.remote_filesystem_transport) == ("", "auto")
