@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from resizeflow import worker
 from resizeflow.conf import Settings
 from resizeflow.drivers import remotefs
 from resizeflow.drivers.remotefs import MIGRATION_ADDRESS, SSH_PORT, probe_ssh
+from resizeflow.hypervisor.hosts import Hosts
 from resizeflow.launch.stack import PRIVATE_REDIS, TEST_DRIVER_ENV, build
 
 # A name that never resolves (RFC 2606).
@@ -194,3 +196,21 @@ def test_a_started_worker_warns_once_and_keeps_serving(tmp_path: Path) -> None:
         "rf-nowhere does not resolve ("
     )
     assert "; set RESIZEFLOW_MIGRATION_ADDRESS (unset: the host name), or " in ours[0]
+
+
+@pytest.mark.hosts
+def test_a_host_with_its_own_sshd_passes_and_a_wrong_port_is_named(two_hosts: Hosts) -> None:
+    """Against a real sshd: the address a deployed host advertises answers; the
+    same address on a port nothing listens on is named with both settings."""
+    a = two_hosts.hosts[0]
+    settings = Settings.from_env(
+        two_hosts.env(a) | {"RESIZEFLOW_LIBVIRT_URI": "qemu:///system"},
+        state_dir=two_hosts.root / "state-check",
+    )
+    assert settings.disk_transport == "rsync"
+    assert worker.check_migration_address(settings) is None
+    wrong = replace(settings, ssh_port=free_port())
+    line = worker.check_migration_address(wrong)
+    assert line is not None
+    assert f"no SSH server answers at {a.address} port {wrong.ssh_port}" in line
+    assert "; set RESIZEFLOW_MIGRATION_ADDRESS or RESIZEFLOW_SSH_PORT, or " in line
