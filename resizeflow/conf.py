@@ -120,6 +120,15 @@ def _address(raw: str) -> str:
     return raw
 
 
+def _transport(raw: str) -> str:
+    """A disk transport, or ``auto`` (also empty): follow the hypervisor."""
+    if raw.strip().lower() in {"", "auto"}:
+        return "auto"
+    if raw not in {"rsync", "scp", "local"}:
+        raise ValueError("expected auto, rsync, scp or local")
+    return raw
+
+
 def _plain_path(raw: str) -> str:
     # ssh's -o values and rsync's -e command are split on whitespace, so a
     # path with blanks or quotes would be cut in two rather than fail cleanly.
@@ -184,12 +193,15 @@ class Settings:
     # Nova's my_ip: where other hosts reach this one over SSH for disk copies.
     # Empty: the host name (RESIZEFLOW_HOST), resolved by DNS.
     migration_address: str = field(default="", metadata=_env("MIGRATION_ADDRESS", _address))
-    # Nova's [libvirt] remote_filesystem_transport: rsync or scp over SSH, or
-    # local when every host's instances dir is reachable in this machine's
-    # filesystem (several hosts on one machine, as the demo and the test tier run).
+    # Nova's [libvirt] remote_filesystem_transport: how disks reach another
+    # host. rsync or scp over SSH, or local when every host's instances dir is
+    # in this machine's filesystem (several hosts on one machine). ``auto``, the
+    # default, follows the hypervisor (see ``disk_transport``): local on
+    # libvirt's test:/// driver, whose simulated hosts are processes of one
+    # machine, and rsync over SSH on a real hypervisor, as Nova. An explicit
+    # rsync, scp or local always wins.
     remote_filesystem_transport: str = field(
-        default="rsync",
-        metadata=_env("REMOTE_FILESYSTEM_TRANSPORT", _choice("rsync", "scp", "local")),
+        default="auto", metadata=_env("REMOTE_FILESYSTEM_TRANSPORT", _transport)
     )
     # The deployment's private key for host-to-host SSH; empty: ssh's own default.
     ssh_key: str = field(default="", metadata=_env("SSH_KEY", _plain_path))
@@ -246,6 +258,12 @@ class Settings:
     retry_backoff: float = field(default=0.5, metadata=_env("RETRY_BACKOFF", _float(0.0)))
     retry_backoff_max: float = field(default=30.0, metadata=_env("RETRY_BACKOFF_MAX", _float(0.0)))
     notifications: bool = field(default=True, metadata=_env("NOTIFICATIONS", _bool))
+    # Whether the notifications' exchange and queues are durable: as the
+    # amqp_durable_queues of the Nova deployment whose consumers read them
+    # (oslo.messaging's default, and so this one's, is not durable).
+    notifications_durable: bool = field(
+        default=False, metadata=_env("NOTIFICATIONS_DURABLE", _bool)
+    )
     failpoints_file: str = field(default="", metadata=_env("FAILPOINTS_FILE"))
     # Node inventory overrides; unset means "ask the virt driver".
     node_vcpus: int | None = field(default=None, metadata=_env("NODE_VCPUS", _opt_int))
@@ -327,6 +345,26 @@ class Settings:
     def advertised_migration_address(self) -> str:
         """The address other hosts use to reach this one (Nova's my_ip)."""
         return self.migration_address or self.host
+
+    @property
+    def simulated_hypervisor(self) -> bool:
+        """libvirt's test:/// driver: hosts simulated by processes of this machine."""
+        return self.libvirt_uri.startswith("test:")
+
+    @property
+    def disk_transport(self) -> str:
+        """The transport that copies disks between hosts: ``rsync``, ``scp`` or ``local``.
+
+        RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT when it names one. Otherwise
+        (``auto``) it follows the hypervisor: on test:/// every simulated host
+        keeps its instances dir on this machine, and its host name (the default
+        migration address) names no machine to SSH to, so ``local``; on a real
+        hypervisor the hosts are machines of their own, so ``rsync`` over SSH,
+        as Nova's default.
+        """
+        if self.remote_filesystem_transport != "auto":
+            return self.remote_filesystem_transport
+        return "local" if self.simulated_hypervisor else "rsync"
 
     @property
     def known_hosts_file(self) -> Path:

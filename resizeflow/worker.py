@@ -33,6 +33,7 @@ from resizeflow.conf import Settings
 from resizeflow.db import journal, services
 from resizeflow.db.models import ComputeNode, Instance, Migration
 from resizeflow.db.session import Database
+from resizeflow.drivers import remotefs
 from resizeflow.drivers.base import VirtDriver
 from resizeflow.drivers.libvirt import LibvirtDriver
 from resizeflow.drivers.notifier import KombuNotifier
@@ -130,6 +131,44 @@ def join_host(settings: Settings, database: Database, *, register: bool) -> str:
     raise AssertionError("unreachable")
 
 
+# The longest a worker's start waits to learn whether its migration address answers.
+ADDRESS_PROBE_TIMEOUT = 5.0
+
+
+def check_migration_address(settings: Settings) -> str | None:
+    """Say in one WARNING line when other hosts could not copy disks to this one.
+
+    Only with an SSH transport, and only this host's own advertised address:
+    it does not resolve, nothing answers at it, or what answers is not an
+    sshd. It never stops the worker (the address may come up later, and
+    confirms and reverts that stay on their hosts need none). Peers are not
+    checked here: they come and go, and a step that cannot reach its dest
+    already names that host, its address and, for a name that does not
+    resolve, the setting to change there. Returns the line, or None.
+    """
+    if settings.disk_transport == "local":
+        return None
+    address = settings.advertised_migration_address
+    timeout = min(settings.ssh_connect_timeout, ADDRESS_PROBE_TIMEOUT)
+    found = remotefs.probe_ssh(address, settings.ssh_port, timeout)
+    if found is None:
+        return None
+    names = [
+        f"{name} (unset: the host name)"
+        if name == remotefs.MIGRATION_ADDRESS and not settings.migration_address
+        else name
+        for name in found.settings
+    ]
+    line = (
+        f"host {settings.host}: other hosts cannot copy disks to this one over SSH "
+        f"({settings.disk_transport}): {found.problem}; set {' or '.join(names)}, or "
+        "RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT=local if every host's instances dir "
+        "is on this machine"
+    )
+    log.warning("%s", line)
+    return line
+
+
 def single_process_driver(uri: str) -> bool:
     """Whether the hypervisor's state lives inside the worker process (libvirt's test driver)."""
     return uri.startswith("test:")
@@ -142,7 +181,11 @@ def build_runtime(settings: Settings, app: Celery, node: str | None = None) -> c
     # connections, and the step retries on a fresh one.
     database = Database(settings.db_url, pool_pre_ping=False)
     virt = LibvirtDriver.from_settings(settings)
-    notifier = KombuNotifier(app.connection_for_write(), enabled=settings.notifications)
+    notifier = KombuNotifier(
+        app.connection_for_write(),
+        enabled=settings.notifications,
+        durable=settings.notifications_durable,
+    )
     return context.HostRuntime(
         settings=settings,
         db=database,
@@ -325,6 +368,7 @@ def run(
             s, settings.host, settings.advertised_migration_address
         )
     heartbeat.start()
+    check_migration_address(settings)
     # Like Nova's init_host, and further: steps this host's previous incarnation
     # was running when it died, and this host's stalled workflows, go again.
     redriven = recovery.reconcile(

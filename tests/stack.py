@@ -259,21 +259,22 @@ class Stack:
             self.wait_instance(uuid, VmState.STOPPED)
         return uuid
 
-    def notifications(self) -> list[dict[str, Any]]:
-        """Drain the ``notifications.info`` queue."""
-        from resizeflow.drivers.notifier import notification_queue
+    def notifications(self, priority: str = "info") -> list[dict[str, Any]]:
+        """Drain ``versioned_notifications.<priority>``, where Nova's versioned
+        notifications go, with kombu; each message out of its oslo.messaging envelope."""
+        from resizeflow.drivers.notifier import notification_queue, unwrap
 
         out: list[dict[str, Any]] = []
         with Connection(
             self.settings.broker_url, transport_options=self.app.conf.broker_transport_options
         ) as conn:
-            queue = notification_queue("info")(conn)
+            queue = notification_queue(priority)(conn)
             queue.declare()
             while True:
                 msg = queue.get(no_ack=True)
                 if msg is None:
                     return out
-                out.append(msg.payload)
+                out.append(unwrap(msg.payload))
 
 
 def stack_env(state_dir: Path, **overrides: str) -> dict[str, str]:

@@ -48,6 +48,9 @@ PARSED: list[tuple[str, str, str, Any]] = [
         "cn-07.rack2.example.org",
     ),
     ("REMOTE_FILESYSTEM_TRANSPORT", "scp", "remote_filesystem_transport", "scp"),
+    ("REMOTE_FILESYSTEM_TRANSPORT", "local", "remote_filesystem_transport", "local"),
+    ("REMOTE_FILESYSTEM_TRANSPORT", "Auto", "remote_filesystem_transport", "auto"),
+    ("REMOTE_FILESYSTEM_TRANSPORT", "", "remote_filesystem_transport", "auto"),
     ("SSH_KEY", "/etc/resizeflow/id_ed25519", "ssh_key", "/etc/resizeflow/id_ed25519"),
     ("SSH_USER", "nova", "ssh_user", "nova"),
     ("SSH_PORT", "2222", "ssh_port", 2222),
@@ -66,6 +69,7 @@ PARSED: list[tuple[str, str, str, Any]] = [
     ("RETRY_BACKOFF", "0.05", "retry_backoff", 0.05),
     ("RETRY_BACKOFF_MAX", "2", "retry_backoff_max", 2.0),
     ("NOTIFICATIONS", "false", "notifications", False),
+    ("NOTIFICATIONS_DURABLE", "true", "notifications_durable", True),
     ("FAILPOINTS_FILE", "/tmp/fp.json", "failpoints_file", "/tmp/fp.json"),
     ("NODE_VCPUS", "64", "node_vcpus", 64),
     ("NODE_VCPUS", "", "node_vcpus", None),
@@ -122,6 +126,7 @@ INVALID = [
     ("MIGRATION_ADDRESS", "-cn1"),
     ("MIGRATION_ADDRESS", "10.0.0.5:22"),
     ("REMOTE_FILESYSTEM_TRANSPORT", "ftp"),
+    ("REMOTE_FILESYSTEM_TRANSPORT", "RSYNC"),
     ("SSH_KEY", "/keys/my key"),
     ("SSH_KNOWN_HOSTS", "/etc/'kh'"),
     ("SSH_PORT", "65536"),
@@ -135,6 +140,7 @@ INVALID = [
     ("RETRY_BACKOFF", "-0.5"),
     ("RETRY_BACKOFF_MAX", "soon"),
     ("NOTIFICATIONS", "2"),
+    ("NOTIFICATIONS_DURABLE", "durable"),
     ("NODE_VCPUS", "-4"),
     ("NODE_MEMORY_MB", "8G"),
     ("NODE_LOCAL_GB", "1.5"),
@@ -170,9 +176,13 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.node_vcpus, s.node_memory_mb, s.node_local_gb) == (None, None, None)
     assert (s.quota_cores, s.quota_ram, s.quota_instances) == (20, 51200, 10)
     assert (s.notifications, s.allow_resize_to_same_host) == (True, False)
+    assert s.notifications_durable is False  # oslo.messaging's amqp_durable_queues default
     # Shared storage is detected per resize unless RESIZEFLOW_SHARED_STORAGE forces it.
     assert s.shared_storage is None
-    assert (s.migration_address, s.remote_filesystem_transport) == ("", "rsync")
+    assert (s.migration_address, s.remote_filesystem_transport) == ("", "auto")
+    # The default hypervisor is libvirt's test:///, whose hosts share this
+    # machine: disks move through its filesystem, not over SSH to a host name.
+    assert (s.libvirt_uri, s.disk_transport) == ("test:///default", "local")
     assert (s.ssh_key, s.ssh_user, s.ssh_port, s.disk_copy_bwlimit) == ("", "", 22, 0)
     assert s.ssh_strict_host_key_checking == "accept-new"
     assert s.db_url == f"sqlite:///{tmp_path.resolve()}/var/resizeflow.sqlite"
@@ -254,6 +264,27 @@ def test_migration_address_defaults_to_the_host_name() -> None:
     assert Settings(host="cn-3").advertised_migration_address == "cn-3"
     s = Settings(host="cn-3", migration_address="192.0.2.7")
     assert s.advertised_migration_address == "192.0.2.7"
+
+
+@pytest.mark.parametrize(
+    ("uri", "transport", "used"),
+    [
+        ("test:///default", "auto", "local"),
+        ("test:///default", "rsync", "rsync"),
+        ("test:///default", "scp", "scp"),
+        ("qemu:///system", "auto", "rsync"),
+        ("qemu+ssh://cn-2/system", "auto", "rsync"),
+        ("qemu:///system", "scp", "scp"),
+        ("qemu:///system", "local", "local"),
+    ],
+)
+def test_the_disk_transport_follows_the_hypervisor_unless_set(
+    uri: str, transport: str, used: str
+) -> None:
+    env = {V + "LIBVIRT_URI": uri, V + "REMOTE_FILESYSTEM_TRANSPORT": transport}
+    assert Settings.from_env(env).disk_transport == used
+    if transport == "auto":  # unset is the same as auto
+        assert Settings.from_env({V + "LIBVIRT_URI": uri}).disk_transport == used
 
 
 def test_known_hosts_file_defaults_to_the_state_dir(tmp_path: Path) -> None:

@@ -168,7 +168,8 @@ def test_sample_settings_load_and_name_real_settings() -> None:
     assert str(s.known_hosts_file) == f"{ETC}/ssh/known_hosts"
     assert s.ssh_key == f"{ETC}/ssh/id_ed25519"
     assert s.ssh_user == "root" and s.ssh_strict_host_key_checking == "yes"
-    assert s.remote_filesystem_transport == "rsync"
+    # Not set: on qemu:///system the default transport is rsync over SSH.
+    assert (s.remote_filesystem_transport, s.disk_transport) == ("auto", "rsync")
     assert s.bridge_for("compute-1") == "rfbr0"
     assert s.instances_dir("compute-2") == Path("/var/lib/resizeflow/compute-2/instances")
 

@@ -4,18 +4,34 @@ Nova documents each notification with a sample (``doc/notification_samples``):
 its event type, priority, and a payload object with a name, a version and a set
 of fields, nesting other objects (the flavor, the IP addresses, the fault). The
 tables below restate those shapes, field by field and version by version; the
-test drives real workers through resize, confirm, revert and a failure, reads
-what they published on the broker, and holds every payload to its table.
+tests drive real workers through resize, confirm, revert and a failure, read
+what they published on the broker, and hold every payload to its table.
+
+They are read where Nova's consumers read them: the queues
+``versioned_notifications.info`` and ``.error`` of the topic exchange ``nova``,
+each message in oslo.messaging's 2.0 envelope. On RabbitMQ an oslo.messaging
+notification listener receives them; on Redis, which oslo.messaging has no
+driver for, a kombu consumer of the same queues.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import uuid as uuidlib
 from typing import Any
 
 import pytest
 from kombu import Connection
 
-from resizeflow.drivers.notifier import notification_queue
+from resizeflow.drivers.base import Notification
+from resizeflow.drivers.notifier import (
+    KombuNotifier,
+    envelope,
+    message,
+    notification_queue,
+    unwrap,
+)
 from resizeflow.states import MigrationStatus, VmState
 from tests.stack import Stack, wait_for
 
@@ -101,16 +117,9 @@ EVENTS = {
 
 
 def drain(rf: Stack, priority: str) -> list[dict[str, Any]]:
-    """Drain ``notifications.<priority>`` (Nova routes ERROR notifications to their own queue)."""
-    out: list[dict[str, Any]] = []
-    with Connection(
-        rf.settings.broker_url, transport_options=rf.app.conf.broker_transport_options
-    ) as conn:
-        queue = notification_queue(priority)(conn)
-        queue.declare()
-        while (msg := queue.get(no_ack=True)) is not None:
-            out.append(msg.payload)
-    return out
+    """Drain ``versioned_notifications.<priority>`` (Nova routes ERROR notifications to
+    their own queue)."""
+    return rf.notifications(priority)
 
 
 def check_object(obj: Any, name: str, where: str) -> None:
@@ -141,27 +150,100 @@ def check_object(obj: Any, name: str, where: str) -> None:
 
 
 def check(note: dict[str, Any]) -> str:
+    """One message as oslo.messaging's Notifier builds it, around Nova's payload."""
     event = note["event_type"]
     assert event in EVENTS, f"an event Nova's samples do not have: {event}"
     name, priority = EVENTS[event]
     assert note["priority"] == priority, (event, note["priority"])
     assert note["publisher_id"].startswith("nova-compute:")
+    assert uuidlib.UUID(note["message_id"])
+    assert TIMESTAMP.fullmatch(note["timestamp"]), note["timestamp"]
     check_object(note["payload"], name, event)
     return event
 
 
-@pytest.fixture
-def one_stack(rf: Stack) -> Stack:
-    # The shapes do not depend on the database or the broker: one stack is enough.
-    if (rf.backend, rf.broker) != ("sqlite", "redis"):
-        pytest.skip("the notification shapes are checked on the sqlite + redis stack")
-    return rf
+@pytest.mark.fast
+def test_the_wire_is_oslo_messagings() -> None:
+    payload = {"nova_object.data": {"uuid": "u1", "request_id": "req-1"}}
+    payload["nova_object.data"] |= {"action_initiator_user": "alice"}
+    payload["nova_object.data"] |= {"action_initiator_project": "p1"}
+    note = Notification("instance.resize.start", "nova-compute:h1", payload, priority="INFO")
+    body = envelope(note)
+    assert set(body) == {"oslo.version", "oslo.message"} and body["oslo.version"] == "2.0"
+    assert isinstance(body["oslo.message"], str)
+    inner = unwrap(json.loads(json.dumps(body)))
+    assert set(inner) == {
+        "message_id",
+        "publisher_id",
+        "event_type",
+        "priority",
+        "payload",
+        "timestamp",
+        "_unique_id",
+        "_context_request_id",
+        "_context_global_request_id",
+        "_context_user_id",
+        "_context_user",
+        "_context_project_id",
+        "_context_project",
+    }
+    assert (inner["priority"], inner["payload"]) == ("INFO", payload)
+    assert (inner["_context_user_id"], inner["_context_project_id"]) == ("alice", "p1")
+    assert inner["_context_request_id"] == "req-1"
+    assert TIMESTAMP.fullmatch(inner["timestamp"])
+    # An exception's payload names no request: no context, as Nova's has none to give here.
+    bare = unwrap(envelope(Notification("compute.exception", "nova-compute:h1", {}, "ERROR")))
+    assert not [k for k in bare if k.startswith("_context_")]
+    with pytest.raises(ValueError, match=r"not an oslo\.messaging 2\.0 envelope"):
+        unwrap(message(note))
+    # Nova's names; neither durable nor auto-deleted, as oslo.messaging declares them.
+    queue = notification_queue("ERROR")
+    assert (queue.name, queue.routing_key) == ("versioned_notifications.error",) * 2
+    assert queue.exchange is not None
+    assert (queue.exchange.name, queue.exchange.type) == ("nova", "topic")
+    assert (queue.durable, queue.auto_delete) == (False, False)
+    assert (queue.exchange.durable, queue.exchange.auto_delete) == (False, False)
+    durable = KombuNotifier(Connection("memory://"), durable=True)
+    assert durable.exchange.durable and notification_queue(durable=True).durable
 
 
-def test_payloads_have_the_shape_of_novas_samples(one_stack: Stack, project: str) -> None:
-    rf = one_stack
-    rf.notifications()  # what earlier tests left
-    drain(rf, "error")
+# oslo.messaging's timestamp: str() of a naive UTC datetime.
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{6})?")
+
+# What the scenario below sends, in order: INFO on one topic, ERROR on the other.
+INFO_EVENTS = [
+    "instance.create.start",
+    "instance.create.end",
+    "instance.resize_prep.start",
+    "instance.resize_prep.end",
+    "instance.resize.start",
+    "instance.resize.end",
+    "instance.resize_finish.start",
+    "instance.resize_finish.end",
+    "instance.resize_confirm.start",
+    "instance.resize_confirm.end",
+    "instance.resize_prep.start",
+    "instance.resize_prep.end",
+    "instance.resize.start",
+    "instance.resize.end",
+    "instance.resize_finish.start",
+    "instance.resize_finish.end",
+    "instance.exists",
+    "instance.resize_revert.start",
+    "instance.resize_revert.end",
+    "instance.resize_prep.start",
+    "instance.resize_prep.end",
+    "instance.resize.start",
+    "instance.resize.end",
+    "instance.resize_finish.start",
+    "instance.resize_finish.end",
+    "instance.resize_confirm.start",
+]
+ERROR_EVENTS = ["instance.resize_confirm.error", "compute.exception"]
+
+
+def drive(rf: Stack, project: str) -> str:
+    """Boot; resize and confirm; resize and revert; resize and fail the confirm."""
     uuid = rf.boot(project)
     ctx = rf.ctx(project)
 
@@ -185,47 +267,15 @@ def test_payloads_have_the_shape_of_novas_samples(one_stack: Stack, project: str
     rf.api.confirm_resize(ctx, uuid)
     rf.wait_migration(mig, MigrationStatus.ERROR)
     wait_for(lambda: rf.instance(uuid).vm_state == VmState.ERROR, 30, "the error-out")
+    return uuid
 
-    def drained() -> list[dict[str, Any]] | None:
-        errors.extend(drain(rf, "error"))
-        return errors if any(n["event_type"] == "compute.exception" for n in errors) else None
 
-    errors: list[dict[str, Any]] = []
-    wait_for(drained, 30, "the error's notifications")
-    notes = rf.notifications() + errors
-    mine = [n for n in notes if n["payload"]["nova_object.data"].get("uuid", uuid) == uuid]
-    events = [check(n) for n in mine]
-    assert events == [
-        "instance.create.start",
-        "instance.create.end",
-        "instance.resize_prep.start",
-        "instance.resize_prep.end",
-        "instance.resize.start",
-        "instance.resize.end",
-        "instance.resize_finish.start",
-        "instance.resize_finish.end",
-        "instance.resize_confirm.start",
-        "instance.resize_confirm.end",
-        "instance.resize_prep.start",
-        "instance.resize_prep.end",
-        "instance.resize.start",
-        "instance.resize.end",
-        "instance.resize_finish.start",
-        "instance.resize_finish.end",
-        "instance.exists",
-        "instance.resize_revert.start",
-        "instance.resize_revert.end",
-        "instance.resize_prep.start",
-        "instance.resize_prep.end",
-        "instance.resize.start",
-        "instance.resize.end",
-        "instance.resize_finish.start",
-        "instance.resize_finish.end",
-        "instance.resize_confirm.start",
-        "instance.resize_confirm.error",
-        "compute.exception",
-    ]
-    by_event = {n["event_type"]: n["payload"]["nova_object.data"] for n in mine}
+def ours(uuid: str, note: dict[str, Any]) -> bool:
+    """An instance notification of ``uuid``, or an exception (which names no instance)."""
+    return bool(note["payload"]["nova_object.data"].get("uuid", uuid) == uuid)
+
+
+def check_content(by_event: dict[str, dict[str, Any]], project: str) -> None:
     prep = by_event["instance.resize_prep.start"]
     assert (prep["task_state"], prep["new_flavor"]["nova_object.data"]["name"]) == (
         "resize_prep",
@@ -244,3 +294,143 @@ def test_payloads_have_the_shape_of_novas_samples(one_stack: Stack, project: str
     assert error["request_id"].startswith("req-")
     ip = by_event["instance.resize.start"]["ip_addresses"][0]["nova_object.data"]
     assert ip["address"].startswith("fe80::") and ip["label"] == "private"
+
+
+@pytest.fixture
+def one_stack(rf: Stack) -> Stack:
+    # The shapes do not depend on the database: one stack per broker is enough.
+    if (rf.backend, rf.broker) != ("sqlite", "redis"):
+        pytest.skip("the notification shapes are read with kombu on the sqlite + redis stack")
+    return rf
+
+
+def test_payloads_have_the_shape_of_novas_samples(one_stack: Stack, project: str) -> None:
+    """A kombu consumer of Nova's queues, ``versioned_notifications.info`` and
+    ``.error`` bound to exchange ``nova``, reads every message in its
+    oslo.messaging envelope (oslo.messaging has no Redis driver)."""
+    rf = one_stack
+    rf.notifications()  # what earlier tests left
+    drain(rf, "error")
+    uuid = drive(rf, project)
+
+    def drained() -> list[dict[str, Any]] | None:
+        errors.extend(drain(rf, "error"))
+        return errors if any(n["event_type"] == "compute.exception" for n in errors) else None
+
+    errors: list[dict[str, Any]] = []
+    wait_for(drained, 30, "the error's notifications")
+    infos = [n for n in rf.notifications() if ours(uuid, n)]
+    errors = [n for n in errors if ours(uuid, n)]
+    assert [check(n) for n in infos] == INFO_EVENTS
+    assert [check(n) for n in errors] == ERROR_EVENTS
+    mine = infos + errors
+    # The request's context rides beside the payload, as oslo.messaging packs it,
+    # with the id its listener drops duplicates by.
+    for note in mine:
+        assert re.fullmatch(r"[0-9a-f]{32}", note["_unique_id"])
+        data = note["payload"]["nova_object.data"]
+        if "request_id" in data:
+            assert note["_context_request_id"] == data["request_id"]
+            assert note["_context_user_id"] == data["action_initiator_user"]
+            assert note["_context_project_id"] == data["action_initiator_project"] == project
+        else:
+            assert not [k for k in note if k.startswith("_context_")]
+    check_content({n["event_type"]: n["payload"]["nova_object.data"] for n in mine}, project)
+
+
+Received = tuple[str, dict[str, Any], str, str, Any, dict[str, Any]]
+
+
+def recorder() -> Any:
+    """A notification endpoint, as a Nova consumer writes one, that keeps what it
+    received in order: (priority, ctxt, publisher_id, event_type, payload, metadata)."""
+    # NOTE: imported here, not at the top: oslo.messaging brings eventlet with
+    # it, which no other test process needs to load.
+    import oslo_messaging
+
+    class Recorder:
+        filter_rule = oslo_messaging.NotificationFilter(publisher_id=r"^nova-compute:")
+
+        def __init__(self) -> None:
+            self.received: list[Received] = []
+
+        def info(
+            self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, md: Any
+        ) -> None:
+            self.received.append(("info", ctxt, publisher_id, event_type, payload, md))
+
+        def error(
+            self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, md: Any
+        ) -> None:
+            self.received.append(("error", ctxt, publisher_id, event_type, payload, md))
+
+    return Recorder()
+
+
+@pytest.fixture
+def rabbit_stack(rf: Stack) -> Stack:
+    if (rf.backend, rf.broker) != ("sqlite", "rabbitmq"):
+        pytest.skip("oslo.messaging's listener is run on the sqlite + rabbitmq stack")
+    return rf
+
+
+def test_an_oslo_messaging_listener_receives_them_as_novas(
+    rabbit_stack: Stack, project: str
+) -> None:
+    """oslo.messaging's notification listener, set up as Nova's consumers set it
+    up (control_exchange ``nova``, topic ``versioned_notifications``), receives
+    every notification of a real resize, confirm, revert and error-out."""
+    import oslo_messaging
+    from oslo_config import cfg
+
+    rf = rabbit_stack
+    rf.notifications()  # what earlier tests left
+    drain(rf, "error")
+    # The stack's vhost, through oslo.messaging's rabbit driver.
+    url = "rabbit://" + rf.settings.broker_url.split("://", 1)[1]
+    conf = cfg.ConfigOpts()
+    conf([], project="resizeflow-test")
+    oslo_messaging.set_transport_defaults(control_exchange="nova")  # as nova/config.py does
+    transport = oslo_messaging.get_notification_transport(conf, url=url)
+    endpoint = recorder()
+    listener = oslo_messaging.get_notification_listener(
+        transport,
+        [oslo_messaging.Target(topic="versioned_notifications")],
+        [endpoint],
+        executor="threading",
+    )
+    listener.start(override_pool_size=1)  # one at a time: the order they arrive in
+    try:
+        uuid = drive(rf, project)
+
+        def got_all() -> bool:
+            mine = [r for r in endpoint.received if ours(uuid, {"payload": r[4]})]
+            return len(mine) >= len(INFO_EVENTS) + len(ERROR_EVENTS)
+
+        wait_for(got_all, 30, "the listener to receive every notification")
+    finally:
+        listener.stop()
+        listener.wait()
+        transport.cleanup()
+        oslo_messaging.set_transport_defaults(control_exchange="openstack")
+    mine = [r for r in endpoint.received if ours(uuid, {"payload": r[4]})]
+    assert [r[3] for r in mine if r[0] == "info"] == INFO_EVENTS
+    assert [r[3] for r in mine if r[0] == "error"] == ERROR_EVENTS
+    for priority, ctxt, publisher_id, event_type, payload, metadata in mine:
+        check(
+            {
+                "event_type": event_type,
+                "priority": priority.upper(),
+                "publisher_id": publisher_id,
+                "payload": payload,
+                **metadata,  # message_id and timestamp
+            }
+        )
+        data = payload["nova_object.data"]
+        if "request_id" in data:
+            assert (ctxt["request_id"], ctxt["user_id"], ctxt["project_id"]) == (
+                data["request_id"],
+                "alice",
+                project,
+            )
+    check_content({r[3]: r[4]["nova_object.data"] for r in mine}, project)

@@ -203,7 +203,7 @@ def test_permanent_failure_errors_the_workflow_out(rf: Stack, project: str) -> N
     assert step_events(rf, "revertResize", uuid) == [("compute_revert_resize", "Error")]
     events = [n["event_type"] for n in rf.notifications()]
     assert events == ["instance.exists", "instance.resize_revert.start"]
-    # Nova sends errors with priority ERROR, to notifications.error.
+    # Nova sends errors with priority ERROR, to versioned_notifications.error.
     errors = [n["event_type"] for n in drain(rf, "error")]
     assert errors == ["instance.resize_revert.error", "compute.exception"]
 

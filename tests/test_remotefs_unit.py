@@ -10,6 +10,7 @@ import pytest
 from resizeflow import retry
 from resizeflow.conf import Settings
 from resizeflow.drivers.remotefs import (
+    LocalFilesystem,
     RemoteHost,
     RsyncFilesystem,
     ScpFilesystem,
@@ -145,9 +146,17 @@ def test_rsync_stats() -> None:
 
 
 def test_settings_choose_the_transport_and_the_options(tmp_path: Path) -> None:
-    s = Settings(state_dir=tmp_path, ssh_key="/k", ssh_port=2022, disk_copy_bwlimit=64)
+    s = Settings(
+        state_dir=tmp_path,
+        libvirt_uri="qemu:///system",
+        ssh_key="/k",
+        ssh_port=2022,
+        disk_copy_bwlimit=64,
+    )
     assert isinstance(remote_filesystem(s), RsyncFilesystem)
     assert isinstance(remote_filesystem(Settings(remote_filesystem_transport="scp")), ScpFilesystem)
+    # On the default test:/// driver every host is on this machine.
+    assert isinstance(remote_filesystem(Settings()), LocalFilesystem)
     opts = ssh_options(s)
     assert (opts.key, opts.port, opts.bwlimit_kib) == (Path("/k"), 2022, 64)
     assert opts.known_hosts == tmp_path / "ssh" / "known_hosts"
@@ -167,3 +176,20 @@ def test_shared_connections_live_in_the_deployment_dir_when_the_path_fits() -> N
     assert control_path(deep) is None
     assert not any(a.startswith("Control") for a in ssh_option_args(deep))
     assert control_path(replace(opts, control_dir=None)) is None
+
+
+def test_a_dest_name_that_does_not_resolve_names_the_setting_on_the_dest() -> None:
+    dest = RemoteHost("compute-2", "compute-2")
+    stderr = "ssh: Could not resolve hostname compute-2: Name or service not known\r\n"
+    err = classify(dest, "test -e", 255, stderr)
+    assert type(err) is RemoteHostUnreachable
+    assert err.message == (
+        "Cannot reach host compute-2 (compute-2) over SSH: ssh: Could not resolve hostname "
+        "compute-2: Name or service not known (compute-2 is the address compute-2 advertises: "
+        "set RESIZEFLOW_MIGRATION_ADDRESS on compute-2 to one other hosts can resolve)"
+    )
+    # A host that is down is not a naming problem: no advice.
+    down = classify(
+        B, "test -e", 255, "ssh: connect to host 192.0.2.12 port 22: Connection refused"
+    )
+    assert "RESIZEFLOW_" not in down.message

@@ -7,6 +7,7 @@ when they are built, so their changes commit or roll back with the step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -98,10 +99,21 @@ class Resources:
 
     @classmethod
     def of_flavor(cls, flavor: dict[str, Any]) -> Resources:
+        """What a server of ``flavor`` claims: every boot, resize, revert and
+        quota check asks this one place.
+
+        DISK_GB counts root, ephemeral and swap, as Nova's scheduler
+        (``resources_from_flavor``) asks placement for an image-backed server:
+        swap is in MB and is rounded up to whole GB. resizeflow has no
+        volume-backed servers, whose root disk Nova leaves out.
+        """
+        swap_mb = int(flavor.get("swap", 0) or 0)  # Nova's API showed none as "" before 2.75
         return cls(
             vcpus=int(flavor["vcpus"]),
             memory_mb=int(flavor["memory_mb"]),
-            disk_gb=int(flavor["root_gb"]) + int(flavor.get("ephemeral_gb", 0)),
+            disk_gb=int(flavor["root_gb"])
+            + int(flavor.get("ephemeral_gb", 0))
+            + math.ceil(swap_mb / 1024),
         )
 
     def as_classes(self) -> dict[str, int]:

@@ -26,8 +26,10 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -66,6 +68,7 @@ _AUTH_FAILED = re.compile(
     r"|No such identity|Load key|Too many authentication failures",
 )
 _RSYNC_STAT = re.compile(r"^(Literal|Matched) data: ([\d,.]+) bytes", re.M)
+_UNRESOLVED = re.compile(r"Could not resolve hostname")
 
 
 @dataclass(frozen=True)
@@ -166,11 +169,12 @@ def ssh_options(settings: Settings) -> SSHOptions:
 
 
 def remote_filesystem(settings: Settings) -> RemoteFilesystem:
-    """The transport named by ``RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT``."""
-    if settings.remote_filesystem_transport == "local":
+    """The transport of ``settings.disk_transport`` (RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT,
+    or the hypervisor's default)."""
+    if settings.disk_transport == "local":
         return LocalFilesystem()
     opts = ssh_options(settings)
-    if settings.remote_filesystem_transport == "scp":
+    if settings.disk_transport == "scp":
         return ScpFilesystem(opts)
     return RsyncFilesystem(opts)
 
@@ -268,6 +272,13 @@ def classify(
     if _AUTH_FAILED.search(stderr):
         return RemoteFilesystemError(op=op, host=host.name, reason=f"SSH refused: {reason}")
     if returncode in link_codes or returncode < 0:
+        if _UNRESOLVED.search(stderr):
+            # NOTE: the address is the one the dest advertised at its start, so
+            # the fix is a setting on the dest, not here: say which.
+            reason += (
+                f" ({host.address} is the address {host.name} advertises: set "
+                f"RESIZEFLOW_MIGRATION_ADDRESS on {host.name} to one other hosts can resolve)"
+            )
         return RemoteHostUnreachable(host=host.name, address=host.address, reason=reason)
     return RemoteFilesystemError(op=op, host=host.name, reason=f"exit {returncode}: {reason}")
 
@@ -700,6 +711,96 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --- this host's own migration address ---------------------------------------------
+MIGRATION_ADDRESS, SSH_PORT = "RESIZEFLOW_MIGRATION_ADDRESS", "RESIZEFLOW_SSH_PORT"
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """Why other hosts could not SSH to an address: what failed, and the setting to look at."""
+
+    problem: str
+    settings: tuple[str, ...]
+
+
+def probe_ssh(address: str, port: int, timeout: float) -> Unreachable | None:
+    """Whether ``address`` resolves and an sshd greets on ``port``, within ``timeout`` seconds.
+
+    A TCP connection and the server's ``SSH-`` greeting, no login: the key
+    and the host key are checked by every copy, and named by its error.
+    """
+    found: list[Unreachable | None] = []
+    thread = threading.Thread(
+        target=lambda: found.append(_probe_ssh(address, port, timeout)),
+        name="resizeflow-ssh-probe",
+        daemon=True,  # NOTE: a resolver that hangs must not hold the worker's exit
+    )
+    thread.start()
+    # Every socket call is bounded by the deadline; only the resolver is not.
+    thread.join(timeout + 0.5)
+    if found:
+        return found[0]
+    return Unreachable(
+        f"resolving {address} did not finish within {timeout:g}s", (MIGRATION_ADDRESS,)
+    )
+
+
+def _probe_ssh(address: str, port: int, timeout: float) -> Unreachable | None:
+    end = time.monotonic() + timeout
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return Unreachable(f"{address} does not resolve ({reason})", (MIGRATION_ADDRESS,))
+    failures: list[str] = []
+    for family, kind, proto, _name, sockaddr in infos:
+        ip = sockaddr[0]
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(max(0.01, end - time.monotonic()))
+                sock.connect(sockaddr)
+                greeting = _first_line(sock, end)
+        except TimeoutError:
+            failures.append(f"{ip}: no answer within {timeout:g}s")
+            continue
+        except OSError as exc:
+            failures.append(f"{ip}: {exc.strerror or exc}")
+            continue
+        if greeting.startswith(b"SSH-"):
+            return None
+        said = (
+            f"it said {greeting[:40].decode('ascii', 'replace')!r}"
+            if greeting
+            else f"no greeting within {timeout:g}s"
+        )
+        return Unreachable(
+            f"{address} port {port} accepts connections, but not as an SSH server ({said})",
+            (SSH_PORT,),
+        )
+    return Unreachable(
+        f"no SSH server answers at {address} port {port} ({'; '.join(failures)})",
+        (MIGRATION_ADDRESS, SSH_PORT),
+    )
+
+
+def _first_line(sock: socket.socket, end: float) -> bytes:
+    """The server's first line (an sshd greets first), or what came before the deadline."""
+    data = b""
+    while b"\n" not in data and len(data) < 255:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(255 - len(data))
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].rstrip(b"\r")
 
 
 # --- shared storage -------------------------------------------------------------

@@ -27,6 +27,9 @@ class Supervisor:
     env: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: Path | None = None  # default: ``<state_dir>/logs``
+    # The processes' working directory (default: ours); relative settings,
+    # such as the default state dir ``./var``, are read from there.
+    cwd: Path | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -43,6 +46,7 @@ class Supervisor:
             proc = subprocess.Popen(
                 argv,
                 env={**self.env, **(env or {})},
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
