@@ -343,3 +343,51 @@ def test_version_documents_validate(tempest_stack: dict[str, Any]) -> None:
     assert [(d["id"], d["version"], d["min_version"]) for d in versions] == [("v2.1", MAX, "2.1")]
     one = admin.versions.get_version_by_url(admin.versions.base_url + "/")
     assert one["version"]["version"] == MAX
+
+
+@pytest.mark.parametrize("version", ["2.1", "2.55", "2.56", MAX])
+def test_migrate_reboot_reset_state_and_console_validate(
+    tempest_stack: dict[str, Any], version: str
+) -> None:
+    """Every answer of the actions around confirm and revert, through tempest's
+    clients, which check each against Nova's schema for its version."""
+    admin: Clients = tempest_stack["admin"]
+    member: Clients = tempest_stack["member"]
+    with at_version(MAX):  # networks "none" needs 2.37
+        uuid = boot(member, f"tempest-ops-{version}")
+    with at_version(version):
+        source = admin.servers.show_server(uuid)["server"]["OS-EXT-SRV-ATTR:host"]
+        admin.servers.migrate_server(uuid)
+        moved = wait_server(admin, uuid, "VERIFY_RESIZE")
+        assert moved["OS-EXT-SRV-ATTR:host"] != source
+        member.servers.confirm_resize_server(uuid)
+        wait_server(member, uuid, "ACTIVE")
+        if _key(version) >= (2, 56):
+            admin.servers.migrate_server(uuid, host=source)
+            assert wait_server(admin, uuid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"] == source
+            member.servers.revert_resize_server(uuid)
+            wait_server(member, uuid, "ACTIVE")
+        with pytest.raises(lib_exc.Forbidden):
+            member.servers.migrate_server(uuid)
+
+        member.servers.reboot_server(uuid, type="SOFT")
+        wait_server(member, uuid, "ACTIVE")
+        member.servers.reboot_server(uuid, type="HARD")
+        wait_server(member, uuid, "ACTIVE")
+        output = member.servers.get_console_output(uuid, length=3)["output"]
+        assert "started on" in output and output.count("\n") == 2
+        # The move, the soft and the hard reboot each started the guest where it is now.
+        assert member.servers.get_console_output(uuid)["output"].count("started on") >= 3
+
+        admin.servers.reset_state(uuid, state="error")
+        assert admin.servers.show_server(uuid)["server"]["status"] == "ERROR"
+        admin.servers.reset_state(uuid, state="active")
+        with pytest.raises(lib_exc.Forbidden):
+            member.servers.reset_state(uuid, state="error")
+        with pytest.raises(lib_exc.BadRequest):
+            member.servers.reboot_server(uuid, type="WARM")
+        actions = [
+            a["action"] for a in member.servers.list_instance_actions(uuid)["instanceActions"]
+        ]
+        assert actions[:4] == ["resetState", "resetState", "reboot", "reboot"]
+        admin.servers.delete_server(uuid)

@@ -285,3 +285,101 @@ def test_nova_cli_resizes_and_confirms(one_stack: Stack) -> None:
     assert done.returncode != 0
     assert f"Cannot 'confirmResize' instance {server.id}" in done.stderr
     conn.compute.delete_server(server)
+
+
+# -- cold migration, console log, reboot and reset-state -------------------------------
+def settle(conn: Connection, server_id: str, status: str) -> Any:
+    """The server once it shows ``status`` with no task in progress (read anew each time:
+    the SDK's own wait trusts a status it already holds)."""
+
+    def ready() -> Any:
+        found = conn.compute.get_server(server_id)
+        return found if found.status == status and found.task_state is None else None
+
+    return wait_for(ready, 90, f"{server_id} to be {status}")
+
+
+def test_sdk_migrates_reboots_resets_and_reads_the_console(rf: Stack, project: str) -> None:
+    admin = connect(rf)
+    owner = connect(rf, f"alice:{project}")
+    server = boot(owner, "sdk-ops")
+    source = admin.compute.get_server(server.id).compute_host
+    admin.compute.migrate_server(server)
+    server = admin.compute.wait_for_server(server, status="VERIFY_RESIZE", **WAIT)
+    assert server.compute_host != source and server.flavor.original_name == "m1.tiny"
+    (mig,) = admin.compute.migrations(instance_uuid=server.id)
+    assert (mig.migration_type, mig.status) == ("migration", "finished")
+    owner.compute.confirm_server_resize(server)
+    server = admin.compute.wait_for_server(server, status="ACTIVE", **WAIT)
+    dest = server.compute_host
+    log = owner.compute.get_server_console_output(server, length=5)["output"]
+    assert f"started on {dest}" in log and source not in log
+
+    owner.compute.reboot_server(server, "HARD")
+    server = settle(owner, server.id, "ACTIVE")
+    assert owner.compute.get_server_console_output(server)["output"].count("started on") == 2
+    admin.compute.reset_server_state(server, "error")
+    assert admin.compute.get_server(server.id).status == "ERROR"
+    admin.compute.reset_server_state(server, "active")
+    assert admin.compute.get_server(server.id).status == "ACTIVE"
+    actions = [a.action for a in admin.compute.server_actions(server.id)]
+    assert actions[:5] == ["resetState", "resetState", "reboot", "confirmResize", "migrate"]
+
+
+def test_osc_migrate_confirm_revert_console_reboot_state_and_migrations_by_host(
+    one_stack: Stack,
+) -> None:
+    rf = one_stack
+    conn = connect(rf)
+    server = boot(conn, "osc-ops")
+    source = server.compute_host
+    done = osc(rf, "server", "migrate", "--wait", server.id)
+    assert done.returncode == 0, done.stderr
+    shown = osc_show(rf, server.id)
+    assert shown["status"] == "VERIFY_RESIZE" and shown["OS-EXT-SRV-ATTR:host"] != source
+    done = osc(rf, "server", "migrate", "confirm", server.id)
+    assert done.returncode == 0, done.stderr
+    conn.compute.wait_for_server(server, status="ACTIVE", **WAIT)
+    dest = osc_show(rf, server.id)["OS-EXT-SRV-ATTR:host"]
+
+    # A stopped server migrated back to its first host, named, then reverted.
+    conn.compute.stop_server(server)
+    conn.compute.wait_for_server(server, status="SHUTOFF", **WAIT)
+    done = osc(
+        rf, "--os-compute-api-version", "2.56", "server", "migrate", "--host", source,
+        "--wait", server.id,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert osc_show(rf, server.id)["OS-EXT-SRV-ATTR:host"] == source
+    done = osc(rf, "server", "migrate", "revert", server.id)
+    assert done.returncode == 0, done.stderr
+    conn.compute.wait_for_server(server, status="SHUTOFF", **WAIT)
+    assert osc_show(rf, server.id)["OS-EXT-SRV-ATTR:host"] == dest
+
+    done = osc(rf, "server", "reboot", "--hard", "--wait", server.id)
+    assert done.returncode == 0, done.stderr
+    assert osc_show(rf, server.id)["status"] == "ACTIVE"
+    # Nova's tail counts the empty line after the log's last newline.
+    done = osc(rf, "console", "log", "show", "--lines", "2", server.id)
+    assert done.returncode == 0, done.stderr
+    assert f"started on {dest}" in done.stdout and done.stdout.count("started on") == 1
+
+    done = osc(rf, "server", "set", "--auto-approve", "--state", "error", server.id)
+    assert done.returncode == 0, done.stderr
+    assert osc_show(rf, server.id)["status"] == "ERROR"
+    done = osc(rf, "server", "set", "--auto-approve", "--state", "active", server.id)
+    assert done.returncode == 0, done.stderr
+    assert osc_show(rf, server.id)["status"] == "ACTIVE"
+
+    # The host filter takes a source or a dest: each move touched both hosts.
+    # (OSC's own migration list insists on an identity v3 service, Keystone,
+    # before it sends anything; the nova CLI and the SDK list here.)
+    for host in (source, dest):
+        listed = [m for m in conn.compute.migrations(host=host) if m.server_id == server.id]
+        assert len(listed) == 2, listed
+        assert all(host in (m.source_compute, m.dest_compute) for m in listed)
+        done = nova_cli(rf, "migration-list", "--host", host, "--instance-uuid", server.id)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count(server.id) == 2 and done.stdout.count("migration ") == 2
+    assert list(conn.compute.migrations(host="nowhere")) == []
+    conn.compute.delete_server(server)
