@@ -93,6 +93,7 @@ PARSED: list[tuple[str, str, str, Any]] = [
     ("BROKER_CHECK_INTERVAL", "0.5", "broker_check_interval", 0.5),
     ("BROKER_CHECK_INTERVAL", "0", "broker_check_interval", 0.0),
     ("SERVICE_DOWN_TIME", "90", "service_down_time", 90.0),
+    ("HOST_CALL_TIMEOUT", "5", "host_call_timeout", 5.0),
     ("PERIODIC_INTERVAL", "30", "periodic_interval", 30.0),
     ("FLOWER_BASIC_AUTH", "ops:secret", "flower_basic_auth", "ops:secret"),
     ("FLOWER_PORT", "15555", "flower_port", 15555),

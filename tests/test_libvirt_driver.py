@@ -18,8 +18,14 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from resizeflow.drivers.base import InstanceSpec, PeerHost
-from resizeflow.drivers.libvirt import GiB, LibvirtDriver
-from resizeflow.errors import ConfigError, DiskNotFound, InvalidUUID, TransientError
+from resizeflow.drivers.libvirt import MAX_CONSOLE_BYTES, GiB, LibvirtDriver
+from resizeflow.errors import (
+    ConfigError,
+    DiskNotFound,
+    InstanceNotFound,
+    InvalidUUID,
+    TransientError,
+)
 from resizeflow.states import PowerState
 
 NODE_XML = """<node>
@@ -151,6 +157,7 @@ def test_cross_host_resize_and_confirm(
         assert src.power_state(old.uuid) == PowerState.SHUTDOWN
         assert tree(src.instances_dir) == [
             f"{old.uuid}_resize",
+            f"{old.uuid}_resize/console.log",
             f"{old.uuid}_resize/disk",
             f"{old.uuid}_resize/libvirt.xml",
         ]
@@ -199,7 +206,12 @@ def test_same_host_resize_and_confirm(
         drv.confirm_migration(new, same_host=True)
         assert drv.power_state(old.uuid) == PowerState.RUNNING
         assert flavor(drv, new) == (2, 1024)
-    assert tree(drv.instances_dir) == [old.uuid, f"{old.uuid}/disk", f"{old.uuid}/libvirt.xml"]
+    assert tree(drv.instances_dir) == [
+        old.uuid,
+        f"{old.uuid}/console.log",
+        f"{old.uuid}/disk",
+        f"{old.uuid}/libvirt.xml",
+    ]
     assert (drv.instances_dir / old.uuid / "disk").stat().st_size == 2 * GiB
     assert len(drv.list_domains()) == 1
 
@@ -221,6 +233,7 @@ def test_cross_host_revert(make_driver: MakeDriver, old: InstanceSpec, new: Inst
         assert src.power_state(old.uuid) == PowerState.SHUTDOWN
         assert tree(src.instances_dir) == [
             old.uuid,
+            f"{old.uuid}/console.log",
             f"{old.uuid}/disk",
             f"{old.uuid}/libvirt.xml",
         ]
@@ -408,3 +421,64 @@ def test_threads_share_one_lazily_opened_connection(make_driver: MakeDriver) -> 
     # One connection means one private test-driver state holding all eight domains.
     assert sorted(d.uuid for d in drv.list_domains()) == sorted(s.uuid for s in specs)
     assert all(drv.power_state(s.uuid) == PowerState.RUNNING for s in specs)
+
+
+def test_console_log_is_the_end_of_the_log_and_its_rotations(
+    make_driver: MakeDriver, old: InstanceSpec
+) -> None:
+    drv = make_driver("c1")
+    with pytest.raises(InstanceNotFound):
+        drv.console_output(old.uuid)  # no domain on this host
+    drv.spawn(old, power_on=True)
+    drv.power_off(old)
+    log = drv.instances_dir / old.uuid / "console.log"
+    assert drv.console_output(old.uuid) == log.read_bytes()
+    assert log.read_text().splitlines() == [
+        f"{old.domain_name} started on c1: 1 vCPU, 512 MiB",
+        f"{old.domain_name} stopped on c1: 1 vCPU, 512 MiB",
+    ]
+    # Nova reads at most 100 KiB, newest last, through the files rotated away.
+    log.write_bytes(b"x" * (60 * 1024) + b"\nnewest\n")
+    log.with_name("console.log.0").write_bytes(b"older\n" + b"y" * (60 * 1024))
+    out = drv.console_output(old.uuid)
+    assert len(out) == MAX_CONSOLE_BYTES and out.endswith(b"\nnewest\n")
+    assert out.startswith(b"y") and b"older" not in out
+    log.unlink()
+    log.with_name("console.log.0").unlink()
+    assert drv.console_output(old.uuid) == b""  # nothing written yet
+
+
+def test_reboots_and_a_hard_reboot_takes_its_disks_back(
+    make_driver: MakeDriver, old: InstanceSpec
+) -> None:
+    drv = make_driver("c1")
+    drv.spawn(old, power_on=True)
+    write_mark(drv.instances_dir / old.uuid / "disk")
+    drv.reboot(old, hard=False)
+    assert drv.power_state(old.uuid) == PowerState.RUNNING
+    drv.power_off(old)
+    drv.reboot(old, hard=True)  # starts a stopped domain
+    assert drv.power_state(old.uuid) == PowerState.RUNNING
+    lines = (drv.instances_dir / old.uuid / "console.log").read_text().splitlines()
+    # spawn; the soft reboot's stop and start; the power off; the hard reboot's start
+    assert [line.split()[1] for line in lines] == [
+        "started",
+        "stopped",
+        "started",
+        "stopped",
+        "started",
+    ]
+    # A revert that failed before renaming the dir back: the domain is gone, its
+    # disks are in <uuid>_resize; a hard reboot defines it again from them.
+    drv.destroy(old, destroy_disks=False)
+    (drv.instances_dir / old.uuid).rename(drv.instances_dir / f"{old.uuid}_resize")
+    bigger = replace(old, vcpus=2)
+    drv.reboot(bigger, hard=True)
+    assert drv.power_state(old.uuid) == PowerState.RUNNING
+    assert flavor(drv, old) == (2, 512)  # defined from what it was given
+    assert read_mark(drv.instances_dir / old.uuid / "disk") == MARK
+    assert not (drv.instances_dir / f"{old.uuid}_resize").exists()
+    # Nothing at all to boot from is a hypervisor error, not a blank disk.
+    drv.destroy(old, destroy_disks=True)
+    with pytest.raises(DiskNotFound):
+        drv.reboot(old, hard=True)
