@@ -367,8 +367,10 @@ class HostTasks:
 
     purge_instance_files: str = "resizeflow.host.purge_instance_files"
     finish_cleanup: str = "resizeflow.host.finish_cleanup"
-    # Calls that answer (see resizeflow.hostcall): a guest's console log.
+    # Calls that answer (see resizeflow.hostcall): a guest's console log, and
+    # whether a domain is still whole (an abort's proof).
     console_output: str = "resizeflow.host.console_output"
+    domain_whole: str = "resizeflow.host.domain_whole"
 
 
 HOST_TASKS = HostTasks()

@@ -677,6 +677,13 @@ def console_output(
     )
 
 
+@shared_task(name=flows.HOST_TASKS.domain_whole, bind=True, ignore_result=True)
+def domain_whole(self: Task[Any, Any], instance_uuid: str, reply_to: str) -> None:
+    """Answer whether this host still has the instance's domain, whole."""
+    rt = current()
+    hostcall.answer(self.app, reply_to, lambda: rt.virt.domain_whole(instance_uuid))
+
+
 @_host_task(flows.HOST_TASKS.finish_cleanup)
 def finish_cleanup(self: Task[Any, Any], migration_id: int) -> int:
     rt = current()

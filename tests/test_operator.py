@@ -142,6 +142,40 @@ def test_abort_of_a_hypervisor_step_never_claimed_hands_the_resize_back(
     assert [r.status for r in rf.journal(mig_id) if r.flow == "revert"] == []  # superseded
 
 
+def test_abort_of_a_step_whose_host_shows_its_domain_whole_hands_the_resize_back(
+    rf: Stack, project: str
+) -> None:
+    """destroy_dest_domain was claimed and failed before it touched anything: the
+    journal cannot prove that, the dest's hypervisor can (the domain is defined,
+    its disk there). With the dest down, nothing proves it."""
+    first, second = rf.boot(project), rf.boot(project)
+    m1, m2 = resize_to_verify(rf, project, first), resize_to_verify(rf, project, second)
+    for uuid, mig_id in ((first, m1), (second, m2)):
+        fail_once(rf, "resizeflow.revert.destroy_dest_domain", uuid)
+        rf.api.revert_resize(rf.ctx(project), uuid)
+        assert_errored_out(rf, uuid, mig_id, "destroy_dest_domain", "injected fatal failure")
+        assert row(rf, mig_id, "destroy_dest_domain").attempts == 1
+    dest = rf.migration(m1).dest_compute
+    assert uuid in rf.domains(dest)
+
+    outcome = admin_verbs(rf).abort(rf.admin(), m1)
+    assert outcome.result == "compensated", outcome
+    assert f"({dest} still has its domain, whole)" in outcome.message
+    rf.wait_instance(first, VmState.RESIZED)
+    rf.api.confirm_resize(rf.ctx(project), first)
+    rf.wait_migration(m1, MigrationStatus.CONFIRMED)
+    rf.wait_instance(first, VmState.ACTIVE)
+
+    assert rf.migration(m2).dest_compute == dest
+    rf.stop_worker(dest)
+    try:
+        outcome = admin_verbs(rf).abort(rf.admin(), m2)
+    finally:
+        rf.start_worker(dest)
+    assert outcome.result == "left in error", outcome
+    assert rf.instance(second).vm_state == VmState.ERROR
+
+
 def row(rf: Stack, mig_id: int, step: str) -> StepJournal:
     (found,) = [r for r in rf.journal(mig_id) if r.step.endswith("." + step)]
     return found

@@ -9,6 +9,7 @@ with a fault that says what was left behind.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from celery import Celery
@@ -19,13 +20,14 @@ from resizeflow import errors, flows, workflows
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
-from resizeflow.db import journal
+from resizeflow.db import journal, services
 from resizeflow.db.models import Instance, InstanceActionEvent, Migration, StepJournal, utcnow
 from resizeflow.db.session import Database
 from resizeflow.drivers.base import NodeRef
 from resizeflow.drivers.network import SqlNetwork
 from resizeflow.drivers.placement import SqlPlacement
 from resizeflow.states import (
+    JOURNAL_ENDED,
     JournalStatus,
     MigrationStatus,
     TaskState,
@@ -36,6 +38,23 @@ from resizeflow.states import (
 )
 
 _J = JournalStatus
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the host of a step said of the instance's domain, and the step's
+    journal row as it was when it was asked."""
+
+    row_id: int
+    status: str
+    attempts: int
+    host: str
+    whole: bool
+
+    def still(self, row: StepJournal) -> bool:
+        """Whether ``row`` is as it was when the host answered."""
+        return (row.id, str(row.status), row.attempts) == (self.row_id, self.status, self.attempts)
 
 
 @dataclass(frozen=True)
@@ -121,6 +140,7 @@ class WorkflowAdmin:
     def abort(self, ctx: RequestContext, migration_id: int) -> Outcome:
         """End a failed or stalled workflow: compensate where it is safe, else ERROR + fault."""
         authorize(ctx, "compute:workflows:abort")
+        seen = self._ask_the_hypervisor(migration_id)
         with self.database.transaction() as s:
             inst, mig, rows, first = _locked(s, migration_id)
             # A failed step without a restore point was aborted already.
@@ -133,9 +153,47 @@ class WorkflowAdmin:
                 raise errors.WorkflowStepRunning(
                     step=first.step, migration_id=migration_id, host=first.host
                 )
-            outcome = self._end(s, ctx, inst, mig, rows, first)
+            outcome = self._end(s, ctx, inst, mig, rows, first, seen)
             self._record(ctx, s, inst.uuid, "workflowAbort")
         return outcome
+
+    def _ask_the_hypervisor(self, migration_id: int) -> Seen | None:
+        """Where the journal cannot prove the resize whole, ask the host of the
+        first step not done whether the instance's domain is still there.
+
+        NOTE: asked before the abort's transaction, which must not hold the
+        server's rows while a host takes its time; the transaction then uses
+        the answer only if the step's row has not moved since.
+        """
+        with self.database.snapshot() as s:
+            try:
+                _rows, first = _current(s, migration_id)
+            except errors.WorkflowNotFailed:
+                return None  # the transaction says so, with the migration's status
+            flow, step = flows.STEPS[first.step]
+            if (
+                step.on_abort is not flows.OnAbort.BACK_TO_VERIFY
+                or nothing_reached_hypervisor(flow, step, first)
+                or first.status in JOURNAL_ENDED - {_J.FAILED}
+                or (first.status == _J.RUNNING and journal.lease_live(first))
+            ):
+                return None
+            svc = services.get(s, first.host)
+            if svc is not None and not services.is_up(svc, self.settings.service_down_time):
+                return None  # a host that is down proves nothing
+            key = (first.id, str(first.status), first.attempts, first.host)
+        try:
+            whole = workflows.ask(
+                self.app,
+                first.host,
+                flows.HOST_TASKS.domain_whole,
+                first.instance_uuid,
+                timeout=self.settings.host_call_timeout,
+            )
+        except errors.ResizeflowError as exc:
+            log.warning("abort of migration %s: %s could not say: %s", migration_id, key[3], exc)
+            return None
+        return Seen(*key, whole=bool(whole))
 
     def _end(
         self,
@@ -145,12 +203,14 @@ class WorkflowAdmin:
         mig: Migration,
         rows: list[StepJournal],
         first: StepJournal,
+        seen: Seen | None,
     ) -> Outcome:
         flow, step = flows.STEPS[first.step]
         short = step.short
         _end_action(s, first)
-        if step.on_abort is flows.OnAbort.BACK_TO_VERIFY and nothing_reached_hypervisor(
-            flow, step, first
+        proven_whole = seen is not None and seen.whole and seen.still(first)
+        if step.on_abort is flows.OnAbort.BACK_TO_VERIFY and (
+            proven_whole or nothing_reached_hypervisor(flow, step, first)
         ):
             # Undo the only thing done so far, the network teardown, and let
             # the user decide again. The flow's rows are superseded (kept, as
@@ -170,7 +230,8 @@ class WorkflowAdmin:
                 first.flow,
                 first.step,
                 "compensated",
-                f"{first.flow} stopped before {short}: the server is back in VERIFY_RESIZE",
+                f"{first.flow} stopped before {short}: the server is back in VERIFY_RESIZE"
+                + (f" ({first.host} still has its domain, whole)" if proven_whole else ""),
             )
         first.restore = None  # nothing left to retry
         for row in rows[rows.index(first) :]:
@@ -217,7 +278,8 @@ def nothing_reached_hypervisor(flow: flows.Flow, step: flows.Step, row: StepJour
     and then failed (the dest domain undefined, then its rmtree failed):
     handing the resize back then would let a confirm delete the source's
     ``_resize``, the last good copy. Only a step no delivery ever claimed is
-    proven untouched. A step that never touches the hypervisor is undone by
+    proven untouched by the journal; the step's host may prove more (see
+    WorkflowAdmin._ask_the_hypervisor). A step that never touches the hypervisor is undone by
     setting its networks up again, unless its flow's error-out already freed
     the source claim and the stash a revert would need (a failed confirm).
     """

@@ -161,6 +161,9 @@ class VirtDriver(Protocol):
     def console_output(self, uuid: str) -> bytes:
         """The end of the guest's console log on this host."""
 
+    def domain_whole(self, uuid: str) -> bool:
+        """Whether this host still has the instance's domain defined, with its root disk."""
+
     def migrate_disk_and_power_off(
         self, inst: InstanceSpec, dest: PeerHost, *, deadline: float | None = None
     ) -> None:

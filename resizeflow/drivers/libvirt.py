@@ -564,6 +564,16 @@ class LibvirtDriver:
         self._plug()
         self._start(dom, inst.uuid, deadline)
 
+    def domain_whole(self, uuid: str) -> bool:
+        """Whether the domain is defined here and its root disk is in its dir.
+
+        NOTE: ``destroy`` undefines the domain before it removes anything, so
+        a domain still defined proves that no destroy has begun.
+        """
+        if self._lookup(canonical_uuid(uuid)) is None:
+            return False
+        return (self._dir(uuid) / (disks.ROOT if self.real else "disk")).is_file()
+
     def console_output(self, uuid: str) -> bytes:
         """The end of the guest's console log on this host, at most ``MAX_CONSOLE_BYTES``.
 
