@@ -82,6 +82,40 @@ def test_revert_stop_start_delete(rf: Stack, project: str, via: str) -> None:
 
 
 @pytest.mark.parametrize("via", ["local", "http"])
+def test_migrate_reboot_console_and_reset_state(rf: Stack, project: str, via: str) -> None:
+    uuid = run(rf, "server", "create", "vm", "--flavor", "1", "--wait", via=via).stdout.split()[0]
+    source = as_json(run(rf, "server", "show", uuid, "--json", via=via))["OS-EXT-SRV-ATTR:host"]
+    moved = run(rf, "server", "migrate", uuid, "--wait", via=via)
+    assert moved.exit_code == 0, moved.output
+    assert "finish_resize" in moved.output and f"migrate of {uuid} finished" in moved.output
+    shown = as_json(run(rf, "server", "show", uuid, "--json", via=via))
+    dest = shown["OS-EXT-SRV-ATTR:host"]
+    assert (shown["status"], shown["flavor"]["original_name"]) == ("VERIFY_RESIZE", "m1.tiny")
+    assert dest != source
+    assert run(rf, "server", "confirm-resize", uuid, "--wait", via=via).exit_code == 0
+
+    log = run(rf, "server", "console-log", uuid, via=via)
+    assert log.exit_code == 0 and f"started on {dest}" in log.stdout and source not in log.stdout
+    assert run(rf, "server", "console-log", uuid, "--lines", "0", via=via).stdout == ""
+
+    assert run(rf, "server", "reset-state", uuid, "--state", "error", via=via).exit_code == 0
+    hard = run(rf, "server", "reboot", uuid, "--hard", "--wait", via=via)
+    assert hard.exit_code == 0, hard.output
+    assert as_json(run(rf, "server", "show", uuid, "--json", via=via))["status"] == "ACTIVE"
+    assert run(rf, "server", "console-log", uuid, via=via).stdout.count("started on") == 2
+
+    # Back to its first host, named; the same host is refused as Nova refuses it.
+    same = run(rf, "server", "migrate", uuid, "--host", dest, via=via)
+    assert same.exit_code == 1
+    assert same.stderr.strip() == "Error: Cannot migrate to the host where the server exists."
+    back = run(rf, "server", "migrate", uuid, "--host", source, "--wait", via=via)
+    assert back.exit_code == 0, back.output
+    assert run(rf, "server", "revert-resize", uuid, "--wait", via=via).exit_code == 0
+    shown = as_json(run(rf, "server", "show", uuid, "--json", via=via))
+    assert (shown["status"], shown["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", dest)
+
+
+@pytest.mark.parametrize("via", ["local", "http"])
 def test_wait_exits_non_zero_when_the_workflow_fails(rf: Stack, project: str, via: str) -> None:
     uuid = run(rf, "server", "create", "vm", "--flavor", "1", "--wait", via=via).stdout.split()[0]
     rf.set_failpoints(

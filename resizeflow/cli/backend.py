@@ -40,6 +40,8 @@ class Backend(Protocol):
 
     def delete(self, server_id: str) -> str: ...
 
+    def console(self, server_id: str, lines: int | None) -> str: ...
+
     def flavors(self) -> list[dict[str, Any]]: ...
 
     def migrations(self, **filters: str | None) -> list[dict[str, Any]]: ...
@@ -112,6 +114,10 @@ class LocalBackend:
         with self._calling("delete"):
             self.svc.compute.delete(ctx, server_id)
         return ctx.request_id
+
+    def console(self, server_id: str, lines: int | None) -> str:
+        with self._calling("os-getConsoleOutput"):
+            return self.svc.compute.console_output(self._ctx(), server_id, lines)
 
     def flavors(self) -> list[dict[str, Any]]:
         return [views.flavor(f, "", self.version) for f in self.svc.queries.flavors()]
@@ -203,6 +209,11 @@ class HttpBackend:
     def delete(self, server_id: str) -> str:
         resp = self._call("DELETE", f"/servers/{server_id}")
         return str(resp.headers.get("x-openstack-request-id", ""))
+
+    def console(self, server_id: str, lines: int | None) -> str:
+        body = {"os-getConsoleOutput": {} if lines is None else {"length": lines}}
+        resp = self._call("POST", f"/servers/{server_id}/action", json=body)
+        return str(resp.json()["output"])
 
     def flavors(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._call("GET", "/flavors/detail").json()["flavors"]

@@ -51,8 +51,10 @@ GOALS = {
         frozenset({"ACTIVE", "SHUTOFF"}), "confirm", "confirmed", sets_task=False
     ),
     "revertResize": Goal(frozenset({"ACTIVE", "SHUTOFF"}), "revert", "reverted"),
+    "migrate": Goal(frozenset({"VERIFY_RESIZE"}), "resize", "finished"),
     "os-stop": Goal(frozenset({"SHUTOFF"})),
     "os-start": Goal(frozenset({"ACTIVE"})),
+    "reboot": Goal(frozenset({"ACTIVE"})),
     "delete": Goal(frozenset(), gone=True, sets_task=False),
 }
 
@@ -137,14 +139,15 @@ class Follower:
         """'ok', 'error' or None (still going)."""
         if snap.server is None:
             return "ok" if self.goal.gone else "error"
-        if snap.server["status"] == "ERROR":
-            return "error"
         if snap.migration is not None and snap.migration["status"] == "error":
             return "error"
         if any(st["status"] == "failed" for st in snap.steps):
             return "error"
+        # A hard reboot of a server in ERROR shows ERROR until it is done.
         if snap.server.get("OS-EXT-STS:task_state"):
             return None
+        if snap.server["status"] == "ERROR":
+            return "error"
         settled = all(st["status"] == "done" for st in snap.steps)
         reached = snap.migration is None or snap.migration["status"] == self.goal.migration_status
         if snap.server["status"] in self.goal.statuses and settled and reached:

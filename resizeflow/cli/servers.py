@@ -150,7 +150,7 @@ def _finish(backend: Backend, server_id: str, op: str, wait: bool, timeout: floa
 # -- server ---------------------------------------------------------------------
 @main.group()
 def server() -> None:
-    """Servers: boot, resize, confirm, revert, stop, start, delete."""
+    """Servers: boot, resize, migrate, confirm, revert, stop, start, reboot, delete."""
 
 
 @server.command("create")
@@ -258,6 +258,52 @@ _action("confirm-resize", "confirmResize", "Confirm a finished resize.")
 _action("revert-resize", "revertResize", "Revert a finished resize.")
 _action("stop", "os-stop", "Stop (power off) a server.")
 _action("start", "os-start", "Start a stopped server.")
+
+
+@server.command("migrate")
+@click.argument("server_id")
+@click.option("--host", help="The host to move it to (admin); else the scheduler picks one.")
+@wait_options
+@backend_options
+def server_migrate(
+    backend: Backend, server_id: str, host: str | None, wait: bool, timeout: float
+) -> None:
+    """Cold-migrate a server to another host at its flavor (admin); confirm or revert it after."""
+    server_id = resolve_server(backend, server_id)
+    backend.action(server_id, "migrate", {"host": host} if host else None)
+    _finish(backend, server_id, "migrate", wait, timeout)
+
+
+@server.command("reboot")
+@click.argument("server_id")
+@click.option("--hard", is_flag=True, help="Destroy and define the domain again (also from ERROR).")
+@wait_options
+@backend_options
+def server_reboot(backend: Backend, server_id: str, hard: bool, wait: bool, timeout: float) -> None:
+    """Reboot a server: a clean shutdown and a start, or with --hard a new domain."""
+    server_id = resolve_server(backend, server_id)
+    backend.action(server_id, "reboot", {"type": "HARD" if hard else "SOFT"})
+    _finish(backend, server_id, "reboot", wait, timeout)
+
+
+@server.command("reset-state")
+@click.argument("server_id")
+@click.option("--state", type=click.Choice(["active", "error"]), required=True)
+@backend_options
+def server_reset_state(backend: Backend, server_id: str, state: str) -> None:
+    """Declare a server's state (admin); a workflow still open for it is ended."""
+    server_id = resolve_server(backend, server_id)
+    backend.action(server_id, "os-resetState", {"state": state})
+    click.echo(f"{server_id} is {state}")
+
+
+@server.command("console-log")
+@click.argument("server_id")
+@click.option("--lines", type=int, help="Only the last N lines.")
+@backend_options
+def server_console_log(backend: Backend, server_id: str, lines: int | None) -> None:
+    """Print the server's console log, as the host that runs it has it."""
+    click.echo(backend.console(resolve_server(backend, server_id), lines), nl=False)
 
 
 @server.command("delete")
