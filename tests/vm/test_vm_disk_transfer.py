@@ -203,7 +203,7 @@ def test_unreachable_dest_is_retried_then_rolled_back_naming_it(
     (mig_id,) = vm.migration_ids(sid)
     wait_for(lambda: vm.stack.migration(mig_id).status == MigrationStatus.ERROR, 120)
     server = vm.wait_status(sid, "ACTIVE")
-    assert server["flavor"]["original_name"] == "rf-small"
+    assert server["flavor"]["id"] == "rf-small"
     assert server["OS-EXT-SRV-ATTR:host"] == "vm1" and "fault" not in server
     (step,) = [r for r in vm.stack.journal(mig_id) if r.step.endswith("resize_instance")]
     # Transient: tried once, retried STEP_MAX_RETRIES times, then rolled back.
