@@ -23,6 +23,7 @@ from resizeflow.api.routes import (
     images,
     instance_actions,
     metrics,
+    server_migrations,
     servers,
     versions,
 )
@@ -40,9 +41,14 @@ PREFIX = "/v2.1"
 
 
 def _value(value: Any) -> str:
-    """A value as Nova's messages show it (Python's repr, as jsonschema's do)."""
+    """A value as jsonschema's reasons show it: Python's repr."""
     text = repr(value)
     return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _shown(value: Any) -> str:
+    """The ``Value:`` of Nova's message: ``str()`` of the value (a string without quotes)."""
+    return value if isinstance(value, str) else _value(value)
 
 
 # pydantic's type errors, as the JSON Schema type jsonschema names in Nova's messages.
@@ -113,7 +119,7 @@ def validation_message(exc: RequestValidationError, path: str) -> str:
         return _reason(kind, first, leaf)  # the body itself: jsonschema's message alone
     # Nova names the innermost part of the path only (``ex.path.pop()``).
     return (
-        f"Invalid input for field/attribute {loc[-1]}. Value: {_value(value)}. "
+        f"Invalid input for field/attribute {loc[-1]}. Value: {_shown(value)}. "
         f"{_reason(kind, first, leaf)}"
     )
 
@@ -207,7 +213,7 @@ def create_fastapi(services: ServiceLayer) -> FastAPI:
     install_handlers(app)
     app.include_router(versions.router)
     app.include_router(metrics.router)
-    for module in (servers, actions, instance_actions, flavors, images, admin):
+    for module in (servers, actions, instance_actions, server_migrations, flavors, images, admin):
         app.include_router(module.router, prefix=PREFIX)
     return app
 

@@ -108,9 +108,7 @@ class NovaDeployment:
         self.run_dir = self.run_dir.resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.etc.mkdir(exist_ok=True)
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("OS_", "VIRTUAL_ENV"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "VIRTUAL_ENV"))}
         env["PATH"] = f"{NOVA_VENV / 'bin'}:{env.get('PATH', '')}"
         env["PYTHONPATH"] = str(NOVASIDE)
         self.sup = Supervisor(self.run_dir, env, logs=self.run_dir / "logs")
@@ -402,6 +400,12 @@ sync_on_startup = true
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
         return total / 1024
+
+    def unanswered(self) -> list[str]:
+        """The calls Nova made that a stand-in had no answer for."""
+        return [
+            f"{s.name}: {call}" for s in (self.neutron, self.glance) if s for call in s.unanswered
+        ]
 
     def logs(self) -> dict[str, str]:
         assert self.sup is not None

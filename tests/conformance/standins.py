@@ -264,11 +264,8 @@ class Neutron:
             return 404, {"NeutronError": {"type": "NetworkNotFound", "message": "no network"}}
         port_id = str(uuid.uuid4())
         self._next_ip += 1
-        mac = "fa:16:3e:%02x:%02x:%02x" % (
-            self._next_ip // 65536 % 256,
-            self._next_ip // 256 % 256,
-            self._next_ip % 256,
-        )
+        n = self._next_ip
+        mac = f"fa:16:3e:{n // 65536 % 256:02x}:{n // 256 % 256:02x}:{n % 256:02x}"
         project = asked.get("tenant_id") or asked.get("project_id") or ""
         port = {
             "id": port_id,
