@@ -14,7 +14,7 @@ from starlette.responses import Response
 from resizeflow import errors
 from resizeflow.api import auth, microversion
 from resizeflow.api.deps import ServiceLayer
-from resizeflow.api.faults import HTTPFault, fault_response
+from resizeflow.api.faults import HTTPFault, api_message, fault_response
 from resizeflow.api.middleware import NovaMiddleware
 from resizeflow.api.routes import (
     actions,
@@ -81,7 +81,9 @@ def _reason(kind: str, first: dict[str, Any], leaf: str) -> str:
     if kind in _JSON_TYPE:
         return f"{_value(value)} is not of type '{_JSON_TYPE[kind]}'"
     if kind == "literal_error":
-        return f"{_value(value)} is not one of [{ctx.get('expected', '')}]"
+        # pydantic says "'A' or 'B'"; jsonschema lists the choices: ['A', 'B'].
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ")
+        return f"{_value(value)} is not one of [{expected}]"
     if kind in ("greater_than_equal", "greater_than"):
         return f"{_value(value)} is less than the minimum of {ctx.get('ge', ctx.get('gt'))}"
     if kind in ("less_than_equal", "less_than"):
@@ -129,6 +131,8 @@ _TAGS = frozenset({"str", "int", "bool", "float", "dict", "list", "none", "union
 
 def _union_tag(part: str) -> bool:
     """pydantic's names for the branch of a union it tried (not keys of the body)."""
+    if ":" in part:
+        return False  # a key such as OS-DCF:diskConfig
     return (
         part in _TAGS
         or part[:1].isupper()
@@ -154,7 +158,7 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, errors.ResizeflowError)
         if exc.code >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return fault_response(exc.code, exc.message)
+        return fault_response(exc.code, api_message(exc))
 
     async def on_fault(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPFault)

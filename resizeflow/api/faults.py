@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from starlette.responses import JSONResponse
 
 from resizeflow import errors
+from resizeflow.compute.policy import SHOWN_AS
 
 # Nova's wsgi.Fault names; any other code is a computeFault.
 FAULT_NAMES = {
@@ -41,6 +42,10 @@ def api_message(exc: errors.ResizeflowError, action: str | None = None) -> str:
     (``common.raise_http_conflict_for_instance_invalid_state``) with the name
     of the API action the caller asked for.
     """
+    if isinstance(exc, errors.PolicyNotAuthorized):
+        # Nova names the rule by its own name (os_compute_api:...).
+        rule = str(exc.kwargs.get("action"))
+        return f"Policy doesn't allow {SHOWN_AS.get(rule, rule)} to be performed."
     if isinstance(exc, errors.InstanceInvalidState) and action is not None:
         kw = exc.kwargs
         return (

@@ -356,14 +356,19 @@ def hypervisor_brief(
         "state": "up" if svc is not None and svc.up else "down",
         "status": "disabled" if svc is not None and svc.disabled else "enabled",
     }
-    if with_servers and h.servers:
-        body["servers"] = _hypervisor_servers(h)
+    if with_servers:
+        body.update(_hypervisor_servers(h, version))
     return body
 
 
-def _hypervisor_servers(h: HypervisorInfo) -> list[dict[str, str]]:
-    """The servers on a node, by instance name as Nova shows them; Nova omits the key for none."""
-    return [{"name": instance_name(uuid), "uuid": uuid} for uuid, _ in h.servers]
+def _hypervisor_servers(h: HypervisorInfo, version: Version) -> dict[str, Any]:
+    """``with_servers``: the node's servers by instance name, as Nova shows them.
+
+    A node without servers has no ``servers`` key before 2.75, an empty list from it.
+    """
+    if not h.servers:
+        return {"servers": []} if version.at_least(75) else {}
+    return {"servers": [{"name": instance_name(uuid), "uuid": uuid} for uuid, _ in h.servers]}
 
 
 def hypervisor(
@@ -403,8 +408,8 @@ def hypervisor(
         # 2.88 shows the uptime in the detailed list and on one hypervisor. resizeflow
         # does not collect it: null, Nova's value when the driver cannot tell.
         body["uptime"] = None
-    if with_servers and h.servers:
-        body["servers"] = _hypervisor_servers(h)
+    if with_servers:
+        body.update(_hypervisor_servers(h, version))
     return body
 
 

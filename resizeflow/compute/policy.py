@@ -199,4 +199,4 @@ def allowed(ctx: RequestContext, action: str, target_project: str | None = None)
 def authorize(ctx: RequestContext, action: str, target_project: str | None = None) -> None:
     """Raise PolicyNotAuthorized unless ``ctx`` may perform ``action`` on the target."""
     if not allowed(ctx, action, target_project):
-        raise errors.PolicyNotAuthorized(action=SHOWN_AS.get(action, action))
+        raise errors.PolicyNotAuthorized(action=action)

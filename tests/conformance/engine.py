@@ -273,6 +273,9 @@ RULES: tuple[tuple[str, str], ...] = (
     ("**.description", EXACT),
     ("**.metadata.**", EXACT),
     ("**.tags.**", EXACT),
+    # A server's instance name follows the deployment's instance_name_template.
+    ("hypervisors.*.servers.*.name", FORMAT),
+    ("hypervisor.servers.*.name", FORMAT),
     ("**.name", EXACT),
     ("**.progress", EXACT),
     ("**.forced_down", EXACT),
