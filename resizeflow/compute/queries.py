@@ -8,6 +8,7 @@ frozen dataclasses, so the API and the CLI never hold ORM rows.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import uuid as uuidlib
 from collections.abc import Sequence
@@ -306,6 +307,20 @@ def _flavor(f: Flavor) -> FlavorInfo:
     )
 
 
+def host_ip(session: Session, host: str) -> str | None:
+    """Nova's ``my_ip`` of a compute host: the address it advertises, when that is an IP.
+
+    A host that advertises a name (the default: its own name) has no IP known
+    here; Nova's views allow null for ``host_ip`` and ``dest_host``.
+    """
+    address = services.migration_address(session, host)
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return address
+
+
 def _migration(session: Session, m: Migration) -> MigrationInfo:
     return MigrationInfo(
         id=m.id,
@@ -325,7 +340,7 @@ def _migration(session: Session, m: Migration) -> MigrationInfo:
         project_id=m.project_id,
         # NOTE: Nova records the dest's my_ip on the migration when the dest
         # claims it; resizeflow reads the address the dest host advertises now.
-        dest_host=services.migration_address(session, m.dest_compute),
+        dest_host=host_ip(session, m.dest_compute),
     )
 
 
@@ -650,7 +665,7 @@ class Queries:
                         running_vms=int(running.get(n.node, 0)),
                         service=None if svc is None else self._service(svc),
                         servers=tuple(on_node.get(n.node, ())),
-                        host_ip=services.migration_address(s, n.host),
+                        host_ip=host_ip(s, n.host),
                     )
                 )
             return out
