@@ -362,9 +362,10 @@ class Normaliser:
     """Writes each side's own ids and endpoint as the names both share."""
 
     def __init__(self, side: Side) -> None:
+        # Longest first; a value captured under two names is written as the first name.
         self.pairs = sorted(
             ((v, k) for k, v in side.values.items() if len(v) >= 8),
-            key=lambda p: -len(p[0]),
+            key=lambda p: (-len(p[0]), p[1]),
         )
         self.root = side.root
 

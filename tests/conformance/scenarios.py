@@ -469,7 +469,11 @@ def hypervisor_views() -> Scenario:
         get(
             "/os-hypervisors",
             "2.53",
-            capture={"hvu1": "hypervisors[hypervisor_hostname={host_a}].id"},
+            capture={
+                "hvu1": "hypervisors[hypervisor_hostname={host_a}].id",
+                # The first of each side's list: a page of one ends with it.
+                "hv_first": "hypervisors.0.id",
+            },
             compare=False,
         ),
     ]
