@@ -17,7 +17,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 
 .DEFAULT_GOAL := all
 .PHONY: all install system-deps browser-deps hosts-deps vm-deps libvirtd guest demo test test-fast \
-	test-demo test-hosts test-vm screenshot chaos lint typecheck bench bench-vm up up-real-hosts down \
+	test-demo test-hosts test-vm test-nova nova-venv screenshot chaos lint typecheck bench bench-vm up up-real-hosts down \
 	flower compose-check \
 	clean
 
@@ -83,13 +83,31 @@ demo: install
 # when PYTEST_ARGS picks tests from only one of the two runs.
 TEST_PROCESSES ?= 2
 test: install browser-deps hosts-deps
-	$(BIN)/pytest -m "not vm and not chaos" -n $(TEST_PROCESSES) --durations=25 $(PYTEST_ARGS) \
+	$(BIN)/pytest -m "not vm and not chaos and not nova" -n $(TEST_PROCESSES) --durations=25 $(PYTEST_ARGS) \
 		|| [ $$? = 5 ]
-	$(BIN)/pytest -m "chaos and not vm" --durations=10 $(PYTEST_ARGS) || [ $$? = 5 ]
+	$(BIN)/pytest -m "chaos and not vm and not nova" --durations=10 $(PYTEST_ARGS) || [ $$? = 5 ]
 
 # Real QEMU guests (TCG) through the API and real workers; needs root.
 test-vm: install vm-deps libvirtd
 	$(BIN)/pytest -m vm --durations=15 $(PYTEST_ARGS)
+
+# Real Nova 34 and Placement 16 in a virtualenv of their own, pinned by OpenStack's
+# upper-constraints for the release (tests/conformance/constraints.txt).
+NOVA_VENV ?= .venv-nova
+$(NOVA_VENV)/.installed: tests/conformance/requirements.txt tests/conformance/constraints.txt
+	$(PYTHON) -m venv $(NOVA_VENV)
+	$(NOVA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(NOVA_VENV)/bin/python -m pip install -q -c tests/conformance/constraints.txt \
+		-r tests/conformance/requirements.txt
+	$(NOVA_VENV)/bin/python -m pip check
+	touch $@
+
+nova-venv: $(NOVA_VENV)/.installed
+
+# The conformance tier: the same requests on real Nova and on resizeflow, every answer
+# compared (marker nova); the report goes to var/conformance/report.txt.
+test-nova: install nova-venv
+	$(BIN)/pytest -m nova --durations=5 $(PYTEST_ARGS)
 
 # Pure logic only, in seconds: no Redis, PostgreSQL or RabbitMQ needed.
 test-fast: install
@@ -152,4 +170,4 @@ flower: install
 	$(BIN)/resizeflow flower
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(NOVA_VENV) var .mypy_cache .ruff_cache *.egg-info

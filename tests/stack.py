@@ -297,8 +297,12 @@ def build_stack(
     tmp: Path,
     hosts: tuple[str, ...] = ("host1", "host2"),
     broker: str = "redis",
+    **settings: str,
 ) -> Stack:
-    """Each stack has its own database, Redis key prefix or RabbitMQ vhost, and state dir."""
+    """Each stack has its own database, Redis key prefix or RabbitMQ vhost, and state dir.
+
+    ``settings`` are RESIZEFLOW_* settings for every process of the stack (lower case).
+    """
     run_id = uuid.uuid4().hex[:10]
     state_dir = tmp / f"state-{backend}-{broker}"
     local = build(
@@ -309,7 +313,7 @@ def build_stack(
         pg_admin_url=PG_ADMIN_URL if backend == "postgresql" else "",
         base_env=os.environ,
         log_dir=state_dir,
-        env=stack_env(state_dir),
+        env=stack_env(state_dir, **settings),
     )
     stack = Stack(local, backend, hosts, broker)
     try:

@@ -40,7 +40,9 @@ def fault(resp: object, code: int, name: str) -> str:
 def test_version_discovery_needs_no_token(api: InProcessAPI) -> None:
     root = api.client.get("/")
     assert root.status_code == 200
-    (doc,) = root.json()["versions"]
+    # As Nova lists them: the deprecated v2.0 first, then v2.1.
+    legacy, doc = root.json()["versions"]
+    assert (legacy["id"], legacy["status"]) == ("v2.0", "DEPRECATED")
     assert (doc["id"], doc["min_version"], doc["version"]) == ("v2.1", "2.1", MAX)
     for path in ("/v2.1/", "/v2.1"):
         one = api.client.get(path).json()["version"]
@@ -189,7 +191,7 @@ def test_list_filters_by_status(api: InProcessAPI) -> None:
     assert listed("status=PAUSED") == []
     assert listed("status=bogus", "2.37") == []
     resp = api.request("GET", "/v2.1/servers?status=bogus", token)
-    assert fault(resp, 400, "badRequest") == "Invalid status value: bogus"
+    assert fault(resp, 400, "badRequest") == "Invalid status value"
 
 
 def test_only_admins_list_every_project(api: InProcessAPI) -> None:
@@ -216,7 +218,8 @@ def test_admin_resources_are_forbidden_to_members(
     api: InProcessAPI, path: str, method: str
 ) -> None:
     resp = api.request(method, path, "alice:p-member")
-    assert fault(resp, 403, "forbidden").startswith("Policy doesn't allow compute:")
+    # Nova names its own rule: os_compute_api:...
+    assert fault(resp, 403, "forbidden").startswith("Policy doesn't allow os_compute_api:")
 
 
 def test_forcing_a_host_is_admin_only(api: InProcessAPI) -> None:
@@ -224,7 +227,7 @@ def test_forcing_a_host_is_admin_only(api: InProcessAPI) -> None:
     body["server"]["availability_zone"] = "nova:hostB"
     resp = api.request("POST", "/v2.1/servers", "alice:p-force", json=body)
     assert fault(resp, 403, "forbidden") == (
-        "Policy doesn't allow compute:servers:create:forced_host to be performed."
+        "Policy doesn't allow os_compute_api:servers:create:forced_host to be performed."
     )
     resp = api.request("POST", "/v2.1/servers", json=body)
     assert resp.status_code == 202
@@ -260,7 +263,7 @@ def test_malformed_json_is_400(api: InProcessAPI) -> None:
         ),
         (
             {"server": {"name": "", "flavorRef": "1", "networks": "none"}},
-            "Invalid input for field/attribute name. Value: ''. '' is too short",
+            "Invalid input for field/attribute name. Value: . '' is too short",
         ),
         (
             {"server": {"name": "x", "flavorRef": "1", "networks": "some"}},
@@ -318,13 +321,13 @@ def test_boot_fields_follow_the_microversion(api: InProcessAPI) -> None:
         400,
         "badRequest",
     )
-    assert found.startswith("Invalid input for field/attribute networks. Value: 'none'.")
+    assert found.startswith("Invalid input for field/attribute networks. Value: none.")
 
 
 def test_boot_with_an_unknown_flavor_or_zone_is_400(api: InProcessAPI) -> None:
     body = {"server": {"name": "x", "flavorRef": "999", "networks": "none"}}
     assert fault(api.request("POST", "/v2.1/servers", json=body), 400, "badRequest") == (
-        "Invalid flavorRef provided."
+        "Flavor 999 could not be found."
     )
     body = {
         "server": {"name": "x", "flavorRef": "1", "networks": "none", "availability_zone": "az9"}
@@ -480,7 +483,7 @@ def test_resize_errors(api: InProcessAPI) -> None:
     uid = api.server("p-resize")
     for ref, message in (
         ("1", "When resizing, instances must change flavor!"),
-        ("404", "Unable to locate requested flavor."),
+        ("404", "Flavor 404 could not be found."),
     ):
         resp = api.request(
             "POST", f"/v2.1/servers/{uid}/action", json={"resize": {"flavorRef": ref}}
@@ -519,9 +522,7 @@ def test_a_resize_is_accepted_and_recorded(api: InProcessAPI) -> None:
         "cold_migrate",
     ]
     missing = api.request("GET", f"/v2.1/servers/{uid}/os-instance-actions/req-nope")
-    assert fault(missing, 404, "itemNotFound") == (
-        f"Action for request_id req-nope on instance {uid} not found"
-    )
+    assert fault(missing, 404, "itemNotFound") == "Action req-nope not found"
     migs = api.request("GET", f"/v2.1/os-migrations?instance_uuid={uid}").json()["migrations"]
     assert [(m["status"], m["migration_type"], m["source_compute"]) for m in migs] == [
         ("pre-migrating", "resize", "hostA")
@@ -571,7 +572,7 @@ def test_flavors_list_show_create_delete(api: InProcessAPI) -> None:
     )
     bad = {"flavor": {"name": "c2", "ram": "lots", "vcpus": 1, "disk": 1}}
     assert fault(api.request("POST", "/v2.1/flavors", json=bad), 400, "badRequest").startswith(
-        "Invalid input for field/attribute ram. Value: 'lots'. 'lots' is not of type 'integer'"
+        "Invalid input for field/attribute ram. Value: lots. 'lots' is not of type 'integer'"
     )
 
 

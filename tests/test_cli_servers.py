@@ -142,7 +142,8 @@ def test_errors_are_one_line(rf: Stack, project: str, via: str) -> None:
     result = run(rf, "migration", "list", via=via, token=f"alice:{project}")
     assert result.exit_code == 1
     assert (
-        result.output == "Error: Policy doesn't allow compute:migrations:index to be performed.\n"
+        result.output
+        == "Error: Policy doesn't allow os_compute_api:os-migrations:index to be performed.\n"
     )
     run(rf, "server", "delete", uuid, "--wait", via=via)
 

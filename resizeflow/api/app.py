@@ -14,7 +14,13 @@ from starlette.responses import Response
 from resizeflow import errors
 from resizeflow.api import auth, microversion
 from resizeflow.api.deps import ServiceLayer
-from resizeflow.api.faults import HTTPFault, fault_response, jsonschema_reason, shown_value
+from resizeflow.api.faults import (
+    HTTPFault,
+    api_message,
+    fault_response,
+    field_value,
+    jsonschema_reason,
+)
 from resizeflow.api.middleware import NovaMiddleware
 from resizeflow.api.routes import (
     actions,
@@ -23,6 +29,7 @@ from resizeflow.api.routes import (
     images,
     instance_actions,
     metrics,
+    server_migrations,
     servers,
     versions,
 )
@@ -67,7 +74,7 @@ def validation_message(exc: RequestValidationError, path: str) -> str:
         return jsonschema_reason(kind, first, leaf)  # the body itself: jsonschema's message alone
     # Nova names the innermost part of the path only (``ex.path.pop()``).
     return (
-        f"Invalid input for field/attribute {loc[-1]}. Value: {shown_value(value)}. "
+        f"Invalid input for field/attribute {loc[-1]}. Value: {field_value(value)}. "
         f"{jsonschema_reason(kind, first, leaf)}"
     )
 
@@ -77,6 +84,8 @@ _TAGS = frozenset({"str", "int", "bool", "float", "dict", "list", "none", "union
 
 def _union_tag(part: str) -> bool:
     """pydantic's names for the branch of a union it tried (not keys of the body)."""
+    if ":" in part:
+        return False  # a key such as OS-DCF:diskConfig
     return (
         part in _TAGS
         or part[:1].isupper()
@@ -102,7 +111,7 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, errors.ResizeflowError)
         if exc.code >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return fault_response(exc.code, exc.message)
+        return fault_response(exc.code, api_message(exc))
 
     async def on_fault(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPFault)
@@ -161,7 +170,7 @@ def create_fastapi(services: ServiceLayer) -> FastAPI:
     install_handlers(app)
     app.include_router(versions.router)
     app.include_router(metrics.router)
-    for module in (servers, actions, instance_actions, flavors, images, admin):
+    for module in (servers, actions, instance_actions, server_migrations, flavors, images, admin):
         app.include_router(module.router, prefix=PREFIX)
     return app
 

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from resizeflow import errors
+from resizeflow.compute.policy import SHOWN_AS
 
 # Nova's wsgi.Fault names; any other code is a computeFault.
 FAULT_NAMES = {
@@ -42,6 +43,10 @@ def api_message(exc: errors.ResizeflowError, action: str | None = None) -> str:
     (``common.raise_http_conflict_for_instance_invalid_state``) with the name
     of the API action the caller asked for.
     """
+    if isinstance(exc, errors.PolicyNotAuthorized):
+        # Nova names the rule by its own name (os_compute_api:...).
+        rule = str(exc.kwargs.get("action"))
+        return f"Policy doesn't allow {SHOWN_AS.get(rule, rule)} to be performed."
     if isinstance(exc, errors.InstanceInvalidState) and action is not None:
         kw = exc.kwargs
         return (
@@ -60,8 +65,13 @@ class HTTPFault(Exception):
         self.message = message
 
 
+def field_value(value: Any) -> str:
+    """The ``Value:`` of Nova's message: ``str()`` of the value (a string without quotes)."""
+    return value if isinstance(value, str) else shown_value(value)
+
+
 def shown_value(value: Any) -> str:
-    """A value as Nova's messages show it (Python's repr, as jsonschema's do)."""
+    """A value as jsonschema's reasons show it: Python's repr."""
     text = repr(value)
     return text if len(text) <= 200 else text[:200] + "..."
 

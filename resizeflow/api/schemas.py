@@ -113,7 +113,7 @@ def check_server_create(body: ServerCreateBody, version: Version) -> None:
     if isinstance(server.networks, str) and not version.at_least(37):
         raise errors.ValidationError(
             field="networks",
-            value=repr(server.networks),
+            value=server.networks,  # shown as Nova shows a value: str(), no quotes
             reason=f"{server.networks!r} is not of type 'array'",
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from collections.abc import Mapping
@@ -45,6 +46,22 @@ def host_id(project_id: str, host: str | None) -> str:
     if not host:
         return ""
     return hashlib.sha224((project_id + host).encode()).hexdigest()
+
+
+def instance_name(uuid: str) -> str:
+    """Nova's ``OS-EXT-SRV-ATTR:instance_name``: the libvirt domain's name."""
+    return f"instance-{uuid}"
+
+
+def reservation_id(uuid: str) -> str:
+    """Nova's ``reservation_id`` of the boot request that made the server.
+
+    Nova draws one per boot request (``r-`` and eight characters) and keeps it;
+    resizeflow boots one server per request and keeps none, so it is derived
+    from the server's uuid: stable, and of Nova's form.
+    """
+    digest = base64.b32encode(hashlib.sha256(uuid.encode()).digest()).decode().lower()
+    return "r-" + digest[:8]
 
 
 def server_brief(s: ServerInfo, base: str) -> dict[str, Any]:
@@ -100,7 +117,6 @@ def server(
         "accessIPv6": "",
         "key_name": None,
         "config_drive": "",
-        "security_groups": [{"name": "default"}],
         "OS-DCF:diskConfig": "MANUAL",
         "OS-EXT-AZ:availability_zone": "nova",
         "OS-EXT-STS:vm_state": s.vm_state,
@@ -110,17 +126,21 @@ def server(
         "OS-SRV-USG:terminated_at": None,
         "os-extended-volumes:volumes_attached": [],
     }
+    if s.ports:
+        # Nova lists the security groups of the server's ports, and has no key
+        # for a server without ports. Every resizeflow port is in "default".
+        body["security_groups"] = [{"name": "default"}]
     if s.status in PROGRESS_STATUSES:
         body["progress"] = 0
     if admin:
         body["OS-EXT-SRV-ATTR:host"] = s.host
         body["OS-EXT-SRV-ATTR:hypervisor_hostname"] = s.node
-        body["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{s.uuid}"
+        body["OS-EXT-SRV-ATTR:instance_name"] = instance_name(s.uuid)
         if version.at_least(3):
             body.update(
                 {
                     "OS-EXT-SRV-ATTR:hostname": s.name,
-                    "OS-EXT-SRV-ATTR:reservation_id": "",
+                    "OS-EXT-SRV-ATTR:reservation_id": reservation_id(s.uuid),
                     "OS-EXT-SRV-ATTR:launch_index": 0,
                     "OS-EXT-SRV-ATTR:kernel_id": "",
                     "OS-EXT-SRV-ATTR:ramdisk_id": "",
@@ -182,7 +202,9 @@ def next_links(
     """Nova's ``<collection>_links``: the next page, from the last item shown."""
     if marker is None:
         return []
-    params = {k: v for k, v in query.items() if k != "marker"}
+    # As Nova builds it: the query's parameters in sorted order, the marker
+    # replaced where it was or added at the end.
+    params = dict(sorted(query.items()))
     params["marker"] = marker
     return [{"rel": "next", "href": f"{base.rstrip('/')}/v2.1/{kind}?{urlencode(params)}"}]
 
@@ -225,8 +247,8 @@ def migration(m: MigrationInfo, version: Version) -> dict[str, Any]:
         "source_node": m.source_node,
         "dest_compute": m.dest_compute,
         "dest_node": m.dest_node,
-        # Nova's dest_host is the destination's IP, for live migrations only.
-        "dest_host": None,
+        # Nova's dest_host: the address the dest compute advertises (its my_ip).
+        "dest_host": m.dest_host,
         "old_instance_type_id": m.old_instance_type_id,
         "new_instance_type_id": m.new_instance_type_id,
         "created_at": iso_plain(m.created_at),
@@ -273,7 +295,8 @@ def _event(e: EventInfo, project_id: str, version: Version, *, admin: bool) -> d
         body["hostId"] = host_id(project_id, e.host)
         if admin:
             body["host"] = e.host or ""
-    if version.at_least(84):
+    if version.at_least(84) and admin:
+        # 2.84: the failure's details, for those the events:details policy allows (admins).
         body["details"] = _details(e)
     return body
 
@@ -333,10 +356,19 @@ def hypervisor_brief(
         "state": "up" if svc is not None and svc.up else "down",
         "status": "disabled" if svc is not None and svc.disabled else "enabled",
     }
-    if with_servers and h.servers:
-        # Nova omits the key for a node without servers.
-        body["servers"] = [{"uuid": uuid, "name": name} for uuid, name in h.servers]
+    if with_servers:
+        body.update(_hypervisor_servers(h, version))
     return body
+
+
+def _hypervisor_servers(h: HypervisorInfo, version: Version) -> dict[str, Any]:
+    """``with_servers``: the node's servers by instance name, as Nova shows them.
+
+    A node without servers has no ``servers`` key before 2.75, an empty list from it.
+    """
+    if not h.servers:
+        return {"servers": []} if version.at_least(75) else {}
+    return {"servers": [{"name": instance_name(uuid), "uuid": uuid} for uuid, _ in h.servers]}
 
 
 def hypervisor(
@@ -347,8 +379,8 @@ def hypervisor(
         **hypervisor_brief(h, version),
         "hypervisor_type": "QEMU",
         "hypervisor_version": 1,
-        # The compute host's IP is not known here; Nova allows null.
-        "host_ip": None,
+        # Nova's host_ip is the compute host's my_ip: resizeflow's migration address.
+        "host_ip": h.host_ip,
         "vcpus": h.vcpus,
         "memory_mb": h.memory_mb,
         "local_gb": h.local_gb,
@@ -360,7 +392,9 @@ def hypervisor(
         "disk_available_least": h.local_gb - h.local_gb_used,
         "current_workload": 0,
         "running_vms": h.running_vms,
-        # 2.28: an object, no longer a JSON string.
+        # resizeflow does not collect the host CPU's model and features: Nova's
+        # answer for a driver that reports none, an empty object from 2.28 (an
+        # empty JSON string before).
         "cpu_info": {} if version.at_least(28) else "{}",
         "service": {
             "host": h.host,
@@ -371,10 +405,11 @@ def hypervisor(
     if version.at_least(88):
         for key in _USAGE_FIELDS:
             del body[key]
-        if show:
-            body["uptime"] = None  # the hypervisor's uptime is not collected here
-    if with_servers and h.servers:
-        body["servers"] = [{"uuid": uuid, "name": name} for uuid, name in h.servers]
+        # 2.88 shows the uptime in the detailed list and on one hypervisor. resizeflow
+        # does not collect it: null, Nova's value when the driver cannot tell.
+        body["uptime"] = None
+    if with_servers:
+        body.update(_hypervisor_servers(h, version))
     return body
 
 

@@ -124,7 +124,10 @@ class LocalBackend:
 
     def migrations(self, **filters: str | None) -> list[dict[str, Any]]:
         with self._calling():
-            found = self.svc.queries.migrations(self._ctx(), MigrationFilters(**filters))
+            found = self.svc.queries.migrations(
+                self._ctx(),
+                MigrationFilters(**filters),  # type: ignore[arg-type]
+            )
         return [views.migration(m, self.version) for m in found]
 
     def workflow(self, migration_id: int) -> dict[str, Any]:

@@ -56,10 +56,15 @@ DEFAULT_RULES: dict[str, str] = {
     "compute:servers:index:get_all_tenants": ADMIN_API,
     "compute:servers:show:extended_attributes": ADMIN_API,
     "compute:instance_actions:events": ADMIN_API,
+    "compute:instance_actions:events:details": ADMIN_API,
     "compute:flavors:create": ADMIN_API,
     "compute:flavors:delete": ADMIN_API,
     "compute:migrations:index": ADMIN_API,
+    "compute:hypervisors:list": ADMIN_API,
     "compute:hypervisors:detail": ADMIN_API,
+    "compute:hypervisors:show": ADMIN_API,
+    "compute:servers:migrations:index": ADMIN_API,
+    "compute:servers:migrations:show": ADMIN_API,
     "compute:services:index": ADMIN_API,
     "compute:aggregates:index": ADMIN_API,
     "compute:workflows:show": ADMIN_API,
@@ -92,13 +97,21 @@ NOVA_NAMES: dict[str, str] = {
     "os_compute_api:os-instance-actions:list": "compute:instance_actions:list",
     "os_compute_api:os-instance-actions:show": "compute:instance_actions:show",
     "os_compute_api:os-instance-actions:events": "compute:instance_actions:events",
+    "os_compute_api:os-instance-actions:events:details": "compute:instance_actions:events:details",
     "os_compute_api:os-flavor-manage:create": "compute:flavors:create",
     "os_compute_api:os-flavor-manage:delete": "compute:flavors:delete",
     "os_compute_api:os-migrations:index": "compute:migrations:index",
+    "os_compute_api:os-hypervisors:list": "compute:hypervisors:list",
     "os_compute_api:os-hypervisors:list-detail": "compute:hypervisors:detail",
+    "os_compute_api:os-hypervisors:show": "compute:hypervisors:show",
+    "os_compute_api:servers:migrations:index": "compute:servers:migrations:index",
+    "os_compute_api:servers:migrations:show": "compute:servers:migrations:show",
     "os_compute_api:os-services:list": "compute:services:index",
     "os_compute_api:os-aggregates:index": "compute:aggregates:index",
 }
+
+# The name Nova's API gives each rule in a refusal ("Policy doesn't allow ... to be performed").
+SHOWN_AS: dict[str, str] = {ours: nova for nova, ours in NOVA_NAMES.items()}
 
 
 def new_request_id() -> str:

@@ -8,12 +8,14 @@ frozen dataclasses, so the API and the CLI never hold ORM rows.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import re
 import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows
@@ -120,6 +122,7 @@ class MigrationInfo:
     updated_at: dt.datetime
     user_id: str | None = None
     project_id: str | None = None
+    dest_host: str | None = None  # the address the dest host advertises (Nova's my_ip)
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ class HypervisorInfo:
     running_vms: int
     service: ServiceInfo | None
     servers: tuple[tuple[str, str], ...] = ()  # (uuid, name) of the servers on the node
+    host_ip: str | None = None  # the address the host advertises (Nova's my_ip)
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,8 @@ class StepInfo:
 
 @dataclass(frozen=True)
 class MigrationFilters:
+    """Nova's os-migrations filters; ``host`` is the source or the dest, and wins over source."""
+
     instance_uuid: str | None = None
     status: str | None = None
     source_compute: str | None = None
@@ -208,6 +214,8 @@ class MigrationFilters:
     marker: str | None = None  # 2.59: the uuid of the last migration of the previous page
     user_id: str | None = None  # 2.80
     project_id: str | None = None  # 2.80
+    host: str | None = None
+    hidden: bool | None = None  # resizeflow's migrations (resizes) are never hidden
 
 
 @dataclass(frozen=True)
@@ -300,7 +308,21 @@ def _flavor(f: Flavor) -> FlavorInfo:
     )
 
 
-def _migration(m: Migration) -> MigrationInfo:
+def host_ip(session: Session, host: str) -> str | None:
+    """Nova's ``my_ip`` of a compute host: the address it advertises, when that is an IP.
+
+    A host that advertises a name (the default: its own name) has no IP known
+    here; Nova's views allow null for ``host_ip`` and ``dest_host``.
+    """
+    address = services.migration_address(session, host)
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return address
+
+
+def _migration(session: Session, m: Migration) -> MigrationInfo:
     return MigrationInfo(
         id=m.id,
         uuid=m.uuid,
@@ -317,6 +339,9 @@ def _migration(m: Migration) -> MigrationInfo:
         updated_at=m.updated_at,
         user_id=m.user_id,
         project_id=m.project_id,
+        # NOTE: Nova records the dest's my_ip on the migration when the dest
+        # claims it; resizeflow reads the address the dest host advertises now.
+        dest_host=None if m.dest_compute is None else host_ip(session, m.dest_compute),
     )
 
 
@@ -383,8 +408,6 @@ class Queries:
                 stmt = stmt.where(Instance.project_id == project_id)
         else:
             stmt = stmt.where(Instance.project_id == ctx.project_id)
-        if name:
-            stmt = stmt.where(Instance.display_name.contains(name, autoescape=True))
         if host is not None:
             stmt = stmt.where(Instance.host == host)
         stmt = stmt.order_by(Instance.created_at.desc(), Instance.uuid.desc())
@@ -393,6 +416,10 @@ class Queries:
             found = [_server(s, inst) for inst in rows]
         if status is not None:
             found = [f for f in found if f.status == status.upper()]
+        if name:
+            # Nova's name filter is a regular expression, searched in the name.
+            pattern = re.compile(name)
+            found = [f for f in found if pattern.search(f.name)]
         if marker is not None:
             ids = [f.uuid for f in found]
             if marker not in ids:
@@ -433,7 +460,15 @@ class Queries:
             if filters.status not in {m.value for m in MigrationStatus}:
                 return []  # no migration can be in a status that does not exist
             stmt = stmt.where(Migration.status == MigrationStatus(filters.status))
-        if filters.source_compute is not None:
+        if filters.hidden:
+            return []
+        if filters.host is not None:
+            stmt = stmt.where(
+                or_(
+                    Migration.source_compute == filters.host, Migration.dest_compute == filters.host
+                )
+            )
+        elif filters.source_compute is not None:
             stmt = stmt.where(Migration.source_compute == filters.source_compute)
         if filters.migration_type is not None:
             stmt = stmt.where(Migration.migration_type == filters.migration_type)
@@ -455,14 +490,24 @@ class Queries:
             stmt = stmt.order_by(Migration.id.desc())
             if page.limit is not None:
                 stmt = stmt.limit(page.limit)
-            return [_migration(m) for m in s.scalars(stmt)]
+            return [_migration(s, m) for m in s.scalars(stmt)]
 
     def migration(self, ctx: RequestContext, migration_id: int) -> MigrationInfo:
         authorize(ctx, "compute:migrations:index")
         if not 0 < migration_id < 2**31:
             raise errors.MigrationNotFound(migration_id=migration_id)
         with self.db.snapshot() as s:
-            return _migration(dbapi.get_migration(s, migration_id))
+            return _migration(s, dbapi.get_migration(s, migration_id))
+
+    def server_migration(self, instance_uuid: str, migration_id: str) -> MigrationInfo | None:
+        """A migration of this server by id, or None (the caller has checked the policy)."""
+        if not migration_id.isdigit() or not 0 < int(migration_id) < 2**31:
+            return None
+        with self.db.snapshot() as s:
+            mig = s.get(Migration, int(migration_id))
+            if mig is None or mig.instance_uuid != instance_uuid:
+                return None
+            return _migration(s, mig)
 
     def workflow(self, ctx: RequestContext, migration_id: int) -> list[StepInfo]:
         """The step journal of a migration, every flow it ran, in order."""
@@ -484,7 +529,7 @@ class Queries:
                 .order_by(Migration.id.desc())
                 .limit(1)
             ).first()
-            return None if mig is None else _migration(mig)
+            return None if mig is None else _migration(s, mig)
 
     # -- instance actions ---------------------------------------------------
     def actions(
@@ -583,8 +628,11 @@ class Queries:
             updated_at=svc.last_seen_at,
         )
 
-    def hypervisors(self, ctx: RequestContext) -> list[HypervisorInfo]:
-        authorize(ctx, "compute:hypervisors:detail")
+    def hypervisors(
+        self, ctx: RequestContext, rule: str = "compute:hypervisors:detail"
+    ) -> list[HypervisorInfo]:
+        """Every compute node; ``rule`` is the policy of the view asked for (list, detail, show)."""
+        authorize(ctx, rule)
         with self.db.snapshot() as s:
             counts = s.execute(
                 select(Instance.node, func.count())
@@ -618,6 +666,7 @@ class Queries:
                         running_vms=int(running.get(n.node, 0)),
                         service=None if svc is None else self._service(svc),
                         servers=tuple(on_node.get(n.node, ())),
+                        host_ip=host_ip(s, n.host),
                     )
                 )
             return out

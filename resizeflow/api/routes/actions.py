@@ -41,8 +41,9 @@ def server_action(
     try:
         with server_actions.worded_as(action.name):
             status, answer = server_actions.run(svc.compute, ctx, server_id, key, value)
-    except errors.FlavorNotFound:
-        raise HTTPFault(400, "Unable to locate requested flavor.") from None
+    except errors.FlavorNotFound as exc:
+        # Nova answers an unknown flavor with the exception's own message.
+        raise HTTPFault(400, exc.message) from None
     except errors.NoValidHost as exc:
         raise HTTPFault(400, exc.message) from None
     if answer is not None:

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from resizeflow import errors
-from resizeflow.api import views
-from resizeflow.api.deps import Base, Ctx, QueryLimit, Svc, Ver, changes_time, is_true
+from resizeflow.api import query, views
+from resizeflow.api.deps import Base, Ctx, QueryLimit, Svc, Ver, changes_time
 from resizeflow.api.faults import HTTPFault
 from resizeflow.api.schemas import WorkflowActionBody
 from resizeflow.compute.policy import authorize
@@ -22,45 +22,48 @@ ChangesSince = Annotated[str | None, Query(alias="changes-since", max_length=64)
 ChangesBefore = Annotated[str | None, Query(alias="changes-before", max_length=64)]
 
 
+_TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
+
+
 @router.get("/os-migrations")
 def list_migrations(
-    request: Request,
-    svc: Svc,
-    ctx: Ctx,
-    version: Ver,
-    base: Base,
-    instance_uuid: Filter = None,
-    status: Filter = None,
-    source_compute: Filter = None,
-    migration_type: Filter = None,
-    limit: QueryLimit = None,
-    marker: Filter = None,
-    changes_since: ChangesSince = None,
-    changes_before: ChangesBefore = None,
-    user_id: Filter = None,
-    project_id: Filter = None,
+    request: Request, svc: Svc, ctx: Ctx, version: Ver, base: Base
 ) -> dict[str, Any]:
-    """Migrations, newest first; paged from 2.59, by requester from 2.80."""
+    """Migrations as Nova lists them: filters, then (2.59) pages newest first.
+
+    The query is checked by Nova's schema for the microversion
+    (:data:`resizeflow.api.query.MIGRATIONS`): before 2.59 other parameters
+    are ignored, from 2.59 they are refused.
+    """
+    params = query.validated(request, version, query.MIGRATIONS)
+
+    def arg(name: str) -> str | None:
+        return query.last(params, name)
+
     paged = version.at_least(59)
+    since = changes_time("changes-since", arg("changes-since")) if paged else None
+    before = changes_time("changes-before", arg("changes-before")) if paged else None
+    if since is not None and before is not None and before < since:
+        raise HTTPFault(
+            400, "The value of changes-since must be less than or equal to changes-before."
+        )
+    hidden = arg("hidden")
     filters = MigrationFilters(
-        instance_uuid,
-        status,
-        source_compute,
-        migration_type,
-        marker=marker if paged else None,
-        user_id=user_id if version.at_least(80) else None,
-        project_id=project_id if version.at_least(80) else None,
+        arg("instance_uuid"),
+        arg("status"),
+        arg("source_compute"),
+        arg("migration_type"),
+        marker=arg("marker"),
+        user_id=arg("user_id"),
+        project_id=arg("project_id"),
+        host=arg("host"),
+        hidden=None if hidden is None else hidden.strip().lower() in _TRUE,
     )
-    page = Page(
-        limit=limit if paged else None,
-        changes_since=changes_time("changes-since", changes_since) if paged else None,
-        changes_before=(
-            changes_time("changes-before", changes_before) if version.at_least(66) else None
-        ),
-    )
+    limit = query.page_limit(arg("limit")) if paged else None
+    page = Page(limit=limit, changes_since=since, changes_before=before)
     found = svc.queries.migrations(ctx, filters, page)
     body: dict[str, Any] = {"migrations": [views.migration(m, version) for m in found]}
-    if paged and limit is not None and found and len(found) == limit:
+    if paged and limit and found and len(found) == limit:
         body["migrations_links"] = views.next_links(
             base, "os-migrations", request.query_params, found[-1].uuid
         )
@@ -68,13 +71,19 @@ def list_migrations(
 
 
 def _hypervisors(
-    svc: Svc, ctx: Ctx, version: Ver, limit: int | None, marker: str | None, pattern: str | None
+    svc: Svc,
+    ctx: Ctx,
+    version: Ver,
+    limit: int | None,
+    marker: str | None,
+    pattern: str | None,
+    rule: str,
 ) -> list[HypervisorInfo]:
-    found = svc.queries.hypervisors(ctx)
+    found = svc.queries.hypervisors(ctx, rule)
     if pattern is not None:
         found = [h for h in found if pattern in h.node]
         if not found:
-            raise errors.HypervisorNotFound(hypervisor=pattern)
+            raise HTTPFault(404, f"No hypervisor matching '{pattern}' could be found.")
     if version.at_least(33) and marker is not None:
         ids = [h.uuid if version.at_least(53) else str(h.id) for h in found]
         if marker not in ids:
@@ -116,6 +125,7 @@ def list_hypervisors(
 ) -> dict[str, Any]:
     """Compute nodes: id, name, state and status (2.53: with their servers on request)."""
     return _hypervisor_page(
+        "compute:hypervisors:list",
         views.hypervisor_brief,
         request,
         svc,
@@ -143,6 +153,7 @@ def list_hypervisors_detail(
 ) -> dict[str, Any]:
     """Compute nodes with their capacity and usage (before 2.88)."""
     return _hypervisor_page(
+        "compute:hypervisors:detail",
         views.hypervisor,
         request,
         svc,
@@ -157,6 +168,7 @@ def list_hypervisors_detail(
 
 
 def _hypervisor_page(
+    rule: str,
     view: Callable[..., dict[str, Any]],
     request: Request,
     svc: Svc,
@@ -170,8 +182,8 @@ def _hypervisor_page(
 ) -> dict[str, Any]:
     """One page of hypervisors in ``view``'s shape; 2.53 adds the name pattern and servers."""
     new = version.at_least(53)
-    found = _hypervisors(svc, ctx, version, limit, marker, pattern if new else None)
-    servers = new and is_true("with_servers", with_servers)
+    found = _hypervisors(svc, ctx, version, limit, marker, pattern if new else None, rule)
+    servers = new and query.boolean("with_servers", with_servers)
     return {
         "hypervisors": [view(h, version, with_servers=servers) for h in found],
         **_page_links(request, base, version, found, limit),
@@ -188,11 +200,11 @@ def show_hypervisor(
             uuidlib.UUID(hypervisor_id)
         except ValueError:
             raise HTTPFault(400, f"Invalid uuid {hypervisor_id}") from None
-    servers = version.at_least(53) and is_true("with_servers", with_servers)
-    for h in svc.queries.hypervisors(ctx):
+    servers = version.at_least(53) and query.boolean("with_servers", with_servers)
+    for h in svc.queries.hypervisors(ctx, "compute:hypervisors:show"):
         if hypervisor_id == (h.uuid if version.at_least(53) else str(h.id)):
             return {"hypervisor": views.hypervisor(h, version, with_servers=servers, show=True)}
-    raise errors.HypervisorNotFound(hypervisor=hypervisor_id)
+    raise HTTPFault(404, f"Hypervisor with ID '{hypervisor_id}' could not be found.")
 
 
 @router.get("/os-aggregates")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -73,8 +74,18 @@ def _list(svc: Svc, ctx: RequestContext, version: Version, f: ServerFilters) -> 
     if f.status is not None and f.status.upper() not in STATUSES:
         # Nova 2.38+ refuses an unknown status; older versions return nothing.
         if version.at_least(38):
-            raise HTTPFault(400, f"Invalid status value: {f.status}")
+            raise HTTPFault(400, "Invalid status value")
         return []
+    if f.name:
+        try:
+            re.compile(f.name)
+        except re.error:
+            # Nova's schema: the name filter must be a regular expression.
+            raise HTTPFault(
+                400,
+                f"Invalid input for query parameters name. Value: {f.name}. "
+                f"{f.name!r} is not a 'regex'",
+            ) from None
     every = is_all_tenants(f.all_tenants)
     # Nova ignores admin-only filters for other callers.
     host = f.host if ctx.is_admin else None
@@ -141,7 +152,9 @@ def _networks(server: ServerCreate, version: Version) -> tuple[str, ...]:
     if nets is None:
         if version.at_least(37):
             raise errors.ValidationError(
-                field="server", value="...", reason="'networks' is a required property"
+                field="server",
+                value=server.model_dump(by_alias=True, exclude_unset=True),
+                reason="'networks' is a required property",
             )
         return ("private",)
     if nets == "none":
@@ -196,8 +209,9 @@ def create_server(
             image_ref=server.imageRef or None,
             description=server.description if version.at_least(19) else None,
         )
-    except errors.FlavorNotFound:
-        raise HTTPFault(400, "Invalid flavorRef provided.") from None
+    except errors.FlavorNotFound as exc:
+        # Nova answers an unknown flavor with the exception's own message.
+        raise HTTPFault(400, exc.message) from None
     except (errors.ComputeHostNotFound, errors.NoValidHost) as exc:
         raise HTTPFault(400, exc.message) from None
     response.headers["Location"] = views.links(base, "servers", uuid)[0]["href"]

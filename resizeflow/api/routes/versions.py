@@ -32,10 +32,24 @@ def version_doc(base: str) -> dict[str, Any]:
     }
 
 
+def legacy_v2(base: str) -> dict[str, Any]:
+    """Nova's entry for the v2.0 API, deprecated: listed as Nova lists it, not served here."""
+    return {
+        "id": "v2.0",
+        "status": "DEPRECATED",
+        "version": "",
+        "min_version": "",
+        "updated": "2025-07-04T12:00:00Z",
+        "links": [{"rel": "self", "href": f"{base}/v2/"}],
+    }
+
+
 @router.get("/")
 def versions(base: Base) -> dict[str, Any]:
-    """Every API version served here."""
-    return {"versions": [version_doc(base)]}
+    """Every API version, as Nova lists them: each with its self link only."""
+    current = {k: v for k, v in version_doc(base).items() if k != "media-types"}
+    current["links"] = current["links"][:1]
+    return {"versions": [legacy_v2(base), current]}
 
 
 @router.get("/v2.1")
