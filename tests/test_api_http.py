@@ -508,9 +508,9 @@ def test_a_resize_is_accepted_and_recorded(api: InProcessAPI) -> None:
         "alice",
     )
     one = api.request("GET", f"/v2.1/servers/{uid}/os-instance-actions/{request_id}")
-    # Scheduled (Nova's conductor's events); no worker has run a step.
+    # Scheduled (Nova's conductor's events, newest first); no worker has run a step.
     events = [(e["event"], e["result"]) for e in one.json()["instanceAction"]["events"]]
-    assert events == [("conductor_migrate_server", "Success"), ("cold_migrate", "Success")]
+    assert events == [("cold_migrate", "Success"), ("conductor_migrate_server", "Success")]
     # Before 2.51 members do not see events, as in Nova's default policy; from
     # 2.51 everyone does, without the traceback.
     path = f"/v2.1/servers/{uid}/os-instance-actions/{request_id}"
@@ -518,8 +518,8 @@ def test_a_resize_is_accepted_and_recorded(api: InProcessAPI) -> None:
     assert "events" not in member.json()["instanceAction"]
     member = api.request("GET", path, "alice:p-accept", headers=headers("alice:p-accept", "2.51"))
     assert [e["event"] for e in member.json()["instanceAction"]["events"]] == [
-        "conductor_migrate_server",
         "cold_migrate",
+        "conductor_migrate_server",
     ]
     missing = api.request("GET", f"/v2.1/servers/{uid}/os-instance-actions/req-nope")
     assert fault(missing, 404, "itemNotFound") == "Action req-nope not found"

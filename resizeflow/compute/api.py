@@ -366,23 +366,33 @@ class ComputeAPI:
         return new.as_dict()
 
     @staticmethod
-    def _scheduled(session: Session, action: InstanceAction, failure: BaseException | None) -> None:
+    def _api_event(
+        session: Session, action: InstanceAction, event: str, failure: BaseException | None = None
+    ) -> None:
+        """Record an event of work done in this process (Nova's API or conductor),
+        which begins and ends here; this machine is its host, as Nova's is."""
+        session.flush()  # the action's id and start
+        tb = "".join(traceback.format_exception(failure)) if failure is not None else None
+        dbapi.record_event(
+            session,
+            dbapi.event_params(
+                action.id,
+                event,
+                host=socket.gethostname(),
+                start=action.start_time,
+                result="Success" if failure is None else "Error",
+                traceback=tb,
+            ),
+        )
+
+    @classmethod
+    def _scheduled(
+        cls, session: Session, action: InstanceAction, failure: BaseException | None
+    ) -> None:
         """Record the events of Nova's conductor, which schedules a resize or a
         cold migration: ``conductor_migrate_server`` and, within it, ``cold_migrate``."""
-        session.flush()  # the action's id
-        tb = "".join(traceback.format_exception(failure)) if failure is not None else None
         for event in ("conductor_migrate_server", "cold_migrate"):
-            dbapi.record_event(
-                session,
-                dbapi.event_params(
-                    action.id,
-                    event,
-                    host=socket.gethostname(),
-                    start=action.start_time,
-                    result="Success" if failure is None else "Error",
-                    traceback=tb,
-                ),
-            )
+            cls._api_event(session, action, event, failure)
         if failure is not None:
             dbapi.finish_action(session, action.id, error=True)
 
@@ -569,7 +579,7 @@ class ComputeAPI:
             inst.locked, inst.locked_by = True, "owner" if owner else "admin"
             if reason is not None:
                 inst.system_metadata = {**inst.system_metadata, LOCKED_REASON_KEY: reason}
-            self._record(ctx, s, inst, "lock")
+            self._api_event(s, self._record(ctx, s, inst, "lock"), "api_lock")
 
     def unlock(self, ctx: RequestContext, uuid: str) -> None:
         with self.db.transaction() as s:
@@ -582,7 +592,7 @@ class ComputeAPI:
             meta = dict(inst.system_metadata)
             if meta.pop(LOCKED_REASON_KEY, None) is not None:
                 inst.system_metadata = meta
-            self._record(ctx, s, inst, "unlock")
+            self._api_event(s, self._record(ctx, s, inst, "unlock"), "api_unlock")
 
     # -- delete -------------------------------------------------------------
     def delete(self, ctx: RequestContext, uuid: str) -> None:
@@ -616,28 +626,33 @@ class ComputeAPI:
             # on this row) must not deadlock with it.
             s.refresh(inst, with_for_update={"key_share": True})
             dbapi.cas_task_state(s, uuid, [inst.task_state], TaskState.DELETING)
+            live = self._live_migration_of(s, uuid)
+            confirm_first = (
+                live is not None
+                and live.status == MigrationStatus.FINISHED
+                and inst.vm_state == VmState.RESIZED
+                and not _in_flight(s, live)
+            )
+            # Nova records the confirm it makes first as an action of its own,
+            # under the delete's request id, before the delete's.
+            confirming = self._record(ctx, s, inst, "confirmResize") if confirm_first else None
             action = self._record(ctx, s, inst, "delete")
             # An operation in flight (a stop, start or spawn) ends here: its
             # step, if it still comes, finds its row aborted.
             for row in journal.open_operations(s, uuid):
                 journal.end(row, JournalStatus.ABORTED, "the server was deleted")
             delete = self._plan(ctx, s, flows.DELETE, inst, action)
-            live = self._live_migration_of(s, uuid)
             if live is None:
                 launches.append(delete)
                 return
-            if (
-                live.status == MigrationStatus.FINISHED
-                and inst.vm_state == VmState.RESIZED
-                and not _in_flight(s, live)
-            ):
+            if confirming is not None:
                 # NOTE: confirming first frees the source host's copy and claim;
                 # deleting straight away would leak them (Nova's
                 # _confirm_resize_on_deleting).
                 dbapi.cas_migration_status(
                     s, live.id, MigrationStatus.FINISHED, MigrationStatus.CONFIRMING
                 )
-                confirm = self._plan(ctx, s, flows.CONFIRM, inst, action, live)
+                confirm = self._plan(ctx, s, flows.CONFIRM, inst, confirming, live)
                 launches.append(Launch(confirm.subject, confirm.steps, then=delete))
                 return
             errored = live.status == MigrationStatus.ERROR

@@ -722,20 +722,25 @@ def _step(r: StepJournal) -> StepInfo:
 
 
 def _events(session: Session, action_id: int) -> tuple[EventInfo, ...]:
-    """An action's events, with the steps running now shown as events in progress.
+    """An action's events, newest first as Nova lists them, with the steps running
+    now shown as events in progress.
 
     A step writes its event when it ends (in the commit that finishes it);
-    until then its journal row says it is running.
+    until then its journal row says it is running, and its event is the newest.
     """
+    rows = session.scalars(
+        select(InstanceActionEvent).where(InstanceActionEvent.action_id == action_id)
+    )
+    # Nova orders by the event's creation, then its id, both descending.
     found = [
-        EventInfo(e.event, e.host, e.start_time, e.finish_time, e.result, e.traceback)
-        for e in session.scalars(
-            select(InstanceActionEvent)
-            .where(InstanceActionEvent.action_id == action_id)
-            .order_by(InstanceActionEvent.start_time, InstanceActionEvent.id)
+        (
+            e.start_time,
+            e.id,
+            EventInfo(e.event, e.host, e.start_time, e.finish_time, e.result, e.traceback),
         )
+        for e in rows
     ]
-    written = {e.event for e in found}
+    written = {info.event for _, _, info in found}
     for r in session.scalars(
         select(StepJournal).where(
             StepJournal.action_id == action_id, StepJournal.status == JournalStatus.RUNNING
@@ -743,5 +748,7 @@ def _events(session: Session, action_id: int) -> tuple[EventInfo, ...]:
     ):
         name = flows.step(r.step).event
         if name not in written and r.started_at is not None:
-            found.append(EventInfo(name, r.host, r.started_at, None, None, None))
-    return tuple(sorted(found, key=lambda e: e.start_time))
+            found.append(
+                (r.started_at, 2**63, EventInfo(name, r.host, r.started_at, None, None, None))
+            )
+    return tuple(info for *_, info in sorted(found, key=lambda f: (f[0], f[1]), reverse=True))
