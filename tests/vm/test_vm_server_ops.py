@@ -94,6 +94,9 @@ def test_migrate_revert_of_a_stopped_guest_then_hard_reboot_and_reset_state(
     vm.wait_status(sid, "SHUTOFF")
     assert vm.domain_state("vm2", sid) is None and not vm.inst_dir("vm2", sid).exists()
     assert vm.domain_state("vm1", sid) == "shutoff"
+    # After the revert the console log is the source's again: the first boot's.
+    reverted = osc(vm, project, "console", "log", "show", sid).stdout
+    assert f"RF marker written={first.marker}" in reverted and "RF poweroff" in reverted
 
     # A hard reboot starts it from the database's view: the guest boots on its
     # own disk again.
