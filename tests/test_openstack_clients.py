@@ -111,7 +111,9 @@ def test_sdk_sees_nova_errors(rf: Stack, project: str) -> None:
 
 
 # -- python-openstackclient ----------------------------------------------------------
-def osc(rf: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def osc(
+    rf: Stack, *args: str, token: str = "admin:admin", timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("openstack")
     cmd = [
         str(exe),
@@ -120,10 +122,10 @@ def osc(rf: Stack, *args: str) -> subprocess.CompletedProcess[str]:
         "--os-endpoint",
         rf.api_endpoint(),
         "--os-token",
-        "admin:admin",
+        token,
         *args,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def osc_show(rf: Stack, uuid: str) -> dict[str, Any]:

@@ -179,6 +179,24 @@ def assert_errored_out(rf: Stack, uuid: str, mig_id: int, failed_step: str, faul
     assert statuses[failed_step] == JournalStatus.FAILED
 
 
+def fail_for_good(rf: Stack, project: str, step: str) -> tuple[str, int]:
+    """A server resized to VERIFY_RESIZE, then confirmed or reverted (the flow of
+    ``step``, a ``flow.name`` or ``flow.name:hypervisor``) with ``step`` failing once,
+    for good: its uuid and migration id, once the workflow has errored out."""
+    uuid = rf.boot(project)
+    mig_id = resize_to_verify(rf, project, uuid)
+    name = step.partition(":")[0]
+    rf.set_failpoints(
+        {f"resizeflow.{step}": [{"mode": "fatal", "times": 1, "instance_uuid": uuid}]}
+    )
+    if name.startswith("confirm."):
+        rf.api.confirm_resize(rf.ctx(project), uuid)
+    else:
+        rf.api.revert_resize(rf.ctx(project), uuid)
+    assert_errored_out(rf, uuid, mig_id, name.rpartition(".")[2], "injected fatal failure")
+    return uuid, mig_id
+
+
 def test_permanent_failure_errors_the_workflow_out(rf: Stack, project: str) -> None:
     uuid = rf.boot(project)
     mig_id = resize_to_verify(rf, project, uuid)
@@ -250,18 +268,8 @@ def test_finish_revert_failing_on_the_hypervisor_leaves_the_server_on_its_source
     """Nova's finish_revert_resize moves flavor, host and allocation back before it
     calls the driver: if the domain never comes back, the server is in ERROR where
     its disks are, at their flavor, holding its own allocation."""
-    uuid = rf.boot(project)
-    mig_id = resize_to_verify(rf, project, uuid)
+    uuid, mig_id = fail_for_good(rf, project, "revert.finish_revert:hypervisor")
     mig = rf.migration(mig_id)
-    rf.set_failpoints(
-        {
-            "resizeflow.revert.finish_revert:hypervisor": [
-                {"mode": "fatal", "times": 1, "instance_uuid": uuid}
-            ]
-        }
-    )
-    rf.api.revert_resize(rf.ctx(project), uuid)
-    assert_errored_out(rf, uuid, mig_id, "finish_revert", "injected fatal failure")
     inst = rf.instance(uuid)
     assert (inst.host, inst.node) == (mig.source_compute, mig.source_node)
     assert inst.flavor["name"] == "m1.tiny"

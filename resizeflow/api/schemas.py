@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from resizeflow import errors
-from resizeflow.api.faults import jsonschema_reason, shown_value
+from resizeflow.api.faults import field_value, jsonschema_reason
 from resizeflow.api.microversion import Version
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -218,7 +218,7 @@ def validate_action(key: str, value: Any, version: Version) -> Any:
         field = path[-1] if path else key
         raise errors.ValidationError(
             field=field,
-            value=shown_value(first.get("input")),
+            value=field_value(first.get("input")),
             reason=jsonschema_reason(first.get("type", ""), first, field),
         ) from None
     return None if checked is None else checked.model_dump(exclude_none=True)

@@ -12,12 +12,19 @@ from resizeflow.states import PowerState, TaskState, VmState, check_task, check_
 from resizeflow.steps.context import HypervisorWork, InstanceContext, PhasedStep
 
 
-def spawn(ctx: InstanceContext) -> PhasedStep:
+def _connect_here(ctx: InstanceContext) -> None:
+    """Bind the instance's ports and connect its volumes on its own host, before
+    its domain is defined: the domain's NICs and disks are made from them."""
     inst = ctx.instance
-    ctx.notify("create.start")
     assert inst.host is not None
     ctx.network.setup_networks_on_host(inst.uuid, inst.host)
     ctx.volumes.initialize_connections(inst.uuid, inst.host)
+
+
+def spawn(ctx: InstanceContext) -> PhasedStep:
+    inst = ctx.instance
+    ctx.notify("create.start")
+    _connect_here(ctx)
     spec, virt = ctx.spec(), ctx.virt
 
     def boot(deadline: float) -> PowerState:
@@ -80,9 +87,7 @@ def _reboot(ctx: InstanceContext, *, hard: bool) -> PhasedStep:
     if inst.task_state != started:
         inst.task_state = check_task(inst.task_state, started)
     if hard:
-        assert inst.host is not None
-        ctx.network.setup_networks_on_host(inst.uuid, inst.host)
-        ctx.volumes.initialize_connections(inst.uuid, inst.host)
+        _connect_here(ctx)
     spec, virt = ctx.spec(), ctx.virt
 
     def work(deadline: float) -> PowerState:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import openstack
 
 from tests.stack import wait_for
+from tests.test_openstack_clients import osc as run_osc
 from tests.vm.helpers import SMALL, VmStack, assert_report, small_disks
 
 
@@ -23,18 +22,7 @@ def _project() -> str:
 
 
 def osc(vm: VmStack, project: str, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("openstack")
-    cmd = [
-        str(exe),
-        "--os-auth-type",
-        "admin_token",
-        "--os-endpoint",
-        vm.stack.api_endpoint(),
-        "--os-token",
-        f"admin:{project}",
-        *args,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = run_osc(vm.stack, *args, token=f"admin:{project}", timeout=300)
     assert done.returncode == 0, (args, done.stderr)
     return done
 
