@@ -2,12 +2,14 @@
 
 ``resizeflow api --bind 127.0.0.1 --port 8774`` serves it at ``/v2.1``
 (``/v2.1/{project_id}/...`` is accepted too), with discovery at ``/`` and
-``/v2.1/`` and microversions 2.1 to 2.47 (see :mod:`.microversion`):
+``/v2.1/`` and microversions 2.1 to 2.96 (see :mod:`.microversion`):
 
 - ``/servers``, ``/servers/detail``, ``/servers/{id}``: boot, list, show, delete;
-- ``/servers/{id}/action``: resize, confirmResize, revertResize, os-stop,
-  os-start, lock, unlock;
-- ``/servers/{id}/os-instance-actions[/{request_id}]``: one event per workflow step;
+- ``/servers/{id}/action``: resize, migrate, confirmResize, revertResize,
+  os-stop, os-start, reboot, os-resetState, os-getConsoleOutput, lock, unlock;
+- ``/servers/{id}/os-instance-actions[/{request_id}]``: Nova's events, one per
+  Nova method (the step journal has every step);
+- ``/servers/{id}/migrations[/{id}]``: live migrations in progress (none here);
 - ``/flavors``, ``/flavors/detail``, ``/flavors/{id}``: create and delete for admins;
 - ``/os-migrations``, ``/os-hypervisors[/detail]``, ``/os-services``,
   ``/os-aggregates``: admin;
