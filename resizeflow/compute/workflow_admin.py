@@ -263,7 +263,7 @@ class WorkflowAdmin:
         message = (
             f"Workflow {first.flow} of migration {mig.id} aborted by an operator at {short} "
             f"on {first.host}. The server's intact disks are on {intact} "
-            f"({_where(flow, mig, inst.uuid)}); {other} may hold leftovers of the resize."
+            f"({_where(flow, step, inst.uuid)}); {other} may hold leftovers of the resize."
         )
         inst.vm_state = check_vm(inst.vm_state, VmState.ERROR)
         inst.task_state = None
@@ -279,22 +279,27 @@ def nothing_reached_hypervisor(flow: flows.Flow, step: flows.Step, row: StepJour
     handing the resize back then would let a confirm delete the source's
     ``_resize``, the last good copy. Only a step no delivery ever claimed is
     proven untouched by the journal; the step's host may prove more (see
-    WorkflowAdmin._ask_the_hypervisor). A step that never touches the hypervisor is undone by
-    setting its networks up again, unless its flow's error-out already freed
-    the source claim and the stash a revert would need (a failed confirm).
+    WorkflowAdmin._ask_the_hypervisor). A step that never touches the
+    hypervisor is undone by setting its networks up again, unless its flow's
+    error-out already freed the source claim and the stash a revert would
+    need (a failed confirm).
     """
     if step.touches_hypervisor:
         return row.status == _J.PENDING and row.attempts == 0
     return not (flow.frees_source_on_error and row.status == _J.FAILED)
 
 
-def _where(flow: flows.Flow, mig: Migration, uuid: str) -> str:
-    """Where on the host of ``flow.intact_on`` the server's disks are."""
+def _where(flow: flows.Flow, step: flows.Step, uuid: str) -> str:
+    """Where on the host of ``flow.intact_on`` the server's disks are, the first
+    step not done being ``step``: resize_instance moves them to ``_resize``,
+    finish_revert moves them back, and either may have done so before it failed."""
     if flow.intact_on is flows.Side.DEST:
         return f"instance directory {uuid}"
-    if mig.status in (MigrationStatus.PRE_MIGRATING, MigrationStatus.MIGRATING):
+    if step is flows.RESIZE.steps[1]:
         return f"instance directory {uuid}, or {uuid}_resize if the resize moved it"
-    return f"instance directory {uuid}_resize, or {uuid} if a revert renamed it back"
+    if step is flows.REVERT.last:
+        return f"instance directory {uuid}_resize, or {uuid} if the revert moved it back"
+    return f"instance directory {uuid}_resize"
 
 
 def _end_action(session: Session, row: StepJournal) -> None:
