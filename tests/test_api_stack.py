@@ -112,12 +112,13 @@ def test_a_failed_step_shows_as_error_with_a_fault(rf: Stack, project: str) -> N
         events = admin.get(f"/servers/{uuid}/os-instance-actions/{request_id}").json()[
             "instanceAction"
         ]["events"]
-        assert events[-1]["event"] == "compute_finish_resize"
-        assert events[-1]["result"] == "Error" and events[-1]["traceback"]
+        # Newest first, as Nova lists them: the failed method's event leads.
+        assert events[0]["event"] == "compute_finish_resize"
+        assert events[0]["result"] == "Error" and events[0]["traceback"]
         # 2.84: what went wrong, without the traceback, for admins (Nova's default
         # events:details policy); the owner sees the event without it.
         step = "resizeflow.resize.finish_resize"
-        assert events[-1]["details"] == f"Step {step} failed: injected fatal failure in {step}"
+        assert events[0]["details"] == f"Step {step} failed: injected fatal failure in {step}"
         (event,) = [
             e
             for e in http.get(f"/servers/{uuid}/os-instance-actions/{request_id}").json()[
