@@ -80,20 +80,22 @@ def _require_keystone() -> None:
 
 
 def _clouds(rf: Stack, keystone: KeystoneDeployment) -> dict[str, Any]:
-    compute = {
-        "auth_type": "admin_token",
-        "auth": {"endpoint": rf.api_endpoint(), "token": "admin:admin"},
-    }
+    def compute() -> dict[str, Any]:
+        return {
+            "auth_type": "admin_token",
+            "auth": {"endpoint": rf.api_endpoint(), "token": "admin:admin"},
+        }
+
     return {
         "clouds": {
             # Compute: resizeflow's API and its own token; identity: real Keystone's v3.
             "resizeflow": {
-                **compute,
+                **compute(),
                 "identity_api_version": "3",
                 "identity_endpoint_override": keystone.url,
             },
             # The same without an identity service: what the CLI has without Keystone.
-            "resizeflow-alone": compute,
+            "resizeflow-alone": compute(),
             # Keystone's bootstrapped admin, by password, with the catalog Keystone serves.
             "keystone": {
                 "auth_type": "password",
@@ -229,7 +231,7 @@ def test_osc_server_migration_list_by_host(cloud: Cloud) -> None:
     # Every listing first found the identity service: Keystone answered each one's discovery.
     assert cloud.keystone.requests("GET", "/v3") - discoveries == lists
 
-    # Without an identity service the CLI refuses before it asks resizeflow anything.
+    # Without an identity service the CLI refuses to list at all.
     done = cloud.osc("resizeflow-alone", "server", "migration", "list", "--host", first)
     assert done.returncode != 0
     assert "Service requires API version '3' but the configured version is '2'" in done.stderr
