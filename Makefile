@@ -91,8 +91,8 @@ test: install browser-deps hosts-deps
 test-vm: install vm-deps libvirtd
 	$(BIN)/pytest -m vm --durations=15 $(PYTEST_ARGS)
 
-# Real Nova 34 and Placement 16 in a virtualenv of their own, pinned by OpenStack's
-# upper-constraints for the release (tests/conformance/constraints.txt).
+# Real Nova 34, Placement 16 and Keystone 30 in a virtualenv of their own, pinned by
+# OpenStack's upper-constraints for the release (tests/conformance/constraints.txt).
 NOVA_VENV ?= .venv-nova
 $(NOVA_VENV)/.installed: tests/conformance/requirements.txt tests/conformance/constraints.txt
 	$(PYTHON) -m venv $(NOVA_VENV)
@@ -105,7 +105,8 @@ $(NOVA_VENV)/.installed: tests/conformance/requirements.txt tests/conformance/co
 nova-venv: $(NOVA_VENV)/.installed
 
 # The conformance tier: the same requests on real Nova and on resizeflow, every answer
-# compared (marker nova); the report goes to var/conformance/report.txt.
+# compared (marker nova); the report goes to var/conformance/report.txt. The openstack
+# CLI's server migration list also runs here, with real Keystone for its identity calls.
 test-nova: install nova-venv
 	$(BIN)/pytest -m nova --durations=5 $(PYTEST_ARGS)
 

@@ -375,7 +375,8 @@ def test_osc_migrate_confirm_revert_console_reboot_state_and_migrations_by_host(
 
     # The host filter takes a source or a dest: each move touched both hosts.
     # (OSC's own migration list insists on an identity v3 service, Keystone,
-    # before it sends anything; the nova CLI and the SDK list here.)
+    # before it sends anything; the nova CLI and the SDK list here, and
+    # tests/conformance/test_keystone_osc.py runs OSC's with real Keystone.)
     for host in (source, dest):
         listed = [m for m in conn.compute.migrations(host=host) if m.server_id == server.id]
         assert len(listed) == 2, listed
