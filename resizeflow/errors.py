@@ -190,7 +190,13 @@ class InvalidStateTransition(Conflict):
     msg_fmt = "%(kind)s cannot move from %(old)s to %(new)s."
 
 
-class NoValidHost(Conflict):
+class NoValidHost(ResizeflowError):
+    """Scheduling found no host: Nova's NoValidHost, whose code (500) its faults record.
+
+    Never an API answer as such: a boot refuses it with a 400, and a move
+    records it as the server's fault.
+    """
+
     msg_fmt = "No valid host was found. %(reason)s"
 
 
