@@ -84,7 +84,22 @@ class Wait:
     timeout: float = 90.0
 
 
-Step = Call | Wait
+@dataclass(frozen=True)
+class Pause:
+    """Let ``seconds`` pass on both sides before the next step.
+
+    Nova keeps a server's ``created_at`` to the whole second (the build
+    request's time, sent to the conductor as an ISO 8601 string without its
+    fraction) and lists servers created in the same second by uuid, which is
+    random on each side. Servers whose list order is compared are booted at
+    least a second apart, so that order is their boot order on both sides.
+    """
+
+    seconds: float
+    why: str = ""
+
+
+Step = Call | Wait | Pause
 
 
 @dataclass(frozen=True)
@@ -179,13 +194,11 @@ class Side:
             elif r.status == 200:
                 server = r.body["server"]
                 last = f"{server['status']}/{server['OS-EXT-STS:task_state']}"
-                if server["status"] == "ERROR" and w.status != "ERROR":
+                settled = server["OS-EXT-STS:task_state"] is None
+                # A hard reboot of a server in error shows ERROR until it ends.
+                if server["status"] == "ERROR" and w.status != "ERROR" and settled:
                     return f"went to ERROR: {server.get('fault')}"
-                if (
-                    server["status"] == w.status
-                    and server["OS-EXT-STS:task_state"] is None
-                    and self._events_finished(w.server)
-                ):
+                if server["status"] == w.status and settled and self._events_finished(w.server):
                     return None
             time.sleep(0.2)
         return f"still {last} after {w.timeout:.0f}s"
@@ -517,6 +530,9 @@ class Run:
     def play(self, scenario: Scenario, on_step: Callable[[str], None] | None = None) -> None:
         began = time.monotonic()
         for step in scenario.steps:
+            if isinstance(step, Pause):
+                time.sleep(step.seconds)
+                continue
             if isinstance(step, Wait):
                 for side in (self.nova, self.rf):
                     why = side.wait(step)
