@@ -161,6 +161,15 @@ class UnexpectedTaskState(Conflict):
     msg_fmt = "Unexpected task state: expecting %(expected)s but the actual state is %(actual)s"
 
 
+class InstanceUpdateConflict(ResizeflowError):
+    """Nova's compute finding the task state changed under a method (its
+    UnexpectedTaskStateError): a 500 in the fault it leaves."""
+
+    msg_fmt = (
+        "Conflict updating instance %(instance_uuid)s. Expected: %(expected)s. Actual: %(actual)s"
+    )
+
+
 class ServiceUnavailable(Conflict):
     msg_fmt = "Service is unavailable at this time."
 
