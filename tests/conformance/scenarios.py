@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.conformance.engine import Call, Pause, Scenario, Step, Wait
+from tests.conformance.engine import Call, Hold, Pause, Scenario, Step, Wait
 from tests.conformance.standins import IMAGE_ID, NETWORK_ID, NETWORK_NAME
 
 MEMBER = "alice:p-conf"
@@ -485,6 +485,46 @@ def reboots() -> Scenario:
     )
 
 
+def reboot_in_flight() -> Scenario:
+    """A reboot its host has not taken yet (the host is held): Nova's REBOOT and
+    HARD_REBOOT, what they refuse, and a hard reboot taking over a soft one."""
+    g = "g"
+    return Scenario(
+        "reboot in flight",
+        (
+            Hold(HOST1),
+            act(g, {"reboot": {"type": "SOFT"}}),
+            *show_server(g, "2.1"),
+            *show_server(g, NEWEST),
+            act(g, {"reboot": {"type": "SOFT"}}),
+            act(g, {"os-stop": None}),
+            get("/servers/detail?status=REBOOT", NEWEST, token=MEMBER),
+            act(g, {"reboot": {"type": "HARD"}}),  # takes over the soft one
+            *show_server(g, NEWEST),
+            act(g, {"reboot": {"type": "SOFT"}}),
+            get("/servers/detail?status=HARD_REBOOT", NEWEST, token=MEMBER),
+            get(
+                "/servers/{g}/os-instance-actions",
+                capture={
+                    "req_g_soft": "instanceActions.1.request_id",
+                    "req_g_hard": "instanceActions.0.request_id",
+                },
+                compare=False,  # Nova's compute fails the soft one only once let go
+            ),
+            Hold(HOST1, held=False),
+            # Nova's compute runs the two in either order: wait for both.
+            Wait(g, "ACTIVE", actions=("req_g_soft",)),
+            *show_server(g, NEWEST),
+            get("/servers/{g}/os-instance-actions", NEWEST, token=MEMBER),
+            *at(
+                ACTION_VERSIONS,
+                lambda v: get("/servers/{g}/os-instance-actions/{req_g_soft}", v),
+                lambda v: get("/servers/{g}/os-instance-actions/{req_g_hard}", v),
+            ),
+        ),
+    )
+
+
 # A flavor whose disk no compute node of either side can hold (both report
 # Nova's fake 600000 GB), with flavor 1's vcpus and ram: quota allows it.
 HUGE_DISK = {"id": "6", "name": "cf.huge-disk", "vcpus": 1, "ram": 512, "disk": 700000}
@@ -797,6 +837,7 @@ def all_scenarios() -> list[Scenario]:
         refusals(),
         *cold_migrations(),
         reboots(),
+        reboot_in_flight(),
         no_valid_host(),
         server_views(),
         migration_views(),
