@@ -112,7 +112,7 @@ def test_migrate_over_http_as_nova_answers(rf: Stack, project: str) -> None:
         # Only an admin (or the project's manager) migrates, and only an admin names the host.
         denied = act(http, uuid, {"migrate": None}, 403).json()
         assert denied["forbidden"]["message"] == (
-            "Policy doesn't allow compute:migrate to be performed."
+            "Policy doesn't allow os_compute_api:os-migrate-server:migrate to be performed."
         )
         same = act(admin, uuid, {"migrate": {"host": source}}, 400).json()
         assert same["badRequest"]["message"] == (
