@@ -2,14 +2,22 @@
 
 They run in order and build on each other: the lifecycle scenarios leave
 servers behind in known states (``a`` resized and confirmed, ``b`` resized
-and reverted, ``c`` awaiting confirmation, ``d`` stopped and locked), and the
-view scenarios then read every resource at each microversion where Nova's
-schema or view for it changes.
+and reverted, ``c`` awaiting confirmation, ``d`` stopped and locked, ``e``
+cold-migrated and confirmed, ``f`` stopped, cold-migrated and reverted, ``g``
+rebooted every way and reset, ``h`` in error after a resize no host could
+take), and the view scenarios then read every resource at each microversion
+where Nova's schema or view for it changes.
 
-Adding a server action is one entry in :data:`ACTIONS` (its body, and the
-state it ends in); adding a view is one entry in :data:`VIEWS` (its path and
-the microversions where it changes). See the README's "Conformance with real
-Nova" section.
+Every server the views read is booted on a named host (an admin in the
+member's project), so that where it is never depends on which of two equal
+hosts a scheduler chose, and a second after the one before it, so that both
+sides list them in their boot order (Nova lists servers created in the same
+second by uuid).
+
+Adding a server action is one entry in :data:`ACTIONS` (its body, the state
+it ends in, who asks); a view is a ``get`` at each version of a boundary
+list (``at(VERSIONS, ...)``). See the README's "Conformance with real Nova"
+section.
 """
 
 from __future__ import annotations
