@@ -161,6 +161,15 @@ class UnexpectedTaskState(Conflict):
     msg_fmt = "Unexpected task state: expecting %(expected)s but the actual state is %(actual)s"
 
 
+class InstanceUpdateConflict(ResizeflowError):
+    """Nova's compute finding the task state changed under a method (its
+    UnexpectedTaskStateError): a 500 in the fault it leaves."""
+
+    msg_fmt = (
+        "Conflict updating instance %(instance_uuid)s. Expected: %(expected)s. Actual: %(actual)s"
+    )
+
+
 class ServiceUnavailable(Conflict):
     msg_fmt = "Service is unavailable at this time."
 
@@ -190,7 +199,13 @@ class InvalidStateTransition(Conflict):
     msg_fmt = "%(kind)s cannot move from %(old)s to %(new)s."
 
 
-class NoValidHost(Conflict):
+class NoValidHost(ResizeflowError):
+    """Scheduling found no host: Nova's NoValidHost, whose code (500) its faults record.
+
+    Never an API answer as such: a boot refuses it with a 400, and a move
+    records it as the server's fault.
+    """
+
     msg_fmt = "No valid host was found. %(reason)s"
 
 

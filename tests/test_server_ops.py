@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import select
 
 from resizeflow import errors
 from resizeflow.compute.workflow_admin import WorkflowAdmin
-from resizeflow.db.models import Instance
+from resizeflow.db.models import Instance, InstanceAction, InstanceActionEvent, InstanceFault
 from resizeflow.states import JournalStatus, MigrationStatus, PowerState, VmState
 from tests.stack import Stack, wait_for
 from tests.test_api_stack import act, boot, client, server, wait_status
@@ -97,6 +98,34 @@ def test_a_hard_reboot_takes_over_a_soft_one_in_flight(rf: Stack, project: str) 
     time.sleep(3.5)  # the soft reboot's hypervisor work ends, and must commit nothing
     assert instance_rows(rf, uuid)[-2:] == [("soft_reboot", "aborted"), ("hard_reboot", "done")]
     assert rf.instance(uuid).task_state is None and inst.power_state == PowerState.RUNNING
+    # The soft reboot failed as Nova's compute fails it, finding the task state changed:
+    # its event and action say Error, and the server has the fault; the hard one succeeded.
+    with rf.db.snapshot() as s:
+        soft, hard = s.scalars(
+            select(InstanceAction)
+            .where(InstanceAction.instance_uuid == uuid, InstanceAction.action == "reboot")
+            .order_by(InstanceAction.id)
+        ).all()
+
+        def events(action: InstanceAction) -> list[tuple[str, str | None]]:
+            found = s.scalars(
+                select(InstanceActionEvent).where(InstanceActionEvent.action_id == action.id)
+            )
+            return [(e.event, e.result) for e in found]
+
+        assert (soft.message, events(soft)) == ("Error", [("compute_reboot_instance", "Error")])
+        assert (hard.message, events(hard)) == (None, [("compute_reboot_instance", "Success")])
+        fault = s.scalars(
+            select(InstanceFault)
+            .where(InstanceFault.instance_uuid == uuid)
+            .order_by(InstanceFault.id.desc())
+        ).first()
+        assert fault is not None
+        assert (fault.code, fault.message) == (
+            500,
+            f"Conflict updating instance {uuid}. Expected: {{'task_state': ['rebooting', "
+            "'reboot_pending', 'reboot_started']}. Actual: {'task_state': 'rebooting_hard'}",
+        )
 
 
 def test_hard_reboot_brings_back_a_server_a_failed_confirm_left_in_error(

@@ -17,9 +17,9 @@ from resizeflow.api.deps import ServiceLayer
 from resizeflow.api.faults import (
     HTTPFault,
     api_message,
+    body_loc,
     fault_response,
-    field_value,
-    jsonschema_reason,
+    invalid_input,
 )
 from resizeflow.api.middleware import NovaMiddleware
 from resizeflow.api.routes import (
@@ -47,63 +47,18 @@ PREFIX = "/v2.1"
 
 
 def validation_message(exc: RequestValidationError, path: str) -> str:
-    """Nova's schema error, from the first problem: the field, the value, and why.
-
-    As Nova's validator words it: the field is the innermost key of the path,
-    and for a missing or unexpected property it is the object that holds it,
-    shown as the value.
-    """
+    """Nova's schema error for a request, from its first problem (see ``invalid_input``)."""
     first: dict[str, Any] = exc.errors()[0]
     kind = first.get("type", "")
     raw_loc = tuple(first.get("loc", ()))
     if kind == "json_invalid" or (kind == "model_attributes_type" and raw_loc == ("body",)):
         return "Malformed request body"
-    loc = [str(p) for p in raw_loc if p not in ("body", "query", "path", "header")]
-    # A union reports the branch it tried (a type name); the field is its parent.
-    loc = [p for p in loc if not _union_tag(p)]
+    loc = body_loc(p for p in raw_loc if p not in ("body", "query", "path", "header"))
     if kind == "missing" and raw_loc[:1] == ("body",) and not loc:
         return "Malformed request body: a JSON object is required"
     if path.endswith("/action") and kind == "extra_forbidden" and len(loc) == 1:
         return f"There is no such action: {loc[0]}"
-    leaf = loc[-1] if loc else ""
-    value = first.get("input")
-    if kind in ("missing", "extra_forbidden"):
-        loc = loc[:-1]
-        value = _at(exc.body, loc)
-    if not loc:
-        return jsonschema_reason(kind, first, leaf)  # the body itself: jsonschema's message alone
-    # Nova names the innermost part of the path only (``ex.path.pop()``).
-    return (
-        f"Invalid input for field/attribute {loc[-1]}. Value: {field_value(value)}. "
-        f"{jsonschema_reason(kind, first, leaf)}"
-    )
-
-
-_TAGS = frozenset({"str", "int", "bool", "float", "dict", "list", "none", "union"})
-
-
-def _union_tag(part: str) -> bool:
-    """pydantic's names for the branch of a union it tried (not keys of the body)."""
-    if ":" in part:
-        return False  # a key such as OS-DCF:diskConfig
-    return (
-        part in _TAGS
-        or part[:1].isupper()
-        or "[" in part
-        or part.startswith(("constrained-", "function-", "json-or-", "lax-or-"))
-    )
-
-
-def _at(body: Any, loc: list[str]) -> Any:
-    """The part of the request body at ``loc``, or None where it cannot be followed."""
-    for key in loc:
-        if isinstance(body, dict):
-            body = body.get(key)
-        elif isinstance(body, list) and key.isdigit() and int(key) < len(body):
-            body = body[int(key)]
-        else:
-            return None
-    return body
+    return invalid_input(first, exc.body, loc)
 
 
 def install_handlers(app: FastAPI) -> None:

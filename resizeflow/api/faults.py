@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -100,9 +100,11 @@ def jsonschema_reason(kind: str, first: dict[str, Any], leaf: str) -> str:
     if kind == "extra_forbidden":
         return f"Additional properties are not allowed ('{leaf}' was unexpected)"
     if kind == "string_too_long":
-        return f"{shown_value(value)} is too long"
+        empty = ctx.get("max_length") == 0
+        return f"{shown_value(value)} {'is expected to be empty' if empty else 'is too long'}"
     if kind == "string_too_short":
-        return f"{shown_value(value)} is too short"
+        one = ctx.get("min_length") == 1
+        return f"{shown_value(value)} {'should be non-empty' if one else 'is too short'}"
     if kind in _JSON_TYPE:
         return f"{shown_value(value)} is not of type '{_JSON_TYPE[kind]}'"
     if kind == "literal_error":
@@ -116,3 +118,58 @@ def jsonschema_reason(kind: str, first: dict[str, Any], leaf: str) -> str:
     if kind == "string_pattern_mismatch":
         return f"{shown_value(value)} does not match '{ctx.get('pattern', '')}'"
     return str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
+
+
+def invalid_input(first: Mapping[str, Any], body: Any, loc: Sequence[str]) -> str:
+    """Nova's validator message for ``body`` failing its schema at ``loc`` (pydantic's
+    ``first`` error, with ``loc`` the keys of the body that lead to it).
+
+    As Nova's validator words it: the field is the innermost key of the path
+    (``ex.path.pop()``), and for a missing or unexpected property it is the
+    object that holds it, shown as the value; a value is shown as ``str()``
+    shows it. At the body itself, jsonschema's reason alone.
+    """
+    kind = str(first.get("type", ""))
+    leaf = loc[-1] if loc else ""
+    value = first.get("input")
+    if kind in ("missing", "extra_forbidden"):
+        loc = loc[:-1]
+        value = body_at(body, loc)
+    if not loc:
+        return jsonschema_reason(kind, dict(first), leaf)
+    return (
+        f"Invalid input for field/attribute {loc[-1]}. Value: {field_value(value)}. "
+        f"{jsonschema_reason(kind, dict(first), leaf)}"
+    )
+
+
+_TAGS = frozenset({"str", "int", "bool", "float", "dict", "list", "none", "union"})
+
+
+def body_loc(raw: Iterable[Any]) -> list[str]:
+    """The keys of the body in a pydantic error's ``loc``, without the names pydantic
+    gives the branch of a union it tried (a type name: the field is its parent)."""
+    return [p for p in (str(r) for r in raw) if not _union_tag(p)]
+
+
+def _union_tag(part: str) -> bool:
+    if ":" in part:
+        return False  # a key such as OS-DCF:diskConfig
+    return (
+        part in _TAGS
+        or part[:1].isupper()
+        or "[" in part
+        or part.startswith(("constrained-", "function-", "json-or-", "lax-or-"))
+    )
+
+
+def body_at(body: Any, loc: Sequence[str]) -> Any:
+    """The part of the request body at ``loc``, or None where it cannot be followed."""
+    for key in loc:
+        if isinstance(body, dict):
+            body = body.get(key)
+        elif isinstance(body, list) and key.isdigit() and int(key) < len(body):
+            body = body[int(key)]
+        else:
+            return None
+    return body

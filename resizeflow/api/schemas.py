@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,7 +18,7 @@ from pydantic import (
 )
 
 from resizeflow import errors
-from resizeflow.api.faults import field_value, jsonschema_reason
+from resizeflow.api.faults import HTTPFault, body_loc, field_value, invalid_input, shown_value
 from resizeflow.api.microversion import Version
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -37,6 +38,10 @@ Fqdn = Annotated[
 NovaFqdn = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9-._]*$")
 ]
+
+
+# os-getConsoleOutput's length written as a string.
+CONSOLE_LENGTH = "^-?[0-9]+$"
 
 
 class Strict(BaseModel):
@@ -149,15 +154,29 @@ class ResetState(Strict):
 
 class ConsoleOutput(Strict):
     # An integer, or one written as a string; -1 (and null) for every line.
-    length: (
-        Annotated[StrictInt, Field(ge=-1)]
-        | Annotated[str, StringConstraints(pattern=r"^-?[0-9]+$")]
-        | None
-    ) = None
+    length: StrictInt | str | None = None
+
+    @field_validator("length", mode="before")
+    @classmethod
+    def _as_nova_checks_it(cls, value: Any) -> Any:
+        """Nova's schema, in its order: the type, the pattern of a string, the minimum.
+
+        Nova's validator reads a string as its number for the minimum, so
+        ``"-2"`` is refused as ``-2`` is.
+        """
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"{value!r} is not of type 'integer', 'string', 'null'")
+        if isinstance(value, str) and re.search(CONSOLE_LENGTH, value) is None:
+            raise ValueError(f"{value!r} does not match '{CONSOLE_LENGTH}'")
+        if int(value) < -1:
+            raise ValueError(f"{int(value)!r} is less than the minimum of -1")
+        return value
 
 
 class Lock(Strict):
-    locked_reason: Annotated[str, StringConstraints(max_length=255)] | None = None
+    locked_reason: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
 
 
 class ActionBody(Strict):
@@ -195,11 +214,11 @@ class ActionBody(Strict):
         return value
 
 
-# Actions whose schema Nova applies only from a microversion on: before it,
-# the value is ignored.
+# Actions whose schema Nova applies only from a microversion on (before it,
+# the value is ignored): an object of this model, or null.
 _SINCE: dict[str, tuple[int, TypeAdapter[Any]]] = {
-    "lock": (73, TypeAdapter(Lock | None)),
-    "migrate": (56, TypeAdapter(Migrate | None)),
+    "lock": (73, TypeAdapter(Lock)),
+    "migrate": (56, TypeAdapter(Migrate)),
 }
 
 
@@ -208,20 +227,21 @@ def validate_action(key: str, value: Any, version: Version) -> Any:
     if key not in _SINCE:
         return value
     since, schema = _SINCE[key]
-    if not version.at_least(since):
+    if not version.at_least(since) or value is None:
         return None
+    if not isinstance(value, dict):
+        raise errors.ValidationError(
+            field=key,
+            value=field_value(value),
+            reason=f"{shown_value(value)} is not of type 'object', 'null'",
+        )
     try:
         checked = schema.validate_python(value)
     except ValidationError as exc:
         first: dict[str, Any] = dict(exc.errors()[0])
-        path = [str(p) for p in first["loc"] if not str(p)[:1].isupper()]
-        field = path[-1] if path else key
-        raise errors.ValidationError(
-            field=field,
-            value=field_value(first.get("input")),
-            reason=jsonschema_reason(first.get("type", ""), first, field),
-        ) from None
-    return None if checked is None else checked.model_dump(exclude_none=True)
+        loc = [key, *body_loc(first["loc"])]
+        raise HTTPFault(400, invalid_input(first, {key: value}, loc)) from None
+    return checked.model_dump(exclude_none=True)
 
 
 class WorkflowActionBody(Strict):

@@ -498,14 +498,57 @@ class ComputeAPI:
             if hard:
                 flow = flows.HARD_REBOOT
                 dbapi.cas_task_state(s, uuid, REBOOT_OVERRIDABLE, TaskState.REBOOTING_HARD)
-                for row in journal.open_operations(s, uuid):
+                taken = journal.open_operations(s, uuid)
+                for row in taken:
                     journal.end(row, JournalStatus.ABORTED, "a hard reboot took over")
+                self._taken_over(s, inst, taken)
             else:
                 flow = flows.SOFT_REBOOT
                 check_instance_state(inst, "reboot", vm_state=(VmState.ACTIVE,))
                 dbapi.cas_task_state(s, uuid, [None], TaskState.REBOOTING)
             record = self._record(ctx, s, inst, "reboot")
             launches.append(self._plan(ctx, s, flow, inst, record))
+
+    @staticmethod
+    def _taken_over(session: Session, inst: Instance, rows: Sequence[Any]) -> None:
+        """Fail the reboots a hard reboot takes over, as Nova's compute fails them.
+
+        NOTE: Nova's compute, running the earlier reboot after the hard one was
+        asked for, finds the task state changed under it: the method fails with
+        UnexpectedTaskStateError, which its event (Error), its action (message
+        Error) and an instance fault record. resizeflow ends that reboot where
+        it is taken over, and records the same there; its step, if it still
+        comes, does nothing and records nothing.
+        """
+        failed: set[int] = set()
+        for row in rows:
+            if row.action_id is None or row.action_id in failed:
+                continue
+            failed.add(row.action_id)
+            flow, step = flows.STEPS[row.step]
+            assert flow.task_state is not None
+            expected = [t.value for t in (flow.task_state, *flow.later_task_states)]
+            try:
+                raise errors.InstanceUpdateConflict(
+                    instance_uuid=inst.uuid,
+                    expected={"task_state": expected},
+                    actual={"task_state": TaskState.REBOOTING_HARD.value},
+                )
+            except errors.InstanceUpdateConflict as exc:
+                tb = "".join(traceback.format_exception(exc))
+                dbapi.record_event(
+                    session,
+                    dbapi.event_params(
+                        row.action_id,
+                        step.event,
+                        host=inst.host or socket.gethostname(),
+                        start=None,
+                        result="Error",
+                        traceback=tb,
+                    ),
+                )
+                dbapi.finish_action(session, row.action_id, error=True)
+                dbapi.add_fault(session, inst.uuid, exc, inst.host, tb)
 
     def reset_state(self, ctx: RequestContext, uuid: str, state: VmState) -> None:
         """Nova's os-resetState (admin): the server's vm_state is ``state``, no task.

@@ -11,7 +11,7 @@ import datetime as dt
 import ipaddress
 import re
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -410,9 +410,8 @@ class Queries:
             stmt = stmt.where(Instance.project_id == ctx.project_id)
         if host is not None:
             stmt = stmt.where(Instance.host == host)
-        stmt = stmt.order_by(Instance.created_at.desc(), Instance.uuid.desc())
         with self.db.snapshot() as s:
-            rows = list(s.scalars(stmt))
+            rows = nova_list_order(s.scalars(stmt))
             found = [_server(s, inst) for inst in rows]
         if status is not None:
             found = [f for f in found if f.status == status.upper()]
@@ -670,6 +669,22 @@ class Queries:
                     )
                 )
             return out
+
+
+def nova_list_order(servers: Iterable[Instance]) -> list[Instance]:
+    """Servers in the order of Nova's list: newest first, by ``created_at`` to the
+    whole second, and those created in the same second by uuid, ascending.
+
+    Nova's default sort is ``created_at`` descending, to which its multi-cell
+    lister appends ``uuid`` ascending (``nova/compute/instance_list.py``). The
+    ``created_at`` it compares has no fraction of a second: the conductor
+    creates the instance from the build request it was sent over RPC, and
+    oslo.versionedobjects writes a time in a message as ISO 8601 without the
+    fraction, so what the cell database stores is the whole second.
+    """
+    by_uuid = sorted(servers, key=lambda inst: inst.uuid)
+    # A stable sort: within one second, the uuid order stays.
+    return sorted(by_uuid, key=lambda inst: inst.created_at.replace(microsecond=0), reverse=True)
 
 
 def _num(flavorid: str) -> int | str:

@@ -28,7 +28,7 @@ def select_destination(
     exclude: Collection[str] = (),
     service_down_time: float = 60.0,
 ) -> NodeRef:
-    """The node to place ``resources`` on, or NoValidHost.
+    """The node to place ``resources`` on, or NoValidHost (worded as Nova's).
 
     A ``requested_host`` (Nova's requested destination) must exist, and is
     then put through the same checks as any other: up, and able to hold them.
@@ -44,13 +44,13 @@ def select_destination(
         for svc in session.scalars(select(Service).where(Service.binary == services.COMPUTE))
         if not services.is_up(svc, service_down_time)
     }
-    fits = [
-        n
-        for n in nodes
-        if n.host not in exclude
-        and n.host not in down
-        and placement.can_fit(NodeRef(n.host, n.node), resources)
-    ]
+    # Nova's two stages, each with its own reason: placement's allocation
+    # candidates (the nodes that can hold the resources; none: no reason given),
+    # then the scheduler's filters (the hosts to ignore, the compute services down).
+    candidates = [n for n in nodes if placement.can_fit(NodeRef(n.host, n.node), resources)]
+    if not candidates:
+        raise errors.NoValidHost(reason="")
+    fits = [n for n in candidates if n.host not in exclude and n.host not in down]
     if not fits:
         raise errors.NoValidHost(reason="There are not enough hosts available.")
     best = max(fits, key=lambda n: n.memory_mb * n.ram_allocation_ratio - n.memory_mb_used)

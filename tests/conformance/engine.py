@@ -82,9 +82,41 @@ class Wait:
     status: str | None = None
     gone: bool = False
     timeout: float = 90.0
+    # Request ids (placeholders) of earlier actions that must also have ended:
+    # each shows at least one event, and every event has finished.
+    actions: tuple[str, ...] = ()
 
 
-Step = Call | Wait
+@dataclass(frozen=True)
+class Pause:
+    """Let ``seconds`` pass on both sides before the next step.
+
+    Nova keeps a server's ``created_at`` to the whole second (the build
+    request's time, sent to the conductor as an ISO 8601 string without its
+    fraction) and lists servers created in the same second by uuid, which is
+    random on each side. Servers whose list order is compared are booted at
+    least a second apart, so that order is their boot order on both sides.
+    """
+
+    seconds: float
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Hold a compute host's processes on both sides, or let them go (``held=False``).
+
+    What the API sends a held host waits in its queue, so the states the API
+    sets before it answers (a reboot's ``rebooting``, shown as ``REBOOT``) can
+    be read on both sides before the host moves them on. A scenario lets go
+    of every host it held when it ends, however it ends.
+    """
+
+    host: str
+    held: bool = True
+
+
+Step = Call | Wait | Pause | Hold
 
 
 @dataclass(frozen=True)
@@ -111,6 +143,8 @@ class Side:
     endpoint: str  # .../v2.1
     values: dict[str, str] = field(default_factory=dict)
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
+    # Holds (True) or lets go (False) a compute host's processes: see Hold.
+    hold: Callable[[str, bool], None] | None = None
 
     @property
     def root(self) -> str:
@@ -179,16 +213,24 @@ class Side:
             elif r.status == 200:
                 server = r.body["server"]
                 last = f"{server['status']}/{server['OS-EXT-STS:task_state']}"
-                if server["status"] == "ERROR" and w.status != "ERROR":
+                settled = server["OS-EXT-STS:task_state"] is None
+                # A hard reboot of a server in error shows ERROR until it ends.
+                if server["status"] == "ERROR" and w.status != "ERROR" and settled:
                     return f"went to ERROR: {server.get('fault')}"
                 if (
                     server["status"] == w.status
-                    and server["OS-EXT-STS:task_state"] is None
+                    and settled
                     and self._events_finished(w.server)
+                    and all(self._action_ended(w.server, a) for a in w.actions)
                 ):
                     return None
             time.sleep(0.2)
         return f"still {last} after {w.timeout:.0f}s"
+
+    def _action_ended(self, server: str, request: str) -> bool:
+        shown = self.send(Call("GET", f"/servers/{{{server}}}/os-instance-actions/{{{request}}}"))
+        events = shown.body["instanceAction"].get("events", []) if shown.status == 200 else []
+        return bool(events) and all(e["finish_time"] is not None for e in events)
 
     def _events_finished(self, server: str) -> bool:
         actions = self.send(Call("GET", f"/servers/{{{server}}}/os-instance-actions"))
@@ -515,8 +557,31 @@ class Run:
     seconds: float = 0.0
 
     def play(self, scenario: Scenario, on_step: Callable[[str], None] | None = None) -> None:
+        held: set[str] = set()
+        try:
+            self._play(scenario, held, on_step)
+        finally:
+            for host in sorted(held):
+                self._hold(Hold(host, held=False), held)
+
+    def _hold(self, step: Hold, held: set[str]) -> None:
+        for side in (self.nova, self.rf):
+            if side.hold is None:
+                raise RuntimeError(f"{side.name} cannot hold a host")
+            side.hold(step.host, step.held)
+        (held.add if step.held else held.discard)(step.host)
+
+    def _play(
+        self, scenario: Scenario, held: set[str], on_step: Callable[[str], None] | None
+    ) -> None:
         began = time.monotonic()
         for step in scenario.steps:
+            if isinstance(step, Pause):
+                time.sleep(step.seconds)
+                continue
+            if isinstance(step, Hold):
+                self._hold(step, held)
+                continue
             if isinstance(step, Wait):
                 for side in (self.nova, self.rf):
                     why = side.wait(step)

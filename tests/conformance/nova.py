@@ -16,6 +16,7 @@ from the pins in this directory), never from resizeflow's.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -385,6 +386,11 @@ sync_on_startup = true
             if r.status_code != 200:
                 raise RuntimeError(f"creating flavor {name} on Nova: {r.status_code} {r.text}")
 
+    def hold(self, host: str, held: bool) -> None:
+        """Stop (or continue) nova-compute of ``host``: what is cast to it waits in its queue."""
+        assert self.sup is not None
+        signal_group(self.sup.procs[f"compute-{host}"].pid, held)
+
     # -- readings -----------------------------------------------------------------
     def memory_mb(self) -> float:
         """The resident memory of every Nova and Placement process, gunicorn's workers included."""
@@ -429,6 +435,12 @@ sync_on_startup = true
             self.vhost = ""
 
 
+def signal_group(pid: int, held: bool) -> None:
+    """SIGSTOP (held) or SIGCONT the process group ``pid`` leads (the supervisor starts
+    each process in a session of its own), so a worker's pool stops with it."""
+    os.killpg(pid, signal.SIGSTOP if held else signal.SIGCONT)
+
+
 def _tree(pid: int) -> list[int]:
     """``pid`` and its descendants, from /proc."""
     children: dict[int, list[int]] = {}
@@ -471,4 +483,4 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv))
 
 
-__all__: list[Any] = ["NovaDeployment", "nova_available"]
+__all__: list[Any] = ["NovaDeployment", "nova_available", "signal_group"]

@@ -2,14 +2,22 @@
 
 They run in order and build on each other: the lifecycle scenarios leave
 servers behind in known states (``a`` resized and confirmed, ``b`` resized
-and reverted, ``c`` awaiting confirmation, ``d`` stopped and locked), and the
-view scenarios then read every resource at each microversion where Nova's
-schema or view for it changes.
+and reverted, ``c`` awaiting confirmation, ``d`` stopped and locked, ``e``
+cold-migrated and confirmed, ``f`` stopped, cold-migrated and reverted, ``g``
+rebooted every way and reset, ``h`` in error after a resize no host could
+take), and the view scenarios then read every resource at each microversion
+where Nova's schema or view for it changes.
 
-Adding a server action is one entry in :data:`ACTIONS` (its body, and the
-state it ends in); adding a view is one entry in :data:`VIEWS` (its path and
-the microversions where it changes). See the README's "Conformance with real
-Nova" section.
+Every server the views read is booted on a named host (an admin in the
+member's project), so that where it is never depends on which of two equal
+hosts a scheduler chose, and a second after the one before it, so that both
+sides list them in their boot order (Nova lists servers created in the same
+second by uuid).
+
+Adding a server action is one entry in :data:`ACTIONS` (its body, the state
+it ends in, who asks); a view is a ``get`` at each version of a boundary
+list (``at(VERSIONS, ...)``). See the README's "Conformance with real Nova"
+section.
 """
 
 from __future__ import annotations
@@ -18,25 +26,45 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.conformance.engine import Call, Scenario, Step, Wait
+from tests.conformance.engine import Call, Hold, Pause, Scenario, Step, Wait
 from tests.conformance.standins import IMAGE_ID, NETWORK_ID, NETWORK_NAME
 
 MEMBER = "alice:p-conf"
 OTHER = "mallory:p-other"
+ADMIN = "admin:admin"
+# An admin working in the member's project: what it boots is the member's to see.
+PROJECT_ADMIN = "admin:p-conf"
 NEWEST = "2.96"  # resizeflow's newest; Nova 34 goes to 2.104
+HOST1, HOST2 = "cf-host1", "cf-host2"  # both sides name their two compute hosts alike
 
 
-def boot(name: str, *, networks: Any = "none", version: str = "2.37", **extra: Any) -> Call:
+def boot(
+    name: str,
+    *,
+    networks: Any = "none",
+    version: str = "2.37",
+    on: str | None = None,
+    **extra: Any,
+) -> Call:
+    """Boot ``name`` as the member, or ``on`` a host (an admin in the member's project, 2.74)."""
     server = {"name": name, "flavorRef": "1", "imageRef": IMAGE_ID, "networks": networks}
+    if on is not None:
+        server["host"] = on
+        version = max(version, "2.74", key=_key)
     return Call(
         "POST",
         "/servers",
         version=version,
-        token=MEMBER,
+        token=MEMBER if on is None else PROJECT_ADMIN,
         body={"server": {**server, **extra}},
         capture={name: "server.id"},
-        label=f"boot {name} @{version}",
+        label=f"boot {name} @{version}" + ("" if on is None else f" on {on}"),
     )
+
+
+def apart() -> Pause:
+    """A second between two boots, so both sides list them in their boot order."""
+    return Pause(1.05, "servers created in one second are listed by uuid")
 
 
 def act(server: str, body: dict[str, Any], version: str = "2.1", token: str = MEMBER) -> Call:
@@ -63,24 +91,30 @@ class Action:
     """A server action as one entry: its body and the status it leaves the server in.
 
     ``before`` puts the server in the state the action needs (other actions
-    by name). A new action resizeflow learns (``migrate``, ``reboot``,
-    ``os-resetState``, ``os-getConsoleOutput``) is one more entry.
+    by name); ``token`` is who asks (the member, unless the action is an
+    admin's by policy).
     """
 
     name: str
     body: dict[str, Any]
     ends: str | None  # the server status to wait for; None: no state change to wait for
     before: tuple[str, ...] = ()
+    token: str = MEMBER
 
 
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
         Action("resize", {"resize": {"flavorRef": "2"}}, "VERIFY_RESIZE"),
+        Action("migrate", {"migrate": None}, "VERIFY_RESIZE", token=ADMIN),
         Action("confirm", {"confirmResize": None}, "ACTIVE", before=("resize",)),
         Action("revert", {"revertResize": None}, "ACTIVE", before=("resize",)),
         Action("stop", {"os-stop": None}, "SHUTOFF"),
         Action("start", {"os-start": None}, "ACTIVE", before=("stop",)),
+        Action("reboot", {"reboot": {"type": "SOFT"}}, "ACTIVE"),
+        Action("hard reboot", {"reboot": {"type": "HARD"}}, "ACTIVE"),
+        Action("reset to error", {"os-resetState": {"state": "error"}}, "ERROR", token=ADMIN),
+        Action("reset to active", {"os-resetState": {"state": "active"}}, "ACTIVE", token=ADMIN),
         Action("lock", {"lock": None}, None),
         Action("unlock", {"unlock": None}, None, before=("lock",)),
     )
@@ -90,7 +124,7 @@ ACTIONS: dict[str, Action] = {
 def run_action(server: str, name: str, version: str = "2.1") -> list[Step]:
     """The action's steps on ``server``: the body, then the wait for its end state."""
     action = ACTIONS[name]
-    steps: list[Step] = [act(server, action.body, version)]
+    steps: list[Step] = [act(server, action.body, version, action.token)]
     if action.ends is not None:
         steps.append(Wait(server, action.ends))
     return steps
@@ -151,18 +185,31 @@ def versions() -> Scenario:
 
 
 def lifecycle() -> list[Scenario]:
-    a, b, c, d = "a", "b", "c", "d"
+    a, b, c, d, m = "a", "b", "c", "d", "m"
     return [
         Scenario(
             "boot",
             (
-                boot(a),
+                # The member's own boot, placed by each side's scheduler (which
+                # may choose differently between two empty hosts): it is deleted
+                # before anything reads where servers are.
+                boot(m),
+                Wait(m, "ACTIVE"),
+                *show_server(m, "2.1"),
+                Call("DELETE", f"/servers/{{{m}}}", token=MEMBER),
+                Wait(m, gone=True),
+                # The servers the other scenarios use, each on a named host.
+                apart(),
+                boot(a, on=HOST2),
                 Wait(a, "ACTIVE"),
-                boot(b, version="2.96"),
+                apart(),
+                boot(b, version="2.96", on=HOST1),
                 Wait(b, "ACTIVE"),
-                boot(c, version="2.37", description="third"),
+                apart(),
+                boot(c, on=HOST1, description="third"),
                 Wait(c, "ACTIVE"),
-                boot(d, version="2.52"),
+                apart(),
+                boot(d, on=HOST2),
                 Wait(d, "ACTIVE"),
                 *show_server(a, "2.1"),
                 *show_server(b, NEWEST),
@@ -225,6 +272,9 @@ def refusals() -> Scenario:
             act(d, {"os-stop": None}, token="admin:admin"),
             act(d, {"resize": {"flavorRef": "3"}}),  # locked by admin
             act(d, {"unlock": None}),
+            act(a, {"lock": {"locked_reason": ""}}, "2.73"),
+            act(a, {"lock": "maintenance"}, "2.73"),
+            act(a, {"lock": {"locked_reason": "x", "until": "tomorrow"}}, "2.73"),
             get(f"/servers/{{{a}}}", token=OTHER),
             act(a, {"os-stop": None}, token=OTHER),
             get("/servers/00000000-0000-4000-8000-000000000000"),
@@ -264,6 +314,21 @@ def refusals() -> Scenario:
                 token=MEMBER,
                 body={"server": {"name": "x", "flavorRef": "1", "imageRef": IMAGE_ID}},
                 label="boot without networks @2.37",
+            ),
+            Call(
+                "POST",
+                "/servers",
+                version="2.37",
+                token=MEMBER,
+                body={
+                    "server": {
+                        "name": "",
+                        "flavorRef": "1",
+                        "imageRef": IMAGE_ID,
+                        "networks": "none",
+                    }
+                },
+                label="boot with an empty name",
             ),
             Call(
                 "POST",
@@ -314,6 +379,202 @@ def refusals() -> Scenario:
     )
 
 
+def cold_migrations() -> list[Scenario]:
+    """Cold migration, confirmed and reverted, and what Nova refuses of it.
+
+    ``e`` and ``f`` are booted on named hosts, so each side moves them the
+    same way: a migrate without a host has one other host to go to.
+    """
+    e, f = "e", "f"
+    return [
+        Scenario(
+            "cold migrate and confirm",
+            (
+                apart(),
+                boot(e, on=HOST1),
+                Wait(e, "ACTIVE"),
+                act(e, {"migrate": None}),  # a member may not
+                act(e, {"migrate": {"host": HOST2}}, "2.56"),
+                act(e, {"migrate": None}, token=OTHER),
+                act(e, {"migrate": {"host": HOST1}}, "2.56", ADMIN),  # its own host
+                act(e, {"migrate": {"host": "cf-nosuchhost"}}, "2.56", ADMIN),
+                act(e, {"migrate": {"host": ""}}, "2.56", ADMIN),
+                act(e, {"migrate": {"host": "not a host!"}}, "2.56", ADMIN),
+                act(e, {"migrate": {"host": HOST2, "force": True}}, "2.56", ADMIN),
+                act(e, {"migrate": HOST2}, "2.56", ADMIN),
+                # Before 2.56 the body's host is not read: this is a plain migrate.
+                act(e, {"migrate": {"host": "cf-nosuchhost"}}, "2.55", ADMIN),
+                Wait(e, "VERIFY_RESIZE"),
+                *show_server(e, "2.1"),
+                *show_server(e, NEWEST),
+                act(e, {"migrate": None}, token=ADMIN),  # awaiting confirmation
+                act(e, {"reboot": {"type": "SOFT"}}),
+                get("/servers/{e}/migrations", NEWEST),
+                *run_action(e, "confirm"),
+                *show_server(e, NEWEST),
+            ),
+        ),
+        Scenario(
+            "cold migrate a stopped server and revert",
+            (
+                apart(),
+                boot(f, on=HOST2),
+                Wait(f, "ACTIVE"),
+                *run_action(f, "stop"),
+                act(f, {"migrate": {"host": HOST1}}, "2.56", ADMIN),
+                Wait(f, "VERIFY_RESIZE"),
+                *show_server(f, NEWEST),
+                act(f, {"revertResize": None}),
+                Wait(f, "SHUTOFF"),
+                *show_server(f, NEWEST),
+            ),
+        ),
+    ]
+
+
+def reboots() -> Scenario:
+    """Soft and hard reboots, os-resetState and the console log, with their refusals."""
+    g = "g"
+    return Scenario(
+        "reboot, reset state and console output",
+        (
+            apart(),
+            boot(g, on=HOST1),
+            Wait(g, "ACTIVE"),
+            *run_action(g, "reboot"),
+            *show_server(g, NEWEST),
+            *run_action(g, "hard reboot", NEWEST),
+            act(g, {"reboot": {"type": "MEDIUM"}}),
+            act(g, {"reboot": {}}),
+            act(g, {"reboot": None}),
+            act(g, {"reboot": {"type": "soft", "force": True}}),
+            act(g, {"reboot": {"type": "SOFT"}}, token=OTHER),
+            *run_action(g, "stop"),
+            act(g, {"reboot": {"type": "SOFT"}}),  # a stopped server
+            *run_action(g, "hard reboot"),
+            act(g, {"lock": None}),
+            act(g, {"reboot": {"type": "SOFT"}}),  # locked, by its member
+            act(g, {"reboot": {"type": "HARD"}}, "2.73"),
+            act(g, {"unlock": None}),
+            act(g, {"os-resetState": {"state": "error"}}),  # a member may not
+            act(g, {"os-resetState": {"state": "paused"}}, token=ADMIN),
+            act(g, {"os-resetState": {}}, token=ADMIN),
+            act(g, {"os-resetState": None}, token=ADMIN),
+            act(g, {"os-resetState": {"state": "error", "force": True}}, token=ADMIN),
+            *run_action(g, "reset to error"),
+            *show_server(g, "2.1"),
+            *show_server(g, NEWEST),
+            act(g, {"reboot": {"type": "SOFT"}}),  # in error
+            *run_action(g, "hard reboot"),
+            *run_action(g, "reset to error"),
+            *run_action(g, "reset to active"),
+            *show_server(g, NEWEST),
+            # The log's text differs by design (Nova's fake driver has three
+            # lines; resizeflow's test driver logs each start and stop, ending
+            # each line with a newline): the shape is compared, and each length
+            # asks for more than a last line, which is empty where a log ends
+            # with its newline.
+            act(g, {"os-getConsoleOutput": {"length": 2}}),
+            act(g, {"os-getConsoleOutput": {"length": "3"}}),
+            act(g, {"os-getConsoleOutput": {"length": -1}}),
+            act(g, {"os-getConsoleOutput": {"length": "-1"}}),
+            act(g, {"os-getConsoleOutput": {"length": 0}}),
+            act(g, {"os-getConsoleOutput": {"length": None}}),
+            act(g, {"os-getConsoleOutput": {}}),
+            act(g, {"os-getConsoleOutput": {"length": "abc"}}),
+            act(g, {"os-getConsoleOutput": {"length": -2}}),
+            act(g, {"os-getConsoleOutput": {"length": "-2"}}),
+            act(g, {"os-getConsoleOutput": {"length": 1.5}}),
+            act(g, {"os-getConsoleOutput": {"length": True}}),
+            act(g, {"os-getConsoleOutput": {"lines": 2}}),
+            act(g, {"os-getConsoleOutput": None}),
+            act(g, {"os-getConsoleOutput": {}}, token=OTHER),
+        ),
+    )
+
+
+def reboot_in_flight() -> Scenario:
+    """A reboot its host has not taken yet (the host is held): Nova's REBOOT and
+    HARD_REBOOT, what they refuse, and a hard reboot taking over a soft one."""
+    g = "g"
+    return Scenario(
+        "reboot in flight",
+        (
+            Hold(HOST1),
+            act(g, {"reboot": {"type": "SOFT"}}),
+            *show_server(g, "2.1"),
+            *show_server(g, NEWEST),
+            act(g, {"reboot": {"type": "SOFT"}}),
+            act(g, {"os-stop": None}),
+            get("/servers/detail?status=REBOOT", NEWEST, token=MEMBER),
+            act(g, {"reboot": {"type": "HARD"}}),  # takes over the soft one
+            *show_server(g, NEWEST),
+            act(g, {"reboot": {"type": "SOFT"}}),
+            get("/servers/detail?status=HARD_REBOOT", NEWEST, token=MEMBER),
+            get(
+                "/servers/{g}/os-instance-actions",
+                capture={
+                    "req_g_soft": "instanceActions.1.request_id",
+                    "req_g_hard": "instanceActions.0.request_id",
+                },
+                compare=False,  # Nova's compute fails the soft one only once let go
+            ),
+            Hold(HOST1, held=False),
+            # Nova's compute runs the two in either order: wait for both.
+            Wait(g, "ACTIVE", actions=("req_g_soft",)),
+            *show_server(g, NEWEST),
+            get("/servers/{g}/os-instance-actions", NEWEST, token=MEMBER),
+            *at(
+                ACTION_VERSIONS,
+                lambda v: get("/servers/{g}/os-instance-actions/{req_g_soft}", v),
+                lambda v: get("/servers/{g}/os-instance-actions/{req_g_hard}", v),
+            ),
+        ),
+    )
+
+
+# A flavor whose disk no compute node of either side can hold (both report
+# Nova's fake 600000 GB), with flavor 1's vcpus and ram: quota allows it.
+HUGE_DISK = {"id": "6", "name": "cf.huge-disk", "vcpus": 1, "ram": 512, "disk": 700000}
+
+
+def no_valid_host() -> Scenario:
+    """A resize no host can take: accepted, then refused by scheduling, as Nova's conductor does."""
+    h = "h"
+    return Scenario(
+        "resize no host can take",
+        (
+            Call("POST", "/flavors", token=ADMIN, body={"flavor": HUGE_DISK}),
+            apart(),
+            boot(h, on=HOST2),
+            Wait(h, "ACTIVE"),
+            act(h, {"resize": {"flavorRef": HUGE_DISK["id"]}}),
+            Wait(h, "ACTIVE"),
+            *show_server(h, "2.1"),
+            *show_server(h, NEWEST),
+            *at(
+                MIGRATION_VERSIONS,
+                lambda v: get("/os-migrations?instance_uuid={h}", v),
+                lambda v: get("/servers/{h}/migrations", v),
+            ),
+            # Nova shows a fault only in ERROR: reset, the scheduling's fault shows
+            # (and the server stays in error for the server views).
+            *run_action(h, "reset to error"),
+            *show_server(h, "2.1"),
+            *show_server(h, NEWEST),
+            get(
+                "/servers/{h}/os-instance-actions",
+                capture={"req_h_resize": "instanceActions[action=resize].request_id"},
+            ),
+            *at(
+                ACTION_VERSIONS,
+                lambda v: get("/servers/{h}/os-instance-actions/{req_h_resize}", v, token=MEMBER),
+                lambda v: get("/servers/{h}/os-instance-actions/{req_h_resize}", v),
+            ),
+        ),
+    )
+
+
 def server_views() -> Scenario:
     return Scenario(
         "server views",
@@ -325,6 +586,9 @@ def server_views() -> Scenario:
                 lambda v: get("/servers/detail?all_tenants=1", v),
                 lambda v: get("/servers/{c}", v),
                 lambda v: get("/servers/{d}", v, token=MEMBER),
+                # In error, with the fault of a resize no host could take.
+                lambda v: get("/servers/{h}", v, token=MEMBER),
+                lambda v: get("/servers/{h}", v),
             ),
             get("/servers/detail?status=VERIFY_RESIZE", "2.1", token=MEMBER),
             get("/servers/detail?status=SHUTOFF", NEWEST, token=MEMBER),
@@ -377,6 +641,11 @@ def migration_views() -> Scenario:
         "?project_id=p-other",
         "?frobnicate=1",
         "?limit=1&limit=2",
+        "?migration_type=migration",
+        "?status=error",
+        "?status=reverted",
+        "?instance_uuid={f}",
+        f"?host={HOST2}&migration_type=migration",
     )
     return Scenario(
         "os-migrations",
@@ -434,7 +703,32 @@ def action_views() -> Scenario:
                 reads.append(
                     get(f"/servers/{{{server}}}/os-instance-actions/{{{req}}}", v, token=token)
                 )
+    # The actions of the moves, reboots and resets, each by its name (the newest of that name).
+    named = {
+        "e": ("migrate", "confirmResize"),
+        "f": ("stop", "migrate", "revertResize"),
+        "g": ("reboot", "resetState", "lock", "unlock"),
+    }
+    capture += [
+        get(
+            f"/servers/{{{s}}}/os-instance-actions",
+            capture={f"req_{s}_{n}": f"instanceActions[action={n}].request_id" for n in names},
+            compare=False,
+        )
+        for s, names in named.items()
+    ]
+    for v in ACTION_VERSIONS:
+        for s, names in named.items():
+            reads.append(get(f"/servers/{{{s}}}/os-instance-actions", v, token=MEMBER))
+            for n in names:
+                for token in (MEMBER, ADMIN):
+                    reads.append(
+                        get(f"/servers/{{{s}}}/os-instance-actions/{{req_{s}_{n}}}", v, token=token)
+                    )
     paged = []
+    for v in ("2.58", "2.66", NEWEST):
+        for q in ("?limit=3", "?limit=2&marker={req_g_resetState}"):
+            paged.append(get(f"/servers/{{g}}/os-instance-actions{q}", v, token=MEMBER))
     for v in ("2.58", "2.65", "2.66", NEWEST):
         for q in (
             "?limit=1",
@@ -549,6 +843,10 @@ def all_scenarios() -> list[Scenario]:
         versions(),
         *lifecycle(),
         refusals(),
+        *cold_migrations(),
+        reboots(),
+        reboot_in_flight(),
+        no_valid_host(),
         server_views(),
         migration_views(),
         server_migrations(),

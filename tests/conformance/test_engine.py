@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.conformance.engine import (
     Answer,
     Call,
+    Hold,
     Known,
     Normaliser,
+    Pause,
+    Run,
+    Scenario,
     Side,
     compare,
     compare_answers,
@@ -135,3 +140,29 @@ def test_status_and_known_differences() -> None:
     assert [(d.path, d.nova, d.resizeflow) for d in found] == [("HTTP status", "200", "404")]
     k = Known("s", "GET .*", "HTTP status", "200", "404", "why")
     assert k.matches(found[0])
+
+
+def test_a_scenario_lets_go_of_the_hosts_it_held_however_it_ends() -> None:
+    held: list[tuple[str, str, bool]] = []
+    nova, rf = sides()
+    nova.hold = lambda host, on: held.append(("Nova", host, on))
+    rf.hold = lambda host, on: held.append(("resizeflow", host, on))
+    run = Run(nova, rf)
+    # Let go of by the scenario itself: not again at its end.
+    run.play(Scenario("let go", (Hold("h1"), Pause(0), Hold("h1", held=False))))
+    assert held == [
+        ("Nova", "h1", True),
+        ("resizeflow", "h1", True),
+        ("Nova", "h1", False),
+        ("resizeflow", "h1", False),
+    ]
+    held.clear()
+    # Broken off by an error (nothing listens on port 1): let go of all the same.
+    with pytest.raises(httpx.ConnectError):
+        run.play(Scenario("broken", (Hold("h2"), Call("GET", "/servers"))))
+    assert held == [
+        ("Nova", "h2", True),
+        ("resizeflow", "h2", True),
+        ("Nova", "h2", False),
+        ("resizeflow", "h2", False),
+    ]

@@ -23,7 +23,7 @@ from resizeflow.drivers.images import ImageStore
 from tests.conformance import engine
 from tests.conformance.engine import Run, Side, report
 from tests.conformance.known import KNOWN
-from tests.conformance.nova import COMPUTE_HOSTS, NovaDeployment, nova_available
+from tests.conformance.nova import COMPUTE_HOSTS, NovaDeployment, nova_available, signal_group
 from tests.conformance.scenarios import all_scenarios
 from tests.conformance.standins import IMAGE_ID, IMAGE_NAME
 from tests.conftest import require
@@ -73,7 +73,15 @@ def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         rf_endpoint = stack.api_endpoint()
         rf_start = time.monotonic() - began
         engine.KNOWN[:] = KNOWN
-        run = Run(Side("Nova", nova.endpoint), Side("resizeflow", rf_endpoint))
+        workers = stack.workers
+        run = Run(
+            Side("Nova", nova.endpoint, hold=nova.hold),
+            Side(
+                "resizeflow",
+                rf_endpoint,
+                hold=lambda host, held: signal_group(workers[host].pid, held),
+            ),
+        )
         for scenario in SCENARIOS:
             run.play(scenario)
         memory = nova.memory_mb()
