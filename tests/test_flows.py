@@ -174,6 +174,12 @@ def test_stopped_server_stays_stopped_through_revert(rf: Stack, project: str) ->
         PowerState.SHUTDOWN,
     )
     assert rf.domains(source)[uuid]["power_state"] == "SHUTDOWN"
+    # As Nova's finish_revert_resize, which stops it with its own stop_instance.
+    assert sorted(step_events(rf, "revertResize", uuid)) == [
+        ("compute_finish_revert_resize", "Success"),
+        ("compute_revert_resize", "Success"),
+        ("compute_stop_instance", "Success"),
+    ]
 
 
 def test_same_host_resize_confirm_keeps_the_domain(rf: Stack, project: str) -> None:

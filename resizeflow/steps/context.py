@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow.conf import Settings
+from resizeflow.db import api as dbapi
 from resizeflow.db import services
 from resizeflow.db.models import (
     Instance,
@@ -316,6 +317,18 @@ class StepContext(InstanceContext):
             name=host,
             address=services.migration_address(self.session, host),
             instances_dir=PurePosixPath(self.settings.instances_dir(host).absolute()),
+        )
+
+    def record_event(self, event: str) -> None:
+        """Record, in the flow's action, the event of a Nova method that this step
+        runs within its own (finish_revert's stop_instance): it starts and ends now."""
+        if self.journal is None or self.journal.action_id is None:
+            return
+        dbapi.record_event(
+            self.session,
+            dbapi.event_params(
+                self.journal.action_id, event, host=self.host, start=utcnow(), result="Success"
+            ),
         )
 
     def _initiator(self) -> InstanceAction | None:

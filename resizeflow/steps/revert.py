@@ -68,6 +68,13 @@ def finish_revert(ctx: StepContext) -> PhasedStep:
 
     power = yield HypervisorWork("bring the old domain back", restore_domain)
     inst.power_state = power
+    if stopped:
+        # NOTE: Nova's finish_revert_resize leaves a stopped server stopped by
+        # calling its own stop_instance, whose event and notifications the
+        # revert's action and its users see; the domain was never started here.
+        ctx.notify("power_off.start")
+        ctx.record_event("compute_stop_instance")
+        ctx.notify("power_off.end")
     inst.vm_state = check_vm(inst.vm_state, VmState.STOPPED if stopped else VmState.ACTIVE)
     inst.task_state = check_task(inst.task_state, None)
     dbapi.forget_resize(inst)
