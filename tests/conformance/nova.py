@@ -313,6 +313,9 @@ sync_on_startup = true
             "threads = 4\n"
             "timeout = 120\n"
             "graceful_timeout = 5\n"
+            # No control socket: gunicorn's default is one shared path in the home
+            # directory, which the two servers (and any other run) would both take.
+            "control_socket_disable = True\n"
         )
         env = {
             "OS_NOVA_CONFIG_DIR": str(self.etc),
