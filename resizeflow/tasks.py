@@ -604,7 +604,9 @@ def _record_failure(
             # and run the step twice; that copy carries the chain on.
             log.info("step %s is another copy's (%s)", row.step, row.status)
             raise Ignore()
-        journal.fail(row, f"{type(exc).__name__}: {exc}", final=final)
+        # A rollback records the failure itself, as its fault does.
+        cause = exc.inner if isinstance(exc, errors.InstanceFaultRollback) else exc
+        journal.fail(row, f"{type(cause).__name__}: {cause}", final=final)
         # A step waiting for its retry shows as an event in progress.
         result, tb = ("Error", details) if final else (None, None)
         _failure_event(s, rt, row, result=result, traceback=tb, ends_action=final)
