@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
 from resizeflow.conf import load
-from resizeflow.drivers.libvirt import LibvirtDriver
+from resizeflow.virt.libvirt import LibvirtDriver
 
 DRIVER_METHODS = (
     "spawn",

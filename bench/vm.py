@@ -42,10 +42,10 @@ from resizeflow.compute.flavors import FlavorAdmin
 from resizeflow.compute.policy import RequestContext
 from resizeflow.conf import Settings
 from resizeflow.db.models import Instance, StepJournal
-from resizeflow.drivers import remotefs
 from resizeflow.hypervisor import demo, guest, hosts, libvirtd
 from resizeflow.launch.stack import LocalStack, build
 from resizeflow.states import VmState
+from resizeflow.virt import remotefs
 
 GiB = 1024**3
 MiB = 1024**2

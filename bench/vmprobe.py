@@ -31,7 +31,7 @@ from celery import signals
 
 from bench.probe import DRIVER_METHODS
 from resizeflow.conf import load
-from resizeflow.drivers.libvirt import LibvirtDriver
+from resizeflow.virt.libvirt import LibvirtDriver
 
 PARTS = {"_copy_disk": "copy", "_stop": "shutdown", "_start": "boot"}
 FIELDS = ("copy", "copy_bytes", "shutdown", "boot", "driver")

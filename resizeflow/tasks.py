@@ -45,9 +45,9 @@ from resizeflow import errors, flows, hostcall, logs, retry
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal, onetrip
 from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
-from resizeflow.drivers.base import Notification
-from resizeflow.drivers.network import SqlNetwork
-from resizeflow.drivers.volume import SqlVolumes
+from resizeflow.openstack.base import Notification
+from resizeflow.openstack.network import SqlNetwork
+from resizeflow.openstack.volume import SqlVolumes
 from resizeflow.states import JOURNAL_ENDED, JournalStatus, MigrationStatus
 from resizeflow.steps import cleanup, console, failpoints
 from resizeflow.steps.context import (

@@ -33,13 +33,13 @@ from resizeflow.conf import Settings
 from resizeflow.db import journal, services
 from resizeflow.db.models import ComputeNode, Instance, Migration
 from resizeflow.db.session import Database
-from resizeflow.drivers import remotefs
-from resizeflow.drivers.base import VirtDriver
-from resizeflow.drivers.libvirt import LibvirtDriver
-from resizeflow.drivers.notifier import KombuNotifier
+from resizeflow.openstack.notifier import KombuNotifier
 from resizeflow.restart import Restart
 from resizeflow.states import MigrationStatus, PowerState
 from resizeflow.steps import context
+from resizeflow.virt import remotefs
+from resizeflow.virt.base import VirtDriver
+from resizeflow.virt.libvirt import LibvirtDriver
 
 log = logging.getLogger(__name__)
 

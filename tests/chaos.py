@@ -38,9 +38,9 @@ from resizeflow.db.models import (
     StepJournal,
     utcnow,
 )
-from resizeflow.drivers.base import Resources
 from resizeflow.launch.brokers import create_vhost, delete_vhost, start_redis
 from resizeflow.launch.stack import PRIVATE_REDIS, build, free_port
+from resizeflow.openstack.base import Resources
 from resizeflow.states import JournalStatus, MigrationStatus, TaskState, VmState
 from tests.invariants import allocation_violations, journal_violations
 from tests.stack import RABBITMQ_URL, stack_env, wait_for

@@ -262,7 +262,7 @@ class Stack:
     def notifications(self, priority: str = "info") -> list[dict[str, Any]]:
         """Drain ``versioned_notifications.<priority>``, where Nova's versioned
         notifications go, with kombu; each message out of its oslo.messaging envelope."""
-        from resizeflow.drivers.notifier import notification_queue, unwrap
+        from resizeflow.openstack.notifier import notification_queue, unwrap
 
         out: list[dict[str, Any]] = []
         with Connection(

@@ -16,10 +16,10 @@ import pytest
 
 from resizeflow import worker
 from resizeflow.conf import Settings
-from resizeflow.drivers import remotefs
-from resizeflow.drivers.remotefs import MIGRATION_ADDRESS, SSH_PORT, probe_ssh
 from resizeflow.hypervisor.hosts import Hosts
 from resizeflow.launch.stack import PRIVATE_REDIS, TEST_DRIVER_ENV, build
+from resizeflow.virt import remotefs
+from resizeflow.virt.remotefs import MIGRATION_ADDRESS, SSH_PORT, probe_ssh
 
 # A name that never resolves (RFC 2606).
 NOWHERE = "rf-nowhere.invalid"

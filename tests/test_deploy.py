@@ -24,8 +24,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from resizeflow.conf import Settings
-from resizeflow.drivers.remotefs import RemoteHost, RsyncFilesystem, ssh_options
 from resizeflow.errors import RemoteFilesystemError
+from resizeflow.virt.remotefs import RemoteHost, RsyncFilesystem, ssh_options
 from tests.hosts import free_port, keygen, require_host_tools, require_root
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,6 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from resizeflow.drivers.base import InstanceSpec, PeerHost
-from resizeflow.drivers.libvirt import MAX_CONSOLE_BYTES, GiB, LibvirtDriver
 from resizeflow.errors import (
     ConfigError,
     DiskNotFound,
@@ -27,6 +25,8 @@ from resizeflow.errors import (
     TransientError,
 )
 from resizeflow.states import PowerState
+from resizeflow.virt.base import InstanceSpec, PeerHost
+from resizeflow.virt.libvirt import MAX_CONSOLE_BYTES, GiB, LibvirtDriver
 
 NODE_XML = """<node>
   <cpu><mhz>2000</mhz><model>x</model><topology sockets='1' cores='2' threads='2'/>

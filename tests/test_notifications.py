@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from resizeflow.drivers.base import Notification
-from resizeflow.drivers.notifier import (
+from resizeflow.openstack.base import Notification
+from resizeflow.openstack.notifier import (
     KombuNotifier,
     envelope,
     message,

@@ -9,10 +9,10 @@ from sqlalchemy import select
 
 from resizeflow.db.models import Allocation, ComputeNode, Instance, Migration, QuotaLimit
 from resizeflow.db.session import Database
-from resizeflow.drivers.base import NodeRef, Resources
-from resizeflow.drivers.placement import SqlPlacement
-from resizeflow.drivers.quota import SqlQuota
 from resizeflow.errors import ClaimFailed, ComputeHostNotFound, OverQuota
+from resizeflow.openstack.base import NodeRef, Resources
+from resizeflow.openstack.placement import SqlPlacement
+from resizeflow.openstack.quota import SqlQuota
 from resizeflow.states import MigrationStatus, VmState
 from tests.invariants import allocation_violations
 

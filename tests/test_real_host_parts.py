@@ -17,12 +17,13 @@ from resizeflow.compute.images import ImageService
 from resizeflow.conf import Settings
 from resizeflow.db.models import Flavor, Instance, Port
 from resizeflow.db.session import Database
-from resizeflow.drivers.base import ImageSpec, InstanceSpec, VifSpec
-from resizeflow.drivers.domain_xml import HostConfig, domain_xml
-from resizeflow.drivers.images import ImageStore
-from resizeflow.drivers.network import FixedIpsExhausted, SqlNetwork
 from resizeflow.hypervisor.guest import parse_console
+from resizeflow.openstack.base import ImageSpec, VifSpec
+from resizeflow.openstack.images import ImageStore
+from resizeflow.openstack.network import FixedIpsExhausted, SqlNetwork
 from resizeflow.states import VmState
+from resizeflow.virt.base import InstanceSpec
+from resizeflow.virt.domain_xml import HostConfig, domain_xml
 
 GiB = 1024**3
 

@@ -20,8 +20,16 @@ import pytest
 
 from resizeflow import retry
 from resizeflow.conf import Settings
-from resizeflow.drivers.imagecopy import backing_chain, copy_disk
-from resizeflow.drivers.remotefs import (
+from resizeflow.errors import (
+    DiskNotFound,
+    RemoteDiskFull,
+    RemoteFilesystemError,
+    RemoteHostUnreachable,
+    TransientError,
+    VirtError,
+)
+from resizeflow.virt.imagecopy import backing_chain, copy_disk
+from resizeflow.virt.remotefs import (
     LocalFilesystem,
     RemoteFilesystem,
     RemoteHost,
@@ -32,14 +40,6 @@ from resizeflow.drivers.remotefs import (
     part_path,
     remote_filesystem,
     storage_is_shared,
-)
-from resizeflow.errors import (
-    DiskNotFound,
-    RemoteDiskFull,
-    RemoteFilesystemError,
-    RemoteHostUnreachable,
-    TransientError,
-    VirtError,
 )
 from tests.hosts import ADDRESSES, Hosts, keygen, require_root
 from tests.hosts import file_sha256 as sha256
@@ -158,7 +158,7 @@ _COPIER = textwrap.dedent(
     """
     import sys
     from pathlib import Path, PurePosixPath
-    from resizeflow.drivers.remotefs import RemoteHost, RsyncFilesystem, SSHOptions
+    from resizeflow.virt.remotefs import RemoteHost, RsyncFilesystem, SSHOptions
     key, kh, port, address, src, dest = sys.argv[1:]
     opts = SSHOptions(key=Path(key), known_hosts=Path(kh), port=int(port), bwlimit_kib=16384)
     RsyncFilesystem(opts).copy_file(Path(src), RemoteHost("host-b", address), PurePosixPath(dest))

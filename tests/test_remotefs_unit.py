@@ -9,7 +9,8 @@ import pytest
 
 from resizeflow import retry
 from resizeflow.conf import Settings
-from resizeflow.drivers.remotefs import (
+from resizeflow.errors import RemoteDiskFull, RemoteFilesystemError, RemoteHostUnreachable
+from resizeflow.virt.remotefs import (
     LocalFilesystem,
     RemoteHost,
     RsyncFilesystem,
@@ -27,7 +28,6 @@ from resizeflow.drivers.remotefs import (
     ssh_option_args,
     ssh_options,
 )
-from resizeflow.errors import RemoteDiskFull, RemoteFilesystemError, RemoteHostUnreachable
 
 pytestmark = pytest.mark.fast
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from resizeflow.compute.flavors import FlavorAdmin
-from resizeflow.drivers.base import Resources
+from resizeflow.openstack.base import Resources
 from resizeflow.states import MigrationStatus, VmState
 from tests.invariants import allocation_violations
 from tests.stack import Stack

@@ -20,7 +20,7 @@ from resizeflow.compute.queries import (
     ServiceInfo,
     StepInfo,
 )
-from resizeflow.drivers import payloads
+from resizeflow.openstack import payloads
 
 
 def iso(when: dt.datetime | None) -> str | None:

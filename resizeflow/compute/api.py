@@ -31,10 +31,10 @@ from resizeflow.db import api as dbapi
 from resizeflow.db import journal, services
 from resizeflow.db.models import Instance, InstanceAction, Migration, utcnow
 from resizeflow.db.session import Database
-from resizeflow.drivers.base import Resources
-from resizeflow.drivers.network import SqlNetwork
-from resizeflow.drivers.placement import SqlPlacement
-from resizeflow.drivers.quota import SqlQuota
+from resizeflow.openstack.base import Resources
+from resizeflow.openstack.network import SqlNetwork
+from resizeflow.openstack.placement import SqlPlacement
+from resizeflow.openstack.quota import SqlQuota
 from resizeflow.states import (
     JOURNAL_ENDED,
     REBOOT_OVERRIDABLE,

@@ -6,8 +6,9 @@ from typing import Any
 
 from resizeflow import errors
 from resizeflow.conf import Settings
-from resizeflow.drivers.disks import GiB
-from resizeflow.drivers.images import ImageMeta, ImageStore
+from resizeflow.openstack.images import ImageMeta, ImageStore
+
+GiB = 1024**3
 
 
 class ImageService:

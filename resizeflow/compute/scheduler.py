@@ -16,8 +16,8 @@ from resizeflow import errors
 from resizeflow.db import api as dbapi
 from resizeflow.db import services
 from resizeflow.db.models import ComputeNode, Service
-from resizeflow.drivers.base import NodeRef, Resources
-from resizeflow.drivers.placement import SqlPlacement
+from resizeflow.openstack.base import NodeRef, Resources
+from resizeflow.openstack.placement import SqlPlacement
 
 
 def select_destination(

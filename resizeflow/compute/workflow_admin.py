@@ -23,9 +23,9 @@ from resizeflow.db import api as dbapi
 from resizeflow.db import journal, services
 from resizeflow.db.models import Instance, InstanceActionEvent, Migration, StepJournal, utcnow
 from resizeflow.db.session import Database
-from resizeflow.drivers.base import NodeRef
-from resizeflow.drivers.network import SqlNetwork
-from resizeflow.drivers.placement import SqlPlacement
+from resizeflow.openstack.base import NodeRef
+from resizeflow.openstack.network import SqlNetwork
+from resizeflow.openstack.placement import SqlPlacement
 from resizeflow.states import (
     JOURNAL_ENDED,
     JournalStatus,

@@ -21,9 +21,9 @@ from resizeflow.compute.policy import RequestContext
 from resizeflow.conf import Settings
 from resizeflow.db.models import Flavor, Instance
 from resizeflow.db.session import Database
-from resizeflow.drivers import vifs
 from resizeflow.hypervisor import guest, libvirtd
 from resizeflow.hypervisor.guest import ConsoleReport
+from resizeflow.virt import vifs
 
 # (flavorid, name, vcpus, MiB, root GiB, ephemeral GiB, swap MiB)
 FLAVORS = (
@@ -133,7 +133,7 @@ def cleanup(settings: Settings, database: Database, hosts: list[str]) -> None:
     NOTE: the guests outlive the demo's workers (QEMU runs under libvirtd), so
     without this every demo would leave its guests running.
     """
-    from resizeflow.drivers.libvirt import LibvirtDriver
+    from resizeflow.virt.libvirt import LibvirtDriver
 
     with database.snapshot() as s:
         uuids = list(s.scalars(select(Instance.uuid)))

@@ -31,8 +31,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from resizeflow.drivers.images import ImageStore
 from resizeflow.errors import ConfigError
+from resizeflow.openstack.images import ImageStore
 
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 # NOTE: the cloud kernel builds virtio as modules. They must be loaded in this

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from resizeflow.drivers.remotefs import RemoteHost, SSHOptions
+from resizeflow.virt.remotefs import RemoteHost, SSHOptions
 
 SSHD = "/usr/sbin/sshd"
 TOOLS = ("ssh", "scp", "rsync", "ssh-keygen", "qemu-img", "qemu-io", "setpriv")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from resizeflow.db.models import Migration
-from resizeflow.drivers.base import VirtDriver
-from resizeflow.drivers.placement import SqlPlacement
+from resizeflow.openstack.placement import SqlPlacement
 from resizeflow.states import MigrationStatus, check_migration
+from resizeflow.virt.base import VirtDriver
 
 
 def purge_instance_files(virt: VirtDriver, instance_uuid: str) -> list[str]:

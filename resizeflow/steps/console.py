@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resizeflow.drivers.base import VirtDriver
+from resizeflow.virt.base import VirtDriver
 
 
 def console_output(virt: VirtDriver, instance_uuid: str, length: int | None) -> str:

@@ -24,22 +24,14 @@ from resizeflow.db.models import (
     utcnow,
 )
 from resizeflow.db.session import Database
-from resizeflow.drivers import payloads
-from resizeflow.drivers.base import (
-    ImageSpec,
-    InstanceSpec,
-    NodeRef,
-    Notification,
-    Notifier,
-    PeerHost,
-    VifSpec,
-    VirtDriver,
-)
-from resizeflow.drivers.images import IMAGE_REF_KEY, ImageStore
-from resizeflow.drivers.network import SqlNetwork
-from resizeflow.drivers.placement import SqlPlacement
-from resizeflow.drivers.quota import SqlQuota
-from resizeflow.drivers.volume import SqlVolumes
+from resizeflow.openstack import payloads
+from resizeflow.openstack.base import ImageSpec, NodeRef, Notification, Notifier, VifSpec
+from resizeflow.openstack.images import IMAGE_REF_KEY, ImageStore
+from resizeflow.openstack.network import SqlNetwork
+from resizeflow.openstack.placement import SqlPlacement
+from resizeflow.openstack.quota import SqlQuota
+from resizeflow.openstack.volume import SqlVolumes
+from resizeflow.virt.base import InstanceSpec, PeerHost, VirtDriver
 
 
 @dataclass(frozen=True)
@@ -197,7 +189,7 @@ class InstanceContext:
     ) -> None:
         """Queue ``instance.<event_type>``; the runner publishes it after the step commits.
 
-        The payload is the Nova object for the event (see drivers/payloads.py):
+        The payload is the Nova object for the event (see resizeflow/openstack/payloads.py):
         resize_prep carries the new flavor, create its own object, ``exists`` an
         audit period, and every other event Nova's InstanceActionPayload.
         """

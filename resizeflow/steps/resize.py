@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from resizeflow.db import api as dbapi
-from resizeflow.drivers.base import Resources
+from resizeflow.openstack.base import Resources
 from resizeflow.states import (
     MigrationStatus,
     PowerState,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from resizeflow.drivers.images import ImageStore
+from resizeflow.openstack.images import ImageStore
 from tests.conformance import engine
 from tests.conformance.engine import Run, Side, report
 from tests.conformance.known import KNOWN

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from resizeflow.drivers import vifs
 from resizeflow.hypervisor import guest, libvirtd
 from resizeflow.launch.stack import TEST_DRIVER_ENV, build
+from resizeflow.virt import vifs
 from tests.hosts import Hosts, start_hosts
 from tests.stack import (
     PG_ADMIN_URL,

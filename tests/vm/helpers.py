@@ -12,9 +12,9 @@ import libvirt
 from sqlalchemy import func, select
 
 from resizeflow.db.models import Allocation, Migration, Port
-from resizeflow.drivers import vifs
-from resizeflow.drivers.base import VifSpec
 from resizeflow.hypervisor.guest import ConsoleReport, GuestFiles, parse_console
+from resizeflow.openstack.base import VifSpec
+from resizeflow.virt import vifs
 from tests.hosts import Hosts
 from tests.stack import Stack, wait_for
 

@@ -13,7 +13,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-from resizeflow.drivers import kvm_probe
+from resizeflow.virt import kvm_probe
 from tests.vm.helpers import (
     BIG,
     SMALL,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openstack
 
-from resizeflow.drivers.images import ImageStore
+from resizeflow.openstack.images import ImageStore
 from tests.vm.helpers import SMALL, VmStack
 
 

@@ -10,7 +10,7 @@ from resizeflow.api import views
 from resizeflow.api.deps import Base, Ctx, Svc
 from resizeflow.api.faults import HTTPFault
 from resizeflow.compute.images import ImageService
-from resizeflow.drivers.images import ImageMeta
+from resizeflow.openstack.images import ImageMeta
 
 router = APIRouter(prefix="/images", tags=["images"])
 

@@ -26,8 +26,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from resizeflow.drivers.base import ImageSpec, InstanceSpec
 from resizeflow.errors import CannotResizeDisk, FlavorDiskSmallerThanImage, VirtError
+from resizeflow.openstack.base import ImageSpec
+from resizeflow.virt.base import InstanceSpec
 
 GiB = 1024**3
 MiB = 1024**2

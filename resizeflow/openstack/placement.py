@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, aliased
 from resizeflow import errors
 from resizeflow.db import api as dbapi
 from resizeflow.db.models import Allocation, ComputeNode
-from resizeflow.drivers.base import NodeRef, Resources
+from resizeflow.openstack.base import NodeRef, Resources
 
 _USED = {"VCPU": "vcpus_used", "MEMORY_MB": "memory_mb_used", "DISK_GB": "local_gb_used"}
 

@@ -35,7 +35,7 @@ from typing import Any
 from kombu import Connection, Exchange, Queue, pools
 from kombu.utils import json
 
-from resizeflow.drivers.base import Notification
+from resizeflow.openstack.base import Notification
 
 # Nova's control_exchange, and its default versioned_notifications_topics.
 EXCHANGE_NAME = "nova"

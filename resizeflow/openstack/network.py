@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from resizeflow.db import api as dbapi
 from resizeflow.db.models import Port, PortBinding
-from resizeflow.drivers.base import VifSpec
 from resizeflow.errors import ResizeflowError
+from resizeflow.openstack.base import VifSpec
 
 DEFAULT_FIXED_RANGE = "10.0.0.0/24"
 _ALLOCATION_ATTEMPTS = 20

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from resizeflow.drivers.remotefs import CopyResult, RemoteFilesystem, RemoteHost
 from resizeflow.errors import DiskNotFound, RemoteHostUnreachable, VirtError
+from resizeflow.virt.remotefs import CopyResult, RemoteFilesystem, RemoteHost
 
 
 @dataclass(frozen=True)

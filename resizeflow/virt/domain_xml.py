@@ -15,8 +15,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from resizeflow.drivers import disks
-from resizeflow.drivers.base import InstanceSpec
+from resizeflow.virt import disks
+from resizeflow.virt.base import InstanceSpec
 
 NOVA_NS = "http://openstack.org/xmlns/libvirt/nova/1.0"
 

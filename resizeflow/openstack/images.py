@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resizeflow.drivers.base import ImageSpec
 from resizeflow.errors import ConfigError
+from resizeflow.openstack.base import ImageSpec
 
 # Nova's system-metadata key for the image a server was booted from.
 IMAGE_REF_KEY = "image_base_image_ref"

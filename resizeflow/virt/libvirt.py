@@ -7,9 +7,9 @@ configuration alone. Each instance lives in ``<instances_dir>/<uuid>`` with the
 - On the test driver (the fast tier) the disk is a sparse raw file grown with
   ``truncate`` and the domain XML is minimal.
 - On a real hypervisor (virt type ``qemu`` or ``kvm``) the instance follows
-  Nova's layout (see :mod:`resizeflow.drivers.disks`), its XML is Nova's (see
-  :mod:`resizeflow.drivers.domain_xml`), its NICs are taps on the host's bridge
-  (see :mod:`resizeflow.drivers.vifs`), it is shut down cleanly before being
+  Nova's layout (see :mod:`resizeflow.virt.disks`), its XML is Nova's (see
+  :mod:`resizeflow.virt.domain_xml`), its NICs are taps on the host's bridge
+  (see :mod:`resizeflow.virt.vifs`), it is shut down cleanly before being
   destroyed, and a start waits until libvirt reports the domain running.
 """
 
@@ -31,10 +31,6 @@ from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
-from resizeflow.drivers import disks, imagecopy, kvm_probe, remotefs, vifs
-from resizeflow.drivers.base import DomainInfo, InstanceSpec, NodeResources, PeerHost
-from resizeflow.drivers.domain_xml import HostConfig, domain_xml
-from resizeflow.drivers.images import ImageStore
 from resizeflow.errors import (
     ConfigError,
     DiskNotFound,
@@ -46,7 +42,11 @@ from resizeflow.errors import (
     TransientError,
     VirtError,
 )
+from resizeflow.openstack.images import ImageStore
 from resizeflow.states import PowerState
+from resizeflow.virt import disks, imagecopy, kvm_probe, remotefs, vifs
+from resizeflow.virt.base import DomainInfo, InstanceSpec, NodeResources, PeerHost
+from resizeflow.virt.domain_xml import HostConfig, domain_xml
 
 if TYPE_CHECKING:
     from resizeflow.conf import Settings

@@ -1,1 +1,0 @@
-"""Drivers: the hypervisor, networking, volumes, placement, quota and notifications."""
