@@ -45,7 +45,7 @@ from resizeflow.db.models import Instance, StepJournal
 from resizeflow.hypervisor import demo, guest, hosts, libvirtd
 from resizeflow.launch.stack import LocalStack, build
 from resizeflow.states import VmState
-from resizeflow.virt import remotefs
+from resizeflow.virt.remotefs import argv as remote_argv
 
 GiB = 1024**3
 MiB = 1024**2
@@ -283,17 +283,17 @@ class _Bench:
         target = next(h for h in self.hosts.hosts if h.name == to)
         settings = Settings.from_env(self.hosts.env(target))
         # The workers' key, port and host keys; its own connection, as a plain rsync has.
-        opts = dataclasses.replace(remotefs.ssh_options(settings), control_dir=None)
+        opts = dataclasses.replace(remote_argv.ssh_options(settings), control_dir=None)
         scratch = PurePosixPath(target.root / "rsync-baseline" / src.name)
         Path(scratch).parent.mkdir(parents=True, exist_ok=True)
         Path(scratch).unlink(missing_ok=True)
-        argv = remotefs.rsync_argv(opts, src, target.remote, scratch)
+        argv = remote_argv.rsync_argv(opts, src, target.remote, scratch)
         started = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         took = time.monotonic() - started
         if proc.returncode != 0:
             raise RuntimeError(f"rsync baseline failed: {proc.stderr.strip()[-400:]}")
-        sent = remotefs.rsync_stats(proc.stdout)[0]
+        sent = remote_argv.rsync_stats(proc.stdout)[0]
         Path(scratch).unlink(missing_ok=True)
         return {"to": to, "bytes": sent, "seconds": took, "mb_s": sent / MiB / took}
 

@@ -269,7 +269,7 @@ class DiskNotFound(VirtError):
     msg_fmt = "No disk at %(location)s"
 
 
-# --- hosts talking to hosts over SSH (resizeflow/virt/remotefs.py) ---------
+# --- hosts talking to hosts over SSH (resizeflow/virt/remotefs/) ---------
 class RemoteHostUnreachable(TransientError):
     """SSH could not reach a host, or the connection dropped: worth retrying."""
 

@@ -37,9 +37,9 @@ from resizeflow.openstack.notifier import KombuNotifier
 from resizeflow.restart import Restart
 from resizeflow.states import MigrationStatus, PowerState
 from resizeflow.steps import context
-from resizeflow.virt import remotefs
 from resizeflow.virt.base import VirtDriver
 from resizeflow.virt.libvirt import LibvirtDriver
+from resizeflow.virt.remotefs import address as migration_address
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,12 @@ def check_migration_address(settings: Settings) -> str | None:
         return None
     address = settings.advertised_migration_address
     timeout = min(settings.ssh_connect_timeout, ADDRESS_PROBE_TIMEOUT)
-    found = remotefs.probe_ssh(address, settings.ssh_port, timeout)
+    found = migration_address.probe_ssh(address, settings.ssh_port, timeout)
     if found is None:
         return None
     names = [
         f"{name} (unset: the host name)"
-        if name == remotefs.MIGRATION_ADDRESS and not settings.migration_address
+        if name == migration_address.MIGRATION_ADDRESS and not settings.migration_address
         else name
         for name in found.settings
     ]

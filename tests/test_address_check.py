@@ -18,8 +18,8 @@ from resizeflow import worker
 from resizeflow.conf import Settings
 from resizeflow.hypervisor.hosts import Hosts
 from resizeflow.launch.stack import PRIVATE_REDIS, TEST_DRIVER_ENV, build
-from resizeflow.virt import remotefs
-from resizeflow.virt.remotefs import MIGRATION_ADDRESS, SSH_PORT, probe_ssh
+from resizeflow.virt.remotefs import address as remotefs
+from resizeflow.virt.remotefs.address import MIGRATION_ADDRESS, SSH_PORT, probe_ssh
 
 # A name that never resolves (RFC 2606).
 NOWHERE = "rf-nowhere.invalid"

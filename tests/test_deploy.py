@@ -25,7 +25,9 @@ import pytest
 
 from resizeflow.conf import Settings
 from resizeflow.errors import RemoteFilesystemError
-from resizeflow.virt.remotefs import RemoteHost, RsyncFilesystem, ssh_options
+from resizeflow.virt.remotefs.argv import ssh_options
+from resizeflow.virt.remotefs.base import RemoteHost
+from resizeflow.virt.remotefs.ssh import RsyncFilesystem
 from tests.hosts import free_port, keygen, require_host_tools, require_root
 
 ROOT = Path(__file__).resolve().parent.parent

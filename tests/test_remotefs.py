@@ -29,18 +29,11 @@ from resizeflow.errors import (
     VirtError,
 )
 from resizeflow.virt.imagecopy import backing_chain, copy_disk
-from resizeflow.virt.remotefs import (
-    LocalFilesystem,
-    RemoteFilesystem,
-    RemoteHost,
-    RsyncFilesystem,
-    ScpFilesystem,
-    _SSHFilesystem,
-    is_path_shared_with,
-    part_path,
-    remote_filesystem,
-    storage_is_shared,
-)
+from resizeflow.virt.remotefs import remote_filesystem
+from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost, part_path
+from resizeflow.virt.remotefs.local import LocalFilesystem
+from resizeflow.virt.remotefs.shared import is_path_shared_with, storage_is_shared
+from resizeflow.virt.remotefs.ssh import RsyncFilesystem, ScpFilesystem, _SSHFilesystem
 from tests.hosts import ADDRESSES, Hosts, keygen, require_root
 from tests.hosts import file_sha256 as sha256
 
@@ -158,7 +151,9 @@ _COPIER = textwrap.dedent(
     """
     import sys
     from pathlib import Path, PurePosixPath
-    from resizeflow.virt.remotefs import RemoteHost, RsyncFilesystem, SSHOptions
+    from resizeflow.virt.remotefs.base import RemoteHost
+    from resizeflow.virt.remotefs.ssh import RsyncFilesystem
+    from resizeflow.virt.remotefs.argv import SSHOptions
     key, kh, port, address, src, dest = sys.argv[1:]
     opts = SSHOptions(key=Path(key), known_hosts=Path(kh), port=int(port), bwlimit_kib=16384)
     RsyncFilesystem(opts).copy_file(Path(src), RemoteHost("host-b", address), PurePosixPath(dest))

@@ -10,16 +10,11 @@ import pytest
 from resizeflow import retry
 from resizeflow.conf import Settings
 from resizeflow.errors import RemoteDiskFull, RemoteFilesystemError, RemoteHostUnreachable
-from resizeflow.virt.remotefs import (
-    LocalFilesystem,
-    RemoteHost,
-    RsyncFilesystem,
-    ScpFilesystem,
+from resizeflow.virt.remotefs import remote_filesystem
+from resizeflow.virt.remotefs.argv import (
     SSHOptions,
     classify,
     control_path,
-    part_path,
-    remote_filesystem,
     remote_sh,
     rsync_argv,
     rsync_stats,
@@ -28,6 +23,9 @@ from resizeflow.virt.remotefs import (
     ssh_option_args,
     ssh_options,
 )
+from resizeflow.virt.remotefs.base import RemoteHost, part_path
+from resizeflow.virt.remotefs.local import LocalFilesystem
+from resizeflow.virt.remotefs.ssh import RsyncFilesystem, ScpFilesystem
 
 pytestmark = pytest.mark.fast
 

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from resizeflow.virt.remotefs import RemoteHost, SSHOptions
+from resizeflow.virt.remotefs.argv import SSHOptions
+from resizeflow.virt.remotefs.base import RemoteHost
 
 SSHD = "/usr/sbin/sshd"
 TOOLS = ("ssh", "scp", "rsync", "ssh-keygen", "qemu-img", "qemu-io", "setpriv")

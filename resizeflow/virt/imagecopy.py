@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from resizeflow.errors import DiskNotFound, RemoteHostUnreachable, VirtError
-from resizeflow.virt.remotefs import CopyResult, RemoteFilesystem, RemoteHost
+from resizeflow.virt.remotefs.base import CopyResult, RemoteFilesystem, RemoteHost
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from resizeflow.errors import (
 )
 from resizeflow.openstack.images import ImageStore
 from resizeflow.states import PowerState
-from resizeflow.virt import kvm_probe, remotefs
+from resizeflow.virt import kvm_probe
 from resizeflow.virt.base import DomainInfo, InstanceSpec, NodeResources, PeerHost
 from resizeflow.virt.connection import (
     MISSING,
@@ -55,6 +55,10 @@ from resizeflow.virt.layout import (
     write_atomic,
 )
 from resizeflow.virt.realhost import RealHypervisorHost
+from resizeflow.virt.remotefs import remote_filesystem
+from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
+from resizeflow.virt.remotefs.local import LocalFilesystem
+from resizeflow.virt.remotefs.shared import storage_is_shared
 from resizeflow.virt.strategy import HostStrategy, is_test_driver
 from resizeflow.virt.testdriver import TestDriverHost
 
@@ -87,7 +91,7 @@ class LibvirtDriver:
         running_timeout: float = 60.0,
         probe_kernels: Sequence[Path] = (),
         name_template: str = "instance-{uuid}",
-        remote: remotefs.RemoteFilesystem | None = None,
+        remote: RemoteFilesystem | None = None,
         shared_storage: bool | None = None,
     ) -> None:
         self.uri = uri
@@ -109,7 +113,7 @@ class LibvirtDriver:
                 probe_kernels=probe_kernels,
             )
         # How disks reach other hosts, and RESIZEFLOW_SHARED_STORAGE (None: detect).
-        self.remote = remote if remote is not None else remotefs.LocalFilesystem()
+        self.remote = remote if remote is not None else LocalFilesystem()
         self.shared_storage = shared_storage
 
     @classmethod
@@ -134,7 +138,7 @@ class LibvirtDriver:
             running_timeout=settings.running_timeout,
             probe_kernels=kernels,
             name_template=settings.instance_name_template,
-            remote=remotefs.remote_filesystem(settings),
+            remote=remote_filesystem(settings),
             shared_storage=settings.shared_storage,
         )
 
@@ -321,14 +325,14 @@ class LibvirtDriver:
         completely copied (it takes its name last), so a redelivered step
         skips the disks already there and rsync resumes a partial one.
         """
-        peer = remotefs.RemoteHost(dest.name, dest.address)
+        peer = RemoteHost(dest.name, dest.address)
         dest_dir = PurePosixPath(dest.instances_dir) / canonical_uuid(inst.uuid)
         # Asked before the guest goes down, so an unreachable dest fails the
         # step (transiently) while the guest still runs; a failure here has not
         # touched the guest, and the resize is rolled back rather than the
         # server errored (Nova's InstanceFaultRollback).
         try:
-            shared = remotefs.storage_is_shared(
+            shared = storage_is_shared(
                 self.shared_storage,
                 self.hostname,
                 self.remote,
@@ -347,7 +351,7 @@ class LibvirtDriver:
             raise DiskNotFound(location=str(resize_dir / "disk"))
         # NOTE: on shared storage the copy stays in this filesystem, as Nova's
         # copy_image(host=None) does: the old disks stay intact in _resize.
-        fs = remotefs.LocalFilesystem() if shared else self.remote
+        fs = LocalFilesystem() if shared else self.remote
         try:
             for name in self.host.copied_disks:
                 source = resize_dir / name
@@ -363,9 +367,9 @@ class LibvirtDriver:
 
     def _copy_disk(
         self,
-        fs: remotefs.RemoteFilesystem,
+        fs: RemoteFilesystem,
         source: Path,
-        peer: remotefs.RemoteHost,
+        peer: RemoteHost,
         dest: PeerHost,
         target: PurePosixPath,
         deadline: float | None,

@@ -23,7 +23,7 @@ from resizeflow.virt.base import InstanceSpec
 from resizeflow.virt.connection import MISSING, NOT_RUNNING, LibvirtConnection
 from resizeflow.virt.domain_xml import HostConfig, domain_xml
 from resizeflow.virt.layout import HostLayout
-from resizeflow.virt.remotefs import RemoteFilesystem, RemoteHost
+from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 from resizeflow.virt.strategy import DiskCopy
 
 log = logging.getLogger(__name__)

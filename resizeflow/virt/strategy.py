@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from resizeflow.errors import ConfigError
 from resizeflow.virt.base import InstanceSpec
-from resizeflow.virt.remotefs import RemoteFilesystem, RemoteHost
+from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 
 # The URI schemes whose virt type is known without asking the host.
 _REAL_SCHEMES = frozenset({"qemu"})

@@ -20,7 +20,7 @@ from resizeflow.errors import DiskNotFound
 from resizeflow.virt.base import InstanceSpec
 from resizeflow.virt.connection import LibvirtConnection
 from resizeflow.virt.layout import CONSOLE_LOG, ROOT_DISK, HostLayout
-from resizeflow.virt.remotefs import RemoteFilesystem, RemoteHost
+from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 from resizeflow.virt.strategy import DiskCopy
 
 GiB = 1024**3
