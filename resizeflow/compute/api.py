@@ -29,6 +29,7 @@ from resizeflow.compute.scheduler import select_destination
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal, services
+from resizeflow.db.instances import SystemMetadata, visible_instance
 from resizeflow.db.models import Instance, InstanceAction, Migration, utcnow
 from resizeflow.db.session import Database
 from resizeflow.openstack.base import Resources
@@ -55,13 +56,6 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
     OSError,
 )
-
-# Nova's system-metadata key for the image a server was booted from.
-IMAGE_REF_KEY = "image_base_image_ref"
-# Keys the service layer keeps in system_metadata; the rest is the user's metadata.
-# Nova keeps a lock's reason in system_metadata too (2.73).
-LOCKED_REASON_KEY = "locked_reason"
-INTERNAL_METADATA = frozenset({IMAGE_REF_KEY, dbapi.OLD_VM_STATE, LOCKED_REASON_KEY})
 
 
 @dataclass(frozen=True)
@@ -120,14 +114,7 @@ class ComputeAPI:
         return SqlQuota.with_defaults_of(session, self.settings)
 
     def _get(self, ctx: RequestContext, session: Session, uuid: str, action: str) -> Instance:
-        try:
-            uuidlib.UUID(uuid)
-        except (ValueError, AttributeError, TypeError):
-            raise errors.InstanceNotFound(instance_id=uuid) from None
-        inst = dbapi.get_instance(session, uuid)
-        # Another project's server does not exist, as far as its caller can tell.
-        if not ctx.is_admin and inst.project_id != ctx.project_id:
-            raise errors.InstanceNotFound(instance_id=uuid)
+        inst = visible_instance(session, ctx, uuid)
         authorize(ctx, f"compute:{action}", inst.project_id)
         return inst
 
@@ -257,13 +244,11 @@ class ComputeAPI:
                 host=dest.host,
                 node=dest.node,
                 flavor=flavor.as_dict(),
-                system_metadata={
-                    **(metadata or {}),
-                    **({IMAGE_REF_KEY: image_ref} if image_ref else {}),
-                },
+                system_metadata=dict(metadata or {}),
                 vm_state=VmState.BUILDING,
                 task_state=TaskState.SPAWNING,
             )
+            SystemMetadata(inst).image_ref = image_ref
             s.add(inst)
             s.flush()
             SqlPlacement(s).claim(uuid, dest, res)
@@ -341,7 +326,7 @@ class ComputeAPI:
                 return mig.id
             mig.dest_compute, mig.dest_node = dest.host, dest.node
             inst.old_flavor, inst.new_flavor = old, dict(new)
-            inst.system_metadata = {**inst.system_metadata, dbapi.OLD_VM_STATE: inst.vm_state.value}
+            SystemMetadata(inst).old_vm_state = inst.vm_state
             self._scheduled(s, action, None)
             launches.append(self._plan(ctx, s, flows.RESIZE, inst, action, mig))
             return mig.id
@@ -621,7 +606,7 @@ class ComputeAPI:
             owner = inst.project_id == ctx.project_id
             inst.locked, inst.locked_by = True, "owner" if owner else "admin"
             if reason is not None:
-                inst.system_metadata = {**inst.system_metadata, LOCKED_REASON_KEY: reason}
+                SystemMetadata(inst).locked_reason = reason
             self._api_event(s, self._record(ctx, s, inst, "lock"), "api_lock")
 
     def unlock(self, ctx: RequestContext, uuid: str) -> None:
@@ -632,9 +617,7 @@ class ComputeAPI:
             if inst.locked_by == "admin" and not ctx.is_admin:
                 raise errors.PolicyNotAuthorized(action="compute:unlock_override")
             inst.locked, inst.locked_by = False, None
-            meta = dict(inst.system_metadata)
-            if meta.pop(LOCKED_REASON_KEY, None) is not None:
-                inst.system_metadata = meta
+            SystemMetadata(inst).locked_reason = None
             self._api_event(s, self._record(ctx, s, inst, "unlock"), "api_unlock")
 
     # -- delete -------------------------------------------------------------

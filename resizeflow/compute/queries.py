@@ -19,11 +19,11 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows
-from resizeflow.compute.api import INTERNAL_METADATA, LOCKED_REASON_KEY
 from resizeflow.compute.policy import RequestContext, allowed, authorize
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal, services
+from resizeflow.db.instances import SystemMetadata, visible_instance
 from resizeflow.db.models import (
     ComputeNode,
     Flavor,
@@ -260,7 +260,7 @@ def _server(session: Session, inst: Instance) -> ServerInfo:
         .order_by(InstanceFault.id.desc())
         .limit(1)
     ).first()
-    sysmeta = dict(inst.system_metadata or {})
+    sysmeta = SystemMetadata(inst)
     return ServerInfo(
         uuid=inst.uuid,
         name=inst.display_name,
@@ -273,11 +273,11 @@ def _server(session: Session, inst: Instance) -> ServerInfo:
         host=inst.host,
         node=inst.node,
         flavor=dict(inst.flavor),
-        metadata={k: str(v) for k, v in sysmeta.items() if k not in INTERNAL_METADATA},
-        image_ref=sysmeta.get("image_base_image_ref"),
+        metadata=sysmeta.user_metadata,
+        image_ref=sysmeta.image_ref,
         locked=inst.locked,
         locked_by=inst.locked_by,
-        locked_reason=sysmeta.get(LOCKED_REASON_KEY),
+        locked_reason=sysmeta.locked_reason,
         description=inst.description,
         created_at=inst.created_at,
         updated_at=inst.updated_at,
@@ -357,19 +357,9 @@ class Queries:
         self.db = database
 
     # -- servers ------------------------------------------------------------
-    def _visible(self, ctx: RequestContext, session: Session, uuid: str) -> Instance:
-        try:
-            uuidlib.UUID(uuid)
-        except (ValueError, AttributeError, TypeError):
-            raise errors.InstanceNotFound(instance_id=uuid) from None
-        inst = dbapi.get_instance(session, uuid)
-        if not ctx.is_admin and inst.project_id != ctx.project_id:
-            raise errors.InstanceNotFound(instance_id=uuid)
-        return inst
-
     def server(self, ctx: RequestContext, uuid: str) -> ServerInfo:
         with self.db.snapshot() as s:
-            inst = self._visible(ctx, s, uuid)
+            inst = visible_instance(s, ctx, uuid)
             authorize(ctx, "compute:servers:show", inst.project_id)
             return _server(s, inst)
 
@@ -521,7 +511,7 @@ class Queries:
     def latest_migration(self, ctx: RequestContext, instance_uuid: str) -> MigrationInfo | None:
         """The newest migration of a server its caller may see."""
         with self.db.snapshot() as s:
-            self._visible(ctx, s, instance_uuid)
+            visible_instance(s, ctx, instance_uuid)
             mig = s.scalars(
                 select(Migration)
                 .where(Migration.instance_uuid == instance_uuid)
@@ -541,7 +531,8 @@ class Queries:
     ) -> list[ActionInfo]:
         """A server's actions newest first (2.58: paged from a request id, by change time)."""
         with self.db.snapshot() as s:
-            inst = self._visible_even_deleted(ctx, s, uuid)
+            # Nova keeps a deleted server's actions readable (read_deleted='yes').
+            inst = visible_instance(s, ctx, uuid, deleted=True)
             if inst.deleted and not deleted_visible:
                 raise errors.InstanceNotFound(instance_id=uuid)
             authorize(ctx, "compute:instance_actions:list", inst.project_id)
@@ -577,7 +568,8 @@ class Queries:
     ) -> ActionInfo:
         """One action; its events if policy allows (or, from 2.51, always)."""
         with self.db.snapshot() as s:
-            inst = self._visible_even_deleted(ctx, s, uuid)
+            # Nova keeps a deleted server's actions readable (read_deleted='yes').
+            inst = visible_instance(s, ctx, uuid, deleted=True)
             if inst.deleted and not deleted_visible:
                 raise errors.InstanceNotFound(instance_id=uuid)
             authorize(ctx, "compute:instance_actions:show", inst.project_id)
@@ -595,17 +587,6 @@ class Queries:
             if events_for_all or allowed(ctx, "compute:instance_actions:events", inst.project_id):
                 events = _events(s, row.id)
             return _action(row, events, _updated_at(s, row))
-
-    def _visible_even_deleted(self, ctx: RequestContext, session: Session, uuid: str) -> Instance:
-        # Nova keeps a deleted server's actions readable (read_deleted='yes').
-        try:
-            uuidlib.UUID(uuid)
-        except (ValueError, AttributeError, TypeError):
-            raise errors.InstanceNotFound(instance_id=uuid) from None
-        inst = session.get(Instance, uuid)
-        if inst is None or (not ctx.is_admin and inst.project_id != ctx.project_id):
-            raise errors.InstanceNotFound(instance_id=uuid)
-        return inst
 
     # -- hosts --------------------------------------------------------------
     def services(self, ctx: RequestContext) -> list[ServiceInfo]:

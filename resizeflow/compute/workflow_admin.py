@@ -21,6 +21,7 @@ from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal, services
+from resizeflow.db.instances import SystemMetadata, forget_resize
 from resizeflow.db.models import Instance, InstanceActionEvent, Migration, StepJournal, utcnow
 from resizeflow.db.session import Database
 from resizeflow.openstack.base import NodeRef
@@ -240,9 +241,9 @@ class WorkflowAdmin:
         if mig.status != MigrationStatus.ERROR:
             mig.status = check_migration(mig.status, MigrationStatus.ERROR)
         if step.on_abort is flows.OnAbort.NOTHING_TO_UNDO:
-            old = inst.system_metadata.get(dbapi.OLD_VM_STATE, inst.vm_state.value)
-            dbapi.forget_resize(inst)
-            inst.vm_state = check_vm(inst.vm_state, VmState(old))
+            old = SystemMetadata(inst).old_vm_state or inst.vm_state
+            forget_resize(inst)
+            inst.vm_state = check_vm(inst.vm_state, old)
             inst.task_state = None
             return Outcome(
                 mig.id,
@@ -255,7 +256,7 @@ class WorkflowAdmin:
             # A confirm ends here: the same finally as its error-out (see
             # steps/failure.py), the server staying on the dest.
             SqlPlacement(s).release(mig.uuid, NodeRef(mig.source_compute, mig.source_node))
-            dbapi.forget_resize(inst)
+            forget_resize(inst)
         assert mig.dest_compute is not None  # a flow ran: scheduling chose the dest
         intact, other = mig.source_compute, mig.dest_compute
         if flow.intact_on is flows.Side.DEST:

@@ -30,18 +30,6 @@ from resizeflow.db.models import (
 )
 from resizeflow.states import MigrationStatus, TaskState, check_migration, check_task
 
-# The system_metadata key where a resize stashes the vm_state it started from,
-# as Nova does: a revert goes back to it, a confirm of a stopped server too.
-OLD_VM_STATE = "old_vm_state"
-
-
-def forget_resize(inst: Instance) -> None:
-    """Forget what a resize stashed on the instance: both flavors, and the
-    vm_state it started from."""
-    inst.old_flavor = inst.new_flavor = None
-    if OLD_VM_STATE in (inst.system_metadata or {}):
-        inst.system_metadata = {k: v for k, v in inst.system_metadata.items() if k != OLD_VM_STATE}
-
 
 def get_instance(session: Session, uuid: str, *, lock: bool = False) -> Instance:
     stmt = select(Instance).where(Instance.uuid == uuid, Instance.deleted.is_(False))

@@ -27,8 +27,6 @@ from typing import Any
 from resizeflow.errors import ConfigError
 from resizeflow.openstack.base import ImageSpec
 
-# Nova's system-metadata key for the image a server was booted from.
-IMAGE_REF_KEY = "image_base_image_ref"
 DISK_FORMATS = frozenset({"raw", "qcow2", "ami", "aki", "ari"})
 CONTAINER_FORMATS = frozenset({"bare", "ami", "aki", "ari"})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resizeflow.db import api as dbapi
+from resizeflow.db.instances import forget_resize
 from resizeflow.states import (
     MigrationStatus,
     PowerState,
@@ -44,5 +44,5 @@ def finish_confirm(ctx: StepContext) -> None:
     # A delete that confirmed first keeps DELETING for the delete that follows.
     if inst.task_state != TaskState.DELETING:
         inst.task_state = check_task(inst.task_state, None)
-    dbapi.forget_resize(inst)
+    forget_resize(inst)
     ctx.notify("resize_confirm.end")

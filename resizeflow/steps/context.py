@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
 from resizeflow.db import services
+from resizeflow.db.instances import SystemMetadata
 from resizeflow.db.models import (
     Instance,
     InstanceAction,
@@ -26,7 +27,7 @@ from resizeflow.db.models import (
 from resizeflow.db.session import Database
 from resizeflow.openstack import payloads
 from resizeflow.openstack.base import ImageSpec, NodeRef, Notification, Notifier, VifSpec
-from resizeflow.openstack.images import IMAGE_REF_KEY, ImageStore
+from resizeflow.openstack.images import ImageStore
 from resizeflow.openstack.network import SqlNetwork
 from resizeflow.openstack.placement import SqlPlacement
 from resizeflow.openstack.quota import SqlQuota
@@ -170,7 +171,7 @@ class InstanceContext:
 
     def image(self) -> ImageSpec | None:
         """The image the instance was booted from, as files in the image store."""
-        ref = (self.instance.system_metadata or {}).get(IMAGE_REF_KEY)
+        ref = SystemMetadata(self.instance).image_ref
         return ImageStore(self.settings.images_dir()).spec(ref) if ref else None
 
     def spec(self, flavor: dict[str, Any] | None = None) -> InstanceSpec:
@@ -241,7 +242,7 @@ class InstanceContext:
 
     def _facts(self) -> payloads.InstanceFacts:
         inst = self.instance
-        sysmeta = dict(inst.system_metadata or {})
+        sysmeta = SystemMetadata(inst)
         ports = sorted(self.network.ports(inst.uuid), key=lambda p: (p.network, p.id))
         volumes = self.volumes.attached(inst.uuid)
         action = self.initiator
@@ -257,14 +258,10 @@ class InstanceContext:
             task_state=inst.task_state.value if inst.task_state else None,
             power_state=inst.power_state.name.lower(),
             flavor=dict(inst.flavor),
-            metadata={
-                k: str(v)
-                for k, v in sysmeta.items()
-                if k not in ("image_base_image_ref", "old_vm_state", "locked_reason")
-            },
-            image_ref=sysmeta.get("image_base_image_ref"),
+            metadata=sysmeta.user_metadata,
+            image_ref=sysmeta.image_ref,
             locked=inst.locked,
-            locked_reason=sysmeta.get("locked_reason"),
+            locked_reason=sysmeta.locked_reason,
             created_at=inst.created_at,
             updated_at=inst.updated_at,
             launched_at=inst.launched_at,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from resizeflow import errors, flows
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal
+from resizeflow.db.instances import forget_resize
 from resizeflow.states import (
     JOURNAL_ENDED,
     MIGRATION_TRANSITIONS,
@@ -44,7 +45,7 @@ def error_out(ctx: StepContext, task: str, exc: BaseException, details: str) -> 
         # and the stashed flavors forgotten now, as Nova's confirm does in a
         # finally. Nothing is left for a revert to go back to.
         ctx.placement.release(mig.uuid, ctx.source)
-        dbapi.forget_resize(inst)
+        forget_resize(inst)
     inst.task_state = None
     dbapi.add_fault(ctx.session, inst.uuid, exc, ctx.host, details)
     ctx.notify(f"{flow.notify}.error", fault=exc, details=details, priority="ERROR")
@@ -67,7 +68,7 @@ def roll_back_resize(ctx: StepContext) -> None:
     if ctx.placement.holds(mig.uuid, ctx.source):
         ctx.placement.release(inst.uuid, ctx.dest)
         ctx.placement.move(mig.uuid, inst.uuid, ctx.source)
-    dbapi.forget_resize(inst)
+    forget_resize(inst)
     ctx.journal.restore = None
     for row in journal.rows(ctx.session, mig.id):
         ended = row.status in JOURNAL_ENDED

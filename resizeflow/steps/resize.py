@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resizeflow.db import api as dbapi
+from resizeflow.db.instances import SystemMetadata
 from resizeflow.openstack.base import Resources
 from resizeflow.states import (
     MigrationStatus,
@@ -65,7 +65,7 @@ def finish_resize(ctx: StepContext) -> PhasedStep:
     ctx.notify("resize_finish.start")
     assert inst.new_flavor is not None
     spec, virt = ctx.spec(inst.new_flavor), ctx.virt
-    power_on = inst.system_metadata.get(dbapi.OLD_VM_STATE) != VmState.STOPPED.value
+    power_on = SystemMetadata(inst).old_vm_state != VmState.STOPPED
 
     def start_at_new_flavor(deadline: float) -> PowerState:
         virt.finish_migration(spec, power_on=power_on, deadline=deadline)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resizeflow.db import api as dbapi
+from resizeflow.db.instances import SystemMetadata, forget_resize
 from resizeflow.db.models import utcnow
 from resizeflow.states import (
     MigrationStatus,
@@ -60,7 +60,7 @@ def finish_revert(ctx: StepContext) -> PhasedStep:
     ctx.network.setup_networks_on_host(inst.uuid, mig.source_compute)
     ctx.volumes.initialize_connections(inst.uuid, mig.source_compute)
     spec, virt = ctx.spec(), ctx.virt
-    stopped = inst.system_metadata.get(dbapi.OLD_VM_STATE) == VmState.STOPPED.value
+    stopped = SystemMetadata(inst).old_vm_state == VmState.STOPPED
 
     def restore_domain(deadline: float) -> PowerState:
         virt.finish_revert_migration(spec, power_on=not stopped, deadline=deadline)
@@ -77,6 +77,6 @@ def finish_revert(ctx: StepContext) -> PhasedStep:
         ctx.notify("power_off.end")
     inst.vm_state = check_vm(inst.vm_state, VmState.STOPPED if stopped else VmState.ACTIVE)
     inst.task_state = check_task(inst.task_state, None)
-    dbapi.forget_resize(inst)
+    forget_resize(inst)
     inst.launched_at = utcnow()
     ctx.notify("resize_revert.end")
