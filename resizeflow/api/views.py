@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from resizeflow.api.microversion import Version
-from resizeflow.compute.queries import (
+from resizeflow.compute.queries.infos import (
     ActionInfo,
     EventInfo,
     FlavorInfo,

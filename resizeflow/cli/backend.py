@@ -19,7 +19,7 @@ from resizeflow.api.auth import NoAuth
 from resizeflow.api.faults import api_message
 from resizeflow.api.microversion import MAX_VERSION, Version, fmt
 from resizeflow.compute.policy import RequestContext, allowed, new_request_id
-from resizeflow.compute.queries import MigrationFilters
+from resizeflow.compute.queries.infos import MigrationFilters
 from resizeflow.conf import Settings
 
 

@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from resizeflow import errors
 from resizeflow.compute.policy import RequestContext, authorize
-from resizeflow.compute.queries import FlavorInfo, flavor_info
+from resizeflow.compute.queries.flavors import flavor_info
+from resizeflow.compute.queries.infos import FlavorInfo
 from resizeflow.db.models import Flavor
 from resizeflow.db.session import Database
 

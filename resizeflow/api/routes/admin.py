@@ -14,7 +14,7 @@ from resizeflow.api.deps import Base, Ctx, QueryLimit, Svc, Ver, changes_time
 from resizeflow.api.faults import HTTPFault
 from resizeflow.api.schemas import WorkflowActionBody
 from resizeflow.compute.policy import authorize
-from resizeflow.compute.queries import HypervisorInfo, MigrationFilters, Page
+from resizeflow.compute.queries.infos import HypervisorInfo, MigrationFilters, Page
 
 router = APIRouter(tags=["admin"])
 Filter = Annotated[str | None, Query(max_length=255)]

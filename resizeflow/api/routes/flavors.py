@@ -12,7 +12,7 @@ from resizeflow.api import views
 from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc, Ver
 from resizeflow.api.schemas import FlavorCreateBody
 from resizeflow.compute.policy import RequestContext
-from resizeflow.compute.queries import FlavorInfo
+from resizeflow.compute.queries.infos import FlavorInfo
 
 router = APIRouter(prefix="/flavors", tags=["flavors"])
 MinValue = Annotated[int | None, Query(ge=0)]

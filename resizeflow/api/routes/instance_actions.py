@@ -10,7 +10,7 @@ from resizeflow import errors
 from resizeflow.api import query, views
 from resizeflow.api.deps import Base, Ctx, Svc, Ver, changes_time
 from resizeflow.api.faults import HTTPFault
-from resizeflow.compute.queries import ActionFilters, MarkerNotFound
+from resizeflow.compute.queries.infos import ActionFilters, MarkerNotFound
 
 router = APIRouter(prefix="/servers", tags=["instance actions"])
 
