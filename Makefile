@@ -56,11 +56,11 @@ vm-deps:
 
 # Start the system libvirtd (qemu:///system) unless one is running.
 libvirtd: install vm-deps
-	$(BIN)/python -m resizeflow.hypervisor.libvirtd
+	$(BIN)/python -m resizeflow.devstack.libvirtd
 
 # The test guest, built from Debian packages into var/guest.
 guest: install vm-deps
-	$(BIN)/python -m resizeflow.hypervisor.guest var/guest
+	$(BIN)/python -m resizeflow.devstack.guest var/guest
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "resizeflow needs Python 3.11+"'

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import dbwork, monitor, phases, scaling, taskflow_peer
 from bench.stack import DEFAULT_PG_ADMIN, BenchShared, stack
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.supervisor import Supervisor
 
 DEFAULT_HOST_GRID = (1, 2, 4, 8)
 DEFAULT_LOAD_GRID = (100, 500)

@@ -51,9 +51,9 @@ from resizeflow.conf import Settings
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
-from resizeflow.launch.brokers import create_vhost, delete_vhost, start_redis
-from resizeflow.launch.stack import clean_environ
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.brokers import create_vhost, delete_vhost, start_redis
+from resizeflow.devstack.stack import clean_environ
+from resizeflow.devstack.supervisor import Supervisor
 from resizeflow.openstack.network import SqlNetwork
 
 DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"

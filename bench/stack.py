@@ -1,4 +1,4 @@
-"""An isolated stack for one measurement, built by :mod:`resizeflow.launch`.
+"""An isolated stack for one measurement, built by :mod:`resizeflow.devstack`.
 
 One private redis-server serves the whole bench run (see :class:`BenchShared`);
 each stack gets a key prefix of its own on it, its own PostgreSQL database (or
@@ -19,9 +19,9 @@ from celery import Celery
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.conf import Settings
 from resizeflow.db.session import Database
-from resizeflow.launch.brokers import start_redis
-from resizeflow.launch.stack import LocalStack, build
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.brokers import start_redis
+from resizeflow.devstack.stack import LocalStack, build
+from resizeflow.devstack.supervisor import Supervisor
 
 DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

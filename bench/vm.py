@@ -1,6 +1,6 @@
 """``resizeflow bench --hypervisor qemu``: real resizes of a guest with 1 GiB of data.
 
-Two hosts that share nothing run on this machine (:mod:`resizeflow.hypervisor.hosts`:
+Two hosts that share nothing run on this machine (:mod:`resizeflow.devstack.hosts`:
 each its own sshd on its own loopback address and its own instances dir), on
 one libvirtd, with real TCG or KVM guests. One guest gets 1 GiB of random data
 on its ephemeral disk, then:
@@ -42,8 +42,8 @@ from resizeflow.compute.flavors import FlavorAdmin
 from resizeflow.compute.policy import RequestContext
 from resizeflow.conf import Settings
 from resizeflow.db.models import Instance, StepJournal
-from resizeflow.hypervisor import demo, guest, hosts, libvirtd
-from resizeflow.launch.stack import LocalStack, build
+from resizeflow.devstack import guest, hosts, libvirtd, qemu_demo
+from resizeflow.devstack.stack import LocalStack, build
 from resizeflow.states import VmState
 from resizeflow.virt.remotefs import argv as remote_argv
 
@@ -93,7 +93,7 @@ def run_vm_bench(
         console.log(f"[{time.monotonic() - t0:5.0f}s] {msg}")
 
     libvirtd.ensure_running()
-    files = guest.build(demo.GUEST_DIR)
+    files = guest.build(qemu_demo.GUEST_DIR)
     ssh_hosts = hosts.start_hosts(root / "hosts", HOSTS)
     local: LocalStack | None = None
     try:
@@ -103,7 +103,7 @@ def run_vm_bench(
         results = bench.run(data_mib * MiB)
     finally:
         if local is not None:
-            demo.cleanup(local.settings, local.db, list(HOSTS))
+            qemu_demo.cleanup(local.settings, local.db, list(HOSTS))
             local.close()
         ssh_hosts.stop_all()
         if not keep:

@@ -4,7 +4,7 @@ Everything here is private to one run: a PostgreSQL cluster of its own (so it
 can be restarted), a redis-server of its own or a RabbitMQ vhost of its own
 (so either can lose its data), two worker processes, and beat running the
 reconciler with a short deadline (or, with :func:`default_timing`, with a
-deployment's settings). The stack comes from :mod:`resizeflow.launch`.
+deployment's settings). The stack comes from :mod:`resizeflow.devstack`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from resizeflow.db.models import (
     StepJournal,
     utcnow,
 )
-from resizeflow.launch.brokers import create_vhost, delete_vhost, start_redis
-from resizeflow.launch.stack import PRIVATE_REDIS, build, free_port
+from resizeflow.devstack.brokers import create_vhost, delete_vhost, start_redis
+from resizeflow.devstack.stack import PRIVATE_REDIS, build, free_port
 from resizeflow.openstack.base import Resources
 from resizeflow.states import JournalStatus, MigrationStatus, TaskState, VmState
 from tests.invariants import allocation_violations, journal_violations

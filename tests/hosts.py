@@ -1,6 +1,6 @@
 """Compute hosts that share nothing, on one machine, for the tests.
 
-The hosts themselves are :mod:`resizeflow.hypervisor.hosts`. Like the
+The hosts themselves are :mod:`resizeflow.devstack.hosts`. Like the
 service-backed fixtures, these skip when sshd, rsync, scp or qemu-img is
 missing, except in CI (``CI`` set), where that is a failure.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from resizeflow.hypervisor.hosts import ADDRESSES, Host, Hosts, free_port, keygen, missing_tools
-from resizeflow.hypervisor.hosts import start_hosts as _start_hosts
+from resizeflow.devstack.hosts import ADDRESSES, Host, Hosts, free_port, keygen, missing_tools
+from resizeflow.devstack.hosts import start_hosts as _start_hosts
 
 __all__ = [
     "ADDRESSES",

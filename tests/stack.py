@@ -1,6 +1,6 @@
 """A real resizeflow stack for tests: a database, a Redis broker, and worker processes.
 
-The stack is built by :mod:`resizeflow.launch`, as the demo's, the chaos
+The stack is built by :mod:`resizeflow.devstack`, as the demo's, the chaos
 harness's and the bench's are; this module adds what tests read and wait for.
 Each stack gets its own PostgreSQL database (or SQLite file), its own Redis key
 prefix or RabbitMQ vhost and its own state dir, so concurrent runs never see
@@ -30,7 +30,7 @@ from resizeflow.db import journal
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
-from resizeflow.launch.stack import TEST_DRIVER_ENV, LocalStack, build
+from resizeflow.devstack.stack import TEST_DRIVER_ENV, LocalStack, build
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
 
 REDIS_URL = os.environ.get("RESIZEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -72,7 +72,7 @@ def drop_pg_database(url: str) -> None:
 
 
 class Stack:
-    """A :class:`~resizeflow.launch.stack.LocalStack` with what tests read and wait for."""
+    """A :class:`~resizeflow.devstack.stack.LocalStack` with what tests read and wait for."""
 
     def __init__(
         self, local: LocalStack, backend: str, hosts: tuple[str, ...], broker: str = "redis"

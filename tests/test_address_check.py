@@ -16,8 +16,8 @@ import pytest
 
 from resizeflow import worker
 from resizeflow.conf import Settings
-from resizeflow.hypervisor.hosts import Hosts
-from resizeflow.launch.stack import PRIVATE_REDIS, TEST_DRIVER_ENV, build
+from resizeflow.devstack.hosts import Hosts
+from resizeflow.devstack.stack import PRIVATE_REDIS, TEST_DRIVER_ENV, build
 from resizeflow.virt.remotefs import address as remotefs
 from resizeflow.virt.remotefs.address import MIGRATION_ADDRESS, SSH_PORT, probe_ssh
 

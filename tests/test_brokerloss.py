@@ -24,8 +24,8 @@ from resizeflow.conf import Settings
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import BrokerEpoch, utcnow
 from resizeflow.db.session import Database
-from resizeflow.launch.brokers import create_vhost, delete_vhost, start_redis
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.brokers import create_vhost, delete_vhost, start_redis
+from resizeflow.devstack.supervisor import Supervisor
 from resizeflow.states import MigrationStatus, VmState
 from tests.conftest import require
 from tests.stack import RABBITMQ_URL, REDIS_URL, Stack

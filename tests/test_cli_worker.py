@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from resizeflow.launch.stack import TEST_DRIVER_ENV, LocalStack, build
+from resizeflow.devstack.stack import TEST_DRIVER_ENV, LocalStack, build
 from tests.stack import wait_for
 
 

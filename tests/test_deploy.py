@@ -378,7 +378,7 @@ def test_libvirtd_prepare_is_for_root_only() -> None:
 
 @pytest.mark.fast
 def test_libvirtd_prepare_adds_only_missing_qemu_conf_keys(tmp_path: Path) -> None:
-    from resizeflow.hypervisor import libvirtd
+    from resizeflow.devstack import libvirtd
 
     conf = tmp_path / "qemu.conf"
     # Debian's file has every key commented out; an operator set one of them.

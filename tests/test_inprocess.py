@@ -19,7 +19,7 @@ from sqlalchemy import select
 from resizeflow import workflows
 from resizeflow.compute.policy import RequestContext
 from resizeflow.db.models import Allocation, ComputeNode
-from resizeflow.launch.stack import build
+from resizeflow.devstack.stack import build
 from resizeflow.states import MigrationStatus, PowerState, VmState
 from resizeflow.steps import context
 from resizeflow.worker import build_runtime, register_node

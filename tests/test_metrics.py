@@ -20,7 +20,7 @@ from resizeflow.db import services
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import ComputeNode, Instance, InstanceAction, Migration, StepJournal
 from resizeflow.db.session import Database
-from resizeflow.launch.brokers import create_vhost, delete_vhost, purge_prefix
+from resizeflow.devstack.brokers import create_vhost, delete_vhost, purge_prefix
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
 from tests.conftest import require
 from tests.stack import RABBITMQ_URL, REDIS_URL

@@ -28,9 +28,9 @@ from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 from resizeflow.db.models import Instance, Migration
 from resizeflow.db.session import Database
-from resizeflow.launch.brokers import start_redis
-from resizeflow.launch.stack import clean_environ
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.brokers import start_redis
+from resizeflow.devstack.stack import clean_environ
+from resizeflow.devstack.supervisor import Supervisor
 from resizeflow.states import MigrationStatus, VmState
 from tests.conftest import require
 from tests.invariants import assert_allocation_invariant

@@ -17,7 +17,7 @@ from resizeflow.compute.images import ImageService
 from resizeflow.conf import Settings
 from resizeflow.db.models import Flavor, Instance, Port
 from resizeflow.db.session import Database
-from resizeflow.hypervisor.guest import parse_console
+from resizeflow.devstack.guest import parse_console
 from resizeflow.openstack.base import ImageSpec, VifSpec
 from resizeflow.openstack.images import ImageStore
 from resizeflow.openstack.network import FixedIpsExhausted, SqlNetwork

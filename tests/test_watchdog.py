@@ -22,8 +22,8 @@ from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 from resizeflow.db import services
 from resizeflow.db.session import Database
-from resizeflow.launch.brokers import start_redis
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.brokers import start_redis
+from resizeflow.devstack.supervisor import Supervisor
 from resizeflow.restart import EXIT_RESTART
 from resizeflow.steps.context import HostRuntime
 from resizeflow.worker import Heartbeat

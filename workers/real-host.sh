@@ -10,7 +10,7 @@ port=${RESIZEFLOW_SSH_PORT:-22}
 config=${RESIZEFLOW_SSHD_CONFIG:-/etc/resizeflow/sshd_config}
 
 # Adds the project's qemu.conf keys and starts `libvirtd -d` unless one answers.
-python -m resizeflow.hypervisor.libvirtd
+python -m resizeflow.devstack.libvirtd
 mkdir -p /run/sshd
 # Without -D sshd detaches once it listens; the container's init reaps it.
 /usr/sbin/sshd -f "$config" -o "ListenAddress=$address" -o "Port=$port"

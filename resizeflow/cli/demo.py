@@ -29,8 +29,8 @@ from resizeflow.compute.policy import RequestContext
 from resizeflow.db import journal
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.db.session import Database
-from resizeflow.hypervisor import demo as qemu_demo
-from resizeflow.launch.stack import TEST_DRIVER_ENV, LocalStack, build
+from resizeflow.devstack import qemu_demo
+from resizeflow.devstack.stack import TEST_DRIVER_ENV, LocalStack, build
 from resizeflow.states import JournalStatus, MigrationStatus, VmState, api_status
 
 PROJECT = "demo"

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.supervisor import Supervisor
 from tests.conformance.nova import NOVA_VENV, _tree, free_port
 
 REGION = "RegionOne"

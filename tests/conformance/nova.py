@@ -30,8 +30,8 @@ import httpx
 import psycopg
 
 from resizeflow.db.scratch import create_database, drop_database
-from resizeflow.launch.brokers import create_vhost, delete_vhost
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.brokers import create_vhost, delete_vhost
+from resizeflow.devstack.supervisor import Supervisor
 from tests.conformance import standins
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ own loopback address (``tests.hosts``), and its domains are named per host
 copies the disks over SSH with rsync, as between two machines.
 
 The guest is built once from Debian packages (see
-:mod:`resizeflow.hypervisor.guest`) into ``var/guest`` and put in the stack's
+:mod:`resizeflow.devstack.guest`) into ``var/guest`` and put in the stack's
 image store as its default image. These tests need root, libvirtd, QEMU,
 qemu-img, busybox and ``ip``: they skip without them, except in CI, where that
 is a failure.
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from resizeflow.hypervisor import guest, libvirtd
-from resizeflow.launch.stack import TEST_DRIVER_ENV, build
+from resizeflow.devstack import guest, libvirtd
+from resizeflow.devstack.stack import TEST_DRIVER_ENV, build
 from resizeflow.virt import vifs
 from tests.hosts import Hosts, start_hosts
 from tests.stack import (

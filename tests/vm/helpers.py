@@ -12,7 +12,7 @@ import libvirt
 from sqlalchemy import func, select
 
 from resizeflow.db.models import Allocation, Migration, Port
-from resizeflow.hypervisor.guest import ConsoleReport, GuestFiles, parse_console
+from resizeflow.devstack.guest import ConsoleReport, GuestFiles, parse_console
 from resizeflow.openstack.base import VifSpec
 from resizeflow.virt import vifs
 from tests.hosts import Hosts

@@ -14,7 +14,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from resizeflow.hypervisor import libvirtd
+from resizeflow.devstack import libvirtd
 from resizeflow.states import JournalStatus, MigrationStatus
 from tests.stack import wait_for
 from tests.vm.helpers import BIG, VmStack

@@ -2,7 +2,7 @@
 
 The demo's hosts share this machine's libvirtd; each host gets its own
 instance dir, bridge and domain names. The test guest (see
-:mod:`resizeflow.hypervisor.guest`) is the default image, booted with small
+:mod:`resizeflow.devstack.guest`) is the default image, booted with small
 flavors so that a handful of TCG guests fit on a laptop.
 """
 
@@ -21,8 +21,8 @@ from resizeflow.compute.policy import RequestContext
 from resizeflow.conf import Settings
 from resizeflow.db.models import Flavor, Instance
 from resizeflow.db.session import Database
-from resizeflow.hypervisor import guest, libvirtd
-from resizeflow.hypervisor.guest import ConsoleReport
+from resizeflow.devstack import guest, libvirtd
+from resizeflow.devstack.guest import ConsoleReport
 from resizeflow.virt import vifs
 
 # (flavorid, name, vcpus, MiB, root GiB, ephemeral GiB, swap MiB)

@@ -34,8 +34,8 @@ from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import WorkerProcess
 from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
-from resizeflow.launch.brokers import create_vhost, delete_vhost, purge_prefix, start_redis
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.brokers import create_vhost, delete_vhost, purge_prefix, start_redis
+from resizeflow.devstack.supervisor import Supervisor
 
 # The broker argument of :func:`build` that starts a redis-server of the stack's own.
 PRIVATE_REDIS = "private-redis"

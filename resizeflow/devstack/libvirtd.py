@@ -5,7 +5,7 @@ started as ``libvirtd -d``; the settings it needs in ``/etc/libvirt/qemu.conf``
 are added when missing and never overwritten, so an operator's own
 configuration wins.
 
-Run ``python -m resizeflow.hypervisor.libvirtd`` as root. With ``--prepare``
+Run ``python -m resizeflow.devstack.libvirtd`` as root. With ``--prepare``
 it only makes the host ready (the account, qemu.conf, the directories) and
 starts nothing: systemd's ``resizeflow-libvirtd.service`` runs that first and
 then libvirtd itself in the foreground (workers/systemd/).
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print("libvirtd prepared")
         return 0
     if args:
-        print("usage: python -m resizeflow.hypervisor.libvirtd [--prepare]", file=sys.stderr)
+        print("usage: python -m resizeflow.devstack.libvirtd [--prepare]", file=sys.stderr)
         return 2
     started = ensure_running()
     print("libvirtd started" if started else "libvirtd already running")

@@ -15,7 +15,7 @@ At boot the guest's init prints, on the serial console, lines starting with
 - ``RF ready`` once all of that is done, and ``RF poweroff`` when an ACPI
   power button press (libvirt's clean shutdown) makes it power off.
 
-Run ``python -m resizeflow.hypervisor.guest OUT_DIR [--images STORE]`` as root (``apt-get
+Run ``python -m resizeflow.devstack.guest OUT_DIR [--images STORE]`` as root (``apt-get
 download`` needs the package lists, and ``busybox`` must be installed).
 """
 

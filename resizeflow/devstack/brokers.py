@@ -7,7 +7,7 @@ import subprocess
 
 import redis
 
-from resizeflow.launch.supervisor import Supervisor
+from resizeflow.devstack.supervisor import Supervisor
 
 
 def start_redis(sup: Supervisor, name: str = "redis") -> str:
