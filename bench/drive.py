@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from bench import noop
 from bench.stack import BenchStack
-from resizeflow import workflows
+from resizeflow import routing
 from resizeflow.compute.policy import RequestContext
 from resizeflow.db.models import Instance, Migration, StepJournal
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
@@ -193,7 +193,7 @@ def bare_chain(st: BenchStack, length: int, token: str, hosts: Sequence[str]) ->
         st.app.signature(
             noop.NOOP if i < length - 1 else noop.NOOP_LAST,
             args=(token,),
-            queue=workflows.queue_for(hosts[i]),
+            queue=routing.queue_for(hosts[i]),
             immutable=True,
         )
         for i in range(length)

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from bench import monitor, scaleload
 from bench.stack import DEFAULT_PG_ADMIN
-from resizeflow import metrics, periodic, recovery, workflows
+from resizeflow import metrics, periodic, recovery, routing
 from resizeflow.celery_app import make_app
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.conf import Settings
@@ -269,7 +269,7 @@ def broker_phase(
         consumers = Consumers(sup, settings)
         for n in [0, *points]:
             if n:
-                queues = [workflows.queue_for(h) for h in scaleload.host_names(n)]
+                queues = [routing.queue_for(h) for h in scaleload.host_names(n)]
                 consumers.grow(queues, min(cfg.consumers, points[0]), env)
             procs = len(consumers.procs)
             if broker == "redis":

@@ -5,7 +5,7 @@ while: a history of finished migrations, thousands of workflows in flight and
 the step journal and instance actions of all of them. Driving that many
 workflows through the stack would take hours, so the rows are written
 directly, shaped as the product writes them (the flow table gives each flow's
-steps and hosts, ``resizeflow.workflows.plan``), into a schema created by the
+steps and hosts, ``resizeflow.routing.plan``), into a schema created by the
 product's own migrations.
 
 Per instance there are two migrations: an older one that ended (confirmed,
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from resizeflow import flows, workflows
+from resizeflow import flows, routing
 from resizeflow.db.journal import PlannedStep
 from resizeflow.db.models import utcnow
 from resizeflow.db.session import Database
@@ -154,9 +154,9 @@ class _Builder:
         key = (flow.name, source, dest)
         if key not in self.plans:
             if flow.subject is flows.Subject.MIGRATION:
-                self.plans[key] = workflows.plan(flow, source=source, dest=dest)
+                self.plans[key] = routing.plan(flow, source=source, dest=dest)
             else:
-                self.plans[key] = workflows.plan(flow, host=source)
+                self.plans[key] = routing.plan(flow, host=source)
         return self.plans[key]
 
     def took(self) -> dt.timedelta:

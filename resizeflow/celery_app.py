@@ -1,7 +1,7 @@
 """The Celery application, built from settings when a process starts.
 
 Routing is not configured here: every signature gets its queue from
-:mod:`resizeflow.workflows`, the one module that knows hosts and queues.
+:mod:`resizeflow.routing`, the one module that knows hosts and queues.
 """
 
 from __future__ import annotations

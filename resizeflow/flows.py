@@ -6,7 +6,7 @@ does its work, the host it runs on, whether it touches the hypervisor and what
 an operator's abort does when it is the first step not done. A :class:`Flow`
 is a linear sequence of steps, in the spirit of TaskFlow's linear flows.
 
-Chains (:mod:`resizeflow.workflows`), task registration (:mod:`resizeflow.tasks`),
+Chains (:mod:`resizeflow.routing`), task registration (:mod:`resizeflow.tasks`),
 journal planning, error-out, ``workflow retry|abort`` and the reconciler all
 read this table; nothing else lists steps or builds their names.
 

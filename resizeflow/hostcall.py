@@ -3,7 +3,7 @@
 Most work is cast to a host and recorded in the database. A few requests
 need the host's answer itself (a guest's console log, whether a domain is
 still defined), as Nova's RPC *call*s do. The asker
-(:func:`resizeflow.workflows.ask`) declares a queue of its own, bound to
+(:func:`resizeflow.routing.ask`) declares a queue of its own, bound to
 :data:`REPLY_EXCHANGE`, and names it in the request; the host task runs its
 work and publishes the result, or the error it raised, there.
 """

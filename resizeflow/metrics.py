@@ -39,7 +39,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, case, func, select
 
-from resizeflow import flows, workflows
+from resizeflow import flows, routing
 from resizeflow.db import services
 from resizeflow.db.models import (
     BrokerEpoch,
@@ -271,8 +271,8 @@ class ResizeflowCollector(Collector):
         try:
             with self.app.connection_for_read() as conn, _Depths(conn) as depth:
                 for host in hosts:
-                    gauge.add_metric([host], depth(workflows.queue_for(host)))
-                periodic.add_metric([], depth(workflows.PERIODIC_QUEUE))
+                    gauge.add_metric([host], depth(routing.queue_for(host)))
+                periodic.add_metric([], depth(routing.PERIODIC_QUEUE))
         except Exception as exc:  # a scrape must not fail because the broker hiccupped
             log.warning("queue depth unavailable: %s", exc)
         yield from (gauge, periodic)

@@ -30,7 +30,7 @@ from celery import Celery
 from celery.bootsteps import RUN  # type: ignore[attr-defined]  # missing from the stubs
 from sqlalchemy import select
 
-from resizeflow import brokerloss, errors, recovery, workflows
+from resizeflow import brokerloss, errors, recovery, routing
 from resizeflow.celery_app import make_app
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
@@ -133,7 +133,7 @@ def cleanup_incomplete_migrations(settings: Settings, database: Database, app: C
         # A chain for a down host would only wait in its queue; the next tick retries.
         if any(host in down for host in hosts[mig_id]):
             continue
-        workflows.launch_cleanup(app, mig_id, uuid, hosts[mig_id])
+        routing.launch_cleanup(app, mig_id, uuid, hosts[mig_id])
         launched.append(mig_id)
     return launched
 
@@ -158,7 +158,7 @@ def make_beat_app(settings: Settings) -> Celery:
     def reconcile() -> list[str]:
         return [str(r.subject) for r in recovery.reconcile(settings, database, app)]
 
-    queue = {"queue": workflows.PERIODIC_QUEUE, "expires": interval}
+    queue = {"queue": routing.PERIODIC_QUEUE, "expires": interval}
     # The reconciler looks often enough to act within about one deadline.
     reconcile_every = min(interval, settings.reconcile_deadline / 2)
     app.conf.beat_schedule = {
@@ -171,7 +171,7 @@ def make_beat_app(settings: Settings) -> Celery:
         "reconcile": {
             "task": RECONCILE,
             "schedule": reconcile_every,
-            "options": {"queue": workflows.PERIODIC_QUEUE, "expires": reconcile_every},
+            "options": {"queue": routing.PERIODIC_QUEUE, "expires": reconcile_every},
         },
     }
     return app
@@ -208,7 +208,7 @@ def run(settings: Settings, *, loglevel: str = "INFO") -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker = app.Worker(
         hostname=f"beat@{socket.gethostname()}",
-        queues=[workflows.PERIODIC_QUEUE],
+        queues=[routing.PERIODIC_QUEUE],
         pool="solo",
         concurrency=1,
         beat=True,

@@ -33,7 +33,7 @@ from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from resizeflow import flows, workflows
+from resizeflow import flows, routing
 from resizeflow.conf import Settings
 from resizeflow.db import journal, services
 from resizeflow.db.models import Instance, Migration, StepJournal, utcnow
@@ -209,7 +209,7 @@ def redrive(database: Database, app: Celery, settings: Settings, item: Redrive) 
             and inst.host is not None
         ):
             # The delete that asked for this confirm follows it, as when it was first sent.
-            then = workflows.signature(app, flows.DELETE.last.task, inst.uuid, inst.host)
+            then = routing.signature(app, flows.DELETE.last.task, inst.uuid, inst.host)
     log.warning(
         "re-driving %s of %s from %s: %s",
         item.flow,
@@ -218,7 +218,7 @@ def redrive(database: Database, app: Celery, settings: Settings, item: Redrive) 
         item.reason,
         extra={"migration_id": item.migration_id, "step": item.step},
     )
-    workflows.launch(app, item.subject, item.steps, then=then)
+    routing.launch(app, item.subject, item.steps, then=then)
     return True
 
 

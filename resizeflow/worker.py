@@ -27,7 +27,7 @@ from kombu.pidbox import Mailbox
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from resizeflow import errors, pools, recovery, workflows
+from resizeflow import errors, pools, recovery, routing
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 from resizeflow.db import journal, services
@@ -115,7 +115,7 @@ def join_host(settings: Settings, database: Database, *, register: bool) -> str:
                 proc = services.join(
                     s,
                     settings.host,
-                    workflows.queue_for(settings.host),
+                    routing.queue_for(settings.host),
                     machine=socket.gethostname(),
                     pid=os.getpid(),
                     down_time=settings.service_down_time,
@@ -248,7 +248,7 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         with self.db.transaction() as s:
             services.heartbeat(
-                s, self.settings.host, workflows.queue_for(self.settings.host), node=self.node
+                s, self.settings.host, routing.queue_for(self.settings.host), node=self.node
             )
             journal.renew_leases(
                 s, self.incarnation, self.runtime.executing_now(), self.settings.step_lease
@@ -377,7 +377,7 @@ def run(
     log.info("host %s: re-drove %d workflows at start", settings.host, len(redriven))
     worker = app.Worker(
         hostname=node,
-        queues=[workflows.queue_for(settings.host)],
+        queues=[routing.queue_for(settings.host)],
         pool=pools.POOLS[settings.worker_pool],
         concurrency=settings.worker_concurrency,
         autoscale=list(autoscale) if autoscale else None,

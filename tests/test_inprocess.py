@@ -16,7 +16,7 @@ from celery import _state as celery_state
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import select
 
-from resizeflow import workflows
+from resizeflow import routing
 from resizeflow.compute.policy import RequestContext
 from resizeflow.db.models import Allocation, ComputeNode
 from resizeflow.devstack.stack import build
@@ -67,7 +67,7 @@ def solo(
             local.app,
             pool="solo",
             perform_ping_check=False,
-            queues=[workflows.queue_for(HOST)],
+            queues=[routing.queue_for(HOST)],
             hostname=f"{HOST}@inprocess",
             shutdown_timeout=30,
         ):

@@ -13,7 +13,7 @@ from kombu import Exchange, Queue
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from resizeflow import flows, metrics, workflows
+from resizeflow import flows, metrics, routing
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 from resizeflow.db import services
@@ -226,7 +226,7 @@ def test_queue_depths_of_every_host(broker: str, tmp_path: Path) -> None:
         with app.connection_for_write() as conn, conn.Producer() as producer:
             for host, n in waiting.items():
                 # Declared as a worker's Celery declares the queue it consumes.
-                name = workflows.queue_for(host)
+                name = routing.queue_for(host)
                 queue = Queue(name, Exchange(name, type="direct"), routing_key=name)
                 for _ in range(n):
                     producer.publish(

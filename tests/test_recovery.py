@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from resizeflow import flows, recovery, workflows
+from resizeflow import flows, recovery, routing
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal
 from resizeflow.db.models import Instance, StepJournal, utcnow
@@ -35,7 +35,7 @@ def plan_without_sending(rf: Stack, uuid: str, mig_id: int, flow: str) -> None:
         journal.plan(
             s,
             flow,
-            workflows.plan(flows.FLOWS[flow], source=mig.source_compute, dest=mig.dest_compute),
+            routing.plan(flows.FLOWS[flow], source=mig.source_compute, dest=mig.dest_compute),
             migration_id=mig_id,
             instance_uuid=uuid,
             request_id=ctx.request_id,
@@ -68,10 +68,10 @@ def test_dropped_link_mid_chain_resumes_at_the_first_step_not_done(rf: Stack, pr
     mig = rf.migration(mig_id)
     plan_without_sending(rf, uuid, mig_id, "confirm")
     # The first two steps ran; the message for the third was dropped.
-    first_two = workflows.plan(
+    first_two = routing.plan(
         flows.FLOWS["confirm"], source=mig.source_compute, dest=mig.dest_compute
     )[:2]
-    workflows.launch(rf.app, mig_id, first_two)
+    routing.launch(rf.app, mig_id, first_two)
     wait_for(
         lambda: (
             [r.status for r in rf.journal(mig_id) if r.flow == "confirm"]
@@ -152,7 +152,7 @@ def test_lost_instance_operation_is_re_sent(rf: Stack, project: str) -> None:
         journal.plan(
             s,
             "stop",
-            workflows.plan(flows.STOP, host=host),
+            routing.plan(flows.STOP, host=host),
             instance_uuid=uuid,
             request_id="req-lost-stop",
         )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from resizeflow import errors, flows, workflows
+from resizeflow import errors, flows, routing
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.db.models import (
     Allocation,
@@ -110,10 +110,10 @@ def test_duplicate_deliveries_change_nothing(rf: Stack, project: str) -> None:
     mig = rf.migration(mig_id)
     # A second copy of the whole chain, racing the first: every step is
     # delivered twice, often while its twin is running.
-    resize_plan = workflows.plan(
+    resize_plan = routing.plan(
         flows.FLOWS["resize"], source=mig.source_compute, dest=mig.dest_compute
     )
-    workflows.launch(rf.app, mig_id, resize_plan)
+    routing.launch(rf.app, mig_id, resize_plan)
     rf.wait_migration(mig_id, MigrationStatus.FINISHED)
     wait_for(
         lambda: all(r.deliveries == 2 for r in rf.journal(mig_id)),
@@ -133,10 +133,10 @@ def test_duplicate_deliveries_change_nothing(rf: Stack, project: str) -> None:
     before = snapshot(rf, uuid, mig_id)
     # Redeliver every step of both flows after the fact.
     for flow in ("resize", "confirm"):
-        for planned in workflows.plan(
+        for planned in routing.plan(
             flows.FLOWS[flow], source=mig.source_compute, dest=mig.dest_compute
         ):
-            workflows.signature(rf.app, planned.step, mig_id, planned.host).apply_async()
+            routing.signature(rf.app, planned.step, mig_id, planned.host).apply_async()
     wait_for(
         lambda: (
             all(r.deliveries >= 2 for r in rf.journal(mig_id) if r.flow == "confirm")
@@ -367,10 +367,10 @@ def test_pickled_messages_are_refused(rf: Stack, project: str) -> None:
     uuid = rf.boot(project)
     mig_id = resize_to_verify(rf, project, uuid)
     before = snapshot(rf, uuid, mig_id)
-    step = workflows.plan(
+    step = routing.plan(
         flows.FLOWS["confirm"], source=rf.migration(mig_id).source_compute, dest="x"
     )[0]
-    workflows.signature(rf.app, step.step, mig_id, step.host).apply_async(serializer="pickle")
+    routing.signature(rf.app, step.step, mig_id, step.host).apply_async(serializer="pickle")
     wait_for(
         lambda: "application/x-python-serialize" in rf.worker_log(step.host),
         30,

@@ -8,7 +8,7 @@ import pytest
 from celery import Celery
 from celery.canvas import Signature
 
-from resizeflow import flows, tasks, workflows
+from resizeflow import flows, routing, tasks
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 
@@ -40,7 +40,7 @@ def test_every_registered_step_task_comes_from_the_table(app: Celery) -> None:
 
 
 def _short(flow: flows.Flow) -> list[tuple[str, str]]:
-    return [(s.step.rsplit(".", 1)[1], s.host) for s in workflows.plan(flow, source=SRC, dest=DST)]
+    return [(s.step.rsplit(".", 1)[1], s.host) for s in routing.plan(flow, source=SRC, dest=DST)]
 
 
 def test_plan_routes_each_step() -> None:
@@ -66,22 +66,20 @@ def test_plan_routes_each_step() -> None:
 
 def test_instance_operations_run_on_the_instance_host() -> None:
     for flow in (flows.SPAWN, flows.STOP, flows.START, flows.DELETE):
-        assert [(p.step, p.host) for p in workflows.plan(flow, host="h9")] == [
-            (flow.last.task, "h9")
-        ]
+        assert [(p.step, p.host) for p in routing.plan(flow, host="h9")] == [(flow.last.task, "h9")]
 
 
 def test_a_plan_without_its_hosts_is_refused() -> None:
     with pytest.raises(ValueError, match="needs a dest host"):
-        workflows.plan(flows.RESIZE, source=SRC)
+        routing.plan(flows.RESIZE, source=SRC)
     with pytest.raises(ValueError, match="needs a instance host"):
-        workflows.plan(flows.STOP, source=SRC, dest=DST)
+        routing.plan(flows.STOP, source=SRC, dest=DST)
 
 
 @pytest.mark.parametrize("flow", [flows.RESIZE, flows.CONFIRM, flows.REVERT], ids=str)
 def test_build_gives_immutable_routed_signatures(app: Celery, flow: flows.Flow) -> None:
-    planned = workflows.plan(flow, source=SRC, dest=DST)
-    built = workflows.build(app, 42, planned)
+    planned = routing.plan(flow, source=SRC, dest=DST)
+    built = routing.build(app, 42, planned)
     # A chain survives the JSON round trip the broker gives it.
     for chain in (built, Signature.from_dict(json.loads(json.dumps(built)), app=app)):
         sigs = chain.tasks
@@ -95,9 +93,9 @@ def test_build_gives_immutable_routed_signatures(app: Celery, flow: flows.Flow) 
 
 def test_instance_task_signature(app: Celery) -> None:
     stop = flows.STOP.last.task
-    sig = workflows.signature(app, stop, "uuid-1", "h9")
+    sig = routing.signature(app, stop, "uuid-1", "h9")
     assert (sig.task, tuple(sig.args), sig.immutable) == (stop, ("uuid-1",), True)
-    assert sig.options["queue"] == workflows.queue_for("h9") == "compute.h9"
+    assert sig.options["queue"] == routing.queue_for("h9") == "compute.h9"
 
 
 def test_app_config(app: Celery) -> None:

@@ -22,7 +22,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from resizeflow import errors, flows, workflows
+from resizeflow import errors, flows, routing
 from resizeflow.compute.images import check_boot_image
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.scheduler import select_destination
@@ -148,9 +148,9 @@ class ComputeAPI:
     ) -> Launch:
         """Journal ``flow``'s steps as pending, in the transaction that accepts the request."""
         if mig is not None:
-            steps = workflows.plan(flow, source=mig.source_compute, dest=mig.dest_compute)
+            steps = routing.plan(flow, source=mig.source_compute, dest=mig.dest_compute)
         else:
-            steps = workflows.plan(flow, host=inst.host)
+            steps = routing.plan(flow, host=inst.host)
         session.flush()  # the action's id, for the journal rows
         journal.plan(
             session,
@@ -186,11 +186,11 @@ class ComputeAPI:
     def _send(self, item: Launch) -> None:
         then = None
         if item.then is not None:
-            then = workflows.build(self.app, item.then.subject, item.then.steps)
+            then = routing.build(self.app, item.then.subject, item.then.steps)
         elif item.cleanup is not None:
             mig_id, hosts = item.cleanup
-            then = workflows.cleanup(self.app, mig_id, str(item.subject), hosts)
-        workflows.launch(self.app, item.subject, item.steps, then=then)
+            then = routing.cleanup(self.app, mig_id, str(item.subject), hosts)
+        routing.launch(self.app, item.subject, item.steps, then=then)
 
     def _check_service_up(self, session: Session, host: str) -> None:
         """Refuse work for a host whose worker is down, as Nova does (409).
@@ -578,7 +578,7 @@ class ComputeAPI:
             if svc is not None and not services.is_up(svc, self.settings.service_down_time):
                 raise errors.ServiceUnavailable()
         try:
-            found = workflows.ask(
+            found = routing.ask(
                 self.app,
                 host,
                 flows.HOST_TASKS.console_output,

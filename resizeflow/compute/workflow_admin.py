@@ -16,7 +16,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from resizeflow import errors, flows, workflows
+from resizeflow import errors, flows, routing
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
@@ -129,7 +129,7 @@ class WorkflowAdmin:
             failed.restore, failed.enqueued_at = None, utcnow()
             rest = tuple(journal.PlannedStep(r.step, r.host) for r in rows[rows.index(failed) :])
             self._record(ctx, s, inst.uuid, "workflowRetry")
-        workflows.launch(self.app, migration_id, rest)
+        routing.launch(self.app, migration_id, rest)
         return Outcome(
             migration_id,
             failed.flow,
@@ -184,7 +184,7 @@ class WorkflowAdmin:
                 return None  # a host that is down proves nothing
             key = (first.id, str(first.status), first.attempts, first.host)
         try:
-            whole = workflows.ask(
+            whole = routing.ask(
                 self.app,
                 first.host,
                 flows.HOST_TASKS.domain_whole,

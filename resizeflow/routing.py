@@ -1,4 +1,8 @@
-"""Routing: the one place that turns the flow table into Celery chains on host queues.
+"""Routing: the one place that knows hosts and queues.
+
+It turns the flow table into Celery chains on host queues (:func:`queue_for`,
+:func:`plan`, :func:`build`, :func:`launch`), and asks a host a question and
+waits for its answer (:func:`ask`, Nova's RPC call).
 
 A workflow is a Celery chain of immutable signatures, each carrying only its
 subject (a migration id, or an instance uuid for the one-step instance
