@@ -28,7 +28,7 @@ from resizeflow.states import JournalStatus, MigrationStatus, VmState
 STEPS = {"confirm": 4, "revert": 5, "resize": 3}
 
 
-def ctx() -> RequestContext:
+def caller() -> RequestContext:
     return RequestContext(user_id="bench", project_id="bench", roles=frozenset({"admin", "member"}))
 
 
@@ -49,7 +49,7 @@ def create_servers(st: BenchStack, n: int, timeout: float) -> list[str]:
     """Boot ``n`` m1.tiny servers, server k on host k mod H, and wait until all are ACTIVE."""
     hosts = st.hosts
     uuids = [
-        st.api.create(ctx(), name=f"b{k}", flavor_ref="1", host=hosts[k % len(hosts)])
+        st.api.create(caller(), name=f"b{k}", flavor_ref="1", host=hosts[k % len(hosts)])
         for k in range(n)
     ]
 
@@ -119,7 +119,7 @@ def resize_all(st: BenchStack, uuids: Sequence[str], flavor: str, timeout: float
     for forward in (True, False):
         wave = [u for u in uuids if (hosts.index(str(where[u])) < hosts.index(dest[u])) == forward]
         for u in wave:
-            migs[u] = st.api.resize(ctx(), u, flavor, host=dest[u])
+            migs[u] = st.api.resize(caller(), u, flavor, host=dest[u])
         wait_flow(st, [migs[u] for u in wave], "resize", timeout)
     return migs
 
@@ -149,7 +149,7 @@ def finish(
     started: dict[int, float] = {}
     for u in uuids:
         t = time.time()
-        started[call(ctx(), u)] = t
+        started[call(caller(), u)] = t
     wait_flow(st, list(started), flow, timeout, poll)
     return collect(st, flow, started)
 

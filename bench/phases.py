@@ -127,7 +127,7 @@ def latency(st: BenchStack, samples: int, timeout: float, log: Log) -> dict[str,
         call = st.api.confirm_resize if flow == "confirm" else st.api.revert_resize
         for u in servers:
             t = time.time()
-            mig = call(drive.ctx(), u)
+            mig = call(drive.caller(), u)
             started[mig] = t
             drive.wait_flow(st, [mig], flow, timeout, poll=0.005)
         lat = drive.collect(st, flow, started).latencies()

@@ -138,7 +138,7 @@ class Peer:
         started: dict[int, float] = {}
         for u in uuids:
             t = time.time()
-            started[call(drive.ctx(), u)] = t
+            started[call(drive.caller(), u)] = t
         failed = self.join(timeout)
         batch = drive.collect(self.st, flow, started)
         # An engine that succeeded is TaskFlow's word; the migration confirmed

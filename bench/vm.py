@@ -180,17 +180,17 @@ class _Bench:
         self, local: LocalStack, ssh_hosts: hosts.Hosts, root: Path, log: Callable[[str], None]
     ) -> None:
         self.local, self.hosts, self.root, self.log = local, ssh_hosts, root, log
-        self.api, self.ctx = local.api, RequestContext.admin()
+        self.api, self.caller = local.api, RequestContext.admin()
 
     def run(self, data: int) -> dict[str, Any]:
-        uuid = self.api.create(self.ctx, name="bench-vm", flavor_ref=FLAVORS[0][0], host="vm1")
+        uuid = self.api.create(self.caller, name="bench-vm", flavor_ref=FLAVORS[0][0], host="vm1")
         self._wait(uuid, VmState.ACTIVE)
         marker = self._marker("vm1", uuid, 1)
-        self.api.stop(self.ctx, uuid)
+        self.api.stop(self.caller, uuid)
         self._wait(uuid, VmState.STOPPED)
         disk = self._inst_dir("vm1", uuid) / "disk.local"
         _write_random(disk, data, self.root / "data.bin")
-        self.api.start(self.ctx, uuid)
+        self.api.start(self.caller, uuid)
         self._wait(uuid, VmState.ACTIVE)
         self.log(f"guest up on vm1 with {data // MiB} MiB of random data on disk.local")
 
@@ -203,7 +203,7 @@ class _Bench:
         disk = self._inst_dir("vm2", uuid) / "disk.local"
         baseline.append(self._rsync(disk, "vm1"))
         self.log(f"rsync baseline vm2 -> vm1: {baseline[1]['mb_s']:.1f} MB/s")
-        self.api.delete(self.ctx, uuid)
+        self.api.delete(self.caller, uuid)
         rsync_mb_s = sum(b["mb_s"] for b in baseline) / len(baseline)
         return {
             "data_bytes": data,
@@ -223,16 +223,16 @@ class _Bench:
         assert source is not None
         dest = next(h for h in HOSTS if h != source)
         t_resize = _now()
-        mig_id = self.api.resize(self.ctx, uuid, flavor)
+        mig_id = self.api.resize(self.caller, uuid, flavor)
         self._wait(uuid, VmState.RESIZED)
         resize_end = self._flow_end(mig_id, "resize")
         if self._marker(dest, uuid, 1) != marker:
             raise RuntimeError(f"the guest lost its marker in the resize to {dest}")
         t_end = _now()
         if end == "confirm":
-            self.api.confirm_resize(self.ctx, uuid)
+            self.api.confirm_resize(self.caller, uuid)
         else:
-            self.api.revert_resize(self.ctx, uuid)
+            self.api.revert_resize(self.caller, uuid)
         self._wait(uuid, VmState.ACTIVE)
         end_at = self._flow_end(mig_id, end)
         total = (resize_end - t_resize).total_seconds() + (end_at - t_end).total_seconds()

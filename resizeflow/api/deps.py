@@ -47,7 +47,7 @@ def request_id(request: Request) -> str:
     return rid or new_request_id()
 
 
-def context(
+def caller(
     request: Request,
     svc: Annotated[ServiceLayer, Depends(services)],
     token: Annotated[str | None, Depends(token_header)],
@@ -99,6 +99,6 @@ def is_true(name: str, raw: str | None) -> bool:
 
 
 Svc = Annotated[ServiceLayer, Depends(services)]
-Ctx = Annotated[RequestContext, Depends(context)]
+Caller = Annotated[RequestContext, Depends(caller)]
 Ver = Annotated[Version, Depends(version)]
 Base = Annotated[str, Depends(base_url)]

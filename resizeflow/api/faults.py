@@ -94,29 +94,31 @@ _JSON_TYPE = {
 def jsonschema_reason(kind: str, first: dict[str, Any], leaf: str) -> str:
     """jsonschema's wording for the common failures, which Nova's messages carry."""
     value = first.get("input")
-    ctx = first.get("ctx") or {}
+    constraint = first.get("ctx") or {}
     if kind == "missing":
         return f"'{leaf}' is a required property"
     if kind == "extra_forbidden":
         return f"Additional properties are not allowed ('{leaf}' was unexpected)"
     if kind == "string_too_long":
-        empty = ctx.get("max_length") == 0
+        empty = constraint.get("max_length") == 0
         return f"{shown_value(value)} {'is expected to be empty' if empty else 'is too long'}"
     if kind == "string_too_short":
-        one = ctx.get("min_length") == 1
+        one = constraint.get("min_length") == 1
         return f"{shown_value(value)} {'should be non-empty' if one else 'is too short'}"
     if kind in _JSON_TYPE:
         return f"{shown_value(value)} is not of type '{_JSON_TYPE[kind]}'"
     if kind == "literal_error":
         # pydantic lists the choices as "'a', 'b' or 'c'"; jsonschema as a list.
-        choices = str(ctx.get("expected", "")).replace(" or ", ", ")
+        choices = str(constraint.get("expected", "")).replace(" or ", ", ")
         return f"{shown_value(value)} is not one of [{choices}]"
     if kind in ("greater_than_equal", "greater_than"):
-        return f"{shown_value(value)} is less than the minimum of {ctx.get('ge', ctx.get('gt'))}"
+        least = constraint.get("ge", constraint.get("gt"))
+        return f"{shown_value(value)} is less than the minimum of {least}"
     if kind in ("less_than_equal", "less_than"):
-        return f"{shown_value(value)} is greater than the maximum of {ctx.get('le', ctx.get('lt'))}"
+        most = constraint.get("le", constraint.get("lt"))
+        return f"{shown_value(value)} is greater than the maximum of {most}"
     if kind == "string_pattern_mismatch":
-        return f"{shown_value(value)} does not match '{ctx.get('pattern', '')}'"
+        return f"{shown_value(value)} does not match '{constraint.get('pattern', '')}'"
     return str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
 
 

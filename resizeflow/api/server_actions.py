@@ -33,30 +33,30 @@ class ServerAction:
     status: int = 202  # Nova answers a confirm with 204, a console log with 200
 
 
-def _resize(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+def _resize(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
     flavor_ref = body.get("flavorRef") if isinstance(body, dict) else None
     if flavor_ref is None:
         raise errors.ValidationError(
             field="resize", value=body, reason="'flavorRef' is a required property"
         )
-    compute.resize(ctx, uuid, flavor_ref)
+    compute.resize(caller, uuid, flavor_ref)
 
 
-def _migrate(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+def _migrate(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
     # The body's host counts from 2.56 (validate_action drops it before then).
     host = body.get("host") if isinstance(body, dict) else None
     try:
-        compute.migrate(ctx, uuid, host=host)
+        compute.migrate(caller, uuid, host=host)
     except errors.ComputeHostNotFound as exc:
         raise HTTPFault(400, exc.message) from None  # Nova's migrate answers 400, not 404
 
 
-def _reboot(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
-    compute.reboot(ctx, uuid, str(body["type"]))
+def _reboot(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
+    compute.reboot(caller, uuid, str(body["type"]))
 
 
-def _reset_state(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
-    compute.reset_state(ctx, uuid, VmState(body["state"]))
+def _reset_state(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
+    compute.reset_state(caller, uuid, VmState(body["state"]))
 
 
 # Nova strips the control characters a JSON client could choke on, tabs and
@@ -65,36 +65,36 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
 
 
 def _console_output(
-    compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any
+    compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any
 ) -> dict[str, Any]:
     length = body.get("length")
-    output = compute.console_output(ctx, uuid, None if length is None else int(length))
+    output = compute.console_output(caller, uuid, None if length is None else int(length))
     return {"output": _CONTROL.sub("", output)}
 
 
-def _confirm_resize(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
-    compute.confirm_resize(ctx, uuid)
+def _confirm_resize(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
+    compute.confirm_resize(caller, uuid)
 
 
-def _revert_resize(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
-    compute.revert_resize(ctx, uuid)
+def _revert_resize(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
+    compute.revert_resize(caller, uuid)
 
 
-def _stop(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
-    compute.stop(ctx, uuid)
+def _stop(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
+    compute.stop(caller, uuid)
 
 
-def _start(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
-    compute.start(ctx, uuid)
+def _start(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
+    compute.start(caller, uuid)
 
 
-def _lock(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
+def _lock(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
     reason = body.get("locked_reason") if isinstance(body, dict) else None
-    compute.lock(ctx, uuid, reason=reason)
+    compute.lock(caller, uuid, reason=reason)
 
 
-def _unlock(compute: ComputeAPI, ctx: RequestContext, uuid: str, body: Any) -> None:
-    compute.unlock(ctx, uuid)
+def _unlock(compute: ComputeAPI, caller: RequestContext, uuid: str, body: Any) -> None:
+    compute.unlock(caller, uuid)
 
 
 ACTIONS: dict[str, ServerAction] = {
@@ -123,12 +123,12 @@ def lookup(key: str) -> ServerAction:
 
 
 def run(
-    compute: ComputeAPI, ctx: RequestContext, uuid: str, key: str, body: Any
+    compute: ComputeAPI, caller: RequestContext, uuid: str, key: str, body: Any
 ) -> tuple[int, dict[str, Any] | None]:
     """Run the action ``key`` with its body's value: the HTTP status Nova answers
     it with, and the body, for an action that has one."""
     action = lookup(key)
-    return action.status, action.handler(compute, ctx, uuid, body)
+    return action.status, action.handler(compute, caller, uuid, body)
 
 
 @contextmanager

@@ -63,7 +63,7 @@ class LocalBackend:
         self.svc = build_services(settings)
         self.version = Version(*MAX_VERSION)
 
-    def _ctx(self) -> RequestContext:
+    def _caller(self) -> RequestContext:
         return self.identity.context(new_request_id())
 
     @contextmanager
@@ -76,48 +76,48 @@ class LocalBackend:
     def create(
         self, name: str, flavor: str, host: str | None, networks: str, metadata: dict[str, str]
     ) -> tuple[str, str]:
-        ctx = self._ctx()
+        caller = self._caller()
         nets = () if networks == "none" else ("private",)
         with self._calling("create"):
             uuid = self.svc.compute.create(
-                ctx, name=name, flavor_ref=flavor, host=host, networks=nets, metadata=metadata
+                caller, name=name, flavor_ref=flavor, host=host, networks=nets, metadata=metadata
             )
-        return uuid, ctx.request_id
+        return uuid, caller.request_id
 
     def servers(self, all_projects: bool) -> list[dict[str, Any]]:
-        ctx = self._ctx()
+        caller = self._caller()
         with self._calling():
-            found = self.svc.queries.servers(ctx, all_projects=all_projects)
-        admin = allowed(ctx, "compute:servers:show:extended_attributes")
+            found = self.svc.queries.servers(caller, all_projects=all_projects)
+        admin = allowed(caller, "compute:servers:show:extended_attributes")
         return [views.server(s, self.version, "", admin=admin) for s in found]
 
     def server(self, server_id: str) -> dict[str, Any]:
-        ctx = self._ctx()
+        caller = self._caller()
         try:
-            info = self.svc.queries.server(ctx, server_id)
+            info = self.svc.queries.server(caller, server_id)
         except errors.InstanceNotFound as exc:
             raise Gone(exc.message) from None
         except errors.ResizeflowError as exc:
             raise click.ClickException(exc.message) from None
-        admin = allowed(ctx, "compute:servers:show:extended_attributes", info.project_id)
+        admin = allowed(caller, "compute:servers:show:extended_attributes", info.project_id)
         return views.server(info, self.version, "", admin=admin)
 
     def action(self, server_id: str, key: str, value: Any) -> str:
-        ctx = self._ctx()
+        caller = self._caller()
         action = server_actions.lookup(key)
         with self._calling(action.name):
-            server_actions.run(self.svc.compute, ctx, server_id, key, value)
-        return ctx.request_id
+            server_actions.run(self.svc.compute, caller, server_id, key, value)
+        return caller.request_id
 
     def delete(self, server_id: str) -> str:
-        ctx = self._ctx()
+        caller = self._caller()
         with self._calling("delete"):
-            self.svc.compute.delete(ctx, server_id)
-        return ctx.request_id
+            self.svc.compute.delete(caller, server_id)
+        return caller.request_id
 
     def console(self, server_id: str, lines: int | None) -> str:
         with self._calling("os-getConsoleOutput"):
-            return self.svc.compute.console_output(self._ctx(), server_id, lines)
+            return self.svc.compute.console_output(self._caller(), server_id, lines)
 
     def flavors(self) -> list[dict[str, Any]]:
         return [views.flavor(f, "", self.version) for f in self.svc.queries.flavors()]
@@ -125,26 +125,26 @@ class LocalBackend:
     def migrations(self, **filters: str | None) -> list[dict[str, Any]]:
         with self._calling():
             found = self.svc.queries.migrations(
-                self._ctx(),
+                self._caller(),
                 MigrationFilters(**filters),  # type: ignore[arg-type]
             )
         return [views.migration(m, self.version) for m in found]
 
     def workflow(self, migration_id: int) -> dict[str, Any]:
-        ctx = self._ctx()
+        caller = self._caller()
         with self._calling():
-            mig = self.svc.queries.migration(ctx, migration_id)
-            steps = self.svc.queries.workflow(ctx, migration_id)
+            mig = self.svc.queries.migration(caller, migration_id)
+            steps = self.svc.queries.workflow(caller, migration_id)
         return {
             "migration": views.migration(mig, self.version),
             "steps": [views.step(s) for s in steps],
         }
 
     def workflow_action(self, migration_id: int, verb: str) -> dict[str, Any]:
-        ctx = self._ctx()
+        caller = self._caller()
         with self._calling():
             do = self.svc.workflows.retry if verb == "retry" else self.svc.workflows.abort
-            outcome = do(ctx, migration_id)
+            outcome = do(caller, migration_id)
         return {"result": outcome.result, "message": outcome.message, "step": outcome.step}
 
     def close(self) -> None:

@@ -90,8 +90,8 @@ def check_instance_state(
         )
 
 
-def check_instance_lock(ctx: RequestContext, inst: Instance) -> None:
-    if inst.locked and not ctx.is_admin:
+def check_instance_lock(caller: RequestContext, inst: Instance) -> None:
+    if inst.locked and not caller.is_admin:
         raise errors.InstanceIsLocked(instance_uuid=inst.uuid)
 
 
@@ -113,33 +113,33 @@ class ComputeAPI:
     def _quota(self, session: Session) -> SqlQuota:
         return SqlQuota.with_defaults_of(session, self.settings)
 
-    def _get(self, ctx: RequestContext, session: Session, uuid: str, action: str) -> Instance:
-        inst = visible_instance(session, ctx, uuid)
-        authorize(ctx, f"compute:{action}", inst.project_id)
+    def _get(self, caller: RequestContext, session: Session, uuid: str, action: str) -> Instance:
+        inst = visible_instance(session, caller, uuid)
+        authorize(caller, f"compute:{action}", inst.project_id)
         return inst
 
     def _record(
-        self, ctx: RequestContext, session: Session, inst: Instance, action: str
+        self, caller: RequestContext, session: Session, inst: Instance, action: str
     ) -> InstanceAction:
         log.info(
             "%s requested by %s/%s",
             action,
-            ctx.user_id,
-            ctx.project_id,
-            extra={"request_id": ctx.request_id, "instance_uuid": inst.uuid},
+            caller.user_id,
+            caller.project_id,
+            extra={"request_id": caller.request_id, "instance_uuid": inst.uuid},
         )
         return dbapi.record_action(
             session,
             action=action,
             instance_uuid=inst.uuid,
-            request_id=ctx.request_id,
-            user_id=ctx.user_id,
-            project_id=ctx.project_id,
+            request_id=caller.request_id,
+            user_id=caller.user_id,
+            project_id=caller.project_id,
         )
 
     def _plan(
         self,
-        ctx: RequestContext,
+        caller: RequestContext,
         session: Session,
         flow: flows.Flow,
         inst: Instance,
@@ -158,7 +158,7 @@ class ComputeAPI:
             steps,
             migration_id=mig.id if mig is not None else None,
             instance_uuid=inst.uuid,
-            request_id=ctx.request_id,
+            request_id=caller.request_id,
             action_id=action.id,
         )
         return Launch(mig.id if mig is not None else inst.uuid, tuple(steps))
@@ -203,14 +203,14 @@ class ComputeAPI:
             raise errors.ServiceUnavailable()
 
     # -- reads --------------------------------------------------------------
-    def get(self, ctx: RequestContext, uuid: str) -> Instance:
+    def get(self, caller: RequestContext, uuid: str) -> Instance:
         with self.db.snapshot() as s:
-            return self._get(ctx, s, uuid, "servers:show")
+            return self._get(caller, s, uuid, "servers:show")
 
     # -- boot ---------------------------------------------------------------
     def create(
         self,
-        ctx: RequestContext,
+        caller: RequestContext,
         *,
         name: str,
         flavor_ref: str | int,
@@ -221,15 +221,15 @@ class ComputeAPI:
         description: str | None = None,
     ) -> str:
         """Boot a server on ``host`` (admin only) or on a scheduled host."""
-        authorize(ctx, "compute:servers:create")
+        authorize(caller, "compute:servers:create")
         if host is not None:
-            authorize(ctx, "compute:servers:create:forced_host")
+            authorize(caller, "compute:servers:create:forced_host")
         with self._launching() as (s, launches):
             flavor = dbapi.get_flavor(s, flavor_ref)
             image_ref = check_boot_image(self.settings, image_ref, flavor.as_dict())
             res = Resources.of_flavor(flavor.as_dict())
             self._quota(s).check_deltas(
-                ctx.project_id, cores=res.vcpus, ram=res.memory_mb, instances=1
+                caller.project_id, cores=res.vcpus, ram=res.memory_mb, instances=1
             )
             dest = select_destination(
                 s, res, requested_host=host, service_down_time=self.settings.service_down_time
@@ -239,8 +239,8 @@ class ComputeAPI:
                 uuid=uuid,
                 display_name=name,
                 description=description,
-                project_id=ctx.project_id,
-                user_id=ctx.user_id,
+                project_id=caller.project_id,
+                user_id=caller.user_id,
                 host=dest.host,
                 node=dest.node,
                 flavor=flavor.as_dict(),
@@ -253,38 +253,38 @@ class ComputeAPI:
             s.flush()
             SqlPlacement(s).claim(uuid, dest, res)
             SqlNetwork(s, self.settings.fixed_range).allocate_for_instance(uuid, networks)
-            action = self._record(ctx, s, inst, "create")
-            launches.append(self._plan(ctx, s, flows.SPAWN, inst, action))
+            action = self._record(caller, s, inst, "create")
+            launches.append(self._plan(caller, s, flows.SPAWN, inst, action))
         return uuid
 
     # -- resize and cold migration --------------------------------------------
     def resize(
-        self, ctx: RequestContext, uuid: str, flavor_ref: str | int, *, host: str | None = None
+        self, caller: RequestContext, uuid: str, flavor_ref: str | int, *, host: str | None = None
     ) -> int:
         """Start a resize; returns the migration id."""
         if host is not None:
-            authorize(ctx, "compute:resize:forced_host")
-        return self._move(ctx, uuid, flavor_ref, host)
+            authorize(caller, "compute:resize:forced_host")
+        return self._move(caller, uuid, flavor_ref, host)
 
-    def migrate(self, ctx: RequestContext, uuid: str, *, host: str | None = None) -> int:
+    def migrate(self, caller: RequestContext, uuid: str, *, host: str | None = None) -> int:
         """Cold-migrate a server to another host at its own flavor; returns the migration id.
 
         Nova's ``resize`` without a flavor: the same flows, on a migration of
         type ``migration``, confirmed or reverted as a resize is. A ``host``
         the caller names must be a compute host other than the server's own.
         """
-        return self._move(ctx, uuid, None, host)
+        return self._move(caller, uuid, None, host)
 
     def _move(
-        self, ctx: RequestContext, uuid: str, flavor_ref: str | int | None, host: str | None
+        self, caller: RequestContext, uuid: str, flavor_ref: str | int | None, host: str | None
     ) -> int:
         migrate = flavor_ref is None
         with self._launching() as (s, launches):
             if migrate:
-                inst = self._get(ctx, s, uuid, "migrate:host" if host else "migrate")
+                inst = self._get(caller, s, uuid, "migrate:host" if host else "migrate")
             else:
-                inst = self._get(ctx, s, uuid, "resize")
-            check_instance_lock(ctx, inst)
+                inst = self._get(caller, s, uuid, "resize")
+            check_instance_lock(caller, inst)
             check_instance_state(inst, "resize", vm_state=(VmState.ACTIVE, VmState.STOPPED))
             assert inst.host is not None
             assert inst.node is not None
@@ -295,7 +295,7 @@ class ComputeAPI:
             old = inst.flavor
             new = old if migrate else self._new_flavor(s, inst, flavor_ref)
             dbapi.cas_task_state(s, uuid, [None], TaskState.RESIZE_PREP)
-            action = self._record(ctx, s, inst, "migrate" if migrate else "resize")
+            action = self._record(caller, s, inst, "migrate" if migrate else "resize")
             mig = Migration(
                 uuid=str(uuidlib.uuid4()),
                 instance_uuid=uuid,
@@ -305,8 +305,8 @@ class ComputeAPI:
                 old_instance_type_id=int(old["id"]),
                 new_instance_type_id=int(new["id"]),
                 status=MigrationStatus.PRE_MIGRATING,
-                user_id=ctx.user_id,
-                project_id=ctx.project_id,
+                user_id=caller.user_id,
+                project_id=caller.project_id,
             )
             s.add(mig)
             s.flush()
@@ -328,7 +328,7 @@ class ComputeAPI:
             inst.old_flavor, inst.new_flavor = old, dict(new)
             SystemMetadata(inst).old_vm_state = inst.vm_state
             self._scheduled(s, action, None)
-            launches.append(self._plan(ctx, s, flows.RESIZE, inst, action, mig))
+            launches.append(self._plan(caller, s, flows.RESIZE, inst, action, mig))
             return mig.id
 
     def _new_flavor(
@@ -407,26 +407,26 @@ class ComputeAPI:
         dbapi.add_fault(session, inst.uuid, exc, None, "".join(traceback.format_exception(exc)))
         log.info("%s of %s: %s", what, inst.uuid, exc.message, extra={"instance_uuid": inst.uuid})
 
-    def confirm_resize(self, ctx: RequestContext, uuid: str) -> int:
+    def confirm_resize(self, caller: RequestContext, uuid: str) -> int:
         """Confirm a finished resize; returns the migration id."""
         with self._launching() as (s, launches):
-            inst = self._get(ctx, s, uuid, "confirm_resize")
-            check_instance_lock(ctx, inst)
+            inst = self._get(caller, s, uuid, "confirm_resize")
+            check_instance_lock(caller, inst)
             check_instance_state(inst, "confirm_resize", vm_state=(VmState.RESIZED,))
             mig = dbapi.find_migration(s, uuid, MigrationStatus.FINISHED)
             self._check_service_up(s, mig.source_compute)
             dbapi.cas_migration_status(
                 s, mig.id, MigrationStatus.FINISHED, MigrationStatus.CONFIRMING
             )
-            action = self._record(ctx, s, inst, "confirmResize")
-            launches.append(self._plan(ctx, s, flows.CONFIRM, inst, action, mig))
+            action = self._record(caller, s, inst, "confirmResize")
+            launches.append(self._plan(caller, s, flows.CONFIRM, inst, action, mig))
             return mig.id
 
-    def revert_resize(self, ctx: RequestContext, uuid: str) -> int:
+    def revert_resize(self, caller: RequestContext, uuid: str) -> int:
         """Revert a finished resize; returns the migration id."""
         with self._launching() as (s, launches):
-            inst = self._get(ctx, s, uuid, "revert_resize")
-            check_instance_lock(ctx, inst)
+            inst = self._get(caller, s, uuid, "revert_resize")
+            check_instance_lock(caller, inst)
             check_instance_state(inst, "revert_resize", vm_state=(VmState.RESIZED,))
             mig = dbapi.find_migration(s, uuid, MigrationStatus.FINISHED)
             assert mig.dest_compute is not None  # a finished migration has its dest
@@ -444,14 +444,14 @@ class ComputeAPI:
             dbapi.cas_migration_status(
                 s, mig.id, MigrationStatus.FINISHED, MigrationStatus.REVERTING
             )
-            action = self._record(ctx, s, inst, "revertResize")
-            launches.append(self._plan(ctx, s, flows.REVERT, inst, action, mig))
+            action = self._record(caller, s, inst, "revertResize")
+            launches.append(self._plan(caller, s, flows.REVERT, inst, action, mig))
             return mig.id
 
     # -- power --------------------------------------------------------------
     def _instance_op(
         self,
-        ctx: RequestContext,
+        caller: RequestContext,
         uuid: str,
         method: str,
         action: str,
@@ -460,14 +460,14 @@ class ComputeAPI:
     ) -> None:
         assert flow.task_state is not None
         with self._launching() as (s, launches):
-            inst = self._get(ctx, s, uuid, method)
-            check_instance_lock(ctx, inst)
+            inst = self._get(caller, s, uuid, method)
+            check_instance_lock(caller, inst)
             check_instance_state(inst, method, vm_state=vm_state)
             dbapi.cas_task_state(s, uuid, [None], flow.task_state)
-            record = self._record(ctx, s, inst, action)
-            launches.append(self._plan(ctx, s, flow, inst, record))
+            record = self._record(caller, s, inst, action)
+            launches.append(self._plan(caller, s, flow, inst, record))
 
-    def reboot(self, ctx: RequestContext, uuid: str, reboot_type: str) -> None:
+    def reboot(self, caller: RequestContext, uuid: str, reboot_type: str) -> None:
         """Nova's reboot: SOFT of an active server, HARD also of a stopped or errored one.
 
         A hard reboot may take over a soft one at any point, or a hard one
@@ -476,8 +476,8 @@ class ComputeAPI:
         """
         hard = reboot_type.upper() == "HARD"
         with self._launching() as (s, launches):
-            inst = self._get(ctx, s, uuid, "reboot")
-            check_instance_lock(ctx, inst)
+            inst = self._get(caller, s, uuid, "reboot")
+            check_instance_lock(caller, inst)
             allowed = (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)
             check_instance_state(inst, "reboot", vm_state=allowed, task_state=REBOOT_OVERRIDABLE)
             if hard:
@@ -491,8 +491,8 @@ class ComputeAPI:
                 flow = flows.SOFT_REBOOT
                 check_instance_state(inst, "reboot", vm_state=(VmState.ACTIVE,))
                 dbapi.cas_task_state(s, uuid, [None], TaskState.REBOOTING)
-            record = self._record(ctx, s, inst, "reboot")
-            launches.append(self._plan(ctx, s, flow, inst, record))
+            record = self._record(caller, s, inst, "reboot")
+            launches.append(self._plan(caller, s, flow, inst, record))
 
     @staticmethod
     def _taken_over(session: Session, inst: Instance, rows: Sequence[Any]) -> None:
@@ -535,7 +535,7 @@ class ComputeAPI:
                 dbapi.finish_action(session, row.action_id, error=True)
                 dbapi.add_fault(session, inst.uuid, exc, inst.host, tb)
 
-    def reset_state(self, ctx: RequestContext, uuid: str, state: VmState) -> None:
+    def reset_state(self, caller: RequestContext, uuid: str, state: VmState) -> None:
         """Nova's os-resetState (admin): the server's vm_state is ``state``, no task.
 
         NOTE: an operator resets a server to declare its state after a failure
@@ -545,10 +545,10 @@ class ComputeAPI:
         failed one can no longer be retried over the state declared.
         """
         with self.db.transaction() as s:
-            inst = self._get(ctx, s, uuid, "reset_state")
+            inst = self._get(caller, s, uuid, "reset_state")
             # The instance first, as every step locks it (see delete).
             s.refresh(inst, with_for_update={"key_share": True})
-            reason = f"the server's state was reset by {ctx.user_id}"
+            reason = f"the server's state was reset by {caller.user_id}"
             for row in journal.open_operations(s, uuid):
                 journal.end(row, JournalStatus.ABORTED, reason)
             mig = self._live_migration_of(s, uuid)
@@ -561,16 +561,16 @@ class ComputeAPI:
                     mig.status = check_migration(mig.status, MigrationStatus.ERROR)
             inst.vm_state = check_vm(inst.vm_state, state)
             inst.task_state = None
-            action = self._record(ctx, s, inst, "resetState")
+            action = self._record(caller, s, inst, "resetState")
             action.finish_time = utcnow()
 
-    def console_output(self, ctx: RequestContext, uuid: str, length: int | None) -> str:
+    def console_output(self, caller: RequestContext, uuid: str, length: int | None) -> str:
         """The guest's console log, read by the host that runs it (Nova's RPC call).
 
         A host that is down is refused at once rather than waited for.
         """
         with self.db.snapshot() as s:
-            inst = self._get(ctx, s, uuid, "console_output")
+            inst = self._get(caller, s, uuid, "console_output")
             if inst.host is None:
                 raise errors.InstanceNotReady(instance_id=uuid)
             host = inst.host
@@ -591,37 +591,37 @@ class ComputeAPI:
             raise
         return str(found)
 
-    def stop(self, ctx: RequestContext, uuid: str) -> None:
-        self._instance_op(ctx, uuid, "stop", "stop", (VmState.ACTIVE, VmState.ERROR), flows.STOP)
+    def stop(self, caller: RequestContext, uuid: str) -> None:
+        self._instance_op(caller, uuid, "stop", "stop", (VmState.ACTIVE, VmState.ERROR), flows.STOP)
 
-    def start(self, ctx: RequestContext, uuid: str) -> None:
-        self._instance_op(ctx, uuid, "start", "start", (VmState.STOPPED,), flows.START)
+    def start(self, caller: RequestContext, uuid: str) -> None:
+        self._instance_op(caller, uuid, "start", "start", (VmState.STOPPED,), flows.START)
 
     # -- lock ---------------------------------------------------------------
-    def lock(self, ctx: RequestContext, uuid: str, reason: str | None = None) -> None:
+    def lock(self, caller: RequestContext, uuid: str, reason: str | None = None) -> None:
         with self.db.transaction() as s:
-            inst = self._get(ctx, s, uuid, "lock")
+            inst = self._get(caller, s, uuid, "lock")
             if inst.locked:
                 return
-            owner = inst.project_id == ctx.project_id
+            owner = inst.project_id == caller.project_id
             inst.locked, inst.locked_by = True, "owner" if owner else "admin"
             if reason is not None:
                 SystemMetadata(inst).locked_reason = reason
-            self._api_event(s, self._record(ctx, s, inst, "lock"), "api_lock")
+            self._api_event(s, self._record(caller, s, inst, "lock"), "api_lock")
 
-    def unlock(self, ctx: RequestContext, uuid: str) -> None:
+    def unlock(self, caller: RequestContext, uuid: str) -> None:
         with self.db.transaction() as s:
-            inst = self._get(ctx, s, uuid, "unlock")
+            inst = self._get(caller, s, uuid, "unlock")
             # A lock an admin placed can only be lifted by an admin (Nova's
             # unlock_override rule).
-            if inst.locked_by == "admin" and not ctx.is_admin:
+            if inst.locked_by == "admin" and not caller.is_admin:
                 raise errors.PolicyNotAuthorized(action="compute:unlock_override")
             inst.locked, inst.locked_by = False, None
             SystemMetadata(inst).locked_reason = None
-            self._api_event(s, self._record(ctx, s, inst, "unlock"), "api_unlock")
+            self._api_event(s, self._record(caller, s, inst, "unlock"), "api_unlock")
 
     # -- delete -------------------------------------------------------------
-    def delete(self, ctx: RequestContext, uuid: str) -> None:
+    def delete(self, caller: RequestContext, uuid: str) -> None:
         """Delete a server in any task_state, as Nova accepts it.
 
         - Awaiting resize confirmation (VERIFY_RESIZE, nothing in flight): the
@@ -642,8 +642,8 @@ class ComputeAPI:
           changed and does nothing.
         """
         with self._launching() as (s, launches):
-            inst = self._get(ctx, s, uuid, "delete")
-            check_instance_lock(ctx, inst)
+            inst = self._get(caller, s, uuid, "delete")
+            check_instance_lock(caller, inst)
             # NOTE: the instance row is locked first, as every step locks it:
             # a step running now holds it, so this waits for that step to commit,
             # and no step commits after this transaction without seeing it.
@@ -661,13 +661,13 @@ class ComputeAPI:
             )
             # Nova records the confirm it makes first as an action of its own,
             # under the delete's request id, before the delete's.
-            confirming = self._record(ctx, s, inst, "confirmResize") if confirm_first else None
-            action = self._record(ctx, s, inst, "delete")
+            confirming = self._record(caller, s, inst, "confirmResize") if confirm_first else None
+            action = self._record(caller, s, inst, "delete")
             # An operation in flight (a stop, start or spawn) ends here: its
             # step, if it still comes, finds its row aborted.
             for row in journal.open_operations(s, uuid):
                 journal.end(row, JournalStatus.ABORTED, "the server was deleted")
-            delete = self._plan(ctx, s, flows.DELETE, inst, action)
+            delete = self._plan(caller, s, flows.DELETE, inst, action)
             if live is None:
                 launches.append(delete)
                 return
@@ -678,7 +678,7 @@ class ComputeAPI:
                 dbapi.cas_migration_status(
                     s, live.id, MigrationStatus.FINISHED, MigrationStatus.CONFIRMING
                 )
-                confirm = self._plan(ctx, s, flows.CONFIRM, inst, confirming, live)
+                confirm = self._plan(caller, s, flows.CONFIRM, inst, confirming, live)
                 launches.append(Launch(confirm.subject, confirm.steps, then=delete))
                 return
             errored = live.status == MigrationStatus.ERROR

@@ -25,7 +25,7 @@ class FlavorAdmin:
 
     def create(
         self,
-        ctx: RequestContext,
+        caller: RequestContext,
         *,
         name: str,
         ram: int,
@@ -38,7 +38,7 @@ class FlavorAdmin:
         description: str | None = None,
     ) -> FlavorInfo:
         """Create a flavor; ``flavorid`` None or "auto" gets a generated uuid, as in Nova."""
-        authorize(ctx, "compute:flavors:create")
+        authorize(caller, "compute:flavors:create")
         name = name.strip()
         if not name:
             raise errors.InvalidFlavor(reason="name must not be blank")
@@ -85,8 +85,8 @@ class FlavorAdmin:
             s.flush()
             return flavor_info(row)
 
-    def delete(self, ctx: RequestContext, flavorid: str) -> None:
-        authorize(ctx, "compute:flavors:delete")
+    def delete(self, caller: RequestContext, flavorid: str) -> None:
+        authorize(caller, "compute:flavors:delete")
         with self.db.transaction() as s:
             row = s.scalars(select(Flavor).where(Flavor.flavorid == flavorid)).one_or_none()
             if row is None:

@@ -1,5 +1,8 @@
 """Who may do what: the request context and Nova's default policy.
 
+The request context says who asks; the API, the service layer and the CLI
+call it ``caller`` (``ctx`` is a step's context, in :mod:`resizeflow.steps`).
+
 Defaults follow Nova: the owner's project or an admin may act on a server; an
 admin alone may force a host or manage flavors, migrations, hypervisors and
 services. A policy file (JSON, Nova's rule names and check syntax) overrides
@@ -142,39 +145,39 @@ class Policy:
         for name, rule in (overrides or {}).items():
             self.rules[NOVA_NAMES.get(name, name)] = rule
 
-    def check(self, ctx: RequestContext, action: str, target_project: str | None = None) -> bool:
-        target = {"project_id": target_project if target_project is not None else ctx.project_id}
-        return self._eval(self.rules.get(action, ADMIN_OR_OWNER), ctx, target, depth=0)
+    def check(self, caller: RequestContext, action: str, target_project: str | None = None) -> bool:
+        target = {"project_id": target_project if target_project is not None else caller.project_id}
+        return self._eval(self.rules.get(action, ADMIN_OR_OWNER), caller, target, depth=0)
 
-    def _eval(self, rule: str, ctx: RequestContext, target: dict[str, str], depth: int) -> bool:
+    def _eval(self, rule: str, caller: RequestContext, target: dict[str, str], depth: int) -> bool:
         if depth > 10:
             raise errors.ConfigError(f"policy rule {rule!r} refers to itself")
         text = rule.strip()
         if text in ("", "@"):
             return True
         return any(
-            all(self._atom(atom, ctx, target, depth) for atom in alt.split(" and "))
+            all(self._atom(atom, caller, target, depth) for atom in alt.split(" and "))
             for alt in text.split(" or ")
         )
 
-    def _atom(self, atom: str, ctx: RequestContext, target: dict[str, str], depth: int) -> bool:
+    def _atom(self, atom: str, caller: RequestContext, target: dict[str, str], depth: int) -> bool:
         atom = atom.strip().strip("()").strip()
         if atom.startswith("not "):
-            return not self._atom(atom[4:], ctx, target, depth)
+            return not self._atom(atom[4:], caller, target, depth)
         if atom == "@":
             return True
         if atom == "!":
             return False
         kind, _, value = atom.partition(":")
         if kind == "rule":
-            return self._eval(self.rules.get(value, "!"), ctx, target, depth + 1)
+            return self._eval(self.rules.get(value, "!"), caller, target, depth + 1)
         if kind == "role":
-            return value in ctx.roles
+            return value in caller.roles
         if kind == "is_admin":
-            return ctx.is_admin == (value.lower() == "true")
+            return caller.is_admin == (value.lower() == "true")
         if kind in ("project_id", "user_id"):
             expected = value % target if "%(" in value else value
-            return expected == (ctx.project_id if kind == "project_id" else ctx.user_id)
+            return expected == (caller.project_id if kind == "project_id" else caller.user_id)
         raise errors.ConfigError(f"policy check {atom!r} is not understood")
 
 
@@ -205,11 +208,11 @@ def configure(policy: Policy | None) -> None:
     _active = policy if policy is not None else Policy()
 
 
-def allowed(ctx: RequestContext, action: str, target_project: str | None = None) -> bool:
-    return _active.check(ctx, action, target_project)
+def allowed(caller: RequestContext, action: str, target_project: str | None = None) -> bool:
+    return _active.check(caller, action, target_project)
 
 
-def authorize(ctx: RequestContext, action: str, target_project: str | None = None) -> None:
-    """Raise PolicyNotAuthorized unless ``ctx`` may perform ``action`` on the target."""
-    if not allowed(ctx, action, target_project):
+def authorize(caller: RequestContext, action: str, target_project: str | None = None) -> None:
+    """Raise PolicyNotAuthorized unless ``caller`` may perform ``action`` on the target."""
+    if not allowed(caller, action, target_project):
         raise errors.PolicyNotAuthorized(action=action)

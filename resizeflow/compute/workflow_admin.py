@@ -94,20 +94,20 @@ class WorkflowAdmin:
     def __init__(self, settings: Settings, database: Database, app: Celery) -> None:
         self.settings, self.database, self.app = settings, database, app
 
-    def _record(self, ctx: RequestContext, session: Session, uuid: str, action: str) -> None:
+    def _record(self, caller: RequestContext, session: Session, uuid: str, action: str) -> None:
         row = dbapi.record_action(
             session,
             action=action,
             instance_uuid=uuid,
-            request_id=ctx.request_id,
-            user_id=ctx.user_id,
-            project_id=ctx.project_id,
+            request_id=caller.request_id,
+            user_id=caller.user_id,
+            project_id=caller.project_id,
         )
         row.finish_time = utcnow()
 
-    def retry(self, ctx: RequestContext, migration_id: int) -> Outcome:
+    def retry(self, caller: RequestContext, migration_id: int) -> Outcome:
         """Resume a failed workflow at its failed step, with the rows as they were then."""
-        authorize(ctx, "compute:workflows:retry")
+        authorize(caller, "compute:workflows:retry")
         with self.database.transaction() as s:
             inst, mig, rows, failed = _locked(s, migration_id)
             if (
@@ -128,7 +128,7 @@ class WorkflowAdmin:
             failed.status = check_journal(failed.status, _J.PENDING)
             failed.restore, failed.enqueued_at = None, utcnow()
             rest = tuple(journal.PlannedStep(r.step, r.host) for r in rows[rows.index(failed) :])
-            self._record(ctx, s, inst.uuid, "workflowRetry")
+            self._record(caller, s, inst.uuid, "workflowRetry")
         routing.launch(self.app, migration_id, rest)
         return Outcome(
             migration_id,
@@ -138,9 +138,9 @@ class WorkflowAdmin:
             f"{failed.flow} resumed at {failed.step.rsplit('.', 1)[1]} on {failed.host}",
         )
 
-    def abort(self, ctx: RequestContext, migration_id: int) -> Outcome:
+    def abort(self, caller: RequestContext, migration_id: int) -> Outcome:
         """End a failed or stalled workflow: compensate where it is safe, else ERROR + fault."""
-        authorize(ctx, "compute:workflows:abort")
+        authorize(caller, "compute:workflows:abort")
         seen = self._ask_the_hypervisor(migration_id)
         with self.database.transaction() as s:
             inst, mig, rows, first = _locked(s, migration_id)
@@ -154,8 +154,8 @@ class WorkflowAdmin:
                 raise errors.WorkflowStepRunning(
                     step=first.step, migration_id=migration_id, host=first.host
                 )
-            outcome = self._end(s, ctx, inst, mig, rows, first, seen)
-            self._record(ctx, s, inst.uuid, "workflowAbort")
+            outcome = self._end(s, caller, inst, mig, rows, first, seen)
+            self._record(caller, s, inst.uuid, "workflowAbort")
         return outcome
 
     def _ask_the_hypervisor(self, migration_id: int) -> Seen | None:
@@ -199,7 +199,7 @@ class WorkflowAdmin:
     def _end(
         self,
         s: Session,
-        ctx: RequestContext,
+        caller: RequestContext,
         inst: Instance,
         mig: Migration,
         rows: list[StepJournal],
@@ -237,7 +237,7 @@ class WorkflowAdmin:
         first.restore = None  # nothing left to retry
         for row in rows[rows.index(first) :]:
             if row.status != _J.FAILED:
-                journal.end(row, _J.ABORTED, f"aborted by {ctx.user_id}")
+                journal.end(row, _J.ABORTED, f"aborted by {caller.user_id}")
         if mig.status != MigrationStatus.ERROR:
             mig.status = check_migration(mig.status, MigrationStatus.ERROR)
         if step.on_abort is flows.OnAbort.NOTHING_TO_UNDO:

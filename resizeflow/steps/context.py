@@ -1,4 +1,10 @@
-"""What a step works with: its locked rows, its drivers, and the host it runs on."""
+"""What a step works with: its locked rows, its drivers, and the host it runs on.
+
+A step function receives its :class:`StepContext` as ``ctx``, and only a
+step's context is called that. The request context of the API and the
+service layer (:class:`resizeflow.compute.policy.RequestContext`, who asks)
+is called ``caller``.
+"""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def canonical_uuid(value: str) -> str:
     return canonical
 
 
-def _silence(_ctx: Any, _err: Any) -> None:
+def _silence(_opaque: Any, _err: Any) -> None:
     """Errors arrive as exceptions; libvirt's default handler would also print them."""
 
 

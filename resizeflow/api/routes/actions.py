@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from resizeflow import errors
 from resizeflow.api import schemas, server_actions
-from resizeflow.api.deps import Ctx, Svc, Ver
+from resizeflow.api.deps import Caller, Svc, Ver
 from resizeflow.api.faults import HTTPFault
 
 router = APIRouter(prefix="/servers", tags=["server actions"])
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/servers", tags=["server actions"])
     },
 )
 def server_action(
-    server_id: str, body: schemas.ActionBody, svc: Svc, ctx: Ctx, version: Ver
+    server_id: str, body: schemas.ActionBody, svc: Svc, caller: Caller, version: Ver
 ) -> Response:
     """Run one server action: the body's only key names it."""
     raw = body.model_dump(by_alias=True, exclude_unset=True)
@@ -40,7 +40,7 @@ def server_action(
     value = schemas.validate_action(key, value, version)
     try:
         with server_actions.worded_as(action.name):
-            status, answer = server_actions.run(svc.compute, ctx, server_id, key, value)
+            status, answer = server_actions.run(svc.compute, caller, server_id, key, value)
     except errors.FlavorNotFound as exc:
         # Nova answers an unknown flavor with the exception's own message.
         raise HTTPFault(400, exc.message) from None

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from resizeflow import errors
 from resizeflow.api import query, views
-from resizeflow.api.deps import Base, Ctx, QueryLimit, Svc, Ver, changes_time
+from resizeflow.api.deps import Base, Caller, QueryLimit, Svc, Ver, changes_time
 from resizeflow.api.faults import HTTPFault
 from resizeflow.api.schemas import WorkflowActionBody
 from resizeflow.compute.policy import authorize
@@ -27,7 +27,7 @@ _TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
 
 @router.get("/os-migrations")
 def list_migrations(
-    request: Request, svc: Svc, ctx: Ctx, version: Ver, base: Base
+    request: Request, svc: Svc, caller: Caller, version: Ver, base: Base
 ) -> dict[str, Any]:
     """Migrations as Nova lists them: filters, then (2.59) pages newest first.
 
@@ -61,7 +61,7 @@ def list_migrations(
     )
     limit = query.page_limit(arg("limit")) if paged else None
     page = Page(limit=limit, changes_since=since, changes_before=before)
-    found = svc.queries.migrations(ctx, filters, page)
+    found = svc.queries.migrations(caller, filters, page)
     body: dict[str, Any] = {"migrations": [views.migration(m, version) for m in found]}
     if paged and limit and found and len(found) == limit:
         body["migrations_links"] = views.next_links(
@@ -72,14 +72,14 @@ def list_migrations(
 
 def _hypervisors(
     svc: Svc,
-    ctx: Ctx,
+    caller: Caller,
     version: Ver,
     limit: int | None,
     marker: str | None,
     pattern: str | None,
     rule: str,
 ) -> list[HypervisorInfo]:
-    found = svc.queries.hypervisors(ctx, rule)
+    found = svc.queries.hypervisors(caller, rule)
     if pattern is not None:
         found = [h for h in found if pattern in h.node]
         if not found:
@@ -115,7 +115,7 @@ WithServers = Annotated[str | None, Query(max_length=16)]
 def list_hypervisors(
     request: Request,
     svc: Svc,
-    ctx: Ctx,
+    caller: Caller,
     version: Ver,
     base: Base,
     limit: QueryLimit = None,
@@ -129,7 +129,7 @@ def list_hypervisors(
         views.hypervisor_brief,
         request,
         svc,
-        ctx,
+        caller,
         version,
         base,
         limit,
@@ -143,7 +143,7 @@ def list_hypervisors(
 def list_hypervisors_detail(
     request: Request,
     svc: Svc,
-    ctx: Ctx,
+    caller: Caller,
     version: Ver,
     base: Base,
     limit: QueryLimit = None,
@@ -157,7 +157,7 @@ def list_hypervisors_detail(
         views.hypervisor,
         request,
         svc,
-        ctx,
+        caller,
         version,
         base,
         limit,
@@ -172,7 +172,7 @@ def _hypervisor_page(
     view: Callable[..., dict[str, Any]],
     request: Request,
     svc: Svc,
-    ctx: Ctx,
+    caller: Caller,
     version: Ver,
     base: Base,
     limit: int | None,
@@ -182,7 +182,7 @@ def _hypervisor_page(
 ) -> dict[str, Any]:
     """One page of hypervisors in ``view``'s shape; 2.53 adds the name pattern and servers."""
     new = version.at_least(53)
-    found = _hypervisors(svc, ctx, version, limit, marker, pattern if new else None, rule)
+    found = _hypervisors(svc, caller, version, limit, marker, pattern if new else None, rule)
     servers = new and query.boolean("with_servers", with_servers)
     return {
         "hypervisors": [view(h, version, with_servers=servers) for h in found],
@@ -192,7 +192,7 @@ def _hypervisor_page(
 
 @router.get("/os-hypervisors/{hypervisor_id}")
 def show_hypervisor(
-    hypervisor_id: str, svc: Svc, ctx: Ctx, version: Ver, with_servers: WithServers = None
+    hypervisor_id: str, svc: Svc, caller: Caller, version: Ver, with_servers: WithServers = None
 ) -> dict[str, Any]:
     """One compute node (2.53: by uuid)."""
     if version.at_least(53):
@@ -201,27 +201,27 @@ def show_hypervisor(
         except ValueError:
             raise HTTPFault(400, f"Invalid uuid {hypervisor_id}") from None
     servers = version.at_least(53) and query.boolean("with_servers", with_servers)
-    for h in svc.queries.hypervisors(ctx, "compute:hypervisors:show"):
+    for h in svc.queries.hypervisors(caller, "compute:hypervisors:show"):
         if hypervisor_id == (h.uuid if version.at_least(53) else str(h.id)):
             return {"hypervisor": views.hypervisor(h, version, with_servers=servers, show=True)}
     raise HTTPFault(404, f"Hypervisor with ID '{hypervisor_id}' could not be found.")
 
 
 @router.get("/os-aggregates")
-def list_aggregates(svc: Svc, ctx: Ctx) -> dict[str, Any]:
+def list_aggregates(svc: Svc, caller: Caller) -> dict[str, Any]:
     """Host aggregates: resizeflow has none (clients such as OSC still ask)."""
-    authorize(ctx, "compute:aggregates:index")
+    authorize(caller, "compute:aggregates:index")
     return {"aggregates": []}
 
 
 @router.get("/os-services")
 def list_services(
-    svc: Svc, ctx: Ctx, version: Ver, host: Filter = None, binary: Filter = None
+    svc: Svc, caller: Caller, version: Ver, host: Filter = None, binary: Filter = None
 ) -> dict[str, Any]:
     """Compute services, up or down by their heartbeats (2.53: ids are uuids)."""
     found = [
         s
-        for s in svc.queries.services(ctx)
+        for s in svc.queries.services(caller)
         if (host is None or s.host == host) and (binary is None or s.binary == binary)
     ]
     return {"services": [views.service(s, version) for s in found]}
@@ -229,11 +229,11 @@ def list_services(
 
 @router.get("/os-resizeflow/workflows/{migration_id}")
 def show_workflow(
-    migration_id: Annotated[int, Path(ge=1, le=2**31 - 1)], svc: Svc, ctx: Ctx, version: Ver
+    migration_id: Annotated[int, Path(ge=1, le=2**31 - 1)], svc: Svc, caller: Caller, version: Ver
 ) -> dict[str, Any]:
     """resizeflow's extension: a migration and its step journal (admin)."""
-    mig = svc.queries.migration(ctx, migration_id)
-    steps = svc.queries.workflow(ctx, migration_id)
+    mig = svc.queries.migration(caller, migration_id)
+    steps = svc.queries.workflow(caller, migration_id)
     return {"migration": views.migration(mig, version), "steps": [views.step(s) for s in steps]}
 
 
@@ -242,7 +242,7 @@ def workflow_action(
     migration_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     body: WorkflowActionBody,
     svc: Svc,
-    ctx: Ctx,
+    caller: Caller,
 ) -> dict[str, Any]:
     """resizeflow's extension: retry a failed workflow at its failed step, or abort it (admin)."""
     verbs = body.model_fields_set
@@ -252,7 +252,7 @@ def workflow_action(
         )
     (verb,) = verbs
     do = svc.workflows.retry if verb == "retry" else svc.workflows.abort
-    outcome = do(ctx, migration_id)
+    outcome = do(caller, migration_id)
     return {
         "workflow": {
             "migration_id": outcome.migration_id,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from resizeflow import errors
 from resizeflow.api import views
-from resizeflow.api.deps import Base, Ctx, QueryLimit, QueryText, Svc, Ver
+from resizeflow.api.deps import Base, Caller, QueryLimit, QueryText, Svc, Ver
 from resizeflow.api.schemas import FlavorCreateBody
 from resizeflow.compute.policy import RequestContext
 from resizeflow.compute.queries.infos import FlavorInfo
@@ -31,12 +31,12 @@ class FlavorFilters:
 Filters = Annotated[FlavorFilters, Depends()]
 
 
-def _list(svc: Any, ctx: RequestContext, f: FlavorFilters) -> list[FlavorInfo]:
+def _list(svc: Any, caller: RequestContext, f: FlavorFilters) -> list[FlavorInfo]:
     public = (f.is_public or "").lower()
     # Nova: admins see private flavors too with is_public=None (or false).
-    include_private = ctx.is_admin and public in ("none", "false", "0")
+    include_private = caller.is_admin and public in ("none", "false", "0")
     found: list[FlavorInfo] = svc.queries.flavors(include_private=include_private)
-    if ctx.is_admin and public in ("false", "0"):
+    if caller.is_admin and public in ("false", "0"):
         found = [x for x in found if not x.is_public]
     found = [
         x
@@ -57,10 +57,10 @@ def _page(
 
 @router.get("")
 def list_flavors(
-    request: Request, svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
+    request: Request, svc: Svc, caller: Caller, base: Base, version: Ver, filters: Filters
 ) -> dict[str, Any]:
     """List flavors: id, name and links (and description from 2.55)."""
-    found = _list(svc, ctx, filters)
+    found = _list(svc, caller, filters)
     return {
         "flavors": [views.flavor_brief(f, base, version) for f in found],
         **_page(request, base, "flavors", found, filters),
@@ -69,10 +69,10 @@ def list_flavors(
 
 @router.get("/detail")
 def list_flavors_detail(
-    request: Request, svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
+    request: Request, svc: Svc, caller: Caller, base: Base, version: Ver, filters: Filters
 ) -> dict[str, Any]:
     """List flavors with their sizes."""
-    found = _list(svc, ctx, filters)
+    found = _list(svc, caller, filters)
     return {
         "flavors": [views.flavor(f, base, version) for f in found],
         **_page(request, base, "flavors/detail", found, filters),
@@ -80,13 +80,15 @@ def list_flavors_detail(
 
 
 @router.get("/{flavor_id}")
-def show_flavor(flavor_id: str, svc: Svc, ctx: Ctx, base: Base, version: Ver) -> dict[str, Any]:
+def show_flavor(
+    flavor_id: str, svc: Svc, caller: Caller, base: Base, version: Ver
+) -> dict[str, Any]:
     """Show one flavor."""
     return {"flavor": views.flavor(svc.queries.flavor(flavor_id), base, version)}
 
 
 @router.get("/{flavor_id}/os-extra_specs")
-def flavor_extra_specs(flavor_id: str, svc: Svc, ctx: Ctx) -> dict[str, Any]:
+def flavor_extra_specs(flavor_id: str, svc: Svc, caller: Caller) -> dict[str, Any]:
     """A flavor's extra specs: resizeflow keeps none."""
     svc.queries.flavor(flavor_id)
     return {"extra_specs": {}}
@@ -94,7 +96,7 @@ def flavor_extra_specs(flavor_id: str, svc: Svc, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("")
 def create_flavor(
-    body: FlavorCreateBody, svc: Svc, ctx: Ctx, base: Base, version: Ver
+    body: FlavorCreateBody, svc: Svc, caller: Caller, base: Base, version: Ver
 ) -> dict[str, Any]:
     """Create a flavor (admin)."""
     f = body.flavor
@@ -106,7 +108,7 @@ def create_flavor(
             reason="Additional properties are not allowed ('description' was unexpected)",
         )
     info = svc.flavors.create(
-        ctx,
+        caller,
         name=f.name,
         ram=f.ram,
         vcpus=f.vcpus,
@@ -121,7 +123,7 @@ def create_flavor(
 
 
 @router.delete("/{flavor_id}", status_code=202)
-def delete_flavor(flavor_id: str, svc: Svc, ctx: Ctx) -> Response:
+def delete_flavor(flavor_id: str, svc: Svc, caller: Caller) -> Response:
     """Delete a flavor (admin); servers keep their embedded copy."""
-    svc.flavors.delete(ctx, flavor_id)
+    svc.flavors.delete(caller, flavor_id)
     return Response(status_code=202)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from resizeflow.api import views
-from resizeflow.api.deps import Base, Ctx, Svc
+from resizeflow.api.deps import Base, Caller, Svc
 from resizeflow.api.faults import HTTPFault
 from resizeflow.compute.images import ImageService
 from resizeflow.openstack.images import ImageMeta
@@ -38,19 +38,19 @@ def _detail(m: ImageMeta, base: str) -> dict[str, Any]:
 
 
 @router.get("")
-def list_images(svc: Svc, ctx: Ctx, base: Base) -> dict[str, Any]:
+def list_images(svc: Svc, caller: Caller, base: Base) -> dict[str, Any]:
     """List images: id, name and links."""
     return {"images": [_brief(m, base) for m in _service(svc).list()]}
 
 
 @router.get("/detail")
-def list_images_detail(svc: Svc, ctx: Ctx, base: Base) -> dict[str, Any]:
+def list_images_detail(svc: Svc, caller: Caller, base: Base) -> dict[str, Any]:
     """List images with their status, sizes and metadata."""
     return {"images": [_detail(m, base) for m in _service(svc).list()]}
 
 
 @router.get("/{image_id}")
-def show_image(image_id: str, svc: Svc, ctx: Ctx, base: Base) -> dict[str, Any]:
+def show_image(image_id: str, svc: Svc, caller: Caller, base: Base) -> dict[str, Any]:
     meta = _service(svc).get(image_id)
     if meta is None:
         raise HTTPFault(404, "Image not found.")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from resizeflow import errors
 from resizeflow.api import query, views
-from resizeflow.api.deps import Base, Ctx, Svc, Ver, changes_time
+from resizeflow.api.deps import Base, Caller, Svc, Ver, changes_time
 from resizeflow.api.faults import HTTPFault
 from resizeflow.compute.queries.infos import ActionFilters, MarkerNotFound
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/servers", tags=["instance actions"])
 
 @router.get("/{server_id}/os-instance-actions")
 def list_actions(
-    server_id: str, request: Request, svc: Svc, ctx: Ctx, version: Ver, base: Base
+    server_id: str, request: Request, svc: Svc, caller: Caller, version: Ver, base: Base
 ) -> dict[str, Any]:
     """The server's actions, newest first; paged and filtered by time from 2.58.
 
@@ -35,13 +35,15 @@ def list_actions(
         changes_before=changes_time("changes-before", query.last(params, "changes-before")),
     )
     try:
-        found = svc.queries.actions(ctx, server_id, filters, deleted_visible=version.at_least(21))
+        found = svc.queries.actions(
+            caller, server_id, filters, deleted_visible=version.at_least(21)
+        )
     except MarkerNotFound:
         # NOTE: Nova's message names no marker: its database layer puts the
         # (missing) action it looked up in the marker's place, so it says None.
         raise HTTPFault(400, "Marker None could not be found.") from None
     body: dict[str, Any] = {
-        "instanceActions": [views.action(a, version, admin=ctx.is_admin) for a in found]
+        "instanceActions": [views.action(a, version, admin=caller.is_admin) for a in found]
     }
     if paged and limit and found and len(found) == limit:
         body["links"] = views.next_links(
@@ -55,12 +57,12 @@ def list_actions(
 
 @router.get("/{server_id}/os-instance-actions/{request_id}")
 def show_action(
-    server_id: str, request_id: str, svc: Svc, ctx: Ctx, version: Ver
+    server_id: str, request_id: str, svc: Svc, caller: Caller, version: Ver
 ) -> dict[str, Any]:
     """One action with an event per workflow step (before 2.51, events need their policy)."""
     try:
         found = svc.queries.action(
-            ctx,
+            caller,
             server_id,
             request_id,
             deleted_visible=version.at_least(21),
@@ -68,4 +70,4 @@ def show_action(
         )
     except errors.InstanceActionNotFound:
         raise HTTPFault(404, f"Action {request_id} not found") from None
-    return {"instanceAction": views.action(found, version, admin=ctx.is_admin)}
+    return {"instanceAction": views.action(found, version, admin=caller.is_admin)}

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from resizeflow.api.deps import Ctx, Svc, Ver
+from resizeflow.api.deps import Caller, Svc, Ver
 from resizeflow.api.faults import HTTPFault
 from resizeflow.compute.policy import authorize
 
@@ -25,22 +25,24 @@ def _since_2_23(version: Ver) -> None:
 
 
 @router.get("/{server_id}/migrations")
-def list_server_migrations(server_id: str, svc: Svc, ctx: Ctx, version: Ver) -> dict[str, Any]:
+def list_server_migrations(
+    server_id: str, svc: Svc, caller: Caller, version: Ver
+) -> dict[str, Any]:
     """The server's live migrations in progress: none, as resizeflow does no live migrations."""
     _since_2_23(version)
-    server = svc.queries.server(ctx, server_id)
-    authorize(ctx, "compute:servers:migrations:index", server.project_id)
+    server = svc.queries.server(caller, server_id)
+    authorize(caller, "compute:servers:migrations:index", server.project_id)
     return {"migrations": []}
 
 
 @router.get("/{server_id}/migrations/{migration_id}")
 def show_server_migration(
-    server_id: str, migration_id: str, svc: Svc, ctx: Ctx, version: Ver
+    server_id: str, migration_id: str, svc: Svc, caller: Caller, version: Ver
 ) -> dict[str, Any]:
     """One live migration in progress; every resizeflow migration is a resize, so none."""
     _since_2_23(version)
-    server = svc.queries.server(ctx, server_id)
-    authorize(ctx, "compute:servers:migrations:show", server.project_id)
+    server = svc.queries.server(caller, server_id)
+    authorize(caller, "compute:servers:migrations:show", server.project_id)
     found = svc.queries.server_migration(server.uuid, migration_id)
     if found is None:
         raise HTTPFault(

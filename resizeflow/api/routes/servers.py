@@ -13,7 +13,7 @@ from resizeflow import errors
 from resizeflow.api import views
 from resizeflow.api.deps import (
     Base,
-    Ctx,
+    Caller,
     QueryLimit,
     QueryText,
     Svc,
@@ -70,7 +70,7 @@ class ServerFilters:
 Filters = Annotated[ServerFilters, Depends()]
 
 
-def _list(svc: Svc, ctx: RequestContext, version: Version, f: ServerFilters) -> list[Any]:
+def _list(svc: Svc, caller: RequestContext, version: Version, f: ServerFilters) -> list[Any]:
     if f.status is not None and f.status.upper() not in STATUSES:
         # Nova 2.38+ refuses an unknown status; older versions return nothing.
         if version.at_least(38):
@@ -88,9 +88,9 @@ def _list(svc: Svc, ctx: RequestContext, version: Version, f: ServerFilters) -> 
             ) from None
     every = is_all_tenants(f.all_tenants)
     # Nova ignores admin-only filters for other callers.
-    host = f.host if ctx.is_admin else None
+    host = f.host if caller.is_admin else None
     return svc.queries.servers(
-        ctx,
+        caller,
         all_projects=every,
         project_id=f.project_id,
         status=f.status,
@@ -116,10 +116,10 @@ def _page(
 
 @router.get("")
 def list_servers(
-    request: Request, svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
+    request: Request, svc: Svc, caller: Caller, base: Base, version: Ver, filters: Filters
 ) -> dict[str, Any]:
     """List servers: id, name and links."""
-    found = _list(svc, ctx, version, filters)
+    found = _list(svc, caller, version, filters)
     return {
         "servers": [views.server_brief(s, base) for s in found],
         **_page(request, base, "servers", found, filters),
@@ -128,11 +128,11 @@ def list_servers(
 
 @router.get("/detail")
 def list_servers_detail(
-    request: Request, svc: Svc, ctx: Ctx, base: Base, version: Ver, filters: Filters
+    request: Request, svc: Svc, caller: Caller, base: Base, version: Ver, filters: Filters
 ) -> dict[str, Any]:
     """List servers with every detail."""
-    found = _list(svc, ctx, version, filters)
-    admin = allowed(ctx, "compute:servers:show:extended_attributes")
+    found = _list(svc, caller, version, filters)
+    admin = allowed(caller, "compute:servers:show:extended_attributes")
     return {
         "servers": [views.server(s, version, base, admin=admin) for s in found],
         **_page(request, base, "servers/detail", found, filters),
@@ -140,10 +140,12 @@ def list_servers_detail(
 
 
 @router.get("/{server_id}")
-def show_server(server_id: str, svc: Svc, ctx: Ctx, base: Base, version: Ver) -> dict[str, Any]:
+def show_server(
+    server_id: str, svc: Svc, caller: Caller, base: Base, version: Ver
+) -> dict[str, Any]:
     """Show one server."""
-    info = svc.queries.server(ctx, server_id)
-    admin = allowed(ctx, "compute:servers:show:extended_attributes", info.project_id)
+    info = svc.queries.server(caller, server_id)
+    admin = allowed(caller, "compute:servers:show:extended_attributes", info.project_id)
     return {"server": views.server(info, version, base, admin=admin, show=True)}
 
 
@@ -189,7 +191,7 @@ def create_server(
     body: ServerCreateBody,
     response: Response,
     svc: Svc,
-    ctx: Ctx,
+    caller: Caller,
     base: Base,
     version: Ver,
 ) -> dict[str, Any]:
@@ -200,7 +202,7 @@ def create_server(
     host = server.host or _forced_host(server.availability_zone)
     try:
         uuid = svc.compute.create(
-            ctx,
+            caller,
             name=server.name,
             flavor_ref=server.flavorRef,
             host=host,
@@ -227,8 +229,8 @@ def create_server(
 
 
 @router.delete("/{server_id}", status_code=204)
-def delete_server(server_id: str, svc: Svc, ctx: Ctx) -> Response:
+def delete_server(server_id: str, svc: Svc, caller: Caller) -> Response:
     """Delete a server in any state; a workflow in flight is ended first (see the service)."""
     with worded_as("delete"):
-        svc.compute.delete(ctx, server_id)
+        svc.compute.delete(caller, server_id)
     return Response(status_code=204)

@@ -20,7 +20,7 @@ from resizeflow.states import JournalStatus
 class ActionQueries(Reader):
     def actions(
         self,
-        ctx: RequestContext,
+        caller: RequestContext,
         uuid: str,
         filters: ActionFilters = ActionFilters(),
         *,
@@ -29,10 +29,10 @@ class ActionQueries(Reader):
         """A server's actions newest first (2.58: paged from a request id, by change time)."""
         with self.db.snapshot() as s:
             # Nova keeps a deleted server's actions readable (read_deleted='yes').
-            inst = visible_instance(s, ctx, uuid, deleted=True)
+            inst = visible_instance(s, caller, uuid, deleted=True)
             if inst.deleted and not deleted_visible:
                 raise errors.InstanceNotFound(instance_id=uuid)
-            authorize(ctx, "compute:instance_actions:list", inst.project_id)
+            authorize(caller, "compute:instance_actions:list", inst.project_id)
             rows = list(
                 s.scalars(
                     select(InstanceAction)
@@ -56,7 +56,7 @@ class ActionQueries(Reader):
 
     def action(
         self,
-        ctx: RequestContext,
+        caller: RequestContext,
         uuid: str,
         request_id: str,
         *,
@@ -66,10 +66,10 @@ class ActionQueries(Reader):
         """One action; its events if policy allows (or, from 2.51, always)."""
         with self.db.snapshot() as s:
             # Nova keeps a deleted server's actions readable (read_deleted='yes').
-            inst = visible_instance(s, ctx, uuid, deleted=True)
+            inst = visible_instance(s, caller, uuid, deleted=True)
             if inst.deleted and not deleted_visible:
                 raise errors.InstanceNotFound(instance_id=uuid)
-            authorize(ctx, "compute:instance_actions:show", inst.project_id)
+            authorize(caller, "compute:instance_actions:show", inst.project_id)
             row = s.scalars(
                 select(InstanceAction)
                 .where(
@@ -81,7 +81,9 @@ class ActionQueries(Reader):
             if row is None:
                 raise errors.InstanceActionNotFound(request_id=request_id, instance_uuid=uuid)
             events: tuple[EventInfo, ...] | None = None
-            if events_for_all or allowed(ctx, "compute:instance_actions:events", inst.project_id):
+            if events_for_all or allowed(
+                caller, "compute:instance_actions:events", inst.project_id
+            ):
                 events = _events(s, row.id)
             return _action(row, events, _updated_at(s, row))
 

@@ -16,8 +16,8 @@ from resizeflow.db.models import ComputeNode, Instance, Service
 
 
 class HostQueries(Reader):
-    def services(self, ctx: RequestContext) -> list[ServiceInfo]:
-        authorize(ctx, "compute:services:index")
+    def services(self, caller: RequestContext) -> list[ServiceInfo]:
+        authorize(caller, "compute:services:index")
         with self.db.snapshot() as s:
             return [self._service(v) for v in s.scalars(select(Service).order_by(Service.id))]
 
@@ -36,10 +36,10 @@ class HostQueries(Reader):
         )
 
     def hypervisors(
-        self, ctx: RequestContext, rule: str = "compute:hypervisors:detail"
+        self, caller: RequestContext, rule: str = "compute:hypervisors:detail"
     ) -> list[HypervisorInfo]:
         """Every compute node; ``rule`` is the policy of the view asked for (list, detail, show)."""
-        authorize(ctx, rule)
+        authorize(caller, rule)
         with self.db.snapshot() as s:
             counts = s.execute(
                 select(Instance.node, func.count())

@@ -26,11 +26,11 @@ from resizeflow.states import MigrationStatus
 class MigrationQueries(Reader):
     def migrations(
         self,
-        ctx: RequestContext,
+        caller: RequestContext,
         filters: MigrationFilters = MigrationFilters(),
         page: Page = Page(),
     ) -> list[MigrationInfo]:
-        authorize(ctx, "compute:migrations:index")
+        authorize(caller, "compute:migrations:index")
         stmt = select(Migration)
         if filters.instance_uuid is not None:
             stmt = stmt.where(Migration.instance_uuid == filters.instance_uuid)
@@ -70,8 +70,8 @@ class MigrationQueries(Reader):
                 stmt = stmt.limit(page.limit)
             return [_migration(s, m) for m in s.scalars(stmt)]
 
-    def migration(self, ctx: RequestContext, migration_id: int) -> MigrationInfo:
-        authorize(ctx, "compute:migrations:index")
+    def migration(self, caller: RequestContext, migration_id: int) -> MigrationInfo:
+        authorize(caller, "compute:migrations:index")
         if not 0 < migration_id < 2**31:
             raise errors.MigrationNotFound(migration_id=migration_id)
         with self.db.snapshot() as s:
@@ -87,9 +87,9 @@ class MigrationQueries(Reader):
                 return None
             return _migration(s, mig)
 
-    def workflow(self, ctx: RequestContext, migration_id: int) -> list[StepInfo]:
+    def workflow(self, caller: RequestContext, migration_id: int) -> list[StepInfo]:
         """The step journal of a migration, every flow it ran, in order."""
-        authorize(ctx, "compute:workflows:show")
+        authorize(caller, "compute:workflows:show")
         if not 0 < migration_id < 2**31:
             raise errors.MigrationNotFound(migration_id=migration_id)
         with self.db.snapshot() as s:
@@ -97,10 +97,10 @@ class MigrationQueries(Reader):
             rows = sorted(journal.rows(s, migration_id), key=lambda r: (r.enqueued_at, r.position))
             return [_step(r) for r in rows]
 
-    def latest_migration(self, ctx: RequestContext, instance_uuid: str) -> MigrationInfo | None:
+    def latest_migration(self, caller: RequestContext, instance_uuid: str) -> MigrationInfo | None:
         """The newest migration of a server its caller may see."""
         with self.db.snapshot() as s:
-            visible_instance(s, ctx, instance_uuid)
+            visible_instance(s, caller, instance_uuid)
             mig = s.scalars(
                 select(Migration)
                 .where(Migration.instance_uuid == instance_uuid)

@@ -18,15 +18,15 @@ from resizeflow.states import api_status
 
 
 class ServerQueries(Reader):
-    def server(self, ctx: RequestContext, uuid: str) -> ServerInfo:
+    def server(self, caller: RequestContext, uuid: str) -> ServerInfo:
         with self.db.snapshot() as s:
-            inst = visible_instance(s, ctx, uuid)
-            authorize(ctx, "compute:servers:show", inst.project_id)
+            inst = visible_instance(s, caller, uuid)
+            authorize(caller, "compute:servers:show", inst.project_id)
             return server_info(s, inst)
 
     def servers(
         self,
-        ctx: RequestContext,
+        caller: RequestContext,
         *,
         all_projects: bool = False,
         project_id: str | None = None,
@@ -43,7 +43,7 @@ class ServerQueries(Reader):
 
         As in Nova, a list by change time includes the servers deleted in it.
         """
-        authorize(ctx, "compute:servers:index")
+        authorize(caller, "compute:servers:index")
         stmt = select(Instance)
         if changes_since is None and changes_before is None:
             stmt = stmt.where(Instance.deleted.is_(False))
@@ -54,11 +54,11 @@ class ServerQueries(Reader):
         if locked is not None:
             stmt = stmt.where(Instance.locked.is_(locked))
         if all_projects:
-            authorize(ctx, "compute:servers:index:get_all_tenants")
+            authorize(caller, "compute:servers:index:get_all_tenants")
             if project_id is not None:
                 stmt = stmt.where(Instance.project_id == project_id)
         else:
-            stmt = stmt.where(Instance.project_id == ctx.project_id)
+            stmt = stmt.where(Instance.project_id == caller.project_id)
         if host is not None:
             stmt = stmt.where(Instance.host == host)
         with self.db.snapshot() as s:
