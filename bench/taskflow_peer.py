@@ -48,7 +48,8 @@ from bench.phases import THROUGHPUT_ROUNDS, Log, pct, rates
 from bench.stack import BenchStack
 from bench.taskflow_tasks import EXCHANGE, Wire, build_flow
 from resizeflow import flows
-from resizeflow.compute.api import ComputeAPI, Launch
+from resizeflow.compute.api import ComputeAPI
+from resizeflow.compute.launching import Launch
 from resizeflow.db.models import Migration
 from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.states import MigrationStatus

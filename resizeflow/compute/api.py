@@ -9,28 +9,32 @@ loses a race fails here, before anything is sent.
 from __future__ import annotations
 
 import logging
-import socket
-import traceback
 import uuid as uuidlib
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-import kombu.exceptions
 from celery import Celery
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows, routing
+from resizeflow.compute.checks import check_instance_lock, check_instance_state, check_service_up
+from resizeflow.compute.deleting import end_for_delete, in_flight, live_migration_of
+from resizeflow.compute.events import (
+    api_event,
+    record_action,
+    scheduled,
+    taken_over,
+    unscheduled,
+)
 from resizeflow.compute.images import check_boot_image
+from resizeflow.compute.launching import Launch, Launcher, plan
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.scheduler import select_destination
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
-from resizeflow.db import journal, services
+from resizeflow.db import journal
 from resizeflow.db.instances import SystemMetadata, visible_instance
-from resizeflow.db.models import Instance, InstanceAction, Migration, utcnow
+from resizeflow.db.models import Instance, Migration, utcnow
 from resizeflow.db.session import Database
 from resizeflow.openstack.base import Resources
 from resizeflow.openstack.network import SqlNetwork
@@ -47,67 +51,15 @@ from resizeflow.states import (
     check_vm,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 
-BROKER_ERRORS: tuple[type[Exception], ...] = (
-    kombu.exceptions.OperationalError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
 
+class ComputeAPI(Launcher):
+    """Nova's compute API: every action on a server, checked, recorded and planned."""
 
-@dataclass(frozen=True)
-class Launch:
-    """A planned workflow to send once the transaction that planned it has committed."""
-
-    subject: int | str  # its tasks' argument: a migration id or an instance uuid
-    steps: tuple[journal.PlannedStep, ...]
-    then: Launch | None = None  # a workflow to run after this one succeeds
-    # After it: purge the server's leftovers on these hosts, then free the
-    # migration's claim (a delete that ended a workflow in flight).
-    cleanup: tuple[int, tuple[str, str]] | None = None
-
-
-def check_instance_state(
-    inst: Instance,
-    method: str,
-    vm_state: Collection[VmState] | None = None,
-    task_state: Collection[TaskState | None] | None = (None,),
-) -> None:
-    """Nova's ``check_instance_state`` decorator, as a call."""
-    if vm_state is not None and inst.vm_state not in vm_state:
-        raise errors.InstanceInvalidState(
-            attr="vm_state", instance_uuid=inst.uuid, state=inst.vm_state.value, method=method
-        )
-    if task_state is not None and inst.task_state not in task_state:
-        raise errors.InstanceInvalidState(
-            attr="task_state",
-            instance_uuid=inst.uuid,
-            state=inst.task_state.value if inst.task_state else None,
-            method=method,
-        )
-
-
-def check_instance_lock(caller: RequestContext, inst: Instance) -> None:
-    if inst.locked and not caller.is_admin:
-        raise errors.InstanceIsLocked(instance_uuid=inst.uuid)
-
-
-class ComputeAPI:
     def __init__(self, settings: Settings, database: Database, app: Celery) -> None:
+        super().__init__(database, app)
         self.settings = settings
-        self.db = database
-        self.app = app
-        # What the broker's transport raises when it is unreachable or refuses us
-        # (for AMQP, a vhost being recreated, say), besides kombu's own errors.
-        conn = app.connection_for_write()
-        self._broker_errors: tuple[type[BaseException], ...] = (
-            *BROKER_ERRORS,
-            *conn.connection_errors,
-            *conn.channel_errors,
-        )
 
     # -- helpers ------------------------------------------------------------
     def _quota(self, session: Session) -> SqlQuota:
@@ -117,90 +69,6 @@ class ComputeAPI:
         inst = visible_instance(session, caller, uuid)
         authorize(caller, f"compute:{action}", inst.project_id)
         return inst
-
-    def _record(
-        self, caller: RequestContext, session: Session, inst: Instance, action: str
-    ) -> InstanceAction:
-        log.info(
-            "%s requested by %s/%s",
-            action,
-            caller.user_id,
-            caller.project_id,
-            extra={"request_id": caller.request_id, "instance_uuid": inst.uuid},
-        )
-        return dbapi.record_action(
-            session,
-            action=action,
-            instance_uuid=inst.uuid,
-            request_id=caller.request_id,
-            user_id=caller.user_id,
-            project_id=caller.project_id,
-        )
-
-    def _plan(
-        self,
-        caller: RequestContext,
-        session: Session,
-        flow: flows.Flow,
-        inst: Instance,
-        action: InstanceAction,
-        mig: Migration | None = None,
-    ) -> Launch:
-        """Journal ``flow``'s steps as pending, in the transaction that accepts the request."""
-        if mig is not None:
-            steps = routing.plan(flow, source=mig.source_compute, dest=mig.dest_compute)
-        else:
-            steps = routing.plan(flow, host=inst.host)
-        session.flush()  # the action's id, for the journal rows
-        journal.plan(
-            session,
-            flow.name,
-            steps,
-            migration_id=mig.id if mig is not None else None,
-            instance_uuid=inst.uuid,
-            request_id=caller.request_id,
-            action_id=action.id,
-        )
-        return Launch(mig.id if mig is not None else inst.uuid, tuple(steps))
-
-    @contextmanager
-    def _launching(self) -> Iterator[tuple[Session, list[Launch]]]:
-        """A transaction whose launches are sent only after it commits."""
-        launches: list[Launch] = []
-        with self.db.transaction() as session:
-            yield session, launches
-        for item in launches:
-            try:
-                self._send(item)
-            except self._broker_errors as exc:
-                # NOTE: the request is already durable: its plan is in the step
-                # journal, and the reconciler sends it once the broker is back.
-                # Failing the request now would tell the caller it did not
-                # happen when it did.
-                log.warning(
-                    "broker unavailable, %s will be sent by the reconciler: %s",
-                    item.subject,
-                    exc,
-                )
-
-    def _send(self, item: Launch) -> None:
-        then = None
-        if item.then is not None:
-            then = routing.build(self.app, item.then.subject, item.then.steps)
-        elif item.cleanup is not None:
-            mig_id, hosts = item.cleanup
-            then = routing.cleanup(self.app, mig_id, str(item.subject), hosts)
-        routing.launch(self.app, item.subject, item.steps, then=then)
-
-    def _check_service_up(self, session: Session, host: str) -> None:
-        """Refuse work for a host whose worker is down, as Nova does (409).
-
-        Sending it anyway would leave the workflow waiting in a queue nobody
-        reads, with the migration already moved on.
-        """
-        svc = services.get(session, host)
-        if svc is not None and not services.is_up(svc, self.settings.service_down_time):
-            raise errors.ServiceUnavailable()
 
     # -- reads --------------------------------------------------------------
     def get(self, caller: RequestContext, uuid: str) -> Instance:
@@ -253,8 +121,8 @@ class ComputeAPI:
             s.flush()
             SqlPlacement(s).claim(uuid, dest, res)
             SqlNetwork(s, self.settings.fixed_range).allocate_for_instance(uuid, networks)
-            action = self._record(caller, s, inst, "create")
-            launches.append(self._plan(caller, s, flows.SPAWN, inst, action))
+            action = record_action(caller, s, inst, "create")
+            launches.append(plan(caller, s, flows.SPAWN, inst, action))
         return uuid
 
     # -- resize and cold migration --------------------------------------------
@@ -295,7 +163,7 @@ class ComputeAPI:
             old = inst.flavor
             new = old if migrate else self._new_flavor(s, inst, flavor_ref)
             dbapi.cas_task_state(s, uuid, [None], TaskState.RESIZE_PREP)
-            action = self._record(caller, s, inst, "migrate" if migrate else "resize")
+            action = record_action(caller, s, inst, "migrate" if migrate else "resize")
             mig = Migration(
                 uuid=str(uuidlib.uuid4()),
                 instance_uuid=uuid,
@@ -322,13 +190,13 @@ class ComputeAPI:
                     service_down_time=self.settings.service_down_time,
                 )
             except errors.NoValidHost as exc:
-                self._unscheduled(s, inst, mig, action, exc, migrate)
+                unscheduled(s, inst, mig, action, exc, migrate)
                 return mig.id
             mig.dest_compute, mig.dest_node = dest.host, dest.node
             inst.old_flavor, inst.new_flavor = old, dict(new)
             SystemMetadata(inst).old_vm_state = inst.vm_state
-            self._scheduled(s, action, None)
-            launches.append(self._plan(caller, s, flows.RESIZE, inst, action, mig))
+            scheduled(s, action, None)
+            launches.append(plan(caller, s, flows.RESIZE, inst, action, mig))
             return mig.id
 
     def _new_flavor(
@@ -350,63 +218,6 @@ class ComputeAPI:
         )
         return new.as_dict()
 
-    @staticmethod
-    def _api_event(
-        session: Session, action: InstanceAction, event: str, failure: BaseException | None = None
-    ) -> None:
-        """Record an event of work done in this process (Nova's API or conductor),
-        which begins and ends here; this machine is its host, as Nova's is."""
-        session.flush()  # the action's id and start
-        tb = "".join(traceback.format_exception(failure)) if failure is not None else None
-        dbapi.record_event(
-            session,
-            dbapi.event_params(
-                action.id,
-                event,
-                host=socket.gethostname(),
-                start=action.start_time,
-                result="Success" if failure is None else "Error",
-                traceback=tb,
-            ),
-        )
-
-    @classmethod
-    def _scheduled(
-        cls, session: Session, action: InstanceAction, failure: BaseException | None
-    ) -> None:
-        """Record the events of Nova's conductor, which schedules a resize or a
-        cold migration: ``conductor_migrate_server`` and, within it, ``cold_migrate``."""
-        for event in ("conductor_migrate_server", "cold_migrate"):
-            cls._api_event(session, action, event, failure)
-        if failure is not None:
-            dbapi.finish_action(session, action.id, error=True)
-
-    def _unscheduled(
-        self,
-        session: Session,
-        inst: Instance,
-        mig: Migration,
-        action: InstanceAction,
-        exc: errors.NoValidHost,
-        migrate: bool,
-    ) -> None:
-        """No host can take the server: the request stays accepted, as in Nova.
-
-        NOTE: Nova's conductor schedules after the API has answered 202, so a
-        move that finds no host is not refused: its migration ends in error,
-        the server keeps its state with a fault, and the action's events say
-        why. resizeflow schedules before answering, and records the same.
-        """
-        what = "cold migrate" if migrate else "resize"
-        try:
-            raise errors.NoValidHost(reason=f"No valid host found for {what}") from exc
-        except errors.NoValidHost as raised:
-            self._scheduled(session, action, raised)
-        mig.status = check_migration(mig.status, MigrationStatus.ERROR)
-        dbapi.cas_task_state(session, inst.uuid, [TaskState.RESIZE_PREP], None)
-        dbapi.add_fault(session, inst.uuid, exc, None, "".join(traceback.format_exception(exc)))
-        log.info("%s of %s: %s", what, inst.uuid, exc.message, extra={"instance_uuid": inst.uuid})
-
     def confirm_resize(self, caller: RequestContext, uuid: str) -> int:
         """Confirm a finished resize; returns the migration id."""
         with self._launching() as (s, launches):
@@ -414,12 +225,12 @@ class ComputeAPI:
             check_instance_lock(caller, inst)
             check_instance_state(inst, "confirm_resize", vm_state=(VmState.RESIZED,))
             mig = dbapi.find_migration(s, uuid, MigrationStatus.FINISHED)
-            self._check_service_up(s, mig.source_compute)
+            check_service_up(s, mig.source_compute, self.settings.service_down_time)
             dbapi.cas_migration_status(
                 s, mig.id, MigrationStatus.FINISHED, MigrationStatus.CONFIRMING
             )
-            action = self._record(caller, s, inst, "confirmResize")
-            launches.append(self._plan(caller, s, flows.CONFIRM, inst, action, mig))
+            action = record_action(caller, s, inst, "confirmResize")
+            launches.append(plan(caller, s, flows.CONFIRM, inst, action, mig))
             return mig.id
 
     def revert_resize(self, caller: RequestContext, uuid: str) -> int:
@@ -430,7 +241,7 @@ class ComputeAPI:
             check_instance_state(inst, "revert_resize", vm_state=(VmState.RESIZED,))
             mig = dbapi.find_migration(s, uuid, MigrationStatus.FINISHED)
             assert mig.dest_compute is not None  # a finished migration has its dest
-            self._check_service_up(s, mig.dest_compute)
+            check_service_up(s, mig.dest_compute, self.settings.service_down_time)
             # Reverting a down-size takes the bigger flavor back: check quota
             # for the difference, as Nova's _reverse_upsize_quota_delta does.
             if inst.old_flavor is not None:
@@ -444,8 +255,8 @@ class ComputeAPI:
             dbapi.cas_migration_status(
                 s, mig.id, MigrationStatus.FINISHED, MigrationStatus.REVERTING
             )
-            action = self._record(caller, s, inst, "revertResize")
-            launches.append(self._plan(caller, s, flows.REVERT, inst, action, mig))
+            action = record_action(caller, s, inst, "revertResize")
+            launches.append(plan(caller, s, flows.REVERT, inst, action, mig))
             return mig.id
 
     # -- power --------------------------------------------------------------
@@ -464,8 +275,8 @@ class ComputeAPI:
             check_instance_lock(caller, inst)
             check_instance_state(inst, method, vm_state=vm_state)
             dbapi.cas_task_state(s, uuid, [None], flow.task_state)
-            record = self._record(caller, s, inst, action)
-            launches.append(self._plan(caller, s, flow, inst, record))
+            record = record_action(caller, s, inst, action)
+            launches.append(plan(caller, s, flow, inst, record))
 
     def reboot(self, caller: RequestContext, uuid: str, reboot_type: str) -> None:
         """Nova's reboot: SOFT of an active server, HARD also of a stopped or errored one.
@@ -486,54 +297,13 @@ class ComputeAPI:
                 taken = journal.open_operations(s, uuid)
                 for row in taken:
                     journal.end(row, JournalStatus.ABORTED, "a hard reboot took over")
-                self._taken_over(s, inst, taken)
+                taken_over(s, inst, taken)
             else:
                 flow = flows.SOFT_REBOOT
                 check_instance_state(inst, "reboot", vm_state=(VmState.ACTIVE,))
                 dbapi.cas_task_state(s, uuid, [None], TaskState.REBOOTING)
-            record = self._record(caller, s, inst, "reboot")
-            launches.append(self._plan(caller, s, flow, inst, record))
-
-    @staticmethod
-    def _taken_over(session: Session, inst: Instance, rows: Sequence[Any]) -> None:
-        """Fail the reboots a hard reboot takes over, as Nova's compute fails them.
-
-        NOTE: Nova's compute, running the earlier reboot after the hard one was
-        asked for, finds the task state changed under it: the method fails with
-        UnexpectedTaskStateError, which its event (Error), its action (message
-        Error) and an instance fault record. resizeflow ends that reboot where
-        it is taken over, and records the same there; its step, if it still
-        comes, does nothing and records nothing.
-        """
-        failed: set[int] = set()
-        for row in rows:
-            if row.action_id is None or row.action_id in failed:
-                continue
-            failed.add(row.action_id)
-            flow, step = flows.STEPS[row.step]
-            assert flow.task_state is not None
-            expected = [t.value for t in (flow.task_state, *flow.later_task_states)]
-            try:
-                raise errors.InstanceUpdateConflict(
-                    instance_uuid=inst.uuid,
-                    expected={"task_state": expected},
-                    actual={"task_state": TaskState.REBOOTING_HARD.value},
-                )
-            except errors.InstanceUpdateConflict as exc:
-                tb = "".join(traceback.format_exception(exc))
-                dbapi.record_event(
-                    session,
-                    dbapi.event_params(
-                        row.action_id,
-                        step.event,
-                        host=inst.host or socket.gethostname(),
-                        start=None,
-                        result="Error",
-                        traceback=tb,
-                    ),
-                )
-                dbapi.finish_action(session, row.action_id, error=True)
-                dbapi.add_fault(session, inst.uuid, exc, inst.host, tb)
+            record = record_action(caller, s, inst, "reboot")
+            launches.append(plan(caller, s, flow, inst, record))
 
     def reset_state(self, caller: RequestContext, uuid: str, state: VmState) -> None:
         """Nova's os-resetState (admin): the server's vm_state is ``state``, no task.
@@ -551,7 +321,7 @@ class ComputeAPI:
             reason = f"the server's state was reset by {caller.user_id}"
             for row in journal.open_operations(s, uuid):
                 journal.end(row, JournalStatus.ABORTED, reason)
-            mig = self._live_migration_of(s, uuid)
+            mig = live_migration_of(s, uuid)
             if mig is not None:
                 for row in journal.rows(s, mig.id):
                     if row.status not in JOURNAL_ENDED:
@@ -561,7 +331,7 @@ class ComputeAPI:
                     mig.status = check_migration(mig.status, MigrationStatus.ERROR)
             inst.vm_state = check_vm(inst.vm_state, state)
             inst.task_state = None
-            action = self._record(caller, s, inst, "resetState")
+            action = record_action(caller, s, inst, "resetState")
             action.finish_time = utcnow()
 
     def console_output(self, caller: RequestContext, uuid: str, length: int | None) -> str:
@@ -574,9 +344,7 @@ class ComputeAPI:
             if inst.host is None:
                 raise errors.InstanceNotReady(instance_id=uuid)
             host = inst.host
-            svc = services.get(s, host)
-            if svc is not None and not services.is_up(svc, self.settings.service_down_time):
-                raise errors.ServiceUnavailable()
+            check_service_up(s, host, self.settings.service_down_time)
         try:
             found = routing.ask(
                 self.app,
@@ -607,7 +375,7 @@ class ComputeAPI:
             inst.locked, inst.locked_by = True, "owner" if owner else "admin"
             if reason is not None:
                 SystemMetadata(inst).locked_reason = reason
-            self._api_event(s, self._record(caller, s, inst, "lock"), "api_lock")
+            api_event(s, record_action(caller, s, inst, "lock"), "api_lock")
 
     def unlock(self, caller: RequestContext, uuid: str) -> None:
         with self.db.transaction() as s:
@@ -618,7 +386,7 @@ class ComputeAPI:
                 raise errors.PolicyNotAuthorized(action="compute:unlock_override")
             inst.locked, inst.locked_by = False, None
             SystemMetadata(inst).locked_reason = None
-            self._api_event(s, self._record(caller, s, inst, "unlock"), "api_unlock")
+            api_event(s, record_action(caller, s, inst, "unlock"), "api_unlock")
 
     # -- delete -------------------------------------------------------------
     def delete(self, caller: RequestContext, uuid: str) -> None:
@@ -652,22 +420,22 @@ class ComputeAPI:
             # on this row) must not deadlock with it.
             s.refresh(inst, with_for_update={"key_share": True})
             dbapi.cas_task_state(s, uuid, [inst.task_state], TaskState.DELETING)
-            live = self._live_migration_of(s, uuid)
+            live = live_migration_of(s, uuid)
             confirm_first = (
                 live is not None
                 and live.status == MigrationStatus.FINISHED
                 and inst.vm_state == VmState.RESIZED
-                and not _in_flight(s, live)
+                and not in_flight(s, live)
             )
             # Nova records the confirm it makes first as an action of its own,
             # under the delete's request id, before the delete's.
-            confirming = self._record(caller, s, inst, "confirmResize") if confirm_first else None
-            action = self._record(caller, s, inst, "delete")
+            confirming = record_action(caller, s, inst, "confirmResize") if confirm_first else None
+            action = record_action(caller, s, inst, "delete")
             # An operation in flight (a stop, start or spawn) ends here: its
             # step, if it still comes, finds its row aborted.
             for row in journal.open_operations(s, uuid):
                 journal.end(row, JournalStatus.ABORTED, "the server was deleted")
-            delete = self._plan(caller, s, flows.DELETE, inst, action)
+            delete = plan(caller, s, flows.DELETE, inst, action)
             if live is None:
                 launches.append(delete)
                 return
@@ -678,11 +446,11 @@ class ComputeAPI:
                 dbapi.cas_migration_status(
                     s, live.id, MigrationStatus.FINISHED, MigrationStatus.CONFIRMING
                 )
-                confirm = self._plan(caller, s, flows.CONFIRM, inst, confirming, live)
+                confirm = plan(caller, s, flows.CONFIRM, inst, confirming, live)
                 launches.append(Launch(confirm.subject, confirm.steps, then=delete))
                 return
             errored = live.status == MigrationStatus.ERROR
-            self._end_for_delete(s, live)
+            end_for_delete(s, live)
             if errored or live.status == MigrationStatus.CONFIRMED:
                 # NOTE: a workflow that errored out before the delete keeps its
                 # leftovers for the periodic cleanup of incomplete migrations, as
@@ -699,48 +467,3 @@ class ComputeAPI:
                     cleanup=(live.id, (live.source_compute, live.dest_compute)),
                 )
             )
-
-    @staticmethod
-    def _live_migration_of(session: Session, uuid: str) -> Migration | None:
-        """The server's newest migration if its workflow is not over (or errored).
-
-        NOTE: a migration is ``confirmed`` or ``reverted`` one step before its
-        flow ends (finish_confirm, finish_revert): with such a step still open
-        the workflow is live.
-        """
-        mig = session.scalars(
-            select(Migration)
-            .where(Migration.instance_uuid == uuid)
-            .order_by(Migration.id.desc())
-            .limit(1)
-            .with_for_update()
-        ).first()
-        if mig is None or mig.status == MigrationStatus.FAILED:
-            return None
-        if mig.status in (MigrationStatus.CONFIRMED, MigrationStatus.REVERTED) and not _open_rows(
-            session, mig
-        ):
-            return None
-        return mig
-
-    @staticmethod
-    def _end_for_delete(session: Session, mig: Migration) -> None:
-        """End the migration's workflow for a delete: abort what is left, move it to error."""
-        for row in journal.rows(session, mig.id):
-            if row.status not in JOURNAL_ENDED:
-                journal.end(row, JournalStatus.ABORTED, "the server was deleted")
-        if mig.status not in (MigrationStatus.ERROR, MigrationStatus.CONFIRMED):
-            mig.status = check_migration(mig.status, MigrationStatus.ERROR)
-            mig.updated_at = utcnow()
-
-
-def _open_rows(session: Session, mig: Migration) -> bool:
-    return any(r.status not in JOURNAL_ENDED for r in journal.rows(session, mig.id))
-
-
-def _in_flight(session: Session, mig: Migration) -> bool:
-    """Whether a confirm or revert of this migration has been planned and not ended."""
-    return any(
-        r.status not in JOURNAL_ENDED and r.flow in ("confirm", "revert")
-        for r in journal.rows(session, mig.id)
-    )
