@@ -116,11 +116,11 @@ test-fast: install
 
 # The demo's tests, the Flower browser test among them.
 test-demo: install browser-deps
-	$(BIN)/pytest tests/test_demo.py $(PYTEST_ARGS)
+	$(BIN)/pytest tests/functional/test_demo.py $(PYTEST_ARGS)
 
 # Refreshes docs/flower-tasks.png, the README's screenshot, from the Flower browser test.
 screenshot: install browser-deps
-	RESIZEFLOW_SCREENSHOT=docs/flower-tasks.png $(BIN)/pytest tests/test_demo.py -k flower
+	RESIZEFLOW_SCREENSHOT=docs/flower-tasks.png $(BIN)/pytest tests/functional/test_demo.py -k flower
 
 # Two hosts on one machine, one sshd each on 127.0.0.x: disk copies, shared storage, failures.
 test-hosts: install hosts-deps
