@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ import pytest
 
 from resizeflow.errors import ConfigError, StepFailed, TransientError
 from resizeflow.steps import failpoints
+from tests.support.stack import wait_for
 
 STEP = "resizeflow.confirm.confirm_migration"
 OTHER = "resizeflow.revert.finish_revert"
@@ -100,9 +104,25 @@ def test_off_when_unset_missing_or_empty(tmp_path: Path) -> None:
 
 
 def test_delay_lets_the_step_run(tmp_path: Path) -> None:
-    path = write(tmp_path, {STEP: [{"mode": "delay", "seconds": 0, "times": 1}]})
-    failpoints.check(str(path), STEP, VM1)
+    path = write(tmp_path, {STEP: [{"mode": "delay", "seconds": 0.5, "times": 1}]})
+    started = time.monotonic()
+    failpoints.check(str(path), STEP, VM1)  # held, then let through: nothing raised
+    assert time.monotonic() - started >= 0.5
     assert json.loads(path.read_text())[STEP][0]["times"] == 0
+    # While one step is held, the file is not: another step's rule fires at once.
+    write(tmp_path, {STEP: [{"mode": "delay", "seconds": 60, "times": 1}], OTHER: [{}]})
+    held = threading.Thread(target=failpoints.check, args=(str(path), STEP, VM1), daemon=True)
+    held.start()
+
+    def taken() -> bool:
+        with path.open() as fh:  # as the workers read it: under the file's lock
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            return bool(json.loads(fh.read())[STEP][0]["times"] == 0)
+
+    wait_for(taken, 30, "the delay to take its rule")
+    with pytest.raises(TransientError):
+        failpoints.check(str(path), OTHER, VM1)
+    assert held.is_alive()
 
 
 def test_unknown_mode_is_a_configuration_error(tmp_path: Path) -> None:
