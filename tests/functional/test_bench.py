@@ -57,7 +57,24 @@ def test_bench_runs_every_phase(tmp_path: Path) -> None:
         counted = saved["database"][backend]
         assert counted["avg_round_trips_per_step"] >= counted["avg_statements_per_step"] > 0
         assert counted["per_step"]["resizeflow.confirm.finish_confirm"]["first_run_sql"]
-    assert {t["met"] for t in saved["targets"]} <= {True, False, None}
+    # Every phase that ran is judged against its target from its own figure. Whether a
+    # target was met is the bench's to report, on a machine of its own, not this run's.
+    judged = {t["target"] for t in saved["targets"]}
+    assert {
+        "confirm throughput / bare chain of 4 (PostgreSQL)",
+        "revert throughput / bare chain of 5 (PostgreSQL)",
+        "confirm p50 latency / bare chain's",
+        "revert p50 latency / bare chain's",
+        "DB round trips per step (postgresql)",
+        "DB round trips per step (sqlite)",
+        "cost per workflow, N=6 vs N=4, H=2",
+    } <= judged, sorted(judged)
+    for target in saved["targets"]:
+        sign, limit = target["limit"].split()
+        bound = float(limit.rstrip("x%"))
+        value = target["value"]
+        assert value is not None, target
+        assert target["met"] is (value <= bound if sign == "<=" else value >= bound), target
 
     png = plot.plot_scaling(results, path.with_suffix(".png"))
     assert png is not None and png.stat().st_size > 0
