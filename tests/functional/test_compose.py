@@ -347,10 +347,28 @@ def test_real_hosts_ssh_keys_one_shot_makes_what_the_hosts_read(tmp_path: Path) 
         assert pins[pinned].split() == host_pub
 
 
-def test_real_host_entry_is_valid_shell() -> None:
-    for script in ("real-host.sh", "ssh-keys.sh", "entrypoint.sh"):
-        done = subprocess.run(["sh", "-n", str(ROOT / "workers" / script)], capture_output=True)
-        assert done.returncode == 0, done.stderr.decode()
+def test_entries_refuse_to_start_without_their_host() -> None:
+    """Each host's entry names the setting it lacks, in one line, before starting anything.
+
+    Each is run for real elsewhere: entrypoint.sh by the compose stack above,
+    ssh-keys.sh by the one-shot test above, real-host.sh in tests/hosts/.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "RESIZEFLOW_HOST"}
+    for script, what in (
+        ("entrypoint.sh", "the compute host this worker serves"),
+        ("real-host.sh", "the compute host this container is"),
+    ):
+        done = subprocess.run(
+            [str(ROOT / "workers" / script), "--register"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0, script
+        assert done.stdout == "", (script, done.stdout)
+        (line,) = done.stderr.splitlines()
+        assert line.endswith(f"RESIZEFLOW_HOST: set RESIZEFLOW_HOST to {what}"), (script, line)
 
 
 def dockerfile_stages() -> dict[str, list[str]]:
