@@ -157,8 +157,8 @@ def test_hypervisors_and_services_over_http(rf: Stack, project: str) -> None:
 
 @pytest.mark.parametrize("token", ["", "admin:admin"])
 def test_the_api_process_speaks_nova_errors(rf: Stack, token: str) -> None:
-    started = time.monotonic()
-    with client(rf, token) as http:
+    with client(rf, token) as http:  # starts the API process on first use
+        started = time.monotonic()
         resp = http.get("/servers/not-a-uuid")
         if token:
             assert resp.status_code == 404

@@ -104,10 +104,11 @@ def test_something_else_listening(server: tuple[int, list[bytes]]) -> None:
 def test_a_silent_server_is_bounded(server: tuple[int, list[bytes]]) -> None:
     port, _ = server
     start = time.monotonic()
+    # The server never greets: the probe comes back only because it gives up on its own.
     found = probe_ssh("127.0.0.1", port, 1.0)
-    assert time.monotonic() - start < 3.0
     assert found is not None
     assert found.problem.endswith("but not as an SSH server (no greeting within 1s)")
+    assert time.monotonic() - start < 30
 
 
 @pytest.mark.fast
@@ -115,7 +116,7 @@ def test_a_resolver_that_hangs_is_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     release = threading.Event()
 
     def hang(*args: object, **kwargs: object) -> list[object]:
-        release.wait(30)
+        release.wait(60)
         raise OSError("released")
 
     monkeypatch.setattr(remotefs.socket, "getaddrinfo", hang)
@@ -124,9 +125,10 @@ def test_a_resolver_that_hangs_is_bounded(monkeypatch: pytest.MonkeyPatch) -> No
         found = probe_ssh("slow.example", 22, 0.5)
     finally:
         release.set()
-    assert time.monotonic() - start < 3.0
+    # Had the probe waited for the resolver, it would say "does not resolve (released)".
     assert found is not None
     assert found.problem == "resolving slow.example did not finish within 0.5s"
+    assert time.monotonic() - start < 30
 
 
 @pytest.mark.fast
