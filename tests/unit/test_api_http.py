@@ -58,10 +58,6 @@ def test_metrics_are_served_without_a_token(api: InProcessAPI) -> None:
     assert "/metrics" not in api.client.get("/openapi.json").json()["paths"]
 
 
-def test_the_max_version_is_at_least_2_47() -> None:
-    assert MAX_VERSION >= (2, 47)
-
-
 @pytest.mark.parametrize(
     ("hdrs", "chosen"),
     [
