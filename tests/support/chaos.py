@@ -80,7 +80,8 @@ class PrivatePostgres:
         cmd = list(argv)
         if os.geteuid() == 0:  # the server refuses to run as root
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        # From its own directory: the checkout may be one the postgres user cannot enter.
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120, cwd=self.base)
 
     def start(self) -> None:
         if not self.dir.exists():

@@ -12,6 +12,9 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -233,21 +236,91 @@ def test_ssh_keys_makes_a_deployment_and_keeps_it(tmp_path: Path) -> None:
     assert bad.returncode == 2
 
 
-def test_libvirtd_prepare_is_for_root_only() -> None:
-    """The unit's ExecStartPre, as anyone but root: a one-line refusal, nothing changed."""
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def python_anyone_runs() -> str | None:
+    """A Python 3.11+ that uid 65534 can run: this one's base interpreter, else the system's.
+
+    The base interpreter may live where only root can look (pyenv under /root).
+    """
+    base = getattr(sys, "_base_executable", sys.executable)
+    for python in (base, "/usr/bin/python3"):
+        done = subprocess.run(
+            [*AS_NOBODY, python, "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
+            capture_output=True,
+            timeout=60,
+            cwd="/",
+        )
+        if done.returncode == 0:
+            return python
+    return None
+
+
+@pytest.fixture
+def install_dir() -> Iterator[Path]:
+    """A world-readable install of the package, standing in for /opt/resizeflow.
+
+    A unit runs what is installed in INSTALL_DIR, which any user may read; the
+    checkout may not be (a clone in a root user's home, mode 700), so the
+    package is installed here into a venv of its own, outside pytest's private
+    tmp dirs. ``-m resizeflow.hypervisor.libvirtd`` needs nothing but the standard library.
+    """
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run it as another user")
+    python = python_anyone_runs()
+    if python is None:
+        pytest.skip("no Python 3.11 that uid 65534 may run")
+    install = Path(tempfile.mkdtemp(prefix="resizeflow-install-"))
+    try:
+        venv = install / ".venv"
+        subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        purelib = subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_path('purelib'))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        shutil.copytree(
+            ROOT / "resizeflow",
+            Path(purelib) / "resizeflow",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        for path in [install, *install.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        yield install
+    finally:
+        shutil.rmtree(install, ignore_errors=True)
+
+
+def test_libvirtd_prepare_is_for_root_only(install_dir: Path) -> None:
+    """The unit's ExecStartPre, as anyone but root: refused before it touches the host."""
     (pre,) = unit("resizeflow-libvirtd.service")["Service"]["ExecStartPre"]
-    argv = shlex.split(pre.replace(INSTALL_DIR, str(ROOT)))
+    argv = shlex.split(pre.replace(INSTALL_DIR, str(install_dir)))
+    assert argv[:3] == [
+        str(install_dir / ".venv/bin/python"),
+        "-m",
+        "resizeflow.hypervisor.libvirtd",
+    ]
     done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+        [*AS_NOBODY, *argv],
         capture_output=True,
         text=True,
         timeout=60,
         cwd="/",
     )
     assert done.returncode != 0
-    assert "only root can prepare libvirtd" in done.stderr
+    # What refused is prepare(), from the installed package, not a failing import.
+    assert done.stderr.splitlines()[-1] == (
+        "resizeflow.errors.ConfigError: only root can prepare libvirtd"
+    ), done.stderr
+    assert f"{install_dir}/.venv/" in done.stderr
 
 
 @pytest.mark.fast
