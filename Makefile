@@ -76,7 +76,10 @@ install: system-deps $(VENV)/.installed
 demo: install
 	$(BIN)/resizeflow demo $(DEMO_ARGS)
 
-# Two pytest processes share the tests (pytest-xdist; every stack is per process,
+# Each tier is a folder of tests/, and tests/conftest.py gives its tests the tier's
+# marker, which the targets below select by: unit (fast), functional (services),
+# hosts, chaos, vm and conformance (nova). `make test` runs the unit, functional and
+# hosts tiers in two pytest processes (pytest-xdist; every stack is per process,
 # with its own database, key prefix or vhost and state dir). The short chaos round
 # runs after them, alone: its recovery budgets are measured on a machine that is
 # not also running the rest of the suite. Exit code 5 is "nothing selected", as
@@ -87,7 +90,7 @@ test: install browser-deps hosts-deps
 		|| [ $$? = 5 ]
 	$(BIN)/pytest -m "chaos and not vm and not nova" --durations=10 $(PYTEST_ARGS) || [ $$? = 5 ]
 
-# Real QEMU guests (TCG) through the API and real workers; needs root.
+# The vm tier (tests/vm): real QEMU guests (TCG) through the API and real workers; needs root.
 test-vm: install vm-deps libvirtd
 	$(BIN)/pytest -m vm --durations=15 $(PYTEST_ARGS)
 
@@ -104,29 +107,31 @@ $(NOVA_VENV)/.installed: tests/conformance/requirements.txt tests/conformance/co
 
 nova-venv: $(NOVA_VENV)/.installed
 
-# The conformance tier: the same requests on real Nova and on resizeflow, every answer
-# compared (marker nova); the report goes to var/conformance/report.txt. The openstack
-# CLI's server migration list also runs here, with real Keystone for its identity calls.
+# The conformance tier (tests/conformance): the same requests on real Nova and on
+# resizeflow, every answer compared (marker nova); the report goes to
+# var/conformance/report.txt. The openstack CLI's server migration list also runs
+# here, with real Keystone for its identity calls.
 test-nova: install nova-venv
 	$(BIN)/pytest -m nova --durations=5 $(PYTEST_ARGS)
 
-# Pure logic only, in seconds: no Redis, PostgreSQL or RabbitMQ needed.
+# The unit tier (tests/unit), in seconds: no Redis, PostgreSQL or RabbitMQ needed.
 test-fast: install
 	$(BIN)/pytest -m fast $(PYTEST_ARGS)
 
 # The demo's tests, the Flower browser test among them.
 test-demo: install browser-deps
-	$(BIN)/pytest tests/test_demo.py $(PYTEST_ARGS)
+	$(BIN)/pytest tests/functional/test_demo.py $(PYTEST_ARGS)
 
 # Refreshes docs/flower-tasks.png, the README's screenshot, from the Flower browser test.
 screenshot: install browser-deps
-	RESIZEFLOW_SCREENSHOT=docs/flower-tasks.png $(BIN)/pytest tests/test_demo.py -k flower
+	RESIZEFLOW_SCREENSHOT=docs/flower-tasks.png $(BIN)/pytest tests/functional/test_demo.py -k flower
 
-# Two hosts on one machine, one sshd each on 127.0.0.x: disk copies, shared storage, failures.
+# The hosts tier (tests/hosts): two hosts on one machine, one sshd each on 127.0.0.x: disk
+# copies, shared storage, failures, compose's real-host entry (which needs a running libvirtd).
 test-hosts: install hosts-deps
 	$(BIN)/pytest -m hosts $(PYTEST_ARGS)
 
-# The full chaos round: both brokers, 50 servers per scenario, 100 races.
+# The chaos tier (tests/chaos), the full round: both brokers, 50 servers per scenario, 100 races.
 chaos: install
 	mkdir -p var
 	RESIZEFLOW_CHAOS_FULL=1 RESIZEFLOW_CHAOS_SERVERS=50 RESIZEFLOW_CHAOS_RACES=100 \

@@ -466,7 +466,7 @@ def _tree(pid: int) -> list[int]:
 
 def main(argv: list[str]) -> int:
     """Start Nova as the tier does and keep it up until Ctrl-C (for poking at it by hand)."""
-    from tests.stack import PG_ADMIN_URL, RABBITMQ_URL
+    from tests.support.stack import PG_ADMIN_URL, RABBITMQ_URL
 
     run = Path(argv[1] if len(argv) > 1 else "var/nova-conformance")
     nova = NovaDeployment(run, PG_ADMIN_URL, RABBITMQ_URL)

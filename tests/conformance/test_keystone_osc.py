@@ -36,8 +36,7 @@ import yaml
 from openstack.connection import Connection
 
 from tests.conformance.keystone import ADMIN, REGION, KeystoneDeployment, keystone_available
-from tests.conftest import require
-from tests.stack import REDIS_URL, Stack, build_stack, destroy_stack, wait_for
+from tests.support.stack import REDIS_URL, Stack, build_stack, destroy_stack, require, wait_for
 
 pytestmark = [pytest.mark.nova, pytest.mark.timeout(300)]
 HOSTS = ("ks-host1", "ks-host2", "ks-host3")

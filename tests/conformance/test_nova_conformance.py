@@ -26,13 +26,13 @@ from tests.conformance.known import KNOWN
 from tests.conformance.nova import COMPUTE_HOSTS, NovaDeployment, nova_available, signal_group
 from tests.conformance.scenarios import all_scenarios
 from tests.conformance.standins import IMAGE_ID, IMAGE_NAME
-from tests.conftest import require
-from tests.stack import (
+from tests.support.stack import (
     PG_ADMIN_URL,
     RABBITMQ_URL,
     REDIS_URL,
     build_stack,
     destroy_stack,
+    require,
 )
 
 pytestmark = [pytest.mark.nova, pytest.mark.timeout(900)]

@@ -3,7 +3,7 @@
 One stack serves the whole session: PostgreSQL, Redis, the API process, beat,
 and one worker per host (``vm1``, ``vm2``), all on one libvirtd. The two hosts
 share nothing: each has its own instance dir and bridge, its own sshd on its
-own loopback address (``tests.hosts``), and its domains are named per host
+own loopback address (``tests.support.hosts``), and its domains are named per host
 (``RESIZEFLOW_INSTANCE_NAME_TEMPLATE`` holds ``{host}``). A resize between them
 copies the disks over SSH with rsync, as between two machines.
 
@@ -28,8 +28,8 @@ import pytest
 from resizeflow.devstack import guest, libvirtd
 from resizeflow.devstack.stack import TEST_DRIVER_ENV, build
 from resizeflow.virt import vifs
-from tests.hosts import Hosts, start_hosts
-from tests.stack import (
+from tests.support.hosts import Hosts, start_hosts
+from tests.support.stack import (
     PG_ADMIN_URL,
     REDIS_URL,
     Stack,
@@ -43,13 +43,6 @@ ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = Path(os.environ.get("RESIZEFLOW_GUEST_DIR", ROOT / "var" / "guest"))
 HOSTS = ("vm1", "vm2")
 TOOLS = ("libvirtd", "qemu-system-x86_64", "qemu-img", "busybox", "ip", "apt-get", "dpkg-deb")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if Path(str(item.fspath)).is_relative_to(here):
-            item.add_marker(pytest.mark.vm)
 
 
 def _unavailable(reason: str) -> None:

@@ -15,8 +15,8 @@ from resizeflow.db.models import Allocation, Migration, Port
 from resizeflow.devstack.guest import ConsoleReport, GuestFiles, parse_console
 from resizeflow.openstack.base import VifSpec
 from resizeflow.virt import vifs
-from tests.hosts import Hosts
-from tests.stack import Stack, wait_for
+from tests.support.hosts import Hosts
+from tests.support.stack import Stack, wait_for
 
 GiB = 1024**3
 MiB = 1024**2
@@ -40,7 +40,7 @@ class VmStack:
     image_id: str
     files: GuestFiles
     run_id: str
-    # The hosts' sshd processes, addresses and keys (tests.hosts).
+    # The hosts' sshd processes, addresses and keys (tests.support.hosts).
     hosts: Hosts
     _conn: Any = field(default=None, repr=False)
 

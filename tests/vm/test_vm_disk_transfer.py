@@ -22,8 +22,8 @@ from sqlalchemy import select
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.db.models import Allocation, ComputeNode
 from resizeflow.states import JournalStatus, MigrationStatus
-from tests.hosts import file_sha256
-from tests.stack import wait_for
+from tests.support.hosts import file_sha256
+from tests.support.stack import wait_for
 from tests.vm.helpers import GiB, MiB, VmStack, timed
 
 # 1 GiB of random data goes on a 2 GiB ephemeral disk; the resize keeps its size.

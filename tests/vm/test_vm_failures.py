@@ -16,7 +16,7 @@ import pytest
 
 from resizeflow.devstack import libvirtd
 from resizeflow.states import JournalStatus, MigrationStatus
-from tests.stack import wait_for
+from tests.support.stack import wait_for
 from tests.vm.helpers import BIG, VmStack
 
 

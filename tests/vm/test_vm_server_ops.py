@@ -12,8 +12,8 @@ import uuid
 
 import openstack
 
-from tests.stack import wait_for
-from tests.test_openstack_clients import osc as run_osc
+from tests.functional.test_openstack_clients import osc as run_osc
+from tests.support.stack import wait_for
 from tests.vm.helpers import SMALL, VmStack, assert_report, small_disks
 
 

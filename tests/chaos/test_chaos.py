@@ -1,0 +1,355 @@
+"""Chaos: confirms and reverts keep their promises while the stack is being broken.
+
+Each scenario drives at least 50 workflows at once (resizes, then confirms and
+reverts mixed) across two hosts, injects its faults, and checks that every
+migration ended, nothing is stuck in RESIZE_REVERTING, every claim is held once
+by the right consumer, and no libvirt domain or ``_resize`` dir is orphaned.
+
+``make test`` runs one short round on Redis; ``make chaos`` runs the full
+round on both brokers (RESIZEFLOW_CHAOS_SERVERS, _RACES, _BROKERS size it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import select
+
+from resizeflow import errors, metrics
+from resizeflow.db.models import BrokerEpoch, utcnow
+from resizeflow.flows import FLOWS, Subject
+from resizeflow.periodic import confirm_unconfirmed_resizes
+from resizeflow.states import MigrationStatus
+from tests.support.chaos import HOSTS, REPORTS, ChaosStack, Fault, Report, default_timing
+from tests.support.stack import RABBITMQ_URL, REDIS_URL, require, wait_for
+
+pytestmark = pytest.mark.chaos
+
+SERVERS = int(os.environ.get("RESIZEFLOW_CHAOS_SERVERS", "26"))
+RACES = int(os.environ.get("RESIZEFLOW_CHAOS_RACES", "10"))
+BROKERS = os.environ.get("RESIZEFLOW_CHAOS_BROKERS", "redis").split(",")
+
+
+def _stack(broker: str, tmp_path: Path, timing: dict[str, str] | None) -> Iterator[ChaosStack]:
+    if broker == "redis":
+        require(REDIS_URL, 6379, "Redis")  # for its redis-server binary's sake
+    else:
+        require(RABBITMQ_URL, 5672, "RabbitMQ")
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("the private PostgreSQL cluster is started with runuser, as root")
+    stack = ChaosStack(tmp_path, broker, timing)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(params=BROKERS)
+def chaos(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
+    yield from _stack(request.param, tmp_path, None)
+
+
+@pytest.fixture(params=BROKERS)
+def chaos_defaults(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
+    """The chaos stack with a deployment's timing: a 120 s reconcile deadline and so on."""
+    yield from _stack(request.param, tmp_path, default_timing())
+
+
+def patiently(call: Callable[[], Any], attempts: int = 60) -> Any:
+    """Call the service layer as a client would: retry while the database is down."""
+    for _ in range(attempts - 1):
+        try:
+            return call()
+        except sqlalchemy.exc.OperationalError:
+            time.sleep(0.5)
+    return call()
+
+
+class FaultThread(threading.Thread):
+    """Runs a scenario's faults beside its workload; ``join`` raises what they raised,
+    so a fault that never struck fails the scenario rather than passing it unfaulted."""
+
+    def __init__(self, faults: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self.faults = faults
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.faults()
+        except BaseException as e:
+            self.error = e
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise AssertionError(f"the scenario's faults failed: {self.error!r}") from self.error
+
+
+def in_background(faults: Callable[[], None]) -> FaultThread:
+    thread = FaultThread(faults)
+    thread.start()
+    return thread
+
+
+def workload(
+    stack: ChaosStack, report: Report, faults: Callable[[], None] | None
+) -> dict[str, int]:
+    """Boot, then resize, confirm and revert everything, with ``faults`` running alongside;
+    returns each server's migration."""
+    uuids = stack.boot(SERVERS)
+    thread = in_background(faults) if faults else None
+    migs = {u: patiently(lambda u=u: stack.api.resize(stack.user(), u, "2")) for u in uuids}
+    report.workflows += len(migs)
+    wait_for(
+        lambda: patiently(
+            lambda: stack._migrations_in(
+                list(migs.values()),
+                {MigrationStatus.FINISHED, MigrationStatus.ERROR},
+            )
+        ),
+        240,
+        "the resizes",
+    )
+    finishing = {
+        u: m
+        for u, m in migs.items()
+        if patiently(lambda m=m: stack.migration_status(m)) == "finished"
+    }
+    report.workflows += stack.finish_all(
+        finishing, lambda u, verb: patiently(lambda: stack._finish(u, verb))
+    )
+    if thread is not None:
+        thread.join()
+    report.faults += len(stack.faults)
+    stack.settle(report, list(migs.values()))
+    return migs
+
+
+def record(report: Report) -> None:
+    REPORTS.append(report)
+    for line in report.errors:
+        print(f"{report.scenario}: {line}")
+    assert not report.stuck, report.stuck
+    assert not report.violations, report.violations
+
+
+def test_sigkill_host_workers(chaos: ChaosStack) -> None:
+    report = Report("1. SIGKILL host workers", chaos.broker)
+
+    def faults() -> None:
+        for _ in range(3):
+            time.sleep(random.uniform(0.3, 1.5))
+            host = random.choice(HOSTS)
+            chaos.kill_worker(host)
+            time.sleep(random.uniform(0.1, 0.5))
+            chaos.start_worker(host)
+
+    workload(chaos, report, faults)
+    record(report)
+
+
+def test_broker_restart_loses_its_data(chaos: ChaosStack) -> None:
+    report = Report("2. broker restart, data lost", chaos.broker)
+
+    def faults() -> None:
+        chaos.wait_for_resizes_under_way()
+        time.sleep(random.uniform(0.0, 0.5))
+        chaos.restart_broker_losing_data()
+
+    workload(chaos, report, faults)
+    record(report)
+
+
+# Once the broker answers again, every workflow whose messages it lost ends within this.
+BROKER_RETURN_BUDGET = 15.0
+
+
+def broker_losses(stack: ChaosStack) -> tuple[int, int]:
+    """The losses seen and the workflows re-driven for them, as /metrics reports them."""
+    found = {}
+    for line in metrics.render(stack.db).decode().splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("resizeflow_broker_losses_total", "resizeflow_broker_loss_redrives_total"):
+            found[name] = int(float(value))
+    return found["resizeflow_broker_losses_total"], found["resizeflow_broker_loss_redrives_total"]
+
+
+def test_broker_loss_on_default_settings(chaos_defaults: ChaosStack) -> None:
+    """With a deployment's settings the reconciler would wait 120 s; the broker-loss
+    check re-drives what the broker lost as soon as it is back."""
+    chaos = chaos_defaults
+    report = Report("2. broker restart, data lost (default settings)", chaos.broker)
+
+    def faults() -> None:
+        chaos.wait_for_resizes_under_way()
+        time.sleep(random.uniform(0.0, 0.5))
+        chaos.restart_broker_losing_data()
+
+    migs = workload(chaos, report, faults)
+    record(report)
+    after_return = chaos.ends_after_return(list(migs.values()))
+    assert after_return, "no workflow was in flight when the broker lost its data"
+    worst = max(after_return.values())
+    print(
+        f"{report.scenario} on {chaos.broker}: {len(after_return)} workflows in flight, "
+        f"the last ended {worst:.1f}s after the broker was back"
+    )
+    late = {k: round(t, 1) for k, t in after_return.items() if t > BROKER_RETURN_BUDGET}
+    assert not late, f"workflows that ended more than {BROKER_RETURN_BUDGET}s after: {late}"
+    losses, redriven = broker_losses(chaos)
+    assert losses == 1
+    assert redriven > 0
+
+
+def test_no_broker_loss_no_redrive(chaos_defaults: ChaosStack) -> None:
+    """Under load, with nothing broken, the broker-loss check re-drives nothing."""
+    chaos = chaos_defaults
+    report = Report("no fault (default settings)", chaos.broker)
+    workload(chaos, report, None)
+    record(report)
+    with chaos.db.snapshot() as s:
+        epochs = s.scalars(select(BrokerEpoch.seq)).all()
+    assert epochs == [1], "the check ran, and found the one epoch it started with"
+    assert broker_losses(chaos) == (0, 0)
+
+
+def test_postgresql_restart(chaos: ChaosStack) -> None:
+    report = Report("3. PostgreSQL restart", chaos.broker)
+
+    def faults() -> None:
+        time.sleep(random.uniform(0.3, 1.5))
+        chaos.restart_postgres()
+
+    workload(chaos, report, faults)
+    record(report)
+
+
+def test_steps_fail_transiently_30_percent(chaos: ChaosStack) -> None:
+    report = Report("4. 30% transient step failures", chaos.broker)
+    chaos.set_failpoints(
+        {
+            step.task: [{"mode": "transient", "probability": 0.3}]
+            for flow in FLOWS.values()
+            if flow.subject is Subject.MIGRATION
+            for step in flow.steps
+        }
+    )
+    workload(chaos, report, None)
+    chaos.set_failpoints({})
+    with chaos.db.snapshot() as s:
+        from sqlalchemy import func, select
+
+        from resizeflow.db.models import StepJournal
+
+        report.faults += int(s.scalar(select(func.sum(StepJournal.attempts - 1))) or 0)
+    record(report)
+
+
+def test_races_on_one_server(chaos: ChaosStack) -> None:
+    """confirm, revert, auto-confirm and delete, all at once.
+
+    Exactly one of confirm, revert and auto-confirm wins, or none if the delete
+    came first; the delete is accepted in any task_state, as in Nova, and ends
+    a workflow in flight.
+    """
+    report = Report("5. confirm/revert/auto-confirm/delete races", chaos.broker)
+    [uuid] = chaos.boot(1, flavor="ram-1")
+    migs = []
+    wins: dict[str, int] = {}
+    for _ in range(RACES):
+        mig_id = chaos.api.resize(
+            chaos.user(), uuid, "ram-2" if _flavor(chaos, uuid) == 91 else "ram-1"
+        )
+        migs.append(mig_id)
+        report.workflows += 2
+        wait_for(lambda m=mig_id: chaos.migration_status(m) == "finished", 60, "the resize")
+        outcomes = _race(chaos, uuid, mig_id)
+        winners = [who for who, result in outcomes.items() if result == "won"]
+        for who, result in outcomes.items():
+            if result not in ("won", "lost"):
+                report.violations.append(f"{who} answered {result}")
+        others = [who for who in winners if who != "delete"]
+        if "delete" not in winners or len(others) > 1:
+            report.violations.append(f"migration {mig_id}: winners {winners}")
+        for who in winners:
+            wins[who] = wins.get(who, 0) + 1
+        wait_for(lambda m=mig_id: chaos.workflow_over(m), 60, "the winner's workflow")
+        if "delete" in winners:
+            wait_for(lambda u=uuid: chaos.deleted(u), 60, "the delete")
+            [uuid] = chaos.boot(1, flavor="ram-1")
+    chaos.settle(report, migs)
+    record(report)
+    assert wins.get("delete", 0) == RACES
+
+
+def _flavor(chaos: ChaosStack, uuid: str) -> int:
+    with chaos.db.snapshot() as s:
+        from resizeflow.db.models import Instance
+
+        inst = s.get(Instance, uuid)
+        assert inst is not None
+        return int(inst.flavor["id"])
+
+
+def _race(chaos: ChaosStack, uuid: str, mig_id: int) -> dict[str, str]:
+    barrier = threading.Barrier(4)
+    outcomes: dict[str, str] = {}
+
+    def attempt(who: str, call: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            result = call()
+            won = mig_id in result.confirmed if who == "auto-confirm" else True
+            outcomes[who] = "won" if won else "lost"
+        except errors.ResizeflowError as exc:
+            outcomes[who] = "lost" if exc.code in (400, 409) else f"{exc.code} {exc.message}"
+        except Exception as exc:  # anything else would be a 500 from the API
+            outcomes[who] = f"500 {type(exc).__name__}: {exc}"
+
+    future = utcnow().replace(year=utcnow().year + 1)
+    calls = {
+        "confirm": lambda: chaos.api.confirm_resize(chaos.user(), uuid),
+        "revert": lambda: chaos.api.revert_resize(chaos.user(), uuid),
+        "auto-confirm": lambda: confirm_unconfirmed_resizes(chaos.api, 60, now=future),
+        "delete": lambda: chaos.api.delete(chaos.user(), uuid),
+    }
+    threads = [threading.Thread(target=attempt, args=item) for item in calls.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def test_source_host_down_when_confirm_is_asked(chaos: ChaosStack) -> None:
+    report = Report("6. source host down at confirm", chaos.broker)
+    uuids = chaos.boot(SERVERS)
+    migs = chaos.resize_all(uuids)
+    report.workflows += len(migs)
+    down = HOSTS[0]
+    on_down = {u: m for u, m in migs.items() if chaos.source_of(m) == down}
+    assert on_down, "the scheduler spread the servers over both hosts"
+    chaos.stop_worker(down)
+    chaos.faults.append(Fault("source host down", utcnow()))
+    before = chaos.snapshot(list(on_down))
+    for uuid in on_down:
+        with pytest.raises(errors.ServiceUnavailable) as exc:
+            chaos.api.confirm_resize(chaos.user(), uuid)
+        assert exc.value.code == 409
+    if chaos.snapshot(list(on_down)) != before:
+        report.violations.append("a refused confirm changed something")
+    chaos.start_worker(down)
+    report.workflows += chaos.finish_all(migs)
+    report.faults += len(chaos.faults)
+    chaos.settle(report, list(migs.values()))
+    record(report)

@@ -1,0 +1,627 @@
+"""A stack that can be broken on purpose, and the checks that must hold afterwards.
+
+Everything here is private to one run: a PostgreSQL cluster of its own (so it
+can be restarted), a redis-server of its own or a RabbitMQ vhost of its own
+(so either can lose its data), two worker processes, and beat running the
+reconciler with a short deadline (or, with :func:`default_timing`, with a
+deployment's settings). The stack comes from :mod:`resizeflow.devstack`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import select
+
+from resizeflow.celery_app import make_app
+from resizeflow.compute.policy import RequestContext
+from resizeflow.conf import Settings
+from resizeflow.db.models import (
+    Allocation,
+    ComputeNode,
+    Flavor,
+    Instance,
+    InstanceFault,
+    Migration,
+    StepJournal,
+    utcnow,
+)
+from resizeflow.devstack.brokers import create_vhost, delete_vhost, start_redis
+from resizeflow.devstack.stack import PRIVATE_REDIS, build, free_port
+from resizeflow.openstack.base import Resources
+from resizeflow.states import JournalStatus, MigrationStatus, TaskState, VmState
+from tests.support.invariants import allocation_violations, journal_violations
+from tests.support.stack import RABBITMQ_URL, stack_env, wait_for
+
+HOSTS = ("chaos1", "chaos2")
+# Every scenario's report, for the table printed at the end of the session.
+REPORTS: list[Report] = []
+PROJECT = "chaos"
+# A delete ends a workflow in flight: its migration goes to error, and to failed
+# once both hosts are purged.
+ENDED = {
+    MigrationStatus.CONFIRMED,
+    MigrationStatus.REVERTED,
+    MigrationStatus.ERROR,
+    MigrationStatus.FAILED,
+}
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster, run as the postgres user, that can be restarted."""
+
+    def __init__(self) -> None:
+        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if not bindir:
+            raise RuntimeError("PostgreSQL server binaries are not installed")
+        self.bin = bindir[-1]
+        # Outside pytest's private tmp dirs, which the postgres user cannot enter.
+        self.base = Path(tempfile.mkdtemp(prefix="resizeflow-chaos-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+        self.dir = self.base / "pgdata"
+        self.sock = self.base / "pgsock"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *argv: str) -> None:
+        cmd = list(argv)
+        if os.geteuid() == 0:  # the server refuses to run as root
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        # From its own directory: the checkout may be one the postgres user cannot enter.
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120, cwd=self.base)
+
+    def start(self) -> None:
+        if not self.dir.exists():
+            for path in (self.dir, self.sock):
+                path.mkdir(parents=True)
+                if os.geteuid() == 0:
+                    shutil.chown(path, "postgres", "postgres")
+            self._as_postgres(
+                str(self.bin / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "postgres"
+            )
+        options = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.dir),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(self.dir / "server.log"),
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.dir), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop("fast")
+        self.start()
+
+    def destroy(self) -> None:
+        try:
+            if (self.dir / "postmaster.pid").exists():
+                self.stop("immediate")
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+@dataclass
+class Fault:
+    kind: str
+    at: dt.datetime
+    # When what was broken answered again (the broker back, empty).
+    back_at: dt.datetime | None = None
+
+
+@dataclass
+class Report:
+    scenario: str
+    broker: str
+    workflows: int = 0
+    faults: int = 0
+    stuck: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    recovery: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # ended in error, each with its fault
+
+    def row(self) -> list[str]:
+        def pct(q: float) -> str:
+            if not self.recovery:
+                return "-"
+            data = sorted(self.recovery)
+            return f"{data[min(len(data) - 1, int(q * len(data)))]:.1f}s"
+
+        return [
+            self.scenario,
+            self.broker,
+            str(self.workflows),
+            str(self.faults),
+            str(len(self.errors)),
+            str(len(self.stuck)),
+            str(len(self.violations)),
+            pct(0.5),
+            pct(0.99),
+        ]
+
+
+# How fast the chaos stack notices faults: a short reconcile deadline and lease.
+FAST_TIMING = {
+    "retry_backoff": "0.1",
+    "retry_backoff_max": "1",
+    "step_max_retries": "10",
+    "service_down_time": "10",
+    "step_lease": "3",
+    "reconcile_deadline": "4",
+    "periodic_interval": "1",
+}
+# The settings that decide how fast a stack notices and recovers from faults.
+TIMING_SETTINGS = (
+    *FAST_TIMING,
+    "report_interval",
+    "worker_concurrency",
+    "step_timeout",
+    "broker_check_interval",
+)
+
+
+def default_timing() -> dict[str, str]:
+    """Every setting of :data:`TIMING_SETTINGS` at its default, as a deployment has it."""
+    defaults = Settings()
+    return {name: str(getattr(defaults, name)) for name in TIMING_SETTINGS}
+
+
+class ChaosStack:
+    def __init__(self, base: Path, broker: str, timing: dict[str, str] | None = None) -> None:
+        self.base, self.broker = base, broker
+        self.timing = FAST_TIMING if timing is None else timing
+        self.pg = PrivatePostgres()
+        self.vhost = ""
+        self.faults: list[Fault] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.restarts = 0
+
+    # -- life cycle ---------------------------------------------------------
+    def start(self) -> None:
+        self.pg.start()
+        if self.broker == "rabbitmq":
+            self.vhost = f"rf-chaos-{uuid4().hex[:10]}"
+        state_dir = self.base / "state"
+        self.local = build(
+            state_dir,
+            broker=RABBITMQ_URL if self.vhost else PRIVATE_REDIS,
+            vhost=self.vhost,
+            database_url=self.pg.url,
+            env=stack_env(
+                state_dir,
+                node_vcpus="512",
+                node_memory_mb="4194304",
+                node_local_gb="100000",
+                **self.timing,
+                notifications="false",
+                quota_cores="-1",
+                quota_ram="-1",
+                quota_instances="-1",
+            ),
+        )
+        self.sup = self.local.sup
+        self.settings, self.db, self.app, self.api = (
+            self.local.settings,
+            self.local.db,
+            self.local.app,
+            self.local.api,
+        )
+        with self.db.transaction() as s:
+            # Two flavors that differ in RAM only, so a server can be resized
+            # back and forth without ever shrinking its disk.
+            s.add(Flavor(id=91, flavorid="ram-1", name="ram-1", vcpus=1, memory_mb=512, root_gb=1))
+            s.add(Flavor(id=92, flavorid="ram-2", name="ram-2", vcpus=1, memory_mb=1024, root_gb=1))
+        with self.lock:
+            self.local.start_workers(HOSTS)
+        self.local.start_beat()
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        """Restart a worker or beat that exits on its own, as systemd's
+        Restart=on-failure (or compose's restart policy) does in production.
+
+        Celery's worker can give up when its Redis connection breaks in the
+        middle of a restart of the server; the supervisor brings it back.
+        """
+        while not self.stopping.is_set():
+            for name, proc in list(self.sup.procs.items()):
+                if name == "redis" or proc.poll() is None or self.stopping.is_set():
+                    continue
+                with self.lock:
+                    if self.sup.procs.get(name) is not proc:
+                        continue  # stopped or replaced on purpose meanwhile
+                    self.restarts += 1
+                    if name == "beat":
+                        self.sup.resizeflow("beat", "beat")
+                    else:
+                        self.local.spawn_worker(name.removeprefix("worker-"))
+            self.stopping.wait(0.5)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        try:
+            if hasattr(self, "local"):
+                self.local.close()
+        finally:
+            self.pg.destroy()
+
+    def node(self, host: str) -> str:
+        """A host's worker node: its one process always takes slot 1."""
+        return f"{host}-1@{socket.gethostname()}"
+
+    def start_worker(self, host: str) -> None:
+        with self.lock:
+            name = self.local.spawn_worker(host)
+        self.local.wait_workers([name])
+
+    def kill_worker(self, host: str) -> None:
+        with self.lock:
+            self.local.kill_worker(host)
+        self.faults.append(Fault("SIGKILL worker", utcnow()))
+
+    def stop_worker(self, host: str) -> None:
+        with self.lock:
+            self.local.stop_worker(host, grace=60)
+
+    def wait_for_resizes_under_way(self, count: int = 2, timeout: float = 60.0) -> None:
+        """Block until ``count`` resizes are past planning and not yet finished.
+
+        A fault meant to strike work in flight waits for this rather than a fixed
+        delay: on a loaded machine the first resizes can reach the engine after it.
+        """
+        under_way = [
+            MigrationStatus.PRE_MIGRATING,
+            MigrationStatus.MIGRATING,
+            MigrationStatus.POST_MIGRATING,
+        ]
+
+        def enough() -> bool:
+            with self.db.snapshot() as s:
+                found = s.scalars(
+                    select(Migration.id).where(Migration.status.in_(under_way)).limit(count)
+                ).all()
+            return len(found) >= count
+
+        wait_for(enough, timeout, f"{count} resizes under way")
+
+    def restart_broker_losing_data(self) -> None:
+        fault = Fault("broker lost its data", utcnow())
+        self.faults.append(fault)
+        if self.broker == "redis":
+            self.sup.kill("redis")
+            # No persistence: the new server starts empty, as after a crash.
+            start_redis(self.sup)
+        else:
+            # Deleting the vhost drops its queues, messages and connections;
+            # it comes straight back, empty, as after a broker lost its disk.
+            delete_vhost(self.vhost)
+            create_vhost(RABBITMQ_URL, self.vhost)
+        fault.back_at = utcnow()
+
+    def restart_postgres(self) -> None:
+        self.faults.append(Fault("PostgreSQL restarted", utcnow()))
+        self.pg.restart()
+
+    def set_failpoints(self, table: dict[str, list[dict[str, Any]]]) -> None:
+        import json
+
+        Path(self.settings.failpoints_file).write_text(json.dumps(table))
+
+    # -- workload -----------------------------------------------------------
+    def user(self) -> RequestContext:
+        return RequestContext(user_id="chaos", project_id=PROJECT)
+
+    def boot(self, count: int, flavor: str = "1") -> list[str]:
+        uuids = [
+            self.api.create(self.user(), name=f"c{i}", flavor_ref=flavor) for i in range(count)
+        ]
+        wait_for(lambda: self._all_idle(uuids), 120, "the servers to boot")
+        return uuids
+
+    def _all_idle(self, uuids: list[str]) -> bool:
+        with self.db.snapshot() as s:
+            rows = s.execute(select(Instance.task_state).where(Instance.uuid.in_(uuids))).all()
+        return len(rows) == len(uuids) and all(t is None for (t,) in rows)
+
+    def resize_all(self, uuids: list[str]) -> dict[str, int]:
+        migs = {u: self.api.resize(self.user(), u, "2") for u in uuids}
+        wait_for(
+            lambda: self._migrations_in(list(migs.values()), {MigrationStatus.FINISHED, *ENDED}),
+            180,
+            "the resizes to finish",
+        )
+        return migs
+
+    def _migrations_in(self, ids: list[int], statuses: set[MigrationStatus]) -> bool:
+        with self.db.snapshot() as s:
+            found = s.scalars(select(Migration.status).where(Migration.id.in_(ids))).all()
+        return len(found) == len(ids) and all(st in statuses for st in found)
+
+    def finish_all(
+        self, migs: dict[str, int], call: Callable[[str, str], Any] | None = None
+    ) -> int:
+        """Confirm half and revert the other half, all at once; returns how many were sent."""
+        sent = 0
+        for i, uuid in enumerate(migs):
+            verb = "confirm" if i % 2 == 0 else "revert"
+            (call or self._finish)(uuid, verb)
+            sent += 1
+        return sent
+
+    def _finish(self, uuid: str, verb: str) -> None:
+        fn = self.api.confirm_resize if verb == "confirm" else self.api.revert_resize
+        fn(self.user(), uuid)
+
+    # -- reads ----------------------------------------------------------------
+    def migration_status(self, mig_id: int) -> str:
+        with self.db.snapshot() as s:
+            mig = s.get(Migration, mig_id)
+            return mig.status.value if mig else "missing"
+
+    def workflow_over(self, mig_id: int) -> bool:
+        with self.db.snapshot() as s:
+            mig = s.get(Migration, mig_id)
+            inst = s.get(Instance, mig.instance_uuid) if mig else None
+            return (
+                mig is not None
+                and mig.status in ENDED
+                and self._flow_over(s, mig_id)
+                and (inst is None or inst.task_state in (None, TaskState.DELETING))
+            )
+
+    def source_of(self, mig_id: int) -> str:
+        with self.db.snapshot() as s:
+            mig = s.get(Migration, mig_id)
+            assert mig is not None
+            return mig.source_compute
+
+    def deleted(self, uuid: str) -> bool:
+        with self.db.snapshot() as s:
+            inst = s.get(Instance, uuid)
+            return inst is None or inst.deleted
+
+    def snapshot(self, uuids: list[str]) -> list[tuple[Any, ...]]:
+        """What a refused request must leave unchanged."""
+        with self.db.snapshot() as s:
+            rows = [
+                (i.uuid, i.vm_state, i.task_state, i.host)
+                for i in s.scalars(select(Instance).where(Instance.uuid.in_(uuids)))
+            ]
+            rows += [
+                (m.id, m.status)
+                for m in s.scalars(select(Migration).where(Migration.instance_uuid.in_(uuids)))
+            ]
+            rows.append(("journal rows", len(s.scalars(select(StepJournal.id)).all())))
+        return sorted(rows, key=str)
+
+    # -- checks -------------------------------------------------------------
+    def settle(self, report: Report, migs: list[int], timeout: float = 180.0) -> None:
+        """Wait for every migration to end, then check every invariant into ``report``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._settled(migs):
+            time.sleep(0.5)
+        with self.db.snapshot() as s:
+            for mig in s.scalars(select(Migration).where(Migration.id.in_(migs))):
+                if mig.status not in ENDED or not self._flow_over(s, mig.id):
+                    report.stuck.append(f"migration {mig.id} stuck in {mig.status.value}")
+                elif mig.status == MigrationStatus.ERROR and not self.deleted(mig.instance_uuid):
+                    # (A deleted server's migration in error is the delete's doing,
+                    # on its way to failed: there is no fault to show.)
+                    faults = s.scalars(
+                        select(InstanceFault.message).where(
+                            InstanceFault.instance_uuid == mig.instance_uuid
+                        )
+                    ).all()
+                    if not faults:
+                        report.violations.append(f"migration {mig.id} in error without a fault")
+                    report.errors.append(f"migration {mig.id}: {faults[-1] if faults else '?'}")
+            reverting = s.scalars(
+                select(Instance.uuid).where(Instance.task_state == TaskState.RESIZE_REVERTING)
+            ).all()
+            report.stuck += [f"{u} left in RESIZE_REVERTING" for u in reverting]
+            report.recovery += self._recovery(s, migs)
+        report.violations += allocation_violations(self.db)
+        report.violations += journal_violations(self.db)
+        report.violations += self.usage_violations()
+        report.violations += self.orphans()
+
+    def _settled(self, migs: list[int]) -> bool:
+        with self.db.snapshot() as s:
+            statuses = s.scalars(select(Migration.status).where(Migration.id.in_(migs))).all()
+            return all(st in ENDED for st in statuses) and all(self._flow_over(s, m) for m in migs)
+
+    @staticmethod
+    def _flow_over(s: Any, mig_id: int) -> bool:
+        busy = s.scalars(
+            select(StepJournal.id)
+            .join(Migration, Migration.id == StepJournal.migration_id)
+            .where(
+                StepJournal.migration_id == mig_id,
+                StepJournal.status.in_(
+                    [JournalStatus.PENDING, JournalStatus.RUNNING, JournalStatus.RETRYING]
+                ),
+                Migration.status != MigrationStatus.ERROR,
+            )
+        ).first()
+        return busy is None
+
+    def _recovery(self, s: Any, migs: list[int]) -> list[float]:
+        """For each fault, seconds until the workflows in flight at that moment ended."""
+        out = []
+        for fault in self.faults:
+            ends = s.execute(
+                select(StepJournal.migration_id, StepJournal.finished_at).where(
+                    StepJournal.migration_id.in_(migs)
+                )
+            ).all()
+            last: dict[int, dt.datetime] = {}
+            for mig_id, finished in ends:
+                if finished is not None:
+                    last[mig_id] = max(last.get(mig_id, finished), finished)
+            out += [(end - fault.at).total_seconds() for end in last.values() if end > fault.at]
+        return out
+
+    def ends_after_return(self, migs: list[int]) -> dict[tuple[int, str], float]:
+        """For each workflow (a migration's flow) in flight when a fault struck, the
+        seconds from the broken part's return to the workflow's end (0 if before).
+
+        In flight: planned before the return, and not over before the fault.
+        """
+        firsts: dict[tuple[int, str], dt.datetime] = {}
+        ends: dict[tuple[int, str], dt.datetime] = {}
+        with self.db.snapshot() as s:
+            for mig_id, flow, planned, finished in s.execute(
+                select(
+                    StepJournal.migration_id,
+                    StepJournal.flow,
+                    StepJournal.enqueued_at,
+                    StepJournal.finished_at,
+                ).where(
+                    StepJournal.migration_id.in_(migs),
+                    StepJournal.status != JournalStatus.SUPERSEDED,
+                )
+            ):
+                key = (mig_id, flow)
+                # A re-drive moves its first row's enqueued_at on; the others keep the plan's.
+                firsts[key] = min(firsts.get(key, planned), planned)
+                if finished is not None:
+                    ends[key] = max(ends.get(key, finished), finished)
+        out: dict[tuple[int, str], float] = {}
+        for fault in self.faults:
+            if fault.back_at is None:
+                continue
+            for key, end in ends.items():
+                if firsts[key] < fault.back_at and end > fault.at:
+                    out[key] = max(0.0, (end - fault.back_at).total_seconds())
+        return out
+
+    def usage_violations(self) -> list[str]:
+        """Every claim is held once, by the right consumer, on the right node.
+
+        A step applied twice would claim or free twice, and show up here.
+        """
+        problems = []
+        with self.db.snapshot() as s:
+            held: dict[str, dict[str, dict[str, int]]] = {}
+            for consumer, host, rc, used in s.execute(
+                select(
+                    Allocation.consumer_uuid,
+                    ComputeNode.host,
+                    Allocation.resource_class,
+                    Allocation.used,
+                ).join(ComputeNode, ComputeNode.id == Allocation.node_id)
+            ):
+                held.setdefault(consumer, {}).setdefault(host, {})[rc] = used
+            for inst in s.scalars(select(Instance).where(Instance.deleted.is_(False))):
+                if inst.task_state is None and inst.vm_state != VmState.ERROR and inst.host:
+                    want = {inst.host: Resources.of_flavor(inst.flavor).as_classes()}
+                    if held.get(inst.uuid, {}) != want:
+                        faults = s.scalars(
+                            select(InstanceFault.message).where(
+                                InstanceFault.instance_uuid == inst.uuid
+                            )
+                        ).all()
+                        problems.append(
+                            f"{inst.uuid} ({inst.vm_state.value}) holds {held.get(inst.uuid)}, "
+                            f"not {want}; faults: {faults}"
+                        )
+            for mig in s.scalars(select(Migration)):
+                inst = s.get(Instance, mig.instance_uuid)
+                if mig.status == MigrationStatus.FINISHED and inst and inst.old_flavor:
+                    want = {mig.source_compute: Resources.of_flavor(inst.old_flavor).as_classes()}
+                elif mig.status in (MigrationStatus.CONFIRMED, MigrationStatus.REVERTED):
+                    want = {}
+                else:
+                    continue
+                if held.get(mig.uuid, {}) != want:
+                    problems.append(f"migration {mig.id} holds {held.get(mig.uuid)}, not {want}")
+        return problems
+
+    def ask(self, node: str) -> list[dict[str, Any]]:
+        """A worker's domains over the broker, through a fresh app each try:
+        connections from before a broker restart may hang on to dead sockets."""
+        for _ in range(20):
+            app = make_app(self.settings)
+            try:
+                replies = app.control.broadcast(
+                    "resizeflow_domains", destination=[node], reply=True, timeout=5
+                )
+                if replies:
+                    return list(replies)
+            except Exception:  # the broker is still coming back
+                pass
+            finally:
+                app.close()
+            time.sleep(2)
+        raise AssertionError(f"{node} does not answer")
+
+    def orphans(self) -> list[str]:
+        problems = []
+        with self.db.snapshot() as s:
+            live = {
+                i.uuid: i for i in s.scalars(select(Instance).where(Instance.deleted.is_(False)))
+            }
+            keeps_source = {
+                (m.instance_uuid, m.source_compute)
+                for m in s.scalars(
+                    select(Migration).where(
+                        Migration.status.in_([MigrationStatus.FINISHED, MigrationStatus.ERROR])
+                    )
+                )
+            }
+        for host in HOSTS:
+            replies = self.ask(self.node(host))
+            domains = [d for r in replies for ds in r.values() for d in ds]
+            for d in domains:
+                inst = live.get(d["uuid"])
+                if inst is None or (inst.host != host and (d["uuid"], host) not in keeps_source):
+                    problems.append(f"orphan domain {d['uuid']} on {host}")
+            inst_dir = self.settings.instances_dir(host)
+            for path in inst_dir.glob("*_resize") if inst_dir.exists() else []:
+                owner = path.name.removesuffix("_resize")
+                if (owner, host) not in keeps_source:
+                    problems.append(f"orphan {path.name} on {host}")
+        return problems
+
+
+def summary(reports: list[Report]) -> str:
+    head = [
+        "scenario",
+        "broker",
+        "workflows",
+        "faults",
+        "error+fault",
+        "stuck/lost",
+        "violations",
+        "recovery p50",
+        "recovery p99",
+    ]
+    rows = [head, *[r.row() for r in reports]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
