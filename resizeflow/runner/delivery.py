@@ -144,14 +144,12 @@ class Delivery:
             raise self.retry_later(exc) from exc
 
     def _wait_for_holder(self) -> journal.Claim | None:
-        """The claim once no live copy holds the step but this one.
-
-        NOTE: a live copy holds the step, maybe in its hypervisor phase with no
-        row locked: wait for it to end rather than run beside it. If its lease
-        lapses (its worker died), claim the step again.
-        """
+        """The claim once no live copy holds the step but this one."""
         claim = self.claim
         while claim is not None and claim.status == _J.RUNNING and not claim.taken:
+            # NOTE: a live copy holds the step, maybe in its hypervisor phase with
+            # no row locked: wait for it to end rather than run beside it. If its
+            # lease lapses (its worker died), claim the step again.
             ended = self._holder_ended(claim.row_id)
             if ended is None:
                 claim = self.claim = self._claim_again()
