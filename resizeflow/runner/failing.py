@@ -106,9 +106,7 @@ def _record_failure(d: Delivery, exc: Exception, details: str, final: bool) -> l
         # A rollback records the failure itself, as its fault does.
         cause = exc.inner if isinstance(exc, errors.InstanceFaultRollback) else exc
         journal.fail(row, f"{type(cause).__name__}: {cause}", final=final)
-        # A step waiting for its retry shows as an event in progress.
-        result, tb = ("Error", details) if final else (None, None)
-        _failure_event(s, d.runtime.host, row, result=result, traceback=tb, ends_action=final)
+        _failure_event(s, d.runtime.host, row, details if final else None)
         if ctx is not None:
             inst, mig = ctx.instance, ctx.migration
             row.restore = {
@@ -122,15 +120,11 @@ def _record_failure(d: Delivery, exc: Exception, details: str, final: bool) -> l
 
 
 def _failure_event(
-    session: Session,
-    host: str,
-    row: StepJournal,
-    *,
-    result: str | None,
-    traceback: str | None = None,
-    ends_action: bool = False,
+    session: Session, host: str, row: StepJournal, final_traceback: str | None
 ) -> None:
-    """Write a failed step's action event; a final failure ends the action."""
+    """Write a failed step's action event. A final failure (with its traceback)
+    ends the event in error, and the action with it; a step waiting for its
+    retry (no traceback) shows as an event in progress."""
     if row.action_id is None:
         return
     dbapi.record_event(
@@ -140,9 +134,9 @@ def _failure_event(
             flows.step(row.step).event,
             host=host,
             start=row.started_at,
-            result=result,
-            traceback=traceback,
+            result="Error" if final_traceback is not None else None,
+            traceback=final_traceback,
         ),
     )
-    if ends_action:
-        dbapi.finish_action(session, row.action_id, error=result == "Error")
+    if final_traceback is not None:
+        dbapi.finish_action(session, row.action_id, error=True)
