@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
@@ -122,19 +122,11 @@ class Chain:
         self._before_hypervisor_work = using("before_hypervisor_work")
         self._committed = using("committed")
 
-    @contextlib.contextmanager
-    def delivering(self, d: Delivery) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            for m in self._delivering:
-                stack.enter_context(m.delivering(d))
-            yield
+    def delivering(self, d: Delivery) -> AbstractContextManager[None]:
+        return _nested([m.delivering for m in self._delivering], d)
 
-    @contextlib.contextmanager
-    def running(self, d: Delivery) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            for m in self._running:
-                stack.enter_context(m.running(d))
-            yield
+    def running(self, d: Delivery) -> AbstractContextManager[None]:
+        return _nested([m.running for m in self._running], d)
 
     def before_step(self, d: Delivery, ctx: StepContext) -> None:
         for m in self._before_step:
@@ -147,6 +139,24 @@ class Chain:
     def committed(self, d: Delivery, notes: list[Notification]) -> None:
         for m in self._committed:
             m.committed(d, notes)
+
+
+_Around = Callable[["Delivery"], AbstractContextManager[None]]
+
+
+def _nested(hooks: list[_Around], d: Delivery) -> AbstractContextManager[None]:
+    """The hooks' contexts, each made and entered in order, left in reverse."""
+    if len(hooks) == 1:
+        return hooks[0](d)  # the usual case, without a stack
+    return _stacked(hooks, d)
+
+
+@contextlib.contextmanager
+def _stacked(hooks: list[_Around], d: Delivery) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for hook in hooks:
+            stack.enter_context(hook(d))
+        yield
 
 
 DEFAULT = Chain([LogContext(), Failpoints(), Notifications()])
