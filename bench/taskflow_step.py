@@ -3,7 +3,7 @@
 What a TaskFlow task's ``execute`` does, so that only the engine differs
 between the two sides of the comparison: one transaction locks the
 instance, the migration and the step's journal row with resizeflow's own
-lock statement (:func:`resizeflow.tasks.lock_rows`), calls the step
+lock statement (:meth:`resizeflow.runner.stores.JournalStore.lock`), calls the step
 function from the flow table, and commits. A step with a hypervisor phase
 commits, does the hypervisor work with no row locked, locks again and
 commits its effects, as resizeflow's runner does. The same virt driver does
@@ -28,9 +28,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm.attributes import set_committed_value
 
-from resizeflow import errors, flows, tasks
+from resizeflow import errors, flows
 from resizeflow.db import journal
 from resizeflow.db.models import StepJournal
+from resizeflow.runner import phases
+from resizeflow.runner.middleware import publish
+from resizeflow.runner.stores import JournalStore, store_for
 from resizeflow.states import JournalStatus
 from resizeflow.steps.context import StepContext, current
 
@@ -52,8 +55,10 @@ def _as_claimed(row: StepJournal) -> None:
         set_committed_value(row, "status", JournalStatus.RUNNING)
 
 
-def _lock(rt: Any, session: Any, task_name: str, row_id: int, *, again: bool) -> StepContext:
-    ctx = tasks.lock_rows(rt, session, flows.Subject.MIGRATION, row_id, again=again)
+def _lock(
+    store: JournalStore, session: Any, task_name: str, row_id: int, *, again: bool
+) -> StepContext:
+    ctx = store.lock(session, flows.Subject.MIGRATION, row_id, again=again)
     if ctx is None:
         raise errors.StepFailed(step=task_name, reason="the server was deleted")
     _as_claimed(ctx.journal)
@@ -63,26 +68,27 @@ def _lock(rt: Any, session: Any, task_name: str, row_id: int, *, again: bool) ->
 def run(task_name: str, migration_id: int) -> None:
     """Run step ``task_name`` of the migration in this worker's host runtime."""
     rt = current()
+    store = store_for(rt)
     flow, step = flows.flow_of(task_name), flows.step(task_name)
     with rt.db.session() as s:
         with s.begin():
             row_id = s.scalar(_row_id_statement(), {"b_key": migration_id, "b_step": task_name})
             if row_id is None:
                 raise errors.StepFailed(step=task_name, reason=f"migration {migration_id}: no plan")
-            ctx = _lock(rt, s, task_name, row_id, again=False)
+            ctx = _lock(store, s, task_name, row_id, again=False)
             if ctx.journal.status == JournalStatus.DONE:
                 return
-            phases = tasks.resolve(step)(ctx)
-            work = tasks.next_phase(phases)
+            steps = phases.resolve(step)(ctx)
+            work = phases.next_phase(steps)
             if work is None:
-                journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
+                store.finish(s, ctx.journal, ends_action=step is flow.last)
         if work is not None:
-            assert phases is not None
-            tasks.publish(rt, ctx.notifications)
+            assert steps is not None
+            publish(rt, ctx.notifications)
             ctx.notifications.clear()
             result = work.run(time.monotonic() + rt.settings.step_timeout)
             with s.begin():
-                _lock(rt, s, task_name, row_id, again=True)
-                tasks.last_phase(phases, result)
-                journal.finish(s, ctx.journal, host=rt.host, ends_action=step is flow.last)
-    tasks.publish(rt, ctx.notifications)
+                _lock(store, s, task_name, row_id, again=True)
+                phases.last_phase(steps, result)
+                store.finish(s, ctx.journal, ends_action=step is flow.last)
+    publish(rt, ctx.notifications)

@@ -35,7 +35,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from resizeflow import flows
 from resizeflow.db import api as dbapi
-from resizeflow.db import onetrip
 from resizeflow.db.models import StepJournal, utcnow
 from resizeflow.states import JOURNAL_CLAIMABLE, JournalStatus, check_journal
 
@@ -137,6 +136,26 @@ def lease_live(row: StepJournal, now: dt.datetime | None = None) -> bool:
 
 
 @dataclass(frozen=True)
+class Claimant:
+    """One delivery of a step, as the journal knows it: which step, of what, by whom.
+
+    ``key`` is the task's argument: a migration id, or an instance uuid.
+    ``worker`` is the worker's incarnation (see :func:`superseded`), ``lease``
+    how long a claim holds without renewal, in seconds. ``holder`` is the
+    delivery's own token: two copies of a step in one worker process share its
+    name, and only the token tells them apart. The copy that holds the row is
+    the one allowed to commit the step.
+    """
+
+    subject: flows.Subject
+    key: int | str
+    step: str
+    worker: str
+    holder: str
+    lease: float
+
+
+@dataclass(frozen=True)
 class Claim:
     """What a delivery found: the step's row and status after the claim, and its request."""
 
@@ -146,6 +165,11 @@ class Claim:
     instance_uuid: str
     # Whether this delivery took the step; if not, a live copy holds it.
     taken: bool
+
+    @classmethod
+    def of(cls, row: Any, holder: str) -> Claim | None:
+        """The claim a row returned by :func:`claim_statement` stands for; None: no row."""
+        return None if row is None else cls(row[0], _J(row[1]), row[2], row[3], row[4] == holder)
 
 
 def row_of(subject: flows.Subject) -> Any:
@@ -162,7 +186,9 @@ def row_of(subject: flows.Subject) -> Any:
 
 
 @functools.cache
-def _claim_statement(subject: flows.Subject) -> Any:
+def claim_statement(subject: flows.Subject) -> Any:
+    """The claim (see :func:`claim`) as one ``UPDATE ... RETURNING``, bound by
+    :func:`claim_params`; its row is read with :meth:`Claim.of`."""
     # Built once: constructing this statement costs more CPU than running it.
     j = StepJournal
     now = bindparam("b_now", type_=DateTime())
@@ -205,91 +231,44 @@ def _claim_statement(subject: flows.Subject) -> Any:
     )
 
 
-def _claim_params(
-    key: int | str, step: str, worker: str, lease: float, holder: str
-) -> dict[str, Any]:
+def claim_params(who: Claimant) -> dict[str, Any]:
     now = utcnow()
     return {
-        "b_key": key,
-        "b_step": step,
+        "b_key": who.key,
+        "b_step": who.step,
         "b_now": now,
-        "b_worker": worker,
-        "b_holder": holder,
-        "b_node_prefix": worker.rpartition("/")[0] + "/",
-        "b_lease_until": now + dt.timedelta(seconds=lease),
+        "b_worker": who.worker,
+        "b_holder": who.holder,
+        "b_node_prefix": who.worker.rpartition("/")[0] + "/",
+        "b_lease_until": now + dt.timedelta(seconds=who.lease),
     }
 
 
-def _claimed(row: Any, holder: str) -> Claim | None:
-    return None if row is None else Claim(row[0], _J(row[1]), row[2], row[3], row[4] == holder)
+def claim(conn: Connection, who: Claimant) -> Claim | None:
+    """Count a delivery and mark the step running under its worker, in one statement.
 
-
-def claim(
-    conn: Connection,
-    subject: flows.Subject,
-    key: int | str,
-    step: str,
-    worker: str,
-    lease: float,
-    holder: str,
-) -> Claim | None:
-    """Count a delivery and mark the step running under ``worker``, in one statement.
-
-    ``key`` is the task's argument: a migration id, or an instance uuid. The
-    step is taken when its status may go to running (see
+    The step is taken when its status may go to running (see
     :data:`~resizeflow.states.JOURNAL_CLAIMABLE`), unless it runs under a live
     lease of another copy that is not an earlier process of this same worker
     (see :func:`superseded`). Every delivery is counted, duplicates included.
     Returns None when the step has no journal row.
-
-    ``holder`` is this delivery's own token: two copies of a step in one
-    worker process share its name, and only the token tells them apart. The
-    copy that holds the row is the one allowed to commit the step.
 
     NOTE: this is a single ``UPDATE ... RETURNING`` on purpose. It runs before
     the step's own transaction and commits on its own, so that an attempt is
     on record even if the worker dies mid-step, and it costs one round trip.
     The SET expressions all read the row as it was before the update.
     """
-    params = _claim_params(key, step, worker, lease, holder)
-    row = conn.execute(_claim_statement(subject), params).one_or_none()
-    return _claimed(row, holder)
+    row = conn.execute(claim_statement(who.subject), claim_params(who)).one_or_none()
+    return Claim.of(row, who.holder)
 
 
-def claim_before(
-    conn: Connection,
-    subject: flows.Subject,
-    key: int | str,
-    step: str,
-    worker: str,
-    lease: float,
-    holder: str,
-) -> tuple[str, int]:
-    """:func:`claim`, committed on its own and followed by a ``BEGIN``, as the
-    :data:`onetrip.BEFORE` of the statement that then runs in that transaction.
-
-    Read the claim with :func:`before_claimed` once that statement has run.
-    """
-    params = _claim_params(key, step, worker, lease, holder)
-    claim_sql = onetrip.render(conn, _claim_statement(subject), params)
-    return f"{claim_sql}; {onetrip.COMMIT_THEN_BEGIN}", 3
-
-
-def before_claimed(conn: Connection, holder: str) -> Claim | None:
-    """The claim sent by :func:`claim_before`."""
-    rows = conn.info.pop(onetrip.BEFORE_ROWS)
-    return _claimed(rows[0] if rows else None, holder)
-
-
-def held_by(
-    conn: Connection, subject: flows.Subject, key: int | str, step: str, holder: str
-) -> int | None:
-    """The row of ``step`` for ``key``, if the delivery with token ``holder`` took it."""
+def held_by(conn: Connection, who: Claimant) -> int | None:
+    """The row of the delivery's step, if the delivery (its ``holder`` token) took it."""
     found: int | None = conn.scalar(
         select(StepJournal.id).where(
-            StepJournal.id == row_of(subject), StepJournal.holder == holder
+            StepJournal.id == row_of(who.subject), StepJournal.holder == who.holder
         ),
-        {"b_key": key, "b_step": step},
+        {"b_key": who.key, "b_step": who.step},
     )
     return found
 
@@ -340,11 +319,10 @@ def holds(row: StepJournal, holder: str) -> bool:
 
 
 @functools.cache
-def _finish_statement(dialect: str, event: bool, ends_action: bool) -> Any:
-    """The journal row's ``done``, on PostgreSQL joined with the step's writes to
-    its action (the event, and the action's end) as CTEs of one statement."""
+def done_statement() -> Any:
+    """The journal row's ``done``, bound by :attr:`Finish.params`."""
     table = StepJournal.metadata.tables[StepJournal.__tablename__]
-    done = (
+    return (
         update(table)
         .where(table.c.id == bindparam("b_id"))
         .values(
@@ -355,36 +333,45 @@ def _finish_statement(dialect: str, event: bool, ends_action: bool) -> Any:
             lease_expires_at=None,
         )
     )
-    if not event or dialect != "postgresql":
-        return done
-    ctes = [done.cte("step_done")]
-    if ends_action:
-        ctes.append(dbapi.finish_action_statement(False).cte("action_done"))
-    return dbapi.event_upsert(dialect).add_cte(*ctes)
 
 
-def finish(
-    session: Session, row: StepJournal, *, host: str, ends_action: bool, commit: bool = False
-) -> None:
-    """Mark the step done and write its action event; the flow's last step ends the action.
+@dataclass(frozen=True)
+class Finish:
+    """The writes that mark a step done, for a store to send (see
+    :meth:`resizeflow.runner.stores.JournalStore.finish`).
 
-    The event is that of the Nova method the step is part of: it succeeds with
-    the method's last step and stays in progress until then.
-
-    On PostgreSQL that is one statement, and one round trip, for every step.
-    SQLite has no data-modifying CTEs and runs the same writes one by one.
-    The ORM's copy of ``row`` is brought up to date without being flushed again.
-
-    ``commit``: this is the last write of the step's transaction. On
-    PostgreSQL the session's pending changes, the statement and the
-    ``COMMIT`` go in one round trip (see :func:`onetrip.flush_then`); the
-    session's own commit then finds nothing left to send. Elsewhere the
-    caller's commit follows as usual.
+    Its journal row's ``done`` (:func:`done_statement`); for a row of an
+    action, the action event of the Nova method the step is part of
+    (:func:`~resizeflow.db.api.event_upsert`), which succeeds with the
+    method's last step and stays in progress until then; and, for the flow's
+    last step, the end of the action
+    (:func:`~resizeflow.db.api.finish_action_statement`). ``params`` binds
+    all three.
     """
+
+    row: StepJournal
+    params: dict[str, Any]
+    event: bool
+    ends_action: bool
+    now: dt.datetime
+
+    def written(self) -> None:
+        """The ORM's copy of the row brought up to date, without being flushed again."""
+        row = self.row
+        for key, value in (
+            ("status", _J.DONE),
+            ("applied", row.applied + 1),
+            ("finished_at", self.now),
+            ("last_error", None),
+            ("lease_expires_at", None),
+        ):
+            set_committed_value(row, key, value)
+
+
+def finishing(row: StepJournal, *, host: str, ends_action: bool) -> Finish:
+    """What marks ``row``'s step done on ``host``; the flow's last step ends the action."""
     check_journal(row.status, _J.DONE)
     now = utcnow()
-    dialect = session.get_bind().dialect.name
-    event = row.action_id is not None
     params: dict[str, Any] = {"b_id": row.id, "b_now": now}
     if row.action_id is not None:
         flow, step = flows.STEPS[row.step]
@@ -400,23 +387,9 @@ def finish(
                 now=now,
             )
         )
-    stmt = _finish_statement(dialect, event, ends_action)
-    if commit and onetrip.supported(session.connection()):
-        onetrip.flush_then(session, [(stmt, params)], onetrip.COMMIT)
-    else:
-        session.execute(stmt, params)
-    if dialect != "postgresql" and row.action_id is not None:
-        session.execute(dbapi.event_upsert(dialect), params)
-        if ends_action:
-            session.execute(dbapi.finish_action_statement(False), params)
-    for key, value in (
-        ("status", _J.DONE),
-        ("applied", row.applied + 1),
-        ("finished_at", now),
-        ("last_error", None),
-        ("lease_expires_at", None),
-    ):
-        set_committed_value(row, key, value)
+    return Finish(
+        row, params, row.action_id is not None, ends_action and row.action_id is not None, now
+    )
 
 
 def fail(row: StepJournal, error: str, *, final: bool) -> None:

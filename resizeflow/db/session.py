@@ -16,8 +16,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from resizeflow.db import onetrip
-
 
 def make_engine(url: str, *, readonly: bool = False, **kwargs: Any) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
@@ -46,10 +44,7 @@ def make_engine(url: str, *, readonly: bool = False, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
-    engine = create_engine(url, **kwargs)
-    if engine.dialect.driver == "psycopg":
-        onetrip.install(engine)
-    return engine
+    return create_engine(url, **kwargs)
 
 
 class Database:
@@ -100,16 +95,6 @@ class Database:
         else:
             with self._autocommit_engine.connect() as conn:
                 yield conn
-
-    def unmanaged_connection(self, session: Session) -> Connection:
-        """``session``'s connection for its next transaction, in autocommit mode.
-
-        psycopg then sends no ``BEGIN`` of its own: the caller sends it, in the
-        same message as a statement before it (see :mod:`~resizeflow.db.onetrip`),
-        and the session's commit or rollback ends whatever the server has open.
-        The pool gives the connection back its usual mode when it is returned.
-        """
-        return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     @contextmanager
     def snapshot(self) -> Iterator[Session]:

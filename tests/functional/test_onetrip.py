@@ -1,5 +1,6 @@
-"""The step runner's messages on PostgreSQL: a claim, the step's BEGIN and its lock in
-one round trip, the claim committed on its own; the step's writes and COMMIT in one."""
+"""The step runner's messages on PostgreSQL (its journal store): a claim, the step's BEGIN
+and its lock in one round trip, the claim committed on its own; the step's writes and
+COMMIT in one."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from celery.exceptions import Retry
 from psycopg import pq
 from sqlalchemy import event, select
 
-from resizeflow import flows, tasks
+from resizeflow import flows
 from resizeflow.conf import Settings
 from resizeflow.db import journal
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import Instance, StepJournal
 from resizeflow.db.session import Database
+from resizeflow.runner.stores import PostgresStore
 from resizeflow.states import JournalStatus, PowerState, TaskState, VmState
 from resizeflow.steps.context import HostRuntime
 from tests.support.stack import PG_ADMIN_URL, create_pg_database, drop_pg_database
@@ -86,31 +87,23 @@ def journal_row(db: Database, uid: str) -> StepJournal:
         return s.scalars(select(StepJournal).where(StepJournal.instance_uuid == uid)).one()
 
 
-class _Task:
-    """What the claim path asks of a Celery task: its retry count, and retry itself."""
-
-    class request:
-        retries = 0
-
-    def retry(self, **kwargs: Any) -> Exception:
-        return Retry(exc=kwargs.get("exc"))
-
-
-TASK: Any = _Task()
+def claimant(uid: str, holder: str) -> journal.Claimant:
+    return journal.Claimant(flows.Subject.INSTANCE, uid, STOP.task, WORKER, holder, 30)
 
 
 def test_the_claim_and_the_lock_take_one_round_trip_and_the_claim_commits_alone(
     runtime: HostRuntime,
 ) -> None:
     uid = stopping_instance(runtime.db)
+    store = PostgresStore(runtime)
     sent = statements(runtime.db)
-    flow = flows.FLOWS["stop"]
     with runtime.db.session() as s:
-        claim, locked = tasks._claim_and_lock(TASK, runtime, s, flow, STOP, uid, "token-1")
+        opening = store.open(s, claimant(uid, "token-1"))
+        claim, ctx = opening.claim, opening.ctx
         assert len(sent) == 1
         assert claim is not None and claim.taken and claim.status == JournalStatus.RUNNING
-        assert locked is not None and locked.ctx is not None
-        assert locked.ctx.instance.uuid == uid and locked.ctx.journal.id == claim.row_id
+        assert opening.locked and ctx is not None
+        assert ctx.instance.uuid == uid and ctx.journal.id == claim.row_id
         # The lock runs in the step's transaction, which is open on the server.
         conn: Any = s.connection().connection.driver_connection
         assert conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS
@@ -122,12 +115,12 @@ def test_the_claim_and_the_lock_take_one_round_trip_and_the_claim_commits_alone(
 
 def test_a_duplicate_delivery_claims_nothing_and_locks_nothing(runtime: HostRuntime) -> None:
     uid = stopping_instance(runtime.db)
-    flow = flows.FLOWS["stop"]
+    store = PostgresStore(runtime)
     with runtime.db.session() as first:
-        tasks._claim_and_lock(TASK, runtime, first, flow, STOP, uid, "token-1")
+        store.open(first, claimant(uid, "token-1"))
         first.rollback()
     with runtime.db.session() as second:
-        claim, _ = tasks._claim_and_lock(TASK, runtime, second, flow, STOP, uid, "token-2")
+        claim = store.open(second, claimant(uid, "token-2")).claim
         assert claim is not None and not claim.taken
     row = journal_row(runtime.db, uid)
     assert (row.holder, row.attempts, row.deliveries) == ("token-1", 1, 2)
@@ -137,16 +130,16 @@ def test_pending_changes_the_finish_and_the_commit_take_one_round_trip(
     runtime: HostRuntime,
 ) -> None:
     uid = stopping_instance(runtime.db)
-    flow = flows.FLOWS["stop"]
+    store = PostgresStore(runtime)
     with runtime.db.session() as s:
-        claim, locked = tasks._claim_and_lock(TASK, runtime, s, flow, STOP, uid, "token-1")
-        assert claim is not None and locked is not None and locked.ctx is not None
-        ctx = locked.ctx
+        opening = store.open(s, claimant(uid, "token-1"))
+        assert opening.claim is not None and opening.locked and opening.ctx is not None
+        ctx = opening.ctx
         ctx.instance.power_state = PowerState.SHUTDOWN
         ctx.instance.vm_state = VmState.STOPPED
         ctx.instance.task_state = None
         sent = statements(runtime.db)
-        journal.finish(s, ctx.journal, host="compute-1", ends_action=True, commit=True)
+        store.finish(s, ctx.journal, ends_action=True, commit=True)
         assert len(sent) == 1 and sent[0].rstrip().endswith("COMMIT")
         # Nothing is left for the session's own commit to send.
         assert not any(s.is_modified(obj) for obj in s.dirty)
@@ -168,11 +161,12 @@ def test_pending_changes_the_finish_and_the_commit_take_one_round_trip(
 
 def test_a_lock_that_opens_its_transaction_holds_its_rows_in_it(runtime: HostRuntime) -> None:
     uid = stopping_instance(runtime.db)
+    store = PostgresStore(runtime)
     with runtime.db.autocommit() as conn:
-        claim = journal.claim(conn, flows.Subject.INSTANCE, uid, STOP.task, WORKER, 30, "t")
+        claim = journal.claim(conn, claimant(uid, "t"))
     assert claim is not None
     with runtime.db.session() as s, s.begin():
-        ctx = tasks.lock_rows(runtime, s, flows.Subject.INSTANCE, claim.row_id, begins=True)
+        ctx = store.lock(s, flows.Subject.INSTANCE, claim.row_id, begins=True)
         assert ctx is not None
         with runtime.db.engine.connect() as other:
             other.exec_driver_sql("SET lock_timeout = '100ms'")

@@ -8,17 +8,19 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import update
 
-from resizeflow import errors, flows, tasks
+from resizeflow import errors, flows
 from resizeflow.conf import Settings
 from resizeflow.db import journal
 from resizeflow.db.migrate import upgrade
 from resizeflow.db.models import StepJournal, utcnow
 from resizeflow.db.session import Database
+from resizeflow.runner import phases
+from resizeflow.runner.delivery import Delivery
 from resizeflow.states import JournalStatus
 from resizeflow.steps.context import HostRuntime, HypervisorWork
 from tests.support.stack import wait_for
@@ -28,6 +30,11 @@ pytestmark = pytest.mark.fast
 WORKER = "compute-1@here/100"
 TOKEN = "d1e2c3b4a5968778695a4b3c2d1e0f00"  # this delivery's own
 STOP = flows.STOP.last
+UUID = "0e0e0e0e-0000-4000-8000-000000000001"
+
+
+def claimant(holder: str) -> journal.Claimant:
+    return journal.Claimant(flows.Subject.INSTANCE, UUID, STOP.task, WORKER, holder, 0.3)
 
 
 @pytest.fixture
@@ -46,19 +53,11 @@ def running_row(rt: HostRuntime) -> int:
             s,
             "stop",
             [journal.PlannedStep(STOP.task, "compute-1")],
-            instance_uuid="0e0e0e0e-0000-4000-8000-000000000001",
+            instance_uuid=UUID,
             request_id="req-1",
         )
     with rt.db.autocommit() as conn:
-        claim = journal.claim(
-            conn,
-            flows.Subject.INSTANCE,
-            "0e0e0e0e-0000-4000-8000-000000000001",
-            STOP.task,
-            WORKER,
-            0.3,
-            TOKEN,
-        )
+        claim = journal.claim(conn, claimant(TOKEN))
     assert claim is not None and claim.status == JournalStatus.RUNNING and claim.taken
     return claim.row_id
 
@@ -71,7 +70,11 @@ def row(rt: HostRuntime, row_id: int) -> StepJournal:
 
 
 def phase(rt: HostRuntime, row_id: int, work: HypervisorWork) -> Any:
-    return tasks._hypervisor_phase(rt, STOP, "uuid", row_id, TOKEN, work)
+    """The hypervisor phase of the delivery that holds journal row ``row_id``."""
+    delivery = Delivery(cast(Any, None), flows.STOP, STOP, UUID, runtime=rt)
+    delivery.holder, delivery.row_id = TOKEN, row_id
+    delivery.claim = journal.Claim(row_id, JournalStatus.RUNNING, "req-1", UUID, taken=True)
+    return phases.run_unlocked(delivery, work)
 
 
 def test_the_lease_is_renewed_while_the_work_runs(runtime: HostRuntime) -> None:
@@ -138,13 +141,10 @@ def test_a_second_delivery_in_the_same_process_does_not_take_a_held_step(
 ) -> None:
     """Two copies in one worker share its name; only the token tells them apart."""
     row_id = running_row(runtime)
-    uuid_ = "0e0e0e0e-0000-4000-8000-000000000001"
 
     def claim_again() -> journal.Claim | None:
         with runtime.db.autocommit() as conn:
-            return journal.claim(
-                conn, flows.Subject.INSTANCE, uuid_, STOP.task, WORKER, 0.3, "second"
-            )
+            return journal.claim(conn, claimant("second"))
 
     second = claim_again()
     assert second is not None

@@ -1,12 +1,13 @@
 """Statements and the transaction control around them, sent to PostgreSQL as one message.
 
+Private to :class:`~resizeflow.runner.stores.postgresql.PostgresStore`.
 psycopg sends ``BEGIN`` and ``COMMIT`` as messages of their own, each a round
 trip that waits for the server, and the step runner's hot path needs none
 of them to wait alone:
 
 - a step's claim commits on its own, then its transaction begins and locks
-  the rows: ``claim; COMMIT; BEGIN; SELECT ... FOR UPDATE`` (the claim is
-  the :data:`BEFORE` of the ORM's lock statement);
+  the rows: ``claim; COMMIT; BEGIN; SELECT ... FOR UPDATE`` (the claim, its
+  COMMIT and the BEGIN are the :class:`Prefix` of the ORM's lock statement);
 - a transaction that starts with a lock: ``SELECT ... FOR UPDATE; BEGIN``
   (:data:`THEN`; the server makes the statement's row locks part of the
   transaction that BEGIN opens);
@@ -36,7 +37,10 @@ is why :func:`flush_then` leaves nothing unflushed.
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import ClientCursor
@@ -63,69 +67,96 @@ Statement = tuple[ClauseElement, Mapping[str, Any]]
 
 COMMIT = "COMMIT"
 BEGIN = "BEGIN"
-COMMIT_THEN_BEGIN = "COMMIT; BEGIN"
-
 
 # Execution option: SQL to send after the statement, in the same message.
 THEN = "resizeflow_then"
-# Execution option: (SQL, n) sent before the statement, in the same message:
-# n statements whose first one's rows are kept in the connection's info under
-# BEFORE_ROWS; the statement's own result is the one its caller reads.
+# Execution option: a Prefix, sent before the statement in the same message.
 BEFORE = "resizeflow_before"
-BEFORE_ROWS = "resizeflow_before_rows"
+
+
+@dataclass
+class Prefix:
+    """Statements sent ahead of a statement the ORM runs, in the same message.
+
+    The server answers each statement of ``sql`` with a result of its own,
+    ahead of the one the ORM reads. The first one's rows (a claim's
+    ``RETURNING``) are kept in ``rows`` once the message has run; the results
+    after it (a ``COMMIT``, a ``BEGIN``) carry none and are stepped over, one
+    per statement, so that the ORM reads its own statement's result.
+    """
+
+    sql: tuple[str, ...]
+    rows: list[Any] = field(default_factory=list)
+
+
+_installed: weakref.WeakSet[Engine] = weakref.WeakSet()
+_installing = threading.Lock()
 
 
 def install(engine: Engine) -> None:
-    """Let ``engine``'s statements carry :data:`THEN` (PostgreSQL engines only).
+    """Let ``engine``'s statements carry :data:`THEN` and :data:`BEFORE`; once per engine.
 
     Used for a statement whose result the ORM reads (the step's lock): the
     parameters SQLAlchemy has already bound are quoted into the text, and
     psycopg, given none, sends the whole as one simple-query message.
     """
-
-    @event.listens_for(engine, "before_cursor_execute", retval=True)
-    def _then(
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> tuple[str, Any]:
-        options = context.execution_options if context is not None else {}
-        then, before = options.get(THEN), options.get(BEFORE)
-        if not then and not before:
-            return statement, parameters
-        assert not executemany, "a statement sent with others runs once"
-        driver = conn.connection.driver_connection
-        assert isinstance(driver, PgConnection)
-        sql = [ClientCursor(driver).mogrify(statement, parameters or None)]
-        if before:
-            sql.insert(0, before[0])
-        if then:
-            sql.append(then)
-        return "; ".join(sql), None
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def _skip_before(
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
-        before = context.execution_options.get(BEFORE) if context is not None else None
-        if not before:
-            return
-        conn.info[BEFORE_ROWS] = cursor.fetchall()
-        for _ in range(before[1]):
-            cursor.nextset()
+    if engine in _installed:
+        return
+    with _installing:
+        if engine not in _installed:
+            event.listen(engine, "before_cursor_execute", _one_message, retval=True)
+            event.listen(engine, "after_cursor_execute", _past_prefix)
+            _installed.add(engine)
 
 
-def supported(conn: Connection) -> bool:
-    """Whether ``conn`` talks to PostgreSQL through psycopg 3 (SQLite does not)."""
-    return isinstance(conn.connection.driver_connection, PgConnection)
+def _one_message(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> tuple[str, Any]:
+    options = context.execution_options if context is not None else {}
+    then, before = options.get(THEN), options.get(BEFORE)
+    if not then and not before:
+        return statement, parameters
+    assert not executemany, "a statement sent with others runs once"
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, PgConnection)
+    sql = [ClientCursor(driver).mogrify(statement, parameters or None)]
+    if before:
+        sql[:0] = before.sql
+    if then:
+        sql.append(then)
+    return "; ".join(sql), None
+
+
+def _past_prefix(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    before = context.execution_options.get(BEFORE) if context is not None else None
+    if not before:
+        return
+    before.rows = cursor.fetchall()
+    for _ in before.sql:
+        cursor.nextset()
+
+
+def unmanaged(session: Session) -> Connection:
+    """``session``'s connection for its next transaction, in autocommit mode.
+
+    psycopg then sends no ``BEGIN`` of its own: the store sends it, in the
+    same message as a statement before it, and the session's commit or
+    rollback ends whatever the server has open. The pool gives the
+    connection back its usual mode when it is returned.
+    """
+    return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 @functools.cache
