@@ -43,7 +43,7 @@ from resizeflow.steps.context import (
     PhasedStep,
     StepContext,
 )
-from tests.support.stack import PG_ADMIN_URL, create_pg_database, drop_pg_database
+from tests.support.stack import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
 
 WORKER = "compute-1@here/100"
 STOP = flows.STOP.last
@@ -103,8 +103,6 @@ class Notes:
 def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HostRuntime]:
     url = ""
     if request.param == "postgresql":
-        from tests.conftest import require
-
         require(PG_ADMIN_URL, 5432, "PostgreSQL")
         url = create_pg_database()
     settings = Settings(state_dir=tmp_path, host="compute-1", database_url=url)
