@@ -185,8 +185,8 @@ HELP: dict[str, str] = {
     "REMOTE_FILESYSTEM_TRANSPORT": (
         "How disks reach another host, as Nova's option of the same name: `rsync` (sparse, "
         "resumable) or `scp` over SSH, or `local` when every host's instances dir is on this "
-        "machine. `auto` is `local` on `test:///` and `rsync` on a real hypervisor; a value "
-        "set here wins."
+        "machine. `auto` is `local` on `test:///` (its simulated hosts share this machine) "
+        "and `rsync` on a real hypervisor, as Nova; a value set here wins."
     ),
     "SSH_KEY": "The deployment's private key for host-to-host copies; empty: ssh's own default.",
     "SSH_USER": "The remote user of host-to-host copies; empty: ssh's.",
