@@ -18,7 +18,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 .DEFAULT_GOAL := all
 .PHONY: all install system-deps browser-deps hosts-deps vm-deps libvirtd guest demo test test-fast \
 	test-demo test-hosts test-vm test-nova nova-venv screenshot chaos lint typecheck bench bench-vm up up-real-hosts down \
-	flower compose-check \
+	flower compose-check docs \
 	clean
 
 all: lint typecheck test
@@ -68,7 +68,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench,docs]'
 	touch $@
 
 install: system-deps $(VENV)/.installed
@@ -122,7 +122,7 @@ test-fast: install
 test-demo: install browser-deps
 	$(BIN)/pytest tests/functional/test_demo.py $(PYTEST_ARGS)
 
-# Refreshes docs/flower-tasks.png, the README's screenshot, from the Flower browser test.
+# Refreshes docs/flower-tasks.png, the operations guide's screenshot, from the Flower browser test.
 screenshot: install browser-deps
 	RESIZEFLOW_SCREENSHOT=docs/flower-tasks.png $(BIN)/pytest tests/functional/test_demo.py -k flower
 
@@ -138,6 +138,12 @@ chaos: install
 	RESIZEFLOW_CHAOS_BROKERS=redis,rabbitmq RESIZEFLOW_CHAOS_SUMMARY=var/chaos-summary.md \
 	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
+# The docs site (mkdocs.yml), in strict mode: a warning (a broken link or anchor, a
+# page left out of the nav) fails the build. docs/hooks.py fills the settings reference
+# and the flow table from the code; the site goes to var/site, which git ignores.
+docs: install
+	$(BIN)/mkdocs build --strict -d var/site
+
 lint: install
 	$(BIN)/ruff check resizeflow bench tests
 	$(BIN)/ruff format --check resizeflow bench tests
@@ -146,7 +152,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# Throughput, latency and scaling against bare Celery chains; see bench/README.md.
+# Throughput, latency and scaling against bare Celery chains; see bench/README.md and
+# docs/benchmarks/.
 bench: install
 	$(BIN)/resizeflow bench $(BENCH_ARGS)
 

@@ -154,16 +154,147 @@ def _opt_int(raw: str) -> int | None:
     return None if raw == "" else _int(0)(raw)
 
 
+# What each setting does, in the words of the settings reference (rendered by
+# resizeflow.docs_gen, so it cannot drift from the fields): written only here.
+# A field without an entry fails at import.
+HELP: dict[str, str] = {
+    "STATE_DIR": "The SQLite file and each host's instance dirs.",
+    "DATABASE_URL": (
+        "`sqlite:///...` or `postgresql+psycopg://...`; empty: SQLite under the state dir."
+    ),
+    "BROKER_URL": "Redis or RabbitMQ (`amqp://...`).",
+    "BROKER_PREFIX": "A Redis key prefix, to share one Redis between stacks.",
+    "LIBVIRT_URI": "`qemu:///system` on a real host.",
+    "HOST": "The compute host a worker serves.",
+    "RESIZE_CONFIRM_WINDOW": "Seconds before beat confirms a resize by itself; 0 is off.",
+    "INSTANCES_PATH": (
+        "Where each host keeps its instance dirs (`{state_dir}` and `{host}` are "
+        "substituted); point every host at one path for shared storage."
+    ),
+    "ALLOW_RESIZE_TO_SAME_HOST": (
+        "Nova's option of the same name: the scheduler may pick the source host."
+    ),
+    "SHARED_STORAGE": (
+        "Unset or `auto` detects per resize whether the dest sees the source's instances dir, as "
+        "Nova's `_is_path_shared_with` does; `true`/`false` force it."
+    ),
+    "MIGRATION_ADDRESS": (
+        "Nova's `my_ip`: where other hosts reach this one over SSH, advertised in its service"
+        " record; empty: the host name, resolved by DNS."
+    ),
+    "REMOTE_FILESYSTEM_TRANSPORT": (
+        "How disks reach another host, as Nova's option of the same name: `rsync` (sparse, "
+        "resumable) or `scp` over SSH, or `local` when every host's instances dir is on this "
+        "machine. `auto` is `local` on `test:///` (its simulated hosts share this machine) "
+        "and `rsync` on a real hypervisor, as Nova; a value set here wins."
+    ),
+    "SSH_KEY": "The deployment's private key for host-to-host copies; empty: ssh's own default.",
+    "SSH_USER": "The remote user of host-to-host copies; empty: ssh's.",
+    "SSH_PORT": "The port other hosts' sshd listen on.",
+    "SSH_KNOWN_HOSTS": (
+        "The hosts' keys, pinned per deployment; empty: `{state_dir}/ssh/known_hosts`."
+    ),
+    "SSH_STRICT_HOST_KEY_CHECKING": (
+        "`accept-new` pins a host's key when first seen and refuses a changed one; `yes` "
+        "needs every key in the known_hosts file beforehand."
+    ),
+    "SSH_CONNECT_TIMEOUT": "Seconds before an unreachable host counts as down (a transient error).",
+    "DISK_COPY_BWLIMIT": "A disk copy's bandwidth cap in KiB/s; 0 is none.",
+    "WORKER_POOL": "The worker's Celery pool: threads, prefork or solo.",
+    "WORKER_NAME": (
+        "The worker's Celery node name after `@`; empty: the machine's name. Two workers of "
+        "one host need two."
+    ),
+    "WORKER_CONCURRENCY": "The size of the worker's Celery pool.",
+    "FLOWER_BASIC_AUTH": (
+        "Flower's `user:password`; required beyond localhost, where Flower is refused without it."
+    ),
+    "FLOWER_PORT": "Where Flower listens.",
+    "LOG_FORMAT": "Structured (JSON lines) logs, or text.",
+    "LOG_LEVEL": "The log level.",
+    "PERIODIC_INTERVAL": (
+        "How often beat runs its periodic tasks: auto-confirm, the reconciler and the "
+        "incomplete-migration cleanup."
+    ),
+    "REPORT_INTERVAL": "Nova's `report_interval`: how often a worker reports its heartbeat.",
+    "SERVICE_DOWN_TIME": "Nova's `service_down_time`: a host whose heartbeat is older shows down.",
+    "HOST_CALL_TIMEOUT": (
+        "How long a request that needs a host's answer (a console log) waits for it."
+    ),
+    "STEP_TIMEOUT": "The longest a step may run; sizes Redis's visibility timeout.",
+    "STEP_LEASE": "A running step's lease, renewed by its worker's heartbeat.",
+    "RECONCILE_DEADLINE": (
+        "How long a workflow may stall (its next step not started, or its running step's "
+        "lease lapsed) before the reconciler re-drives it."
+    ),
+    "BROKER_CHECK_INTERVAL": (
+        "How often beat checks that the broker still holds its data (the epoch's marker, see "
+        "`resizeflow.brokerloss`); 0 is never."
+    ),
+    "STEP_MAX_RETRIES": "Retries of a transient step failure.",
+    "RETRY_BACKOFF": "The first retry's backoff in seconds; exponential, with jitter.",
+    "RETRY_BACKOFF_MAX": "The longest backoff, in seconds.",
+    "NOTIFICATIONS": "Publish Nova's versioned notifications on the broker.",
+    "NOTIFICATIONS_DURABLE": (
+        "Declare the notifications' exchange and queues durable: set it as the Nova "
+        "deployment's oslo.messaging `amqp_durable_queues` (not durable by default)."
+    ),
+    "FAILPOINTS_FILE": "Failure injection for tests (see `resizeflow/steps/failpoints.py`).",
+    "NODE_VCPUS": "Overrides the node's VCPUs; unset: the driver's.",
+    "NODE_MEMORY_MB": "Overrides the node's memory; unset: the driver's.",
+    "NODE_LOCAL_GB": "Overrides the node's disk; unset: the driver's.",
+    "CPU_ALLOCATION_RATIO": "The VCPU allocation ratio, as in Nova.",
+    "RAM_ALLOCATION_RATIO": "The memory allocation ratio, as in Nova.",
+    "DISK_ALLOCATION_RATIO": "The disk allocation ratio, as in Nova.",
+    "QUOTA_CORES": "A project's default cores quota; -1 is unlimited.",
+    "QUOTA_RAM": "A project's default RAM quota in MB; -1 is unlimited.",
+    "QUOTA_INSTANCES": "A project's default servers quota; -1 is unlimited.",
+    "AUTH": (
+        "The API's authentication: `noauth` takes a `user:project` token at its word (Nova's "
+        "noauth2), so keep the API on localhost; `tokens` checks it against "
+        "RESIZEFLOW_TOKENS_FILE, in constant time."
+    ),
+    "TOKENS_FILE": "The API's tokens, for `RESIZEFLOW_AUTH=tokens`.",
+    "POLICY_FILE": "JSON overrides of single policy rules (Nova's rule names accepted).",
+    "VIRT_TYPE": (
+        "The libvirt domain type: `kvm`, `qemu` (TCG) or `test`; empty detects it: kvm where "
+        "a guest really boots under it, else qemu. The test driver always uses test."
+    ),
+    "SHUTDOWN_TIMEOUT": (
+        "Nova's `shutdown_timeout`: how long a clean (ACPI) shutdown may take before the "
+        "domain is destroyed."
+    ),
+    "SHUTDOWN_RETRY_INTERVAL": (
+        "Nova's `shutdown_retry_interval`: how often the power button is pressed again."
+    ),
+    "RUNNING_TIMEOUT": "How long a started guest may take to be reported running.",
+    "IMAGES_PATH": (
+        "The image store, shared by the API and every host (`{state_dir}` is substituted); "
+        "Nova's `/images` proxy lists it."
+    ),
+    "DEFAULT_IMAGE": "The image (id or name) booted when a request has no imageRef.",
+    "INSTANCE_NAME_TEMPLATE": (
+        "Nova's option of the same name: libvirt domain names. With `{host}` in it, hosts can"
+        " share one libvirtd."
+    ),
+    "BRIDGE": "Each host's Linux bridge for instance taps; `{host}` is substituted.",
+    "FIXED_RANGE": "The subnet fixed IPs come from (nova-network's option).",
+    "API_BIND": "Where the API listens.",
+    "API_PORT": "The API's port.",
+}
+
+
 def _env(name: str, parse: Callable[[str], Any] = str) -> Any:
-    """Declare a field read from RESIZEFLOW_<NAME> with the given parser."""
-    return {"env": PREFIX + name, "parse": parse}
+    """Declare a field read from RESIZEFLOW_<NAME> with the given parser and its help."""
+    return {"env": PREFIX + name, "parse": parse, "help": HELP[name]}
 
 
 @dataclass(frozen=True)
 class Settings:
     """Typed settings for every resizeflow process.
 
-    Each field is read from the environment variable named in its metadata.
+    Each field is read from the environment variable named in its metadata,
+    which also carries its help text (:data:`HELP`).
     """
 
     state_dir: Path = field(default=Path("var"), metadata=_env("STATE_DIR", Path))
@@ -178,39 +309,21 @@ class Settings:
     libvirt_uri: str = field(default="test:///default", metadata=_env("LIBVIRT_URI"))
     host: str = field(default="compute-1", metadata=_env("HOST", _host))
     resize_confirm_window: int = field(default=0, metadata=_env("RESIZE_CONFIRM_WINDOW", _int(0)))
-    # Where each host keeps its instance directories; "{state_dir}" and "{host}"
-    # are substituted. Point every host at one path to model shared storage.
     instances_path: str = field(
         default="{state_dir}/{host}/instances", metadata=_env("INSTANCES_PATH")
     )
-    # Nova's allow_resize_to_same_host: let the scheduler pick the source host.
     allow_resize_to_same_host: bool = field(
         default=False, metadata=_env("ALLOW_RESIZE_TO_SAME_HOST", _bool)
     )
-    # None (``auto``): detect it per resize, as Nova's _is_path_shared_with does;
-    # true/false override the detection for every resize.
     shared_storage: bool | None = field(default=None, metadata=_env("SHARED_STORAGE", _tristate))
-    # Nova's my_ip: where other hosts reach this one over SSH for disk copies.
-    # Empty: the host name (RESIZEFLOW_HOST), resolved by DNS.
     migration_address: str = field(default="", metadata=_env("MIGRATION_ADDRESS", _address))
-    # Nova's [libvirt] remote_filesystem_transport: how disks reach another
-    # host. rsync or scp over SSH, or local when every host's instances dir is
-    # in this machine's filesystem (several hosts on one machine). ``auto``, the
-    # default, follows the hypervisor (see ``disk_transport``): local on
-    # libvirt's test:/// driver, whose simulated hosts are processes of one
-    # machine, and rsync over SSH on a real hypervisor, as Nova. An explicit
-    # rsync, scp or local always wins.
     remote_filesystem_transport: str = field(
         default="auto", metadata=_env("REMOTE_FILESYSTEM_TRANSPORT", _transport)
     )
-    # The deployment's private key for host-to-host SSH; empty: ssh's own default.
     ssh_key: str = field(default="", metadata=_env("SSH_KEY", _plain_path))
     ssh_user: str = field(default="", metadata=_env("SSH_USER"))
     ssh_port: int = field(default=22, metadata=_env("SSH_PORT", _port))
-    # Empty: {state_dir}/ssh/known_hosts, so hosts' keys are pinned per deployment.
     ssh_known_hosts: str = field(default="", metadata=_env("SSH_KNOWN_HOSTS", _plain_path))
-    # accept-new pins a host's key the first time it is seen and refuses a
-    # changed one; yes needs every key in the known_hosts file beforehand.
     ssh_strict_host_key_checking: str = field(
         default="accept-new",
         metadata=_env("SSH_STRICT_HOST_KEY_CHECKING", _choice("accept-new", "yes")),
@@ -218,14 +331,10 @@ class Settings:
     ssh_connect_timeout: float = field(
         default=10.0, metadata=_env("SSH_CONNECT_TIMEOUT", _float(1.0))
     )
-    # A disk copy's bandwidth cap in KiB/s; 0 is no cap.
     disk_copy_bwlimit: int = field(default=0, metadata=_env("DISK_COPY_BWLIMIT", _int(0)))
     worker_pool: str = field(default="threads", metadata=_env("WORKER_POOL", _pool))
-    # The part after "@" in the worker's Celery node name; empty is the machine's
-    # name. Two workers consuming one host's queue need different names.
     worker_name: str = field(default="", metadata=_env("WORKER_NAME"))
     worker_concurrency: int = field(default=4, metadata=_env("WORKER_CONCURRENCY", _int(1)))
-    # Flower's basic auth ("user:password"); empty leaves Flower open on localhost only.
     flower_basic_auth: str = field(default="", metadata=_env("FLOWER_BASIC_AUTH"))
     flower_port: int = field(default=5555, metadata=_env("FLOWER_PORT", _int(1)))
     log_format: str = field(default="json", metadata=_env("LOG_FORMAT", _choice("json", "text")))
@@ -233,24 +342,15 @@ class Settings:
         default="INFO",
         metadata=_env("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
     )
-    # How often beat runs auto-confirm and the incomplete-migration cleanup.
     periodic_interval: float = field(default=60.0, metadata=_env("PERIODIC_INTERVAL", _float(0.1)))
-    # Nova's report_interval and service_down_time.
     report_interval: float = field(default=10.0, metadata=_env("REPORT_INTERVAL", _float(0.1)))
     service_down_time: float = field(default=60.0, metadata=_env("SERVICE_DOWN_TIME", _float(1.0)))
-    # How long a request that needs a host's answer (a console log) waits for it.
     host_call_timeout: float = field(default=30.0, metadata=_env("HOST_CALL_TIMEOUT", _float(0.1)))
-    # The longest a step may run; sizes Redis's visibility timeout.
     step_timeout: float = field(default=600.0, metadata=_env("STEP_TIMEOUT", _float(1.0)))
-    # How long a running step's lease lasts without a heartbeat from its worker.
     step_lease: float = field(default=30.0, metadata=_env("STEP_LEASE", _float(1.0)))
-    # The reconciler re-drives a workflow whose next step has not started (or
-    # whose running step's lease lapsed) for this long.
     reconcile_deadline: float = field(
         default=120.0, metadata=_env("RECONCILE_DEADLINE", _float(1.0))
     )
-    # How often beat checks that the broker still holds the current epoch's
-    # marker (see resizeflow.brokerloss); 0 turns the check off.
     broker_check_interval: float = field(
         default=2.0, metadata=_env("BROKER_CHECK_INTERVAL", _float(0.0))
     )
@@ -258,14 +358,10 @@ class Settings:
     retry_backoff: float = field(default=0.5, metadata=_env("RETRY_BACKOFF", _float(0.0)))
     retry_backoff_max: float = field(default=30.0, metadata=_env("RETRY_BACKOFF_MAX", _float(0.0)))
     notifications: bool = field(default=True, metadata=_env("NOTIFICATIONS", _bool))
-    # Whether the notifications' exchange and queues are durable: as the
-    # amqp_durable_queues of the Nova deployment whose consumers read them
-    # (oslo.messaging's default, and so this one's, is not durable).
     notifications_durable: bool = field(
         default=False, metadata=_env("NOTIFICATIONS_DURABLE", _bool)
     )
     failpoints_file: str = field(default="", metadata=_env("FAILPOINTS_FILE"))
-    # Node inventory overrides; unset means "ask the virt driver".
     node_vcpus: int | None = field(default=None, metadata=_env("NODE_VCPUS", _opt_int))
     node_memory_mb: int | None = field(default=None, metadata=_env("NODE_MEMORY_MB", _opt_int))
     node_local_gb: int | None = field(default=None, metadata=_env("NODE_LOCAL_GB", _opt_int))
@@ -281,36 +377,22 @@ class Settings:
     quota_cores: int = field(default=20, metadata=_env("QUOTA_CORES", _int(-1)))
     quota_ram: int = field(default=51200, metadata=_env("QUOTA_RAM", _int(-1)))
     quota_instances: int = field(default=10, metadata=_env("QUOTA_INSTANCES", _int(-1)))
-    # The REST API: noauth takes a "user:project" token at its word (Nova's
-    # noauth2); tokens checks it against RESIZEFLOW_TOKENS_FILE.
     auth: str = field(default="noauth", metadata=_env("AUTH", _auth))
     tokens_file: str = field(default="", metadata=_env("TOKENS_FILE"))
     policy_file: str = field(default="", metadata=_env("POLICY_FILE"))
     # --- real hypervisors (qemu:///system) ---
-    # The libvirt domain type; empty detects it: kvm where a guest really boots
-    # under it, else qemu (TCG). The test driver always uses "test".
     virt_type: str = field(default="", metadata=_env("VIRT_TYPE", _virt_type))
-    # Nova's shutdown_timeout and shutdown_retry_interval: how long a clean
-    # (ACPI) shutdown may take before the domain is destroyed, and how often
-    # the power button is pressed again meanwhile.
     shutdown_timeout: float = field(default=60.0, metadata=_env("SHUTDOWN_TIMEOUT", _float(0.0)))
     shutdown_retry_interval: float = field(
         default=10.0, metadata=_env("SHUTDOWN_RETRY_INTERVAL", _float(0.1))
     )
-    # How long a started domain may take to be reported running (Nova's _wait_for_running).
     running_timeout: float = field(default=60.0, metadata=_env("RUNNING_TIMEOUT", _float(0.1)))
-    # The image store: "{state_dir}" is substituted. Nova's /images proxy lists it.
     images_path: str = field(default="{state_dir}/images", metadata=_env("IMAGES_PATH"))
-    # The image (id or name) a server boots from when its request has no imageRef.
     default_image: str = field(default="", metadata=_env("DEFAULT_IMAGE"))
-    # Nova's instance_name_template: the libvirt domain's name. With "{host}" in
-    # it, one libvirtd can serve several compute hosts (tests, the demo).
     instance_name_template: str = field(
         default="instance-{uuid}", metadata=_env("INSTANCE_NAME_TEMPLATE")
     )
-    # Each host's Linux bridge for instance taps; "{host}" is substituted.
     bridge: str = field(default="rfbr-{host}", metadata=_env("BRIDGE"))
-    # The subnet fixed IPs are allocated from (nova-network's fixed_range).
     fixed_range: str = field(default="10.0.0.0/24", metadata=_env("FIXED_RANGE", _cidr))
     api_bind: str = field(default="127.0.0.1", metadata=_env("API_BIND"))
     api_port: int = field(default=8774, metadata=_env("API_PORT", _port))

@@ -14,24 +14,10 @@ The functions are named as ``module:function`` and resolved only inside a
 worker, so the API process reads this table without loading the step code or
 libvirt.
 
-===========  ========================  ===========================================  ===========
-flow         subject (task argument)   steps, in order                              host
-===========  ========================  ===========================================  ===========
-resize       migration id              prep_resize                                  dest
-                                       resize_instance                              source
-                                       finish_resize                                dest
-confirm      migration id              teardown_source_network, confirm_migration,  source
-                                       drop_source_claim, finish_confirm
-revert       migration id              teardown_dest_network, destroy_dest_domain,  dest
-                                       terminate_volume_connections, drop_dest_claim
-                                       finish_revert                                source
-spawn        instance uuid             spawn                                        instance's
-stop         instance uuid             stop                                         instance's
-start        instance uuid             start                                        instance's
-soft_reboot  instance uuid             soft_reboot                                  instance's
-hard_reboot  instance uuid             hard_reboot                                  instance's
-delete       instance uuid             delete                                       instance's
-===========  ========================  ===========================================  ===========
+The table as a reader sees it (each flow's steps, hosts, what an abort does
+and the Nova event of each step) is generated from this module when the docs
+are built (:func:`resizeflow.docs_gen.flow_table`): see "The flow table" in
+docs/architecture.md.
 """
 
 from __future__ import annotations

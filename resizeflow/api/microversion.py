@@ -1,7 +1,7 @@
 """Compute API microversions: what a request asks for and what this API honours.
 
-Every version from 2.1 to 2.96 is served; the README's API section lists the
-ones that change a response or a request of the endpoints served here.
+Every version from 2.1 to 2.96 is served; "Microversions" in docs/api.md lists
+the ones that change a response or a request of the endpoints served here.
 """
 
 from __future__ import annotations

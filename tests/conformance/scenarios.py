@@ -16,8 +16,8 @@ second by uuid).
 
 Adding a server action is one entry in :data:`ACTIONS` (its body, the state
 it ends in, who asks); a view is a ``get`` at each version of a boundary
-list (``at(VERSIONS, ...)``). See the README's "Conformance with real Nova"
-section.
+list (``at(VERSIONS, ...)``). See "Conformance with real Nova" in
+docs/development.md.
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def test_flower_sees_the_demo_and_sigterm_stops_everything(tmp_path: Path) -> No
             shot = tmp_path / "flower-tasks.png"
             driver.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000
-            if os.environ.get("RESIZEFLOW_SCREENSHOT"):  # `make screenshot` refreshes the README's
+            if os.environ.get("RESIZEFLOW_SCREENSHOT"):  # `make screenshot` refreshes the docs'
                 shutil.copy(shot, os.environ["RESIZEFLOW_SCREENSHOT"])
         finally:
             driver.quit()

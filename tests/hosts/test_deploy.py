@@ -68,7 +68,7 @@ class MigrationHost:
 
 @pytest.fixture
 def migration_hosts(tmp_path: Path) -> Iterator[tuple[Path, list[MigrationHost]]]:
-    """Two hosts laid out as the README installs them, /etc/resizeflow under tmp_path."""
+    """Two hosts laid out as the docs install them, /etc/resizeflow under tmp_path."""
     require_host_tools()
     require_root("the migration sshd")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)

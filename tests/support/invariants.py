@@ -1,4 +1,7 @@
-"""Checks that must hold after any workflow, complete or failed (DESIGN.md section 3)."""
+"""Checks that must hold after any workflow, complete or failed.
+
+See "What holds after every workflow" in docs/architecture.md.
+"""
 
 from __future__ import annotations
 

@@ -95,13 +95,13 @@ def test_units_run_what_the_checkout_and_debian_install() -> None:
             for command in service.get(key, []):
                 binary = shlex.split(command)[0]
                 if binary.startswith(INSTALL_DIR):
-                    # What `make install` (or the pip install the README gives) puts in .venv.
+                    # What `make install` (or the pip install the docs give) puts in .venv.
                     local = ROOT / os.path.relpath(binary, INSTALL_DIR)
                     assert local.name in {"python", "resizeflow"}, binary
                     assert os.access(local, os.X_OK), f"{name}: {local} is missing"
                 else:
                     assert binary in {"/usr/sbin/libvirtd", "/usr/sbin/sshd"}, (name, binary)
-                # Every file the unit reads is one the README tells the operator to install.
+                # Every file the unit reads is one the docs tell the operator to install.
                 for path in re.findall(rf"{ETC}/[\w./%-]+", command):
                     assert path == f"{ETC}/sshd_config", (name, path)
 
@@ -174,14 +174,17 @@ def test_deployment_docs_name_only_real_settings() -> None:
         *UNITS.iterdir(),
         *(ROOT / "workers").glob("*.sh"),
     ]
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Deploying a compute host", 1)[1].split("\n## ", 1)[0]
+    # The README and the docs site's pages, "Deploying a compute host" among them.
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    deploying = (ROOT / "docs" / "operations.md").read_text()
+    assert "\n## Deploying a compute host\n" in deploying
     named = {
         m
-        for text in [section, *(path.read_text() for path in texts)]
+        for text in (path.read_text() for path in [*pages, *texts])
         for m in re.findall(r"RESIZEFLOW_[A-Z0-9_]+", text)
-        # The container entry's own knob, not a resizeflow setting.
-        if m != "RESIZEFLOW_SSHD_CONFIG"
+        # The container entry's own knob, and the CLI's options (where the API
+        # is, who asks): not resizeflow settings.
+        if m not in {"RESIZEFLOW_SSHD_CONFIG", "RESIZEFLOW_URL", "RESIZEFLOW_TOKEN"}
     }
     assert named, "no setting named at all"
     # A name ending in "_" is a family (RESIZEFLOW_NODE_*): some setting starts with it.

@@ -1,7 +1,7 @@
-"""The README's "Running it", followed as written, with nothing else set.
+"""The operations guide's "Running it", followed as written, with nothing else set.
 
-The commands and the settings come from the README itself: the ``bash`` block
-of its "Running it" section. The test exports only what that block exports
+The commands and the settings come from the guide itself: the ``bash`` block
+of the "Running it" section of ``docs/operations.md``. The test exports only what that block exports
 (the database and the broker, pointed at this run's own: a scratch PostgreSQL
 database and a private redis-server), runs ``db upgrade``, one worker per
 compute host and beat from the directory a user would be in, and then
@@ -37,13 +37,13 @@ from tests.support.stack import PG_ADMIN_URL, create_pg_database, drop_pg_databa
 
 pytestmark = pytest.mark.services
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 HOSTS = ("compute-1", "compute-2")
 
 
 def running_it() -> tuple[dict[str, str], list[str]]:
-    """The exports and the commands of the README's "Running it" block."""
-    section = README.read_text().split("\n## Running it\n", 1)[1]
+    """The exports and the commands of the operations guide's "Running it" block."""
+    section = OPERATIONS.read_text().split("\n## Running it\n", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     exports: dict[str, str] = {}
     commands: list[str] = []
@@ -58,7 +58,7 @@ def running_it() -> tuple[dict[str, str], list[str]]:
 
 
 def argv(command: str) -> list[str]:
-    """A README command line, run with this interpreter's resizeflow."""
+    """A command line of the guide, run with this interpreter's resizeflow."""
     words = shlex.split(command)
     assert words[0] == "resizeflow", command
     return [sys.executable, "-m", "resizeflow", *words[1:]]
@@ -66,10 +66,10 @@ def argv(command: str) -> list[str]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[Supervisor, dict[str, str]]]:
-    """A directory to run in, the README's exports (this run's services), a supervisor."""
+    """A directory to run in, the guide's exports (this run's services), a supervisor."""
     require(PG_ADMIN_URL, 5432, "PostgreSQL")
     exports, _ = running_it()
-    # The README exports these two and nothing else; a change there shows here.
+    # The guide exports these two and nothing else; a change there shows here.
     assert set(exports) == {"RESIZEFLOW_DATABASE_URL", "RESIZEFLOW_BROKER_URL"}, exports
     cwd = tmp_path / "site"
     cwd.mkdir()
@@ -110,7 +110,7 @@ def run(sup: Supervisor, command: str, timeout: float = 240.0) -> str:
     return done.stdout
 
 
-def test_running_it_as_the_readme_says_resizes_confirms_and_reverts(
+def test_running_it_as_the_guide_says_resizes_confirms_and_reverts(
     site: tuple[Supervisor, dict[str, str]],
 ) -> None:
     sup, env = site
