@@ -38,7 +38,15 @@ CHUNK = 1024 * 1024
 
 
 def now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    # NOTE: kept to the microsecond, so that images made within a second list in order.
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def isotime(stamp: str) -> str:
+    """A stored time as the APIs show it: to the second, in UTC, with a Z."""
+    if not stamp:
+        return stamp
+    return dt.datetime.fromisoformat(stamp).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

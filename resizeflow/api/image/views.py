@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from resizeflow.api.image.faults import GlanceFault
-from resizeflow.openstack.images import ImageMeta
+from resizeflow.openstack.images import ImageMeta, isotime
 
 # Glance's limit_param_default and api_limit_max.
 DEFAULT_LIMIT = 25
@@ -16,10 +16,6 @@ MAX_LIMIT = 1000
 SORT_KEYS = (
     "name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at",
 )  # fmt: skip
-
-
-def isotime(stamp: str) -> str:
-    return stamp.replace("+00:00", "Z")
 
 
 def show(m: ImageMeta) -> dict[str, Any]:
@@ -157,8 +153,10 @@ def page(
         raise GlanceFault(400, f"Invalid visibility value: {visibility}")
     if "changes-since" in params:
         raise GlanceFault(400, 'The "changes-since" filter is no longer available on v2.')
-    for flag in ("protected", "os_hidden"):
-        value = params.get(flag, ["false"])[-1]
+    # Glance reads os_hidden in any case, protected only in lower case.
+    flags = {"protected": params.get("protected", ["false"])[-1]}
+    flags["os_hidden"] = params.get("os_hidden", ["false"])[-1].lower()
+    for flag, value in flags.items():
         if value not in ("true", "false"):
             raise GlanceFault(
                 400,
@@ -172,7 +170,8 @@ def page(
         for m in images
         if _visible(m, visibility, project, admin)
         and _matches(m, filters)
-        and params.get("os_hidden", ["false"])[-1] == "false"
+        # No image here is hidden: asking for the hidden ones finds none.
+        and flags["os_hidden"] == "false"
     ]
     chosen = _sorted(chosen, order)
     marker = params.get("marker", [None])[-1]

@@ -10,7 +10,7 @@ from resizeflow.api import views
 from resizeflow.api.deps import Base, Caller, Svc
 from resizeflow.api.faults import HTTPFault
 from resizeflow.compute.images import ImageService
-from resizeflow.openstack.images import ImageMeta
+from resizeflow.openstack.images import ImageMeta, isotime
 
 router = APIRouter(prefix="/images", tags=["images"])
 # Nova's view of a Glance status, and the progress it shows for it.
@@ -32,8 +32,8 @@ def _detail(m: ImageMeta, base: str) -> dict[str, Any]:
         "progress": _STATUS.get(m.status, ("UNKNOWN", 0))[1],
         "minDisk": m.min_disk,
         "minRam": m.min_ram,
-        "created": m.created_at.replace("+00:00", "Z"),
-        "updated": m.created_at.replace("+00:00", "Z"),
+        "created": isotime(m.created_at),
+        "updated": isotime(m.updated_at or m.created_at),
         "metadata": dict(m.properties),
         "OS-EXT-IMG-SIZE:size": m.size,
     }
