@@ -30,13 +30,13 @@ def test_the_guest_was_uploaded_through_the_image_api(vm: VmStack) -> None:
         "rf-guest", "active", "raw", "public",
     )  # fmt: skip
     assert disk.checksum == md5(vm.files.disk)
-    kernel = conn.image.get_image(disk.properties["kernel_id"])
-    ramdisk = conn.image.get_image(disk.properties["ramdisk_id"])
+    kernel = conn.image.get_image(disk.kernel_id)
+    ramdisk = conn.image.get_image(disk.ramdisk_id)
     assert (kernel.disk_format, kernel.container_format) == ("aki", "aki")
     assert (ramdisk.disk_format, ramdisk.container_format) == ("ari", "ari")
     assert kernel.checksum == md5(vm.files.kernel)
     assert ramdisk.checksum == md5(vm.files.initrd)
-    assert disk.properties["os_command_line"] == vm.files.cmdline
+    assert disk.os_command_line == vm.files.cmdline
 
 
 def test_images_are_listed_and_clients_pick_one(vm: VmStack) -> None:
