@@ -280,6 +280,11 @@ def test_osc_image_create_list_show_set_delete(rf: Stack, project: str, tmp_path
     assert shown["properties"]["kernel_flavour"] == "cloud"
     assert shown["properties"]["os_command_line"] == "console=ttyS0"
 
+    saved = tmp_path / "saved"
+    done = osc(rf, "image", "save", "--file", str(saved), image_id, token=token)
+    assert done.returncode == 0, done.stderr
+    assert md5(saved) == md5(kernel)
+
     done = osc(rf, "image", "delete", image_id, token=token)
     assert done.returncode == 0, done.stderr
     assert osc(rf, "image", "show", image_id, token=token).returncode != 0
