@@ -288,3 +288,32 @@ def test_osc_image_create_list_show_set_delete(rf: Stack, project: str, tmp_path
     done = osc(rf, "image", "delete", image_id, token=token)
     assert done.returncode == 0, done.stderr
     assert osc(rf, "image", "show", image_id, token=token).returncode != 0
+
+
+def _peak_rss(pid: int) -> int:
+    """A process's peak resident set (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+@ONE_STACK
+def test_an_upload_is_streamed_not_held_in_memory(rf: Stack, tmp_path: Path) -> None:
+    conn = connect(rf)  # starts the API: its peak memory from here on is the upload's
+    list(conn.image.images(limit=1))
+    api_pid = rf.local.sup.procs["api"].pid
+    before = _peak_rss(api_pid)
+    big = tmp_path / "big.raw"
+    with open(big, "wb") as fh:
+        fh.truncate(256 * 1024**2)  # sparse: 256 MiB of zeros without writing them
+    image = conn.image.create_image(
+        name="big", filename=str(big), disk_format="raw", container_format="bare"
+    )
+    assert conn.image.get_image(image.id).size == 256 * 1024**2
+    out = tmp_path / "back.raw"
+    conn.image.download_image(image, output=str(out))
+    assert out.stat().st_size == 256 * 1024**2
+    # Held whole, the image would add 256 MiB; streamed, a few chunks of 1 MiB.
+    assert _peak_rss(api_pid) - before < 64 * 1024**2
+    conn.image.delete_image(image)
