@@ -131,11 +131,11 @@ def _stack(
     root: Path, files: guest.GuestFiles, ssh_hosts: hosts.Hosts, pg_admin_url: str
 ) -> LocalStack:
     state = root / "stack"
-    image_id = guest.register(state / "images", files)
     run = uuidlib.uuid4().hex[:4]
     env = {
         "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
-        "RESIZEFLOW_DEFAULT_IMAGE": image_id,
+        # By name: the guest is uploaded through the stack's image API below.
+        "RESIZEFLOW_DEFAULT_IMAGE": qemu_demo.GUEST_IMAGE,
         "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": f"rfb{run}-{{host}}-{{uuid}}",
         "RESIZEFLOW_BRIDGE": f"rfb{run}{{host}}",
         "RESIZEFLOW_SHUTDOWN_TIMEOUT": "30",
@@ -149,6 +149,7 @@ def _stack(
     }
     local = build(state, pg_admin_url=pg_admin_url, env=env)
     try:
+        guest.upload(f"{local.start_api()}/image", files, qemu_demo.GUEST_IMAGE)
         names = [
             local.spawn_worker(
                 h.name,

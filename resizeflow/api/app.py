@@ -21,7 +21,8 @@ from resizeflow.api.faults import (
     fault_response,
     invalid_input,
 )
-from resizeflow.api.middleware import NovaMiddleware
+from resizeflow.api.image import with_image_api
+from resizeflow.api.middleware import ASGIApp, NovaMiddleware
 from resizeflow.api.routes import (
     actions,
     admin,
@@ -41,6 +42,7 @@ from resizeflow.compute.queries import Queries
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.conf import Settings
 from resizeflow.db.session import Database
+from resizeflow.openstack.images import ImageStore
 
 log = logging.getLogger(__name__)
 PREFIX = "/v2.1"
@@ -132,8 +134,11 @@ def create_fastapi(services: ServiceLayer) -> FastAPI:
 
 def create_app(
     settings: Settings, database: Database | None = None, celery: Celery | None = None
-) -> NovaMiddleware:
-    """The API as an ASGI app, its policy file installed for the process."""
+) -> ASGIApp:
+    """The API as an ASGI app, its policy file installed for the process: the compute
+    API, and the image API at /image beside it."""
     if settings.policy_file:
         policy.configure(policy.load_policy_file(settings.policy_file))
-    return NovaMiddleware(create_fastapi(build_services(settings, database, celery)))
+    services = build_services(settings, database, celery)
+    compute = NovaMiddleware(create_fastapi(services))
+    return with_image_api(compute, ImageStore(settings.images_dir()), services.auth)

@@ -1,4 +1,4 @@
-"""``resizeflow api``: serve the Compute v2.1 REST API."""
+"""``resizeflow api``: serve the Compute v2.1 REST API, and the Image v2 API beside it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from resizeflow.cli import load_settings, main
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (RESIZEFLOW_API_PORT, 8774).")
 @click.option("--log-level", default="info", show_default=True)
 def api(bind: str | None, port: int | None, log_level: str) -> None:
-    """Serve the OpenStack Compute API v2.1 at /v2.1."""
+    """Serve the OpenStack Compute API v2.1 at /v2.1 and the Image API v2 at /image."""
     import uvicorn
 
     from resizeflow.api.app import create_app

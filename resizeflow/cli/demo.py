@@ -225,6 +225,11 @@ def run_demo(
         with console.status("starting Redis, workers, beat and the API"):
             stack = build(state_dir, env=env)
             _start_stack(stack, names, flower)
+        if hypervisor == "qemu":
+            if not stack.api_url:
+                raise click.ClickException("the qemu demo uploads its guest through the API")
+            with console.status("uploading the test guest through the image API"):
+                qemu_demo.load_guest(stack.api_url)
         ok = _drive(console, stack, servers, timeout, hypervisor)
         env_file = write_env_file(stack, keep_running)
         console.print(f"\n[bold]Where to look next[/bold] (state in {state_dir})")

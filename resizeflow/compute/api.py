@@ -94,7 +94,7 @@ class ComputeAPI(Launcher):
             authorize(caller, "compute:servers:create:forced_host")
         with self._launching() as (s, launches):
             flavor = dbapi.get_flavor(s, flavor_ref)
-            image_ref = check_boot_image(self.settings, image_ref, flavor.as_dict())
+            image_ref = check_boot_image(self.settings, image_ref, flavor.as_dict(), caller)
             res = Resources.of_flavor(flavor.as_dict())
             self._quota(s).check_deltas(
                 caller.project_id, cores=res.vcpus, ram=res.memory_mb, instances=1

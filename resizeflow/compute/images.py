@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from resizeflow import errors
+from resizeflow.compute.policy import RequestContext
 from resizeflow.conf import Settings
 from resizeflow.openstack.images import ImageMeta, ImageStore
 
@@ -16,13 +17,19 @@ class ImageService:
         self.settings = settings
         self.store = ImageStore(settings.images_dir())
 
-    def list(self) -> list[ImageMeta]:
-        return self.store.list()
+    def list(self, caller: RequestContext) -> list[ImageMeta]:
+        """The images the caller's project may see, as Nova lists them through Glance."""
+        return [m for m in self.store.list() if m.visible_to(caller.project_id, caller.is_admin)]
 
-    def get(self, image_id: str) -> ImageMeta | None:
-        return self.store.get(image_id)
+    def get(self, caller: RequestContext, image_id: str) -> ImageMeta | None:
+        meta = self.store.get(image_id)
+        if meta is None or not meta.visible_to(caller.project_id, caller.is_admin):
+            return None
+        return meta
 
-    def boot_image(self, image_ref: str | None, flavor: dict[str, Any]) -> str | None:
+    def boot_image(
+        self, image_ref: str | None, flavor: dict[str, Any], caller: RequestContext | None = None
+    ) -> str | None:
         """The id of the image a server boots from, checked against its flavor as Nova does.
 
         Without ``image_ref`` the configured default image is used; with no
@@ -32,6 +39,9 @@ class ImageService:
         if not ref:
             return None
         meta = self.store.get(ref) if image_ref else self.store.find(ref)
+        if meta is not None and caller is not None and image_ref:
+            # Another project's private image is not found, as Glance answers Nova.
+            meta = meta if meta.visible_to(caller.project_id, caller.is_admin) else None
         if meta is None or not meta.bootable:
             if not image_ref:
                 raise errors.ConfigError(
@@ -39,12 +49,11 @@ class ImageService:
                 )
             raise errors.ImageNotFound(image_id=ref)
         root = int(flavor.get("root_gb", 0)) * GiB
+        image_size = meta.virtual_size or meta.size or 0
         # NOTE: a flavor disk of 0 means "as big as the image", as in Nova.
         if root:
-            if root < meta.virtual_size:
-                raise errors.FlavorDiskSmallerThanImage(
-                    flavor_size=root, image_size=meta.virtual_size
-                )
+            if root < image_size:
+                raise errors.FlavorDiskSmallerThanImage(flavor_size=root, image_size=image_size)
             if root < meta.min_disk * GiB:
                 raise errors.FlavorDiskSmallerThanMinDisk(
                     flavor_size=root, image_min_disk=meta.min_disk * GiB
@@ -53,7 +62,10 @@ class ImageService:
 
 
 def check_boot_image(
-    settings: Settings, image_ref: str | None, flavor: dict[str, Any]
+    settings: Settings,
+    image_ref: str | None,
+    flavor: dict[str, Any],
+    caller: RequestContext | None = None,
 ) -> str | None:
     """:meth:`ImageService.boot_image` for the service layer's create."""
-    return ImageService(settings).boot_image(image_ref, flavor)
+    return ImageService(settings).boot_image(image_ref, flavor, caller)

@@ -15,8 +15,9 @@ At boot the guest's init prints, on the serial console, lines starting with
 - ``RF ready`` once all of that is done, and ``RF poweroff`` when an ACPI
   power button press (libvirt's clean shutdown) makes it power off.
 
-Run ``python -m resizeflow.devstack.guest OUT_DIR [--images STORE]`` as root (``apt-get
-download`` needs the package lists, and ``busybox`` must be installed).
+Run ``python -m resizeflow.devstack.guest OUT_DIR [--image-api URL]`` as root (``apt-get
+download`` needs the package lists, and ``busybox`` must be installed); with
+``--image-api`` the guest is uploaded through ``resizeflow api``'s image API.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from resizeflow.errors import ConfigError
-from resizeflow.openstack.images import ImageStore
 
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 # NOTE: the cloud kernel builds virtio as modules. They must be loaded in this
@@ -52,6 +54,8 @@ MODULES = (
     "drivers/acpi/button.ko",
 )
 CMDLINE = "console=ttyS0 quiet panic=-1"
+# The admin of the API's noauth mode, which the dev stacks run with.
+NOAUTH_ADMIN = "admin:admin"
 # The marker lives at 1 MiB into the root disk, past anything a partition table uses.
 MARKER_SECTOR = 2048
 
@@ -203,28 +207,60 @@ def build(out_dir: Path, *, disk_mb: int = 64) -> GuestFiles:
     return files
 
 
-def register(images_dir: Path, files: GuestFiles, name: str = "rf-guest") -> str:
-    """Put the guest in the image store (kernel, ramdisk, then the disk naming them).
+def upload(
+    image_api: str, files: GuestFiles, name: str = "rf-guest", token: str = NOAUTH_ADMIN
+) -> str:
+    """Load the guest through the image API at ``image_api`` (``.../image``), as an
+    operator would: the kernel (``aki``), the ramdisk (``ari``), then the disk naming
+    them in ``kernel_id``/``ramdisk_id``/``os_command_line``. All public, so every
+    project boots it; uploading them so takes an admin ``token``.
 
-    Returns the bootable image's id; an image of that name already there is reused.
+    Returns the bootable image's id; an active image of that name already there is reused.
     """
-    store = ImageStore(images_dir)
-    for meta in store.list():
-        if meta.name == name and meta.bootable:
-            return meta.id
-    kernel = store.add(f"{name}-kernel", files.kernel, disk_format="aki", container_format="aki")
-    ramdisk = store.add(f"{name}-ramdisk", files.initrd, disk_format="ari", container_format="ari")
-    disk = store.add(
-        name,
-        files.disk,
-        disk_format="raw",
-        properties={
-            "kernel_id": kernel.id,
-            "ramdisk_id": ramdisk.id,
-            "os_command_line": files.cmdline,
-        },
-    )
-    return disk.id
+    with httpx.Client(
+        base_url=image_api.rstrip("/") + "/v2",
+        headers={"X-Auth-Token": token, "Accept": "application/json"},
+        timeout=300.0,
+    ) as c:
+        found = c.get("/images", params={"name": name, "status": "active"})
+        found.raise_for_status()
+        for image in found.json()["images"]:
+            if image["disk_format"] == "raw":
+                return str(image["id"])
+        kernel = _upload(c, f"{name}-kernel", files.kernel, "aki", "aki", {})
+        ramdisk = _upload(c, f"{name}-ramdisk", files.initrd, "ari", "ari", {})
+        properties = {"kernel_id": kernel, "ramdisk_id": ramdisk, "os_command_line": files.cmdline}
+        return _upload(c, name, files.disk, "raw", "bare", properties)
+
+
+def _upload(
+    c: httpx.Client,
+    name: str,
+    path: Path,
+    disk_format: str,
+    container_format: str,
+    properties: dict[str, str],
+) -> str:
+    body = {
+        "name": name,
+        "disk_format": disk_format,
+        "container_format": container_format,
+        "visibility": "public",
+        **properties,
+    }
+    created = c.post("/images", json=body)
+    if created.status_code != 201:
+        raise ConfigError(f"creating image {name}: {created.status_code} {created.text}")
+    image_id = str(created.json()["id"])
+    with open(path, "rb") as fh:  # httpx streams a file body: never the whole image in memory
+        sent = c.put(
+            f"/images/{image_id}/file",
+            content=fh,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    if sent.status_code != 204:
+        raise ConfigError(f"uploading {path} as {name}: {sent.status_code} {sent.text}")
+    return image_id
 
 
 def parse_console(text: str) -> list[ConsoleReport]:
@@ -267,12 +303,15 @@ def parse_console(text: str) -> list[ConsoleReport]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--images", type=Path, help="also register it in this image store")
+    parser.add_argument(
+        "--image-api", help="also upload it to this image API (e.g. http://127.0.0.1:8774/image)"
+    )
+    parser.add_argument("--token", default=NOAUTH_ADMIN, help="an admin's token for the upload")
     args = parser.parse_args(argv)
     files = build(args.out_dir)
     print(f"kernel {files.kernel}\ninitrd {files.initrd}\ndisk   {files.disk}")
-    if args.images:
-        print(f"image  {register(args.images, files)}")
+    if args.image_api:
+        print(f"image  {upload(args.image_api, files, token=args.token)}")
     return 0
 
 

@@ -31,18 +31,27 @@ FLAVORS = (
     ("demo-big", "demo.big", 2, 256, 2, 1, 32),
 )
 GUEST_DIR = Path("var") / "guest"
+GUEST_IMAGE = "rf-guest"
+
+
+def load_guest(api_url: str) -> str:
+    """Upload the built guest through the stack's image API, as an operator would."""
+    return guest.upload(f"{api_url}/image", guest.build(GUEST_DIR), GUEST_IMAGE)
 
 
 def prepare(state_dir: Path) -> dict[str, str]:
-    """Start libvirtd, build the guest and store it; the settings the demo's processes need."""
+    """Start libvirtd and build the guest; the settings the demo's processes need.
+
+    The guest is the default image by name: it is uploaded (:func:`load_guest`)
+    once the stack's API runs, and every boot finds it then.
+    """
     libvirtd.ensure_running()
-    files = guest.build(GUEST_DIR)
-    image_id = guest.register(state_dir / "images", files)
+    guest.build(GUEST_DIR)
     return {
         "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
         # The demo's hosts are one machine: disks move through its filesystem.
         "RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT": "local",
-        "RESIZEFLOW_DEFAULT_IMAGE": image_id,
+        "RESIZEFLOW_DEFAULT_IMAGE": GUEST_IMAGE,
         "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": "demo-{host}-{uuid}",
         "RESIZEFLOW_BRIDGE": "rfd-{host}",
         "RESIZEFLOW_SHUTDOWN_TIMEOUT": "30",

@@ -124,7 +124,7 @@ class LibvirtDriver:
         kernels += [
             ImageStore(settings.images_dir()).data_path(m.id)
             for m in ImageStore(settings.images_dir()).list()
-            if m.disk_format == "aki"
+            if m.disk_format == "aki" and m.status == "active"  # a queued one has no data
         ]
         return cls(
             settings.libvirt_uri,

@@ -8,10 +8,10 @@ own loopback address (``tests.support.hosts``), and its domains are named per ho
 copies the disks over SSH with rsync, as between two machines.
 
 The guest is built once from Debian packages (see
-:mod:`resizeflow.devstack.guest`) into ``var/guest`` and put in the stack's
-image store as its default image. These tests need root, libvirtd, QEMU,
-qemu-img, busybox and ``ip``: they skip without them, except in CI, where that
-is a failure.
+:mod:`resizeflow.devstack.guest`) into ``var/guest`` and uploaded through the
+stack's image API (``/image``), by name the stack's default image. These tests
+need root, libvirtd, QEMU, qemu-img, busybox and ``ip``: they skip without them,
+except in CI, where that is a failure.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from tests.vm.helpers import VmStack
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = Path(os.environ.get("RESIZEFLOW_GUEST_DIR", ROOT / "var" / "guest"))
 HOSTS = ("vm1", "vm2")
+GUEST_IMAGE = "rf-guest"
 TOOLS = ("libvirtd", "qemu-system-x86_64", "qemu-img", "busybox", "ip", "apt-get", "dpkg-deb")
 
 
@@ -80,10 +81,10 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmStack]:
 def _vm_stack(
     state_dir: Path, files: guest.GuestFiles, run_id: str, hosts: Hosts
 ) -> Iterator[VmStack]:
-    image_id = guest.register(state_dir / "images", files)
     vm_env = {
         "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
-        "RESIZEFLOW_DEFAULT_IMAGE": image_id,
+        # By name: the guest is uploaded through the API once it runs.
+        "RESIZEFLOW_DEFAULT_IMAGE": GUEST_IMAGE,
         "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": f"rf{run_id}-{{host}}-{{uuid}}",
         "RESIZEFLOW_BRIDGE": f"rf{run_id}{{host}}",
         "RESIZEFLOW_SHUTDOWN_TIMEOUT": "20",
@@ -111,10 +112,12 @@ def _vm_stack(
     )
     stack = Stack(local, "postgresql", HOSTS)
     settings = stack.settings
-    built = VmStack(stack=stack, image_id=image_id, files=files, run_id=run_id, hosts=hosts)
+    built = VmStack(stack=stack, image_id="", files=files, run_id=run_id, hosts=hosts)
     try:
-        local.start_workers(HOSTS, env={h: built.worker_env(h) for h in HOSTS})
         stack.api_endpoint()
+        # As an operator loads an image: the kernel, ramdisk and disk through the image API.
+        built.image_id = guest.upload(f"{local.api_url}/image", files, GUEST_IMAGE)
+        local.start_workers(HOSTS, env={h: built.worker_env(h) for h in HOSTS})
         stack.start_beat()
         built.create_flavors()
         yield built

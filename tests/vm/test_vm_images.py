@@ -1,15 +1,42 @@
-"""The image store through Nova's ``/images`` proxy, and the boot-time image checks."""
+"""The guest as the image API holds it, Nova's ``/images`` proxy over the same store,
+and the boot-time image checks."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import uuid
 from pathlib import Path
 
 import openstack
+from openstack.connection import Connection
 
-from resizeflow.openstack.images import ImageStore
 from tests.vm.helpers import SMALL, VmStack
+
+
+def image_api(vm: VmStack, token: str = "admin:admin") -> Connection:
+    endpoint = vm.stack.local.api_url + "/image/v2"
+    return openstack.connect(auth_type="admin_token", auth={"endpoint": endpoint, "token": token})
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def test_the_guest_was_uploaded_through_the_image_api(vm: VmStack) -> None:
+    conn = image_api(vm, f"alice:p-{uuid.uuid4().hex[:8]}")  # public: any project sees it
+    disk = conn.image.get_image(vm.image_id)
+    assert (disk.name, disk.status, disk.disk_format, disk.visibility) == (
+        "rf-guest", "active", "raw", "public",
+    )  # fmt: skip
+    assert disk.checksum == md5(vm.files.disk)
+    kernel = conn.image.get_image(disk.kernel_id)
+    ramdisk = conn.image.get_image(disk.ramdisk_id)
+    assert (kernel.disk_format, kernel.container_format) == ("aki", "aki")
+    assert (ramdisk.disk_format, ramdisk.container_format) == ("ari", "ari")
+    assert kernel.checksum == md5(vm.files.kernel)
+    assert ramdisk.checksum == md5(vm.files.initrd)
+    assert disk.os_command_line == vm.files.cmdline
 
 
 def test_images_are_listed_and_clients_pick_one(vm: VmStack) -> None:
@@ -46,16 +73,23 @@ def test_boot_refuses_unknown_images_and_too_small_flavors(vm: VmStack, tmp_path
         assert r.status_code == 400
         assert r.json()["badRequest"]["message"] == "Can not find requested image"
 
-        # A 2 GiB image does not fit the 1 GiB flavor.
-        big = tmp_path / "big.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(big), "2G"], check=True)
-        image = ImageStore(vm.stack.settings.images_dir()).add(
-            f"big-{uuid.uuid4().hex[:6]}", big, disk_format="qcow2"
-        )
-        body = {"name": "x", "flavorRef": SMALL["id"], "imageRef": image.id}
+    # A 2 GiB image, uploaded by a project as its own: it does not fit the 1 GiB flavor.
+    owner, other = f"p-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
+    big = tmp_path / "big.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(big), "2G"], check=True)
+    image = image_api(vm, f"alice:{owner}").image.create_image(
+        name=f"big-{owner}", filename=str(big), disk_format="qcow2", container_format="bare"
+    )
+    body = {"name": "x", "flavorRef": SMALL["id"], "imageRef": image.id}
+    with vm.client(owner) as c:
         r = c.post("/servers", json={"server": body})
         assert r.status_code == 400
         assert r.json()["badRequest"]["message"] == (
             "Flavor's disk is too small for requested image. Flavor disk is 1073741824 bytes, "
             "image is 2147483648 bytes."
         )
+    # Another project cannot boot a private image: to it, the image does not exist.
+    with vm.client(other) as c:
+        r = c.post("/servers", json={"server": body}, headers={"X-Auth-Token": f"bob:{other}"})
+        assert r.status_code == 400
+        assert r.json()["badRequest"]["message"] == "Can not find requested image"

@@ -10,9 +10,11 @@ from resizeflow.api import views
 from resizeflow.api.deps import Base, Caller, Svc
 from resizeflow.api.faults import HTTPFault
 from resizeflow.compute.images import ImageService
-from resizeflow.openstack.images import ImageMeta
+from resizeflow.openstack.images import ImageMeta, isotime
 
 router = APIRouter(prefix="/images", tags=["images"])
+# Nova's view of a Glance status, and the progress it shows for it.
+_STATUS = {"queued": ("SAVING", 25), "saving": ("SAVING", 50), "active": ("ACTIVE", 100)}
 
 
 def _service(svc: Any) -> ImageService:
@@ -26,12 +28,12 @@ def _brief(m: ImageMeta, base: str) -> dict[str, Any]:
 def _detail(m: ImageMeta, base: str) -> dict[str, Any]:
     return {
         **_brief(m, base),
-        "status": m.status.upper(),
-        "progress": 100,
+        "status": _STATUS.get(m.status, ("UNKNOWN", 0))[0],
+        "progress": _STATUS.get(m.status, ("UNKNOWN", 0))[1],
         "minDisk": m.min_disk,
         "minRam": m.min_ram,
-        "created": m.created_at.replace("+00:00", "Z"),
-        "updated": m.created_at.replace("+00:00", "Z"),
+        "created": isotime(m.created_at),
+        "updated": isotime(m.updated_at or m.created_at),
         "metadata": dict(m.properties),
         "OS-EXT-IMG-SIZE:size": m.size,
     }
@@ -40,18 +42,18 @@ def _detail(m: ImageMeta, base: str) -> dict[str, Any]:
 @router.get("")
 def list_images(svc: Svc, caller: Caller, base: Base) -> dict[str, Any]:
     """List images: id, name and links."""
-    return {"images": [_brief(m, base) for m in _service(svc).list()]}
+    return {"images": [_brief(m, base) for m in _service(svc).list(caller)]}
 
 
 @router.get("/detail")
 def list_images_detail(svc: Svc, caller: Caller, base: Base) -> dict[str, Any]:
     """List images with their status, sizes and metadata."""
-    return {"images": [_detail(m, base) for m in _service(svc).list()]}
+    return {"images": [_detail(m, base) for m in _service(svc).list(caller)]}
 
 
 @router.get("/{image_id}")
 def show_image(image_id: str, svc: Svc, caller: Caller, base: Base) -> dict[str, Any]:
-    meta = _service(svc).get(image_id)
+    meta = _service(svc).get(caller, image_id)
     if meta is None:
         raise HTTPFault(404, "Image not found.")
     return {"image": _detail(meta, base)}
