@@ -45,7 +45,8 @@ class VolumeConnection:
     this host's connection (:meth:`from_connection_info`). ``device`` is the
     target the domain XML gives it (Nova's BDM ``device_name`` without
     ``/dev/``); the guest names its disks in the order it finds them, so it
-    tells volumes apart by their serial, the volume id, as on Nova.
+    tells volumes apart by their serial, the volume id, as on Nova. A
+    virtio-blk serial holds 20 bytes: the guest reads :attr:`guest_serial`.
     """
 
     volume_id: str
@@ -57,6 +58,12 @@ class VolumeConnection:
 
     # The connection_info types this hypervisor can attach.
     DRIVER_TYPES = ("nbd",)
+    VIRTIO_SERIAL_BYTES = 20
+
+    @property
+    def guest_serial(self) -> str:
+        """The serial the guest sees in ``/sys/block/vdX/serial``."""
+        return self.volume_id[: self.VIRTIO_SERIAL_BYTES]
 
     @classmethod
     def from_connection_info(cls, info: Mapping[str, Any], device: str) -> VolumeConnection:
