@@ -57,8 +57,6 @@ def attach(
 ) -> None:
     _, in_config, in_live = _where(conn, dom, vol.volume_id)
     live = conn.is_active(dom) and not in_live
-    if in_config and not live:
-        return
     host.attach_disk(dom, volume_disk_xml(vol), config=not in_config, live=live)
     _save(conn, dom, xml_file)
 
