@@ -22,7 +22,7 @@ from xml.sax.saxutils import escape, quoteattr
 from resizeflow.errors import DiskNotFound
 from resizeflow.virt.base import InstanceSpec, VolumeConnection
 from resizeflow.virt.connection import XML_INACTIVE, LibvirtConnection
-from resizeflow.virt.domain_xml import volume_disk_xml
+from resizeflow.virt.domain_xml import volume_disks
 from resizeflow.virt.layout import CONSOLE_LOG, ROOT_DISK, HostLayout
 from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 from resizeflow.virt.strategy import DiskCopy
@@ -108,7 +108,10 @@ class TestDriverHost:
             vcpus=int(inst.vcpus),
             arch="",
             disk=quoteattr(str(inst_dir / ROOT_DISK)),
-            volumes="".join(f"\n    {volume_disk_xml(vol)}" for vol in volumes),
+            volumes="".join(
+                f"\n    {ET.tostring(disk, encoding='unicode')}"
+                for disk in volume_disks(["vda"], volumes)
+            ),
         )
 
     # NOTE: the test driver has no device hotplug; a change to the definition
