@@ -10,6 +10,10 @@ strategy it picks at construction, from the virt type
 (:mod:`resizeflow.virt.strategy`): libvirt's test driver
 (:class:`~resizeflow.virt.testdriver.TestDriverHost`) or a real QEMU or KVM
 hypervisor (:class:`~resizeflow.virt.realhost.RealHypervisorHost`).
+
+Volumes (NBD exports, :class:`~resizeflow.virt.base.VolumeConnection`) come
+with each call that defines a domain, as this host reaches them;
+:mod:`resizeflow.virt.volumes` attaches and detaches them.
 """
 
 from __future__ import annotations
