@@ -4,9 +4,8 @@ The fast tier, the demo and every stack on one machine run here. Nothing
 boots, so a guest is what a test can look at: a sparse raw file as its disk,
 grown with ``truncate``; a minimal domain XML, with the NBD disks of its
 volumes (attached and detached by redefining it: the test driver has no
-hotplug); no NICs; and a line in its
-``console.log`` each time this host starts or stops it, with the flavor it
-runs at, in place of a serial console.
+hotplug); no NICs; and a line in its ``console.log`` each time this host
+starts or stops it, with the flavor it runs at, in place of a serial console.
 """
 
 from __future__ import annotations
