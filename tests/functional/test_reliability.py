@@ -336,10 +336,13 @@ def test_sigterm_finishes_the_running_step(rf: Stack, project: str) -> None:
     uuid = rf.boot(project)
     mig_id = resize_to_verify(rf, project, uuid)
     source = rf.migration(mig_id).source_compute
+    # The SIGTERM must land while the step runs: the delay is what holds it
+    # running, so it is long enough for the journal poll and the signal to get
+    # through on a loaded machine. The test waits for it either way.
     rf.set_failpoints(
         {
             "resizeflow.confirm.confirm_migration": [
-                {"mode": "delay", "seconds": 2, "times": 1, "instance_uuid": uuid}
+                {"mode": "delay", "seconds": 8, "times": 1, "instance_uuid": uuid}
             ]
         }
     )
@@ -352,12 +355,15 @@ def test_sigterm_finishes_the_running_step(rf: Stack, project: str) -> None:
         what="confirm_migration to start",
     )
     proc = rf.workers[source]
-    rf.stop_worker(source)  # SIGTERM: Celery's warm shutdown
-    assert proc.returncode == 0
-    statuses = {r.step.rsplit(".", 1)[1]: r.status for r in rf.journal(mig_id)}
-    assert statuses["confirm_migration"] == JournalStatus.DONE
-    assert statuses["drop_source_claim"] == JournalStatus.PENDING
-    rf.start_worker(source)
+    try:
+        rf.stop_worker(source)  # SIGTERM: Celery's warm shutdown
+        assert proc.returncode == 0
+        statuses = {r.step.rsplit(".", 1)[1]: r.status for r in rf.journal(mig_id)}
+        assert statuses["confirm_migration"] == JournalStatus.DONE
+        assert statuses["drop_source_claim"] == JournalStatus.PENDING
+    finally:
+        # The stack is shared by the module's tests: never leave a host without its worker.
+        rf.start_worker(source)
     rf.wait_migration(mig_id, MigrationStatus.CONFIRMED)
     rf.wait_instance(uuid, VmState.ACTIVE)
 
