@@ -38,7 +38,7 @@ def _register(operation: str) -> Any:
         hostcall.answer(self.app, reply_to, lambda: _json(getattr(backend, operation)(*call_args)))
 
     body.__name__ = body.__qualname__ = operation
-    return shared_task(name=task_name(operation), bind=True, ignore_result=True)(body)  # type: ignore[no-untyped-call]
+    return shared_task(name=task_name(operation), bind=True, ignore_result=True)(body)
 
 
 TASKS = {operation: _register(operation) for operation in OPERATIONS}
