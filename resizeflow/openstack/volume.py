@@ -45,7 +45,9 @@ class SqlVolumes:
 
     def remember(self, instance_uuid: str, read: list[list[str]] | None) -> None:
         """Take the attachments read by :meth:`attached_column` as read here."""
-        self._attached[instance_uuid] = tuple((volume, device or "") for volume, device in read or ())
+        self._attached[instance_uuid] = tuple(
+            (volume, device or "") for volume, device in read or ()
+        )
 
     def attached(self, instance_uuid: str) -> tuple[tuple[str, str], ...]:
         """The instance's (volume id, device) pairs."""

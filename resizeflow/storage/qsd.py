@@ -22,7 +22,9 @@ import json
 import logging
 import os
 import secrets
+import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -63,6 +65,38 @@ def _export_id(volume_id: str, host: str, name: str) -> str:
     return "e" + hashlib.sha256(f"{volume_id}\0{host}\0{name}".encode()).hexdigest()[:24]
 
 
+def monitor_path(state_dir: Path) -> Path:
+    """The daemon's QMP socket: in the state dir, unless that path is too long for one.
+
+    A unix socket's path has at most 107 bytes; a deep state dir (a test's
+    temporary directory) gets a socket in the temporary directory instead,
+    named after the state dir so that a restarted storage host finds it.
+    """
+    inside = state_dir.resolve() / "qmp.sock"
+    if len(os.fsencode(inside)) < 100:
+        return inside
+    digest = hashlib.sha256(os.fsencode(state_dir.resolve())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"resizeflow-qsd-{digest}.sock"
+
+
+def kill_daemon(state_dir: Path) -> None:
+    """SIGKILL the daemon a storage host in ``state_dir`` left running, if any.
+
+    For a stack's teardown after its storage host was killed: the daemon runs
+    in a session of its own and outlives it. The pid is checked to be that
+    daemon (its command line names this state dir's socket) before the kill.
+    """
+    pidfile = state_dir / "qemu-storage-daemon.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if os.fsencode(monitor_path(state_dir)) in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _check_id(volume_id: str) -> str:
     try:
         return str(uuid.UUID(volume_id))
@@ -77,7 +111,8 @@ class QsdStorage:
         self.config = config
         self.volumes_dir = config.state_dir / "volumes"
         self.records = config.state_dir / "connections.json"
-        self.socket = config.state_dir / "qmp.sock"
+        self.socket = monitor_path(config.state_dir)
+        self.pidfile = config.state_dir / "qemu-storage-daemon.pid"
         self._lock = threading.RLock()
         self._qmp = QmpClient(self.socket)
         self._process: subprocess.Popen[bytes] | None = None
@@ -105,6 +140,8 @@ class QsdStorage:
             "chardev=qmp",
             "--nbd-server",
             f"addr.type=inet,addr.host={self.config.bind},addr.port={self.config.port}",
+            "--pidfile",
+            str(self.pidfile.resolve()),
         ]
         # Its own session: a signal to the worker's process group leaves the
         # exports up; the next start reuses the daemon and reconciles.
