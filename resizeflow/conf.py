@@ -394,6 +394,20 @@ class Settings:
     )
     bridge: str = field(default="rfbr-{host}", metadata=_env("BRIDGE"))
     fixed_range: str = field(default="10.0.0.0/24", metadata=_env("FIXED_RANGE", _cidr))
+    # --- the block-storage host (resizeflow storage) ---
+    # Its name: its queue is storage.<name>, and the API and compute hosts ask it there.
+    storage_host: str = field(default="storage-1", metadata=_env("STORAGE_HOST", _host))
+    # Its volumes, its record of connections and its daemon's socket;
+    # "{state_dir}" and "{storage_host}" are substituted.
+    storage_path: str = field(
+        default="{state_dir}/storage/{storage_host}", metadata=_env("STORAGE_PATH")
+    )
+    # The address compute hosts reach its NBD server at (in every
+    # connection_info), and the address and port that server listens on
+    # (empty bind: the address).
+    storage_address: str = field(default="127.0.0.1", metadata=_env("STORAGE_ADDRESS", _address))
+    storage_bind: str = field(default="", metadata=_env("STORAGE_BIND", _address))
+    storage_port: int = field(default=10809, metadata=_env("STORAGE_PORT", _port))
     api_bind: str = field(default="127.0.0.1", metadata=_env("API_BIND"))
     api_port: int = field(default=8774, metadata=_env("API_PORT", _port))
 
@@ -459,6 +473,12 @@ class Settings:
     def images_dir(self) -> Path:
         """The directory of the image store."""
         return Path(self.images_path.format(state_dir=self.state_dir))
+
+    def storage_dir(self) -> Path:
+        """The storage host's own directory."""
+        return Path(
+            self.storage_path.format(state_dir=self.state_dir, storage_host=self.storage_host)
+        )
 
     def bridge_for(self, host: str) -> str:
         """The Linux bridge ``host``'s instance taps are plugged into."""

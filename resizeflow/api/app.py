@@ -25,6 +25,7 @@ from resizeflow.api.middleware import NovaMiddleware
 from resizeflow.api.routes import (
     actions,
     admin,
+    attachments,
     flavors,
     images,
     instance_actions,
@@ -32,6 +33,7 @@ from resizeflow.api.routes import (
     server_migrations,
     servers,
     versions,
+    volumes,
 )
 from resizeflow.celery_app import make_app
 from resizeflow.compute import policy
@@ -41,6 +43,8 @@ from resizeflow.compute.queries import Queries
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.conf import Settings
 from resizeflow.db.session import Database
+from resizeflow.openstack.cinder import VolumeService
+from resizeflow.storage.client import RemoteStorage
 
 log = logging.getLogger(__name__)
 PREFIX = "/v2.1"
@@ -109,6 +113,11 @@ def build_services(
         flavors=FlavorAdmin(database),
         auth=auth.authenticator(settings),
         workflows=WorkflowAdmin(settings, database, celery),
+        volumes=VolumeService(
+            database,
+            RemoteStorage(celery, settings.storage_host, settings.host_call_timeout),
+            settings.storage_host,
+        ),
     )
 
 
@@ -127,6 +136,9 @@ def create_fastapi(services: ServiceLayer) -> FastAPI:
     app.include_router(metrics.router)
     for module in (servers, actions, instance_actions, server_migrations, flavors, images, admin):
         app.include_router(module.router, prefix=PREFIX)
+    # The Block Storage v3 API, under /volume (its own version document at /volume/).
+    app.include_router(volumes.router)
+    app.include_router(attachments.router)
     return app
 
 

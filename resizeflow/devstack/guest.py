@@ -12,8 +12,22 @@ At boot the guest's init prints, on the serial console, lines starting with
 - ``RF marker written=ID`` the first time it boots from a root disk, or
   ``RF marker found=ID`` when the root disk already carries a marker, so a
   test sees that a disk survived a resize or a revert;
+- ``RF boot_id=ID``, this boot's id (the start of the kernel's boot_id);
 - ``RF ready`` once all of that is done, and ``RF poweroff`` when an ACPI
   power button press (libvirt's clean shutdown) makes it power off.
+
+Then, every couple of seconds, it looks for volumes: virtio disks with a
+serial (libvirt's ``<serial>``, the volume id), including those attached
+while it runs (see :func:`parse_volumes`):
+
+- ``RF vol vdX serial=S bytes=N marker=M written|found boot=B`` when it
+  first sees a volume (again after a detach): a blank volume gets a header
+  with a new marker M in its first 64 bytes, a volume with one keeps it;
+- ``RF vollog vdX serial=S marker=M records=N boots=B1:n1,B2:n2`` each time
+  it has appended a record (its boot id and a sequence number) to the
+  volume's write log and read the log back: how many records each boot wrote,
+  oldest boot first, as the volume holds them;
+- ``RF volgone vdX serial=S`` once a volume it saw is gone.
 
 Run ``python -m resizeflow.devstack.guest OUT_DIR [--images STORE]`` as root (``apt-get
 download`` needs the package lists, and ``busybox`` must be installed).
@@ -23,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import os
 import shutil
 import subprocess
@@ -54,6 +69,9 @@ MODULES = (
 CMDLINE = "console=ttyS0 quiet panic=-1"
 # The marker lives at 1 MiB into the root disk, past anything a partition table uses.
 MARKER_SECTOR = 2048
+# A volume's header is its first 64-byte slot; its write log is one record a
+# slot from 4 KiB on, each flushed before the header counts it.
+VOLUME_LOG_SLOT = 64
 
 INIT = """#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin
@@ -89,9 +107,57 @@ for ev in /sys/class/input/event*; do
      echo "RF poweroff"; sync; poweroff -f) &
   fi
 done
+boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id)
+echo "RF boot_id=$boot"
 echo "RF ready"
-while true; do sleep 3600; done
-""".replace("__SECTOR__", str(MARKER_SECTOR))
+# Volumes: virtio disks with a serial (the volume id); local disks have none.
+vol_put() {  # device, 64-byte slot, text: written and flushed, or an error
+  printf '%-63s\n' "$3" | dd of=/dev/$1 bs=64 seek=$2 count=1 conv=notrunc,fsync 2>/dev/null
+}
+vol_step() {  # device, serial
+  local dev=$1 serial=$2 head mark n how log size
+  head=$(dd if=/dev/$dev bs=64 count=1 2>/dev/null | tr -d '\000' | head -n 1)
+  set -- $head
+  if [ "$1" = RFVOL ] && [ -n "$2" ]; then
+    mark=$2 n=${3:-0} how=found
+  elif [ -z "$head" ]; then
+    mark=$(cat /proc/sys/kernel/random/uuid) n=0 how=written
+    vol_put $dev 0 "RFVOL $mark 0" || return
+  else
+    mark=foreign
+  fi
+  case "$vol_seen" in
+    *" $dev:$serial "*) ;;
+    *) vol_seen="$vol_seen$dev:$serial " size=$(( $(cat /sys/block/$dev/size) * 512 ))
+       echo "RF vol $dev serial=$serial bytes=$size marker=$mark $how boot=$boot" ;;
+  esac
+  [ "$mark" = foreign ] && return
+  vol_seq=$((vol_seq + 1))
+  vol_put $dev $((__LOG__ + n)) "$boot $vol_seq" || return
+  n=$((n + 1))
+  vol_put $dev 0 "RFVOL $mark $n" || return
+  log=$(dd if=/dev/$dev bs=64 skip=__LOG__ count=$n 2>/dev/null | tr -d '\000' | awk '
+    NF == 2 { if (!($1 in c)) o[k++] = $1; c[$1]++ }
+    END { for (i = 0; i < k; i++) printf "%s%s:%d", (i ? "," : ""), o[i], c[o[i]] }')
+  echo "RF vollog $dev serial=$serial marker=$mark records=$n boots=$log"
+}
+vol_seen=" " vol_seq=0
+while true; do
+  now=" "
+  for d in /sys/block/vd*; do
+    dev=${d##*/}
+    serial=$(cat $d/serial 2>/dev/null)
+    [ -n "$serial" ] && [ -b /dev/$dev ] || continue
+    now="$now$dev:$serial "
+    vol_step $dev $serial
+  done
+  for v in $vol_seen; do
+    case "$now" in *" $v "*) ;; *) echo "RF volgone ${v%%:*} serial=${v#*:}" ;; esac
+  done
+  vol_seen=$now
+  sleep 2
+done
+""".replace("__SECTOR__", str(MARKER_SECTOR)).replace("__LOG__", str(VOLUME_LOG_SLOT))
 
 
 @dataclass(frozen=True)
@@ -111,6 +177,23 @@ class ConsoleReport:
     disks: dict[str, int]
     marker: str
     marker_written: bool
+    boot_id: str = ""
+
+
+@dataclass(frozen=True)
+class VolumeReport:
+    """One line the guest printed about a volume (``RF vol``, ``vollog``, ``volgone``)."""
+
+    kind: str  # "vol" (first seen), "vollog" (its write log read back), "volgone"
+    device: str
+    serial: str
+    size: int = 0
+    marker: str = ""
+    marker_written: bool = False
+    boot: str = ""
+    records: int = 0
+    # Records in the volume's log per boot id, oldest boot first.
+    boots: tuple[tuple[str, int], ...] = ()
 
 
 def _run(*cmd: str, cwd: Path | None = None) -> str:
@@ -179,11 +262,22 @@ def _initramfs(work: Path, modules: Path, out: Path) -> None:
         fh.write(archive.stdout)
 
 
+def _recipe() -> str:
+    """What the initramfs is made of: a build from another recipe is stale."""
+    return hashlib.sha256("\0".join((INIT, *MODULES)).encode()).hexdigest() + "\n"
+
+
 def build(out_dir: Path, *, disk_mb: int = 64) -> GuestFiles:
-    """Build (or reuse) the kernel, initramfs and a blank raw root image in ``out_dir``."""
+    """Build (or reuse) the kernel, initramfs and a blank raw root image in ``out_dir``.
+
+    A build is reused only if it was made from this module's init and
+    modules (its ``recipe`` file says so): a guest whose init changed is
+    built again rather than booted with the old one.
+    """
     out_dir = Path(out_dir)
     files = GuestFiles(out_dir / "vmlinuz", out_dir / "initrd.img", out_dir / "disk.raw")
-    if all(p.exists() for p in (files.kernel, files.initrd, files.disk)):
+    recipe = out_dir / "recipe"
+    if recipe.exists() and recipe.read_text() == _recipe():
         return files
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rf-guest-", dir=out_dir) as tmp:
@@ -195,11 +289,14 @@ def build(out_dir: Path, *, disk_mb: int = 64) -> GuestFiles:
         disk = work / "disk.raw"
         with open(disk, "wb") as fh:
             fh.truncate(disk_mb * 1024 * 1024)
-        # Each file appears complete or not at all; the disk last marks the build done.
+        # Each file appears complete or not at all; the recipe last marks the build done.
+        recipe.unlink(missing_ok=True)
         shutil.copy2(vmlinuz, work / "vmlinuz")
         os.replace(work / "vmlinuz", files.kernel)
         os.replace(work / "initrd.img", files.initrd)
         os.replace(disk, files.disk)
+        (work / "recipe").write_text(_recipe())
+        os.replace(work / "recipe", recipe)
     return files
 
 
@@ -250,6 +347,8 @@ def parse_console(text: str) -> list[ConsoleReport]:
         elif key == "marker":
             kind, _, ident = value.partition("=")
             cur["marker"], cur["written"] = ident, kind == "written"
+        elif key == "boot_id":
+            cur["boot_id"] = value
         elif key == "ready" and "nproc" in cur:
             reports.append(
                 ConsoleReport(
@@ -258,9 +357,38 @@ def parse_console(text: str) -> list[ConsoleReport]:
                     disks=dict(disks),
                     marker=str(cur.get("marker", "")),
                     marker_written=bool(cur.get("written", False)),
+                    boot_id=str(cur.get("boot_id", "")),
                 )
             )
             cur = {}
+    return reports
+
+
+def parse_volumes(text: str) -> list[VolumeReport]:
+    """Every whole volume line of a console log, oldest first."""
+    reports = []
+    for raw in text.split("\n")[:-1]:
+        words = raw.strip().split()
+        if len(words) < 3 or words[0] != "RF" or words[1] not in ("vol", "vollog", "volgone"):
+            continue
+        fields = dict(w.partition("=")[::2] for w in words[3:] if "=" in w)
+        boots = tuple(
+            (b, int(n))
+            for b, _, n in (p.partition(":") for p in fields.get("boots", "").split(",") if p)
+        )
+        reports.append(
+            VolumeReport(
+                kind=words[1],
+                device=words[2],
+                serial=fields.get("serial", ""),
+                size=int(fields.get("bytes", 0)),
+                marker=fields.get("marker", ""),
+                marker_written="written" in words[3:],
+                boot=fields.get("boot", ""),
+                records=int(fields.get("records", 0)),
+                boots=boots,
+            )
+        )
     return reports
 
 

@@ -29,7 +29,7 @@ class SqlVolumes:
                 select(VolumeAttachment).where(VolumeAttachment.instance_uuid == instance_uuid)
             )
         )
-        self._attached[instance_uuid] = tuple((a.volume_id, a.device) for a in found)
+        self._attached[instance_uuid] = tuple((a.volume_id, a.device or "") for a in found)
         return found
 
     @staticmethod
@@ -45,7 +45,9 @@ class SqlVolumes:
 
     def remember(self, instance_uuid: str, read: list[list[str]] | None) -> None:
         """Take the attachments read by :meth:`attached_column` as read here."""
-        self._attached[instance_uuid] = tuple((volume, device) for volume, device in read or ())
+        self._attached[instance_uuid] = tuple(
+            (volume, device or "") for volume, device in read or ()
+        )
 
     def attached(self, instance_uuid: str) -> tuple[tuple[str, str], ...]:
         """The instance's (volume id, device) pairs."""

@@ -19,6 +19,7 @@ import libvirt
 
 from resizeflow.errors import InvalidUUID, TransientError, VirtError
 from resizeflow.states import PowerState
+from resizeflow.virt.base import DomainInfo
 
 _TRANSIENT_CODES = frozenset(
     {
@@ -33,6 +34,8 @@ _TRANSIENT_CODES = frozenset(
 MISSING = frozenset({libvirt.VIR_ERR_NO_DOMAIN})
 # A shutdown or destroy of a domain that is not running.
 NOT_RUNNING = MISSING | {libvirt.VIR_ERR_OPERATION_INVALID}
+# A domain's persistent definition, rather than what it runs with.
+XML_INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 _POWER_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
     libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
@@ -138,3 +141,18 @@ class LibvirtConnection:
             ok=frozenset({libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_CONFIG_UNSUPPORTED}),
         )
         return xml
+
+    def domains(self, instance_uuid: Callable[[str], str | None]) -> list[DomainInfo]:
+        """The domains whose names ``instance_uuid`` maps to an instance's uuid."""
+        result = []
+        for dom in self.call(lambda: self.conn().listAllDomains(0)):
+            # A domain undefined while we list it is simply skipped.
+            info = self.call(lambda d=dom: (d.name(), d.info()), ok=MISSING)
+            uuid = instance_uuid(info[0]) if info is not None else None
+            if info is None or uuid is None:
+                continue
+            name, (state, max_kib, _cur, vcpus, _cpu) = info
+            result.append(
+                DomainInfo(uuid, name, power_state(state), int(vcpus), int(max_kib) // 1024)
+            )
+        return result

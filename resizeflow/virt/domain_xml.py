@@ -3,20 +3,23 @@
 For a simple instance Nova writes: the flavor in its ``nova:`` metadata, SMBIOS
 system info naming OpenStack Nova, the machine type, vCPUs and memory from the
 flavor, ACPI and APIC, a UTC clock with Nova's timers, virtio disks (``vda``
-root, ``vdb`` ephemeral, then swap), one bridge interface per port with a
-virtio model and a tap target, a serial console logged to ``console.log`` in
-the instance directory, and a virtio memory balloon. With a kernel and ramdisk
-in the instance directory, the domain boots them directly.
+root, ``vdb`` ephemeral, then swap; then each volume, at the target its
+attachment names, an NBD export with the volume id as its serial), one bridge
+interface per port with a virtio model and a tap target, a serial console
+logged to ``console.log`` in the instance directory, and a virtio memory
+balloon. With a kernel and ramdisk in the instance directory, the domain boots
+them directly.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from resizeflow.virt import disks
-from resizeflow.virt.base import InstanceSpec
+from resizeflow.virt.base import InstanceSpec, VolumeConnection
 
 NOVA_NS = "http://openstack.org/xmlns/libvirt/nova/1.0"
 
@@ -46,8 +49,47 @@ def _disk(devices: ET.Element, path: Path, dev: str, cache: str) -> None:
     _sub(disk, "target", dev=dev, bus="virtio")
 
 
+def volume_disk(vol: VolumeConnection) -> ET.Element:
+    """A volume's ``<disk>``, as Nova writes a network volume's: the export as
+    its source, and the volume id as its serial, which the guest reads from
+    ``/sys/block/vdX/serial`` to tell volumes apart. The same element goes in
+    a domain's definition and in an attach or detach request."""
+    disk = ET.Element("disk", type="network", device="disk")
+    # NOTE: no host cache: a write the guest flushed is on the storage host,
+    # whichever compute host the guest runs on next.
+    _sub(disk, "driver", name="qemu", type="raw", cache="none")
+    source = _sub(disk, "source", protocol="nbd", name=vol.export)
+    _sub(source, "host", name=vol.host, port=str(vol.port))
+    _sub(disk, "target", dev=vol.device, bus="virtio")
+    _sub(disk, "serial", vol.volume_id)
+    if vol.read_only:
+        _sub(disk, "readonly")
+    return disk
+
+
+def volume_disk_xml(vol: VolumeConnection) -> str:
+    return ET.tostring(volume_disk(vol), encoding="unicode")
+
+
+def volume_serials(xml: str) -> dict[str, str]:
+    """The volumes a domain XML holds: serial (volume id) to target device."""
+    # libvirtd's or our own XML, not user input.
+    root = ET.fromstring(xml)  # noqa: S314
+    found = {}
+    for disk in root.iter("disk"):
+        serial, target = disk.findtext("serial"), disk.find("target")
+        if serial and target is not None:
+            found[serial] = target.get("dev", "")
+    return found
+
+
 def domain_xml(
-    inst: InstanceSpec, inst_dir: Path, host: HostConfig, name: str, domain_uuid: str
+    inst: InstanceSpec,
+    inst_dir: Path,
+    host: HostConfig,
+    name: str,
+    domain_uuid: str,
+    volumes: Sequence[VolumeConnection] = (),
 ) -> str:
     ET.register_namespace("nova", NOVA_NS)
     dom = ET.Element("domain", type=host.virt_type)
@@ -119,6 +161,8 @@ def domain_xml(
             )
         ):
             _disk(devices, inst_dir / filename, f"vd{next(names)}", host.disk_cache)
+    # Volumes after the local disks, as Nova orders its block devices.
+    devices.extend(volume_disk(vol) for vol in volumes)
     for vif in inst.vifs:
         iface = _sub(devices, "interface", type="bridge")
         _sub(iface, "mac", address=vif.mac_address)

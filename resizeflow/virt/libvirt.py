@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Sequence
-from contextlib import suppress
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -29,20 +27,23 @@ from resizeflow.errors import (
     GuestNotRunning,
     InstanceFaultRollback,
     InstanceNotFound,
-    RemoteHostUnreachable,
-    TransientError,
     VirtError,
 )
 from resizeflow.openstack.images import ImageStore
 from resizeflow.states import PowerState
-from resizeflow.virt import kvm_probe
-from resizeflow.virt.base import DomainInfo, InstanceSpec, NodeResources, PeerHost
+from resizeflow.virt import kvm_probe, volumes
+from resizeflow.virt.base import (
+    DomainInfo,
+    InstanceSpec,
+    NodeResources,
+    PeerHost,
+    VolumeConnection,
+)
 from resizeflow.virt.connection import (
     MISSING,
     NOT_RUNNING,
     LibvirtConnection,
     canonical_uuid,
-    power_state,
 )
 from resizeflow.virt.layout import (
     CONSOLE_LOG,
@@ -59,6 +60,7 @@ from resizeflow.virt.remotefs import remote_filesystem
 from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 from resizeflow.virt.remotefs.local import LocalFilesystem
 from resizeflow.virt.remotefs.shared import storage_is_shared
+from resizeflow.virt.resizecopy import copy_disks
 from resizeflow.virt.strategy import HostStrategy, is_test_driver
 from resizeflow.virt.testdriver import TestDriverHost
 
@@ -169,16 +171,35 @@ class LibvirtDriver:
     def _lookup(self, uuid: str) -> Any:
         return self.conn.lookup(self.layout.domain_uuid(uuid))
 
+    def _defined(self, uuid: str) -> Any:
+        dom = self._lookup(canonical_uuid(uuid))
+        if dom is None:
+            raise InstanceNotFound(instance_id=uuid)
+        return dom
+
     def _dir(self, uuid: str, suffix: str = "") -> Path:
         return self.layout.dir(uuid, suffix)
 
-    def _define(self, inst: InstanceSpec, inst_dir: Path) -> Any:
+    def _xml_file(self, uuid: str) -> Path:
+        return self.layout.dir(uuid) / DOMAIN_XML_FILE
+
+    def _define_and_start(
+        self,
+        inst: InstanceSpec,
+        inst_dir: Path,
+        vols: Sequence[VolumeConnection],
+        power_on: bool,
+        deadline: float | None,
+    ) -> None:
+        """Define the domain from ``inst`` with the volumes as this host reaches them."""
         layout = self.layout
-        xml = self.host.domain_xml(
-            inst, inst_dir, layout.domain_name(inst.uuid), layout.domain_uuid(inst.uuid)
-        )
+        name, domain_uuid = layout.domain_name(inst.uuid), layout.domain_uuid(inst.uuid)
+        xml = self.host.domain_xml(inst, inst_dir, name, domain_uuid, vols)
         write_atomic(inst_dir / DOMAIN_XML_FILE, xml)
-        return self.conn.define(xml)
+        dom = self.conn.define(xml)
+        self.host.plug()
+        if power_on:
+            self._start(dom, inst.uuid, deadline)
 
     def _start(self, dom: Any, uuid: str, deadline: float | None = None) -> None:
         # create() on a running domain is an internal error, which would read as transient.
@@ -231,14 +252,18 @@ class LibvirtDriver:
             local_gb=shutil.disk_usage(self.instances_dir).free // GiB,
         )
 
-    def spawn(self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None) -> None:
+    def spawn(
+        self,
+        inst: InstanceSpec,
+        *,
+        power_on: bool,
+        deadline: float | None = None,
+        volumes: Sequence[VolumeConnection] = (),
+    ) -> None:
         inst_dir = self._dir(inst.uuid)
         inst_dir.mkdir(parents=True, exist_ok=True)
         self.host.create_disks(inst_dir, inst)
-        dom = self._define(inst, inst_dir)
-        self.host.plug()
-        if power_on:
-            self._start(dom, inst.uuid, deadline)
+        self._define_and_start(inst, inst_dir, volumes, power_on, deadline)
 
     def power_off(self, inst: InstanceSpec, *, deadline: float | None = None) -> None:
         dom = self._lookup(canonical_uuid(inst.uuid))
@@ -255,7 +280,14 @@ class LibvirtDriver:
         dom = self._lookup(canonical_uuid(uuid))
         return PowerState.NOSTATE if dom is None else self.conn.state(dom)
 
-    def reboot(self, inst: InstanceSpec, *, hard: bool, deadline: float | None = None) -> None:
+    def reboot(
+        self,
+        inst: InstanceSpec,
+        *,
+        hard: bool,
+        deadline: float | None = None,
+        volumes: Sequence[VolumeConnection] = (),
+    ) -> None:
         """Nova's reboot.
 
         Soft: the guest is shut down cleanly and started again; one that does
@@ -270,7 +302,7 @@ class LibvirtDriver:
             if dom is not None and self._soft_reboot(dom, uuid, deadline):
                 return
             log.warning("soft reboot of %s did not complete; rebooting it hard", uuid)
-        self._hard_reboot(inst, deadline)
+        self._hard_reboot(inst, deadline, volumes)
 
     def _soft_reboot(self, dom: Any, uuid: str, deadline: float | None) -> bool:
         if not self.host.shut_down_for_reboot(dom, deadline):
@@ -279,7 +311,9 @@ class LibvirtDriver:
         self._start(dom, uuid, deadline)
         return True
 
-    def _hard_reboot(self, inst: InstanceSpec, deadline: float | None) -> None:
+    def _hard_reboot(
+        self, inst: InstanceSpec, deadline: float | None, vols: Sequence[VolumeConnection]
+    ) -> None:
         inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
         dom = self._lookup(canonical_uuid(inst.uuid))
         if dom is not None:
@@ -291,9 +325,7 @@ class LibvirtDriver:
             log.warning("hard reboot of %s takes its disks back from %s", inst.uuid, resize_dir)
             resize_dir.rename(inst_dir)
         self.host.recreate_disks(inst_dir, inst)
-        dom = self._define(inst, inst_dir)
-        self.host.plug()
-        self._start(dom, inst.uuid, deadline)
+        self._define_and_start(inst, inst_dir, vols, True, deadline)
 
     def domain_whole(self, uuid: str) -> bool:
         """Whether the domain is defined here and its root disk is in its dir.
@@ -311,8 +343,7 @@ class LibvirtDriver:
         As Nova reads it: the log and the files it was rotated into (``.0``,
         ``.1``...), newest text last; nothing yet written is an empty log.
         """
-        if self._lookup(canonical_uuid(uuid)) is None:
-            raise InstanceNotFound(instance_id=uuid)
+        self._defined(uuid)
         return read_tail(self._dir(uuid) / CONSOLE_LOG, MAX_CONSOLE_BYTES)
 
     def migrate_disk_and_power_off(
@@ -352,56 +383,22 @@ class LibvirtDriver:
         # NOTE: on shared storage the copy stays in this filesystem, as Nova's
         # copy_image(host=None) does: the old disks stay intact in _resize.
         fs = LocalFilesystem() if shared else self.remote
-        try:
-            for name in self.host.copied_disks:
-                source = resize_dir / name
-                if source.exists() and not fs.exists(peer, dest_dir / name):
-                    self._copy_disk(fs, source, peer, dest, dest_dir / name, deadline)
-        except (TransientError, RemoteHostUnreachable):
-            raise  # the retry continues the partial copy
-        except Exception:
-            # Nova's _cleanup_remote_migration, but the source keeps _resize.
-            with suppress(Exception):
-                fs.remove(peer, dest_dir)
-            raise
-
-    def _copy_disk(
-        self,
-        fs: RemoteFilesystem,
-        source: Path,
-        peer: RemoteHost,
-        dest: PeerHost,
-        target: PurePosixPath,
-        deadline: float | None,
-    ) -> int:
-        """Copy one disk to ``target`` on the peer; the bytes that crossed."""
-        started = time.monotonic()
-        timeout = None if deadline is None else max(deadline - started, 0.001)
-        moved = self.host.copy_disk(
-            fs, source, peer, target, PurePosixPath(dest.instances_dir), timeout
-        )
-        log.info(
-            "copied %s to %s: %d bytes sent in %.2fs%s",
-            source.name,
-            dest.name,
-            moved.sent,
-            time.monotonic() - started,
-            f", with backing images {list(moved.backing)}" if moved.backing else "",
-        )
-        return moved.sent
+        copy_disks(self.host, fs, resize_dir, peer, dest_dir, deadline)
 
     def finish_migration(
-        self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None
+        self,
+        inst: InstanceSpec,
+        *,
+        power_on: bool,
+        deadline: float | None = None,
+        volumes: Sequence[VolumeConnection] = (),
     ) -> None:
         inst_dir = self._dir(inst.uuid)
         disk = inst_dir / ROOT_DISK
         if not disk.exists():
             raise DiskNotFound(location=str(disk))
         self.host.grow_disks(inst_dir, inst)
-        dom = self._define(inst, inst_dir)
-        self.host.plug()
-        if power_on:
-            self._start(dom, inst.uuid, deadline)
+        self._define_and_start(inst, inst_dir, volumes, power_on, deadline)
 
     def confirm_migration(self, inst: InstanceSpec, *, same_host: bool) -> None:
         rmtree_with_retries(self._dir(inst.uuid, _RESIZE))
@@ -440,7 +437,12 @@ class LibvirtDriver:
         return removed
 
     def finish_revert_migration(
-        self, inst: InstanceSpec, *, power_on: bool, deadline: float | None = None
+        self,
+        inst: InstanceSpec,
+        *,
+        power_on: bool,
+        deadline: float | None = None,
+        volumes: Sequence[VolumeConnection] = (),
     ) -> None:
         inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
         if resize_dir.exists():
@@ -454,10 +456,7 @@ class LibvirtDriver:
             resize_dir.rename(inst_dir)
         elif not inst_dir.exists():
             raise DiskNotFound(location=str(resize_dir))
-        dom = self._define(inst, inst_dir)
-        self.host.plug()
-        if power_on:
-            self._start(dom, inst.uuid, deadline)
+        self._define_and_start(inst, inst_dir, volumes, power_on, deadline)
 
     def recover(self, running: dict[str, bool]) -> list[str]:
         defined: dict[str, None] = {}
@@ -478,16 +477,16 @@ class LibvirtDriver:
                 self.conn.call(dom.create)
         return list(defined)
 
+    # --- volumes (resizeflow.virt.volumes) --------------------------------------------
+    def attach_volume(self, uuid: str, volume: VolumeConnection) -> None:
+        volumes.attach(self.conn, self.host, self._defined(uuid), volume, self._xml_file(uuid))
+
+    def detach_volume(self, uuid: str, volume_id: str, *, deadline: float | None = None) -> None:
+        dom, xml_file = self._defined(uuid), self._xml_file(uuid)
+        volumes.detach(self.conn, self.host, dom, volume_id, xml_file, deadline)
+
+    def attached_volumes(self, uuid: str) -> dict[str, str]:
+        return volumes.attached(self.conn, self._defined(uuid))
+
     def list_domains(self) -> list[DomainInfo]:
-        result = []
-        for dom in self.conn.call(lambda: self.conn.conn().listAllDomains(0)):
-            # A domain undefined while we list it is simply skipped.
-            info = self.conn.call(lambda d=dom: (d.name(), d.info()), ok=MISSING)
-            uuid = self.layout.instance_uuid(info[0]) if info is not None else None
-            if info is None or uuid is None:
-                continue
-            name, (state, max_kib, _cur, vcpus, _cpu) = info
-            result.append(
-                DomainInfo(uuid, name, power_state(state), int(vcpus), int(max_kib) // 1024)
-            )
-        return result
+        return self.conn.domains(self.layout.instance_uuid)

@@ -16,12 +16,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from resizeflow.errors import ConfigError, GuestNotRunning
+import libvirt
+
+from resizeflow.errors import ConfigError, GuestNotRunning, TransientError
 from resizeflow.states import PowerState
 from resizeflow.virt import disks, imagecopy, kvm_probe, vifs
-from resizeflow.virt.base import InstanceSpec
+from resizeflow.virt.base import InstanceSpec, VolumeConnection
 from resizeflow.virt.connection import MISSING, NOT_RUNNING, LibvirtConnection
-from resizeflow.virt.domain_xml import HostConfig, domain_xml
+from resizeflow.virt.domain_xml import HostConfig, domain_xml, volume_serials
 from resizeflow.virt.layout import HostLayout
 from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 from resizeflow.virt.strategy import DiskCopy
@@ -31,6 +33,13 @@ log = logging.getLogger(__name__)
 _RUNNING_POLL = 0.5
 _SHUTDOWN_POLL = 0.2
 _TAP = re.compile(r"<target dev='(tap[^']*)'")
+_CONFIG, _LIVE = libvirt.VIR_DOMAIN_AFFECT_CONFIG, libvirt.VIR_DOMAIN_AFFECT_LIVE
+# How long a guest may take to let a volume go, and how often it is asked again.
+_DETACH_TIMEOUT = 60.0
+_DETACH_RETRY = 5.0
+_DETACH_POLL = 0.2
+# A repeated live detach: the disk is already gone, or QEMU's unplug is still under way.
+_DETACH_PENDING = MISSING | {libvirt.VIR_ERR_DEVICE_MISSING, libvirt.VIR_ERR_OPERATION_FAILED}
 
 
 def _sooner(own: float, deadline: float | None) -> float:
@@ -144,8 +153,60 @@ class RealHypervisorHost:
         return DiskCopy(moved.sent, tuple(p.name for p in moved.backing_copied))
 
     # -- domains -------------------------------------------------------------
-    def domain_xml(self, inst: InstanceSpec, inst_dir: Path, name: str, domain_uuid: str) -> str:
-        return domain_xml(inst, inst_dir, self._host(), name, domain_uuid)
+    def domain_xml(
+        self,
+        inst: InstanceSpec,
+        inst_dir: Path,
+        name: str,
+        domain_uuid: str,
+        volumes: Sequence[VolumeConnection],
+    ) -> str:
+        return domain_xml(inst, inst_dir, self._host(), name, domain_uuid, volumes)
+
+    def attach_disk(self, dom: Any, disk_xml: str, *, config: bool, live: bool) -> None:
+        flags = (_CONFIG if config else 0) | (_LIVE if live else 0)
+        if flags:
+            self.conn.call(dom.attachDeviceFlags, disk_xml, flags)
+
+    def detach_disk(
+        self,
+        dom: Any,
+        disk_xml: str,
+        volume_id: str,
+        *,
+        config: bool,
+        live: bool,
+        deadline: float | None,
+    ) -> None:
+        """Nova's order: the definition first, then the guest.
+
+        NOTE: a live detach is a request to the guest (an ACPI unplug), which a
+        guest still booting may miss: it is repeated every few seconds until
+        the disk leaves the live XML. A guest that keeps it is a transient
+        failure; the retry asks again, the definition already done.
+        """
+        if config:
+            self.conn.call(dom.detachDeviceFlags, disk_xml, _CONFIG, ok=MISSING)
+        if not live:
+            return
+        end = _sooner(time.monotonic() + _DETACH_TIMEOUT, deadline)
+        while True:
+            self.conn.call(dom.detachDeviceFlags, disk_xml, _LIVE, ok=_DETACH_PENDING)
+            ask_again = min(time.monotonic() + _DETACH_RETRY, end)
+            while time.monotonic() < ask_again:
+                if not self._live_holds(dom, volume_id):
+                    return
+                time.sleep(_DETACH_POLL)
+            if time.monotonic() >= end:
+                raise TransientError(
+                    reason=f"the guest of {dom.name()} did not let volume {volume_id} go"
+                )
+
+    def _live_holds(self, dom: Any, volume_id: str) -> bool:
+        xml: str | None = None
+        if self.conn.is_active(dom):
+            xml = self.conn.call(dom.XMLDesc, 0, ok=MISSING)
+        return xml is not None and volume_id in volume_serials(xml)
 
     def console_note(self, uuid: str, what: str) -> None:
         pass  # the guest's QEMU writes console.log itself

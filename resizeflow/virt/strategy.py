@@ -7,11 +7,13 @@ what a guest is made of, and that is this Protocol:
 
 - :class:`~resizeflow.virt.testdriver.TestDriverHost`, on libvirt's test
   driver (``test:///``, the fast tier and the demo): a sparse raw file as the
-  disk, grown with ``truncate``; a minimal domain XML; no NICs; a line in
+  disk, grown with ``truncate``; a minimal domain XML, with its volumes,
+  attached and detached by redefining it; no NICs; a line in
   ``console.log`` for each start and stop, as a serial console would show.
 - :class:`~resizeflow.virt.realhost.RealHypervisorHost`, on QEMU or KVM:
   Nova's disk layout (:mod:`resizeflow.virt.disks`), Nova's domain XML
-  (:mod:`resizeflow.virt.domain_xml`), taps on the host's bridge
+  (:mod:`resizeflow.virt.domain_xml`), volumes attached and detached live
+  by libvirt, taps on the host's bridge
   (:mod:`resizeflow.virt.vifs`), a clean shutdown before a destroy, and a
   start that waits until the guest runs.
 
@@ -21,13 +23,13 @@ which it has.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from resizeflow.errors import ConfigError
-from resizeflow.virt.base import InstanceSpec
+from resizeflow.virt.base import InstanceSpec, VolumeConnection
 from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 
 # The URI schemes whose virt type is known without asking the host.
@@ -98,8 +100,31 @@ class HostStrategy(Protocol):
         ``remote_instances_dir``."""
 
     # -- domains -------------------------------------------------------------------
-    def domain_xml(self, inst: InstanceSpec, inst_dir: Path, name: str, domain_uuid: str) -> str:
-        """The XML to define the instance's domain from."""
+    def domain_xml(
+        self,
+        inst: InstanceSpec,
+        inst_dir: Path,
+        name: str,
+        domain_uuid: str,
+        volumes: Sequence[VolumeConnection],
+    ) -> str:
+        """The XML to define the instance's domain from, with these volumes."""
+
+    def attach_disk(self, dom: Any, disk_xml: str, *, config: bool, live: bool) -> None:
+        """Add a volume's ``<disk>`` to the definition and/or the running guest."""
+
+    def detach_disk(
+        self,
+        dom: Any,
+        disk_xml: str,
+        volume_id: str,
+        *,
+        config: bool,
+        live: bool,
+        deadline: float | None,
+    ) -> None:
+        """Remove a volume's ``<disk>`` from the definition and/or the running
+        guest; a live detach returns once the guest has let the disk go."""
 
     def console_note(self, uuid: str, what: str) -> None:
         """Note in the instance's console log that this host ``what`` (started, stopped) it."""

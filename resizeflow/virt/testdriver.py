@@ -2,7 +2,9 @@
 
 The fast tier, the demo and every stack on one machine run here. Nothing
 boots, so a guest is what a test can look at: a sparse raw file as its disk,
-grown with ``truncate``; a minimal domain XML; no NICs; and a line in its
+grown with ``truncate``; a minimal domain XML, with the NBD disks of its
+volumes (attached and detached by redefining it: the test driver has no
+hotplug); no NICs; and a line in its
 ``console.log`` each time this host starts or stops it, with the flavor it
 runs at, in place of a serial console.
 """
@@ -10,15 +12,17 @@ runs at, in place of a serial console.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from resizeflow.errors import DiskNotFound
-from resizeflow.virt.base import InstanceSpec
-from resizeflow.virt.connection import LibvirtConnection
+from resizeflow.virt.base import InstanceSpec, VolumeConnection
+from resizeflow.virt.connection import XML_INACTIVE, LibvirtConnection
+from resizeflow.virt.domain_xml import volume_disk_xml
 from resizeflow.virt.layout import CONSOLE_LOG, ROOT_DISK, HostLayout
 from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 from resizeflow.virt.strategy import DiskCopy
@@ -36,7 +40,7 @@ _DOMAIN_XML = """<domain type={type}>
       <driver name='qemu' type='raw'/>
       <source file={disk}/>
       <target dev='vda' bus='virtio'/>
-    </disk>
+    </disk>{volumes}
   </devices>
 </domain>
 """
@@ -88,7 +92,14 @@ class TestDriverHost:
         return DiskCopy(fs.copy_file(source, peer, target, timeout=timeout).sent)
 
     # -- domains -------------------------------------------------------------
-    def domain_xml(self, inst: InstanceSpec, inst_dir: Path, name: str, domain_uuid: str) -> str:
+    def domain_xml(
+        self,
+        inst: InstanceSpec,
+        inst_dir: Path,
+        name: str,
+        domain_uuid: str,
+        volumes: Sequence[VolumeConnection],
+    ) -> str:
         return _DOMAIN_XML.format(
             type=quoteattr(self.virt_type),
             name=escape(name),
@@ -97,7 +108,41 @@ class TestDriverHost:
             vcpus=int(inst.vcpus),
             arch="",
             disk=quoteattr(str(inst_dir / ROOT_DISK)),
+            volumes="".join(f"\n    {volume_disk_xml(vol)}" for vol in volumes),
         )
+
+    # NOTE: the test driver has no device hotplug; a change to the definition
+    # is a redefinition, and a test domain's live devices stay as it started.
+    def attach_disk(self, dom: Any, disk_xml: str, *, config: bool, live: bool) -> None:
+        if config:
+            self._redefine(dom, lambda devices: devices.append(ET.fromstring(disk_xml)))  # noqa: S314
+
+    def detach_disk(
+        self,
+        dom: Any,
+        disk_xml: str,
+        volume_id: str,
+        *,
+        config: bool,
+        live: bool,
+        deadline: float | None,
+    ) -> None:
+        def drop(devices: ET.Element) -> None:
+            for disk in devices.findall("disk"):
+                if disk.findtext("serial") == volume_id:
+                    devices.remove(disk)
+
+        if config:
+            self._redefine(dom, drop)
+
+    def _redefine(self, dom: Any, change: Callable[[ET.Element], None]) -> None:
+        # Our own definition, as libvirtd returns it.
+        root = ET.fromstring(self.conn.call(dom.XMLDesc, XML_INACTIVE))  # noqa: S314
+        devices = root.find("devices")
+        if devices is None:
+            devices = ET.SubElement(root, "devices")
+        change(devices)
+        self.conn.define(ET.tostring(root, encoding="unicode"))
 
     def console_note(self, uuid: str, what: str) -> None:
         """The test driver's stand-in for a serial console: a real guest's QEMU
