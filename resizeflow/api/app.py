@@ -33,6 +33,7 @@ from resizeflow.api.routes import (
     server_migrations,
     servers,
     versions,
+    volume_attachments,
     volumes,
 )
 from resizeflow.celery_app import make_app
@@ -134,7 +135,16 @@ def create_fastapi(services: ServiceLayer) -> FastAPI:
     install_handlers(app)
     app.include_router(versions.router)
     app.include_router(metrics.router)
-    for module in (servers, actions, instance_actions, server_migrations, flavors, images, admin):
+    for module in (
+        servers,
+        actions,
+        instance_actions,
+        server_migrations,
+        volume_attachments,
+        flavors,
+        images,
+        admin,
+    ):
         app.include_router(module.router, prefix=PREFIX)
     # The Block Storage v3 API, under /volume (its own version document at /volume/).
     app.include_router(volumes.router)

@@ -348,6 +348,13 @@ class VolumeAttachment(Base):
     connector: Mapped[dict[str, Any] | None]
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     attached_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Nova's block device mapping of the volume (set where Nova's side made
+    # the attachment): its uuid, tag, whether deleting the server deletes the
+    # volume, and its boot index (None: not a boot device).
+    bdm_uuid: Mapped[str | None] = mapped_column(String(36))
+    tag: Mapped[str | None] = mapped_column(String(60))
+    delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
+    boot_index: Mapped[int | None] = mapped_column(Integer)
 
 
 class InstanceAction(Base):

@@ -404,25 +404,7 @@ class VolumeService:
 
     # -- status -------------------------------------------------------------------
     def _settle(self, s: Session, volume_id: str) -> None:
-        """A volume's status from the attachments it has left."""
-        left = list(
-            s.scalars(
-                select(VolumeAttachment.attach_status).where(
-                    VolumeAttachment.volume_id == volume_id
-                )
-            )
-        )
-        if not left:
-            status, attach = "available", "detached"
-        elif "attached" in left:
-            status, attach = "in-use", "attached"
-        else:
-            status, attach = "reserved", "detached"
-        s.execute(
-            update(Volume)
-            .where(Volume.id == volume_id)
-            .values(status=status, attach_status=attach, updated_at=utcnow())
-        )
+        settle(s, volume_id)
 
     @staticmethod
     def _cas(s: Session, volume_id: str, status: str, expect: Sequence[str]) -> bool:
@@ -440,3 +422,26 @@ class VolumeService:
             if expect:
                 query = query.where(Volume.status.in_(expect))
             s.execute(query.values(status=status, updated_at=utcnow()))
+
+
+def settle(s: Session, volume_id: str) -> None:
+    """A volume's status from the attachments it has left, in the caller's transaction.
+
+    Nova's side calls this too, in the step that removes or completes an attachment.
+    """
+    left = list(
+        s.scalars(
+            select(VolumeAttachment.attach_status).where(VolumeAttachment.volume_id == volume_id)
+        )
+    )
+    if not left:
+        status, attach = "available", "detached"
+    elif "attached" in left:
+        status, attach = "in-use", "attached"
+    else:
+        status, attach = "reserved", "detached"
+    s.execute(
+        update(Volume)
+        .where(Volume.id == volume_id)
+        .values(status=status, attach_status=attach, updated_at=utcnow())
+    )

@@ -109,6 +109,11 @@ PARSED: list[tuple[str, str, str, Any]] = [
     ("DEFAULT_IMAGE", "cirros", "default_image", "cirros"),
     ("BRIDGE", "br-{host}", "bridge", "br-{host}"),
     ("FIXED_RANGE", "192.168.7.0/24", "fixed_range", "192.168.7.0/24"),
+    ("STORAGE_HOST", "storage-2", "storage_host", "storage-2"),
+    ("STORAGE_PATH", "/srv/volumes", "storage_path", "/srv/volumes"),
+    ("STORAGE_ADDRESS", "192.0.2.7", "storage_address", "192.0.2.7"),
+    ("STORAGE_BIND", "0.0.0.0", "storage_bind", "0.0.0.0"),
+    ("STORAGE_PORT", "10810", "storage_port", 10810),
     ("INSTANCE_NAME_TEMPLATE", "i-{host}-{uuid}", "instance_name_template", "i-{host}-{uuid}"),
 ]
 
@@ -164,6 +169,7 @@ INVALID = [
     ("FIXED_RANGE", "10.0.0.1/24"),
     ("FIXED_RANGE", "fd00::/64"),
     ("FIXED_RANGE", "10.0.0.0/30"),
+    ("STORAGE_PORT", "70000"),
 ]
 
 
