@@ -1,0 +1,105 @@
+"""A stack's volumes as the tests see them: through the storage host, the records and NBD.
+
+What a test asks of a server's volume: which hosts the storage host lets
+reach it (its exports, not the records), whether an export answers a client
+(``qemu-img info`` over NBD), what the records say, and what a host wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from resizeflow.db.models import Volume, VolumeAttachment
+from resizeflow.openstack.cinder import VolumeService
+from resizeflow.storage.base import ConnectionInfo
+from resizeflow.storage.client import RemoteStorage
+from tests.support.stack import Stack, wait_for
+
+TOOLS = ("qemu-storage-daemon", "qemu-io", "qemu-img")
+
+
+def require_tools() -> None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{', '.join(missing)} missing, and CI needs them (make system-deps)")
+        pytest.skip(f"{', '.join(missing)} missing (Debian qemu-system-common, qemu-utils)")
+
+
+def service(rf: Stack) -> VolumeService:
+    """The block-storage service, on the stack's storage host."""
+    storage = RemoteStorage(rf.app, rf.settings.storage_host, timeout=60)
+    return VolumeService(rf.db, storage, rf.settings.storage_host)
+
+
+def volume_endpoint(rf: Stack) -> str:
+    return rf.api_endpoint().removesuffix("/v2.1") + "/volume/"
+
+
+def exported_to(rf: Stack, volume_id: str) -> list[str]:
+    """The hosts the storage host has an export of the volume for, now."""
+    return service(rf).connections(volume_id)
+
+
+def reachable(info: dict[str, Any]) -> bool:
+    """Whether an NBD client gets through to the export ``info`` names."""
+    url = ConnectionInfo.from_dict(info).url
+    done = subprocess.run(["qemu-img", "info", url], capture_output=True, timeout=60)
+    return done.returncode == 0
+
+
+def write(info: dict[str, Any], offset: int, data: bytes) -> None:
+    """Write ``data`` (one repeated byte) at ``offset`` through the export, as a guest would."""
+    assert len(set(data)) == 1, "qemu-io writes one repeated byte"
+    url = ConnectionInfo.from_dict(info).url
+    cmd = f"write -P {data[0]} {offset} {len(data)}"
+    done = subprocess.run(
+        ["qemu-io", "-f", "raw", url, "-c", cmd], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "wrote" in done.stdout, done.stdout + done.stderr
+
+
+def holds(info: dict[str, Any], offset: int, data: bytes) -> bool:
+    """Whether the volume holds ``data`` (one repeated byte) at ``offset``, read over NBD."""
+    url = ConnectionInfo.from_dict(info).url
+    cmd = f"read -P {data[0]} {offset} {len(data)}"
+    done = subprocess.run(
+        ["qemu-io", "-f", "raw", url, "-c", cmd], capture_output=True, text=True, timeout=60
+    )
+    return done.returncode == 0 and "Pattern verification failed" not in done.stdout
+
+
+def attachment(rf: Stack, volume_id: str) -> VolumeAttachment | None:
+    with rf.db.snapshot() as s:
+        return s.scalar(select(VolumeAttachment).where(VolumeAttachment.volume_id == volume_id))
+
+
+def status(rf: Stack, volume_id: str) -> tuple[str, str] | None:
+    with rf.db.snapshot() as s:
+        row = s.get(Volume, volume_id)
+        return None if row is None else (row.status, row.attach_status)
+
+
+def wait_status(rf: Stack, volume_id: str, want: str, timeout: float = 90) -> None:
+    wait_for(
+        lambda: (status(rf, volume_id) or ("gone",))[0] == want or None,
+        timeout,
+        f"volume {volume_id} to be {want} (it is {status(rf, volume_id)})",
+    )
+
+
+def connection(rf: Stack, volume_id: str, host: str) -> dict[str, Any]:
+    """The connection_info the records hold for the volume, which must be ``host``'s."""
+    att = attachment(rf, volume_id)
+    assert att is not None and att.connected_host == host, att and (
+        att.connected_host,
+        att.attach_status,
+    )
+    assert att.connection_info is not None
+    return att.connection_info
