@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import openstack
@@ -28,6 +26,7 @@ from resizeflow.db.models import Volume
 from resizeflow.openstack.cinder import VolumeService
 from resizeflow.storage.base import ConnectionInfo
 from resizeflow.storage.client import RemoteStorage
+from tests.functional.test_openstack_clients import osc as compute_osc
 from tests.support.stack import Stack
 
 pytestmark = [
@@ -323,29 +322,15 @@ def test_service_api_moves_a_connection_between_hosts(rf: Stack, project: str) -
 
 # -- python-openstackclient ----------------------------------------------------------
 def osc(rf: Stack, *args: str, token: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("openstack")
-    cmd = [
-        str(exe),
-        "--os-auth-type",
-        "admin_token",
-        "--os-endpoint",
-        rf.api_endpoint(),
-        "--os-token",
-        token,
-        "--os-volume-api-version",
-        "3",
-        # OSC's volume list builds an identity v3 client even when it asks it
-        # nothing (no --project, no --user): with no Keystone here, the client
-        # is pinned to v3 at the API's root, and never called.
-        "--os-identity-api-version",
-        "3",
-        *args,
-    ]
-    # The block-storage endpoint, as openstacksdk reads an override from the environment.
+    # The block-storage endpoint, as openstacksdk reads an override from the
+    # environment. OSC's volume list builds an identity v3 client even when it
+    # asks it nothing (no --project, no --user): with no Keystone here, it is
+    # pinned to v3 at the API's root, and never called.
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env["OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE"] = volume_endpoint(rf)
     env["OS_IDENTITY_ENDPOINT_OVERRIDE"] = rf.api_endpoint().removesuffix("/v2.1") + "/"
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    versions = ("--os-volume-api-version", "3", "--os-identity-api-version", "3")
+    return compute_osc(rf, *versions, *args, token=token, env=env)
 
 
 @pytest.mark.stacks("sqlite-redis")
