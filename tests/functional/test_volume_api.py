@@ -23,9 +23,8 @@ from openstack.connection import Connection
 
 from resizeflow.api import volume_version
 from resizeflow.db.models import Volume
-from resizeflow.openstack.cinder import VolumeService
+from resizeflow.openstack.cinder import VolumeService, volume_service
 from resizeflow.storage.base import ConnectionInfo
-from resizeflow.storage.client import RemoteStorage
 from tests.functional.test_openstack_clients import osc as compute_osc
 from tests.support.stack import Stack
 
@@ -71,8 +70,7 @@ def call(
 
 def service(rf: Stack) -> VolumeService:
     """The service Nova's side calls in-process, on the stack's storage host."""
-    storage = RemoteStorage(rf.app, rf.settings.storage_host, timeout=60)
-    return VolumeService(rf.db, storage, rf.settings.storage_host)
+    return volume_service(rf.settings, rf.db, rf.app)
 
 
 def qemu_io(info: dict[str, Any], command: str) -> str:
