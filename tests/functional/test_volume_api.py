@@ -105,6 +105,9 @@ def test_sdk_discovers_v3_and_manages_volumes(rf: Stack, project: str) -> None:
     assert (vol.size, vol.name, vol.description, vol.is_bootable) == (1, "data", "first", False)
     assert [v.id for v in conn.block_storage.volumes(details=False)] == [vol.id]
     assert [v.status for v in conn.block_storage.volumes()] == ["available"]
+    assert [v.id for v in conn.block_storage.volumes(name="data")] == [vol.id]
+    assert list(conn.block_storage.volumes(name="other")) == []
+    assert list(conn.block_storage.volumes(status="in-use")) == []
 
     conn.block_storage.update_volume(vol, name="renamed", description="second")
     shown = conn.block_storage.get_volume(vol.id)
@@ -202,6 +205,14 @@ def test_attachments_move_the_volume_through_cinders_statuses(rf: Stack, project
     assert resp.status_code == 400
     assert "must be available to reserve" in resp.json()["badRequest"]["message"]
     assert status() == "reserved"
+    for bad, message in (
+        ({"volume_uuid": "nope", "instance_uuid": other}, "'nope' is not a 'uuid'"),
+        ({"volume_uuid": vol.id, "instance_uuid": other, "mode": "ro"}, "attach mode ro"),
+    ):
+        resp = call(rf, "POST", "/attachments", token, {"attachment": bad}, ATTACH)
+        assert resp.status_code == 400 and message in resp.text, resp.text
+    assert status() == "reserved"
+    assert len(call(rf, "GET", "/attachments", token, headers=ATTACH).json()["attachments"]) == 1
 
     connector = {"host": "host1", "mountpoint": "/dev/vdb"}
     resp = call(
