@@ -44,8 +44,7 @@ from resizeflow.compute.queries import Queries
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.conf import Settings
 from resizeflow.db.session import Database
-from resizeflow.openstack.cinder import VolumeService
-from resizeflow.storage.client import RemoteStorage
+from resizeflow.openstack.cinder import volume_service
 
 log = logging.getLogger(__name__)
 PREFIX = "/v2.1"
@@ -114,11 +113,7 @@ def build_services(
         flavors=FlavorAdmin(database),
         auth=auth.authenticator(settings),
         workflows=WorkflowAdmin(settings, database, celery),
-        volumes=VolumeService(
-            database,
-            RemoteStorage(celery, settings.storage_host, settings.host_call_timeout),
-            settings.storage_host,
-        ),
+        volumes=volume_service(settings, database, celery),
     )
 
 

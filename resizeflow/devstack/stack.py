@@ -193,7 +193,8 @@ class LocalStack:
 
     def wait_storage(self, timeout: float = 60.0) -> str:
         """Wait until the storage host answers a ping: its connections are exported by then."""
-        node = f"{self.settings.storage_host}@{socket.gethostname()}"
+        machine = self.settings.worker_name or socket.gethostname()
+        node = f"{self.settings.storage_host}@{machine}"
         self.sup.wait_until(
             "the storage host to answer a ping",
             lambda: self.app.control.ping(destination=[node], timeout=0.5),

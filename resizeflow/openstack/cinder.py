@@ -26,13 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from celery import Celery
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from resizeflow import errors
+from resizeflow.conf import Settings
 from resizeflow.db.models import Instance, Volume, VolumeAttachment, utcnow
 from resizeflow.db.session import Database
 from resizeflow.storage.base import GIB, BlockStorage, ConnectionInfo
+from resizeflow.storage.client import RemoteStorage
 
 # Cinder's statuses that a volume may be deleted in.
 DELETABLE = ("available", "error", "error_deleting")
@@ -445,3 +448,9 @@ def settle(s: Session, volume_id: str) -> None:
         .where(Volume.id == volume_id)
         .values(status=status, attach_status=attach, updated_at=utcnow())
     )
+
+
+def volume_service(settings: Settings, db: Database, app: Celery) -> VolumeService:
+    """The service on the deployment's storage host, reached over ``app``'s broker."""
+    storage = RemoteStorage(app, settings.storage_host, settings.host_call_timeout)
+    return VolumeService(db, storage, settings.storage_host)

@@ -19,7 +19,7 @@ import pytest
 
 from resizeflow import errors
 from resizeflow.storage.base import ConnectionInfo
-from resizeflow.storage.qsd import QsdConfig, QsdStorage
+from resizeflow.storage.qsd import QsdConfig, QsdStorage, kill_daemon
 
 pytestmark = pytest.mark.skipif(
     shutil.which("qemu-storage-daemon") is None or shutil.which("qemu-io") is None,
@@ -49,6 +49,7 @@ def storage(config: QsdConfig) -> Iterator[QsdStorage]:
         yield backend
     finally:
         backend.stop()
+        kill_daemon(config.state_dir)  # one a failed test left running
 
 
 def qemu_io(info: ConnectionInfo, command: str) -> subprocess.CompletedProcess[str]:
@@ -190,6 +191,7 @@ def test_a_restarted_storage_host_serves_the_recorded_connections(config: QsdCon
         assert len(restarted.daemon_exports()) == 1
     finally:
         restarted.stop()
+        kill_daemon(config.state_dir)
 
 
 def test_a_storage_host_that_lost_its_process_reuses_the_daemon_and_drops_strays(
@@ -211,9 +213,8 @@ def test_a_storage_host_that_lost_its_process_reuses_the_daemon_and_drops_strays
         assert again._process is None  # reused, not a second daemon
         assert not reachable(stray)
         assert again.daemon_exports() == []
-        again.stop()
     finally:
-        storage.stop()
+        kill_daemon(config.state_dir)
 
 
 def test_free_space_is_checked_on_create(storage: QsdStorage, config: QsdConfig) -> None:

@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import openstack
@@ -25,9 +23,9 @@ from openstack.connection import Connection
 
 from resizeflow.api import volume_version
 from resizeflow.db.models import Volume
-from resizeflow.openstack.cinder import VolumeService
+from resizeflow.openstack.cinder import VolumeService, volume_service
 from resizeflow.storage.base import ConnectionInfo
-from resizeflow.storage.client import RemoteStorage
+from tests.functional.test_openstack_clients import osc as compute_osc
 from tests.support.stack import Stack
 
 pytestmark = [
@@ -72,8 +70,7 @@ def call(
 
 def service(rf: Stack) -> VolumeService:
     """The service Nova's side calls in-process, on the stack's storage host."""
-    storage = RemoteStorage(rf.app, rf.settings.storage_host, timeout=60)
-    return VolumeService(rf.db, storage, rf.settings.storage_host)
+    return volume_service(rf.settings, rf.db, rf.app)
 
 
 def qemu_io(info: dict[str, Any], command: str) -> str:
@@ -108,10 +105,17 @@ def test_sdk_discovers_v3_and_manages_volumes(rf: Stack, project: str) -> None:
     assert (vol.size, vol.name, vol.description, vol.is_bootable) == (1, "data", "first", False)
     assert [v.id for v in conn.block_storage.volumes(details=False)] == [vol.id]
     assert [v.status for v in conn.block_storage.volumes()] == ["available"]
+    assert [v.id for v in conn.block_storage.volumes(name="data")] == [vol.id]
+    assert list(conn.block_storage.volumes(name="other")) == []
+    assert list(conn.block_storage.volumes(status="in-use")) == []
 
     conn.block_storage.update_volume(vol, name="renamed", description="second")
     shown = conn.block_storage.get_volume(vol.id)
     assert (shown.name, shown.description) == ("renamed", "second")
+
+    # Cinder's URLs name the project; the same volumes are found there.
+    in_project = call(rf, "GET", f"/{project}/volumes/detail", f"alice:{project}")
+    assert [v["id"] for v in in_project.json()["volumes"]] == [vol.id]
 
     other = connect(rf, f"mallory:{project}-other")
     with pytest.raises(openstack.exceptions.NotFoundException):
@@ -160,9 +164,7 @@ def test_bad_input_gets_cinders_codes_and_changes_nothing(rf: Stack, project: st
     assert resp.status_code == 404
     resp = call(rf, "GET", "/volumes", token, headers={"OpenStack-API-Version": "volume 3.99"})
     assert resp.status_code == 406
-    assert "Minimum is 3.0 and maximum is 3.60" in resp.json()["computeFault"]["message"] or (
-        "Minimum is 3.0 and maximum is 3.60" in json.dumps(resp.json())
-    )
+    assert "Minimum is 3.0 and maximum is 3.60" in resp.text
 
 
 def test_attachments_move_the_volume_through_cinders_statuses(rf: Stack, project: str) -> None:
@@ -203,6 +205,14 @@ def test_attachments_move_the_volume_through_cinders_statuses(rf: Stack, project
     assert resp.status_code == 400
     assert "must be available to reserve" in resp.json()["badRequest"]["message"]
     assert status() == "reserved"
+    for bad, message in (
+        ({"volume_uuid": "nope", "instance_uuid": other}, "'nope' is not a 'uuid'"),
+        ({"volume_uuid": vol.id, "instance_uuid": other, "mode": "ro"}, "attach mode ro"),
+    ):
+        resp = call(rf, "POST", "/attachments", token, {"attachment": bad}, ATTACH)
+        assert resp.status_code == 400 and message in resp.text, resp.text
+    assert status() == "reserved"
+    assert len(call(rf, "GET", "/attachments", token, headers=ATTACH).json()["attachments"]) == 1
 
     connector = {"host": "host1", "mountpoint": "/dev/vdb"}
     resp = call(
@@ -214,6 +224,7 @@ def test_attachments_move_the_volume_through_cinders_statuses(rf: Stack, project
         ATTACH,
     )
     assert resp.status_code == 200, resp.text
+    assert resp.json()["attachment"]["status"] == "attaching"
     info = resp.json()["attachment"]["connection_info"]
     assert info["driver_volume_type"] == "nbd"
     assert set(info["data"]) == {"host", "port", "name", "volume_id", "access_mode"}
@@ -238,6 +249,11 @@ def test_attachments_move_the_volume_through_cinders_statuses(rf: Stack, project
         rf, "POST", f"/attachments/{att['id']}/action", token, {"os-complete": None}, ATTACH
     )
     assert resp.status_code == 204, resp.text
+    done = call(rf, "GET", f"/attachments/{att['id']}", token, headers=ATTACH).json()
+    assert (done["attachment"]["status"], done["attachment"]["connection_info"]) == (
+        "attached",
+        info,
+    )
     shown = call(rf, "GET", f"/volumes/{vol.id}", token).json()["volume"]
     assert shown["status"] == "in-use"
     assert [(a["server_id"], a["device"]) for a in shown["attachments"]] == [(server, "/dev/vdb")]
@@ -315,29 +331,15 @@ def test_service_api_moves_a_connection_between_hosts(rf: Stack, project: str) -
 
 # -- python-openstackclient ----------------------------------------------------------
 def osc(rf: Stack, *args: str, token: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("openstack")
-    cmd = [
-        str(exe),
-        "--os-auth-type",
-        "admin_token",
-        "--os-endpoint",
-        rf.api_endpoint(),
-        "--os-token",
-        token,
-        "--os-volume-api-version",
-        "3",
-        # OSC's volume list builds an identity v3 client even when it asks it
-        # nothing (no --project, no --user): with no Keystone here, the client
-        # is pinned to v3 at the API's root, and never called.
-        "--os-identity-api-version",
-        "3",
-        *args,
-    ]
-    # The block-storage endpoint, as openstacksdk reads an override from the environment.
+    # The block-storage endpoint, as openstacksdk reads an override from the
+    # environment. OSC's volume list builds an identity v3 client even when it
+    # asks it nothing (no --project, no --user): with no Keystone here, it is
+    # pinned to v3 at the API's root, and never called.
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env["OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE"] = volume_endpoint(rf)
     env["OS_IDENTITY_ENDPOINT_OVERRIDE"] = rf.api_endpoint().removesuffix("/v2.1") + "/"
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    versions = ("--os-volume-api-version", "3", "--os-identity-api-version", "3")
+    return compute_osc(rf, *versions, *args, token=token, env=env)
 
 
 @pytest.mark.stacks("sqlite-redis")

@@ -77,6 +77,8 @@ def create_attachment(svc: Svc, caller: Caller, version: Ver, payload: AnyBody) 
     volume_id = _uuid("volume_uuid", body.get("volume_uuid"))
     instance_uuid = _uuid("instance_uuid", body.get("instance_uuid"))
     connector = _connector(body) if body.get("connector") is not None else None
+    if body.get("mode") not in (None, "rw"):  # 3.54's mode: read-only is not served here
+        raise HTTPFault(400, f"Invalid input received: attach mode {body['mode']} is not supported")
     att = svc.volumes.reserve(volume_id, instance_uuid, scope(caller))
     if connector is not None:
         att = _connect(svc, caller, att, connector)

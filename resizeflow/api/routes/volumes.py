@@ -7,9 +7,10 @@ not found; an admin reaches any volume by id and lists every project's with
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 from starlette.responses import JSONResponse, Response
 
 from resizeflow.api import volume_version
@@ -17,6 +18,7 @@ from resizeflow.api import volume_views as views
 from resizeflow.api.deps import Base, Caller, Svc, Ver, is_true
 from resizeflow.api.faults import HTTPFault, shown_value
 from resizeflow.compute.policy import RequestContext
+from resizeflow.openstack.cinder import VolumeInfo
 
 router = APIRouter(tags=["volumes"])
 # A JSON body read as it comes, so that its faults get Cinder's messages.
@@ -117,27 +119,40 @@ def create_volume(
     return {"volume": views.volume(base, vol, version, caller.is_admin)}
 
 
-def _listed(svc: Any, caller: RequestContext, all_tenants: str | None) -> list[Any]:
-    everyone = caller.is_admin and is_true("all_tenants", all_tenants)
-    found: list[Any] = svc.volumes.volumes(None if everyone else caller.project_id)
-    return found
+@dataclass
+class VolumeFilters:
+    """The list filters Cinder's clients send (``openstack volume list --name/--status``)."""
+
+    all_tenants: Annotated[str | None, Query()] = None
+    name: Annotated[str | None, Query()] = None
+    status: Annotated[str | None, Query()] = None
+
+
+Filters = Annotated[VolumeFilters, Depends()]
+
+
+def _listed(svc: Any, caller: RequestContext, f: VolumeFilters) -> list[VolumeInfo]:
+    everyone = caller.is_admin and is_true("all_tenants", f.all_tenants)
+    found: list[VolumeInfo] = svc.volumes.volumes(None if everyone else caller.project_id)
+    return [
+        v
+        for v in found
+        if (f.name is None or v.name == f.name) and (f.status is None or v.status == f.status)
+    ]
 
 
 @router.get(V3 + "/volumes")
-def list_volumes(
-    svc: Svc, caller: Caller, base: Base, all_tenants: str | None = Query(None)
-) -> dict[str, Any]:
-    return {"volumes": [views.volume_brief(base, v) for v in _listed(svc, caller, all_tenants)]}
+def list_volumes(svc: Svc, caller: Caller, base: Base, filters: Filters) -> dict[str, Any]:
+    return {"volumes": [views.volume_brief(base, v) for v in _listed(svc, caller, filters)]}
 
 
 @router.get(V3 + "/volumes/detail")
 def list_volumes_detail(
-    svc: Svc, caller: Caller, base: Base, version: Ver, all_tenants: str | None = Query(None)
+    svc: Svc, caller: Caller, base: Base, version: Ver, filters: Filters
 ) -> dict[str, Any]:
     return {
         "volumes": [
-            views.volume(base, v, version, caller.is_admin)
-            for v in _listed(svc, caller, all_tenants)
+            views.volume(base, v, version, caller.is_admin) for v in _listed(svc, caller, filters)
         ]
     }
 
