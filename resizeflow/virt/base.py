@@ -220,14 +220,16 @@ class VirtDriver(Protocol):
 
     def list_domains(self) -> list[DomainInfo]: ...
 
-    def attach_volume(self, uuid: str, volume: VolumeConnection) -> None:
+    def attach_volume(self, uuid: str, volume: VolumeConnection) -> str:
         """Add the volume to the domain's definition and, if it runs, to the
-        guest; what is already attached is left as it is."""
+        guest; what is already attached is left as it is. Returns the device
+        it is at: ``volume.device``, or the first free one if a disk has that.
+        A domain not defined here is InstanceNotFound."""
 
     def detach_volume(self, uuid: str, volume_id: str, *, deadline: float | None = None) -> None:
         """Remove the volume from the definition and, if it runs, from the
-        guest, returning once the guest has let it go; a volume not attached
-        is a no-op. A guest that keeps it is a TransientError."""
+        guest, returning once the guest has let it go; a volume not attached,
+        or no domain here, is a no-op. A guest that keeps it is a TransientError."""
 
     def attached_volumes(self, uuid: str) -> dict[str, str]:
         """The volumes the domain's definition holds: volume id to target device."""

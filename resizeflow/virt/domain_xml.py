@@ -14,10 +14,11 @@ them directly.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from resizeflow.errors import VirtError
 from resizeflow.virt import disks
 from resizeflow.virt.base import InstanceSpec, VolumeConnection
 
@@ -71,16 +72,48 @@ def volume_disk_xml(vol: VolumeConnection) -> str:
     return ET.tostring(volume_disk(vol), encoding="unicode")
 
 
-def volume_serials(xml: str) -> dict[str, str]:
-    """The volumes a domain XML holds: serial (volume id) to target device."""
+def placed(vol: VolumeConnection, taken: Iterable[str]) -> VolumeConnection:
+    """The volume at its device, or at the first free ``vdX`` if another disk has it.
+
+    NOTE: the local disks come first and depend on the flavor (a resize can
+    add an ephemeral disk at ``vdb``), so an attachment's device is where the
+    volume goes only while that name is free. The guest does not care: it
+    names disks in the order it finds them, and tells volumes by serial.
+    """
+    used = set(taken)
+    if vol.device not in used:
+        return vol
+    for letter in "bcdefghijklmnopqrstuvwxyz":
+        if f"vd{letter}" not in used:
+            return replace(vol, device=f"vd{letter}")
+    raise VirtError(reason=f"no virtio disk name is free for volume {vol.volume_id}")
+
+
+def volume_disks(taken: Iterable[str], volumes: Sequence[VolumeConnection]) -> list[ET.Element]:
+    """The ``<disk>`` of each volume, placed after the disks named in ``taken``."""
+    used, found = set(taken), []
+    for vol in volumes:
+        vol = placed(vol, used)
+        used.add(vol.device)
+        found.append(volume_disk(vol))
+    return found
+
+
+def disk_targets(xml: str) -> dict[str, str]:
+    """Every disk of a domain XML by target device: its serial, or "" for a local disk."""
     # libvirtd's or our own XML, not user input.
     root = ET.fromstring(xml)  # noqa: S314
     found = {}
     for disk in root.iter("disk"):
-        serial, target = disk.findtext("serial"), disk.find("target")
-        if serial and target is not None:
-            found[serial] = target.get("dev", "")
+        target = disk.find("target")
+        if target is not None and target.get("dev"):
+            found[target.get("dev", "")] = disk.findtext("serial") or ""
     return found
+
+
+def volume_serials(xml: str) -> dict[str, str]:
+    """The volumes a domain XML holds: serial (volume id) to target device."""
+    return {serial: dev for dev, serial in disk_targets(xml).items() if serial}
 
 
 def domain_xml(
@@ -152,6 +185,7 @@ def domain_xml(
 
     devices = _sub(dom, "devices")
     names = iter("abcdefghijklmnopqrstuvwxyz")
+    local = []
     for filename in (disks.ROOT, disks.EPHEMERAL, disks.SWAP):
         if (filename == disks.ROOT) or (
             (inst_dir / filename).exists()
@@ -160,9 +194,10 @@ def domain_xml(
                 or (filename == disks.SWAP and inst.swap_mb)
             )
         ):
-            _disk(devices, inst_dir / filename, f"vd{next(names)}", host.disk_cache)
+            local.append(f"vd{next(names)}")
+            _disk(devices, inst_dir / filename, local[-1], host.disk_cache)
     # Volumes after the local disks, as Nova orders its block devices.
-    devices.extend(volume_disk(vol) for vol in volumes)
+    devices.extend(volume_disks(local, volumes))
     for vif in inst.vifs:
         iface = _sub(devices, "interface", type="bridge")
         _sub(iface, "mac", address=vif.mac_address)

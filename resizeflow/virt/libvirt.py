@@ -10,6 +10,10 @@ strategy it picks at construction, from the virt type
 (:mod:`resizeflow.virt.strategy`): libvirt's test driver
 (:class:`~resizeflow.virt.testdriver.TestDriverHost`) or a real QEMU or KVM
 hypervisor (:class:`~resizeflow.virt.realhost.RealHypervisorHost`).
+
+Volumes (NBD exports, :class:`~resizeflow.virt.base.VolumeConnection`) come
+with each call that defines a domain, as this host reaches them;
+:mod:`resizeflow.virt.volumes` attaches and detaches them.
 """
 
 from __future__ import annotations
@@ -478,12 +482,15 @@ class LibvirtDriver:
         return list(defined)
 
     # --- volumes (resizeflow.virt.volumes) --------------------------------------------
-    def attach_volume(self, uuid: str, volume: VolumeConnection) -> None:
-        volumes.attach(self.conn, self.host, self._defined(uuid), volume, self._xml_file(uuid))
+    def attach_volume(self, uuid: str, volume: VolumeConnection) -> str:
+        return volumes.attach(
+            self.conn, self.host, self._defined(uuid), volume, self._xml_file(uuid)
+        )
 
     def detach_volume(self, uuid: str, volume_id: str, *, deadline: float | None = None) -> None:
-        dom, xml_file = self._defined(uuid), self._xml_file(uuid)
-        volumes.detach(self.conn, self.host, dom, volume_id, xml_file, deadline)
+        dom = self._lookup(canonical_uuid(uuid))
+        if dom is not None:  # no domain here holds nothing: there is nothing to detach
+            volumes.detach(self.conn, self.host, dom, volume_id, self._xml_file(uuid), deadline)
 
     def attached_volumes(self, uuid: str) -> dict[str, str]:
         return volumes.attached(self.conn, self._defined(uuid))

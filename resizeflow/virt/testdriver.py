@@ -4,9 +4,8 @@ The fast tier, the demo and every stack on one machine run here. Nothing
 boots, so a guest is what a test can look at: a sparse raw file as its disk,
 grown with ``truncate``; a minimal domain XML, with the NBD disks of its
 volumes (attached and detached by redefining it: the test driver has no
-hotplug); no NICs; and a line in its
-``console.log`` each time this host starts or stops it, with the flavor it
-runs at, in place of a serial console.
+hotplug); no NICs; and a line in its ``console.log`` each time this host
+starts or stops it, with the flavor it runs at, in place of a serial console.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from xml.sax.saxutils import escape, quoteattr
 from resizeflow.errors import DiskNotFound
 from resizeflow.virt.base import InstanceSpec, VolumeConnection
 from resizeflow.virt.connection import XML_INACTIVE, LibvirtConnection
-from resizeflow.virt.domain_xml import volume_disk_xml
+from resizeflow.virt.domain_xml import volume_disks
 from resizeflow.virt.layout import CONSOLE_LOG, ROOT_DISK, HostLayout
 from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 from resizeflow.virt.strategy import DiskCopy
@@ -108,7 +107,10 @@ class TestDriverHost:
             vcpus=int(inst.vcpus),
             arch="",
             disk=quoteattr(str(inst_dir / ROOT_DISK)),
-            volumes="".join(f"\n    {volume_disk_xml(vol)}" for vol in volumes),
+            volumes="".join(
+                f"\n    {ET.tostring(disk, encoding='unicode')}"
+                for disk in volume_disks(["vda"], volumes)
+            ),
         )
 
     # NOTE: the test driver has no device hotplug; a change to the definition

@@ -18,28 +18,37 @@ with its volumes.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from resizeflow.virt.base import VolumeConnection
 from resizeflow.virt.connection import MISSING, XML_INACTIVE, LibvirtConnection
-from resizeflow.virt.domain_xml import volume_disk_xml, volume_serials
+from resizeflow.virt.domain_xml import disk_targets, placed, volume_disk_xml, volume_serials
 from resizeflow.virt.layout import write_atomic
 from resizeflow.virt.strategy import HostStrategy
 
 
-def _where(conn: LibvirtConnection, dom: Any, volume_id: str) -> tuple[str | None, bool, bool]:
-    """The volume's ``<disk>`` as the domain holds it (None if nowhere), and
-    whether its definition and its live guest hold it."""
-    config_xml: str = conn.call(dom.XMLDesc, XML_INACTIVE)
-    live_xml: str | None = conn.call(dom.XMLDesc, 0, ok=MISSING) if conn.is_active(dom) else None
-    in_config = volume_id in volume_serials(config_xml)
-    in_live = live_xml is not None and volume_id in volume_serials(live_xml)
-    disk = _disk_of(live_xml if live_xml is not None and in_live else config_xml, volume_id)
-    return disk, in_config, in_live
+class _Held:
+    """Where a domain holds its disks now: its definition and, if it runs, its live guest."""
+
+    def __init__(self, conn: LibvirtConnection, dom: Any) -> None:
+        self.config = disk_targets(conn.call(dom.XMLDesc, XML_INACTIVE))
+        live_xml = conn.call(dom.XMLDesc, 0, ok=MISSING) if conn.is_active(dom) else None
+        self.running = live_xml is not None
+        self.live = disk_targets(live_xml) if live_xml is not None else {}
+
+    def device(self, volume_id: str) -> str | None:
+        """The target the volume is at, live first; None if the domain does not hold it."""
+        for targets in (self.live, self.config):
+            for dev, serial in targets.items():
+                if serial == volume_id:
+                    return dev
+        return None
 
 
-def _disk_of(xml: str, volume_id: str) -> str | None:
+def _disk_of(conn: LibvirtConnection, dom: Any, volume_id: str, live: bool) -> str | None:
+    xml = conn.call(dom.XMLDesc, 0 if live else XML_INACTIVE)
     # libvirtd's own XML, not user input.
     for disk in ET.fromstring(xml).iter("disk"):  # noqa: S314
         if disk.findtext("serial") == volume_id:
@@ -54,13 +63,16 @@ def _save(conn: LibvirtConnection, dom: Any, xml_file: Path) -> None:
 
 def attach(
     conn: LibvirtConnection, host: HostStrategy, dom: Any, vol: VolumeConnection, xml_file: Path
-) -> None:
-    _, in_config, in_live = _where(conn, dom, vol.volume_id)
-    live = conn.is_active(dom) and not in_live
-    if in_config and not live:
-        return
+) -> str:
+    """Attach where missing; the device the volume is at (see :func:`placed`)."""
+    held = _Held(conn, dom)
+    device = held.device(vol.volume_id)
+    vol = placed(vol, {*held.config, *held.live}) if device is None else replace(vol, device=device)
+    in_config = vol.volume_id in held.config.values()
+    live = held.running and vol.volume_id not in held.live.values()
     host.attach_disk(dom, volume_disk_xml(vol), config=not in_config, live=live)
     _save(conn, dom, xml_file)
+    return vol.device
 
 
 def detach(
@@ -71,7 +83,9 @@ def detach(
     xml_file: Path,
     deadline: float | None,
 ) -> None:
-    disk, in_config, in_live = _where(conn, dom, volume_id)
+    held = _Held(conn, dom)
+    in_config, in_live = volume_id in held.config.values(), volume_id in held.live.values()
+    disk = _disk_of(conn, dom, volume_id, live=in_live)
     if disk is None:
         return
     host.detach_disk(dom, disk, volume_id, config=in_config, live=in_live, deadline=deadline)

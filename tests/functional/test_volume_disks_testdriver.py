@@ -89,9 +89,10 @@ def test_spawn_attach_detach_and_recover_keep_the_definition_right(
     xml_file = drv.instances_dir / inst.uuid / "libvirt.xml"
     assert volume_serials(xml_file.read_text()) == {v1: "vdb"}
 
-    # Attached to the running domain, twice: once in the definition.
-    drv.attach_volume(inst.uuid, volume(v2, "c1", 10810, "vdc"))
-    drv.attach_volume(inst.uuid, volume(v2, "c1", 10810, "vdc"))
+    # Attached to the running domain, twice: once in the definition. Its
+    # device is taken by the first volume: it goes to the first free one.
+    assert drv.attach_volume(inst.uuid, volume(v2, "c1", 10810, "vdb")) == "vdc"
+    assert drv.attach_volume(inst.uuid, volume(v2, "c1", 10810, "vdb")) == "vdc"
     assert drv.attached_volumes(inst.uuid) == {v1: "vdb", v2: "vdc"}
     assert [s[0] for s in sources(drv, inst.uuid)] == [v1, v2]
     assert volume_serials(xml_file.read_text()) == {v1: "vdb", v2: "vdc"}
@@ -112,6 +113,8 @@ def test_spawn_attach_detach_and_recover_keep_the_definition_right(
 
     with pytest.raises(InstanceNotFound):
         drv.attach_volume(str(uuid.uuid4()), volume(v1, "c1", 10809))
+    # No domain here holds no volume: a detach has nothing to do.
+    drv.detach_volume(str(uuid.uuid4()), v2)
 
 
 def test_resize_revert_and_hard_reboot_define_each_host_with_its_own_connection(
@@ -135,3 +138,20 @@ def test_resize_revert_and_hard_reboot_define_each_host_with_its_own_connection(
     src.reboot(inst, hard=True, volumes=[volume(vid, "c1", 10813)])
     assert sources(src, inst.uuid) == [(vid, "vdb", f"volume-{vid}-c1", "c1", "10813")]
     assert src.power_state(inst.uuid) == PowerState.RUNNING
+
+
+def test_volumes_asking_for_a_taken_device_are_placed_after_the_root_disk(
+    drivers: tuple[LibvirtDriver, LibvirtDriver],
+) -> None:
+    drv, _ = drivers
+    inst = InstanceSpec(uuid=str(uuid.uuid4()), vcpus=1, memory_mb=512, root_gb=1)
+    v1, v2, v3 = (str(uuid.uuid4()) for _ in range(3))
+    # The root disk's name (a connection_info never gives it, but a device may be
+    # stale) and one name asked for twice.
+    root_named = VolumeConnection(v1, "vda", "c1", 10809, f"volume-{v1}")
+    drv.spawn(
+        inst,
+        power_on=False,
+        volumes=[root_named, volume(v2, "c1", 10810), volume(v3, "c1", 10811)],
+    )
+    assert drv.attached_volumes(inst.uuid) == {v1: "vdb", v2: "vdc", v3: "vdd"}

@@ -12,8 +12,16 @@ import pytest
 
 from resizeflow.devstack.guest import parse_console, parse_volumes
 from resizeflow.errors import VirtError
+from resizeflow.virt import disks
 from resizeflow.virt.base import InstanceSpec, VolumeConnection
-from resizeflow.virt.domain_xml import HostConfig, domain_xml, volume_disk_xml, volume_serials
+from resizeflow.virt.domain_xml import (
+    HostConfig,
+    disk_targets,
+    domain_xml,
+    placed,
+    volume_disk_xml,
+    volume_serials,
+)
 
 VOLUME_ID = "0b7f2c9e-43a1-4d3b-9a55-2f1f5d0f6a11"
 
@@ -103,6 +111,28 @@ def test_the_domain_xml_holds_the_volumes_after_the_local_disks(tmp_path: Path) 
     assert targets == ["vda", "vdb", "vdc"]
     assert volume_serials(xml) == {VOLUME_ID: "vdb", other: "vdc"}
     assert volume_serials(domain_xml(inst, tmp_path, host, "instance-x", inst.uuid)) == {}
+
+
+def test_a_volume_whose_device_a_local_disk_has_goes_to_the_first_free_one(
+    tmp_path: Path,
+) -> None:
+    # A flavor with ephemeral and swap: vdb and vdc are local disks.
+    inst = InstanceSpec(
+        uuid=str(uuid.uuid4()), vcpus=1, memory_mb=128, root_gb=1, ephemeral_gb=1, swap_mb=32
+    )
+    for name in (disks.ROOT, disks.EPHEMERAL, disks.SWAP):
+        (tmp_path / name).touch()
+    other = str(uuid.uuid4())
+    vols = [
+        VolumeConnection.from_connection_info(info(), "vdb"),
+        VolumeConnection.from_connection_info(info(volume_id=other), "vde"),
+    ]
+    host = HostConfig(virt_type="qemu", machine="pc", bridge="br0")
+    xml = domain_xml(inst, tmp_path, host, "instance-x", inst.uuid, vols)
+    assert disk_targets(xml) == {"vda": "", "vdb": "", "vdc": "", "vdd": VOLUME_ID, "vde": other}
+    taken = [f"vd{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    with pytest.raises(VirtError, match="no virtio disk name is free"):
+        placed(vols[0], taken)
 
 
 CONSOLE = """\

@@ -12,7 +12,13 @@ import libvirt
 from sqlalchemy import func, select
 
 from resizeflow.db.models import Allocation, Migration, Port
-from resizeflow.devstack.guest import ConsoleReport, GuestFiles, parse_console
+from resizeflow.devstack.guest import (
+    ConsoleReport,
+    GuestFiles,
+    VolumeReport,
+    parse_console,
+    parse_volumes,
+)
 from resizeflow.openstack.base import VifSpec
 from resizeflow.virt import vifs
 from tests.support.hosts import Hosts
@@ -171,6 +177,11 @@ class VmStack:
     def reports(self, host: str, sid: str) -> list[ConsoleReport]:
         log = self.inst_dir(host, sid) / "console.log"
         return parse_console(log.read_text(errors="replace")) if log.exists() else []
+
+    def volume_reports(self, host: str, sid: str) -> list[VolumeReport]:
+        """What the guest on ``host`` said about its volumes, oldest first."""
+        log = self.inst_dir(host, sid) / "console.log"
+        return parse_volumes(log.read_text(errors="replace")) if log.exists() else []
 
     def wait_reports(
         self, host: str, sid: str, count: int, timeout: float = BOOT

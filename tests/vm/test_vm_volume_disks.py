@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import libvirt
 import pytest
 
 from resizeflow.devstack.guest import VOLUME_LOG_SLOT, VolumeReport, parse_volumes
@@ -35,8 +34,8 @@ DETACH = 90.0  # a guest under TCG on a busy machine takes its time over an unpl
 class Guest:
     """One instance on a driver of its own, and what its console says about volumes."""
 
-    def __init__(self, drv: LibvirtDriver, inst: InstanceSpec) -> None:
-        self.drv, self.inst = drv, inst
+    def __init__(self, vm: VmStack, drv: LibvirtDriver, inst: InstanceSpec) -> None:
+        self.vm, self.drv, self.inst = vm, drv, inst
 
     def reports(self) -> list[VolumeReport]:
         log = self.drv.instances_dir / self.inst.uuid / "console.log"
@@ -57,7 +56,7 @@ class Guest:
 
     def live_volumes(self) -> dict[str, str]:
         """The volumes of the running domain, as libvirtd describes it now."""
-        dom = libvirt.open("qemu:///system").lookupByName(self.drv.domain_name(self.inst.uuid))
+        dom = self.vm.conn().lookupByName(self.drv.domain_name(self.inst.uuid))
         return volume_serials(dom.XMLDesc(0))
 
 
@@ -101,7 +100,7 @@ def guest_with_volume(vm: VmStack, tmp_path: Path) -> Iterator[tuple[Guest, NbdV
     inst = InstanceSpec(uuid=str(uuid.uuid4()), vcpus=1, memory_mb=128, root_gb=1, image=image)
     try:
         with nbd_volume(tmp_path / "storage", VOLUME_SIZE) as vol:
-            yield Guest(drv, inst), vol
+            yield Guest(vm, drv, inst), vol
             drv.destroy(inst, destroy_disks=True)
     finally:
         drv.purge(inst.uuid)
@@ -110,7 +109,7 @@ def guest_with_volume(vm: VmStack, tmp_path: Path) -> Iterator[tuple[Guest, NbdV
 
 
 def test_volume_follows_the_guest_across_a_redefinition_and_a_live_detach_and_attach(
-    guest_with_volume: tuple[Guest, NbdVolume],
+    guest_with_volume: tuple[Guest, NbdVolume], tmp_path: Path
 ) -> None:
     guest, vol = guest_with_volume
     drv, inst = guest.drv, guest.inst
@@ -171,3 +170,27 @@ def test_volume_follows_the_guest_across_a_redefinition_and_a_live_detach_and_at
     # The instance dir's libvirt.xml, which a host recovery defines, holds it too.
     xml_file = drv.instances_dir / inst.uuid / "libvirt.xml"
     assert volume_serials(xml_file.read_text()) == {vol.volume_id: "vdb"}
+
+    # A blank volume hot-plugged beside it, asking for the device the first has.
+    with nbd_volume(tmp_path / "storage2", 2 * VOLUME_SIZE) as blank:
+        second = VolumeConnection.from_connection_info(blank.connection_info(), "vdb")
+        assert drv.attach_volume(inst.uuid, second) == "vdc"
+        at, seen = guest.wait(
+            "the blank volume's first sight",
+            at,
+            lambda r: r.kind == "vol" and r.serial == second.guest_serial,
+        )
+        assert (seen.size, seen.marker_written, seen.boot) == (
+            2 * VOLUME_SIZE,
+            True,
+            second_boot,
+        ), seen
+        assert seen.marker != marker
+        guest.wait(
+            "a record on the blank volume",
+            at,
+            lambda r: r.kind == "vollog" and r.serial == second.guest_serial,
+        )
+        assert _boots_on_storage(blank)[0] == seen.marker
+        drv.detach_volume(inst.uuid, blank.volume_id, deadline=time.monotonic() + DETACH)
+        assert guest.live_volumes() == {vol.volume_id: "vdb"}
