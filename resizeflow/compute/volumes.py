@@ -118,7 +118,11 @@ def attachments_of(session: Session, instance_uuid: str) -> list[VolumeAttachmen
 
 def _device(session: Session, inst: Instance, asked: str | None) -> str:
     """The guest device of a new attachment: the one asked for, or the first free one."""
-    taken = {a.device for a in attachments_of(session, inst.uuid)} | {"/dev/vda"}
+    # The local disks come first, as the flavor has them: root, ephemeral, swap.
+    flavor = inst.flavor
+    local = 1 + (int(flavor.get("ephemeral_gb", 0)) > 0) + (int(flavor.get("swap", 0) or 0) > 0)
+    taken = {a.device for a in attachments_of(session, inst.uuid)}
+    taken |= {f"/dev/vd{letter}" for letter in "abc"[:local]}
     if asked is not None:
         if not _DEVICE.match(asked):
             raise InvalidDevicePath(path=asked)

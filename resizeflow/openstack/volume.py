@@ -176,6 +176,15 @@ class InstanceVolumes:
                 .values(connected_host=None, connection_info=None)
             )
 
+    def record_devices(self, devices: Mapping[str, str]) -> None:
+        """The guest device each volume (by id) is at, as the hypervisor placed it."""
+        for volume_id, device in devices.items():
+            self.session.execute(
+                update(VolumeAttachment)
+                .where(VolumeAttachment.volume_id == volume_id)
+                .values(device=f"/dev/{device}")
+            )
+
     def record_attaching(self, volumes: Sequence[Attached]) -> None:
         """An attach has begun: the attachments and their volumes ``attaching``."""
         for vol in volumes:

@@ -138,14 +138,14 @@ def attach_volume(ctx: InstanceContext) -> PhasedStep:
         ctx.notify("volume_attach.start", volume_id=vol.volume_id)
     virt, uuid = ctx.virt, inst.uuid
 
-    def attach(deadline: float) -> dict[str, Any]:
+    def attach(deadline: float) -> tuple[dict[str, Any], dict[str, str]]:
         infos, disks = vols.connect()
-        for disk in disks:
-            virt.attach_volume(uuid, disk)
-        return infos
+        return infos, {disk.volume_id: virt.attach_volume(uuid, disk) for disk in disks}
 
-    infos = yield HypervisorWork("attach the volumes", attach)
+    infos, devices = yield HypervisorWork("attach the volumes", attach)
     vols.recorded(ctx, infos)
+    # The guest's device, where another disk had the one asked for.
+    ctx.volumes.record_devices(devices)
     ctx.volumes.record_attached(vols.volumes)
     for vol in vols.volumes:
         ctx.notify("volume_attach.end", volume_id=vol.volume_id)

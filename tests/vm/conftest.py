@@ -113,7 +113,10 @@ def _vm_stack(
     settings = stack.settings
     built = VmStack(stack=stack, image_id=image_id, files=files, run_id=run_id, hosts=hosts)
     try:
+        # The block-storage host: its NBD exports are what guests' volumes are.
+        local.spawn_storage()
         local.start_workers(HOSTS, env={h: built.worker_env(h) for h in HOSTS})
+        local.wait_storage()
         stack.api_endpoint()
         stack.start_beat()
         built.create_flavors()
