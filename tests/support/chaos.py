@@ -254,6 +254,8 @@ class ChaosStack:
                     self.restarts += 1
                     if name == "beat":
                         self.sup.resizeflow("beat", "beat")
+                    elif name == "storage":
+                        self.local.spawn_storage()
                     else:
                         self.local.spawn_worker(name.removeprefix("worker-"))
             self.stopping.wait(0.5)
@@ -304,6 +306,41 @@ class ChaosStack:
             return len(found) >= count
 
         wait_for(enough, timeout, f"{count} resizes under way")
+
+    def start_storage(self) -> None:
+        """Start the block-storage host (only the volume scenario needs one)."""
+        with self.lock:
+            self.local.spawn_storage()
+        self.local.wait_storage()
+
+    def wait_for_step_in(self, steps: tuple[str, ...], timeout: float = 120.0) -> str:
+        """Block until a worker takes one of ``steps``' failpoints (its ``times`` goes
+        down in the failpoints file); the host whose worker is in it."""
+        import json
+
+        path = Path(self.settings.failpoints_file)
+
+        def left() -> dict[str, int]:
+            table = json.loads(path.read_text() or "{}")
+            return {k: sum(r.get("times", 0) for r in v) for k, v in table.items() if k in steps}
+
+        before = left()
+        taken = wait_for(
+            lambda: next((k for k, n in left().items() if n < before.get(k, 0)), None),
+            timeout,
+            f"a worker in one of {steps}",
+        )
+        step = taken.partition(":")[0]
+
+        def holder() -> str | None:
+            with self.db.snapshot() as s:
+                return s.scalar(
+                    select(StepJournal.host)
+                    .where(StepJournal.step == step, StepJournal.status == JournalStatus.RUNNING)
+                    .limit(1)
+                )
+
+        return wait_for(holder, 30, f"the host running {step}")
 
     def restart_broker_losing_data(self) -> None:
         fault = Fault("broker lost its data", utcnow())

@@ -13,10 +13,13 @@ import subprocess
 from typing import Any
 
 import pytest
+from celery import Celery
 from sqlalchemy import select
 
-from resizeflow.db.models import Volume, VolumeAttachment
+from resizeflow.db.models import Instance, Volume, VolumeAttachment
+from resizeflow.db.session import Database
 from resizeflow.openstack.cinder import VolumeService
+from resizeflow.states import VmState
 from resizeflow.storage.base import ConnectionInfo
 from resizeflow.storage.client import RemoteStorage
 from tests.support.stack import Stack, wait_for
@@ -103,3 +106,43 @@ def connection(rf: Stack, volume_id: str, host: str) -> dict[str, Any]:
     )
     assert att.connection_info is not None
     return att.connection_info
+
+
+def connection_violations(db: Database, app: Celery, storage_host: str) -> list[str]:
+    """Each volume is reachable from the host its server runs on and from no other.
+
+    For every volume: the storage host's exports (not the records) name at most
+    one host; an attached volume's is its server's host, its attachment says
+    ``attached`` with that host's connection and the volume is ``in-use``; a
+    volume no server has is ``available`` and exported to no host. A server in
+    ERROR is left out of the first rule (its host is what an operator repairs).
+    """
+    storage = RemoteStorage(app, storage_host, timeout=60)
+    problems = []
+    with db.snapshot() as s:
+        volumes = list(s.scalars(select(Volume)))
+        attachments = {a.volume_id: a for a in s.scalars(select(VolumeAttachment))}
+        instances = {i.uuid: i for i in s.scalars(select(Instance))}
+    for vol in volumes:
+        hosts = storage.connections(vol.id)
+        att = attachments.get(vol.id)
+        if len(hosts) > 1:
+            problems.append(f"volume {vol.id} is exported to {hosts}")
+        if att is None:
+            if hosts or (vol.status, vol.attach_status) != ("available", "detached"):
+                problems.append(f"volume {vol.id} with no server is {vol.status}, on {hosts}")
+            continue
+        inst = instances[att.instance_uuid]
+        if inst.deleted:
+            problems.append(f"volume {vol.id} is still attached to deleted {inst.uuid}")
+        elif inst.vm_state != VmState.ERROR and (
+            hosts != [inst.host]
+            or att.connected_host != inst.host
+            or att.attach_status != "attached"
+            or (vol.status, vol.attach_status) != ("in-use", "attached")
+        ):
+            problems.append(
+                f"volume {vol.id} of {inst.uuid} on {inst.host}: exported to {hosts}, "
+                f"recorded on {att.connected_host} ({att.attach_status}), {vol.status}"
+            )
+    return problems
