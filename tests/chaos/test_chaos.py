@@ -396,15 +396,29 @@ def test_sigkill_while_volume_connections_move(chaos: ChaosStack) -> None:
         "the volumes to be attached",
     )
     chaos.set_failpoints(
-        {step: [{"mode": "delay", "seconds": 3, "times": 2}] for step in VOLUME_STEPS}
+        {step: [{"mode": "delay", "seconds": 3, "times": 3}] for step in VOLUME_STEPS}
     )
 
+    kills: list[str] = []
+    workload_over = threading.Event()
+
     def faults() -> None:
-        for _ in range(len(VOLUME_STEPS)):
-            host = chaos.wait_for_step_in(VOLUME_STEPS)
-            chaos.kill_worker(host)
-            time.sleep(random.uniform(0.1, 0.5))
-            chaos.start_worker(host)
+        # Kill the worker of each host that enters one of the failpoints (it is
+        # delayed there), until the workload is over.
+        last = chaos.failpoints_left(VOLUME_STEPS)
+        while not workload_over.is_set():
+            now = chaos.failpoints_left(VOLUME_STEPS)
+            taken = [step for step in VOLUME_STEPS if now[step] < last[step]]
+            last = now
+            hosts = sorted({h for step in taken for h in chaos.hosts_running(step)})
+            for host in hosts:
+                chaos.kill_worker(host)
+                kills.append(host)
+            if hosts:
+                time.sleep(random.uniform(0.1, 0.5))
+            for host in hosts:
+                chaos.start_worker(host)
+            time.sleep(0.1)
 
     thread = in_background(faults)
     migs = {u: patiently(lambda u=u: chaos.api.resize(chaos.user(), u, "2")) for u in uuids}
@@ -418,11 +432,14 @@ def test_sigkill_while_volume_connections_move(chaos: ChaosStack) -> None:
     )
     finishing = {u: m for u, m in migs.items() if chaos.migration_status(m) == "finished"}
     report.workflows += chaos.finish_all(finishing, chaos._finish)
+    wait_for(lambda: chaos._settled(list(migs.values())), 240, "the workflows to end")
+    workload_over.set()
     thread.join()
     report.faults += len(chaos.faults)
     chaos.settle(report, list(migs.values()))
     report.violations += connection_violations(chaos.db, chaos.app, chaos.settings.storage_host)
     record(report)
+    assert len(kills) >= 2, kills  # the faults struck, in the middle of moving connections
     # Deleting the servers leaves every volume available and exported nowhere.
     for u in uuids:
         chaos.api.delete(chaos.user(), u)

@@ -313,34 +313,24 @@ class ChaosStack:
             self.local.spawn_storage()
         self.local.wait_storage()
 
-    def wait_for_step_in(self, steps: tuple[str, ...], timeout: float = 120.0) -> str:
-        """Block until a worker takes one of ``steps``' failpoints (its ``times`` goes
-        down in the failpoints file); the host whose worker is in it."""
+    def failpoints_left(self, steps: tuple[str, ...]) -> dict[str, int]:
+        """How many times each of ``steps``' failpoints may still be taken; a worker
+        that takes one counts it down in the file as it enters it."""
         import json
 
-        path = Path(self.settings.failpoints_file)
+        table = json.loads(Path(self.settings.failpoints_file).read_text() or "{}")
+        return {step: sum(r.get("times", 0) for r in table.get(step, [])) for step in steps}
 
-        def left() -> dict[str, int]:
-            table = json.loads(path.read_text() or "{}")
-            return {k: sum(r.get("times", 0) for r in v) for k, v in table.items() if k in steps}
-
-        before = left()
-        taken = wait_for(
-            lambda: next((k for k, n in left().items() if n < before.get(k, 0)), None),
-            timeout,
-            f"a worker in one of {steps}",
-        )
-        step = taken.partition(":")[0]
-
-        def holder() -> str | None:
-            with self.db.snapshot() as s:
-                return s.scalar(
-                    select(StepJournal.host)
-                    .where(StepJournal.step == step, StepJournal.status == JournalStatus.RUNNING)
-                    .limit(1)
+    def hosts_running(self, step: str) -> list[str]:
+        """The hosts whose workers are running ``step`` (a task name) now."""
+        with self.db.snapshot() as s:
+            found = s.scalars(
+                select(StepJournal.host).where(
+                    StepJournal.step == step.partition(":")[0],
+                    StepJournal.status == JournalStatus.RUNNING,
                 )
-
-        return wait_for(holder, 30, f"the host running {step}")
+            ).all()
+        return sorted({h for h in found if h})
 
     def restart_broker_losing_data(self) -> None:
         fault = Fault("broker lost its data", utcnow())
