@@ -11,9 +11,6 @@ codes and messages and changes nothing.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +25,17 @@ from resizeflow.db.models import StepJournal, Volume, VolumeAttachment
 from resizeflow.openstack.images import ImageStore
 from resizeflow.states import MigrationStatus, VmState
 from tests.functional.test_api_tempest import Clients, at_version, wait_server
-from tests.functional.test_server_volumes import wait_volume_ops
 from tests.support.stack import Stack
 from tests.support.volumes import (
     attachment,
     exported_to,
+    osc,
     require_tools,
     service,
     status,
     volume_endpoint,
     wait_status,
+    wait_volume_ops,
 )
 
 pytestmark = pytest.mark.stacks("sqlite-redis", "postgresql-rabbitmq")
@@ -144,28 +142,6 @@ def test_openstacksdk_attaches_and_detaches(rf: Stack, project: str) -> None:
     conn.compute.delete_server(server)
     conn.compute.wait_for_delete(server, wait=90)
     conn.block_storage.delete_volume(vol)
-
-
-def osc(rf: Stack, *args: str, token: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("openstack")
-    cmd = [
-        str(exe),
-        "--os-auth-type",
-        "admin_token",
-        "--os-endpoint",
-        rf.api_endpoint(),
-        "--os-token",
-        token,
-        "--os-volume-api-version",
-        "3",
-        "--os-identity-api-version",
-        "3",
-        *args,
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env["OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE"] = volume_endpoint(rf)
-    env["OS_IDENTITY_ENDPOINT_OVERRIDE"] = rf.api_endpoint().removesuffix("/v2.1") + "/"
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.mark.stacks("sqlite-redis")

@@ -13,13 +13,12 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
-from sqlalchemy import select
 
 from resizeflow.compute.volumes import BlockDevice
-from resizeflow.db.models import StepJournal
-from resizeflow.states import JournalStatus, MigrationStatus, VmState
+from resizeflow.states import MigrationStatus, VmState
 from resizeflow.storage.client import RemoteStorage
 from resizeflow.virt.layout import DOMAIN_XML_FILE
+from tests.functional.test_notifications import check
 from tests.support.stack import Stack, wait_for
 from tests.support.volumes import (
     connection,
@@ -30,6 +29,7 @@ from tests.support.volumes import (
     service,
     status,
     wait_status,
+    wait_volume_ops,
     write,
 )
 
@@ -49,25 +49,6 @@ def domain_volumes(rf: Stack, host: str, uuid: str) -> dict[str, tuple[str, str]
         if disk.get("type") == "network" and source is not None and target is not None:
             found[disk.findtext("serial") or ""] = (target.get("dev", ""), source.get("name", ""))
     return found
-
-
-def wait_volume_ops(rf: Stack, uuid: str) -> None:
-    """Until the server's attach and detach operations have ended."""
-
-    def ended() -> bool:
-        with rf.db.snapshot() as s:
-            open_row = s.scalar(
-                select(StepJournal.id).where(
-                    StepJournal.instance_uuid == uuid,
-                    StepJournal.flow.in_(("attach_volume", "detach_volume")),
-                    StepJournal.status.not_in(
-                        (JournalStatus.DONE, JournalStatus.ABORTED, JournalStatus.FAILED)
-                    ),
-                )
-            )
-        return open_row is None
-
-    wait_for(ended, 90, f"the volume operations of {uuid} to end")
 
 
 def resize(rf: Stack, project: str, uuid: str, flavor: str) -> int:
@@ -110,10 +91,8 @@ def test_the_volume_follows_the_server_and_only_its_host_reaches_it(
     assert exported_to(rf, vol.id) == [source]
     on_source = connection(rf, vol.id, source)
     assert domain_volumes(rf, source, uuid) == {vol.id: ("vdb", on_source["data"]["name"])}
-    events = [
-        (n["event_type"], n["payload"]["nova_object.data"].get("volume_id"))
-        for n in rf.notifications()
-    ]
+    # Each in the shape of Nova's sample (InstanceActionVolumePayload), with the volume.
+    events = [(check(n), n["payload"]["nova_object.data"]["volume_id"]) for n in rf.notifications()]
     assert events == [
         ("instance.volume_attach.start", vol.id),
         ("instance.volume_attach.end", vol.id),
@@ -182,10 +161,8 @@ def test_detach_cuts_the_connection_and_leaves_the_data(rf: Stack, project: str)
     assert exported_to(rf, vol.id) == []
     assert not reachable(info)
     assert domain_volumes(rf, host, uuid) == {}
-    events = [
-        (n["event_type"], n["payload"]["nova_object.data"].get("volume_id"))
-        for n in rf.notifications()
-    ]
+    # Each in the shape of Nova's sample (InstanceActionVolumePayload), with the volume.
+    events = [(check(n), n["payload"]["nova_object.data"]["volume_id"]) for n in rf.notifications()]
     assert events == [
         ("instance.volume_detach.start", vol.id),
         ("instance.volume_detach.end", vol.id),

@@ -10,16 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
 from sqlalchemy import select
 
-from resizeflow.db.models import Instance, Volume, VolumeAttachment
+from resizeflow.db.models import Instance, StepJournal, Volume, VolumeAttachment
 from resizeflow.db.session import Database
 from resizeflow.openstack.cinder import VolumeService
-from resizeflow.states import VmState
+from resizeflow.states import JournalStatus, VmState
 from resizeflow.storage.base import ConnectionInfo
 from resizeflow.storage.client import RemoteStorage
 from tests.support.stack import Stack, wait_for
@@ -43,6 +45,29 @@ def service(rf: Stack) -> VolumeService:
 
 def volume_endpoint(rf: Stack) -> str:
     return rf.api_endpoint().removesuffix("/v2.1") + "/volume/"
+
+
+def osc(rf: Stack, *args: str, token: str) -> subprocess.CompletedProcess[str]:
+    """The ``openstack`` CLI on the stack: compute at the API, block storage at ``/volume``."""
+    exe = Path(sys.executable).with_name("openstack")
+    cmd = [
+        str(exe),
+        "--os-auth-type",
+        "admin_token",
+        "--os-endpoint",
+        rf.api_endpoint(),
+        "--os-token",
+        token,
+        "--os-volume-api-version",
+        "3",
+        "--os-identity-api-version",
+        "3",
+        *args,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env["OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE"] = volume_endpoint(rf)
+    env["OS_IDENTITY_ENDPOINT_OVERRIDE"] = rf.api_endpoint().removesuffix("/v2.1") + "/"
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
 
 def exported_to(rf: Stack, volume_id: str) -> list[str]:
@@ -146,3 +171,22 @@ def connection_violations(db: Database, app: Celery, storage_host: str) -> list[
                 f"recorded on {att.connected_host} ({att.attach_status}), {vol.status}"
             )
     return problems
+
+
+def wait_volume_ops(rf: Stack, uuid: str) -> None:
+    """Until the server's attach and detach operations have ended."""
+
+    def ended() -> bool:
+        with rf.db.snapshot() as s:
+            open_row = s.scalar(
+                select(StepJournal.id).where(
+                    StepJournal.instance_uuid == uuid,
+                    StepJournal.flow.in_(("attach_volume", "detach_volume")),
+                    StepJournal.status.not_in(
+                        (JournalStatus.DONE, JournalStatus.ABORTED, JournalStatus.FAILED)
+                    ),
+                )
+            )
+        return open_row is None
+
+    wait_for(ended, 90, f"the volume operations of {uuid} to end")
