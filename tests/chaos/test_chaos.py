@@ -383,7 +383,7 @@ VOLUME_SERVERS = int(os.environ.get("RESIZEFLOW_CHAOS_VOLUME_SERVERS", "8"))
 def test_sigkill_while_volume_connections_move(chaos: ChaosStack) -> None:
     """Every server has a volume; workers are SIGKILLed in the middle of moving a
     connection. Afterwards each volume is reachable from its server's host alone."""
-    report = Report("SIGKILL while a volume's connection moves", chaos.broker)
+    report = Report("7. SIGKILL while a volume's connection moves", chaos.broker)
     chaos.start_storage()
     storage = service_of(chaos)
     uuids = chaos.boot(VOLUME_SERVERS)
