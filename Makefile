@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := libvirt-dev pkg-config redis-server gcc python3-dev python3-venv
+# qemu-storage-daemon (qemu-system-common) serves the block-storage host's volumes over
+# NBD; qemu-io and qemu-img (qemu-utils) are what the tests reach them with.
+APT_PACKAGES := libvirt-dev pkg-config redis-server gcc python3-dev python3-venv \
+  qemu-system-common qemu-utils
 # Debian's chromium and its driver, for the test that opens Flower in a headless browser.
 BROWSER_PACKAGES := chromium chromium-driver
 # Disks cross between hosts over SSH: the two-host tests run sshd, rsync, scp and qemu-img.
@@ -40,9 +43,9 @@ define apt_install
 	fi
 endef
 
-# System packages: libvirt headers for libvirt-python, and a Redis server.
+# System packages: libvirt headers for libvirt-python, a Redis server, qemu-storage-daemon.
 system-deps:
-	$(call apt_install,$(APT_PACKAGES),pkg-config --exists libvirt && command -v redis-server)
+	$(call apt_install,$(APT_PACKAGES),pkg-config --exists libvirt && command -v redis-server && command -v qemu-storage-daemon && command -v qemu-io)
 
 browser-deps:
 	$(call apt_install,$(BROWSER_PACKAGES),[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ])

@@ -38,11 +38,12 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def make_app(settings: Settings) -> Celery:
+def make_app(settings: Settings, include: tuple[str, ...] = ("resizeflow.tasks",)) -> Celery:
     # NOTE: the benchmark's no-op tasks are not included: its own worker
     # entry point (bench.worker) imports them, so production workers never
     # register them.
-    app = Celery("resizeflow", broker=settings.broker_url, include=["resizeflow.tasks"])
+    # The storage host's worker includes only its own tasks (resizeflow.storage.tasks).
+    app = Celery("resizeflow", broker=settings.broker_url, include=list(include))
     options = transport_options(settings)
     app.conf.update(
         broker_transport_options=options,

@@ -279,6 +279,20 @@ HELP: dict[str, str] = {
     ),
     "BRIDGE": "Each host's Linux bridge for instance taps; `{host}` is substituted.",
     "FIXED_RANGE": "The subnet fixed IPs come from (nova-network's option).",
+    "STORAGE_HOST": (
+        "The block-storage host's name: its queue is `storage.<name>`, where the API and the "
+        "compute hosts ask it."
+    ),
+    "STORAGE_PATH": (
+        "The storage host's volumes, its record of connections and its daemon's socket "
+        "(`{state_dir}` and `{storage_host}` are substituted)."
+    ),
+    "STORAGE_ADDRESS": (
+        "The address compute hosts reach the storage host's NBD server at (in every "
+        "`connection_info`)."
+    ),
+    "STORAGE_BIND": "The address the NBD server listens on; empty: the storage address.",
+    "STORAGE_PORT": "The NBD server's port.",
     "API_BIND": "Where the API listens.",
     "API_PORT": "The API's port.",
 }
@@ -394,6 +408,14 @@ class Settings:
     )
     bridge: str = field(default="rfbr-{host}", metadata=_env("BRIDGE"))
     fixed_range: str = field(default="10.0.0.0/24", metadata=_env("FIXED_RANGE", _cidr))
+    # --- the block-storage host (resizeflow storage) ---
+    storage_host: str = field(default="storage-1", metadata=_env("STORAGE_HOST", _host))
+    storage_path: str = field(
+        default="{state_dir}/storage/{storage_host}", metadata=_env("STORAGE_PATH")
+    )
+    storage_address: str = field(default="127.0.0.1", metadata=_env("STORAGE_ADDRESS", _address))
+    storage_bind: str = field(default="", metadata=_env("STORAGE_BIND", _address))
+    storage_port: int = field(default=10809, metadata=_env("STORAGE_PORT", _port))
     api_bind: str = field(default="127.0.0.1", metadata=_env("API_BIND"))
     api_port: int = field(default=8774, metadata=_env("API_PORT", _port))
 
@@ -459,6 +481,12 @@ class Settings:
     def images_dir(self) -> Path:
         """The directory of the image store."""
         return Path(self.images_path.format(state_dir=self.state_dir))
+
+    def storage_dir(self) -> Path:
+        """The storage host's own directory."""
+        return Path(
+            self.storage_path.format(state_dir=self.state_dir, storage_host=self.storage_host)
+        )
 
     def bridge_for(self, host: str) -> str:
         """The Linux bridge ``host``'s instance taps are plugged into."""

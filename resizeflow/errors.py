@@ -35,6 +35,12 @@ class Invalid(ResizeflowError):
     msg_fmt = "Bad Request - Invalid Parameters"
 
 
+class InvalidVolume(Invalid):
+    """A volume in a state the request cannot act on (Cinder's InvalidVolume)."""
+
+    msg_fmt = "Invalid volume: %(reason)s"
+
+
 class InstanceNotResized(Invalid):
     """No migration in status ``finished``: Nova's API turns this into a 400."""
 
@@ -114,6 +120,14 @@ class OverQuota(Forbidden):
 class NotFound(ResizeflowError):
     code = 404
     msg_fmt = "Resource could not be found."
+
+
+class VolumeNotFound(NotFound):
+    msg_fmt = "Volume %(volume_id)s could not be found."
+
+
+class VolumeAttachmentNotFound(NotFound):
+    msg_fmt = "Volume attachment could not be found with filter: attachment_id = %(attachment_id)s."
 
 
 class InstanceNotFound(NotFound):
@@ -259,6 +273,22 @@ class InstanceFaultRollback(ResizeflowError):
     def __init__(self, inner: Exception) -> None:
         super().__init__(getattr(inner, "message", None) or str(inner), inner=inner)
         self.inner = inner
+
+
+class VolumeSizeExceedsFreeSpace(ResizeflowError):
+    """A volume larger than the storage host can hold: refused before anything is recorded."""
+
+    code = 413
+    msg_fmt = (
+        "Requested volume size %(size)dG is larger than the free space of storage host "
+        "%(host)s (%(free)dG)."
+    )
+
+
+class StorageError(ResizeflowError):
+    """The storage host's daemon refused or failed an operation."""
+
+    msg_fmt = "Block storage failed: %(reason)s"
 
 
 class VirtError(ResizeflowError):

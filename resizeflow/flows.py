@@ -259,7 +259,7 @@ REVERT = Flow(
 def _instance_op(
     name: str,
     notify: str,
-    task_state: TaskState,
+    task_state: TaskState | None,
     task: str,
     fn: str,
     event: str,
@@ -326,10 +326,43 @@ DELETE = _instance_op(
     "compute_terminate_instance",
     phase=False,
 )
+# NOTE: Nova shows no task_state while a volume is attached or detached; the
+# service layer refuses other work on the server while one is open instead
+# (resizeflow.compute.volumes).
+ATTACH_VOLUME = _instance_op(
+    "attach_volume",
+    "volume_attach",
+    None,
+    "resizeflow.instance.attach_volume",
+    "resizeflow.steps.instance:attach_volume",
+    "compute_attach_volume",
+    phase=True,
+)
+DETACH_VOLUME = _instance_op(
+    "detach_volume",
+    "volume_detach",
+    None,
+    "resizeflow.instance.detach_volume",
+    "resizeflow.steps.instance:detach_volume",
+    "compute_detach_volume",
+    phase=True,
+)
 
 FLOWS: dict[str, Flow] = {
     flow.name: flow
-    for flow in (RESIZE, CONFIRM, REVERT, SPAWN, STOP, START, SOFT_REBOOT, HARD_REBOOT, DELETE)
+    for flow in (
+        RESIZE,
+        CONFIRM,
+        REVERT,
+        SPAWN,
+        STOP,
+        START,
+        SOFT_REBOOT,
+        HARD_REBOOT,
+        DELETE,
+        ATTACH_VOLUME,
+        DETACH_VOLUME,
+    )
 }
 
 STEPS: dict[str, tuple[Flow, Step]] = {

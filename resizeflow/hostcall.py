@@ -1,21 +1,25 @@
-"""Answers from a compute host: what a host task sends back to the process that asked.
+"""Answers from a host: what a host task sends back to the process that asked.
 
 Most work is cast to a host and recorded in the database. A few requests
 need the host's answer itself (a guest's console log, whether a domain is
-still defined), as Nova's RPC *call*s do. The asker
-(:func:`resizeflow.routing.ask`) declares a queue of its own, bound to
-:data:`REPLY_EXCHANGE`, and names it in the request; the host task runs its
-work and publishes the result, or the error it raised, there.
+still defined, a storage host's new connection), as Nova's RPC *call*s do.
+The asker (:func:`call`; :func:`resizeflow.routing.ask` for a compute host)
+declares a queue of its own, bound to :data:`REPLY_EXCHANGE`, and names it
+in the request; the host task runs its work and publishes the result, or the
+error it raised, there.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange
+from kombu import Exchange, Queue
 
 from resizeflow import errors
 
@@ -60,3 +64,35 @@ def result(body: dict[str, Any]) -> Any:
             raised = errors.ResizeflowError(message=message)
         raise raised
     raise errors.ResizeflowError(message=message)
+
+
+def call(app: Celery, queue: str, name: str, *args: Any, timeout: float, host: str) -> Any:
+    """Run task ``name`` on ``queue`` and wait for its answer, or raise HostDidNotAnswer.
+
+    The answer comes back on a queue of this call's own, removed afterwards.
+    The request expires with the timeout, so a host that is busy or down
+    never runs it late.
+    """
+    reply = f"resizeflow.reply.{uuid.uuid4().hex}"
+    bound_queue = Queue(
+        reply,
+        REPLY_EXCHANGE,
+        routing_key=reply,
+        durable=False,
+        auto_delete=True,
+        expires=timeout + 60,  # RabbitMQ drops it even if this process dies
+    )
+    with app.connection_for_write() as conn:
+        bound = bound_queue(conn.default_channel)
+        bound.declare()
+        try:
+            app.send_task(name, args=(*args, reply), queue=queue, expires=timeout, connection=conn)
+            deadline = time.monotonic() + timeout
+            while (message := bound.get(no_ack=True)) is None:
+                if time.monotonic() > deadline:
+                    raise errors.HostDidNotAnswer(host=host, timeout=timeout)
+                time.sleep(0.05)
+        finally:
+            with suppress(Exception):
+                bound.delete()
+    return result(message.payload)

@@ -13,17 +13,13 @@ building a chain never imports the step code (or libvirt) into the API process.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Sequence
-from contextlib import suppress
 from typing import Any
 
 from celery import Celery, chain
 from celery.canvas import Signature
-from kombu import Queue
 
-from resizeflow import errors, hostcall
+from resizeflow import hostcall
 from resizeflow.db.journal import PlannedStep
 from resizeflow.flows import HOST_TASKS, Flow, Side
 
@@ -93,33 +89,7 @@ def launch_cleanup(
 def ask(app: Celery, host: str, name: str, *args: Any, timeout: float) -> Any:
     """Run host task ``name`` on ``host``'s queue and wait for its answer (Nova's RPC call).
 
-    The answer comes back on a queue of this call's own (see
-    :mod:`resizeflow.hostcall`), removed afterwards. The request expires with
-    the timeout, so a host that is busy or down never runs it late; the
-    caller gets HostDidNotAnswer instead of a hang.
+    See :func:`resizeflow.hostcall.call`: a host that is busy or down never
+    runs it late; the caller gets HostDidNotAnswer instead of a hang.
     """
-    reply = f"resizeflow.reply.{uuid.uuid4().hex}"
-    queue = Queue(
-        reply,
-        hostcall.REPLY_EXCHANGE,
-        routing_key=reply,
-        durable=False,
-        auto_delete=True,
-        expires=timeout + 60,  # RabbitMQ drops it even if this process dies
-    )
-    with app.connection_for_write() as conn:
-        bound = queue(conn.default_channel)
-        bound.declare()
-        try:
-            app.send_task(
-                name, args=(*args, reply), queue=queue_for(host), expires=timeout, connection=conn
-            )
-            deadline = time.monotonic() + timeout
-            while (message := bound.get(no_ack=True)) is None:
-                if time.monotonic() > deadline:
-                    raise errors.HostDidNotAnswer(host=host, timeout=timeout)
-                time.sleep(0.05)
-        finally:
-            with suppress(Exception):
-                bound.delete()
-    return hostcall.result(message.payload)
+    return hostcall.call(app, queue_for(host), name, *args, timeout=timeout, host=host)

@@ -37,6 +37,7 @@ from resizeflow.openstack.notifier import KombuNotifier
 from resizeflow.restart import Restart
 from resizeflow.states import MigrationStatus, PowerState
 from resizeflow.steps import context
+from resizeflow.storage.client import RemoteStorage
 from resizeflow.virt.base import VirtDriver
 from resizeflow.virt.libvirt import LibvirtDriver
 from resizeflow.virt.remotefs import address as migration_address
@@ -191,6 +192,7 @@ def build_runtime(settings: Settings, app: Celery, node: str | None = None) -> c
         db=database,
         virt=virt,
         notifier=notifier,
+        storage=RemoteStorage(app, settings.storage_host, settings.host_call_timeout),
         incarnation=f"{node or nodename(settings)}/{os.getpid()}",
     )
 

@@ -26,6 +26,7 @@ from resizeflow.api.middleware import ASGIApp, NovaMiddleware
 from resizeflow.api.routes import (
     actions,
     admin,
+    attachments,
     flavors,
     images,
     instance_actions,
@@ -33,6 +34,8 @@ from resizeflow.api.routes import (
     server_migrations,
     servers,
     versions,
+    volume_attachments,
+    volumes,
 )
 from resizeflow.celery_app import make_app
 from resizeflow.compute import policy
@@ -42,6 +45,7 @@ from resizeflow.compute.queries import Queries
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.conf import Settings
 from resizeflow.db.session import Database
+from resizeflow.openstack.cinder import volume_service
 from resizeflow.openstack.images import ImageStore
 
 log = logging.getLogger(__name__)
@@ -111,6 +115,7 @@ def build_services(
         flavors=FlavorAdmin(database),
         auth=auth.authenticator(settings),
         workflows=WorkflowAdmin(settings, database, celery),
+        volumes=volume_service(settings, database, celery),
     )
 
 
@@ -127,8 +132,20 @@ def create_fastapi(services: ServiceLayer) -> FastAPI:
     install_handlers(app)
     app.include_router(versions.router)
     app.include_router(metrics.router)
-    for module in (servers, actions, instance_actions, server_migrations, flavors, images, admin):
+    for module in (
+        servers,
+        actions,
+        instance_actions,
+        server_migrations,
+        volume_attachments,
+        flavors,
+        images,
+        admin,
+    ):
         app.include_router(module.router, prefix=PREFIX)
+    # The Block Storage v3 API, under /volume (its own version document at /volume/).
+    app.include_router(volumes.router)
+    app.include_router(attachments.router)
     return app
 
 

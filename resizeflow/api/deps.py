@@ -18,6 +18,7 @@ from resizeflow.compute.flavors import FlavorAdmin
 from resizeflow.compute.policy import RequestContext, new_request_id
 from resizeflow.compute.queries import Queries
 from resizeflow.compute.workflow_admin import WorkflowAdmin
+from resizeflow.openstack.cinder import VolumeService
 
 # Query parameters the list routes share.
 QueryText = Annotated[str | None, Query(max_length=255)]
@@ -35,6 +36,7 @@ class ServiceLayer:
     flavors: FlavorAdmin
     auth: Authenticator
     workflows: WorkflowAdmin
+    volumes: VolumeService
 
 
 def services(request: Request) -> ServiceLayer:

@@ -43,32 +43,38 @@ class Version:
         return fmt((self.major, self.minor))
 
 
-def requested(headers: Mapping[str, str]) -> str | None:
-    """The compute version a request names, from either header."""
+def requested(
+    headers: Mapping[str, str], service: str = "compute", legacy: str = LEGACY_HEADER
+) -> str | None:
+    """The version of ``service`` a request names, from either header."""
     value = headers.get(HEADER.lower())
     if value is not None:
         for item in value.split(","):
-            service, _, ver = item.strip().partition(" ")
-            if service.lower() == "compute":
+            name, _, ver = item.strip().partition(" ")
+            if name.lower() == service:
                 return ver.strip()
-    return headers.get(LEGACY_HEADER.lower())
+    return headers.get(legacy.lower())
 
 
 def negotiate(headers: Mapping[str, str]) -> Version:
     """The version to serve: the minimum when none is asked for, the maximum for 'latest'."""
-    raw = requested(headers)
+    return choose(requested(headers), MIN_VERSION, MAX_VERSION)
+
+
+def choose(raw: str | None, lowest: tuple[int, int], highest: tuple[int, int]) -> Version:
+    """The version ``raw`` names within [lowest, highest]; None is lowest, 'latest' highest."""
     if raw is None:
-        return Version(*MIN_VERSION)
+        return Version(*lowest)
     if raw.strip().lower() == "latest":
-        return Version(*MAX_VERSION)
+        return Version(*highest)
     match = _VERSION_RE.match(raw.strip())
     if match is None:
         raise errors.Invalid(
             f"API Version String {raw} is of invalid format. Must be of format MajorNum.MinorNum."
         )
     asked = (int(match.group(1)), int(match.group(2)))
-    if not MIN_VERSION <= asked <= MAX_VERSION:
-        raise VersionNotAcceptable(version=raw.strip(), min=fmt(MIN_VERSION), max=fmt(MAX_VERSION))
+    if not lowest <= asked <= highest:
+        raise VersionNotAcceptable(version=raw.strip(), min=fmt(lowest), max=fmt(highest))
     return Version(*asked)
 
 

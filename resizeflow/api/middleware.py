@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from resizeflow import errors
-from resizeflow.api import microversion
+from resizeflow.api import microversion, volume_version
 from resizeflow.api.faults import fault_response
 from resizeflow.compute.policy import new_request_id
 
@@ -36,14 +36,25 @@ COLLECTIONS = frozenset(
     }
 )
 _PROJECT_IN_PATH = re.compile(r"^/v2\.1/([^/]+)(/.*)?$")
+# The Block Storage API's collections; a segment in their place is a project id.
+VOLUME_COLLECTIONS = frozenset({"volumes", "attachments"})
+_VOLUME_PROJECT_IN_PATH = re.compile(r"^/volume/v3/([^/]+)(/.*)?$")
 
 
 def strip_project_id(path: str) -> str:
     """Nova accepts ``/v2.1/{project_id}/servers``; route it as ``/v2.1/servers``."""
     match = _PROJECT_IN_PATH.match(path)
     if match is None or match.group(1) in COLLECTIONS or match.group(2) is None:
-        return path
+        return strip_volume_project_id(path)
     return "/v2.1" + match.group(2)
+
+
+def strip_volume_project_id(path: str) -> str:
+    """Cinder's ``/v3/{project_id}/volumes`` is routed as ``/v3/volumes``."""
+    match = _VOLUME_PROJECT_IN_PATH.match(path)
+    if match is None or match.group(1) in VOLUME_COLLECTIONS or match.group(2) is None:
+        return path
+    return "/volume/v3" + match.group(2)
 
 
 class NovaMiddleware:
@@ -57,12 +68,14 @@ class NovaMiddleware:
         request_id = new_request_id()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         extra = {"X-OpenStack-Request-Id": request_id, "X-Compute-Request-Id": request_id}
+        # The Block Storage API beside the compute API has versions of its own.
+        api: Any = volume_version if volume_version.is_volume_path(scope["path"]) else microversion
         try:
-            version = microversion.negotiate(headers)
+            version = api.negotiate(headers)
         except errors.ResizeflowError as exc:
             await fault_response(exc.code, exc.message, extra)(scope, receive, send)
             return
-        extra.update(microversion.response_headers(version))
+        extra.update(api.response_headers(version))
 
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY:

@@ -275,3 +275,30 @@ class FlavorCreate(Strict):
 
 class FlavorCreateBody(Strict):
     flavor: FlavorCreate
+
+
+class VolumeAttachmentCreate(Strict):
+    volumeId: Annotated[str, StringConstraints(min_length=1, max_length=36)]
+    device: Annotated[str, StringConstraints(max_length=255)] | None = None
+    tag: Tag | None = None  # 2.49
+    delete_on_termination: StrictBool | None = None  # 2.79
+
+
+# The microversion that added each optional field of an attach.
+VOLUME_ATTACH_SINCE = {"tag": 49, "delete_on_termination": 79}
+
+
+class VolumeAttachmentBody(Strict):
+    volumeAttachment: VolumeAttachmentCreate
+
+
+def check_volume_attach(body: VolumeAttachmentBody, version: Version) -> None:
+    """What Nova's attach schema for ``version`` refuses that the union model accepts."""
+    att = body.volumeAttachment
+    for name in sorted(att.model_fields_set):
+        if not version.at_least(VOLUME_ATTACH_SINCE.get(name, 1)):
+            raise errors.ValidationError(
+                field="volumeAttachment",
+                value=repr(att.model_dump(exclude_unset=True)),
+                reason=f"Additional properties are not allowed ('{name}' was unexpected)",
+            )

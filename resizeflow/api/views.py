@@ -124,7 +124,11 @@ def server(
         "OS-EXT-STS:power_state": s.power_state,
         "OS-SRV-USG:launched_at": iso_plain(s.launched_at),
         "OS-SRV-USG:terminated_at": None,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": [
+            # delete_on_termination from 2.3, as Nova's extended volumes show it.
+            {"id": vid, **({"delete_on_termination": dot} if version.at_least(3) else {})}
+            for vid, dot in s.volumes
+        ],
     }
     if s.ports:
         # Nova lists the security groups of the server's ports, and has no key

@@ -153,7 +153,9 @@ DEMO_ENV = {
 
 
 def _start_stack(stack: LocalStack, hosts: list[str], flower: bool) -> None:
+    stack.spawn_storage()  # the block-storage host, beside the compute hosts
     stack.start_workers(hosts)
+    stack.wait_storage()
     stack.start_beat()
     if _api_available():
         stack.start_api()
@@ -175,6 +177,7 @@ def write_env_file(stack: LocalStack, keep_running: bool) -> Path:
         f"export RESIZEFLOW_STATE_DIR={shlex.quote(str(settings.state_dir))}",
         f"export RESIZEFLOW_BROKER_URL={shlex.quote(settings.broker_url)}",
         f"export RESIZEFLOW_LIBVIRT_URI={shlex.quote(settings.libvirt_uri)}",
+        f"export RESIZEFLOW_STORAGE_PORT={settings.storage_port}",
         "# The demo's servers belong to project demo; admin:admin sees them with --all-projects,",
         "# and workflows and migrations are admin's: --token admin:admin.",
         f"export RESIZEFLOW_TOKEN={PROJECT}:{PROJECT}",

@@ -98,6 +98,19 @@ def worker(
 
 @main.command()
 @click.option("--loglevel", default="INFO", show_default=True)
+def storage(loglevel: str) -> None:
+    """Run the block-storage host RESIZEFLOW_STORAGE_HOST, consuming storage.NAME.
+
+    It starts (or finds) its qemu-storage-daemon, exports every connection it
+    has recorded, then answers the API's and the compute hosts' calls.
+    """
+    from resizeflow.storage.host import run
+
+    run(load_settings(), loglevel=loglevel)
+
+
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
     """Run the periodic tasks: auto-confirm and incomplete-migration cleanup."""
     from resizeflow.periodic import run

@@ -27,9 +27,10 @@ from resizeflow.compute.events import (
     unscheduled,
 )
 from resizeflow.compute.images import check_boot_image
-from resizeflow.compute.launching import Launch, Launcher, plan
+from resizeflow.compute.launching import Launch, plan
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.scheduler import select_destination
+from resizeflow.compute.volumes import BlockDevice, VolumeOps, check_no_volume_operation, reserve
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal
@@ -54,7 +55,7 @@ from resizeflow.states import (
 log = logging.getLogger(__name__)
 
 
-class ComputeAPI(Launcher):
+class ComputeAPI(VolumeOps):
     """Nova's compute API: every action on a server, checked, recorded and planned."""
 
     def __init__(self, settings: Settings, database: Database, app: Celery) -> None:
@@ -87,8 +88,10 @@ class ComputeAPI(Launcher):
         metadata: dict[str, str] | None = None,
         image_ref: str | None = None,
         description: str | None = None,
+        volumes: Sequence[BlockDevice] = (),
     ) -> str:
-        """Boot a server on ``host`` (admin only) or on a scheduled host."""
+        """Boot a server on ``host`` (admin only) or on a scheduled host, with
+        ``volumes`` reserved for it (its spawn attaches them)."""
         authorize(caller, "compute:servers:create")
         if host is not None:
             authorize(caller, "compute:servers:create:forced_host")
@@ -121,6 +124,8 @@ class ComputeAPI(Launcher):
             s.flush()
             SqlPlacement(s).claim(uuid, dest, res)
             SqlNetwork(s, self.settings.fixed_range).allocate_for_instance(uuid, networks)
+            for bd in volumes:
+                reserve(s, caller, inst, bd)
             action = record_action(caller, s, inst, "create")
             launches.append(plan(caller, s, flows.SPAWN, inst, action))
         return uuid
@@ -154,6 +159,7 @@ class ComputeAPI(Launcher):
                 inst = self._get(caller, s, uuid, "resize")
             check_instance_lock(caller, inst)
             check_instance_state(inst, "resize", vm_state=(VmState.ACTIVE, VmState.STOPPED))
+            check_no_volume_operation(s, inst)
             assert inst.host is not None
             assert inst.node is not None
             if migrate and host is not None:
@@ -224,6 +230,7 @@ class ComputeAPI(Launcher):
             inst = self._get(caller, s, uuid, "confirm_resize")
             check_instance_lock(caller, inst)
             check_instance_state(inst, "confirm_resize", vm_state=(VmState.RESIZED,))
+            check_no_volume_operation(s, inst)
             mig = dbapi.find_migration(s, uuid, MigrationStatus.FINISHED)
             check_service_up(s, mig.source_compute, self.settings.service_down_time)
             dbapi.cas_migration_status(
@@ -239,6 +246,7 @@ class ComputeAPI(Launcher):
             inst = self._get(caller, s, uuid, "revert_resize")
             check_instance_lock(caller, inst)
             check_instance_state(inst, "revert_resize", vm_state=(VmState.RESIZED,))
+            check_no_volume_operation(s, inst)
             mig = dbapi.find_migration(s, uuid, MigrationStatus.FINISHED)
             assert mig.dest_compute is not None  # a finished migration has its dest
             check_service_up(s, mig.dest_compute, self.settings.service_down_time)
@@ -274,6 +282,7 @@ class ComputeAPI(Launcher):
             inst = self._get(caller, s, uuid, method)
             check_instance_lock(caller, inst)
             check_instance_state(inst, method, vm_state=vm_state)
+            check_no_volume_operation(s, inst)
             dbapi.cas_task_state(s, uuid, [None], flow.task_state)
             record = record_action(caller, s, inst, action)
             launches.append(plan(caller, s, flow, inst, record))
@@ -291,6 +300,7 @@ class ComputeAPI(Launcher):
             check_instance_lock(caller, inst)
             allowed = (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)
             check_instance_state(inst, "reboot", vm_state=allowed, task_state=REBOOT_OVERRIDABLE)
+            check_no_volume_operation(s, inst)
             if hard:
                 flow = flows.HARD_REBOOT
                 dbapi.cas_task_state(s, uuid, REBOOT_OVERRIDABLE, TaskState.REBOOTING_HARD)

@@ -49,6 +49,10 @@ DEFAULT_RULES: dict[str, str] = {
     "compute:migrate": "rule:project_manager_or_admin",
     "compute:unlock": ADMIN_OR_OWNER,
     "compute:instance_actions:list": ADMIN_OR_OWNER,
+    "compute:volume_attachments:index": ADMIN_OR_OWNER,
+    "compute:volume_attachments:show": ADMIN_OR_OWNER,
+    "compute:volume_attachments:create": ADMIN_OR_OWNER,
+    "compute:volume_attachments:delete": ADMIN_OR_OWNER,
     "compute:instance_actions:show": ADMIN_OR_OWNER,
     # Admin only, as in Nova's defaults.
     "compute:servers:create:forced_host": ADMIN_API,
@@ -111,6 +115,10 @@ NOVA_NAMES: dict[str, str] = {
     "os_compute_api:servers:migrations:show": "compute:servers:migrations:show",
     "os_compute_api:os-services:list": "compute:services:index",
     "os_compute_api:os-aggregates:index": "compute:aggregates:index",
+    "os_compute_api:os-volumes-attachments:index": "compute:volume_attachments:index",
+    "os_compute_api:os-volumes-attachments:show": "compute:volume_attachments:show",
+    "os_compute_api:os-volumes-attachments:create": "compute:volume_attachments:create",
+    "os_compute_api:os-volumes-attachments:delete": "compute:volume_attachments:delete",
 }
 
 # The name Nova's API gives each rule in a refusal ("Policy doesn't allow ... to be performed").

@@ -7,6 +7,7 @@ flavor never changes a running server or a pending revert.
 from __future__ import annotations
 
 import datetime as dt
+import uuid as uuidlib
 from typing import Any
 
 from sqlalchemy import (
@@ -297,17 +298,63 @@ class PortBinding(Base):
     status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
 
 
+class Volume(Base):
+    """A block-storage volume (Cinder's ``volumes`` row); its data is on ``storage_host``."""
+
+    __tablename__ = "volumes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)  # GiB
+    # Cinder's status (creating, available, reserved, attaching, in-use,
+    # detaching, deleting, error, error_deleting) and attach_status
+    # (detached, attaching, attached, detaching).
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    attach_status: Mapped[str] = mapped_column(String(16), default="detached")
+    storage_host: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime, onupdate=utcnow)
+
+
 class VolumeAttachment(Base):
+    """A volume attached to an instance: Cinder's attachment, with the host it is connected to.
+
+    Reserved for an instance first (no host), then connected to the host the
+    instance runs on (``connected_host`` and its ``connection_info``); a
+    resize moves the connection from host to host, the attachment stays.
+    """
+
     __tablename__ = "volume_attachments"
     __table_args__ = (UniqueConstraint("volume_id", "instance_uuid", name="uq_volume_attachments"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    volume_id: Mapped[str] = mapped_column(String(36))
+    # Cinder's attachment id, as its attachments API and Nova's BDMs name it.
+    attachment_id: Mapped[str] = mapped_column(
+        String(36), unique=True, default=lambda: str(uuidlib.uuid4())
+    )
+    volume_id: Mapped[str] = mapped_column(String(36), index=True)
     instance_uuid: Mapped[str] = mapped_column(ForeignKey("instances.uuid"), index=True)
-    device: Mapped[str] = mapped_column(String(32), default="/dev/vdb")
+    # The guest's device (Nova's mountpoint); unknown while only reserved.
+    device: Mapped[str | None] = mapped_column(String(32))
+    # reserved, attaching, attached, detaching (Cinder's attachment status).
+    attach_status: Mapped[str] = mapped_column(String(16), default="reserved")
+    attach_mode: Mapped[str] = mapped_column(String(4), default="rw")
     # The host whose connector is connected to the volume, if any.
     connected_host: Mapped[str | None] = mapped_column(String(64))
     connection_info: Mapped[dict[str, Any] | None]
+    connector: Mapped[dict[str, Any] | None]
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    attached_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Nova's block device mapping of the volume (set where Nova's side made
+    # the attachment): its uuid, tag, whether deleting the server deletes the
+    # volume, and its boot index (None: not a boot device).
+    bdm_uuid: Mapped[str | None] = mapped_column(String(36))
+    tag: Mapped[str | None] = mapped_column(String(60))
+    delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
+    boot_index: Mapped[int | None] = mapped_column(Integer)
 
 
 class InstanceAction(Base):

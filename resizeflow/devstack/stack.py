@@ -36,6 +36,7 @@ from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
 from resizeflow.devstack.brokers import create_vhost, delete_vhost, purge_prefix, start_redis
 from resizeflow.devstack.supervisor import Supervisor
+from resizeflow.storage.qsd import kill_daemon
 
 # The broker argument of :func:`build` that starts a redis-server of the stack's own.
 PRIVATE_REDIS = "private-redis"
@@ -182,6 +183,36 @@ class LocalStack:
         self.nodes.pop(name, None)
         self.sup.kill(name)
 
+    # -- the storage host ---------------------------------------------------
+    def spawn_storage(self, env: dict[str, str] | None = None) -> Popen[bytes]:
+        """Start ``resizeflow storage`` (the block-storage host) without waiting."""
+        storage_dir = Settings.from_env({**self.env, **(env or {})}).storage_dir()
+        # After a SIGKILL its daemon outlives it: the stack's end removes it too.
+        self.cleanups.append(partial(kill_daemon, storage_dir))
+        return self.sup.resizeflow("storage", "storage", env=env)
+
+    def wait_storage(self, timeout: float = 60.0) -> str:
+        """Wait until the storage host answers a ping: its connections are exported by then."""
+        machine = self.settings.worker_name or socket.gethostname()
+        node = f"{self.settings.storage_host}@{machine}"
+        self.sup.wait_until(
+            "the storage host to answer a ping",
+            lambda: self.app.control.ping(destination=[node], timeout=0.5),
+            timeout,
+            watch=("storage",),
+        )
+        self.nodes["storage"] = node
+        return node
+
+    def start_storage(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> str:
+        self.spawn_storage(env)
+        return self.wait_storage(timeout)
+
+    def stop_storage(self, grace: float = 30.0) -> int | None:
+        """SIGTERM: the storage host stops its daemon (the exports go, the record stays)."""
+        self.nodes.pop("storage", None)
+        return self.sup.stop("storage", grace)
+
     # -- beat, API, Flower --------------------------------------------------
     def start_beat(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> Popen[bytes]:
         proc = self.sup.resizeflow("beat", "beat", env=env)
@@ -309,6 +340,8 @@ def build(
             cleanups.append(lambda: drop_database(pg_admin_url, scratch))
         sup.env.update(
             {
+                # The storage host's NBD server: a port of this stack's own.
+                "RESIZEFLOW_STORAGE_PORT": str(free_port()),
                 "RESIZEFLOW_BROKER_URL": broker_url,
                 **({"RESIZEFLOW_BROKER_PREFIX": broker_prefix} if broker_prefix else {}),
                 **({"RESIZEFLOW_DATABASE_URL": database_url} if database_url else {}),

@@ -19,6 +19,7 @@ from typing import Any
 # Nova's versions of the objects built here.
 INSTANCE_ACTION = ("InstanceActionPayload", "1.9")
 INSTANCE_RESIZE_PREP = ("InstanceActionResizePrepPayload", "1.4")
+INSTANCE_ACTION_VOLUME = ("InstanceActionVolumePayload", "1.7")
 INSTANCE_CREATE = ("InstanceCreatePayload", "1.13")
 INSTANCE_EXISTS = ("InstanceExistsPayload", "2.1")
 FLAVOR = ("FlavorPayload", "1.4")
@@ -216,11 +217,15 @@ def instance_action(
     details: str | None = None,
     *,
     new_flavor: Mapping[str, Any] | None = None,
+    volume_id: str | None = None,
 ) -> dict[str, Any]:
-    """InstanceActionPayload; with ``new_flavor``, InstanceActionResizePrepPayload."""
+    """InstanceActionPayload; with ``new_flavor``, InstanceActionResizePrepPayload;
+    with ``volume_id``, InstanceActionVolumePayload (a volume attached or detached)."""
     data = {**_instance_data(i), "fault": None if fault is None else exception(fault, details)}
     if new_flavor is not None:
         return _obj(INSTANCE_RESIZE_PREP, {**data, "new_flavor": flavor(new_flavor)})
+    if volume_id is not None:
+        return _obj(INSTANCE_ACTION_VOLUME, {**data, "volume_id": volume_id})
     return _obj(INSTANCE_ACTION, data)
 
 

@@ -50,6 +50,10 @@ class Middleware:
         """Just before the step's hypervisor work, with no row locked and the lease
         renewed; what this raises fails the step."""
 
+    def after_hypervisor_work(self, d: Delivery, work: HypervisorWork) -> None:
+        """Just after the step's hypervisor work, before its rows are locked again
+        to commit it; what this raises fails the step with the work done."""
+
     def committed(self, d: Delivery, notes: list[Notification]) -> None:
         """After a transaction of the step committed: its first phase (before its
         hypervisor work), its finish, or its final failure. ``notes`` are the
@@ -74,7 +78,9 @@ class Failpoints(Middleware):
 
     An injected failure is raised just before the step's own work, inside its
     transaction, exactly like a driver failure; ``"<task>:hypervisor"``
-    failpoints act just before the hypervisor work, with no row locked.
+    failpoints act just before the hypervisor work, with no row locked, and
+    ``"<task>:after_hypervisor"`` ones just after it, before the step commits
+    (a worker lost there leaves work done that its record does not show yet).
     """
 
     def before_step(self, d: Delivery, ctx: StepContext) -> None:
@@ -83,6 +89,11 @@ class Failpoints(Middleware):
     def before_hypervisor_work(self, d: Delivery, work: HypervisorWork) -> None:
         assert d.claim is not None
         where = f"{d.step.task}:hypervisor"
+        failpoints.check(d.runtime.settings.failpoints_file, where, d.claim.instance_uuid)
+
+    def after_hypervisor_work(self, d: Delivery, work: HypervisorWork) -> None:
+        assert d.claim is not None
+        where = f"{d.step.task}:after_hypervisor"
         failpoints.check(d.runtime.settings.failpoints_file, where, d.claim.instance_uuid)
 
 
@@ -120,6 +131,7 @@ class Chain:
         self._running = using("running")
         self._before_step = using("before_step")
         self._before_hypervisor_work = using("before_hypervisor_work")
+        self._after_hypervisor_work = using("after_hypervisor_work")
         self._committed = using("committed")
 
     def delivering(self, d: Delivery) -> AbstractContextManager[None]:
@@ -135,6 +147,10 @@ class Chain:
     def before_hypervisor_work(self, d: Delivery, work: HypervisorWork) -> None:
         for m in self._before_hypervisor_work:
             m.before_hypervisor_work(d, work)
+
+    def after_hypervisor_work(self, d: Delivery, work: HypervisorWork) -> None:
+        for m in self._after_hypervisor_work:
+            m.after_hypervisor_work(d, work)
 
     def committed(self, d: Delivery, notes: list[Notification]) -> None:
         for m in self._committed:

@@ -83,6 +83,7 @@ def run_unlocked(d: Delivery, work: HypervisorWork) -> Any:
         # Middleware act here, with no row locked: "<task>:hypervisor" failpoints.
         d.middleware.before_hypervisor_work(d, work)
         result = work.run(deadline)
+        d.middleware.after_hypervisor_work(d, work)
     finally:
         stop.set()
         renewer.join()

@@ -37,7 +37,8 @@ from resizeflow.openstack.images import ImageStore
 from resizeflow.openstack.network import SqlNetwork
 from resizeflow.openstack.placement import SqlPlacement
 from resizeflow.openstack.quota import SqlQuota
-from resizeflow.openstack.volume import SqlVolumes
+from resizeflow.openstack.volume import InstanceVolumes
+from resizeflow.storage.base import BlockStorage
 from resizeflow.virt.base import InstanceSpec, PeerHost, VirtDriver
 
 
@@ -70,6 +71,9 @@ class HostRuntime:
     db: Database
     virt: VirtDriver
     notifier: Notifier
+    # The storage host's client: the steps connect and disconnect volumes
+    # through it (None where no storage host is configured: no volumes then).
+    storage: BlockStorage | None = None
     # "<celery node name>/<pid>": who the journal says runs a step, and whose
     # heartbeat renews the step's lease.
     incarnation: str = ""
@@ -163,8 +167,8 @@ class InstanceContext:
         return SqlNetwork(self.session)
 
     @functools.cached_property
-    def volumes(self) -> SqlVolumes:
-        return SqlVolumes(self.session)
+    def volumes(self) -> InstanceVolumes:
+        return InstanceVolumes(self.session)
 
     @functools.cached_property
     def placement(self) -> SqlPlacement:
@@ -193,12 +197,14 @@ class InstanceContext:
         fault: BaseException | None = None,
         details: str | None = None,
         priority: str = "INFO",
+        volume_id: str | None = None,
     ) -> None:
         """Queue ``instance.<event_type>``; the runner publishes it after the step commits.
 
         The payload is the Nova object for the event (see resizeflow/openstack/payloads.py):
         resize_prep carries the new flavor, create its own object, ``exists`` an
-        audit period, and every other event Nova's InstanceActionPayload.
+        audit period, a volume's attach or detach its ``volume_id``, and every
+        other event Nova's InstanceActionPayload.
         """
         facts = self._facts()
         if event_type.startswith("resize_prep."):
@@ -209,7 +215,7 @@ class InstanceContext:
         elif event_type == "exists":
             payload = payloads.instance_exists(facts, *payloads.audit_period(utcnow()))
         else:
-            payload = payloads.instance_action(facts, fault, details)
+            payload = payloads.instance_action(facts, fault, details, volume_id=volume_id)
         self.notifications.append(
             Notification(
                 event_type=f"instance.{event_type}",

@@ -9,7 +9,8 @@ restricts the rule to one server. ``delay`` sleeps ``seconds`` and lets the step
 run, which holds a step in flight for shutdown tests. An injected failure is raised just before the
 step's own work, inside its transaction, exactly like a driver failure. A step with a
 hypervisor phase also checks ``"<step name>:hypervisor"`` just before that phase's work,
-with no row locked: a ``delay`` there stands for a long disk copy.
+with no row locked: a ``delay`` there stands for a long disk copy; and
+``"<step name>:after_hypervisor"`` just after it, before the step commits its effects.
 """
 
 from __future__ import annotations

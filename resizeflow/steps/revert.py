@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from resizeflow.db.instances import SystemMetadata, forget_resize
 from resizeflow.db.models import utcnow
 from resizeflow.states import (
@@ -13,6 +15,7 @@ from resizeflow.states import (
     check_vm,
 )
 from resizeflow.steps.context import HypervisorWork, PhasedStep, StepContext
+from resizeflow.steps.volumes import IN_DOMAIN, connecting, disconnect_now
 
 
 def teardown_dest_network(ctx: StepContext) -> None:
@@ -31,7 +34,9 @@ def destroy_dest_domain(ctx: StepContext) -> None:
 
 
 def terminate_volume_connections(ctx: StepContext) -> None:
-    ctx.volumes.terminate_connections(ctx.instance.uuid, ctx.dest.host)
+    """Cut the dest's connections to the server's volumes: its domain is gone,
+    and the source connects them again in finish_revert."""
+    disconnect_now(ctx, ctx.dest.host)
 
 
 def drop_dest_claim(ctx: StepContext) -> None:
@@ -58,15 +63,17 @@ def finish_revert(ctx: StepContext) -> PhasedStep:
     inst.host, inst.node = mig.source_compute, mig.source_node
     # Bindings first: the domain's NICs are plugged from them.
     ctx.network.setup_networks_on_host(inst.uuid, mig.source_compute)
-    ctx.volumes.initialize_connections(inst.uuid, mig.source_compute)
+    vols = connecting(ctx, mig.source_compute, *IN_DOMAIN)
     spec, virt = ctx.spec(), ctx.virt
     stopped = SystemMetadata(inst).old_vm_state == VmState.STOPPED
 
-    def restore_domain(deadline: float) -> PowerState:
-        virt.finish_revert_migration(spec, power_on=not stopped, deadline=deadline)
-        return virt.power_state(spec.uuid)
+    def restore_domain(deadline: float) -> tuple[PowerState, dict[str, Any]]:
+        infos, disks = vols.connect()
+        virt.finish_revert_migration(spec, power_on=not stopped, deadline=deadline, volumes=disks)
+        return virt.power_state(spec.uuid), infos
 
-    power = yield HypervisorWork("bring the old domain back", restore_domain)
+    power, infos = yield HypervisorWork("bring the old domain back", restore_domain)
+    vols.recorded(ctx, infos)
     inst.power_state = power
     if stopped:
         # NOTE: Nova's finish_revert_resize leaves a stopped server stopped by

@@ -24,12 +24,24 @@ import sqlalchemy.exc
 from sqlalchemy import select
 
 from resizeflow import errors, metrics
+from resizeflow.compute.volumes import BlockDevice
 from resizeflow.db.models import BrokerEpoch, utcnow
 from resizeflow.flows import FLOWS, Subject
+from resizeflow.openstack.cinder import VolumeService
 from resizeflow.periodic import confirm_unconfirmed_resizes
 from resizeflow.states import MigrationStatus
-from tests.support.chaos import HOSTS, REPORTS, ChaosStack, Fault, Report, default_timing
+from resizeflow.storage.client import RemoteStorage
+from tests.support.chaos import (
+    HOSTS,
+    PROJECT,
+    REPORTS,
+    ChaosStack,
+    Fault,
+    Report,
+    default_timing,
+)
 from tests.support.stack import RABBITMQ_URL, REDIS_URL, require, wait_for
+from tests.support.volumes import connection_violations
 
 pytestmark = pytest.mark.chaos
 
@@ -353,3 +365,89 @@ def test_source_host_down_when_confirm_is_asked(chaos: ChaosStack) -> None:
     report.faults += len(chaos.faults)
     chaos.settle(report, list(migs.values()))
     record(report)
+
+
+# Where a worker is killed while a volume's connection moves: after the source's
+# connection is cut (resize_instance) or the dest's made (finish_resize), or the
+# source's made again (finish_revert), each before its step commits; and as the
+# revert's terminate_volume_connections is about to cut the dest's.
+VOLUME_STEPS = (
+    "resizeflow.resize.resize_instance:after_hypervisor",
+    "resizeflow.resize.finish_resize:after_hypervisor",
+    "resizeflow.revert.terminate_volume_connections",
+    "resizeflow.revert.finish_revert:after_hypervisor",
+)
+VOLUME_SERVERS = int(os.environ.get("RESIZEFLOW_CHAOS_VOLUME_SERVERS", "8"))
+
+
+def test_sigkill_while_volume_connections_move(chaos: ChaosStack) -> None:
+    """Every server has a volume; workers are SIGKILLed in the middle of moving a
+    connection. Afterwards each volume is reachable from its server's host alone."""
+    report = Report("7. SIGKILL while a volume's connection moves", chaos.broker)
+    chaos.start_storage()
+    storage = service_of(chaos)
+    uuids = chaos.boot(VOLUME_SERVERS)
+    volumes = {u: storage.create(PROJECT, "chaos", 1).id for u in uuids}
+    for u, volume_id in volumes.items():
+        chaos.api.attach_volume(chaos.user(), u, BlockDevice(volume_id))
+    wait_for(
+        lambda: all(v.status == "in-use" for v in storage.volumes()),
+        120,
+        "the volumes to be attached",
+    )
+    chaos.set_failpoints(
+        {step: [{"mode": "delay", "seconds": 3, "times": 3}] for step in VOLUME_STEPS}
+    )
+
+    kills: list[str] = []
+    workload_over = threading.Event()
+
+    def faults() -> None:
+        # Kill the worker of each host that enters one of the failpoints (it is
+        # delayed there), until the workload is over.
+        last = chaos.failpoints_left(VOLUME_STEPS)
+        while not workload_over.is_set():
+            now = chaos.failpoints_left(VOLUME_STEPS)
+            taken = [step for step in VOLUME_STEPS if now[step] < last[step]]
+            last = now
+            hosts = sorted({h for step in taken for h in chaos.hosts_running(step)})
+            for host in hosts:
+                chaos.kill_worker(host)
+                kills.append(host)
+            if hosts:
+                time.sleep(random.uniform(0.1, 0.5))
+            for host in hosts:
+                chaos.start_worker(host)
+            time.sleep(0.1)
+
+    thread = in_background(faults)
+    migs = {u: patiently(lambda u=u: chaos.api.resize(chaos.user(), u, "2")) for u in uuids}
+    report.workflows += len(migs)
+    wait_for(
+        lambda: chaos._migrations_in(
+            list(migs.values()), {MigrationStatus.FINISHED, MigrationStatus.ERROR}
+        ),
+        240,
+        "the resizes",
+    )
+    finishing = {u: m for u, m in migs.items() if chaos.migration_status(m) == "finished"}
+    report.workflows += chaos.finish_all(finishing, chaos._finish)
+    wait_for(lambda: chaos._settled(list(migs.values())), 240, "the workflows to end")
+    workload_over.set()
+    thread.join()
+    report.faults += len(chaos.faults)
+    chaos.settle(report, list(migs.values()))
+    report.violations += connection_violations(chaos.db, chaos.app, chaos.settings.storage_host)
+    record(report)
+    assert len(kills) >= 2, kills  # the faults struck, in the middle of moving connections
+    # Deleting the servers leaves every volume available and exported nowhere.
+    for u in uuids:
+        chaos.api.delete(chaos.user(), u)
+    wait_for(lambda: all(chaos.deleted(u) for u in uuids), 120, "the servers to be deleted")
+    assert connection_violations(chaos.db, chaos.app, chaos.settings.storage_host) == []
+    assert {v.status for v in storage.volumes()} == {"available"}
+
+
+def service_of(chaos: ChaosStack) -> VolumeService:
+    remote = RemoteStorage(chaos.app, chaos.settings.storage_host, timeout=60)
+    return VolumeService(chaos.db, remote, chaos.settings.storage_host)

@@ -33,6 +33,8 @@ from tests.support.stack import (
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 STARTED_AFTER_UPGRADE = ("api", "beat", "compute-1", "compute-2")
+# Waits for Redis only: it keeps no rows of its own.
+STARTED_WITH_REDIS = ("storage",)
 
 
 def compose_services() -> dict[str, Any]:
@@ -50,7 +52,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def localize(service: dict[str, Any], db_url: str, prefix: str, state: Path) -> dict[str, str]:
+def localize(
+    service: dict[str, Any], db_url: str, prefix: str, state: Path, storage_port: int
+) -> dict[str, str]:
     env = {k: str(v) for k, v in service.get("environment", {}).items()}
     assert env["RESIZEFLOW_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert env["RESIZEFLOW_BROKER_URL"].startswith("redis://redis:6379")
@@ -63,7 +67,11 @@ def localize(service: dict[str, Any], db_url: str, prefix: str, state: Path) -> 
         RESIZEFLOW_NODE_MEMORY_MB="65536",
         RESIZEFLOW_NODE_LOCAL_GB="1000",
         RESIZEFLOW_REPORT_INTERVAL="1",
+        RESIZEFLOW_STORAGE_ADDRESS="127.0.0.1",
+        RESIZEFLOW_STORAGE_PORT=str(storage_port),
     )
+    if "RESIZEFLOW_STORAGE_BIND" in env:
+        env["RESIZEFLOW_STORAGE_BIND"] = "127.0.0.1"
     return {**os.environ, "PATH": f"{BIN}:{ROOT / 'workers'}:{os.environ['PATH']}", **env}
 
 
@@ -78,9 +86,9 @@ class Api:
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}/v2.1"
 
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def call(self, method: str, path: str, body: Any = None, base: str = "") -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req = urllib.request.Request((base or self.base) + path, data=data, method=method)
         req.add_header("X-Auth-Token", "admin:admin")
         # 2.47 embeds the flavor in a server, as modern clients expect.
         req.add_header("OpenStack-API-Version", "compute 2.47")
@@ -114,6 +122,7 @@ def compose_stack(tmp_path: Path) -> Any:
     db_url = create_pg_database()
     prefix = f"rf-compose-{uuid.uuid4().hex[:8]}:"
     api_port = free_port()
+    storage_port = free_port()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -121,19 +130,22 @@ def compose_stack(tmp_path: Path) -> Any:
         upgrade = services["db-upgrade"]
         done = subprocess.run(
             command(upgrade, api_port),
-            env=localize(upgrade, db_url, prefix, tmp_path),
+            env=localize(upgrade, db_url, prefix, tmp_path, storage_port),
             capture_output=True,
             timeout=120,
         )
         assert done.returncode == 0, done.stderr.decode()
-        for name in STARTED_AFTER_UPGRADE:
+        for name in STARTED_AFTER_UPGRADE + STARTED_WITH_REDIS:
             svc = services[name]
-            # Every one of them waits for the upgrade, as compose orders it.
-            assert svc["depends_on"]["db-upgrade"]["condition"] == "service_completed_successfully"
+            # Every one waits for what it needs, as compose orders it.
+            if name in STARTED_AFTER_UPGRADE:
+                upgraded = svc["depends_on"]["db-upgrade"]["condition"]
+                assert upgraded == "service_completed_successfully"
+            assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
             with open(logs / f"{name}.log", "ab") as log:
                 procs[name] = subprocess.Popen(
                     command(svc, api_port),
-                    env=localize(svc, db_url, prefix, tmp_path),
+                    env=localize(svc, db_url, prefix, tmp_path, storage_port),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -183,6 +195,18 @@ def test_compose_commands_run_a_confirm_and_a_revert(compose_stack: Any) -> None
     code, body = api.call("GET", "/os-migrations")
     statuses = {m["instance_uuid"]: m["status"] for m in body["migrations"]}
     assert statuses == {kept: "confirmed", undone: "reverted"}
+
+
+def test_compose_storage_host_serves_volumes(compose_stack: Any) -> None:
+    api = compose_stack
+    volumes = api.base.removesuffix("/v2.1") + "/volume/v3"
+    code, body = api.call("POST", "/volumes", {"volume": {"size": 1, "name": "c"}}, volumes)
+    assert code == 202, body
+    assert body["volume"]["status"] == "available"
+    vid = body["volume"]["id"]
+    code, body = api.call("DELETE", f"/volumes/{vid}", None, volumes)
+    assert code == 202, body
+    assert api.call("GET", f"/volumes/{vid}", None, volumes)[0] == 404
 
 
 def test_compose_file_is_valid() -> None:

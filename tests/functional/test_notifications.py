@@ -48,6 +48,7 @@ SHAPES: dict[str, tuple[str, frozenset[str]]] = {
         INSTANCE | {"fault", "keypairs", "tags", "trusted_image_certificates", "instance_name"},
     ),
     "InstanceExistsPayload": ("2.1", INSTANCE | {"audit_period"}),
+    "InstanceActionVolumePayload": ("1.7", INSTANCE | {"fault", "volume_id"}),
     "FlavorPayload": (
         "1.4",
         frozenset(
@@ -103,6 +104,10 @@ EVENTS = {
     "instance.resize_revert.end": ("InstanceActionPayload", "INFO"),
     "instance.resize_confirm.error": ("InstanceActionPayload", "ERROR"),
     "instance.exists": ("InstanceExistsPayload", "INFO"),
+    "instance.volume_attach.start": ("InstanceActionVolumePayload", "INFO"),
+    "instance.volume_attach.end": ("InstanceActionVolumePayload", "INFO"),
+    "instance.volume_detach.start": ("InstanceActionVolumePayload", "INFO"),
+    "instance.volume_detach.end": ("InstanceActionVolumePayload", "INFO"),
     "compute.exception": ("ExceptionPayload", "ERROR"),
 }
 

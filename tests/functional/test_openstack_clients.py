@@ -112,7 +112,11 @@ def test_sdk_sees_nova_errors(rf: Stack, project: str) -> None:
 
 # -- python-openstackclient ----------------------------------------------------------
 def osc(
-    rf: Stack, *args: str, token: str = "admin:admin", timeout: float = 120
+    rf: Stack,
+    *args: str,
+    token: str = "admin:admin",
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("openstack")
     cmd = [
@@ -125,7 +129,7 @@ def osc(
         token,
         *args,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def osc_show(rf: Stack, uuid: str) -> dict[str, Any]:

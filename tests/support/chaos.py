@@ -254,6 +254,8 @@ class ChaosStack:
                     self.restarts += 1
                     if name == "beat":
                         self.sup.resizeflow("beat", "beat")
+                    elif name == "storage":
+                        self.local.spawn_storage()
                     else:
                         self.local.spawn_worker(name.removeprefix("worker-"))
             self.stopping.wait(0.5)
@@ -304,6 +306,31 @@ class ChaosStack:
             return len(found) >= count
 
         wait_for(enough, timeout, f"{count} resizes under way")
+
+    def start_storage(self) -> None:
+        """Start the block-storage host (only the volume scenario needs one)."""
+        with self.lock:
+            self.local.spawn_storage()
+        self.local.wait_storage()
+
+    def failpoints_left(self, steps: tuple[str, ...]) -> dict[str, int]:
+        """How many times each of ``steps``' failpoints may still be taken; a worker
+        that takes one counts it down in the file as it enters it."""
+        import json
+
+        table = json.loads(Path(self.settings.failpoints_file).read_text() or "{}")
+        return {step: sum(r.get("times", 0) for r in table.get(step, [])) for step in steps}
+
+    def hosts_running(self, step: str) -> list[str]:
+        """The hosts whose workers are running ``step`` (a task name) now."""
+        with self.db.snapshot() as s:
+            found = s.scalars(
+                select(StepJournal.host).where(
+                    StepJournal.step == step.partition(":")[0],
+                    StepJournal.status == JournalStatus.RUNNING,
+                )
+            ).all()
+        return sorted({h for h in found if h})
 
     def restart_broker_losing_data(self) -> None:
         fault = Fault("broker lost its data", utcnow())

@@ -327,7 +327,9 @@ def build_stack(
     )
     stack = Stack(local, backend, hosts, broker)
     try:
+        local.spawn_storage()  # starts beside the workers; waited for after them
         local.start_workers(hosts)
+        local.wait_storage()
     except BaseException:
         local.close()
         raise

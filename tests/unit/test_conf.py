@@ -110,6 +110,12 @@ PARSED: list[tuple[str, str, str, Any]] = [
     ("BRIDGE", "br-{host}", "bridge", "br-{host}"),
     ("FIXED_RANGE", "192.168.7.0/24", "fixed_range", "192.168.7.0/24"),
     ("INSTANCE_NAME_TEMPLATE", "i-{host}-{uuid}", "instance_name_template", "i-{host}-{uuid}"),
+    ("STORAGE_HOST", "storage-2", "storage_host", "storage-2"),
+    ("STORAGE_PATH", "/srv/volumes", "storage_path", "/srv/volumes"),
+    ("STORAGE_ADDRESS", "192.0.2.10", "storage_address", "192.0.2.10"),
+    ("STORAGE_ADDRESS", "storage", "storage_address", "storage"),
+    ("STORAGE_BIND", "0.0.0.0", "storage_bind", "0.0.0.0"),
+    ("STORAGE_PORT", "10810", "storage_port", 10810),
 ]
 
 INVALID = [
@@ -164,6 +170,9 @@ INVALID = [
     ("FIXED_RANGE", "10.0.0.1/24"),
     ("FIXED_RANGE", "fd00::/64"),
     ("FIXED_RANGE", "10.0.0.0/30"),
+    ("STORAGE_HOST", "storage/1"),
+    ("STORAGE_ADDRESS", "not an address"),
+    ("STORAGE_PORT", "65536"),
 ]
 
 
@@ -192,6 +201,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_per_host_paths_and_bridges() -> None:
     s = Settings.from_env({V + "STATE_DIR": "/srv/rf"})
     assert s.images_dir() == Path("/srv/rf/images")
+    assert s.storage_dir() == Path("/srv/rf/storage/storage-1")
     assert s.bridge_for("compute-1") == "rfbr-compute-1"
     with pytest.raises(ConfigError, match="at most 15 characters"):
         s.bridge_for("compute-host-12")

@@ -118,6 +118,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         "resizeflow-libvirtd.service",
         "resizeflow-migration-sshd@compute-1.service",
         "resizeflow-worker@compute-1.service",
+        "resizeflow-storage.service",
     ]
     done = subprocess.run(
         [analyze, "verify", *names], cwd=tmp_path, capture_output=True, text=True, timeout=60
@@ -164,6 +165,7 @@ def test_sample_settings_load_and_name_real_settings() -> None:
     assert (s.remote_filesystem_transport, s.disk_transport) == ("auto", "rsync")
     assert s.bridge_for("compute-1") == "rfbr0"
     assert s.instances_dir("compute-2") == Path("/var/lib/resizeflow/compute-2/instances")
+    assert (s.storage_host, s.storage_address) == ("storage-1", "192.0.2.10")
 
 
 @pytest.mark.fast

@@ -114,10 +114,13 @@ def _vm_stack(
     settings = stack.settings
     built = VmStack(stack=stack, image_id="", files=files, run_id=run_id, hosts=hosts)
     try:
+        # The block-storage host: its NBD exports are what guests' volumes are.
+        local.spawn_storage()
         stack.api_endpoint()
         # As an operator loads an image: the kernel, ramdisk and disk through the image API.
         built.image_id = guest.upload(f"{local.api_url}/image", files, GUEST_IMAGE)
         local.start_workers(HOSTS, env={h: built.worker_env(h) for h in HOSTS})
+        local.wait_storage()
         stack.start_beat()
         built.create_flavors()
         yield built

@@ -26,6 +26,7 @@ from resizeflow.api.microversion import Version
 from resizeflow.api.schemas import ServerCreate, ServerCreateBody, check_server_create
 from resizeflow.api.server_actions import worded_as
 from resizeflow.compute.policy import RequestContext, allowed
+from resizeflow.compute.volumes import boot_volumes
 
 router = APIRouter(prefix="/servers", tags=["servers"])
 # Every status Nova knows; resizeflow's servers only ever show some of them.
@@ -210,11 +211,13 @@ def create_server(
             metadata=dict(server.metadata or {}),
             image_ref=server.imageRef or None,
             description=server.description if version.at_least(19) else None,
+            volumes=boot_volumes(server.block_device_mapping_v2),
         )
     except errors.FlavorNotFound as exc:
         # Nova answers an unknown flavor with the exception's own message.
         raise HTTPFault(400, exc.message) from None
-    except (errors.ComputeHostNotFound, errors.NoValidHost) as exc:
+    except (errors.ComputeHostNotFound, errors.NoValidHost, errors.VolumeNotFound) as exc:
+        # Nova answers a volume of the mapping it cannot find with 400, too.
         raise HTTPFault(400, exc.message) from None
     response.headers["Location"] = views.links(base, "servers", uuid)[0]["href"]
     return {

@@ -61,6 +61,8 @@ class ServerInfo:
     launched_at: dt.datetime | None
     ports: tuple[PortInfo, ...]
     fault: FaultInfo | None
+    # The volumes attached (or being attached): (volume id, delete_on_termination).
+    volumes: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True)

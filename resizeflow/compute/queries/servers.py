@@ -13,7 +13,7 @@ from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.queries.base import Reader
 from resizeflow.compute.queries.infos import FaultInfo, MarkerNotFound, PortInfo, ServerInfo
 from resizeflow.db.instances import SystemMetadata, visible_instance
-from resizeflow.db.models import Instance, InstanceFault, Port
+from resizeflow.db.models import Instance, InstanceFault, Port, VolumeAttachment
 from resizeflow.states import api_status
 
 
@@ -82,6 +82,11 @@ def server_info(session: Session, inst: Instance) -> ServerInfo:
     ports = session.scalars(
         select(Port).where(Port.instance_uuid == inst.uuid).order_by(Port.network, Port.id)
     ).all()
+    volumes = session.execute(
+        select(VolumeAttachment.volume_id, VolumeAttachment.delete_on_termination)
+        .where(VolumeAttachment.instance_uuid == inst.uuid)
+        .order_by(VolumeAttachment.id)
+    ).all()
     fault = session.scalars(
         select(InstanceFault)
         .where(InstanceFault.instance_uuid == inst.uuid)
@@ -111,6 +116,7 @@ def server_info(session: Session, inst: Instance) -> ServerInfo:
         updated_at=inst.updated_at,
         launched_at=inst.launched_at,
         ports=tuple(PortInfo(p.id, p.network, p.mac_address, p.ip_address) for p in ports),
+        volumes=tuple((volume_id, bool(dot)) for volume_id, dot in volumes),
         # Nova shows a fault only while the server is in ERROR.
         fault=(
             FaultInfo(fault.code, fault.message, fault.details, fault.created_at)

@@ -20,7 +20,7 @@ from resizeflow import flows
 from resizeflow.db import journal
 from resizeflow.db.models import Instance, InstanceAction, Migration, StepJournal
 from resizeflow.openstack.network import SqlNetwork
-from resizeflow.openstack.volume import SqlVolumes
+from resizeflow.openstack.volume import InstanceVolumes
 from resizeflow.steps.context import HostRuntime, StepContext
 
 
@@ -68,7 +68,7 @@ def lock_statement(
         columns = [
             InstanceAction,
             SqlNetwork.ports_column(dialect, Instance.uuid),
-            SqlVolumes.attached_column(dialect, Instance.uuid),
+            InstanceVolumes.attached_column(dialect, Instance.uuid),
         ]
     stmt: Any = select(*entities, *columns).select_from(Instance)
     if migration:
