@@ -55,7 +55,7 @@ def _default(f: Field[Any]) -> str:
 
 
 def settings_table() -> str:
-    """The settings reference: one row per setting, in the order conf.py declares them."""
+    """The settings reference: one row per setting, in the order resizeflow.conf declares them."""
     rows = [_row("variable", "default", "what it does"), _row("---", "---", "---")]
     for f in fields(Settings):
         rows.append(_row(f"`{f.metadata['env']}`", _default(f), f.metadata["help"]))
