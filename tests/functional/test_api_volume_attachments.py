@@ -275,8 +275,11 @@ def test_bad_input_gets_novas_codes_and_changes_nothing(rf: Stack, project: str)
         f"Cannot 'attach_volume' instance {second} while it is in vm_state error"
     )
     rf.api.reset_state(rf.admin(), second, VmState.ACTIVE)
+    # The hold keeps the resize in flight while the two requests are refused; a
+    # loaded machine can take seconds over them, so it is generous (the test
+    # waits for the resize to finish either way).
     rf.set_failpoints(
-        {"resizeflow.resize.prep_resize": [{"mode": "delay", "seconds": 5, "times": 1}]}
+        {"resizeflow.resize.prep_resize": [{"mode": "delay", "seconds": 20, "times": 1}]}
     )
     mig_id = rf.api.resize(rf.ctx(project), first, "2")
     for resp, action in (
