@@ -22,10 +22,7 @@ class ImageService:
         return [m for m in self.store.list() if m.visible_to(caller.project_id, caller.is_admin)]
 
     def get(self, caller: RequestContext, image_id: str) -> ImageMeta | None:
-        meta = self.store.get(image_id)
-        if meta is None or not meta.visible_to(caller.project_id, caller.is_admin):
-            return None
-        return meta
+        return self.store.get_visible(image_id, caller.project_id, caller.is_admin)
 
     def boot_image(
         self, image_ref: str | None, flavor: dict[str, Any], caller: RequestContext | None = None

@@ -204,6 +204,12 @@ class ImageStore:
             return None
         return self._load(path) if path.exists() else None
 
+    def get_visible(self, image_id: str, project: str, admin: bool) -> ImageMeta | None:
+        """The image if ``project`` may see it: another project's private image is not
+        found, as Glance answers."""
+        meta = self.get(image_id)
+        return meta if meta is not None and meta.visible_to(project, admin) else None
+
     def find(self, ref: str) -> ImageMeta | None:
         """An image by id, or else by name (the newest active one of that name)."""
         meta = self.get(ref)

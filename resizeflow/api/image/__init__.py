@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from resizeflow import errors
 from resizeflow.api.auth import Authenticator
+from resizeflow.api.deps import Base
 from resizeflow.api.image import routes
 from resizeflow.api.image.faults import GlanceFault, fault_response
 from resizeflow.api.middleware import ASGIApp, Receive, Scope, Send
@@ -76,13 +77,13 @@ def create_image_app(store: ImageStore, auth: Authenticator) -> FastAPI:
     _install_handlers(app)
 
     @app.get("/")
-    def versions(request: Request) -> JSONResponse:
+    def versions(base: Base) -> JSONResponse:
         # Glance answers its root with 300 Multiple Choices, /versions with 200.
-        return JSONResponse(version_list(str(request.base_url).rstrip("/")), 300)
+        return JSONResponse(version_list(base), 300)
 
     @app.get("/versions")
-    def versions_explicit(request: Request) -> dict[str, Any]:
-        return version_list(str(request.base_url).rstrip("/"))
+    def versions_explicit(base: Base) -> dict[str, Any]:
+        return version_list(base)
 
     app.include_router(routes.router)
     return app

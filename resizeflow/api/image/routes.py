@@ -17,17 +17,16 @@ from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import APIKeyHeader
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from resizeflow.api.auth import Authenticator
+from resizeflow.api.deps import request_id, token_header
 from resizeflow.api.image import patch, schema, views
 from resizeflow.api.image.faults import GlanceFault
-from resizeflow.compute.policy import RequestContext, new_request_id
+from resizeflow.compute.policy import RequestContext
 from resizeflow.openstack.images import CHUNK, ImageMeta, ImageStore, now
 
 router = APIRouter(prefix="/v2/images", tags=["images"])
-token_header = APIKeyHeader(name="X-Auth-Token", auto_error=False, scheme_name="token")
 
 
 def store(request: Request) -> ImageStore:
@@ -36,8 +35,9 @@ def store(request: Request) -> ImageStore:
 
 
 def caller(request: Request, token: Annotated[str | None, Depends(token_header)]) -> RequestContext:
+    # The compute API's token header and request id; the authenticator is the image app's.
     auth: Authenticator = request.app.state.auth
-    return auth.identify(token).context(new_request_id())
+    return auth.identify(token).context(request_id(request))
 
 
 Store = Annotated[ImageStore, Depends(store)]
@@ -45,8 +45,8 @@ Caller = Annotated[RequestContext, Depends(caller)]
 
 
 def _visible(images: ImageStore, ctx: RequestContext, image_id: str) -> ImageMeta:
-    meta = images.get(image_id)
-    if meta is None or not meta.visible_to(ctx.project_id, ctx.is_admin):
+    meta = images.get_visible(image_id, ctx.project_id, ctx.is_admin)
+    if meta is None:
         raise GlanceFault(404, f"No image found with ID {image_id}")
     return meta
 
@@ -151,8 +151,8 @@ async def update_image(
 
 @router.delete("/{image_id}", status_code=204)
 def delete_image(image_id: str, images: Store, ctx: Caller) -> Response:
-    meta = images.get(image_id)
-    if meta is None or not meta.visible_to(ctx.project_id, ctx.is_admin):
+    meta = images.get_visible(image_id, ctx.project_id, ctx.is_admin)
+    if meta is None:
         raise GlanceFault(404, f"Failed to find image {image_id} to delete")
     _authorize(ctx, meta, "delete_image")
     if meta.protected:
