@@ -81,8 +81,16 @@ def _abort(flow: flows.Flow, step: flows.Step) -> str:
 
 def flow_table() -> str:
     """The flow table: every flow's steps in order, each with its task, host and abort."""
-    header = ("flow", "task argument", "step (Celery task)", "host", "hypervisor", "abort here")
-    rows = [_row(*header, "Nova event"), _row(*("---",) * (len(header) + 1))]
+    header = (
+        "flow",
+        "task argument",
+        "step (Celery task)",
+        "host",
+        "hypervisor",
+        "abort here",
+        "Nova event",
+    )
+    rows = [_row(*header), _row(*("---",) * len(header))]
     for flow in flows.FLOWS.values():
         for at, step in enumerate(flow.steps):
             first = at == 0

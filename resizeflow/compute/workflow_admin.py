@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows, routing
+from resizeflow.compute.events import record_action
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
@@ -94,17 +95,6 @@ class WorkflowAdmin:
     def __init__(self, settings: Settings, database: Database, app: Celery) -> None:
         self.settings, self.database, self.app = settings, database, app
 
-    def _record(self, caller: RequestContext, session: Session, uuid: str, action: str) -> None:
-        row = dbapi.record_action(
-            session,
-            action=action,
-            instance_uuid=uuid,
-            request_id=caller.request_id,
-            user_id=caller.user_id,
-            project_id=caller.project_id,
-        )
-        row.finish_time = utcnow()
-
     def retry(self, caller: RequestContext, migration_id: int) -> Outcome:
         """Resume a failed workflow at its failed step, with the rows as they were then."""
         authorize(caller, "compute:workflows:retry")
@@ -128,7 +118,8 @@ class WorkflowAdmin:
             failed.status = check_journal(failed.status, _J.PENDING)
             failed.restore, failed.enqueued_at = None, utcnow()
             rest = tuple(journal.PlannedStep(r.step, r.host) for r in rows[rows.index(failed) :])
-            self._record(caller, s, inst.uuid, "workflowRetry")
+            # An operator verb is over once it is recorded: its action ends at once.
+            record_action(caller, s, inst, "workflowRetry").finish_time = utcnow()
         routing.launch(self.app, migration_id, rest)
         return Outcome(
             migration_id,
@@ -155,7 +146,7 @@ class WorkflowAdmin:
                     step=first.step, migration_id=migration_id, host=first.host
                 )
             outcome = self._end(s, caller, inst, mig, rows, first, seen)
-            self._record(caller, s, inst.uuid, "workflowAbort")
+            record_action(caller, s, inst, "workflowAbort").finish_time = utcnow()
         return outcome
 
     def _ask_the_hypervisor(self, migration_id: int) -> Seen | None:

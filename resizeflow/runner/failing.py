@@ -50,7 +50,7 @@ def failed_opening(d: Delivery, exc: Exception) -> None:
         if isinstance(exc, retry.TRANSIENT):
             # The database or broker hiccupped before the step started:
             # nothing was done, so simply try again later.
-            raise retry_later(d.task, d.runtime.settings, exc) from exc
+            raise d.retry_later(exc) from exc
         return
     d.row_id = row_id
     with d.runtime.executing_step(row_id):
@@ -80,9 +80,9 @@ def retry_or_fail(d: Delivery, exc: Exception) -> None:
         # be recorded. Try the step again later rather than lose the chain;
         # its journal row still says running, and its lease will lapse.
         log.warning("cannot record the failure of %s: %s", d.step.task, db_exc)
-        raise retry_later(d.task, d.runtime.settings, exc) from exc
+        raise d.retry_later(exc) from exc
     if not final:
-        raise retry_later(d.task, d.runtime.settings, exc)
+        raise d.retry_later(exc)
     d.middleware.committed(d, notes)
 
 

@@ -10,6 +10,8 @@ deployment's settings). The stack comes from :mod:`resizeflow.devstack`.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import json
 import os
 import shutil
 import socket
@@ -315,10 +317,14 @@ class ChaosStack:
 
     def failpoints_left(self, steps: tuple[str, ...]) -> dict[str, int]:
         """How many times each of ``steps``' failpoints may still be taken; a worker
-        that takes one counts it down in the file as it enters it."""
-        import json
+        that takes one counts it down in the file as it enters it.
 
-        table = json.loads(Path(self.settings.failpoints_file).read_text() or "{}")
+        Read under the lock the workers rewrite the file under, so a count is
+        never read from a file half written (empty, or cut short).
+        """
+        with Path(self.settings.failpoints_file).open() as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            table = json.loads(fh.read() or "{}")
         return {step: sum(r.get("times", 0) for r in table.get(step, [])) for step in steps}
 
     def hosts_running(self, step: str) -> list[str]:
@@ -351,9 +357,11 @@ class ChaosStack:
         self.pg.restart()
 
     def set_failpoints(self, table: dict[str, list[dict[str, Any]]]) -> None:
-        import json
-
-        Path(self.settings.failpoints_file).write_text(json.dumps(table))
+        # Under the workers' lock: a worker never reads the table half written.
+        with Path(self.settings.failpoints_file).open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.truncate(0)
+            fh.write(json.dumps(table))
 
     # -- workload -----------------------------------------------------------
     def user(self) -> RequestContext:

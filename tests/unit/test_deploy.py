@@ -313,12 +313,16 @@ def test_libvirtd_prepare_is_for_root_only(install_dir: Path) -> None:
         "-m",
         "resizeflow.devstack.libvirtd",
     ]
+    # The unit's environment has no PYTHONPATH: a checkout named in this one's
+    # would be imported instead of the installed package.
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
         [*AS_NOBODY, *argv],
         capture_output=True,
         text=True,
         timeout=60,
         cwd="/",
+        env=environ,
     )
     assert done.returncode != 0
     # What refused is prepare(), from the installed package, not a failing import.

@@ -122,9 +122,7 @@ def _one_message(
     if not then and not before:
         return statement, parameters
     assert not executemany, "a statement sent with others runs once"
-    driver = conn.connection.driver_connection
-    assert isinstance(driver, PgConnection)
-    sql = [ClientCursor(driver).mogrify(statement, parameters or None)]
+    sql = [_mogrify(conn, statement, parameters or None)]
     if before:
         sql[:0] = before.sql
     if then:
@@ -178,9 +176,14 @@ def render(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) -> 
     for name, processor in processors.items():
         if name in values:
             values[name] = processor(values[name])
+    return _mogrify(conn, compiled.string, values)
+
+
+def _mogrify(conn: Connection, sql: str, params: Any) -> str:
+    """``sql`` with ``params`` quoted in by psycopg's client-side binding."""
     driver = conn.connection.driver_connection
     assert isinstance(driver, PgConnection)
-    return ClientCursor(driver).mogrify(compiled.string, values)
+    return ClientCursor(driver).mogrify(sql, params)
 
 
 def _send(conn: Connection, statements: Sequence[Statement], then: str) -> CursorResult[Any]:
