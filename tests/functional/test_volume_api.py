@@ -248,6 +248,14 @@ def test_attachments_move_the_volume_through_cinders_statuses(rf: Stack, project
     assert shown["status"] == "in-use"
     assert [(a["server_id"], a["device"]) for a in shown["attachments"]] == [(server, "/dev/vdb")]
     assert service(rf).get(vol.id).attach_status == "attached"
+    # The list shows each volume with its own attachments, as one volume's show does.
+    spare = conn.block_storage.create_volume(size=1, name="spare")
+    listed = call(rf, "GET", "/volumes/detail", token).json()["volumes"]
+    assert {v["id"]: v["attachments"] for v in listed} == {
+        vol.id: shown["attachments"],
+        spare.id: [],
+    }
+    conn.block_storage.delete_volume(spare)
 
     resp = call(rf, "DELETE", f"/volumes/{vol.id}", token)
     assert resp.status_code == 400
