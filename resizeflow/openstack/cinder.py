@@ -350,11 +350,7 @@ class VolumeService:
                 row.device = mountpoint
             if row.attach_status == "reserved":
                 row.attach_status = "attaching"
-                s.execute(
-                    update(Volume)
-                    .where(Volume.id == volume_id, Volume.status == "reserved")
-                    .values(status="attaching", attach_status="attaching", updated_at=utcnow())
-                )
+                mark_attaching(s, volume_id)
         return info
 
     def complete(self, attachment_id: str, project_id: str | None = None) -> AttachmentInfo:
@@ -404,11 +400,7 @@ class VolumeService:
                 return
             volume_id, host = row.volume_id, row.connected_host
             row.attach_status = "detaching"
-            s.execute(
-                update(Volume)
-                .where(Volume.id == volume_id)
-                .values(status="detaching", attach_status="detaching", updated_at=utcnow())
-            )
+            mark_detaching(s, volume_id)
         if host is not None:
             self.storage.terminate_connection(volume_id, host)
         with self.db.transaction() as s:
@@ -435,6 +427,24 @@ class VolumeService:
             if expect:
                 query = query.where(Volume.status.in_(expect))
             s.execute(query.values(status=status, updated_at=utcnow()))
+
+
+def mark_attaching(s: Session, volume_id: str) -> None:
+    """A reserved volume is being connected: ``attaching``, in the caller's transaction."""
+    s.execute(
+        update(Volume)
+        .where(Volume.id == volume_id, Volume.status == "reserved")
+        .values(status="attaching", attach_status="attaching", updated_at=utcnow())
+    )
+
+
+def mark_detaching(s: Session, volume_id: str) -> None:
+    """A volume's attachment is on its way out: ``detaching``, in the caller's transaction."""
+    s.execute(
+        update(Volume)
+        .where(Volume.id == volume_id)
+        .values(status="detaching", attach_status="detaching", updated_at=utcnow())
+    )
 
 
 def settle(s: Session, volume_id: str) -> None:
