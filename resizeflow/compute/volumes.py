@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors, flows
@@ -31,6 +31,7 @@ from resizeflow.compute.launching import Launch, Launcher, plan
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.db.instances import visible_instance
 from resizeflow.db.models import Instance, StepJournal, Volume, VolumeAttachment, utcnow
+from resizeflow.openstack.cinder import mark_detaching
 from resizeflow.states import JOURNAL_CLAIMABLE, VmState
 
 # The states Nova attaches and detaches a volume in (that resizeflow has).
@@ -225,11 +226,7 @@ class VolumeOps(Launcher):
             if row.boot_index == 0:
                 raise errors.Invalid("Cannot detach a root device volume")
             row.attach_status = "detaching"
-            s.execute(
-                update(Volume)
-                .where(Volume.id == volume_id)
-                .values(status="detaching", attach_status="detaching", updated_at=utcnow())
-            )
+            mark_detaching(s, volume_id)
             self._launch(caller, s, inst, "detach_volume", flows.DETACH_VOLUME, launches)
 
     def _volume_op(

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from resizeflow import errors
@@ -111,12 +112,16 @@ class VolumeService:
             raise errors.VolumeNotFound(volume_id=volume_id)
         return row
 
+    @staticmethod
+    def _attachment_row(s: Session, attachment_id: str) -> VolumeAttachment | None:
+        return s.scalar(
+            select(VolumeAttachment).where(VolumeAttachment.attachment_id == attachment_id)
+        )
+
     def _attachment(
         self, s: Session, attachment_id: str, project_id: str | None
     ) -> VolumeAttachment:
-        row = s.scalar(
-            select(VolumeAttachment).where(VolumeAttachment.attachment_id == attachment_id)
-        )
+        row = self._attachment_row(s, attachment_id)
         if row is None:
             raise errors.VolumeAttachmentNotFound(attachment_id=attachment_id)
         if project_id is not None:
@@ -125,12 +130,26 @@ class VolumeService:
                 raise errors.VolumeAttachmentNotFound(attachment_id=attachment_id)
         return row
 
-    def _info(self, s: Session, row: Volume) -> VolumeInfo:
-        found = s.scalars(
-            select(VolumeAttachment)
-            .where(VolumeAttachment.volume_id == row.id)
-            .order_by(VolumeAttachment.id)
-        )
+    @staticmethod
+    def _attachments_query(
+        project_id: str | None = None,
+        *,
+        volume_id: str | None = None,
+        instance_uuid: str | None = None,
+    ) -> Select[VolumeAttachment]:
+        query = select(VolumeAttachment).order_by(VolumeAttachment.id)
+        if project_id is not None:
+            query = query.join(Volume, Volume.id == VolumeAttachment.volume_id).where(
+                Volume.project_id == project_id
+            )
+        if volume_id is not None:
+            query = query.where(VolumeAttachment.volume_id == volume_id)
+        if instance_uuid is not None:
+            query = query.where(VolumeAttachment.instance_uuid == instance_uuid)
+        return query
+
+    @staticmethod
+    def _info(row: Volume, attachments: Iterable[VolumeAttachment]) -> VolumeInfo:
         return VolumeInfo(
             id=row.id,
             project_id=row.project_id,
@@ -143,12 +162,13 @@ class VolumeService:
             storage_host=row.storage_host,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            attachments=tuple(AttachmentInfo.of(a) for a in found),
+            attachments=tuple(AttachmentInfo.of(a) for a in attachments),
         )
 
     def get(self, volume_id: str, project_id: str | None = None) -> VolumeInfo:
         with self.db.snapshot() as s:
-            return self._info(s, self._volume(s, volume_id, project_id))
+            row = self._volume(s, volume_id, project_id)
+            return self._info(row, s.scalars(self._attachments_query(volume_id=row.id)))
 
     def volumes(self, project_id: str | None = None) -> list[VolumeInfo]:
         """Newest first, as Cinder sorts by default."""
@@ -156,7 +176,12 @@ class VolumeService:
             query = select(Volume).order_by(Volume.created_at.desc(), Volume.id.desc())
             if project_id is not None:
                 query = query.where(Volume.project_id == project_id)
-            return [self._info(s, row) for row in s.scalars(query)]
+            rows = list(s.scalars(query))
+            # One query for every listed volume's attachments, not one per volume.
+            of_volume: dict[str, list[VolumeAttachment]] = defaultdict(list)
+            for att in s.scalars(self._attachments_query(project_id)):
+                of_volume[att.volume_id].append(att)
+            return [self._info(row, of_volume[row.id]) for row in rows]
 
     def attachment(self, attachment_id: str, project_id: str | None = None) -> AttachmentInfo:
         with self.db.snapshot() as s:
@@ -169,16 +194,10 @@ class VolumeService:
         volume_id: str | None = None,
         instance_uuid: str | None = None,
     ) -> list[AttachmentInfo]:
+        query = self._attachments_query(
+            project_id, volume_id=volume_id, instance_uuid=instance_uuid
+        )
         with self.db.snapshot() as s:
-            query = select(VolumeAttachment).order_by(VolumeAttachment.id)
-            if project_id is not None:
-                query = query.join(Volume, Volume.id == VolumeAttachment.volume_id).where(
-                    Volume.project_id == project_id
-                )
-            if volume_id is not None:
-                query = query.where(VolumeAttachment.volume_id == volume_id)
-            if instance_uuid is not None:
-                query = query.where(VolumeAttachment.instance_uuid == instance_uuid)
             return [AttachmentInfo.of(a) for a in s.scalars(query)]
 
     def connections(self, volume_id: str) -> list[str]:
@@ -331,11 +350,7 @@ class VolumeService:
                 row.device = mountpoint
             if row.attach_status == "reserved":
                 row.attach_status = "attaching"
-                s.execute(
-                    update(Volume)
-                    .where(Volume.id == volume_id, Volume.status == "reserved")
-                    .values(status="attaching", attach_status="attaching", updated_at=utcnow())
-                )
+                mark_attaching(s, volume_id)
         return info
 
     def complete(self, attachment_id: str, project_id: str | None = None) -> AttachmentInfo:
@@ -359,9 +374,7 @@ class VolumeService:
         (the storage host is asked anyway, so nothing is left behind).
         """
         with self.db.snapshot() as s:
-            row = s.scalar(
-                select(VolumeAttachment).where(VolumeAttachment.attachment_id == attachment_id)
-            )
+            row = self._attachment_row(s, attachment_id)
             if row is None:
                 return
             volume_id = row.volume_id
@@ -382,33 +395,22 @@ class VolumeService:
         A no-op when the attachment is gone already.
         """
         with self.db.transaction() as s:
-            row = s.scalar(
-                select(VolumeAttachment).where(VolumeAttachment.attachment_id == attachment_id)
-            )
+            row = self._attachment_row(s, attachment_id)
             if row is None:
                 return
             volume_id, host = row.volume_id, row.connected_host
             row.attach_status = "detaching"
-            s.execute(
-                update(Volume)
-                .where(Volume.id == volume_id)
-                .values(status="detaching", attach_status="detaching", updated_at=utcnow())
-            )
+            mark_detaching(s, volume_id)
         if host is not None:
             self.storage.terminate_connection(volume_id, host)
         with self.db.transaction() as s:
-            found = s.scalar(
-                select(VolumeAttachment).where(VolumeAttachment.attachment_id == attachment_id)
-            )
+            found = self._attachment_row(s, attachment_id)
             if found is not None:
                 s.delete(found)
                 s.flush()
-            self._settle(s, volume_id)
+            settle(s, volume_id)
 
     # -- status -------------------------------------------------------------------
-    def _settle(self, s: Session, volume_id: str) -> None:
-        settle(s, volume_id)
-
     @staticmethod
     def _cas(s: Session, volume_id: str, status: str, expect: Sequence[str]) -> bool:
         done = s.execute(
@@ -425,6 +427,24 @@ class VolumeService:
             if expect:
                 query = query.where(Volume.status.in_(expect))
             s.execute(query.values(status=status, updated_at=utcnow()))
+
+
+def mark_attaching(s: Session, volume_id: str) -> None:
+    """A reserved volume is being connected: ``attaching``, in the caller's transaction."""
+    s.execute(
+        update(Volume)
+        .where(Volume.id == volume_id, Volume.status == "reserved")
+        .values(status="attaching", attach_status="attaching", updated_at=utcnow())
+    )
+
+
+def mark_detaching(s: Session, volume_id: str) -> None:
+    """A volume's attachment is on its way out: ``detaching``, in the caller's transaction."""
+    s.execute(
+        update(Volume)
+        .where(Volume.id == volume_id)
+        .values(status="detaching", attach_status="detaching", updated_at=utcnow())
+    )
 
 
 def settle(s: Session, volume_id: str) -> None:

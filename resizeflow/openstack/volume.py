@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from resizeflow import errors
 from resizeflow.db import api as dbapi
 from resizeflow.db.models import Volume, VolumeAttachment, utcnow
-from resizeflow.openstack.cinder import settle
+from resizeflow.openstack.cinder import mark_attaching, settle
 from resizeflow.storage.base import BlockStorage
 
 
@@ -189,11 +189,7 @@ class InstanceVolumes:
         """An attach has begun: the attachments and their volumes ``attaching``."""
         for vol in volumes:
             self._set(vol, attach_status="attaching")
-            self.session.execute(
-                update(Volume)
-                .where(Volume.id == vol.volume_id, Volume.status == "reserved")
-                .values(status="attaching", attach_status="attaching", updated_at=utcnow())
-            )
+            mark_attaching(self.session, vol.volume_id)
 
     def record_attached(self, volumes: Sequence[Attached]) -> None:
         """The guest has them: each attachment ``attached``, its volume ``in-use``."""

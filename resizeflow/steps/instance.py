@@ -14,7 +14,7 @@ from resizeflow.db.models import utcnow
 from resizeflow.openstack import volume
 from resizeflow.states import PowerState, TaskState, VmState, check_task, check_vm
 from resizeflow.steps.context import HypervisorWork, InstanceContext, PhasedStep
-from resizeflow.steps.volumes import IN_DOMAIN, Connecting, connecting, detach_all_now
+from resizeflow.steps.volumes import IN_DOMAIN, Connecting, connecting, detach_all_now, reaching
 
 
 def _connect_here(ctx: InstanceContext, *status: str) -> Connecting:
@@ -159,7 +159,7 @@ def detach_volume(ctx: InstanceContext) -> PhasedStep:
     for vol in leaving:
         ctx.notify("volume_detach.start", volume_id=vol.volume_id)
     virt, storage, uuid = ctx.virt, ctx.runtime.storage, inst.uuid
-    hosts = sorted({vol.connected_host for vol in leaving if vol.connected_host} | {ctx.host})
+    hosts = reaching(leaving, ctx.host)
 
     def detach(deadline: float) -> None:
         for vol in leaving:

@@ -57,22 +57,32 @@ def guest_volumes(
 def connecting(ctx: InstanceContext, host: str, *status: str) -> Connecting:
     """The instance's volumes (those in ``status``), recorded as connected to
     ``host`` before they are (committed with the step's first phase)."""
-    found = ctx.volumes.of(ctx.instance.uuid, *status)
+    every = ctx.volumes.of(ctx.instance.uuid)
+    found = tuple(v for v in every if not status or v.attach_status in status)
     # One host at a time reaches a volume: one still connected elsewhere (left
     # so by a step that failed for good) is cut off first, before the record
     # names this host instead.
     for other in sorted({v.connected_host or host for v in found} - {host}):
-        disconnect_now(ctx, other)
+        _disconnect(ctx, every, other)
     ctx.volumes.record_connecting(found, host)
     return Connecting(ctx.runtime.storage, found, host)
+
+
+def reaching(volumes: tuple[Attached, ...], here: str) -> list[str]:
+    """The hosts whose connections to ``volumes`` a step cuts: those the
+    record names, and ``here``."""
+    return sorted({vol.connected_host for vol in volumes if vol.connected_host} | {here})
 
 
 def disconnect_now(ctx: InstanceContext, host: str) -> None:
     """Terminate ``host``'s connections to the instance's volumes, then clear
     them from the record, in the step's transaction (a step with no hypervisor phase)."""
-    found = ctx.volumes.of(ctx.instance.uuid)
-    volume.disconnect(ctx.runtime.storage, found, host)
-    ctx.volumes.record_disconnected(found, host)
+    _disconnect(ctx, ctx.volumes.of(ctx.instance.uuid), host)
+
+
+def _disconnect(ctx: InstanceContext, volumes: tuple[Attached, ...], host: str) -> None:
+    volume.disconnect(ctx.runtime.storage, volumes, host)
+    ctx.volumes.record_disconnected(volumes, host)
 
 
 def detach_all_now(ctx: InstanceContext) -> None:
@@ -80,7 +90,7 @@ def detach_all_now(ctx: InstanceContext) -> None:
     attachments: the volumes are ``available``, with their data (a deleted
     server's), but those its block device mapping said to delete with it."""
     found = ctx.volumes.of(ctx.instance.uuid)
-    for host in sorted({vol.connected_host for vol in found if vol.connected_host} | {ctx.host}):
+    for host in reaching(found, ctx.host):
         volume.disconnect(ctx.runtime.storage, found, host)
     ctx.volumes.record_detached(found)
     doomed = [vol for vol in found if vol.delete_on_termination]

@@ -216,9 +216,12 @@ class QsdStorage:
             if not e.get("shutting-down")
         }
 
+    def _nodes(self) -> set[str]:
+        """The daemon's block nodes (a volume's file is open while its node is there)."""
+        return {n.get("node-name") for n in self._call("query-named-block-nodes", flat=True)}
+
     def _ensure_node(self, volume_id: str) -> None:
-        nodes = {n.get("node-name") for n in self._call("query-named-block-nodes", flat=True)}
-        if _node(volume_id) in nodes:
+        if _node(volume_id) in self._nodes():
             return
         path = self._path(volume_id)
         if not path.exists():
@@ -263,8 +266,7 @@ class QsdStorage:
         node = _node(volume_id)
         if node in self._exports().values():
             return
-        nodes = {n.get("node-name") for n in self._call("query-named-block-nodes", flat=True)}
-        if node in nodes:
+        if node in self._nodes():
             self._call("blockdev-del", **{"node-name": node})
 
     def _reconcile(self) -> None:
@@ -298,9 +300,10 @@ class QsdStorage:
                 if path.stat().st_size == size_gb * GIB:
                     return
                 raise errors.StorageError(reason=f"volume {volume_id} exists with another size")
-            if size_gb * GIB > self.capacity().free_bytes:
+            capacity = self.capacity()
+            if size_gb * GIB > capacity.free_bytes:
                 raise errors.VolumeSizeExceedsFreeSpace(
-                    size=size_gb, host=self.config.name, free=self.capacity().free_gb
+                    size=size_gb, host=self.config.name, free=capacity.free_gb
                 )
             tmp = path.with_suffix(".new")
             with tmp.open("wb") as f:

@@ -27,10 +27,8 @@ from resizeflow import errors, metrics
 from resizeflow.compute.volumes import BlockDevice
 from resizeflow.db.models import BrokerEpoch, utcnow
 from resizeflow.flows import FLOWS, Subject
-from resizeflow.openstack.cinder import VolumeService
 from resizeflow.periodic import confirm_unconfirmed_resizes
 from resizeflow.states import MigrationStatus
-from resizeflow.storage.client import RemoteStorage
 from tests.support.chaos import (
     HOSTS,
     PROJECT,
@@ -41,7 +39,7 @@ from tests.support.chaos import (
     default_timing,
 )
 from tests.support.stack import RABBITMQ_URL, REDIS_URL, require, wait_for
-from tests.support.volumes import connection_violations
+from tests.support.volumes import connection_violations, volumes_on
 
 pytestmark = pytest.mark.chaos
 
@@ -385,7 +383,7 @@ def test_sigkill_while_volume_connections_move(chaos: ChaosStack) -> None:
     connection. Afterwards each volume is reachable from its server's host alone."""
     report = Report("7. SIGKILL while a volume's connection moves", chaos.broker)
     chaos.start_storage()
-    storage = service_of(chaos)
+    storage = volumes_on(chaos.db, chaos.app, chaos.settings.storage_host)
     uuids = chaos.boot(VOLUME_SERVERS)
     volumes = {u: storage.create(PROJECT, "chaos", 1).id for u in uuids}
     for u, volume_id in volumes.items():
@@ -446,8 +444,3 @@ def test_sigkill_while_volume_connections_move(chaos: ChaosStack) -> None:
     wait_for(lambda: all(chaos.deleted(u) for u in uuids), 120, "the servers to be deleted")
     assert connection_violations(chaos.db, chaos.app, chaos.settings.storage_host) == []
     assert {v.status for v in storage.volumes()} == {"available"}
-
-
-def service_of(chaos: ChaosStack) -> VolumeService:
-    remote = RemoteStorage(chaos.app, chaos.settings.storage_host, timeout=60)
-    return VolumeService(chaos.db, remote, chaos.settings.storage_host)

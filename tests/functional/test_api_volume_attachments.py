@@ -25,15 +25,14 @@ from resizeflow.db.models import StepJournal, Volume, VolumeAttachment
 from resizeflow.openstack.images import ImageStore
 from resizeflow.states import MigrationStatus, VmState
 from tests.functional.test_api_tempest import Clients, at_version, wait_server
+from tests.support.clients import volume_endpoint, volume_osc
 from tests.support.stack import Stack
 from tests.support.volumes import (
     attachment,
     exported_to,
-    osc,
     require_tools,
     service,
     status,
-    volume_endpoint,
     wait_status,
     wait_volume_ops,
 )
@@ -152,7 +151,7 @@ def test_openstack_cli_boots_with_a_volume_and_adds_and_removes_one(
     token = f"alice:{project}"
 
     def run(*args: str) -> Any:
-        done = osc(rf, *args, token=token)
+        done = volume_osc(rf, *args, token=token)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout) if "-f" in args else done.stdout
 

@@ -21,6 +21,7 @@ import pytest
 from openstack.connection import Connection
 
 from resizeflow.api.microversion import MAX_VERSION
+from tests.support.clients import osc
 from tests.support.stack import Stack, wait_for
 
 WAIT = {"wait": 90, "interval": 0.2}
@@ -111,27 +112,6 @@ def test_sdk_sees_nova_errors(rf: Stack, project: str) -> None:
 
 
 # -- python-openstackclient ----------------------------------------------------------
-def osc(
-    rf: Stack,
-    *args: str,
-    token: str = "admin:admin",
-    timeout: float = 120,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("openstack")
-    cmd = [
-        str(exe),
-        "--os-auth-type",
-        "admin_token",
-        "--os-endpoint",
-        rf.api_endpoint(),
-        "--os-token",
-        token,
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 def osc_show(rf: Stack, uuid: str) -> dict[str, Any]:
     done = osc(rf, "server", "show", uuid, "-f", "json")
     assert done.returncode == 0, done.stderr

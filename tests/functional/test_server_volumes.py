@@ -16,7 +16,6 @@ import pytest
 
 from resizeflow.compute.volumes import BlockDevice
 from resizeflow.states import MigrationStatus, VmState
-from resizeflow.storage.client import RemoteStorage
 from resizeflow.virt.layout import DOMAIN_XML_FILE
 from tests.functional.test_notifications import check
 from tests.support.stack import Stack, wait_for
@@ -60,7 +59,7 @@ def resize(rf: Stack, project: str, uuid: str, flavor: str) -> int:
 
 def read_back(rf: Stack, volume_id: str, *expected: tuple[int, bytes]) -> None:
     """Read the volume through a connection of a reader host of the test's own, then cut it."""
-    storage = RemoteStorage(rf.app, rf.settings.storage_host, timeout=60)
+    storage = service(rf).storage
     info = storage.initialize_connection(volume_id, "test-reader").to_dict()
     try:
         for offset, data in expected:

@@ -11,7 +11,6 @@ Bad input gets Cinder's codes and messages, and changes nothing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from typing import Any
@@ -25,8 +24,9 @@ from resizeflow.api import volume_version
 from resizeflow.db.models import Volume
 from resizeflow.openstack.cinder import VolumeService, volume_service
 from resizeflow.storage.base import ConnectionInfo
-from tests.functional.test_openstack_clients import osc as compute_osc
+from tests.support.clients import volume_endpoint, volume_osc
 from tests.support.stack import Stack
+from tests.support.volumes import reachable
 
 pytestmark = [
     pytest.mark.stacks("sqlite-redis", "postgresql-rabbitmq"),
@@ -36,10 +36,6 @@ pytestmark = [
     ),
 ]
 ATTACH = {"OpenStack-API-Version": "volume 3.44"}
-
-
-def volume_endpoint(rf: Stack) -> str:
-    return rf.api_endpoint().removesuffix("/v2.1") + "/volume/"
 
 
 def connect(rf: Stack, token: str) -> Connection:
@@ -81,12 +77,6 @@ def qemu_io(info: dict[str, Any], command: str) -> str:
         timeout=60,
     )
     return done.stdout + done.stderr
-
-
-def reachable(info: dict[str, Any]) -> bool:
-    url = ConnectionInfo.from_dict(info).url
-    done = subprocess.run(["qemu-img", "info", url], capture_output=True, timeout=60)
-    return done.returncode == 0
 
 
 def volume_rows(rf: Stack) -> list[tuple[str, str, str]]:
@@ -258,6 +248,14 @@ def test_attachments_move_the_volume_through_cinders_statuses(rf: Stack, project
     assert shown["status"] == "in-use"
     assert [(a["server_id"], a["device"]) for a in shown["attachments"]] == [(server, "/dev/vdb")]
     assert service(rf).get(vol.id).attach_status == "attached"
+    # The list shows each volume with its own attachments, as one volume's show does.
+    spare = conn.block_storage.create_volume(size=1, name="spare")
+    listed = call(rf, "GET", "/volumes/detail", token).json()["volumes"]
+    assert {v["id"]: v["attachments"] for v in listed} == {
+        vol.id: shown["attachments"],
+        spare.id: [],
+    }
+    conn.block_storage.delete_volume(spare)
 
     resp = call(rf, "DELETE", f"/volumes/{vol.id}", token)
     assert resp.status_code == 400
@@ -330,24 +328,12 @@ def test_service_api_moves_a_connection_between_hosts(rf: Stack, project: str) -
 
 
 # -- python-openstackclient ----------------------------------------------------------
-def osc(rf: Stack, *args: str, token: str) -> subprocess.CompletedProcess[str]:
-    # The block-storage endpoint, as openstacksdk reads an override from the
-    # environment. OSC's volume list builds an identity v3 client even when it
-    # asks it nothing (no --project, no --user): with no Keystone here, it is
-    # pinned to v3 at the API's root, and never called.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env["OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE"] = volume_endpoint(rf)
-    env["OS_IDENTITY_ENDPOINT_OVERRIDE"] = rf.api_endpoint().removesuffix("/v2.1") + "/"
-    versions = ("--os-volume-api-version", "3", "--os-identity-api-version", "3")
-    return compute_osc(rf, *versions, *args, token=token, env=env)
-
-
 @pytest.mark.stacks("sqlite-redis")
 def test_openstack_volume_cli(rf: Stack, project: str) -> None:
     token = f"alice:{project}"
 
     def run(*args: str) -> Any:
-        done = osc(rf, *args, token=token)
+        done = volume_osc(rf, *args, token=token)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout) if "-f" in args else done.stdout
 
@@ -365,6 +351,6 @@ def test_openstack_volume_cli(rf: Stack, project: str) -> None:
     run("volume", "delete", created["id"])
     assert run("volume", "list", "-f", "json") == []
 
-    done = osc(rf, "volume", "show", created["id"], token=token)
+    done = volume_osc(rf, "volume", "show", created["id"], token=token)
     assert done.returncode != 0
     assert f"No Volume found for {created['id']}" in done.stderr

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,37 +35,14 @@ def require_tools() -> None:
         pytest.skip(f"{', '.join(missing)} missing (Debian qemu-system-common, qemu-utils)")
 
 
+def volumes_on(db: Database, app: Celery, storage_host: str) -> VolumeService:
+    """The block-storage service on ``storage_host``, reached over ``app``'s broker."""
+    return VolumeService(db, RemoteStorage(app, storage_host, timeout=60), storage_host)
+
+
 def service(rf: Stack) -> VolumeService:
     """The block-storage service, on the stack's storage host."""
-    storage = RemoteStorage(rf.app, rf.settings.storage_host, timeout=60)
-    return VolumeService(rf.db, storage, rf.settings.storage_host)
-
-
-def volume_endpoint(rf: Stack) -> str:
-    return rf.api_endpoint().removesuffix("/v2.1") + "/volume/"
-
-
-def osc(rf: Stack, *args: str, token: str) -> subprocess.CompletedProcess[str]:
-    """The ``openstack`` CLI on the stack: compute at the API, block storage at ``/volume``."""
-    exe = Path(sys.executable).with_name("openstack")
-    cmd = [
-        str(exe),
-        "--os-auth-type",
-        "admin_token",
-        "--os-endpoint",
-        rf.api_endpoint(),
-        "--os-token",
-        token,
-        "--os-volume-api-version",
-        "3",
-        "--os-identity-api-version",
-        "3",
-        *args,
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env["OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE"] = volume_endpoint(rf)
-    env["OS_IDENTITY_ENDPOINT_OVERRIDE"] = rf.api_endpoint().removesuffix("/v2.1") + "/"
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    return volumes_on(rf.db, rf.app, rf.settings.storage_host)
 
 
 def exported_to(rf: Stack, volume_id: str) -> list[str]:
@@ -142,7 +117,7 @@ def connection_violations(db: Database, app: Celery, storage_host: str) -> list[
     volume no server has is ``available`` and exported to no host. A server in
     ERROR is left out of the first rule (its host is what an operator repairs).
     """
-    storage = RemoteStorage(app, storage_host, timeout=60)
+    storage = volumes_on(db, app, storage_host)
     problems = []
     with db.snapshot() as s:
         volumes = list(s.scalars(select(Volume)))
