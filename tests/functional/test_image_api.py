@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import openstack
 import pytest
 from openstack.connection import Connection
 
+from tests.support.clients import osc
 from tests.support.stack import Stack
 
 # One stack is enough: the image API does not touch the database or the broker.
@@ -41,15 +41,14 @@ def connect(rf: Stack, token: str = "admin:admin") -> Connection:
     )
 
 
-def osc(rf: Stack, *args: str, token: str = "admin:admin") -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("openstack")
-    cmd = [str(exe), "--os-auth-type", "admin_token", "--os-endpoint", image_endpoint(rf) + "/v2"]
-    cmd += ["--os-token", token, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+def image_osc(
+    rf: Stack, *args: str, token: str = "admin:admin"
+) -> subprocess.CompletedProcess[str]:
+    return osc(rf, *args, token=token, endpoint=image_endpoint(rf) + "/v2")
 
 
 def osc_json(rf: Stack, *args: str, token: str = "admin:admin") -> Any:
-    done = osc(rf, *args, "-f", "json", token=token)
+    done = image_osc(rf, *args, "-f", "json", token=token)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -250,7 +249,7 @@ def test_deleting_a_missing_image_is_404(rf: Stack) -> None:
         assert r.status_code == 404
         assert f"Failed to find image {missing} to delete<br />" in r.text
     # OSC words any 404 of a delete as its --store option's failure, against Glance too.
-    done = osc(rf, "image", "delete", missing)
+    done = image_osc(rf, "image", "delete", missing)
     assert (done.returncode, done.stderr) == (1, "Multi Backend support not enabled.\n")
 
 
@@ -272,8 +271,8 @@ def test_osc_image_create_list_show_set_delete(rf: Stack, project: str, tmp_path
     listed = osc_json(rf, "image", "list", "--long", token=token)
     assert [i["ID"] for i in listed if i["Name"] == f"osc-kernel-{project}"] == [image_id]
 
-    done = osc(rf, "image", "set", "--property", "kernel_flavour=cloud", "--name", "k2", image_id,
-               token=token)  # fmt: skip
+    done = image_osc(rf, "image", "set", "--property", "kernel_flavour=cloud", "--name", "k2",
+                     image_id, token=token)  # fmt: skip
     assert done.returncode == 0, done.stderr
     shown = osc_json(rf, "image", "show", image_id, token=token)
     assert shown["name"] == "k2" and shown["disk_format"] == "aki"
@@ -281,13 +280,13 @@ def test_osc_image_create_list_show_set_delete(rf: Stack, project: str, tmp_path
     assert shown["properties"]["os_command_line"] == "console=ttyS0"
 
     saved = tmp_path / "saved"
-    done = osc(rf, "image", "save", "--file", str(saved), image_id, token=token)
+    done = image_osc(rf, "image", "save", "--file", str(saved), image_id, token=token)
     assert done.returncode == 0, done.stderr
     assert md5(saved) == md5(kernel)
 
-    done = osc(rf, "image", "delete", image_id, token=token)
+    done = image_osc(rf, "image", "delete", image_id, token=token)
     assert done.returncode == 0, done.stderr
-    assert osc(rf, "image", "show", image_id, token=token).returncode != 0
+    assert image_osc(rf, "image", "show", image_id, token=token).returncode != 0
 
 
 def _peak_rss(pid: int) -> int:

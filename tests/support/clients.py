@@ -16,15 +16,17 @@ def osc(
     token: str = "admin:admin",
     timeout: float = 120,
     env: dict[str, str] | None = None,
+    endpoint: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``openstack <args>`` with the admin_token plugin at the stack's compute endpoint."""
+    """``openstack <args>`` with the admin_token plugin at ``endpoint``, by
+    default the stack's compute endpoint."""
     exe = Path(sys.executable).with_name("openstack")
     cmd = [
         str(exe),
         "--os-auth-type",
         "admin_token",
         "--os-endpoint",
-        rf.api_endpoint(),
+        endpoint or rf.api_endpoint(),
         "--os-token",
         token,
         *args,
