@@ -126,10 +126,11 @@ class LibvirtDriver:
     def from_settings(cls, settings: Settings) -> LibvirtDriver:
         """The driver of ``settings.host``, as its worker builds it."""
         # KVM is verified by booting a kernel: the host's own, else one from the image store.
+        images = ImageStore(settings.images_dir())
         kernels = [*kvm_probe.host_kernels()]
         kernels += [
-            ImageStore(settings.images_dir()).data_path(m.id)
-            for m in ImageStore(settings.images_dir()).list()
+            images.data_path(m.id)
+            for m in images.list()
             if m.disk_format == "aki" and m.status == "active"  # a queued one has no data
         ]
         return cls(
@@ -173,10 +174,11 @@ class LibvirtDriver:
 
     # --- domains ----------------------------------------------------------------
     def _lookup(self, uuid: str) -> Any:
-        return self.conn.lookup(self.layout.domain_uuid(uuid))
+        """The instance's domain here; None if not defined; InvalidUUID for a malformed uuid."""
+        return self.conn.lookup(self.layout.domain_uuid(canonical_uuid(uuid)))
 
     def _defined(self, uuid: str) -> Any:
-        dom = self._lookup(canonical_uuid(uuid))
+        dom = self._lookup(uuid)
         if dom is None:
             raise InstanceNotFound(instance_id=uuid)
         return dom
@@ -270,18 +272,18 @@ class LibvirtDriver:
         self._define_and_start(inst, inst_dir, volumes, power_on, deadline)
 
     def power_off(self, inst: InstanceSpec, *, deadline: float | None = None) -> None:
-        dom = self._lookup(canonical_uuid(inst.uuid))
+        dom = self._lookup(inst.uuid)
         if dom is not None:
             self._stop(dom, clean=True, deadline=deadline)
 
     def power_on(self, inst: InstanceSpec, *, deadline: float | None = None) -> None:
-        dom = self._lookup(canonical_uuid(inst.uuid))
+        dom = self._lookup(inst.uuid)
         if dom is None:
             raise VirtError(reason=f"domain {self.domain_name(inst.uuid)} is not defined")
         self._start(dom, inst.uuid, deadline)
 
     def power_state(self, uuid: str) -> PowerState:
-        dom = self._lookup(canonical_uuid(uuid))
+        dom = self._lookup(uuid)
         return PowerState.NOSTATE if dom is None else self.conn.state(dom)
 
     def reboot(
@@ -319,7 +321,7 @@ class LibvirtDriver:
         self, inst: InstanceSpec, deadline: float | None, vols: Sequence[VolumeConnection]
     ) -> None:
         inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
-        dom = self._lookup(canonical_uuid(inst.uuid))
+        dom = self._lookup(inst.uuid)
         if dom is not None:
             self._stop(dom)  # destroyed, its disks kept
         if not inst_dir.exists() and resize_dir.exists():
@@ -337,7 +339,7 @@ class LibvirtDriver:
         NOTE: ``destroy`` undefines the domain before it removes anything, so
         a domain still defined proves that no destroy has begun.
         """
-        if self._lookup(canonical_uuid(uuid)) is None:
+        if self._lookup(uuid) is None:
             return False
         return (self._dir(uuid) / ROOT_DISK).is_file()
 
@@ -408,12 +410,12 @@ class LibvirtDriver:
         rmtree_with_retries(self._dir(inst.uuid, _RESIZE))
         if not same_host:
             # On the same host this uuid is the resized domain now in use.
-            self._undefine(canonical_uuid(inst.uuid))
+            self._undefine(inst.uuid)
             self.host.unplug(v.tap for v in inst.vifs)
 
     def destroy(self, inst: InstanceSpec, *, destroy_disks: bool) -> None:
         inst_dir = self._dir(inst.uuid)
-        self._undefine(canonical_uuid(inst.uuid))
+        self._undefine(inst.uuid)
         self.host.unplug(v.tap for v in inst.vifs)
         if destroy_disks and inst_dir.exists():
             shutil.rmtree(inst_dir)
@@ -432,7 +434,7 @@ class LibvirtDriver:
 
     def purge(self, uuid: str) -> list[str]:
         removed = []
-        self._undefine(canonical_uuid(uuid))
+        self._undefine(uuid)
         for suffix in ("", _RESIZE):
             path = self._dir(uuid, suffix)
             if path.exists():
@@ -451,7 +453,7 @@ class LibvirtDriver:
         inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
         if resize_dir.exists():
             # A same-host domain may still run from the dir we are about to delete.
-            dom = self._lookup(canonical_uuid(inst.uuid))
+            dom = self._lookup(inst.uuid)
             if dom is not None:
                 self._stop(dom)
             # Nova's _cleanup_failed_migration: a leftover dest copy blocks the rename.
@@ -488,7 +490,7 @@ class LibvirtDriver:
         )
 
     def detach_volume(self, uuid: str, volume_id: str, *, deadline: float | None = None) -> None:
-        dom = self._lookup(canonical_uuid(uuid))
+        dom = self._lookup(uuid)
         if dom is not None:  # no domain here holds nothing: there is nothing to detach
             volumes.detach(self.conn, self.host, dom, volume_id, self._xml_file(uuid), deadline)
 
