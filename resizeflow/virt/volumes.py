@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from resizeflow.virt.base import VolumeConnection
-from resizeflow.virt.connection import MISSING, XML_INACTIVE, LibvirtConnection
+from resizeflow.virt.connection import XML_INACTIVE, LibvirtConnection
 from resizeflow.virt.domain_xml import disk_targets, placed, volume_disk_xml, volume_serials
 from resizeflow.virt.layout import write_atomic
 from resizeflow.virt.strategy import HostStrategy
@@ -34,7 +34,7 @@ class _Held:
 
     def __init__(self, conn: LibvirtConnection, dom: Any) -> None:
         self._config_xml = conn.call(dom.XMLDesc, XML_INACTIVE)
-        self._live_xml = conn.call(dom.XMLDesc, 0, ok=MISSING) if conn.is_active(dom) else None
+        self._live_xml = conn.live_xml(dom)
         self.config = disk_targets(self._config_xml)
         self.running = self._live_xml is not None
         self.live = disk_targets(self._live_xml) if self._live_xml is not None else {}
