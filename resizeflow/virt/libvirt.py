@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GiB = 1024**3
-_RESIZE = RESIZE_SUFFIX
 # Nova reads at most this much of a guest's console log (MAX_CONSOLE_BYTES).
 MAX_CONSOLE_BYTES = 100 * 1024
 
@@ -320,7 +319,7 @@ class LibvirtDriver:
     def _hard_reboot(
         self, inst: InstanceSpec, deadline: float | None, vols: Sequence[VolumeConnection]
     ) -> None:
-        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
+        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, RESIZE_SUFFIX)
         dom = self._lookup(inst.uuid)
         if dom is not None:
             self._stop(dom)  # destroyed, its disks kept
@@ -379,7 +378,7 @@ class LibvirtDriver:
             )
         except Exception as exc:
             raise InstanceFaultRollback(exc) from exc
-        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
+        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, RESIZE_SUFFIX)
         # Off before the rename: a running guest would keep writing to the disk we copy.
         self.power_off(inst, deadline=deadline)
         if inst_dir.exists() and not resize_dir.exists():
@@ -407,7 +406,7 @@ class LibvirtDriver:
         self._define_and_start(inst, inst_dir, volumes, power_on, deadline)
 
     def confirm_migration(self, inst: InstanceSpec, *, same_host: bool) -> None:
-        rmtree_with_retries(self._dir(inst.uuid, _RESIZE))
+        rmtree_with_retries(self._dir(inst.uuid, RESIZE_SUFFIX))
         if not same_host:
             # On the same host this uuid is the resized domain now in use.
             self._undefine(inst.uuid)
@@ -430,12 +429,12 @@ class LibvirtDriver:
         """
         if self.shared_storage is not None:
             return self.shared_storage
-        return self._dir(uuid, _RESIZE).is_dir()
+        return self._dir(uuid, RESIZE_SUFFIX).is_dir()
 
     def purge(self, uuid: str) -> list[str]:
         removed = []
         self._undefine(uuid)
-        for suffix in ("", _RESIZE):
+        for suffix in ("", RESIZE_SUFFIX):
             path = self._dir(uuid, suffix)
             if path.exists():
                 rmtree_with_retries(path)
@@ -450,7 +449,7 @@ class LibvirtDriver:
         deadline: float | None = None,
         volumes: Sequence[VolumeConnection] = (),
     ) -> None:
-        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
+        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, RESIZE_SUFFIX)
         if resize_dir.exists():
             # A same-host domain may still run from the dir we are about to delete.
             dom = self._lookup(inst.uuid)
@@ -467,7 +466,7 @@ class LibvirtDriver:
     def recover(self, running: dict[str, bool]) -> list[str]:
         defined: dict[str, None] = {}
         # _resize first, so for a same-host resize the current dir's XML wins.
-        for suffix in (_RESIZE, ""):
+        for suffix in (RESIZE_SUFFIX, ""):
             for uuid in self.layout.dir_uuids(suffix):
                 xml_path = self._dir(uuid, suffix) / DOMAIN_XML_FILE
                 if xml_path.is_file():
