@@ -71,6 +71,8 @@ MODULES = (
 CMDLINE = "console=ttyS0 quiet panic=-1"
 # The admin of the API's noauth mode, which the dev stacks run with.
 NOAUTH_ADMIN = "admin:admin"
+# The name the guest is uploaded under: the dev stacks' default image, by name.
+IMAGE_NAME = "rf-guest"
 # The marker lives at 1 MiB into the root disk, past anything a partition table uses.
 MARKER_SECTOR = 2048
 # A volume's header is its first 64-byte slot; its write log is one record a
@@ -305,7 +307,7 @@ def build(out_dir: Path, *, disk_mb: int = 64) -> GuestFiles:
 
 
 def upload(
-    image_api: str, files: GuestFiles, name: str = "rf-guest", token: str = NOAUTH_ADMIN
+    image_api: str, files: GuestFiles, name: str = IMAGE_NAME, token: str = NOAUTH_ADMIN
 ) -> str:
     """Load the guest through the image API at ``image_api`` (``.../image``), as an
     operator would: the kernel (``aki``), the ramdisk (``ari``), then the disk naming

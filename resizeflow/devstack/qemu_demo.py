@@ -31,7 +31,7 @@ FLAVORS = (
     ("demo-big", "demo.big", 2, 256, 2, 1, 32),
 )
 GUEST_DIR = Path("var") / "guest"
-GUEST_IMAGE = "rf-guest"
+GUEST_IMAGE = guest.IMAGE_NAME
 
 
 def load_guest(api_url: str) -> str:

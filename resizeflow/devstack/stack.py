@@ -127,13 +127,19 @@ class LocalStack:
             )
             self.nodes[name] = self._node_of(pid) or ""
         nodes = [self.nodes[n] for n in names]
+        self._wait_pings(", ".join(names), nodes, tuple(names), timeout)
+        return nodes
+
+    def _wait_pings(
+        self, what: str, nodes: list[str], watch: tuple[str, ...], timeout: float
+    ) -> None:
+        """Wait until each of ``nodes`` answers a ping; fail early if a watched process exits."""
         self.sup.wait_until(
-            f"{', '.join(names)} to answer a ping",
+            f"{what} to answer a ping",
             lambda: len(self.app.control.ping(destination=nodes, timeout=0.5) or []) == len(nodes),
             timeout,
-            watch=tuple(names),
+            watch=watch,
         )
-        return nodes
 
     def _node_of(self, pid: int) -> str | None:
         with self.db.snapshot() as s:
@@ -195,12 +201,7 @@ class LocalStack:
         """Wait until the storage host answers a ping: its connections are exported by then."""
         machine = self.settings.worker_name or socket.gethostname()
         node = f"{self.settings.storage_host}@{machine}"
-        self.sup.wait_until(
-            "the storage host to answer a ping",
-            lambda: self.app.control.ping(destination=[node], timeout=0.5),
-            timeout,
-            watch=("storage",),
-        )
+        self._wait_pings("the storage host", [node], ("storage",), timeout)
         self.nodes["storage"] = node
         return node
 
@@ -216,13 +217,7 @@ class LocalStack:
     # -- beat, API, Flower --------------------------------------------------
     def start_beat(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> Popen[bytes]:
         proc = self.sup.resizeflow("beat", "beat", env=env)
-        node = f"beat@{socket.gethostname()}"
-        self.sup.wait_until(
-            "beat to answer a ping",
-            lambda: self.app.control.ping(destination=[node], timeout=0.5),
-            timeout,
-            watch=("beat",),
-        )
+        self._wait_pings("beat", [f"beat@{socket.gethostname()}"], ("beat",), timeout)
         return proc
 
     def start_api(self, port: int = 0, timeout: float = 60.0) -> str:

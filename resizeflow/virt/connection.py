@@ -129,6 +129,13 @@ class LibvirtConnection:
         """Whether the domain runs; False once it is gone."""
         return bool(self.call(dom.isActive, ok=MISSING))
 
+    def live_xml(self, dom: Any) -> str | None:
+        """The XML the domain runs with; None when it is not running (or gone)."""
+        if not self.is_active(dom):
+            return None
+        xml: str | None = self.call(dom.XMLDesc, 0, ok=MISSING)
+        return xml
+
     def state(self, dom: Any) -> PowerState:
         """The domain's power state; NOSTATE once it is gone."""
         raw = self.call(dom.state, ok=MISSING)

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from resizeflow.errors import DiskNotFound, RemoteHostUnreachable, VirtError
+from resizeflow.errors import DiskNotFound, VirtError
 from resizeflow.virt.remotefs.base import CopyResult, RemoteFilesystem, RemoteHost
+from resizeflow.virt.remotefs.runner import Deadline
+
+# What a copy that runs out of its time is reported as.
+_COPY = "disk copy"
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def copy_disk(
     without touching their data, onto the dest's cache paths when those differ
     from the source's. ``timeout`` bounds the whole transfer.
     """
-    end = None if timeout is None else time.monotonic() + timeout
+    end = Deadline(timeout)
     chain = backing_chain(src, fmt=fmt)
     backings = chain[1:]
     cache = local_cache.resolve()
@@ -130,7 +133,7 @@ def copy_disk(
             Path(backings[i].path),
             host,
             targets[i],
-            timeout=_left(end, host),
+            timeout=end.left(host, _COPY),
             before_commit=_rebase(fs, host, backings[i], below, end),
         ).sent
         copied.append(targets[i])
@@ -139,7 +142,7 @@ def copy_disk(
         src,
         host,
         dest,
-        timeout=_left(end, host),
+        timeout=end.left(host, _COPY),
         before_commit=_rebase(fs, host, chain[0], top_below, end),
     )
     return DiskTransfer(
@@ -150,23 +153,12 @@ def copy_disk(
     )
 
 
-def _left(end: float | None, host: RemoteHost) -> float | None:
-    if end is None:
-        return None
-    left = end - time.monotonic()
-    if left <= 0:
-        raise RemoteHostUnreachable(
-            host=host.name, address=host.address, reason="disk copy ran out of time"
-        )
-    return left
-
-
 def _rebase(
     fs: RemoteFilesystem,
     host: RemoteHost,
     image: ImageInfo,
     below: tuple[ImageInfo, PurePosixPath] | None,
-    end: float | None,
+    end: Deadline,
 ) -> Callable[[PurePosixPath], None] | None:
     """A before-commit hook pointing a copied image at its backing's dest path."""
     if below is None:
@@ -183,7 +175,7 @@ def _rebase(
             host,
             ["qemu-img", "rebase", "-u", "-f", image.format, "-F", backing_fmt,
              "-b", str(target), str(part)],
-            timeout=_left(end, host),
+            timeout=end.left(host, _COPY),
         )  # fmt: skip
 
     return rebase

@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GiB = 1024**3
-_RESIZE = RESIZE_SUFFIX
 # Nova reads at most this much of a guest's console log (MAX_CONSOLE_BYTES).
 MAX_CONSOLE_BYTES = 100 * 1024
 
@@ -126,10 +125,11 @@ class LibvirtDriver:
     def from_settings(cls, settings: Settings) -> LibvirtDriver:
         """The driver of ``settings.host``, as its worker builds it."""
         # KVM is verified by booting a kernel: the host's own, else one from the image store.
+        images = ImageStore(settings.images_dir())
         kernels = [*kvm_probe.host_kernels()]
         kernels += [
-            ImageStore(settings.images_dir()).data_path(m.id)
-            for m in ImageStore(settings.images_dir()).list()
+            images.data_path(m.id)
+            for m in images.list()
             if m.disk_format == "aki" and m.status == "active"  # a queued one has no data
         ]
         return cls(
@@ -173,10 +173,11 @@ class LibvirtDriver:
 
     # --- domains ----------------------------------------------------------------
     def _lookup(self, uuid: str) -> Any:
-        return self.conn.lookup(self.layout.domain_uuid(uuid))
+        """The instance's domain here; None if not defined; InvalidUUID for a malformed uuid."""
+        return self.conn.lookup(self.layout.domain_uuid(canonical_uuid(uuid)))
 
     def _defined(self, uuid: str) -> Any:
-        dom = self._lookup(canonical_uuid(uuid))
+        dom = self._lookup(uuid)
         if dom is None:
             raise InstanceNotFound(instance_id=uuid)
         return dom
@@ -270,18 +271,18 @@ class LibvirtDriver:
         self._define_and_start(inst, inst_dir, volumes, power_on, deadline)
 
     def power_off(self, inst: InstanceSpec, *, deadline: float | None = None) -> None:
-        dom = self._lookup(canonical_uuid(inst.uuid))
+        dom = self._lookup(inst.uuid)
         if dom is not None:
             self._stop(dom, clean=True, deadline=deadline)
 
     def power_on(self, inst: InstanceSpec, *, deadline: float | None = None) -> None:
-        dom = self._lookup(canonical_uuid(inst.uuid))
+        dom = self._lookup(inst.uuid)
         if dom is None:
             raise VirtError(reason=f"domain {self.domain_name(inst.uuid)} is not defined")
         self._start(dom, inst.uuid, deadline)
 
     def power_state(self, uuid: str) -> PowerState:
-        dom = self._lookup(canonical_uuid(uuid))
+        dom = self._lookup(uuid)
         return PowerState.NOSTATE if dom is None else self.conn.state(dom)
 
     def reboot(
@@ -318,8 +319,8 @@ class LibvirtDriver:
     def _hard_reboot(
         self, inst: InstanceSpec, deadline: float | None, vols: Sequence[VolumeConnection]
     ) -> None:
-        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
-        dom = self._lookup(canonical_uuid(inst.uuid))
+        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, RESIZE_SUFFIX)
+        dom = self._lookup(inst.uuid)
         if dom is not None:
             self._stop(dom)  # destroyed, its disks kept
         if not inst_dir.exists() and resize_dir.exists():
@@ -337,7 +338,7 @@ class LibvirtDriver:
         NOTE: ``destroy`` undefines the domain before it removes anything, so
         a domain still defined proves that no destroy has begun.
         """
-        if self._lookup(canonical_uuid(uuid)) is None:
+        if self._lookup(uuid) is None:
             return False
         return (self._dir(uuid) / ROOT_DISK).is_file()
 
@@ -377,7 +378,7 @@ class LibvirtDriver:
             )
         except Exception as exc:
             raise InstanceFaultRollback(exc) from exc
-        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
+        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, RESIZE_SUFFIX)
         # Off before the rename: a running guest would keep writing to the disk we copy.
         self.power_off(inst, deadline=deadline)
         if inst_dir.exists() and not resize_dir.exists():
@@ -405,15 +406,15 @@ class LibvirtDriver:
         self._define_and_start(inst, inst_dir, volumes, power_on, deadline)
 
     def confirm_migration(self, inst: InstanceSpec, *, same_host: bool) -> None:
-        rmtree_with_retries(self._dir(inst.uuid, _RESIZE))
+        rmtree_with_retries(self._dir(inst.uuid, RESIZE_SUFFIX))
         if not same_host:
             # On the same host this uuid is the resized domain now in use.
-            self._undefine(canonical_uuid(inst.uuid))
+            self._undefine(inst.uuid)
             self.host.unplug(v.tap for v in inst.vifs)
 
     def destroy(self, inst: InstanceSpec, *, destroy_disks: bool) -> None:
         inst_dir = self._dir(inst.uuid)
-        self._undefine(canonical_uuid(inst.uuid))
+        self._undefine(inst.uuid)
         self.host.unplug(v.tap for v in inst.vifs)
         if destroy_disks and inst_dir.exists():
             shutil.rmtree(inst_dir)
@@ -428,12 +429,12 @@ class LibvirtDriver:
         """
         if self.shared_storage is not None:
             return self.shared_storage
-        return self._dir(uuid, _RESIZE).is_dir()
+        return self._dir(uuid, RESIZE_SUFFIX).is_dir()
 
     def purge(self, uuid: str) -> list[str]:
         removed = []
-        self._undefine(canonical_uuid(uuid))
-        for suffix in ("", _RESIZE):
+        self._undefine(uuid)
+        for suffix in ("", RESIZE_SUFFIX):
             path = self._dir(uuid, suffix)
             if path.exists():
                 rmtree_with_retries(path)
@@ -448,10 +449,10 @@ class LibvirtDriver:
         deadline: float | None = None,
         volumes: Sequence[VolumeConnection] = (),
     ) -> None:
-        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, _RESIZE)
+        inst_dir, resize_dir = self._dir(inst.uuid), self._dir(inst.uuid, RESIZE_SUFFIX)
         if resize_dir.exists():
             # A same-host domain may still run from the dir we are about to delete.
-            dom = self._lookup(canonical_uuid(inst.uuid))
+            dom = self._lookup(inst.uuid)
             if dom is not None:
                 self._stop(dom)
             # Nova's _cleanup_failed_migration: a leftover dest copy blocks the rename.
@@ -465,7 +466,7 @@ class LibvirtDriver:
     def recover(self, running: dict[str, bool]) -> list[str]:
         defined: dict[str, None] = {}
         # _resize first, so for a same-host resize the current dir's XML wins.
-        for suffix in (_RESIZE, ""):
+        for suffix in (RESIZE_SUFFIX, ""):
             for uuid in self.layout.dir_uuids(suffix):
                 xml_path = self._dir(uuid, suffix) / DOMAIN_XML_FILE
                 if xml_path.is_file():
@@ -488,7 +489,7 @@ class LibvirtDriver:
         )
 
     def detach_volume(self, uuid: str, volume_id: str, *, deadline: float | None = None) -> None:
-        dom = self._lookup(canonical_uuid(uuid))
+        dom = self._lookup(uuid)
         if dom is not None:  # no domain here holds nothing: there is nothing to detach
             volumes.detach(self.conn, self.host, dom, volume_id, self._xml_file(uuid), deadline)
 

@@ -203,9 +203,7 @@ class RealHypervisorHost:
                 )
 
     def _live_holds(self, dom: Any, volume_id: str) -> bool:
-        xml: str | None = None
-        if self.conn.is_active(dom):
-            xml = self.conn.call(dom.XMLDesc, 0, ok=MISSING)
+        xml = self.conn.live_xml(dom)
         return xml is not None and volume_id in volume_serials(xml)
 
     def console_note(self, uuid: str, what: str) -> None:

@@ -33,7 +33,7 @@ _DOMAIN_XML = """<domain type={type}>
   <uuid>{uuid}</uuid>
   <memory unit='MiB'>{memory}</memory>
   <vcpu>{vcpus}</vcpu>
-  <os><type{arch}>hvm</type></os>
+  <os><type>hvm</type></os>
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='raw'/>
@@ -105,7 +105,6 @@ class TestDriverHost:
             uuid=domain_uuid,
             memory=int(inst.memory_mb),
             vcpus=int(inst.vcpus),
-            arch="",
             disk=quoteattr(str(inst_dir / ROOT_DISK)),
             volumes="".join(
                 f"\n    {ET.tostring(disk, encoding='unicode')}"

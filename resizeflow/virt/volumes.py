@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from resizeflow.virt.base import VolumeConnection
-from resizeflow.virt.connection import MISSING, XML_INACTIVE, LibvirtConnection
+from resizeflow.virt.connection import XML_INACTIVE, LibvirtConnection
 from resizeflow.virt.domain_xml import disk_targets, placed, volume_disk_xml, volume_serials
 from resizeflow.virt.layout import write_atomic
 from resizeflow.virt.strategy import HostStrategy
@@ -33,10 +33,11 @@ class _Held:
     """Where a domain holds its disks now: its definition and, if it runs, its live guest."""
 
     def __init__(self, conn: LibvirtConnection, dom: Any) -> None:
-        self.config = disk_targets(conn.call(dom.XMLDesc, XML_INACTIVE))
-        live_xml = conn.call(dom.XMLDesc, 0, ok=MISSING) if conn.is_active(dom) else None
-        self.running = live_xml is not None
-        self.live = disk_targets(live_xml) if live_xml is not None else {}
+        self._config_xml = conn.call(dom.XMLDesc, XML_INACTIVE)
+        self._live_xml = conn.live_xml(dom)
+        self.config = disk_targets(self._config_xml)
+        self.running = self._live_xml is not None
+        self.live = disk_targets(self._live_xml) if self._live_xml is not None else {}
 
     def device(self, volume_id: str) -> str | None:
         """The target the volume is at, live first; None if the domain does not hold it."""
@@ -46,14 +47,15 @@ class _Held:
                     return dev
         return None
 
-
-def _disk_of(conn: LibvirtConnection, dom: Any, volume_id: str, live: bool) -> str | None:
-    xml = conn.call(dom.XMLDesc, 0 if live else XML_INACTIVE)
-    # libvirtd's own XML, not user input.
-    for disk in ET.fromstring(xml).iter("disk"):  # noqa: S314
-        if disk.findtext("serial") == volume_id:
-            return ET.tostring(disk, encoding="unicode")
-    return None
+    def disk_xml(self, volume_id: str) -> str | None:
+        """The volume's ``<disk>`` as the guest holds it if it does, else as the definition does."""
+        xml = self._live_xml if volume_id in self.live.values() else None
+        # libvirtd's own XML, not user input.
+        root = ET.fromstring(xml or self._config_xml)  # noqa: S314
+        for disk in root.iter("disk"):
+            if disk.findtext("serial") == volume_id:
+                return ET.tostring(disk, encoding="unicode")
+        return None
 
 
 def _save(conn: LibvirtConnection, dom: Any, xml_file: Path) -> None:
@@ -85,7 +87,7 @@ def detach(
 ) -> None:
     held = _Held(conn, dom)
     in_config, in_live = volume_id in held.config.values(), volume_id in held.live.values()
-    disk = _disk_of(conn, dom, volume_id, live=in_live)
+    disk = held.disk_xml(volume_id)
     if disk is None:
         return
     host.detach_disk(dom, disk, volume_id, config=in_config, live=in_live, deadline=deadline)

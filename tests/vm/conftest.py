@@ -42,7 +42,6 @@ from tests.vm.helpers import VmStack
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = Path(os.environ.get("RESIZEFLOW_GUEST_DIR", ROOT / "var" / "guest"))
 HOSTS = ("vm1", "vm2")
-GUEST_IMAGE = "rf-guest"
 TOOLS = ("libvirtd", "qemu-system-x86_64", "qemu-img", "busybox", "ip", "apt-get", "dpkg-deb")
 
 
@@ -84,7 +83,7 @@ def _vm_stack(
     vm_env = {
         "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
         # By name: the guest is uploaded through the API once it runs.
-        "RESIZEFLOW_DEFAULT_IMAGE": GUEST_IMAGE,
+        "RESIZEFLOW_DEFAULT_IMAGE": guest.IMAGE_NAME,
         "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": f"rf{run_id}-{{host}}-{{uuid}}",
         "RESIZEFLOW_BRIDGE": f"rf{run_id}{{host}}",
         "RESIZEFLOW_SHUTDOWN_TIMEOUT": "20",
@@ -118,7 +117,7 @@ def _vm_stack(
         local.spawn_storage()
         stack.api_endpoint()
         # As an operator loads an image: the kernel, ramdisk and disk through the image API.
-        built.image_id = guest.upload(f"{local.api_url}/image", files, GUEST_IMAGE)
+        built.image_id = guest.upload(f"{local.api_url}/image", files)
         local.start_workers(HOSTS, env={h: built.worker_env(h) for h in HOSTS})
         local.wait_storage()
         stack.start_beat()

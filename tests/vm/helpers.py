@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,23 @@ def assert_report(
     assert report.disks == disks, report
     if marker is not None:
         assert report.marker == marker and not report.marker_written, report
+
+
+def wait_volume_report(
+    reports: Callable[[], list[VolumeReport]],
+    what: str,
+    match: Callable[[VolumeReport], bool],
+    after: int = 0,
+) -> tuple[int, VolumeReport]:
+    """The first of ``reports()`` from the ``after``-th on that ``match`` accepts, and its index."""
+
+    def found() -> tuple[int, VolumeReport] | None:
+        for i, r in enumerate(reports()[after:], start=after):
+            if match(r):
+                return i, r
+        return None
+
+    return wait_for(found, BOOT, what)
 
 
 def small_disks() -> dict[str, int]:

@@ -24,8 +24,7 @@ from resizeflow.virt.base import InstanceSpec, VolumeConnection
 from resizeflow.virt.domain_xml import volume_serials
 from resizeflow.virt.libvirt import LibvirtDriver
 from tests.support.nbd import MiB, NbdVolume, nbd_volume
-from tests.support.stack import wait_for
-from tests.vm.helpers import BOOT, VmStack
+from tests.vm.helpers import BOOT, VmStack, wait_volume_report
 
 VOLUME_SIZE = 32 * MiB
 DETACH = 90.0  # a guest under TCG on a busy machine takes its time over an unplug
@@ -45,14 +44,7 @@ class Guest:
         self, what: str, after: int, match: Callable[[VolumeReport], bool]
     ) -> tuple[int, VolumeReport]:
         """The first report from the ``after``-th on that ``match`` accepts, and its index."""
-
-        def found() -> tuple[int, VolumeReport] | None:
-            for i, r in enumerate(self.reports()[after:], start=after):
-                if match(r):
-                    return i, r
-            return None
-
-        return wait_for(found, BOOT, what)
+        return wait_volume_report(self.reports, what, match, after)
 
     def live_volumes(self) -> dict[str, str]:
         """The volumes of the running domain, as libvirtd describes it now."""

@@ -22,7 +22,7 @@ from resizeflow.devstack.guest import VOLUME_LOG_SLOT, VolumeReport
 from resizeflow.storage.client import RemoteStorage
 from tests.support.stack import wait_for
 from tests.support.volumes import connection, exported_to, reachable
-from tests.vm.helpers import BIG, BOOT, VmStack
+from tests.vm.helpers import BIG, BOOT, VmStack, wait_volume_report
 
 SERIAL = 20  # a virtio-blk serial holds 20 bytes of the volume id
 
@@ -57,14 +57,7 @@ def _wait_report(
 ) -> tuple[int, VolumeReport]:
     """The first of the guest's volume reports on ``host`` from the ``after``-th on
     that ``match`` accepts, and its index."""
-
-    def found() -> tuple[int, VolumeReport] | None:
-        for i, r in enumerate(vm.volume_reports(host, sid)[after:], start=after):
-            if match(r):
-                return i, r
-        return None
-
-    return wait_for(found, BOOT, what)
+    return wait_volume_report(lambda: vm.volume_reports(host, sid), what, match, after)
 
 
 def _records_on_storage(vm: VmStack, volume_id: str, tmp: Path) -> tuple[str, dict[str, int]]:
