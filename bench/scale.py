@@ -54,6 +54,7 @@ from resizeflow.db.session import Database
 from resizeflow.devstack.brokers import create_vhost, delete_vhost, start_redis
 from resizeflow.devstack.stack import clean_environ
 from resizeflow.devstack.supervisor import Supervisor
+from resizeflow.openstack.base import PortRequest
 from resizeflow.openstack.network import SqlNetwork
 
 DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"
@@ -418,7 +419,7 @@ def _ipam_once(database: Database, instance: str, fixed_range: str) -> str:
     with Session(database.engine) as s:
         net = SqlNetwork(s, fixed_range)
         had = {v.port_id for v in net.vifs(instance)}
-        net.allocate_for_instance(instance, [scaleload.NETWORK])
+        net.allocate_for_instance(instance, "p", [PortRequest(scaleload.NETWORK_ID)])
         (new,) = [v for v in net.vifs(instance) if v.port_id not in had]
         s.rollback()
     return str(new.ip_address)

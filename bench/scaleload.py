@@ -43,6 +43,7 @@ FLAVOR = {
 }
 FIXED_RANGE = "10.0.0.0/16"
 NETWORK = "private"
+NETWORK_ID = "5b0c6e7e-2f7a-4c1e-9d55-0a6b3c9e1f01"
 WORKER_MACHINE = "scale-bench"
 # The instance action each flow records, as the service layer names them (Nova's).
 ACTIONS = {
@@ -122,7 +123,11 @@ COLUMNS = {
     "step_journal": "id migration_id instance_uuid request_id action_id flow step position "
     "host status attempts deliveries applied worker holder enqueued_at started_at "
     "finished_at heartbeat_at lease_expires_at",
-    "ports": "id instance_uuid network mac_address ip_address",
+    "networks": "id project_id name description status admin_state_up shared mtu "
+    "segmentation_id created_at updated_at",
+    "subnets": "id network_id project_id name description ip_version cidr gateway_ip "
+    "enable_dhcp created_at updated_at",
+    "ports": "id instance_uuid network_id mac_address ip_address created_at updated_at",
 }
 # Tables whose ids the loader hands out; their sequences are moved past them.
 _SERIAL = (
@@ -309,6 +314,24 @@ class _Builder:
         shape = self.shape
         self.hosts_rows()
         subnet = ipaddress.IPv4Network(FIXED_RANGE)
+        self.rows.tables["networks"] = [
+            (NETWORK_ID, "", NETWORK, "", "ACTIVE", True, True, 1450, 1001, self.now, self.now)
+        ]
+        self.rows.tables["subnets"] = [
+            (
+                self.uuid(),
+                NETWORK_ID,
+                "",
+                f"{NETWORK}-subnet",
+                "",
+                4,
+                str(subnet),
+                str(subnet.network_address + 1),
+                True,
+                self.now,
+                self.now,
+            )
+        ]
         first_ip = int(subnet.network_address) + 2  # past the gateway, as IPAM hands them out
         max_ports = subnet.num_addresses - 3
         for i in range(shape.instances):
@@ -362,9 +385,11 @@ class _Builder:
                 (
                     self.uuid(),
                     inst,
-                    NETWORK,
+                    NETWORK_ID,
                     f"fa:16:3e:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
                     str(ipaddress.IPv4Address(first_ip + i)),
+                    born,
+                    born,
                 )
             )
         spawn = self.plan(flows.SPAWN, src, src)
@@ -420,6 +445,8 @@ def load(database: Database, shape: Shape) -> dict[str, int]:
         "migrations",
         "instance_actions",
         "step_journal",
+        "networks",
+        "subnets",
         "ports",
     )
     raw = database.engine.raw_connection()

@@ -21,6 +21,7 @@ from resizeflow.api.microversion import MAX_VERSION, Version, fmt
 from resizeflow.compute.policy import RequestContext, allowed, new_request_id
 from resizeflow.compute.queries.infos import MigrationFilters
 from resizeflow.conf import Settings
+from resizeflow.openstack.base import PortRequest
 
 
 class Gone(click.ClickException):
@@ -77,7 +78,7 @@ class LocalBackend:
         self, name: str, flavor: str, host: str | None, networks: str, metadata: dict[str, str]
     ) -> tuple[str, str]:
         caller = self._caller()
-        nets = () if networks == "none" else ("private",)
+        nets = () if networks == "none" else (PortRequest(),)
         with self._calling("create"):
             uuid = self.svc.compute.create(
                 caller, name=name, flavor_ref=flavor, host=host, networks=nets, metadata=metadata

@@ -37,7 +37,7 @@ from resizeflow.db import journal
 from resizeflow.db.instances import SystemMetadata, visible_instance
 from resizeflow.db.models import Instance, Migration, utcnow
 from resizeflow.db.session import Database
-from resizeflow.openstack.base import Resources
+from resizeflow.openstack.base import PortRequest, Resources
 from resizeflow.openstack.network import SqlNetwork
 from resizeflow.openstack.placement import SqlPlacement
 from resizeflow.openstack.quota import SqlQuota
@@ -84,7 +84,7 @@ class ComputeAPI(VolumeOps):
         name: str,
         flavor_ref: str | int,
         host: str | None = None,
-        networks: Sequence[str] = ("private",),
+        networks: Sequence[PortRequest] = (PortRequest(),),
         metadata: dict[str, str] | None = None,
         image_ref: str | None = None,
         description: str | None = None,
@@ -123,7 +123,9 @@ class ComputeAPI(VolumeOps):
             s.add(inst)
             s.flush()
             SqlPlacement(s).claim(uuid, dest, res)
-            SqlNetwork(s, self.settings.fixed_range).allocate_for_instance(uuid, networks)
+            SqlNetwork(s, self.settings.fixed_range).allocate_for_instance(
+                uuid, caller.project_id, networks
+            )
             for bd in volumes:
                 reserve(s, caller, inst, bd)
             action = record_action(caller, s, inst, "create")

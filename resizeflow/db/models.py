@@ -276,16 +276,73 @@ class Allocation(Base):
     used: Mapped[int]
 
 
-class Port(Base):
-    __tablename__ = "ports"
-    # IPAM: a fixed IP belongs to at most one port of a network.
-    __table_args__ = (UniqueConstraint("network", "ip_address", name="uq_ports_network_ip"),)
+class Network(Base):
+    """A Neutron network: one L2 segment across hosts, a VXLAN of its own VNI."""
+
+    __tablename__ = "networks"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    instance_uuid: Mapped[str] = mapped_column(ForeignKey("instances.uuid"), index=True)
-    network: Mapped[str] = mapped_column(String(255), default="private")
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    mtu: Mapped[int] = mapped_column(Integer, default=1450)
+    # The VXLAN network identifier: every host's bridge of this network joins it.
+    segmentation_id: Mapped[int] = mapped_column(Integer, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Subnet(Base):
+    """An IPv4 subnet of a network: its ports' fixed IPs come from it."""
+
+    __tablename__ = "subnets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    ip_version: Mapped[int] = mapped_column(Integer, default=4)
+    cidr: Mapped[str] = mapped_column(String(43))
+    gateway_ip: Mapped[str | None] = mapped_column(String(39))
+    enable_dhcp: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Port(Base):
+    """A Neutron port: a MAC and a fixed IP on a network, bound to the host its device runs on."""
+
+    __tablename__ = "ports"
+    # IPAM: a fixed IP belongs to at most one port of a network.
+    __table_args__ = (UniqueConstraint("network_id", "ip_address", name="uq_ports_network_ip"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # The server whose NIC this is, if any (Neutron's device_id for a compute port).
+    instance_uuid: Mapped[str | None] = mapped_column(ForeignKey("instances.uuid"), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    subnet_id: Mapped[str | None] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(255), default="")
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
     mac_address: Mapped[str] = mapped_column(String(17))
     ip_address: Mapped[str | None] = mapped_column(String(39))
+    device_id: Mapped[str] = mapped_column(String(255), default="")
+    device_owner: Mapped[str] = mapped_column(String(255), default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="DOWN")
+    # The host of the port's active binding (Neutron's binding:host_id): where
+    # its device runs. The port_bindings rows are the hosts it is set up on,
+    # which during a resize are both the source and the dest.
+    binding_host_id: Mapped[str | None] = mapped_column(String(255))
+    # A port the user made and handed to a boot survives the server's delete,
+    # unbound (Nova's preserve_on_delete); a port made for the boot goes with it.
+    preserve_on_delete: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class PortBinding(Base):
@@ -296,6 +353,22 @@ class PortBinding(Base):
     port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"))
     host: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+
+
+class TunnelEndpoint(Base):
+    """Where a host terminates its VXLAN tunnels (Neutron's ml2_vxlan_endpoints).
+
+    Every host that plugs a network's bridge (the compute hosts, the DHCP
+    host) records itself here, and floods its networks' broadcasts to all the
+    others, so one network is one L2 segment whichever host a port is on.
+    """
+
+    __tablename__ = "tunnel_endpoints"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    ip_address: Mapped[str] = mapped_column(String(64))
+    udp_port: Mapped[int] = mapped_column(Integer, default=4789)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class Volume(Base):

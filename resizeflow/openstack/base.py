@@ -33,16 +33,33 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class VifSpec:
-    """One port of an instance: a tap on the host's bridge with this MAC."""
+    """One port of an instance: a tap with this MAC on the host's bridge of its network.
+
+    ``vni`` is the network's VXLAN id: the host names the network's bridge
+    and tunnel after it, so every host's bridge of one network is one segment.
+    """
 
     port_id: str
     mac_address: str
     ip_address: str | None = None
+    network_id: str = ""
+    vni: int = 0
 
     @property
     def tap(self) -> str:
         # Nova's naming: "tap" and the start of the port id, within IFNAMSIZ.
         return ("tap" + self.port_id)[:14]
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """One NIC asked for at boot: a new port on ``network_id``, or the existing ``port_id``.
+
+    Neither (the default) is a port on the deployment's default network.
+    """
+
+    network_id: str | None = None
+    port_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +110,11 @@ class NetworkDriver(Protocol):
 
     def teardown_networks_on_host(self, instance_uuid: str, host: str) -> None: ...
 
-    def allocate_for_instance(self, instance_uuid: str, networks: Sequence[str]) -> None: ...
+    def migrate_instance_finish(self, instance_uuid: str, host: str) -> None: ...
+
+    def allocate_for_instance(
+        self, instance_uuid: str, project_id: str, requests: Sequence[PortRequest]
+    ) -> None: ...
 
     def deallocate_for_instance(self, instance_uuid: str) -> None: ...
 

@@ -1,9 +1,13 @@
-"""Ports, their fixed IPs and their per-host bindings, as rows in the step's transaction.
+"""Networks, subnets, ports, their fixed IPs and their host bindings, in the step's transaction.
 
-IPAM lives in the database: each port gets the lowest free address of the
-configured subnet (``RESIZEFLOW_FIXED_RANGE``), past the network address and
-the gateway. A unique constraint on (network, address) settles two boots that
-pick the same address at once: the loser takes the next one.
+IPAM lives in the database: each port gets the lowest free address of its
+network's subnet, past the network address and the gateway. A unique
+constraint on (network, address) settles two boots that pick the same address
+at once: the loser takes the next one.
+
+A server booted without a network gets a port on the default network, made
+on first use with a subnet on ``RESIZEFLOW_FIXED_RANGE``; its id is derived
+from its name, so two first boots at once make it once.
 """
 
 from __future__ import annotations
@@ -17,19 +21,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, bindparam, delete, literal, select
+from sqlalchemy import String, bindparam, delete, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from resizeflow.db import api as dbapi
-from resizeflow.db.models import Port, PortBinding
+from resizeflow.db.models import Network, Port, PortBinding, Subnet
 from resizeflow.errors import ResizeflowError
-from resizeflow.openstack.base import VifSpec
+from resizeflow.openstack.base import PortRequest, VifSpec
 
 DEFAULT_FIXED_RANGE = "10.0.0.0/24"
+DEFAULT_NETWORK = "private"
+# VXLAN ids: 24 bits; the first thousand are left to other uses, as Neutron's
+# deployments often do.
+VNI_RANGE = (1001, 2**24 - 1)
 _ALLOCATION_ATTEMPTS = 20
+COMPUTE_OWNER = "compute:nova"
 
 
 @functools.cache
@@ -56,6 +65,31 @@ class FixedIpsExhausted(ResizeflowError):
     msg_fmt = "Zero fixed IPs available in network %(network)s (%(cidr)s)."
 
 
+class NetworkNotFound(ResizeflowError):
+    code = 400
+    msg_fmt = "Network %(network)s could not be found."
+
+
+class NoSubnet(ResizeflowError):
+    code = 400
+    msg_fmt = "Network %(network)s requires a subnet in order to boot instances on."
+
+
+class PortNotFound(ResizeflowError):
+    code = 400
+    msg_fmt = "Port %(port)s could not be found."
+
+
+class PortInUse(ResizeflowError):
+    code = 409
+    msg_fmt = "Port %(port)s is still in use."
+
+
+class VniExhausted(ResizeflowError):
+    code = 503
+    msg_fmt = "Unable to create the network. No tenant network is available for allocation."
+
+
 def _mac() -> str:
     # Locally administered unicast prefix, as Neutron's default base_mac.
     return "fa:16:3e:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
@@ -77,9 +111,11 @@ class PortRow:
     """What a step reads of a port: none of it changes while the port lives."""
 
     id: str
-    network: str
+    network_id: str
     mac_address: str
     ip_address: str | None
+    vni: int
+    network_name: str
 
 
 def _by_id(port: PortRow) -> str:
@@ -93,6 +129,113 @@ def _as_int(address: str) -> int:
     return int.from_bytes(socket.inet_aton(address), "big")
 
 
+def _of_network(column: Any) -> Any:
+    """``column`` of the port's network, as a column of a statement on ports."""
+    return select(column).where(Network.id == Port.network_id).scalar_subquery()
+
+
+def default_network_id(name: str = DEFAULT_NETWORK) -> str:
+    """The default network's id: the same on every API process, derived from its name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"resizeflow:network:{name}"))
+
+
+def _free_vni(session: Session, skip: set[int]) -> int:
+    used = set(session.scalars(select(Network.segmentation_id))) | skip
+    for vni in range(VNI_RANGE[0], VNI_RANGE[1] + 1):
+        if vni not in used:
+            return vni
+    raise VniExhausted()
+
+
+def create_network(
+    session: Session,
+    *,
+    project_id: str,
+    name: str = "",
+    network_id: str | None = None,
+    shared: bool = False,
+    admin_state_up: bool = True,
+    description: str = "",
+) -> Network:
+    """A network with the lowest free VNI; a concurrent create of the same VNI
+    makes this one take the next (a savepoint, the caller's transaction stays)."""
+    tried: set[int] = set()
+    for _ in range(_ALLOCATION_ATTEMPTS):
+        net = Network(
+            id=network_id or str(uuid.uuid4()),
+            project_id=project_id,
+            name=name,
+            description=description,
+            shared=shared,
+            admin_state_up=admin_state_up,
+            segmentation_id=_free_vni(session, tried),
+        )
+        try:
+            with session.begin_nested():
+                session.add(net)
+        except IntegrityError:
+            if network_id is not None and session.get(Network, network_id) is not None:
+                raise
+            tried.add(net.segmentation_id)
+            continue
+        return net
+    raise VniExhausted()
+
+
+def create_subnet(
+    session: Session,
+    *,
+    network_id: str,
+    project_id: str,
+    cidr: str,
+    gateway_ip: str | None = None,
+    name: str = "",
+    enable_dhcp: bool = True,
+    description: str = "",
+) -> Subnet:
+    """An IPv4 subnet; its gateway is the first host address unless given."""
+    net = ipaddress.IPv4Network(cidr, strict=False)
+    if gateway_ip is None:
+        gateway_ip = str(next(iter(net.hosts()), net.network_address))
+    subnet = Subnet(
+        id=str(uuid.uuid4()),
+        network_id=network_id,
+        project_id=project_id,
+        name=name,
+        description=description,
+        cidr=str(net),
+        gateway_ip=gateway_ip,
+        enable_dhcp=enable_dhcp,
+    )
+    session.add(subnet)
+    return subnet
+
+
+def ensure_default_network(session: Session, fixed_range: str = DEFAULT_FIXED_RANGE) -> str:
+    """The default network's id, made here (shared, with a subnet on ``fixed_range``) if new."""
+    net_id = default_network_id()
+    if session.get(Network, net_id) is not None:
+        return net_id
+    try:
+        with session.begin_nested():
+            create_network(
+                session, project_id="", name=DEFAULT_NETWORK, network_id=net_id, shared=True
+            )
+            session.flush()
+            create_subnet(
+                session,
+                network_id=net_id,
+                project_id="",
+                cidr=fixed_range,
+                name=f"{DEFAULT_NETWORK}-subnet",
+            )
+    except IntegrityError:
+        # Another boot made it first; it is there now.
+        if session.get(Network, net_id) is None:
+            raise
+    return net_id
+
+
 class SqlNetwork:
     """The network driver of one transaction, or of one step's transactions.
 
@@ -104,7 +247,7 @@ class SqlNetwork:
 
     def __init__(self, session: Session, fixed_range: str = DEFAULT_FIXED_RANGE) -> None:
         self.session = session
-        self.subnet = ipaddress.IPv4Network(fixed_range)
+        self.fixed_range = fixed_range
         self._read: dict[str, tuple[PortRow, ...]] = {}
 
     def ports(self, instance_uuid: str) -> tuple[PortRow, ...]:
@@ -114,7 +257,14 @@ class SqlNetwork:
             # Reading the ports must not flush the step's pending changes early.
             with self.session.no_autoflush:
                 rows = self.session.execute(
-                    select(Port.id, Port.network, Port.mac_address, Port.ip_address)
+                    select(
+                        Port.id,
+                        Port.network_id,
+                        Port.mac_address,
+                        Port.ip_address,
+                        _of_network(Network.segmentation_id),
+                        _of_network(Network.name),
+                    )
                     .where(Port.instance_uuid == instance_uuid)
                     .order_by(Port.id)
                 ).all()
@@ -129,9 +279,11 @@ class SqlNetwork:
             dialect,
             Port.instance_uuid == instance_uuid,
             Port.id,
-            Port.network,
+            Port.network_id,
             Port.mac_address,
             Port.ip_address,
+            _of_network(Network.segmentation_id),
+            _of_network(Network.name),
         )
 
     def remember(self, instance_uuid: str, read: list[list[Any]] | None) -> None:
@@ -141,40 +293,99 @@ class SqlNetwork:
     def _ports(self, instance_uuid: str) -> list[str]:
         return [p.id for p in self.ports(instance_uuid)]
 
-    def allocate_for_instance(self, instance_uuid: str, networks: Sequence[str]) -> None:
+    def allocate_for_instance(
+        self, instance_uuid: str, project_id: str, requests: Sequence[PortRequest]
+    ) -> None:
+        """A port per request: a new one on its network (the default network if
+        the request names none), or the user's own port, claimed for this
+        server (it must be free)."""
         self._read.pop(instance_uuid, None)
-        for net in networks:
-            self._allocate_port(instance_uuid, net)
+        for req in requests:
+            if req.port_id is not None:
+                self._claim_port(instance_uuid, req.port_id)
+                continue
+            network_id = req.network_id or ensure_default_network(self.session, self.fixed_range)
+            self.create_port(
+                network_id,
+                project_id=project_id,
+                instance_uuid=instance_uuid,
+                device_id=instance_uuid,
+                device_owner=COMPUTE_OWNER,
+            )
 
-    def _free_address(self, network: str, skip: set[str]) -> str:
+    def _claim_port(self, instance_uuid: str, port_id: str) -> None:
+        port = self.session.get(Port, port_id, with_for_update=True)
+        if port is None:
+            raise PortNotFound(port=port_id)
+        if port.instance_uuid is not None or port.device_id:
+            raise PortInUse(port=port_id)
+        port.instance_uuid = port.device_id = instance_uuid
+        port.device_owner = COMPUTE_OWNER
+        port.preserve_on_delete = True
+
+    def subnet_of(self, network_id: str) -> Subnet:
+        """The subnet a new port of ``network_id`` takes its address from."""
+        if self.session.get(Network, network_id) is None:
+            raise NetworkNotFound(network=network_id)
+        subnet = self.session.scalars(
+            select(Subnet)
+            .where(Subnet.network_id == network_id)
+            .order_by(Subnet.created_at, Subnet.id)
+            .limit(1)
+        ).first()
+        if subnet is None:
+            raise NoSubnet(network=network_id)
+        return subnet
+
+    def _free_address(self, network_id: str, subnet: Subnet, skip: set[str]) -> str:
+        cidr = ipaddress.IPv4Network(subnet.cidr)
         addresses = self.session.scalars(
-            select(Port.ip_address).where(Port.network == network, Port.ip_address.is_not(None))
+            select(Port.ip_address).where(
+                Port.network_id == network_id, Port.ip_address.is_not(None)
+            )
         )
         used = {_as_int(address) for address in addresses if address is not None}
         used.update(_as_int(address) for address in skip)
-        hosts = iter(self.subnet.hosts())
-        next(hosts, None)  # the first host address is the gateway, as in nova-network
-        start = next(hosts, None)
-        if start is not None:
-            # The host addresses run up to the broadcast address, which a /31
-            # does not have (hosts() says so); integers, as an address object
-            # per candidate would cost more than the lookup.
-            last = int(self.subnet.broadcast_address) - (self.subnet.num_addresses > 2)
-            for candidate in range(int(start), last + 1):
-                if candidate not in used:
-                    return str(ipaddress.IPv4Address(candidate))
-        raise FixedIpsExhausted(network=network, cidr=str(self.subnet))
+        if subnet.gateway_ip:
+            used.add(_as_int(subnet.gateway_ip))
+        first = int(cidr.network_address) + (cidr.num_addresses > 2)
+        # The host addresses run up to the broadcast address, which a /31 does
+        # not have; integers, as an address object per candidate would cost
+        # more than the lookup.
+        last = int(cidr.broadcast_address) - (cidr.num_addresses > 2)
+        for candidate in range(first, last + 1):
+            if candidate not in used:
+                return str(ipaddress.IPv4Address(candidate))
+        raise FixedIpsExhausted(network=network_id, cidr=str(cidr))
 
-    def _allocate_port(self, instance_uuid: str, network: str) -> Port:
+    def create_port(
+        self,
+        network_id: str,
+        *,
+        project_id: str,
+        instance_uuid: str | None = None,
+        device_id: str = "",
+        device_owner: str = "",
+        name: str = "",
+        mac_address: str | None = None,
+        ip_address: str | None = None,
+    ) -> Port:
+        """A port with the lowest free address of the network's subnet (or ``ip_address``)."""
+        subnet = self.subnet_of(network_id)
         tried: set[str] = set()
         for _ in range(_ALLOCATION_ATTEMPTS):
-            address = self._free_address(network, tried)
+            address = ip_address or self._free_address(network_id, subnet, tried)
             port = Port(
                 id=str(uuid.uuid4()),
                 instance_uuid=instance_uuid,
-                network=network,
-                mac_address=_mac(),
+                network_id=network_id,
+                subnet_id=subnet.id,
+                project_id=project_id,
+                name=name,
+                mac_address=mac_address or _mac(),
                 ip_address=address,
+                device_id=device_id,
+                device_owner=device_owner,
             )
             try:
                 # NOTE: a savepoint, so losing the address to a concurrent boot
@@ -182,27 +393,59 @@ class SqlNetwork:
                 with self.session.begin_nested():
                     self.session.add(port)
             except IntegrityError:
+                if ip_address is not None:
+                    raise
                 tried.add(address)
                 continue
             return port
-        raise FixedIpsExhausted(network=network, cidr=str(self.subnet))
+        raise FixedIpsExhausted(network=network_id, cidr=subnet.cidr)
 
     def vifs(self, instance_uuid: str) -> tuple[VifSpec, ...]:
         """The instance's ports, as the virt driver plugs them."""
-        return tuple(VifSpec(p.id, p.mac_address, p.ip_address) for p in self.ports(instance_uuid))
+        return tuple(
+            VifSpec(p.id, p.mac_address, p.ip_address, p.network_id, p.vni)
+            for p in self.ports(instance_uuid)
+        )
 
     def setup_networks_on_host(self, instance_uuid: str, host: str) -> None:
+        """Set the instance's ports up on ``host`` (a binding row each), keeping the others."""
         if not self.ports(instance_uuid):
             return
         stmt = _bind_statement(self.session.get_bind().dialect.name)
         self.session.execute(stmt, {"b_host": host, "b_instance": instance_uuid})
 
+    def migrate_instance_finish(self, instance_uuid: str, host: str) -> None:
+        """Point the ports' active binding at ``host``, where the instance now runs.
+
+        Nova calls this as a resize finishes on the dest and as a revert
+        finishes on the source; it also binds a new server's ports at spawn.
+        """
+        if not self.ports(instance_uuid):
+            return
+        self.session.execute(
+            update(Port)
+            .where(Port.instance_uuid == instance_uuid)
+            .values(binding_host_id=host, status="ACTIVE")
+            .execution_options(synchronize_session=False)
+        )
+
     def teardown_networks_on_host(self, instance_uuid: str, host: str) -> None:
         self.session.execute(_teardown_statement(), {"b_host": host, "b_instance": instance_uuid})
 
     def deallocate_for_instance(self, instance_uuid: str) -> None:
-        ports = self._ports(instance_uuid)
+        """Delete the ports made for the instance; unbind and keep the user's own."""
         self._read.pop(instance_uuid, None)
-        if ports:
-            self.session.execute(delete(PortBinding).where(PortBinding.port_id.in_(ports)))
-            self.session.execute(delete(Port).where(Port.id.in_(ports)))
+        ports = self.session.scalars(select(Port).where(Port.instance_uuid == instance_uuid)).all()
+        if not ports:
+            return
+        ids = [p.id for p in ports]
+        self.session.execute(delete(PortBinding).where(PortBinding.port_id.in_(ids)))
+        for port in ports:
+            if port.preserve_on_delete:
+                port.instance_uuid = None
+                port.device_id = port.device_owner = ""
+                port.binding_host_id = None
+                port.preserve_on_delete = False
+                port.status = "DOWN"
+            else:
+                self.session.delete(port)

@@ -32,8 +32,9 @@ AUDIT_PERIOD = ("AuditPeriodPayload", "1.0")
 @dataclass(frozen=True)
 class PortFacts:
     id: str
-    network: str
+    network: str  # the network's name, Nova's label
     mac_address: str
+    ip_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,10 +177,12 @@ def _instance_data(i: InstanceFacts) -> dict[str, Any]:
                 IP,
                 {
                     "mac": p.mac_address,
-                    "address": link_local(p.mac_address),
+                    # The fixed IP, or for a port without one the NIC's own
+                    # IPv6 link-local address.
+                    "address": p.ip_address or link_local(p.mac_address),
                     "port_uuid": p.id,
                     "meta": {},
-                    "version": 6,
+                    "version": 4 if p.ip_address else 6,
                     "label": p.network,
                     "device_name": f"tap{p.id[:11]}",
                 },

@@ -255,7 +255,7 @@ class InstanceContext:
     def _facts(self) -> payloads.InstanceFacts:
         inst = self.instance
         sysmeta = SystemMetadata(inst)
-        ports = sorted(self.network.ports(inst.uuid), key=lambda p: (p.network, p.id))
+        ports = sorted(self.network.ports(inst.uuid), key=lambda p: (p.network_name, p.id))
         volumes = self.volumes.attached(inst.uuid)
         action = self.initiator
         return payloads.InstanceFacts(
@@ -281,7 +281,9 @@ class InstanceContext:
             request_id=action.request_id if action is not None else None,
             initiator_user=action.user_id if action is not None else None,
             initiator_project=action.project_id if action is not None else None,
-            ports=tuple(payloads.PortFacts(p.id, p.network, p.mac_address) for p in ports),
+            ports=tuple(
+                payloads.PortFacts(p.id, p.network_name, p.mac_address, p.ip_address) for p in ports
+            ),
             volumes=tuple(payloads.VolumeFacts(volume, device) for volume, device in volumes),
         )
 

@@ -24,6 +24,7 @@ def _connect_here(ctx: InstanceContext, *status: str) -> Connecting:
     inst = ctx.instance
     assert inst.host is not None
     ctx.network.setup_networks_on_host(inst.uuid, inst.host)
+    ctx.network.migrate_instance_finish(inst.uuid, inst.host)
     return connecting(ctx, inst.host, *status)
 
 

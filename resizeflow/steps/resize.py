@@ -68,8 +68,11 @@ def resize_instance(ctx: StepContext) -> PhasedStep:
 def finish_resize(ctx: StepContext) -> PhasedStep:
     """Dest host: bind networks and connect volumes here, start the domain at the new flavor."""
     inst, mig = ctx.instance, ctx.migration
-    # Bindings first: the domain's NICs are plugged from them.
+    # Bindings first: the domain's NICs are plugged from them, and the ports'
+    # active binding moves here before the guest starts (Nova's
+    # migrate_instance_finish).
     ctx.network.setup_networks_on_host(inst.uuid, ctx.dest.host)
+    ctx.network.migrate_instance_finish(inst.uuid, ctx.dest.host)
     vols = connecting(ctx, ctx.dest.host, *IN_DOMAIN)
     inst.task_state = check_task(inst.task_state, TaskState.RESIZE_FINISH)
     ctx.notify("resize_finish.start")

@@ -61,8 +61,10 @@ def finish_revert(ctx: StepContext) -> PhasedStep:
         inst.flavor = inst.old_flavor
     inst.old_flavor = inst.new_flavor = None
     inst.host, inst.node = mig.source_compute, mig.source_node
-    # Bindings first: the domain's NICs are plugged from them.
+    # Bindings first: the domain's NICs are plugged from them, and the ports'
+    # active binding comes back here before the guest starts.
     ctx.network.setup_networks_on_host(inst.uuid, mig.source_compute)
+    ctx.network.migrate_instance_finish(inst.uuid, mig.source_compute)
     vols = connecting(ctx, mig.source_compute, *IN_DOMAIN)
     spec, virt = ctx.spec(), ctx.virt
     stopped = SystemMetadata(inst).old_vm_state == VmState.STOPPED

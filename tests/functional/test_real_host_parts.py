@@ -15,12 +15,18 @@ from sqlalchemy import select
 from resizeflow import errors
 from resizeflow.compute.images import ImageService
 from resizeflow.conf import Settings
-from resizeflow.db.models import Flavor, Instance, Port
+from resizeflow.db.models import Flavor, Instance, Network, Port
 from resizeflow.db.session import Database
 from resizeflow.devstack.guest import parse_console
-from resizeflow.openstack.base import ImageSpec, VifSpec
+from resizeflow.openstack.base import ImageSpec, PortRequest, VifSpec
 from resizeflow.openstack.images import ImageStore
-from resizeflow.openstack.network import FixedIpsExhausted, SqlNetwork
+from resizeflow.openstack.network import (
+    FixedIpsExhausted,
+    SqlNetwork,
+    create_network,
+    create_subnet,
+    default_network_id,
+)
 from resizeflow.states import VmState
 from resizeflow.virt.base import InstanceSpec
 from resizeflow.virt.domain_xml import HostConfig, domain_xml
@@ -46,41 +52,59 @@ def _instance(db: Database) -> str:
     return uid
 
 
+def _network(db: Database, cidr: str, name: str = "") -> str:
+    with db.transaction() as s:
+        net = create_network(s, project_id="p", name=name)
+        s.flush()
+        create_subnet(s, network_id=net.id, project_id="p", cidr=cidr)
+        return net.id
+
+
+def _on(*networks: str) -> list[PortRequest]:
+    return [PortRequest(network_id=n) for n in networks]
+
+
 def test_ipam_hands_out_the_lowest_free_address_past_the_gateway(database: Database) -> None:
     first, second, third = (_instance(database) for _ in range(3))
+    private, public = _network(database, "10.9.0.0/29"), _network(database, "10.9.0.0/29")
     with database.transaction() as s:
-        net = SqlNetwork(s, "10.9.0.0/29")
-        net.allocate_for_instance(first, ["private"])
-        net.allocate_for_instance(second, ["private", "public"])
+        net = SqlNetwork(s)
+        net.allocate_for_instance(first, "p", _on(private))
+        net.allocate_for_instance(second, "p", _on(private, public))
     with database.snapshot() as s:
-        rows = {(p.instance_uuid, p.network): p.ip_address for p in s.query(Port)}
+        rows = {(p.instance_uuid, p.network_id): p.ip_address for p in s.query(Port)}
     assert rows == {
-        (first, "private"): "10.9.0.2",
-        (second, "private"): "10.9.0.3",
-        (second, "public"): "10.9.0.2",  # each network has its own addresses
+        (first, private): "10.9.0.2",
+        (second, private): "10.9.0.3",
+        (second, public): "10.9.0.2",  # each network has its own addresses
     }
     with database.transaction() as s:
         SqlNetwork(s).deallocate_for_instance(first)
     with database.transaction() as s:
-        SqlNetwork(s, "10.9.0.0/29").allocate_for_instance(third, ["private"])
+        SqlNetwork(s).allocate_for_instance(third, "p", _on(private))
         (vif,) = SqlNetwork(s).vifs(third)
     assert vif.ip_address == "10.9.0.2"  # freed by the delete, taken again
     assert vif.tap == ("tap" + vif.port_id)[:14] and len(vif.tap) == 14
+    with database.snapshot() as s:
+        vni = s.get(Network, private).segmentation_id  # type: ignore[union-attr]
+    assert (vif.network_id, vif.vni) == (private, vni)
 
 
 def test_ipam_refuses_when_the_subnet_is_full(database: Database) -> None:
     uids = [_instance(database) for _ in range(6)]
+    small = _network(database, "10.9.0.0/29")
     with database.transaction() as s:
-        net = SqlNetwork(s, "10.9.0.0/29")  # hosts .1-.6; .1 is the gateway
+        net = SqlNetwork(s)  # hosts .1-.6; .1 is the gateway
         for uid in uids[:5]:
-            net.allocate_for_instance(uid, ["private"])
+            net.allocate_for_instance(uid, "p", _on(small))
     with database.transaction() as s, pytest.raises(FixedIpsExhausted):
-        SqlNetwork(s, "10.9.0.0/29").allocate_for_instance(uids[5], ["private"])
+        SqlNetwork(s).allocate_for_instance(uids[5], "p", _on(small))
 
 
 def test_ipam_finds_the_lowest_hole_among_many_addresses(database: Database) -> None:
     owner = _instance(database)
     net = ipaddress.IPv4Network("10.9.0.0/23")
+    network_id = _network(database, str(net))
     first = int(net.network_address) + 2  # past the gateway
     holes = {first + 198, first + 264}  # 10.9.0.200 and 10.9.1.10, across the .255 edge
     with database.transaction() as s:
@@ -91,6 +115,7 @@ def test_ipam_finds_the_lowest_hole_among_many_addresses(database: Database) -> 
                     Port(
                         id=str(uuid.uuid4()),
                         instance_uuid=owner,
+                        network_id=network_id,
                         mac_address="m",
                         ip_address=address,
                     )
@@ -99,9 +124,22 @@ def test_ipam_finds_the_lowest_hole_among_many_addresses(database: Database) -> 
     for _ in range(3):
         uid = _instance(database)
         with database.transaction() as s:
-            SqlNetwork(s, str(net)).allocate_for_instance(uid, ["private"])
+            SqlNetwork(s).allocate_for_instance(uid, "p", _on(network_id))
             got.append(s.scalars(select(Port.ip_address).where(Port.instance_uuid == uid)).one())
     assert got == ["10.9.0.200", "10.9.1.10", str(ipaddress.IPv4Address(first + 300))]
+
+
+def test_the_default_network_is_made_once_on_the_fixed_range(database: Database) -> None:
+    first, second = _instance(database), _instance(database)
+    with database.transaction() as s:
+        SqlNetwork(s, "10.8.0.0/24").allocate_for_instance(first, "p", [PortRequest()])
+    with database.transaction() as s:
+        SqlNetwork(s, "10.8.0.0/24").allocate_for_instance(second, "p", [PortRequest()])
+    with database.snapshot() as s:
+        nets = s.scalars(select(Network)).all()
+        addresses = sorted(s.scalars(select(Port.ip_address)))
+    assert [(n.id, n.name, n.shared) for n in nets] == [(default_network_id(), "private", True)]
+    assert addresses == ["10.8.0.2", "10.8.0.3"]
 
 
 def _store(tmp_path: Path) -> tuple[Settings, ImageStore]:

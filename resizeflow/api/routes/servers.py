@@ -27,6 +27,7 @@ from resizeflow.api.schemas import ServerCreate, ServerCreateBody, check_server_
 from resizeflow.api.server_actions import worded_as
 from resizeflow.compute.policy import RequestContext, allowed
 from resizeflow.compute.volumes import boot_volumes
+from resizeflow.openstack.base import PortRequest
 
 router = APIRouter(prefix="/servers", tags=["servers"])
 # Every status Nova knows; resizeflow's servers only ever show some of them.
@@ -150,7 +151,8 @@ def show_server(
     return {"server": views.server(info, version, base, admin=admin, show=True)}
 
 
-def _networks(server: ServerCreate, version: Version) -> tuple[str, ...]:
+def _networks(server: ServerCreate, version: Version) -> tuple[PortRequest, ...]:
+    """The NICs asked for: the default network's unless ``none`` or a list says otherwise."""
     nets = server.networks
     if nets is None:
         if version.at_least(37):
@@ -159,21 +161,22 @@ def _networks(server: ServerCreate, version: Version) -> tuple[str, ...]:
                 value=server.model_dump(by_alias=True, exclude_unset=True),
                 reason="'networks' is a required property",
             )
-        return ("private",)
+        return (PortRequest(),)
     if nets == "none":
         return ()
     if nets == "auto":
-        return ("private",)
-    names = []
+        return (PortRequest(),)
+    requests = []
     for n in nets:
         if n.port is not None:
-            raise HTTPFault(400, f"Port {n.port} could not be found.")
-        if n.uuid is None:
+            requests.append(PortRequest(port_id=n.port))
+        elif n.uuid is not None:
+            requests.append(PortRequest(network_id=n.uuid))
+        else:
             raise errors.ValidationError(
-                field="server.networks", value="...", reason="each network needs a uuid"
+                field="server.networks", value="...", reason="each network needs a uuid or a port"
             )
-        names.append(n.uuid)
-    return tuple(names)
+    return tuple(requests)
 
 
 def _forced_host(zone: str | None) -> str | None:

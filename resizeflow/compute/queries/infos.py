@@ -32,7 +32,7 @@ class FaultInfo:
 @dataclass(frozen=True)
 class PortInfo:
     id: str
-    network: str
+    network: str  # the network's name, the key of Nova's addresses
     mac_address: str
     ip_address: str | None = None
 

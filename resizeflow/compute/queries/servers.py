@@ -13,7 +13,7 @@ from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.queries.base import Reader
 from resizeflow.compute.queries.infos import FaultInfo, MarkerNotFound, PortInfo, ServerInfo
 from resizeflow.db.instances import SystemMetadata, visible_instance
-from resizeflow.db.models import Instance, InstanceFault, Port, VolumeAttachment
+from resizeflow.db.models import Instance, InstanceFault, Network, Port, VolumeAttachment
 from resizeflow.states import api_status
 
 
@@ -79,8 +79,11 @@ class ServerQueries(Reader):
 
 
 def server_info(session: Session, inst: Instance) -> ServerInfo:
-    ports = session.scalars(
-        select(Port).where(Port.instance_uuid == inst.uuid).order_by(Port.network, Port.id)
+    ports = session.execute(
+        select(Network.name, Port.id, Port.mac_address, Port.ip_address)
+        .join(Network, Network.id == Port.network_id)
+        .where(Port.instance_uuid == inst.uuid)
+        .order_by(Network.name, Port.id)
     ).all()
     volumes = session.execute(
         select(VolumeAttachment.volume_id, VolumeAttachment.delete_on_termination)
@@ -115,7 +118,7 @@ def server_info(session: Session, inst: Instance) -> ServerInfo:
         created_at=inst.created_at,
         updated_at=inst.updated_at,
         launched_at=inst.launched_at,
-        ports=tuple(PortInfo(p.id, p.network, p.mac_address, p.ip_address) for p in ports),
+        ports=tuple(PortInfo(pid, name, mac, ip) for name, pid, mac, ip in ports),
         volumes=tuple((volume_id, bool(dot)) for volume_id, dot in volumes),
         # Nova shows a fault only while the server is in ERROR.
         fault=(
