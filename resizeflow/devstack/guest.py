@@ -12,6 +12,8 @@ At boot the guest's init prints, on the serial console, lines starting with
 - ``RF marker written=ID`` the first time it boots from a root disk, or
   ``RF marker found=ID`` when the root disk already carries a marker, so a
   test sees that a disk survived a resize or a revert;
+- ``RF boots=N``, how many times this root disk has booted, this boot
+  included (a count kept in the sector after the marker);
 - ``RF boot_id=ID``, this boot's id (the start of the kernel's boot_id);
 - ``RF ready`` once all of that is done, and ``RF poweroff`` when an ACPI
   power button press (libvirt's clean shutdown) makes it power off.
@@ -28,6 +30,16 @@ while it runs (see :func:`parse_volumes`):
   volume's write log and read the log back: how many records each boot wrote,
   oldest boot first, as the volume holds them;
 - ``RF volgone vdX serial=S`` once a volume it saw is gone.
+
+It also serves, with busybox ``httpd`` on port 80 of every address, a page
+of ``key=value`` lines: ``marker=ID``, ``boots=N`` and ``boot_id=ID`` (see
+:func:`parse_page`). Each NIC (``eth*``) asks DHCP for an address in the
+background, retrying until a server answers and renewing its lease; it does
+not hold up ``RF ready``. Each address a NIC is given is printed (see
+:func:`parse_net`):
+
+- ``RF net ethN mac=MAC ip=IP/PREFIX boot=B`` when it gets a lease, and
+  again when a renewal changes its address.
 
 Run ``python -m resizeflow.devstack.guest OUT_DIR [--image-api URL]`` as root (``apt-get
 download`` needs the package lists, and ``busybox`` must be installed); with
@@ -49,6 +61,12 @@ from pathlib import Path
 
 import httpx
 
+# The root disk's sectors and a volume's log slot are what tests read back;
+# they are defined with the init that uses them.
+from resizeflow.devstack.guest_init import BOOTS_SECTOR as BOOTS_SECTOR
+from resizeflow.devstack.guest_init import INIT, UDHCPC_SCRIPT, UDHCPC_SCRIPT_PATH
+from resizeflow.devstack.guest_init import MARKER_SECTOR as MARKER_SECTOR
+from resizeflow.devstack.guest_init import VOLUME_LOG_SLOT as VOLUME_LOG_SLOT
 from resizeflow.errors import ConfigError
 
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
@@ -73,97 +91,6 @@ CMDLINE = "console=ttyS0 quiet panic=-1"
 NOAUTH_ADMIN = "admin:admin"
 # The name the guest is uploaded under: the dev stacks' default image, by name.
 IMAGE_NAME = "rf-guest"
-# The marker lives at 1 MiB into the root disk, past anything a partition table uses.
-MARKER_SECTOR = 2048
-# A volume's header is its first 64-byte slot; its write log is one record a
-# slot from 4 KiB on, each flushed before the header counts it.
-VOLUME_LOG_SLOT = 64
-
-INIT = """#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-for m in $(cat /lib/modules/order); do insmod /lib/modules/$m 2>/dev/null; done
-echo "RF nproc=$(nproc)"
-echo "RF memtotal_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-for d in /sys/block/vd*; do
-  [ -e "$d/size" ] && echo "RF disk ${d##*/} bytes=$(( $(cat $d/size) * 512 ))"
-done
-if [ -b /dev/vda ]; then
-  old=$(dd if=/dev/vda bs=512 skip=__SECTOR__ count=1 2>/dev/null | head -c 64 | tr -d '\\000')
-  case "$old" in
-    RFMARK:*) echo "RF marker found=${old#RFMARK:}" ;;
-    *)
-      id=$(cat /proc/sys/kernel/random/uuid)
-      printf 'RFMARK:%s' "$id" |
-        dd of=/dev/vda bs=512 seek=__SECTOR__ conv=notrunc,fsync 2>/dev/null
-      sync
-      back=$(dd if=/dev/vda bs=512 skip=__SECTOR__ count=1 2>/dev/null | head -c 64 | tr -d '\\000')
-      [ "$back" = "RFMARK:$id" ] && echo "RF marker written=$id" || echo "RF marker failed"
-      ;;
-  esac
-fi
-# The ACPI power button (libvirt's shutdown()) is an input device; one event
-# from it powers the guest off cleanly, the way acpid would on a full distro.
-for ev in /sys/class/input/event*; do
-  if grep -q "Power Button" "$ev/device/name" 2>/dev/null; then
-    (dd if=/dev/${ev##*/sys/class/} bs=24 count=1 of=/dev/null 2>/dev/null
-     echo "RF poweroff"; sync; poweroff -f) &
-  fi
-done
-boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id)
-echo "RF boot_id=$boot"
-echo "RF ready"
-# Volumes: virtio disks with a serial (the volume id); local disks have none.
-vol_put() {  # device, 64-byte slot, text: written and flushed, or an error
-  printf '%-63s\n' "$3" | dd of=/dev/$1 bs=64 seek=$2 count=1 conv=notrunc,fsync 2>/dev/null
-}
-vol_step() {  # device, serial
-  local dev=$1 serial=$2 head mark n how log size
-  head=$(dd if=/dev/$dev bs=64 count=1 2>/dev/null | tr -d '\000' | head -n 1)
-  set -- $head
-  if [ "$1" = RFVOL ] && [ -n "$2" ]; then
-    mark=$2 n=${3:-0} how=found
-  elif [ -z "$head" ]; then
-    mark=$(cat /proc/sys/kernel/random/uuid) n=0 how=written
-    vol_put $dev 0 "RFVOL $mark 0" || return
-  else
-    mark=foreign
-  fi
-  case "$vol_seen" in
-    *" $dev:$serial "*) ;;
-    *) vol_seen="$vol_seen$dev:$serial " size=$(( $(cat /sys/block/$dev/size) * 512 ))
-       echo "RF vol $dev serial=$serial bytes=$size marker=$mark $how boot=$boot" ;;
-  esac
-  [ "$mark" = foreign ] && return
-  vol_seq=$((vol_seq + 1))
-  vol_put $dev $((__LOG__ + n)) "$boot $vol_seq" || return
-  n=$((n + 1))
-  vol_put $dev 0 "RFVOL $mark $n" || return
-  log=$(dd if=/dev/$dev bs=64 skip=__LOG__ count=$n 2>/dev/null | tr -d '\000' | awk '
-    NF == 2 { if (!($1 in c)) o[k++] = $1; c[$1]++ }
-    END { for (i = 0; i < k; i++) printf "%s%s:%d", (i ? "," : ""), o[i], c[o[i]] }')
-  echo "RF vollog $dev serial=$serial marker=$mark records=$n boots=$log"
-}
-vol_seen=" " vol_seq=0
-while true; do
-  now=" "
-  for d in /sys/block/vd*; do
-    dev=${d##*/}
-    serial=$(cat $d/serial 2>/dev/null)
-    [ -n "$serial" ] && [ -b /dev/$dev ] || continue
-    now="$now$dev:$serial "
-    vol_step $dev $serial
-  done
-  for v in $vol_seen; do
-    case "$now" in *" $v "*) ;; *) echo "RF volgone ${v%%:*} serial=${v#*:}" ;; esac
-  done
-  vol_seen=$now
-  sleep 2
-done
-""".replace("__SECTOR__", str(MARKER_SECTOR)).replace("__LOG__", str(VOLUME_LOG_SLOT))
 
 
 @dataclass(frozen=True)
@@ -184,6 +111,28 @@ class ConsoleReport:
     marker: str
     marker_written: bool
     boot_id: str = ""
+    # How many times the root disk has booted, this boot included (0: not reported).
+    boots: int = 0
+
+
+@dataclass(frozen=True)
+class NetReport:
+    """An address one of the guest's NICs got from DHCP (``RF net``)."""
+
+    iface: str
+    mac: str
+    ip: str
+    prefix: int
+    boot: str
+
+
+@dataclass(frozen=True)
+class PageReport:
+    """The page the guest's web server serves: what the boot that answered found."""
+
+    marker: str
+    boots: int
+    boot_id: str
 
 
 @dataclass(frozen=True)
@@ -250,9 +199,11 @@ def _initramfs(work: Path, modules: Path, out: Path) -> None:
         shutil.copy2(src, tree / "lib" / "modules" / src.name)
         order.append(src.name)
     (tree / "lib" / "modules" / "order").write_text(" ".join(order) + "\n")
-    init = tree / "init"
-    init.write_text(INIT)
-    init.chmod(0o755)
+    for rel, text in (("init", INIT), (UDHCPC_SCRIPT_PATH, UDHCPC_SCRIPT)):
+        script = tree / rel
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(text)
+        script.chmod(0o755)
     # Debian has no cpio binary by default; busybox's writes the newc format the kernel reads.
     names = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
     archive = subprocess.run(
@@ -270,7 +221,7 @@ def _initramfs(work: Path, modules: Path, out: Path) -> None:
 
 def _recipe() -> str:
     """What the initramfs is made of: a build from another recipe is stale."""
-    return hashlib.sha256("\0".join((INIT, *MODULES)).encode()).hexdigest() + "\n"
+    return hashlib.sha256("\0".join((INIT, UDHCPC_SCRIPT, *MODULES)).encode()).hexdigest() + "\n"
 
 
 def build(out_dir: Path, *, disk_mb: int = 64) -> GuestFiles:
@@ -385,6 +336,8 @@ def parse_console(text: str) -> list[ConsoleReport]:
         elif key == "marker":
             kind, _, ident = value.partition("=")
             cur["marker"], cur["written"] = ident, kind == "written"
+        elif key == "boots" and value.isdigit():
+            cur["boots"] = int(value)
         elif key == "boot_id":
             cur["boot_id"] = value
         elif key == "ready" and "nproc" in cur:
@@ -396,6 +349,7 @@ def parse_console(text: str) -> list[ConsoleReport]:
                     marker=str(cur.get("marker", "")),
                     marker_written=bool(cur.get("written", False)),
                     boot_id=str(cur.get("boot_id", "")),
+                    boots=int(str(cur.get("boots", 0))),
                 )
             )
             cur = {}
@@ -428,6 +382,38 @@ def parse_volumes(text: str) -> list[VolumeReport]:
             )
         )
     return reports
+
+
+def parse_net(text: str) -> list[NetReport]:
+    """Every whole ``RF net`` line of a console log, oldest first."""
+    reports = []
+    for raw in text.split("\n")[:-1]:
+        words = raw.strip().split()
+        if len(words) < 3 or words[:2] != ["RF", "net"]:
+            continue
+        fields = dict(w.partition("=")[::2] for w in words[3:] if "=" in w)
+        ip, _, prefix = fields.get("ip", "").partition("/")
+        if not ip or not prefix.isdigit():
+            continue
+        reports.append(
+            NetReport(
+                iface=words[2],
+                mac=fields.get("mac", ""),
+                ip=ip,
+                prefix=int(prefix),
+                boot=fields.get("boot", ""),
+            )
+        )
+    return reports
+
+
+def parse_page(text: str) -> PageReport:
+    """The guest's web page; a page without its marker, boot count or boot id is an error."""
+    fields = dict(line.strip().partition("=")[::2] for line in text.splitlines() if "=" in line)
+    boots = fields.get("boots", "")
+    if not fields.get("marker") or not boots.isdigit() or not fields.get("boot_id"):
+        raise ValueError(f"not the test guest's page: {text[:200]!r}")
+    return PageReport(marker=fields["marker"], boots=int(boots), boot_id=fields["boot_id"])
 
 
 def main(argv: list[str] | None = None) -> int:
