@@ -84,7 +84,7 @@ vol_put() {  # device, 64-byte slot, text: written and flushed, or an error
 }
 vol_step() {  # device, serial
   local dev=$1 serial=$2 head mark n how log size
-  head=$(dd if=/dev/$dev bs=64 count=1 2>/dev/null | tr -d '\000' | head -n 1)
+  head=$(dd if=/dev/$dev bs=64 count=1 2>/dev/null | tr -d '\\000' | head -n 1)
   set -- $head
   if [ "$1" = RFVOL ] && [ -n "$2" ]; then
     mark=$2 n=${3:-0} how=found
@@ -104,7 +104,7 @@ vol_step() {  # device, serial
   vol_put $dev $((__LOG__ + n)) "$boot $vol_seq" || return
   n=$((n + 1))
   vol_put $dev 0 "RFVOL $mark $n" || return
-  log=$(dd if=/dev/$dev bs=64 skip=__LOG__ count=$n 2>/dev/null | tr -d '\000' | awk '
+  log=$(dd if=/dev/$dev bs=64 skip=__LOG__ count=$n 2>/dev/null | tr -d '\\000' | awk '
     NF == 2 { if (!($1 in c)) o[k++] = $1; c[$1]++ }
     END { for (i = 0; i < k; i++) printf "%s%s:%d", (i ? "," : ""), o[i], c[o[i]] }')
   echo "RF vollog $dev serial=$serial marker=$mark records=$n boots=$log"
