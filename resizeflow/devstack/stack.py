@@ -58,6 +58,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_udp_port(address: str = "127.0.0.1") -> int:
+    """A UDP port free on ``address`` now: a VXLAN device's of a host of this machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
 def clean_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The caller's environment without its RESIZEFLOW_* settings, which the stack sets."""
     source = os.environ if environ is None else environ
