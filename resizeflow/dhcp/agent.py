@@ -285,6 +285,27 @@ class DhcpAgent:
             log.exception("could not mark this agent's DHCP ports DOWN")
 
 
+def remove_agent_leftovers(settings: Settings) -> None:
+    """What a killed agent of ``settings.dhcp_host`` left on this machine: its
+    dnsmasq processes, namespaces, veths, bridges and VXLAN devices (a dev
+    stack's cleanup; a stopped agent leaves none)."""
+    host = settings.dhcp_host
+    agent_dir = settings.dhcp_dir()
+    if agent_dir.is_dir():
+        for network_dir in agent_dir.iterdir():
+            record = read_json(network_dir / RECORD)
+            if not record:
+                continue
+            dnsmasq.stop(dnsmasq.DhcpConfig("", "0.0.0.0/0", None, 0, network_dir))
+            outside = veth_names(str(record["port_id"]))[1]
+            vifs.remove_devices([outside])
+            vni = int(record["vni"])
+            names = vifs.HostNetworking(host, settings.bridge, settings.vxlan_device)
+            vifs.remove_devices([names.vxlan(vni), names.bridge(vni)])
+    for ns in netns.names(namespace_prefix(host)):
+        netns.delete(ns)
+
+
 def write_json(path: Path, value: dict[str, Any]) -> None:
     text = json.dumps(value, sort_keys=True)
     if not path.exists() or path.read_text() != text:
