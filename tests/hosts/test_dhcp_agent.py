@@ -137,19 +137,14 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
             s.flush()
             create_subnet(s, network_id=net.id, project_id="p", cidr=CIDR)
             network_id, vni = net.id, net.segmentation_id
-        built = Rig(stack, run, network_id, vni, compute, None, stack.network_env())  # type: ignore[arg-type]
-        built.plug_compute()
-        client = Client(f"rfcl{run}", compute.bridge(vni), tmp_path)
-        built.client = client
-        yield built
+        client = Client(f"rfcl{run}", compute.plug_network(vni, ()), tmp_path)
+        yield Rig(stack, run, network_id, vni, compute, client, stack.network_env())
     finally:
         stack.close()
         if client is not None:
             client.remove()
-        vifs.remove_devices(
-            [*vifs.own_devices(compute.vxlan_template, compute.host)]
-            + vifs.own_devices(compute.bridge_template, compute.host)
-        )
+        vifs.remove_devices(vifs.own_devices(compute.vxlan_template, compute.host))
+        vifs.remove_devices(vifs.own_devices(compute.bridge_template, compute.host))
 
 
 def test_the_agent_serves_each_port_its_address_over_vxlan(rig: Rig) -> None:
@@ -171,7 +166,7 @@ def test_the_agent_serves_each_port_its_address_over_vxlan(rig: Rig) -> None:
     assert rig.client.lease("fa:16:3e:ab:cd:ef") is None
 
     # A port added while the agent runs gets its lease; a deleted one loses it.
-    second_id, second_mac, second_ip = rig.new_port()
+    _, second_mac, second_ip = rig.new_port()
     wait_for(lambda: second_mac in rig.hosts_file(), 30, "the new port in the hosts file")
     lease = rig.client.lease(second_mac)
     assert lease is not None and lease["ip"] == second_ip
