@@ -81,10 +81,8 @@ def test_flood_changes_add_the_new_peers_and_remove_the_gone() -> None:
 
 
 def test_the_hosts_file_is_one_mac_and_ip_a_line_sorted() -> None:
-    text = dnsmasq.hosts_text(
-        [("FA:16:3E:00:00:02", "10.0.0.3"), ("fa:16:3e:00:00:01", "10.0.0.2")]
-        + [("fa:16:3e:00:00:01", "10.0.0.2")]
-    )
+    twice = ("fa:16:3e:00:00:01", "10.0.0.2")
+    text = dnsmasq.hosts_text([("FA:16:3E:00:00:02", "10.0.0.3"), twice, twice])
     assert text == "fa:16:3e:00:00:01,10.0.0.2\nfa:16:3e:00:00:02,10.0.0.3\n"
     assert dnsmasq.hosts_text([]) == ""
 
