@@ -96,14 +96,16 @@ def run_vm_bench(
     files = guest.build(qemu_demo.GUEST_DIR)
     ssh_hosts = hosts.start_hosts(root / "hosts", HOSTS)
     local: LocalStack | None = None
+    run = uuidlib.uuid4().hex[:4]
+    net_env = qemu_demo.host_env(list(HOSTS), prefix=f"r{run}")
     try:
-        local = _stack(root, files, ssh_hosts, pg_admin_url)
+        local = _stack(root, files, ssh_hosts, pg_admin_url, run, net_env)
         log("stack up: two hosts, each with its own sshd and instances dir")
         bench = _Bench(local, ssh_hosts, root, log)
         results = bench.run(data_mib * MiB)
     finally:
         if local is not None:
-            qemu_demo.cleanup(local.settings, local.db, list(HOSTS))
+            qemu_demo.cleanup(local.settings, local.db, net_env)
             local.close()
         ssh_hosts.stop_all()
         if not keep:
@@ -128,16 +130,19 @@ def _require() -> None:
 
 
 def _stack(
-    root: Path, files: guest.GuestFiles, ssh_hosts: hosts.Hosts, pg_admin_url: str
+    root: Path,
+    files: guest.GuestFiles,
+    ssh_hosts: hosts.Hosts,
+    pg_admin_url: str,
+    run: str,
+    net_env: dict[str, dict[str, str]],
 ) -> LocalStack:
     state = root / "stack"
-    run = uuidlib.uuid4().hex[:4]
     env = {
         "RESIZEFLOW_LIBVIRT_URI": "qemu:///system",
         # By name: the guest is uploaded through the stack's image API below.
         "RESIZEFLOW_DEFAULT_IMAGE": qemu_demo.GUEST_IMAGE,
         "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": f"rfb{run}-{{host}}-{{uuid}}",
-        "RESIZEFLOW_BRIDGE": f"rfb{run}{{host}}",
         "RESIZEFLOW_SHUTDOWN_TIMEOUT": "30",
         "RESIZEFLOW_SHUTDOWN_RETRY_INTERVAL": "2",
         "RESIZEFLOW_LOG_FORMAT": "text",
@@ -154,7 +159,8 @@ def _stack(
             local.spawn_worker(
                 h.name,
                 argv=[sys.executable, "-m", "bench.vmprobe", h.name, str(root / f"{h.name}.jsonl")],
-                env={"RESIZEFLOW_MIGRATION_ADDRESS": h.address},
+                # Its own address, and its own bridges and tunnel endpoint.
+                env={"RESIZEFLOW_MIGRATION_ADDRESS": h.address, **net_env[h.name]},
             )
             for h in ssh_hosts.hosts
         ]

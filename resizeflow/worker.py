@@ -34,6 +34,7 @@ from resizeflow.db import journal, services
 from resizeflow.db.models import ComputeNode, Instance, Migration
 from resizeflow.db.session import Database
 from resizeflow.openstack.notifier import KombuNotifier
+from resizeflow.openstack.tunnels import record_endpoint, tunnel_peers
 from resizeflow.restart import Restart
 from resizeflow.states import MigrationStatus, PowerState
 from resizeflow.steps import context
@@ -92,7 +93,8 @@ def recover_domains(settings: Settings, database: Database, virt: VirtDriver) ->
             )
         ):
             running.setdefault(uuid, False)
-    return virt.recover(running)
+        peers = tunnel_peers(s)
+    return virt.recover(running, peers)
 
 
 def join_host(settings: Settings, database: Database, *, register: bool) -> str:
@@ -365,10 +367,14 @@ def run(
     heartbeat = Heartbeat(runtime, make_app(settings))
     heartbeat.beat()
     # Other hosts copy disks to this one at the address it advertises (Nova's my_ip).
+    # The other hosts and the DHCP agent flood its networks' broadcasts to its
+    # tunnel endpoint (Neutron's local_ip); a simulated host plugs no network.
     with runtime.db.transaction() as s:
         services.advertise_migration_address(
             s, settings.host, settings.advertised_migration_address
         )
+        if not settings.simulated_hypervisor:
+            record_endpoint(s, settings.host, settings.tunnel_ip, settings.vxlan_port)
     heartbeat.start()
     check_migration_address(settings)
     # Like Nova's init_host, and further: steps this host's previous incarnation

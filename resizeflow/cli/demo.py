@@ -152,9 +152,14 @@ DEMO_ENV = {
 }
 
 
-def _start_stack(stack: LocalStack, hosts: list[str], flower: bool) -> None:
+def _start_stack(
+    stack: LocalStack,
+    hosts: list[str],
+    flower: bool,
+    host_env: dict[str, dict[str, str]] | None = None,
+) -> None:
     stack.spawn_storage()  # the block-storage host, beside the compute hosts
-    stack.start_workers(hosts)
+    stack.start_workers(hosts, env=host_env)
     stack.wait_storage()
     stack.start_beat()
     if _api_available():
@@ -217,6 +222,7 @@ def run_demo(
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     stack: LocalStack | None = None
     names = [f"compute-{i + 1}" for i in range(hosts)]
+    host_env: dict[str, dict[str, str]] = {}
     try:
         # The console is for the progress display; this process logs to a file.
         (state_dir / "logs").mkdir(parents=True)
@@ -225,9 +231,10 @@ def run_demo(
         if hypervisor == "qemu":
             with console.status("starting libvirtd and building the test guest"):
                 env.update(qemu_demo.prepare(state_dir))
+                host_env = qemu_demo.host_env(names)
         with console.status("starting Redis, workers, beat and the API"):
             stack = build(state_dir, env=env)
-            _start_stack(stack, names, flower)
+            _start_stack(stack, names, flower, host_env)
         if hypervisor == "qemu":
             if not stack.api_url:
                 raise click.ClickException("the qemu demo uploads its guest through the API")
@@ -264,7 +271,7 @@ def run_demo(
                 if hypervisor == "qemu":
                     # NOTE: the guests outlive the workers (QEMU runs under libvirtd).
                     final = stack.settings
-                    qemu_demo.cleanup(final, Database(final.db_url), names)
+                    qemu_demo.cleanup(final, Database(final.db_url), host_env)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

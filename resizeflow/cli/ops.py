@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import click
 
+from resizeflow import errors
 from resizeflow.cli import load_settings, main
 from resizeflow.conf import Settings
 
@@ -107,6 +108,22 @@ def storage(loglevel: str) -> None:
     from resizeflow.storage.host import run
 
     run(load_settings(), loglevel=loglevel)
+
+
+@main.command()
+def network() -> None:
+    """Run the DHCP agent RESIZEFLOW_DHCP_HOST: dnsmasq per network, in a namespace each.
+
+    It reconciles at start and every RESIZEFLOW_DHCP_SYNC_INTERVAL seconds:
+    each network with a DHCP-enabled subnet is served over its bridge and
+    VXLAN; SIGTERM takes every namespace and dnsmasq down again.
+    """
+    from resizeflow.dhcp.agent import run
+
+    try:
+        run(load_settings())
+    except errors.ConfigError as exc:  # a tunnel address that does not resolve
+        raise click.ClickException(exc.message) from None
 
 
 @main.command()

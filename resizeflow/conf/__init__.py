@@ -7,12 +7,15 @@ variable, so a misconfigured worker refuses to start instead of failing mid-work
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from resizeflow.conf.netnames import check_length, check_template, device_name
 from resizeflow.conf.parsers import (
     _address,
     _auth,
@@ -158,7 +161,31 @@ HELP: dict[str, str] = {
         "Nova's option of the same name: libvirt domain names. With `{host}` in it, hosts can"
         " share one libvirtd."
     ),
-    "BRIDGE": "Each host's Linux bridge for instance taps; `{host}` is substituted.",
+    "BRIDGE": (
+        "A network's Linux bridge on a host, which its ports' taps and its VXLAN device join: "
+        "`{vni}` (required) is the network's VXLAN id, `{host}` the host's name; at most 15 "
+        "characters for the largest VNI."
+    ),
+    "VXLAN_DEVICE": (
+        "A network's VXLAN device on a host, as `RESIZEFLOW_BRIDGE` (`{vni}` required, `{host}` "
+        "optional, at most 15 characters)."
+    ),
+    "TUNNEL_ADDRESS": (
+        "Neutron's `local_ip`: the address this host's VXLAN tunnels start and end at, recorded "
+        "as its tunnel endpoint; empty: the migration address."
+    ),
+    "VXLAN_PORT": (
+        "The UDP port this host's VXLAN devices listen on, recorded with its tunnel endpoint; "
+        "the same (4789) on every host of a deployment."
+    ),
+    "DHCP_HOST": (
+        "The DHCP agent's host name (`resizeflow network`): its tunnel endpoint, its ports' "
+        "binding host and its namespaces are named after it."
+    ),
+    "DHCP_SYNC_INTERVAL": (
+        "How often, in seconds, the DHCP agent reconciles its dnsmasq processes with the "
+        "networks and ports in the database."
+    ),
     "FIXED_RANGE": "The subnet fixed IPs come from (nova-network's option).",
     "STORAGE_HOST": (
         "The block-storage host's name: its queue is `storage.<name>`, where the API and the "
@@ -287,7 +314,10 @@ class Settings:
     instance_name_template: str = field(
         default="instance-{uuid}", metadata=_env("INSTANCE_NAME_TEMPLATE")
     )
-    bridge: str = field(default="rfbr-{host}", metadata=_env("BRIDGE"))
+    bridge: str = field(default="brq{vni}", metadata=_env("BRIDGE", check_template))
+    vxlan_device: str = field(default="vxlan-{vni}", metadata=_env("VXLAN_DEVICE", check_template))
+    tunnel_address: str = field(default="", metadata=_env("TUNNEL_ADDRESS", _address))
+    vxlan_port: int = field(default=4789, metadata=_env("VXLAN_PORT", _port))
     fixed_range: str = field(default="10.0.0.0/24", metadata=_env("FIXED_RANGE", _cidr))
     # --- the block-storage host (resizeflow storage) ---
     storage_host: str = field(default="storage-1", metadata=_env("STORAGE_HOST", _host))
@@ -297,6 +327,9 @@ class Settings:
     storage_address: str = field(default="127.0.0.1", metadata=_env("STORAGE_ADDRESS", _address))
     storage_bind: str = field(default="", metadata=_env("STORAGE_BIND", _address))
     storage_port: int = field(default=10809, metadata=_env("STORAGE_PORT", _port))
+    # --- the DHCP agent (resizeflow network) ---
+    dhcp_host: str = field(default="network-1", metadata=_env("DHCP_HOST", _host))
+    dhcp_sync_interval: float = field(default=2.0, metadata=_env("DHCP_SYNC_INTERVAL", _float(0.1)))
     api_bind: str = field(default="127.0.0.1", metadata=_env("API_BIND"))
     api_port: int = field(default=8774, metadata=_env("API_PORT", _port))
 
@@ -313,7 +346,17 @@ class Settings:
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{var}={env[var]!r} is invalid: {exc}") from None
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        settings.check_device_names()
+        return settings
+
+    def check_device_names(self, host: str | None = None) -> None:
+        """Refuse bridge and VXLAN templates too long for the largest VNI on
+        ``host`` (this process's compute host unless given: the DHCP agent
+        checks its own at its start)."""
+        host = host or self.host
+        check_length(self.bridge, PREFIX + "BRIDGE", host)
+        check_length(self.vxlan_device, PREFIX + "VXLAN_DEVICE", host)
 
     @property
     def db_url(self) -> str:
@@ -369,12 +412,37 @@ class Settings:
             self.storage_path.format(state_dir=self.state_dir, storage_host=self.storage_host)
         )
 
-    def bridge_for(self, host: str) -> str:
-        """The Linux bridge ``host``'s instance taps are plugged into."""
-        name = self.bridge.format(host=_host(host))
-        if not 0 < len(name) <= 15:
-            raise ConfigError(f"RESIZEFLOW_BRIDGE gives {name!r} for {host}: at most 15 characters")
-        return name
+    def bridge_for(self, host: str, vni: int) -> str:
+        """The Linux bridge of network ``vni`` on ``host``: its ports' taps are plugged in."""
+        check_length(self.bridge, PREFIX + "BRIDGE", _host(host))
+        return device_name(self.bridge, vni=vni, host=host)
+
+    def vxlan_for(self, host: str, vni: int) -> str:
+        """The VXLAN device of network ``vni`` on ``host``, enslaved to its bridge."""
+        check_length(self.vxlan_device, PREFIX + "VXLAN_DEVICE", _host(host))
+        return device_name(self.vxlan_device, vni=vni, host=host)
+
+    @property
+    def tunnel_ip(self) -> str:
+        """Where this host's tunnels end (Neutron's local_ip): the tunnel address, else
+        the migration address; a name is resolved, as VXLAN needs an IP address."""
+        address = self.tunnel_address or self.advertised_migration_address
+        try:
+            return str(ipaddress.ip_address(address))
+        except ValueError:
+            pass
+        try:
+            return str(socket.getaddrinfo(address, None, type=socket.SOCK_DGRAM)[0][4][0])
+        except OSError as exc:
+            raise ConfigError(
+                f"the tunnel address {address!r} does not resolve ({exc}): set "
+                f"{PREFIX}TUNNEL_ADDRESS to this host's IP address"
+            ) from None
+
+    def dhcp_dir(self) -> Path:
+        """The DHCP agent's own directory: its dnsmasq processes' pid, hosts, lease
+        and log files."""
+        return self.state_dir / "dhcp" / self.dhcp_host
 
     def with_host(self, host: str) -> Settings:
         return replace(self, host=_host(host))

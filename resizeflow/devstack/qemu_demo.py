@@ -8,9 +8,8 @@ flavors so that a handful of TCG guests fit on a laptop.
 
 from __future__ import annotations
 
-import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.table import Table
@@ -23,6 +22,7 @@ from resizeflow.db.models import Flavor, Instance
 from resizeflow.db.session import Database
 from resizeflow.devstack import guest, libvirtd
 from resizeflow.devstack.guest import ConsoleReport
+from resizeflow.devstack.stack import free_udp_port
 from resizeflow.virt import vifs
 
 # (flavorid, name, vcpus, MiB, root GiB, ephemeral GiB, swap MiB)
@@ -53,9 +53,27 @@ def prepare(state_dir: Path) -> dict[str, str]:
         "RESIZEFLOW_REMOTE_FILESYSTEM_TRANSPORT": "local",
         "RESIZEFLOW_DEFAULT_IMAGE": GUEST_IMAGE,
         "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": "demo-{host}-{uuid}",
-        "RESIZEFLOW_BRIDGE": "rfd-{host}",
         "RESIZEFLOW_SHUTDOWN_TIMEOUT": "30",
         "RESIZEFLOW_SHUTDOWN_RETRY_INTERVAL": "2",
+    }
+
+
+def host_env(hosts: list[str], prefix: str = "rfd") -> dict[str, dict[str, str]]:
+    """Each demo host's own bridge and VXLAN device names and tunnel endpoint.
+
+    The hosts share one machine: each needs bridges of its own (a tap is only
+    ever removed from its own host's bridge), and VXLAN devices of the same
+    VNI only coexist on different UDP ports. ``prefix`` (at most 5 characters)
+    keeps two stacks' devices apart.
+    """
+    return {
+        host: {
+            "RESIZEFLOW_BRIDGE": f"{prefix}{i}b{{vni}}",
+            "RESIZEFLOW_VXLAN_DEVICE": f"{prefix}{i}x{{vni}}",
+            "RESIZEFLOW_TUNNEL_ADDRESS": f"127.0.0.{50 + i}",
+            "RESIZEFLOW_VXLAN_PORT": str(free_udp_port(f"127.0.0.{50 + i}")),
+        }
+        for i, host in enumerate(hosts, start=1)
     }
 
 
@@ -136,7 +154,7 @@ class GuestWatch:
         return table
 
 
-def cleanup(settings: Settings, database: Database, hosts: list[str]) -> None:
+def cleanup(settings: Settings, database: Database, hosts: dict[str, dict[str, str]]) -> None:
     """Remove the demo's guests from libvirtd, their files, and the hosts' bridges.
 
     NOTE: the guests outlive the demo's workers (QEMU runs under libvirtd), so
@@ -146,13 +164,18 @@ def cleanup(settings: Settings, database: Database, hosts: list[str]) -> None:
 
     with database.snapshot() as s:
         uuids = list(s.scalars(select(Instance.uuid)))
-    for host in hosts:
-        driver = LibvirtDriver.from_settings(settings.with_host(host))
+    for host, env in hosts.items():
+        own = replace(
+            settings.with_host(host),
+            bridge=env["RESIZEFLOW_BRIDGE"],
+            vxlan_device=env["RESIZEFLOW_VXLAN_DEVICE"],
+            tunnel_address=env["RESIZEFLOW_TUNNEL_ADDRESS"],
+        )
+        driver = LibvirtDriver.from_settings(own)
         for uuid in uuids:
             driver.purge(uuid)
-        bridge = settings.bridge_for(host)
-        if vifs.exists(bridge):
-            subprocess.run(["ip", "link", "del", "dev", bridge], check=False)
+        vifs.remove_devices(vifs.own_devices(own.vxlan_device, host))
+        vifs.remove_devices(vifs.own_devices(own.bridge, host))
 
 
 def _size(size: int) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import os
 import socket
 import sys
@@ -31,11 +32,12 @@ from resizeflow.celery_app import make_app
 from resizeflow.compute.api import ComputeAPI
 from resizeflow.conf import Settings
 from resizeflow.db.migrate import upgrade
-from resizeflow.db.models import WorkerProcess
+from resizeflow.db.models import Network, Port, Subnet, TunnelEndpoint, WorkerProcess, utcnow
 from resizeflow.db.scratch import create_database, drop_database
 from resizeflow.db.session import Database
 from resizeflow.devstack.brokers import create_vhost, delete_vhost, purge_prefix, start_redis
 from resizeflow.devstack.supervisor import Supervisor
+from resizeflow.dhcp.agent import remove_agent_leftovers
 from resizeflow.storage.qsd import kill_daemon
 
 # The broker argument of :func:`build` that starts a redis-server of the stack's own.
@@ -55,6 +57,13 @@ TEST_DRIVER_ENV = {
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_udp_port(address: str = "127.0.0.1") -> int:
+    """A UDP port free on ``address`` now: a VXLAN device's of a host of this machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
@@ -79,6 +88,7 @@ class LocalStack:
     nodes: dict[str, str] = field(default_factory=dict)
     api_url: str = ""
     flower_url: str = ""
+    _network_started: dt.datetime = field(default_factory=utcnow)
 
     @property
     def env(self) -> dict[str, str]:
@@ -213,6 +223,57 @@ class LocalStack:
         """SIGTERM: the storage host stops its daemon (the exports go, the record stays)."""
         self.nodes.pop("storage", None)
         return self.sup.stop("storage", grace)
+
+    # -- the DHCP agent -----------------------------------------------------
+    def network_env(self) -> dict[str, str]:
+        """The DHCP agent's own tunnel endpoint: a loopback address and a free UDP port."""
+        return {
+            "RESIZEFLOW_TUNNEL_ADDRESS": "127.0.0.1",
+            "RESIZEFLOW_VXLAN_PORT": str(free_udp_port("127.0.0.1")),
+        }
+
+    def spawn_network(self, env: dict[str, str] | None = None) -> Popen[bytes]:
+        """Start ``resizeflow network`` (the DHCP agent) without waiting."""
+        env = {**self.network_env(), **(env or {})}
+        settings = Settings.from_env({**self.env, **env})
+        # After a SIGKILL its dnsmasq processes and namespaces outlive it.
+        self.cleanups.append(partial(remove_agent_leftovers, settings))
+        self._network_started = utcnow()
+        return self.sup.resizeflow("network", "network", env=env)
+
+    def wait_network(self, timeout: float = 60.0) -> None:
+        """Wait until the agent has synced since its start: its tunnel endpoint
+        refreshed, and every network with a DHCP subnet served by an ACTIVE port."""
+        self.sup.wait_until(
+            "the DHCP agent to serve every network",
+            self._network_ready,
+            timeout,
+            watch=("network",),
+        )
+
+    def _network_ready(self) -> bool:
+        host = Settings.from_env({**self.env}).dhcp_host
+        with self.db.snapshot() as s:
+            endpoint = s.get(TunnelEndpoint, host)
+            if endpoint is None or endpoint.updated_at < self._network_started:
+                return False
+            dhcp = select(Subnet.network_id).where(Subnet.enable_dhcp.is_(True))
+            nets = set(s.scalars(select(Network.id).where(Network.id.in_(dhcp))))
+            ports = s.execute(
+                select(Port.network_id, Port.device_id).where(
+                    Port.device_owner == "network:dhcp", Port.status == "ACTIVE"
+                )
+            )
+            served = {n for n, dev in ports if dev == f"dhcp-{host}-{n}"}
+        return nets <= served
+
+    def start_network(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> None:
+        self.spawn_network(env)
+        self.wait_network(timeout)
+
+    def stop_network(self, grace: float = 30.0) -> int | None:
+        """SIGTERM: the agent stops its dnsmasq processes and removes its namespaces."""
+        return self.sup.stop("network", grace)
 
     # -- beat, API, Flower --------------------------------------------------
     def start_beat(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> Popen[bytes]:

@@ -52,6 +52,16 @@ class VifSpec:
 
 
 @dataclass(frozen=True)
+class TunnelPeer:
+    """A host's VXLAN tunnel endpoint (a row of ``tunnel_endpoints``): where
+    every other host floods a network's broadcasts to reach its ports."""
+
+    host: str
+    ip_address: str
+    udp_port: int = 4789
+
+
+@dataclass(frozen=True)
 class PortRequest:
     """One NIC asked for at boot: a new port on ``network_id``, or the existing ``port_id``.
 

@@ -32,11 +32,19 @@ from resizeflow.db.models import (
 )
 from resizeflow.db.session import Database
 from resizeflow.openstack import payloads
-from resizeflow.openstack.base import ImageSpec, NodeRef, Notification, Notifier, VifSpec
+from resizeflow.openstack.base import (
+    ImageSpec,
+    NodeRef,
+    Notification,
+    Notifier,
+    TunnelPeer,
+    VifSpec,
+)
 from resizeflow.openstack.images import ImageStore
 from resizeflow.openstack.network import SqlNetwork
 from resizeflow.openstack.placement import SqlPlacement
 from resizeflow.openstack.quota import SqlQuota
+from resizeflow.openstack.tunnels import tunnel_peers
 from resizeflow.openstack.volume import InstanceVolumes
 from resizeflow.storage.base import BlockStorage
 from resizeflow.virt.base import InstanceSpec, PeerHost, VirtDriver
@@ -124,6 +132,7 @@ def spec_of(
     *,
     image: ImageSpec | None = None,
     vifs: tuple[VifSpec, ...] = (),
+    tunnel_peers: tuple[TunnelPeer, ...] = (),
 ) -> InstanceSpec:
     return InstanceSpec(
         uuid=uuid,
@@ -135,6 +144,7 @@ def spec_of(
         flavor_name=str(flavor.get("name", "")),
         image=image,
         vifs=vifs,
+        tunnel_peers=tunnel_peers,
     )
 
 
@@ -184,10 +194,20 @@ class InstanceContext:
         ref = SystemMetadata(self.instance).image_ref
         return ImageStore(self.settings.images_dir()).spec(ref) if ref else None
 
+    @functools.cached_property
+    def tunnel_peers(self) -> tuple[TunnelPeer, ...]:
+        # Read once per step: a host plugging a network floods to every other host.
+        return tunnel_peers(self.session)
+
     def spec(self, flavor: dict[str, Any] | None = None) -> InstanceSpec:
         vifs = self.network.vifs(self.instance.uuid)
         return spec_of(
-            self.instance.uuid, flavor or self.instance.flavor, image=self.image(), vifs=vifs
+            self.instance.uuid,
+            flavor or self.instance.flavor,
+            image=self.image(),
+            vifs=vifs,
+            # Only an instance with ports plugs a network.
+            tunnel_peers=self.tunnel_peers if vifs else (),
         )
 
     def notify(

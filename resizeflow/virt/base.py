@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from resizeflow.errors import VirtError
-from resizeflow.openstack.base import ImageSpec, VifSpec
+from resizeflow.openstack.base import ImageSpec, TunnelPeer, VifSpec
 from resizeflow.states import PowerState
 
 
@@ -31,6 +31,9 @@ class InstanceSpec:
     image: ImageSpec | None = None
     vifs: tuple[VifSpec, ...] = ()
     flavor_name: str = ""
+    # Every host's VXLAN tunnel endpoint, this one's too: a real host floods its
+    # networks' broadcasts to the others' (the host leaves itself out).
+    tunnel_peers: tuple[TunnelPeer, ...] = ()
 
     @property
     def domain_name(self) -> str:
@@ -215,8 +218,9 @@ class VirtDriver(Protocol):
     def purge(self, uuid: str) -> list[str]:
         """Undefine the domain and remove every directory of a deleted instance."""
 
-    def recover(self, running: dict[str, bool]) -> list[str]:
-        """Redefine domains from instance dirs; start those mapped to True."""
+    def recover(self, running: dict[str, bool], peers: Sequence[TunnelPeer] = ()) -> list[str]:
+        """Redefine domains from instance dirs, plug their networks (tunnels to
+        ``peers``); start those mapped to True."""
 
     def list_domains(self) -> list[DomainInfo]: ...
 

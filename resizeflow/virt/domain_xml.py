@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from resizeflow.conf.netnames import device_name
 from resizeflow.errors import VirtError
 from resizeflow.virt import disks
 from resizeflow.virt.base import InstanceSpec, VolumeConnection
@@ -31,7 +32,10 @@ class HostConfig:
 
     virt_type: str
     machine: str
+    # The bridge name template (``{vni}``, ``{host}``) and the host it names for:
+    # each NIC goes into its network's bridge.
     bridge: str
+    host: str = ""
     disk_cache: str = "none"
     arch: str = "x86_64"
 
@@ -202,7 +206,7 @@ def domain_xml(
         iface = _sub(devices, "interface", type="bridge")
         _sub(iface, "mac", address=vif.mac_address)
         _sub(iface, "model", type="virtio")
-        _sub(iface, "source", bridge=host.bridge)
+        _sub(iface, "source", bridge=device_name(host.bridge, vni=vif.vni, host=host.host))
         _sub(iface, "target", dev=vif.tap)
     serial = _sub(devices, "serial", type="file")
     # Appended, not truncated: the log keeps what the guest printed at each boot.

@@ -33,6 +33,7 @@ from resizeflow.errors import (
     InstanceNotFound,
     VirtError,
 )
+from resizeflow.openstack.base import TunnelPeer
 from resizeflow.openstack.images import ImageStore
 from resizeflow.states import PowerState
 from resizeflow.virt import kvm_probe, volumes
@@ -67,6 +68,7 @@ from resizeflow.virt.remotefs.shared import storage_is_shared
 from resizeflow.virt.resizecopy import copy_disks
 from resizeflow.virt.strategy import HostStrategy, is_test_driver
 from resizeflow.virt.testdriver import TestDriverHost
+from resizeflow.virt.vifs import HostNetworking
 
 if TYPE_CHECKING:
     from resizeflow.conf import Settings
@@ -90,7 +92,7 @@ class LibvirtDriver:
         *,
         hostname: str,
         virt_type: str | None = None,
-        bridge: str = "",
+        network: HostNetworking | None = None,
         shutdown_timeout: float = 60.0,
         shutdown_retry_interval: float = 10.0,
         running_timeout: float = 60.0,
@@ -111,7 +113,7 @@ class LibvirtDriver:
                 self.conn,
                 self.layout,
                 virt_type=virt_type or None,
-                bridge=bridge or f"rfbr-{hostname}"[:15],
+                network=network or HostNetworking(host=hostname),
                 shutdown_timeout=shutdown_timeout,
                 shutdown_retry_interval=shutdown_retry_interval,
                 running_timeout=running_timeout,
@@ -137,8 +139,15 @@ class LibvirtDriver:
             settings.instances_dir(settings.host),
             hostname=settings.host,
             virt_type=settings.virt_type or None,
-            # Checked for length only where a bridge is used (real hypervisors).
-            bridge=settings.bridge.format(host=settings.host),
+            network=HostNetworking(
+                host=settings.host,
+                bridge_template=settings.bridge,
+                vxlan_template=settings.vxlan_device,
+                # Only a real hypervisor plugs networks: on test:/// the tunnel
+                # address (a host name) need not resolve.
+                local_ip="" if settings.simulated_hypervisor else settings.tunnel_ip,
+                port=settings.vxlan_port,
+            ),
             shutdown_timeout=settings.shutdown_timeout,
             shutdown_retry_interval=settings.shutdown_retry_interval,
             running_timeout=settings.running_timeout,
@@ -202,14 +211,18 @@ class LibvirtDriver:
         xml = self.host.domain_xml(inst, inst_dir, name, domain_uuid, vols)
         write_atomic(inst_dir / DOMAIN_XML_FILE, xml)
         dom = self.conn.define(xml)
-        self.host.plug()
+        self._plug(inst)
         if power_on:
-            self._start(dom, inst.uuid, deadline)
+            self._start(dom, inst, deadline)
 
-    def _start(self, dom: Any, uuid: str, deadline: float | None = None) -> None:
+    def _plug(self, inst: InstanceSpec) -> None:
+        self.host.plug((v.vni for v in inst.vifs), inst.tunnel_peers)
+
+    def _start(self, dom: Any, inst: InstanceSpec, deadline: float | None = None) -> None:
+        uuid = inst.uuid
         # create() on a running domain is an internal error, which would read as transient.
         if not self.conn.call(dom.isActive):
-            self.host.plug()
+            self._plug(inst)
             self.conn.call(dom.create)
             self.host.console_note(uuid, "started")
         try:
@@ -279,7 +292,7 @@ class LibvirtDriver:
         dom = self._lookup(inst.uuid)
         if dom is None:
             raise VirtError(reason=f"domain {self.domain_name(inst.uuid)} is not defined")
-        self._start(dom, inst.uuid, deadline)
+        self._start(dom, inst, deadline)
 
     def power_state(self, uuid: str) -> PowerState:
         dom = self._lookup(uuid)
@@ -304,16 +317,16 @@ class LibvirtDriver:
         uuid = canonical_uuid(inst.uuid)
         if not hard:
             dom = self._lookup(uuid)
-            if dom is not None and self._soft_reboot(dom, uuid, deadline):
+            if dom is not None and self._soft_reboot(dom, inst, deadline):
                 return
             log.warning("soft reboot of %s did not complete; rebooting it hard", uuid)
         self._hard_reboot(inst, deadline, volumes)
 
-    def _soft_reboot(self, dom: Any, uuid: str, deadline: float | None) -> bool:
+    def _soft_reboot(self, dom: Any, inst: InstanceSpec, deadline: float | None) -> bool:
         if not self.host.shut_down_for_reboot(dom, deadline):
             return False
         self._stop(dom)
-        self._start(dom, uuid, deadline)
+        self._start(dom, inst, deadline)
         return True
 
     def _hard_reboot(
@@ -463,17 +476,20 @@ class LibvirtDriver:
             raise DiskNotFound(location=str(resize_dir))
         self._define_and_start(inst, inst_dir, volumes, power_on, deadline)
 
-    def recover(self, running: dict[str, bool]) -> list[str]:
+    def recover(self, running: dict[str, bool], peers: Sequence[TunnelPeer] = ()) -> list[str]:
         defined: dict[str, None] = {}
+        networks: set[int] = set()
         # _resize first, so for a same-host resize the current dir's XML wins.
         for suffix in (RESIZE_SUFFIX, ""):
             for uuid in self.layout.dir_uuids(suffix):
                 xml_path = self._dir(uuid, suffix) / DOMAIN_XML_FILE
                 if xml_path.is_file():
-                    self.conn.define(xml_path.read_text(encoding="utf-8"))
+                    xml = xml_path.read_text(encoding="utf-8")
+                    self.conn.define(xml)
+                    networks |= self.host.networks_of(xml)
                     defined[uuid] = None
-        if defined:
-            self.host.plug()
+        # A rebooted host has none of its networks' bridges: the XML names them.
+        self.host.plug(networks, peers)
         for uuid in defined:
             dom = self._lookup(uuid) if running.get(uuid) else None
             # NOTE: no wait for running here: a worker must not hold up its

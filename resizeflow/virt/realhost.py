@@ -1,9 +1,10 @@
 """A host whose guests really run: QEMU or KVM, through ``qemu:///system``.
 
 Instances follow Nova's layout (:mod:`resizeflow.virt.disks`), their XML is
-Nova's (:mod:`resizeflow.virt.domain_xml`), their NICs are taps on the host's
-bridge (:mod:`resizeflow.virt.vifs`), a guest is shut down cleanly before it
-is destroyed, and a start waits until libvirt reports the domain running.
+Nova's (:mod:`resizeflow.virt.domain_xml`), their NICs are taps on their
+network's bridge, joined to the other hosts by VXLAN
+(:mod:`resizeflow.virt.vifs`), a guest is shut down cleanly before it is
+destroyed, and a start waits until libvirt reports the domain running.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 
 import libvirt
 
-from resizeflow.errors import ConfigError, GuestNotRunning, TransientError
+from resizeflow.conf.netnames import check_length
+from resizeflow.errors import GuestNotRunning, TransientError
+from resizeflow.openstack.base import TunnelPeer
 from resizeflow.states import PowerState
 from resizeflow.virt import disks, imagecopy, kvm_probe, vifs
 from resizeflow.virt.base import InstanceSpec, VolumeConnection
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 _RUNNING_POLL = 0.5
 _SHUTDOWN_POLL = 0.2
 _TAP = re.compile(r"<target dev='(tap[^']*)'")
+_BRIDGE = re.compile(r"<source bridge='([^']*)'")
 _CONFIG, _LIVE = libvirt.VIR_DOMAIN_AFFECT_CONFIG, libvirt.VIR_DOMAIN_AFFECT_LIVE
 # How long a guest may take to let a volume go, and how often it is asked again.
 _DETACH_TIMEOUT = 60.0
@@ -59,7 +63,7 @@ class RealHypervisorHost:
         layout: HostLayout,
         *,
         virt_type: str | None,
-        bridge: str,
+        network: vifs.HostNetworking,
         shutdown_timeout: float = 60.0,
         shutdown_retry_interval: float = 10.0,
         running_timeout: float = 60.0,
@@ -68,7 +72,7 @@ class RealHypervisorHost:
         self.conn = conn
         self.layout = layout
         self._virt_type = virt_type  # None: detected on first use, from the host itself
-        self.bridge = bridge
+        self.network = network
         self.shutdown_timeout = shutdown_timeout
         self.shutdown_retry_interval = shutdown_retry_interval
         self.running_timeout = running_timeout
@@ -106,7 +110,8 @@ class RealHypervisorHost:
             self._host_config = HostConfig(
                 virt_type=self.virt_type,
                 machine=machine or "pc",
-                bridge=self.bridge,
+                bridge=self.network.bridge_template,
+                host=self.network.host,
                 disk_cache="none"
                 if disks.supports_direct_io(self.layout.instances_dir)
                 else "writethrough",
@@ -114,8 +119,9 @@ class RealHypervisorHost:
         return self._host_config
 
     def check(self) -> None:
-        if not 0 < len(self.bridge) <= 15:
-            raise ConfigError(f"bridge name {self.bridge!r} must be 1 to 15 characters")
+        net = self.network
+        check_length(net.bridge_template, "the bridge template", net.host)
+        check_length(net.vxlan_template, "the VXLAN device template", net.host)
 
     # -- disks ---------------------------------------------------------------
     def create_disks(self, inst_dir: Path, inst: InstanceSpec) -> None:
@@ -263,8 +269,15 @@ class RealHypervisorHost:
         return not self.conn.is_active(dom) or self._clean_shutdown(dom, deadline)
 
     # -- NICs ----------------------------------------------------------------
-    def plug(self) -> None:
-        vifs.ensure_bridge(self.bridge)
+    def plug(self, vnis: Iterable[int], peers: Sequence[TunnelPeer]) -> None:
+        """Each network: its bridge, VXLAN device and flood list to the other
+        hosts, refreshed each time (hosts join later)."""
+        for vni in sorted(set(vnis)):
+            self.network.plug_network(vni, peers)
+
+    def networks_of(self, xml: str) -> set[int]:
+        found = (self.network.vni_of(b) for b in _BRIDGE.findall(xml))
+        return {vni for vni in found if vni is not None}
 
     def taps(self, dom: Any) -> list[str]:
         xml = self.conn.call(dom.XMLDesc, 0, ok=MISSING)
@@ -273,4 +286,4 @@ class RealHypervisorHost:
         return _TAP.findall(xml)
 
     def unplug(self, taps: Iterable[str]) -> None:
-        vifs.unplug(self.bridge, taps)
+        vifs.unplug(self.network.owns_bridge, taps)

@@ -13,8 +13,8 @@ what a guest is made of, and that is this Protocol:
 - :class:`~resizeflow.virt.realhost.RealHypervisorHost`, on QEMU or KVM:
   Nova's disk layout (:mod:`resizeflow.virt.disks`), Nova's domain XML
   (:mod:`resizeflow.virt.domain_xml`), volumes attached and detached live
-  by libvirt, taps on the host's bridge
-  (:mod:`resizeflow.virt.vifs`), a clean shutdown before a destroy, and a
+  by libvirt, taps on their network's bridge, joined to the other hosts by
+  VXLAN (:mod:`resizeflow.virt.vifs`), a clean shutdown before a destroy, and a
   start that waits until the guest runs.
 
 The driver picks one at construction, from the virt type, and never asks
@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from resizeflow.errors import ConfigError
+from resizeflow.openstack.base import TunnelPeer
 from resizeflow.virt.base import InstanceSpec, VolumeConnection
 from resizeflow.virt.remotefs.base import RemoteFilesystem, RemoteHost
 
@@ -141,8 +142,12 @@ class HostStrategy(Protocol):
         caller reboots it hard instead)."""
 
     # -- NICs ---------------------------------------------------------------------------
-    def plug(self) -> None:
-        """Before a domain starts: what its NICs attach to."""
+    def plug(self, vnis: Iterable[int], peers: Sequence[TunnelPeer]) -> None:
+        """Before a domain starts: what its NICs attach to, the bridges of these
+        networks, joined to the ``peers``' tunnel endpoints."""
+
+    def networks_of(self, xml: str) -> set[int]:
+        """The networks (VNIs) a domain's XML plugs NICs into: what a recovery plugs."""
 
     def taps(self, dom: Any) -> list[str]:
         """The taps a domain's definition names: what to unplug once it is gone."""

@@ -19,6 +19,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from resizeflow.errors import DiskNotFound
+from resizeflow.openstack.base import TunnelPeer
 from resizeflow.virt.base import InstanceSpec, VolumeConnection
 from resizeflow.virt.connection import XML_INACTIVE, LibvirtConnection
 from resizeflow.virt.domain_xml import volume_disks
@@ -171,8 +172,11 @@ class TestDriverHost:
         return True  # the caller's destroy is the shutdown
 
     # -- NICs ----------------------------------------------------------------
-    def plug(self) -> None:
-        pass
+    def plug(self, vnis: Iterable[int], peers: Sequence[TunnelPeer]) -> None:
+        pass  # no NICs: no bridge, no tunnel
+
+    def networks_of(self, xml: str) -> set[int]:
+        return set()
 
     def taps(self, dom: Any) -> list[str]:
         return []

@@ -188,12 +188,12 @@ def test_domain_xml_is_shaped_like_novas(tmp_path: Path) -> None:
         ephemeral_gb=1,
         swap_mb=32,
         image=ImageSpec(str(uuid.uuid4()), "/img", "raw", GiB, "/k", "/r", "console=ttyS0"),
-        vifs=(VifSpec("0123456789abcdef", "fa:16:3e:00:00:01", "10.0.0.2"),),
+        vifs=(VifSpec("0123456789abcdef", "fa:16:3e:00:00:01", "10.0.0.2", "net-1", 1001),),
         flavor_name="rf.big",
     )
     for name in ("disk", "disk.local", "disk.swap"):
         (tmp_path / name).touch()
-    host = HostConfig(virt_type="qemu", machine="pc-i440fx-7.2", bridge="br-h1")
+    host = HostConfig(virt_type="qemu", machine="pc-i440fx-7.2", bridge="b{host}-{vni}", host="h1")
     root = ET.fromstring(domain_xml(inst, tmp_path, host, "instance-x", inst.uuid))
     assert root.get("type") == "qemu"
     assert (root.findtext("name"), root.findtext("uuid")) == ("instance-x", inst.uuid)
@@ -212,7 +212,8 @@ def test_domain_xml_is_shaped_like_novas(tmp_path: Path) -> None:
     ]
     (iface,) = root.iter("interface")
     assert iface.get("type") == "bridge"
-    assert iface.find("source").get("bridge") == "br-h1"  # type: ignore[union-attr]
+    # The NIC is on its network's bridge on this host.
+    assert iface.find("source").get("bridge") == "bh1-1001"  # type: ignore[union-attr]
     assert iface.find("target").get("dev") == "tap0123456789a"  # type: ignore[union-attr]
     assert iface.find("mac").get("address") == "fa:16:3e:00:00:01"  # type: ignore[union-attr]
     serial = root.find("devices/serial")

@@ -107,7 +107,12 @@ PARSED: list[tuple[str, str, str, Any]] = [
     ("RUNNING_TIMEOUT", "15", "running_timeout", 15.0),
     ("IMAGES_PATH", "/shared/images", "images_path", "/shared/images"),
     ("DEFAULT_IMAGE", "cirros", "default_image", "cirros"),
-    ("BRIDGE", "br-{host}", "bridge", "br-{host}"),
+    ("BRIDGE", "br{vni}", "bridge", "br{vni}"),
+    ("VXLAN_DEVICE", "vx{vni}", "vxlan_device", "vx{vni}"),
+    ("TUNNEL_ADDRESS", "192.0.2.21", "tunnel_address", "192.0.2.21"),
+    ("VXLAN_PORT", "4790", "vxlan_port", 4790),
+    ("DHCP_HOST", "net-2", "dhcp_host", "net-2"),
+    ("DHCP_SYNC_INTERVAL", "0.5", "dhcp_sync_interval", 0.5),
     ("FIXED_RANGE", "192.168.7.0/24", "fixed_range", "192.168.7.0/24"),
     ("INSTANCE_NAME_TEMPLATE", "i-{host}-{uuid}", "instance_name_template", "i-{host}-{uuid}"),
     ("STORAGE_HOST", "storage-2", "storage_host", "storage-2"),
@@ -173,6 +178,20 @@ INVALID = [
     ("STORAGE_HOST", "storage/1"),
     ("STORAGE_ADDRESS", "not an address"),
     ("STORAGE_PORT", "65536"),
+    # A network's bridge and VXLAN device: {vni} in each, nothing but {host} else,
+    # and 15 characters for the largest VNI.
+    ("BRIDGE", "rfbr0"),
+    ("BRIDGE", "br-{host}"),
+    ("BRIDGE", "br{vni}-{uuid}"),
+    ("BRIDGE", "br{vni"),
+    ("BRIDGE", "bridge-long{vni}"),
+    ("BRIDGE", "b-{host}-{vni}"),
+    ("VXLAN_DEVICE", "vxlan"),
+    ("VXLAN_DEVICE", "vxlan-dev-{vni}"),
+    ("TUNNEL_ADDRESS", "not an address"),
+    ("VXLAN_PORT", "65536"),
+    ("DHCP_HOST", "net/1"),
+    ("DHCP_SYNC_INTERVAL", "0"),
 ]
 
 
@@ -202,9 +221,14 @@ def test_per_host_paths_and_bridges() -> None:
     s = Settings.from_env({V + "STATE_DIR": "/srv/rf"})
     assert s.images_dir() == Path("/srv/rf/images")
     assert s.storage_dir() == Path("/srv/rf/storage/storage-1")
-    assert s.bridge_for("compute-1") == "rfbr-compute-1"
-    with pytest.raises(ConfigError, match="at most 15 characters"):
-        s.bridge_for("compute-host-12")
+    assert s.bridge_for("compute-1", 1001) == "brq1001"
+    assert s.vxlan_for("compute-1", 16777215) == "vxlan-16777215"
+    assert s.dhcp_dir() == Path("/srv/rf/dhcp/network-1")
+    per_host = Settings.from_env({V + "BRIDGE": "b{host}{vni}", V + "HOST": "cn-1"})
+    assert per_host.bridge_for("cn-1", 1001) == "bcn-11001"
+    # A host named elsewhere than in this process's settings is checked when named.
+    with pytest.raises(ConfigError, match="at most 15"):
+        per_host.bridge_for("compute-host-12", 1001)
 
 
 def test_every_field_has_a_parse_case() -> None:

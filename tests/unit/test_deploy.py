@@ -163,7 +163,9 @@ def test_sample_settings_load_and_name_real_settings() -> None:
     assert s.ssh_user == "root" and s.ssh_strict_host_key_checking == "yes"
     # Not set: on qemu:///system the default transport is rsync over SSH.
     assert (s.remote_filesystem_transport, s.disk_transport) == ("auto", "rsync")
-    assert s.bridge_for("compute-1") == "rfbr0"
+    assert s.bridge_for("compute-1", 1001) == "brq1001"
+    assert (s.vxlan_for("compute-1", 1001), s.vxlan_port) == ("vxlan-1001", 4789)
+    assert s.tunnel_ip == own["RESIZEFLOW_TUNNEL_ADDRESS"]
     assert s.instances_dir("compute-2") == Path("/var/lib/resizeflow/compute-2/instances")
     assert (s.storage_host, s.storage_address) == ("storage-1", "192.0.2.10")
 

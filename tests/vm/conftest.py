@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from resizeflow.devstack import guest, libvirtd
+from resizeflow.devstack import guest, libvirtd, qemu_demo
 from resizeflow.devstack.stack import TEST_DRIVER_ENV, build
-from resizeflow.virt import vifs
 from tests.support.hosts import Hosts, start_hosts
 from tests.support.stack import (
     PG_ADMIN_URL,
@@ -85,7 +83,8 @@ def _vm_stack(
         # By name: the guest is uploaded through the API once it runs.
         "RESIZEFLOW_DEFAULT_IMAGE": guest.IMAGE_NAME,
         "RESIZEFLOW_INSTANCE_NAME_TEMPLATE": f"rf{run_id}-{{host}}-{{uuid}}",
-        "RESIZEFLOW_BRIDGE": f"rf{run_id}{{host}}",
+        # Each host's own, in VmStack.worker_env: "r{run}{i}b{vni}" (15 characters at most).
+        "RESIZEFLOW_BRIDGE": f"r{run_id}{{vni}}",
         "RESIZEFLOW_SHUTDOWN_TIMEOUT": "20",
         "RESIZEFLOW_SHUTDOWN_RETRY_INTERVAL": "2",
         "RESIZEFLOW_RUNNING_TIMEOUT": "15",
@@ -110,8 +109,14 @@ def _vm_stack(
         env=env,
     )
     stack = Stack(local, "postgresql", HOSTS)
-    settings = stack.settings
-    built = VmStack(stack=stack, image_id="", files=files, run_id=run_id, hosts=hosts)
+    built = VmStack(
+        stack=stack,
+        image_id="",
+        files=files,
+        run_id=run_id,
+        hosts=hosts,
+        net_env=qemu_demo.host_env(list(HOSTS), prefix=f"r{run_id[:4]}"),
+    )
     try:
         # The block-storage host: its NBD exports are what guests' volumes are.
         local.spawn_storage()
@@ -127,7 +132,4 @@ def _vm_stack(
         destroy_stack(stack)
         # Whatever a failed test left: this run's domains, then its bridges.
         built.destroy_leftover_domains()
-        for host in HOSTS:
-            bridge = settings.bridge_for(host)
-            if vifs.exists(bridge):
-                subprocess.run(["ip", "link", "del", "dev", bridge], check=False)
+        built.remove_network_devices()

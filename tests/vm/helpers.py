@@ -49,12 +49,25 @@ class VmStack:
     run_id: str
     # The hosts' sshd processes, addresses and keys (tests.support.hosts).
     hosts: Hosts
+    # Each host's own bridge and VXLAN names and tunnel port (qemu_demo.host_env):
+    # the hosts share this machine.
+    net_env: dict[str, dict[str, str]] = field(default_factory=dict)
     _conn: Any = field(default=None, repr=False)
 
     def worker_env(self, host: str) -> dict[str, str]:
         """What a worker of ``host`` is started with on top of the stack's settings."""
         (found,) = (h for h in self.hosts.hosts if h.name == host)
-        return {"RESIZEFLOW_MIGRATION_ADDRESS": found.address}
+        return {"RESIZEFLOW_MIGRATION_ADDRESS": found.address, **self.net_env.get(host, {})}
+
+    def bridges(self, host: str) -> list[str]:
+        """The network bridges ``host`` has made on this machine."""
+        return vifs.own_devices(self.net_env[host]["RESIZEFLOW_BRIDGE"], host)
+
+    def remove_network_devices(self) -> None:
+        """Every host's bridges and VXLAN devices: what a run leaves on the machine."""
+        for host, env in self.net_env.items():
+            vifs.remove_devices(vifs.own_devices(env["RESIZEFLOW_VXLAN_DEVICE"], host))
+            vifs.remove_devices(vifs.own_devices(env["RESIZEFLOW_BRIDGE"], host))
 
     # -- the REST API ---------------------------------------------------------
     def client(self, project: str = "admin") -> httpx.Client:
@@ -167,7 +180,8 @@ class VmStack:
         return self.stack.instance_dir(host, sid, suffix)
 
     def taps(self, host: str) -> list[str]:
-        return vifs.taps_on(self.stack.settings.bridge_for(host))
+        """The taps on ``host``'s network bridges now."""
+        return sorted(tap for bridge in self.bridges(host) for tap in vifs.taps_on(bridge))
 
     def tap_of(self, sid: str) -> str:
         """The tap of the server's one port, as Nova names it."""
