@@ -124,6 +124,8 @@ def _vm_stack(
         # As an operator loads an image: the kernel, ramdisk and disk through the image API.
         built.image_id = guest.upload(f"{local.api_url}/image", files)
         local.start_workers(HOSTS, env={h: built.worker_env(h) for h in HOSTS})
+        # The DHCP host: every network's dnsmasq, reached from the compute hosts by VXLAN.
+        local.start_network()
         local.wait_storage()
         stack.start_beat()
         built.create_flavors()

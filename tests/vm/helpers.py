@@ -63,6 +63,11 @@ class VmStack:
         """The network bridges ``host`` has made on this machine."""
         return vifs.own_devices(self.net_env[host]["RESIZEFLOW_BRIDGE"], host)
 
+    def dhcp_bridge(self, vni: int) -> str:
+        """The DHCP host's bridge of network ``vni``: the only one not a compute host's."""
+        settings = self.stack.settings
+        return settings.bridge_for(settings.dhcp_host, vni)
+
     def remove_network_devices(self) -> None:
         """Every host's bridges and VXLAN devices: what a run leaves on the machine."""
         for host, env in self.net_env.items():
@@ -96,12 +101,15 @@ class VmStack:
         *,
         image_ref: str | None = None,
         flavor: str = SMALL["id"],
+        networks: list[dict[str, str]] | None = None,
     ) -> str:
         body: dict[str, Any] = {
             "name": f"vm-{project}",
             "flavorRef": flavor,
             "availability_zone": f"nova:{host}",
         }
+        if networks is not None:
+            body["networks"] = networks
         if image_ref:
             body["imageRef"] = image_ref
         with self.client(project) as c:
