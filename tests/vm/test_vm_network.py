@@ -37,7 +37,7 @@ _FETCH = (
 
 
 @dataclass
-class TestNet:
+class ProbeNet:
     """The test's network, its subnet, and a namespace on it."""
 
     network_id: str
@@ -86,7 +86,7 @@ def _ip(*args: str) -> None:
 
 
 @pytest.fixture
-def testnet(vm: VmStack) -> Iterator[TestNet]:
+def testnet(vm: VmStack) -> Iterator[ProbeNet]:
     """A network on a range of this run's own, and a namespace holding one of its ports.
 
     Nothing is routed: the namespace's only route is the subnet's, on its one
@@ -134,7 +134,7 @@ def testnet(vm: VmStack) -> Iterator[TestNet]:
         )
         _ip("-n", netns, "link", "set", inner, "up")
         _ip("link", "set", outer, "master", bridge, "up")
-        yield TestNet(net["id"], net["provider:segmentation_id"], cidr, netns)
+        yield ProbeNet(net["id"], net["provider:segmentation_id"], cidr, netns)
     finally:
         subprocess.run(["ip", "link", "del", outer], check=False, capture_output=True)
         subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
@@ -162,7 +162,7 @@ def _lease(vm: VmStack, host: str, sid: str, boot: str) -> NetReport:
     return wait_for(found, timeout=BOOT, what=f"a DHCP lease on {host} (boot {boot})")
 
 
-def _answers(vm: VmStack, net: TestNet, sid: str, host: str, *, boots: int, marker: str) -> str:
+def _answers(vm: VmStack, net: ProbeNet, sid: str, host: str, *, boots: int, marker: str) -> str:
     """Check the guest on ``host`` answers at its port's fixed IP with its MAC, as booted
     ``boots`` times, and that only ``host`` has its tap; returns the port's IP."""
     report = vm.reports(host, sid)[-1]
@@ -181,7 +181,7 @@ def _answers(vm: VmStack, net: TestNet, sid: str, host: str, *, boots: int, mark
 
 
 def test_a_server_answers_at_its_fixed_ip_across_resize_revert_and_confirm(
-    vm: VmStack, testnet: TestNet
+    vm: VmStack, testnet: ProbeNet
 ) -> None:
     sid = vm.boot(f"p-{uuid.uuid4().hex[:8]}", "vm1", networks=[{"uuid": testnet.network_id}])
     vm.wait_status(sid, "ACTIVE")
@@ -210,6 +210,7 @@ def test_a_server_answers_at_its_fixed_ip_across_resize_revert_and_confirm(
     vm.wait_status(sid, "VERIFY_RESIZE")
     vm.action(sid, {"confirmResize": None})
     vm.wait_status(sid, "ACTIVE")
+    vm.wait_reports("vm2", sid, 1)
     assert _answers(vm, testnet, sid, "vm2", boots=3, marker=marker) == address
     assert _port(vm, sid)["mac_address"] == mac
     assert vm.show(sid)["flavor"]["id"] != SMALL["id"]
