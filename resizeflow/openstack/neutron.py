@@ -429,6 +429,7 @@ class NetworkService:
                 description=description,
                 enable_dhcp=enable_dhcp,
             )
+            sub.gateway_ip = gateway_ip  # none is none here: a subnet without a gateway
             s.flush()
             return _subnet_info(sub)
 
