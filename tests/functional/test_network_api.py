@@ -10,6 +10,8 @@ shared networks, never another project's.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import openstack
@@ -21,7 +23,8 @@ from openstack.connection import Connection
 from sqlalchemy import func, select
 
 from resizeflow.db.models import Instance, Port
-from tests.support.clients import network_endpoint
+from resizeflow.openstack.images import ImageStore
+from tests.support.clients import network_endpoint, network_osc
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.stacks("sqlite-redis", "postgresql-rabbitmq")
@@ -373,3 +376,60 @@ def test_boot_refuses_networks_and_ports_it_may_not_use(rf: Stack, project: str)
     # A good NIC before a bad one: nothing is made for either.
     assert refused([{"uuid": net.id}, {"uuid": missing}], 400).startswith("Network")
     assert (_instances(rf, project), _ports(rf)) == before
+
+
+@pytest.mark.stacks("sqlite-redis")
+def test_openstack_cli_networks_and_servers_on_them(
+    rf: Stack, project: str, tmp_path: Path
+) -> None:
+    token = f"alice:{project}"
+
+    def run(*args: str) -> Any:
+        done = network_osc(rf, *args, token=token)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if "-f" in args else done.stdout
+
+    net = run("network", "create", f"cli-{project}", "-f", "json")
+    assert net["status"] == "ACTIVE" and net["project_id"] == project
+    sub = run(
+        "subnet", "create", "--network", f"cli-{project}", "--subnet-range", "192.168.70.0/24",
+        f"cli-sub-{project}", "-f", "json",
+    )  # fmt: skip
+    assert sub["cidr"] == "192.168.70.0/24" and sub["network_id"] == net["id"]
+    listed = {n["Name"]: n for n in run("network", "list", "-f", "json")}
+    assert listed[f"cli-{project}"]["Subnets"] == [sub["id"]]
+    assert run("network", "show", f"cli-{project}", "-f", "json")["subnets"] == [sub["id"]]
+    port = run("port", "create", "--network", f"cli-{project}", f"cli-port-{project}", "-f", "json")
+    assert port["fixed_ips"][0]["ip_address"] == "192.168.70.2"
+
+    raw = tmp_path / "image.raw"
+    raw.write_bytes(b"\0" * 1048576)
+    image = ImageStore(rf.settings.images_dir()).add(f"cli-{project}", raw, disk_format="raw")
+    on_net = run(
+        "server", "create", "--flavor", "1", "--image", image.id, "--wait",
+        "--nic", f"net-id={net['id']}", f"cli-net-{project}", "-f", "json",
+    )  # fmt: skip
+    on_port = run(
+        "server", "create", "--flavor", "1", "--image", image.id, "--wait",
+        "--nic", f"port-id={port['id']}", f"cli-port-{project}", "-f", "json",
+    )  # fmt: skip
+    assert on_net["status"] == on_port["status"] == "ACTIVE"
+    [made] = run("port", "list", "--server", on_net["id"], "-f", "json")
+    assert made["Fixed IP Addresses"][0]["ip_address"] == "192.168.70.3"
+    [given] = run("port", "list", "--server", on_port["id"], "-f", "json")
+    assert given["ID"] == port["id"]
+    shown = run("server", "show", on_port["id"], "-f", "json")
+    assert shown["addresses"] == {f"cli-{project}": ["192.168.70.2"]}
+
+    in_use = network_osc(rf, "network", "delete", f"cli-{project}", token=token)
+    assert in_use.returncode != 0
+    run("server", "delete", "--wait", on_net["id"], on_port["id"])
+    kept = run("port", "show", port["id"], "-f", "json")
+    assert kept["device_id"] == "" and kept["status"] == "DOWN"
+    assert run("port", "list", "--network", f"cli-{project}", "-f", "json") == [
+        {**given, "Status": "DOWN"}
+    ]
+    run("port", "delete", port["id"])
+    run("network", "delete", f"cli-{project}")
+    gone = network_osc(rf, "network", "show", net["id"], token=token)
+    assert gone.returncode != 0 and "No Network found" in gone.stderr
