@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from starlette.responses import JSONResponse
 
 from resizeflow import errors
-from resizeflow.openstack.neutron import NeutronError
+from resizeflow.openstack.neutron_errors import NeutronError
 
 HTTP_NAMES = {
     400: "HTTPBadRequest",

@@ -17,7 +17,7 @@ from resizeflow.api.network import schema, views
 from resizeflow.api.network.faults import ExtensionNotFound
 from resizeflow.api.network.views import V2
 from resizeflow.compute.policy import RequestContext
-from resizeflow.openstack.neutron import InvalidInput, PolicyNotAuthorized
+from resizeflow.openstack.neutron_errors import InvalidInput, PolicyNotAuthorized
 
 router = APIRouter(prefix=V2, tags=["network"])
 AnyBody = Annotated[Any, Body()]

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from resizeflow.openstack.neutron import BadRequest, FixedIp, InvalidInput, PolicyNotAuthorized
+from resizeflow.openstack.neutron import FixedIp
+from resizeflow.openstack.neutron_errors import BadRequest, InvalidInput, PolicyNotAuthorized
 
 _MAC = re.compile(r"^([0-9a-fA-F]{2})([:-][0-9a-fA-F]{2}){5}$")
 TRUE = ("true", "1", "t", "yes", "y", "on")
