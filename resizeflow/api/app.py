@@ -23,6 +23,7 @@ from resizeflow.api.faults import (
 )
 from resizeflow.api.image import with_image_api
 from resizeflow.api.middleware import ASGIApp, NovaMiddleware
+from resizeflow.api.network import with_network_api
 from resizeflow.api.routes import (
     actions,
     admin,
@@ -47,6 +48,7 @@ from resizeflow.conf import Settings
 from resizeflow.db.session import Database
 from resizeflow.openstack.cinder import volume_service
 from resizeflow.openstack.images import ImageStore
+from resizeflow.openstack.neutron import NetworkService
 
 log = logging.getLogger(__name__)
 PREFIX = "/v2.1"
@@ -116,6 +118,7 @@ def build_services(
         auth=auth.authenticator(settings),
         workflows=WorkflowAdmin(settings, database, celery),
         volumes=volume_service(settings, database, celery),
+        network=NetworkService(database, settings.fixed_range),
     )
 
 
@@ -153,9 +156,10 @@ def create_app(
     settings: Settings, database: Database | None = None, celery: Celery | None = None
 ) -> ASGIApp:
     """The API as an ASGI app, its policy file installed for the process: the compute
-    API, and the image API at /image beside it."""
+    API, the image API at /image and the networking API at /network beside it."""
     if settings.policy_file:
         policy.configure(policy.load_policy_file(settings.policy_file))
     services = build_services(settings, database, celery)
     compute = NovaMiddleware(create_fastapi(services))
-    return with_image_api(compute, ImageStore(settings.images_dir()), services.auth)
+    images = with_image_api(compute, ImageStore(settings.images_dir()), services.auth)
+    return with_network_api(images, services)

@@ -19,6 +19,7 @@ from resizeflow.compute.policy import RequestContext, new_request_id
 from resizeflow.compute.queries import Queries
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.openstack.cinder import VolumeService
+from resizeflow.openstack.neutron import NetworkService
 
 # Query parameters the list routes share.
 QueryText = Annotated[str | None, Query(max_length=255)]
@@ -37,6 +38,7 @@ class ServiceLayer:
     auth: Authenticator
     workflows: WorkflowAdmin
     volumes: VolumeService
+    network: NetworkService
 
 
 def services(request: Request) -> ServiceLayer:

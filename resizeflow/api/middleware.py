@@ -120,3 +120,30 @@ class NovaMiddleware:
 
 def _too_large(headers: dict[str, str]) -> Any:
     return fault_response(413, "Request Entity Too Large", headers)
+
+
+class Mounted:
+    """Send ``prefix`` and below to ``app``, everything else to ``other``.
+
+    The image and networking APIs are services of their own beside the
+    compute API, each with its own errors and version document at its root.
+    """
+
+    def __init__(self, prefix: str, app: ASGIApp, other: ASGIApp) -> None:
+        self.prefix = prefix
+        self.app = app
+        self.other = other
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
+            # The prefix becomes the root path: routes and links are relative to it.
+            # The prefix alone is its root, answered there rather than redirected.
+            scope = {
+                **scope,
+                "root_path": scope.get("root_path", "") + self.prefix,
+                "path": path if path != self.prefix else path + "/",
+            }
+            await self.app(scope, receive, send)
+            return
+        await self.other(scope, receive, send)

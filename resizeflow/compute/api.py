@@ -98,6 +98,12 @@ class ComputeAPI(VolumeOps):
         with self._launching() as (s, launches):
             flavor = dbapi.get_flavor(s, flavor_ref)
             image_ref = check_boot_image(self.settings, image_ref, flavor.as_dict(), caller)
+            uuid = str(uuidlib.uuid4())
+            network = SqlNetwork(s, self.settings.fixed_range)
+            # The NICs asked for are checked before quota and scheduling, as Nova does.
+            network.check_requests(
+                uuid, caller.project_id, None if caller.is_admin else caller.project_id, networks
+            )
             res = Resources.of_flavor(flavor.as_dict())
             self._quota(s).check_deltas(
                 caller.project_id, cores=res.vcpus, ram=res.memory_mb, instances=1
@@ -105,7 +111,6 @@ class ComputeAPI(VolumeOps):
             dest = select_destination(
                 s, res, requested_host=host, service_down_time=self.settings.service_down_time
             )
-            uuid = str(uuidlib.uuid4())
             inst = Instance(
                 uuid=uuid,
                 display_name=name,
@@ -123,9 +128,7 @@ class ComputeAPI(VolumeOps):
             s.add(inst)
             s.flush()
             SqlPlacement(s).claim(uuid, dest, res)
-            SqlNetwork(s, self.settings.fixed_range).allocate_for_instance(
-                uuid, caller.project_id, networks
-            )
+            network.allocate_for_instance(uuid, caller.project_id, networks)
             for bd in volumes:
                 reserve(s, caller, inst, bd)
             action = record_action(caller, s, inst, "create")

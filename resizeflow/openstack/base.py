@@ -63,13 +63,15 @@ class TunnelPeer:
 
 @dataclass(frozen=True)
 class PortRequest:
-    """One NIC asked for at boot: a new port on ``network_id``, or the existing ``port_id``.
+    """One NIC asked for at boot: a new port on ``network_id`` (with the fixed
+    IP ``address`` if given), or the existing ``port_id``.
 
     Neither (the default) is a port on the deployment's default network.
     """
 
     network_id: str | None = None
     port_id: str | None = None
+    address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,22 @@ class NoSubnet(ResizeflowError):
 
 class PortNotFound(ResizeflowError):
     code = 400
-    msg_fmt = "Port %(port)s could not be found."
+    msg_fmt = "Port id %(port)s could not be found."
+
+
+class PortNotUsable(ResizeflowError):
+    code = 400
+    msg_fmt = "Port %(port)s not usable for instance %(instance)s."
+
+
+class FixedIpAlreadyInUse(ResizeflowError):
+    code = 400
+    msg_fmt = "Fixed IP address %(address)s is already in use on instance %(instance)s."
+
+
+class FixedIpNotInNetwork(ResizeflowError):
+    code = 400
+    msg_fmt = "Fixed IP address %(address)s is not in a subnet of network %(network)s."
 
 
 class PortInUse(ResizeflowError):
@@ -132,6 +147,18 @@ def _as_int(address: str) -> int:
 def _of_network(column: Any) -> Any:
     """``column`` of the port's network, as a column of a statement on ports."""
     return select(column).where(Network.id == Port.network_id).scalar_subquery()
+
+
+def in_subnet(address: str, subnet: Subnet) -> bool:
+    """Whether ``address`` is one a port of ``subnet`` may have (not its network or broadcast)."""
+    cidr = ipaddress.IPv4Network(subnet.cidr)
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    if ip not in cidr:
+        return False
+    return cidr.num_addresses <= 2 or ip not in (cidr.network_address, cidr.broadcast_address)
 
 
 def default_network_id(name: str = DEFAULT_NETWORK) -> str:
@@ -293,6 +320,45 @@ class SqlNetwork:
     def _ports(self, instance_uuid: str) -> list[str]:
         return [p.id for p in self.ports(instance_uuid)]
 
+    def check_requests(
+        self,
+        instance_uuid: str,
+        project_id: str,
+        scope: str | None,
+        requests: Sequence[PortRequest],
+    ) -> None:
+        """Refuse a boot's NICs before anything is made, as Nova's validate_networks does:
+        each port must be seen (``scope``: the caller's project, None for an admin), be the
+        server's project's and be free; each address free; each network seen, with a subnet.
+        """
+        networks: list[PortRequest] = []
+        for req in requests:
+            if req.port_id is not None:
+                port = self.session.get(Port, req.port_id)
+                if port is None or (scope is not None and port.project_id != scope):
+                    raise PortNotFound(port=req.port_id)
+                if port.device_id or port.instance_uuid is not None:
+                    raise PortInUse(port=req.port_id)
+                if port.project_id != project_id:
+                    raise PortNotUsable(port=req.port_id, instance=instance_uuid)
+            elif req.network_id is not None:
+                networks.append(req)
+                if req.address is not None:
+                    holder = self.session.scalar(
+                        select(Port.device_id).where(
+                            Port.network_id == req.network_id, Port.ip_address == req.address
+                        )
+                    )
+                    if holder is not None:
+                        raise FixedIpAlreadyInUse(address=req.address, instance=holder)
+        for req in networks:
+            net = self.session.get(Network, req.network_id)
+            if net is None or not (scope is None or net.shared or net.project_id == scope):
+                raise NetworkNotFound(network=req.network_id)
+        for req in networks:
+            assert req.network_id is not None
+            self.subnet_of(req.network_id, req.address)
+
     def allocate_for_instance(
         self, instance_uuid: str, project_id: str, requests: Sequence[PortRequest]
     ) -> None:
@@ -308,6 +374,7 @@ class SqlNetwork:
             self.create_port(
                 network_id,
                 project_id=project_id,
+                ip_address=req.address,
                 instance_uuid=instance_uuid,
                 device_id=instance_uuid,
                 device_owner=COMPUTE_OWNER,
@@ -323,19 +390,24 @@ class SqlNetwork:
         port.device_owner = COMPUTE_OWNER
         port.preserve_on_delete = True
 
-    def subnet_of(self, network_id: str) -> Subnet:
-        """The subnet a new port of ``network_id`` takes its address from."""
+    def subnet_of(self, network_id: str, address: str | None = None) -> Subnet:
+        """The subnet a new port of ``network_id`` takes its address from: the
+        network's first, or the one ``address`` is in."""
         if self.session.get(Network, network_id) is None:
             raise NetworkNotFound(network=network_id)
-        subnet = self.session.scalars(
+        subnets = self.session.scalars(
             select(Subnet)
             .where(Subnet.network_id == network_id)
             .order_by(Subnet.created_at, Subnet.id)
-            .limit(1)
-        ).first()
-        if subnet is None:
+        ).all()
+        if not subnets:
             raise NoSubnet(network=network_id)
-        return subnet
+        if address is None:
+            return subnets[0]
+        for subnet in subnets:
+            if in_subnet(address, subnet):
+                return subnet
+        raise FixedIpNotInNetwork(address=address, network=network_id)
 
     def _free_address(self, network_id: str, subnet: Subnet, skip: set[str]) -> str:
         cidr = ipaddress.IPv4Network(subnet.cidr)
@@ -369,9 +441,11 @@ class SqlNetwork:
         name: str = "",
         mac_address: str | None = None,
         ip_address: str | None = None,
+        subnet: Subnet | None = None,
     ) -> Port:
-        """A port with the lowest free address of the network's subnet (or ``ip_address``)."""
-        subnet = self.subnet_of(network_id)
+        """A port with the lowest free address of ``subnet`` (by default the
+        network's first, or the one ``ip_address`` is in), or ``ip_address``."""
+        subnet = subnet or self.subnet_of(network_id, ip_address)
         tried: set[str] = set()
         for _ in range(_ALLOCATION_ATTEMPTS):
             address = ip_address or self._free_address(network_id, subnet, tried)

@@ -21,7 +21,9 @@ import uuid as uuidlib
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from resizeflow.db.models import Network, Port
 from resizeflow.states import MigrationStatus, VmState
 from tests.support.stack import Stack, wait_for
 from tests.unit.test_notifications import TIMESTAMP
@@ -223,7 +225,22 @@ def ours(uuid: str, note: dict[str, Any]) -> bool:
     return bool(note["payload"]["nova_object.data"].get("uuid", uuid) == uuid)
 
 
-def check_content(by_event: dict[str, dict[str, Any]], project: str) -> None:
+def nic(rf: Stack, uuid: str) -> tuple[str, str, str, str]:
+    """The server's one port: its id, MAC, fixed IP and its network's name."""
+    with rf.db.snapshot() as s:
+        [row] = s.execute(
+            select(Port.id, Port.mac_address, Port.ip_address, Network.name)
+            .join(Network, Network.id == Port.network_id)
+            .where(Port.instance_uuid == uuid)
+        ).all()
+    port_id, mac, ip, label = row
+    assert ip is not None
+    return port_id, mac, ip, label
+
+
+def check_content(
+    by_event: dict[str, dict[str, Any]], project: str, port: tuple[str, str, str, str]
+) -> None:
     prep = by_event["instance.resize_prep.start"]
     assert (prep["task_state"], prep["new_flavor"]["nova_object.data"]["name"]) == (
         "resize_prep",
@@ -240,8 +257,12 @@ def check_content(by_event: dict[str, dict[str, Any]], project: str) -> None:
         project,
     )
     assert error["request_id"].startswith("req-")
-    ip = by_event["instance.resize.start"]["ip_addresses"][0]["nova_object.data"]
-    assert ip["address"].startswith("fe80::") and ip["label"] == "private"
+    # The NIC as Nova's network model has it: the port's fixed IPv4 address on its network.
+    [ip] = by_event["instance.resize.start"]["ip_addresses"]
+    data = ip["nova_object.data"]
+    port_id, mac, address, label = port
+    assert (data["port_uuid"], data["mac"], data["address"]) == (port_id, mac, address)
+    assert (data["version"], data["label"]) == (4, label) and label == "private"
 
 
 # The shapes do not depend on the database: one stack per broker is enough. On Redis
@@ -277,7 +298,8 @@ def test_payloads_have_the_shape_of_novas_samples(rf: Stack, project: str) -> No
             assert note["_context_project_id"] == data["action_initiator_project"] == project
         else:
             assert not [k for k in note if k.startswith("_context_")]
-    check_content({n["event_type"]: n["payload"]["nova_object.data"] for n in mine}, project)
+    by_event = {n["event_type"]: n["payload"]["nova_object.data"] for n in mine}
+    check_content(by_event, project, nic(rf, uuid))
 
 
 Received = tuple[str, dict[str, Any], str, str, Any, dict[str, Any]]
@@ -367,4 +389,4 @@ def test_an_oslo_messaging_listener_receives_them_as_novas(rf: Stack, project: s
                 "alice",
                 project,
             )
-    check_content({r[3]: r[4]["nova_object.data"] for r in mine}, project)
+    check_content({r[3]: r[4]["nova_object.data"] for r in mine}, project, nic(rf, uuid))

@@ -17,6 +17,7 @@ from sqlalchemy import inspect, select, text
 from resizeflow.db.migrate import CLASSIC_FLAVORS, MIGRATIONS, upgrade
 from resizeflow.db.models import Base, Flavor
 from resizeflow.db.session import Database
+from resizeflow.openstack.network import default_network_id
 from tests.support.stack import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
 
 # The newest revision: the one the head of the migration chain names.
@@ -135,3 +136,45 @@ def test_cli_db_upgrade_creates_sqlite_file(tmp_path: Path) -> None:
             assert s.scalars(select(Flavor.name).order_by(Flavor.id)).all()[-1] == "m1.xlarge"
     finally:
         db.dispose()
+
+
+def test_0015_turns_port_network_names_into_networks(database: Database) -> None:
+    """A port recorded before 0015 names its network; the upgrade makes that network, with
+    a subnet its address is in, points the port at it and binds it to its server's host."""
+    upgrade(database, "0014")
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO instances (uuid, display_name, project_id, user_id, host, node, "
+                "flavor, system_metadata, vm_state, power_state, locked, created_at, "
+                "updated_at, deleted) VALUES ('i-1', 'vm', 'p1', 'alice', 'hostA', 'hostA', "
+                "'{}', '{}', 'active', 1, :f, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :f)"
+            ),
+            {"f": False},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO ports (id, instance_uuid, network, mac_address, ip_address) "
+                "VALUES ('port-1', 'i-1', 'private', 'fa:16:3e:00:00:01', '10.0.0.2')"
+            )
+        )
+    upgrade(database)
+    with database.engine.connect() as conn:
+        [(net_id, name, vni)] = conn.execute(
+            text("SELECT id, name, segmentation_id FROM networks")
+        ).all()
+        [(sub_net, cidr, gateway)] = conn.execute(
+            text("SELECT network_id, cidr, gateway_ip FROM subnets")
+        ).all()
+        [port] = conn.execute(
+            text(
+                "SELECT network_id, subnet_id, device_id, device_owner, binding_host_id, "
+                "ip_address FROM ports WHERE id = 'port-1'"
+            )
+        ).all()
+        subnet_id = conn.execute(text("SELECT id FROM subnets")).scalar_one()
+    assert name == "private" and vni >= 1001
+    # The default network the API would make: a boot after the upgrade finds it.
+    assert net_id == default_network_id()
+    assert (sub_net, cidr, gateway) == (net_id, "10.0.0.0/24", "10.0.0.1")
+    assert tuple(port) == (net_id, subnet_id, "i-1", "compute:nova", "hostA", "10.0.0.2")

@@ -22,7 +22,7 @@ from resizeflow.api.auth import Authenticator
 from resizeflow.api.deps import Base
 from resizeflow.api.image import routes
 from resizeflow.api.image.faults import GlanceFault, fault_response
-from resizeflow.api.middleware import ASGIApp, Receive, Scope, Send
+from resizeflow.api.middleware import ASGIApp, Mounted
 from resizeflow.openstack.images import ImageStore
 
 PREFIX = "/image"
@@ -89,22 +89,6 @@ def create_image_app(store: ImageStore, auth: Authenticator) -> FastAPI:
     return app
 
 
-class WithImageAPI:
+def with_image_api(other: ASGIApp, store: ImageStore, auth: Authenticator) -> Mounted:
     """Send ``/image`` and below to the image API, everything else to ``other``."""
-
-    def __init__(self, other: ASGIApp, image_app: ASGIApp) -> None:
-        self.other = other
-        self.image_app = image_app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and (path == PREFIX or path.startswith(PREFIX + "/")):
-            # The prefix becomes the root path: routes and links are relative to it.
-            scope = {**scope, "root_path": scope.get("root_path", "") + PREFIX}
-            await self.image_app(scope, receive, send)
-            return
-        await self.other(scope, receive, send)
-
-
-def with_image_api(other: ASGIApp, store: ImageStore, auth: Authenticator) -> WithImageAPI:
-    return WithImageAPI(other, create_image_app(store, auth))
+    return Mounted(PREFIX, create_image_app(store, auth), other)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
@@ -171,12 +172,26 @@ def _networks(server: ServerCreate, version: Version) -> tuple[PortRequest, ...]
         if n.port is not None:
             requests.append(PortRequest(port_id=n.port))
         elif n.uuid is not None:
-            requests.append(PortRequest(network_id=n.uuid))
+            requests.append(PortRequest(network_id=n.uuid, address=_fixed_ip(n.fixed_ip)))
         else:
             raise errors.ValidationError(
                 field="server.networks", value="...", reason="each network needs a uuid or a port"
             )
     return tuple(requests)
+
+
+def _fixed_ip(address: str | None) -> str | None:
+    """A requested fixed IP, as Nova's schema takes it: an IPv4 or IPv6 address."""
+    if address is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise errors.ValidationError(
+            field="fixed_ip",
+            value=address,
+            reason=f"'{address}' is not valid under any of the given schemas",
+        ) from None
 
 
 def _forced_host(zone: str | None) -> str | None:

@@ -115,7 +115,10 @@ def _networks_from_names() -> None:
     gateway = str(next(iter(cidr.hosts()), cidr.network_address))
     names = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT network FROM ports")).all()]
     for vni, name in enumerate(sorted(names), start=_FIRST_VNI):
-        net, sub = str(uuid.uuid4()), str(uuid.uuid4())
+        # The id the API derives from the name (network.default_network_id): the
+        # next boot on the default network finds this one rather than making another.
+        net = str(uuid.uuid5(uuid.NAMESPACE_URL, f"resizeflow:network:{name}"))
+        sub = str(uuid.uuid4())
         conn.execute(
             sa.text(
                 "INSERT INTO networks (id, project_id, name, description, status, "
@@ -132,7 +135,14 @@ def _networks_from_names() -> None:
                 "(:id, :net, '', :name, '', 4, :cidr, :gw, :t, CURRENT_TIMESTAMP, "
                 "CURRENT_TIMESTAMP)"
             ),
-            {"id": sub, "net": net, "name": f"{name}-subnet", "cidr": str(cidr), "gw": gateway},
+            {
+                "id": sub,
+                "net": net,
+                "name": f"{name}-subnet",
+                "cidr": str(cidr),
+                "gw": gateway,
+                "t": True,
+            },
         )
         conn.execute(
             sa.text(
