@@ -215,6 +215,9 @@ def test_a_server_answers_at_its_fixed_ip_across_resize_revert_and_confirm(
     assert _port(vm, sid)["mac_address"] == mac
     assert vm.show(sid)["flavor"]["id"] != SMALL["id"]
 
+    tap = vm.tap_of(sid)
     vm.delete(sid)
     vm.wait_gone(sid)
-    assert vm.tap_of(sid) not in vm.taps("vm2")
+    assert tap not in vm.taps("vm2")
+    with _net_api(vm) as api:  # the port made for the boot goes with the server
+        assert api.get("/ports", params={"device_id": sid}).json()["ports"] == []
