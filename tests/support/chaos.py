@@ -44,7 +44,7 @@ from resizeflow.devstack.brokers import create_vhost, delete_vhost, start_redis
 from resizeflow.devstack.stack import PRIVATE_REDIS, build, free_port
 from resizeflow.openstack.base import Resources
 from resizeflow.states import JournalStatus, MigrationStatus, TaskState, VmState
-from tests.support.invariants import allocation_violations, journal_violations
+from tests.support.invariants import allocation_violations, journal_violations, port_violations
 from tests.support.stack import RABBITMQ_URL, stack_env, wait_for
 
 HOSTS = ("chaos1", "chaos2")
@@ -478,6 +478,7 @@ class ChaosStack:
             report.recovery += self._recovery(s, migs)
         report.violations += allocation_violations(self.db)
         report.violations += journal_violations(self.db)
+        report.violations += port_violations(self.db)
         report.violations += self.usage_violations()
         report.violations += self.orphans()
 

@@ -9,9 +9,17 @@ from collections import defaultdict
 
 from sqlalchemy import select
 
-from resizeflow.db.models import Allocation, ComputeNode, Instance, Migration, StepJournal
+from resizeflow.db.models import (
+    Allocation,
+    ComputeNode,
+    Instance,
+    Migration,
+    Port,
+    PortBinding,
+    StepJournal,
+)
 from resizeflow.db.session import Database
-from resizeflow.states import MIGRATION_IN_PROGRESS, JournalStatus, MigrationStatus
+from resizeflow.states import MIGRATION_IN_PROGRESS, JournalStatus, MigrationStatus, VmState
 
 _USED = {"VCPU": "vcpus_used", "MEMORY_MB": "memory_mb_used", "DISK_GB": "local_gb_used"}
 
@@ -62,6 +70,49 @@ def journal_violations(database: Database) -> list[str]:
         ]
 
 
+def port_violations(database: Database) -> list[str]:
+    """Ports follow their server, as Nova drives Neutron's bindings.
+
+    A server at rest (no task, no migration underway or in error) has its
+    ports bound to its host and set up there only; one waiting in
+    VERIFY_RESIZE has them bound to its host (the dest), set up there and on
+    the source. No port is left to a server that is gone.
+    """
+    problems: list[str] = []
+    with database.snapshot() as s:
+        live = {i.uuid: i for i in s.scalars(select(Instance).where(Instance.deleted.is_(False)))}
+        moving: dict[str, MigrationStatus] = {}
+        for uuid, status in s.execute(select(Migration.instance_uuid, Migration.status)):
+            if status in MIGRATION_IN_PROGRESS or status == MigrationStatus.ERROR:
+                moving[uuid] = status
+        hosts: dict[str, set[str]] = defaultdict(set)
+        for port_id, host in s.execute(select(PortBinding.port_id, PortBinding.host)):
+            hosts[port_id].add(host)
+        for port in s.scalars(select(Port).where(Port.instance_uuid.is_not(None))):
+            inst = live.get(str(port.instance_uuid))
+            if inst is None:
+                problems.append(f"port {port.id} left to {port.instance_uuid}, which is gone")
+                continue
+            status = moving.get(inst.uuid)
+            at_rest = status is None and inst.task_state is None
+            waiting = status == MigrationStatus.FINISHED and inst.task_state is None
+            if inst.vm_state in (VmState.ERROR, VmState.BUILDING) or not (at_rest or waiting):
+                continue
+            if port.binding_host_id != inst.host:
+                problems.append(
+                    f"port {port.id} of {inst.uuid} bound to {port.binding_host_id}, "
+                    f"but the server is on {inst.host}"
+                )
+            if inst.host not in hosts[port.id] or (at_rest and len(hosts[port.id]) > 1):
+                problems.append(
+                    f"port {port.id} of {inst.uuid} (on {inst.host}) set up on "
+                    f"{sorted(hosts[port.id])}"
+                )
+    return problems
+
+
 def assert_allocation_invariant(database: Database) -> None:
-    problems = allocation_violations(database) + journal_violations(database)
+    problems = (
+        allocation_violations(database) + journal_violations(database) + port_violations(database)
+    )
     assert not problems, "invariants broken:\n" + "\n".join(problems)
