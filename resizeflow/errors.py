@@ -325,3 +325,49 @@ class GuestNotRunning(VirtError):
         "Instance %(uuid)s did not reach running within %(timeout)s seconds "
         "(last power state: %(state)s)"
     )
+
+
+# -- a boot's NICs, worded as Nova words them ------------------------------------
+class FixedIpsExhausted(ResizeflowError):
+    code = 409
+    msg_fmt = "Zero fixed IPs available in network %(network)s (%(cidr)s)."
+
+
+class NetworkNotFound(ResizeflowError):
+    code = 400
+    msg_fmt = "Network %(network)s could not be found."
+
+
+class NoSubnet(ResizeflowError):
+    code = 400
+    msg_fmt = "Network %(network)s requires a subnet in order to boot instances on."
+
+
+class PortNotFound(ResizeflowError):
+    code = 400
+    msg_fmt = "Port id %(port)s could not be found."
+
+
+class PortNotUsable(ResizeflowError):
+    code = 400
+    msg_fmt = "Port %(port)s not usable for instance %(instance)s."
+
+
+class FixedIpAlreadyInUse(ResizeflowError):
+    code = 400
+    msg_fmt = "Fixed IP address %(address)s is already in use on instance %(instance)s."
+
+
+class FixedIpNotInNetwork(ResizeflowError):
+    code = 400
+    msg_fmt = "Fixed IP address %(address)s is not in a subnet of network %(network)s."
+
+
+class PortInUse(ResizeflowError):
+    code = 409
+    msg_fmt = "Port %(port)s is still in use."
+
+
+class VniExhausted(ResizeflowError):
+    code = 503
+    msg_fmt = "Unable to create the network. No tenant network is available for allocation."

@@ -29,7 +29,17 @@ from sqlalchemy.orm import Session
 
 from resizeflow.db import api as dbapi
 from resizeflow.db.models import Network, Port, PortBinding, Subnet
-from resizeflow.errors import ResizeflowError
+from resizeflow.errors import (
+    FixedIpAlreadyInUse,
+    FixedIpNotInNetwork,
+    FixedIpsExhausted,
+    NetworkNotFound,
+    NoSubnet,
+    PortInUse,
+    PortNotFound,
+    PortNotUsable,
+    VniExhausted,
+)
 from resizeflow.openstack.base import PortRequest, VifSpec
 
 DEFAULT_FIXED_RANGE = "10.0.0.0/24"
@@ -58,51 +68,6 @@ def _bind_statement(dialect: str) -> Any:
         .from_select([table.c.port_id, table.c.host, table.c.status], ports)
         .on_conflict_do_nothing(index_elements=[table.c.port_id, table.c.host])
     )
-
-
-class FixedIpsExhausted(ResizeflowError):
-    code = 409
-    msg_fmt = "Zero fixed IPs available in network %(network)s (%(cidr)s)."
-
-
-class NetworkNotFound(ResizeflowError):
-    code = 400
-    msg_fmt = "Network %(network)s could not be found."
-
-
-class NoSubnet(ResizeflowError):
-    code = 400
-    msg_fmt = "Network %(network)s requires a subnet in order to boot instances on."
-
-
-class PortNotFound(ResizeflowError):
-    code = 400
-    msg_fmt = "Port id %(port)s could not be found."
-
-
-class PortNotUsable(ResizeflowError):
-    code = 400
-    msg_fmt = "Port %(port)s not usable for instance %(instance)s."
-
-
-class FixedIpAlreadyInUse(ResizeflowError):
-    code = 400
-    msg_fmt = "Fixed IP address %(address)s is already in use on instance %(instance)s."
-
-
-class FixedIpNotInNetwork(ResizeflowError):
-    code = 400
-    msg_fmt = "Fixed IP address %(address)s is not in a subnet of network %(network)s."
-
-
-class PortInUse(ResizeflowError):
-    code = 409
-    msg_fmt = "Port %(port)s is still in use."
-
-
-class VniExhausted(ResizeflowError):
-    code = 503
-    msg_fmt = "Unable to create the network. No tenant network is available for allocation."
 
 
 def _mac() -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from resizeflow import errors
 from resizeflow.db.models import Network, Port, PortBinding, Subnet
 from resizeflow.db.session import Database
 from resizeflow.openstack import network as ipam
@@ -442,7 +443,7 @@ class NetworkService:
             except IntegrityError:
                 # Taken by a concurrent request since it was checked.
                 raise IpAddressAlreadyAllocated(ip=address, subnet=subnet.id) from None
-            except ipam.FixedIpsExhausted:
+            except errors.FixedIpsExhausted:
                 raise IpAddressGenerationFailure(net=net.id) from None
             port.description = description
             port.admin_state_up = admin_state_up

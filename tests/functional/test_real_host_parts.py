@@ -18,10 +18,10 @@ from resizeflow.conf import Settings
 from resizeflow.db.models import Flavor, Instance, Network, Port
 from resizeflow.db.session import Database
 from resizeflow.devstack.guest import parse_console
+from resizeflow.errors import FixedIpsExhausted
 from resizeflow.openstack.base import ImageSpec, PortRequest, VifSpec
 from resizeflow.openstack.images import ImageStore
 from resizeflow.openstack.network import (
-    FixedIpsExhausted,
     SqlNetwork,
     create_network,
     create_subnet,
