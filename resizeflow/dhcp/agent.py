@@ -100,13 +100,7 @@ class DhcpAgent:
         self.db = db
         self.host = settings.dhcp_host
         settings.check_device_names(self.host)
-        self.net = vifs.HostNetworking(
-            host=self.host,
-            bridge_template=settings.bridge,
-            vxlan_template=settings.vxlan_device,
-            local_ip=settings.tunnel_ip,
-            port=settings.vxlan_port,
-        )
+        self.net = vifs.HostNetworking.of(settings, self.host)
         # A directory per network set up here: dnsmasq's files, and RECORD.
         self.state_dir = settings.dhcp_dir()
 
@@ -300,7 +294,7 @@ def remove_agent_leftovers(settings: Settings) -> None:
             outside = veth_names(str(record["port_id"]))[1]
             vifs.remove_devices([outside])
             vni = int(record["vni"])
-            names = vifs.HostNetworking(host, settings.bridge, settings.vxlan_device)
+            names = vifs.HostNetworking.of(settings, host, plugs=False)
             vifs.remove_devices([names.vxlan(vni), names.bridge(vni)])
     for ns in netns.names(namespace_prefix(host)):
         netns.delete(ns)

@@ -139,14 +139,9 @@ class LibvirtDriver:
             settings.instances_dir(settings.host),
             hostname=settings.host,
             virt_type=settings.virt_type or None,
-            network=HostNetworking(
-                host=settings.host,
-                bridge_template=settings.bridge,
-                vxlan_template=settings.vxlan_device,
-                # Only a real hypervisor plugs networks: on test:/// the tunnel
-                # address (a host name) need not resolve.
-                local_ip="" if settings.simulated_hypervisor else settings.tunnel_ip,
-                port=settings.vxlan_port,
+            # Only a real hypervisor plugs networks.
+            network=HostNetworking.of(
+                settings, settings.host, plugs=not settings.simulated_hypervisor
             ),
             shutdown_timeout=settings.shutdown_timeout,
             shutdown_retry_interval=settings.shutdown_retry_interval,

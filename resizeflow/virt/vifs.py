@@ -28,10 +28,14 @@ import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from resizeflow.conf.netnames import device_name, own_names
 from resizeflow.errors import VirtError
 from resizeflow.openstack.base import TunnelPeer
+
+if TYPE_CHECKING:
+    from resizeflow.conf import Settings
 
 SYS_NET = Path("/sys/class/net")
 FLOOD_MAC = "00:00:00:00:00:00"
@@ -80,6 +84,18 @@ class HostNetworking:
     vxlan_template: str = "vxlan-{vni}"
     local_ip: str = ""
     port: int = 4789
+
+    @classmethod
+    def of(cls, settings: Settings, host: str, *, plugs: bool = True) -> HostNetworking:
+        """``host``'s networking as the settings name it; one that never ``plugs``
+        (a simulated hypervisor) needs no tunnel address, which may be a host name."""
+        return cls(
+            host=host,
+            bridge_template=settings.bridge,
+            vxlan_template=settings.vxlan_device,
+            local_ip=settings.tunnel_ip if plugs else "",
+            port=settings.vxlan_port,
+        )
 
     def bridge(self, vni: int) -> str:
         return device_name(self.bridge_template, vni=vni, host=self.host)
