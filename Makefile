@@ -9,13 +9,15 @@ APT_PACKAGES := libvirt-dev pkg-config redis-server gcc python3-dev python3-venv
 # Debian's chromium and its driver, for the test that opens Flower in a headless browser.
 BROWSER_PACKAGES := chromium chromium-driver
 # Disks cross between hosts over SSH: the two-host tests run sshd, rsync, scp and qemu-img;
-# the DHCP agent's test runs dnsmasq (dnsmasq-base), iproute2's ip and bridge, and busybox's udhcpc.
-HOSTS_APT_PACKAGES := openssh-server openssh-client rsync qemu-utils dnsmasq-base iproute2 \
-  busybox-static
+# the network tests plug bridges and VXLAN devices (iproute2's ip and bridge) and ask for
+# leases with busybox's udhcpc.
+HOSTS_APT_PACKAGES := openssh-server openssh-client rsync qemu-utils iproute2 busybox-static
 # What real guests need (the vm tier, the qemu demo); never libvirt-daemon-system,
 # which pulls in systemd.
 VM_APT_PACKAGES := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu \
-  libvirt-clients busybox-static iproute2 dnsmasq-base
+  libvirt-clients busybox-static iproute2
+# The DHCP agent's (resizeflow network), which the hosts and vm tiers run: not a compute host's.
+NETWORK_APT_PACKAGES := dnsmasq-base iproute2
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -53,11 +55,11 @@ browser-deps:
 	$(call apt_install,$(BROWSER_PACKAGES),[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ])
 
 hosts-deps:
-	$(call apt_install,$(HOSTS_APT_PACKAGES),[ -x /usr/sbin/sshd ] && command -v rsync && command -v scp && command -v qemu-img && command -v dnsmasq && command -v bridge && command -v busybox)
+	$(call apt_install,$(HOSTS_APT_PACKAGES) $(NETWORK_APT_PACKAGES),[ -x /usr/sbin/sshd ] && command -v rsync && command -v scp && command -v qemu-img && command -v dnsmasq && command -v bridge && command -v busybox)
 
 # QEMU, qemu-img, libvirtd and busybox for the test guest.
 vm-deps:
-	$(call apt_install,$(VM_APT_PACKAGES),command -v libvirtd && command -v qemu-system-x86_64 && command -v qemu-img && command -v busybox && command -v ip && command -v dnsmasq)
+	$(call apt_install,$(VM_APT_PACKAGES) $(NETWORK_APT_PACKAGES),command -v libvirtd && command -v qemu-system-x86_64 && command -v qemu-img && command -v busybox && command -v ip && command -v dnsmasq)
 
 # Start the system libvirtd (qemu:///system) unless one is running.
 libvirtd: install vm-deps
