@@ -68,7 +68,7 @@ class ProbeNet:
             )
             if proc.returncode == 0:
                 return parse_page(proc.stdout)
-            last = proc.stderr.strip().splitlines()[-1:] or [""]
+            last = (proc.stderr.strip().splitlines() or [""])[-1]
             time.sleep(1)
         raise AssertionError(f"no answer from {address} in {timeout:.0f}s: {last}")
 
@@ -189,8 +189,9 @@ def test_a_server_answers_at_its_fixed_ip_across_resize_revert_and_confirm(
     marker, mac = first.marker, _port(vm, sid)["mac_address"]
     address = _answers(vm, testnet, sid, "vm1", boots=1, marker=marker)
     assert ipaddress.ip_address(address) in ipaddress.ip_network(testnet.cidr)
-    name = vm.show(sid)["addresses"]
-    assert [a["addr"] for a in name[f"rft-{testnet.netns[4:]}"]] == [address]
+    # The network's name (the namespace's) keys the server's addresses.
+    addresses = vm.show(sid)["addresses"]
+    assert [a["addr"] for a in addresses[testnet.netns]] == [address]
 
     # The guest runs on vm2 while the resize waits to be confirmed.
     vm.action(sid, {"resize": {"flavorRef": BIG["id"]}})
