@@ -21,13 +21,13 @@ import click
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from resizeflow import flows, logs
 from resizeflow.cli import load_settings, main
 from resizeflow.compute.policy import RequestContext
 from resizeflow.db import journal
-from resizeflow.db.models import Instance, Migration, StepJournal
+from resizeflow.db.models import Instance, Migration, Port, StepJournal
 from resizeflow.db.session import Database
 from resizeflow.devstack import qemu_demo
 from resizeflow.devstack.stack import TEST_DRIVER_ENV, LocalStack, build
@@ -301,6 +301,8 @@ def _drive(
             inst = s.get(Instance, srv.uuid)
             assert inst is not None
             inst.project_id, inst.user_id = PROJECT, "demo"
+            # Its ports are the project's too, so `openstack port list --server` finds them.
+            s.execute(update(Port).where(Port.instance_uuid == srv.uuid).values(project_id=PROJECT))
     with Live(_progress(database, fleet), console=console, refresh_per_second=8) as live:
         _wait(
             live, database, fleet, lambda: _all(database, fleet, _settled(VmState.ACTIVE)), timeout
