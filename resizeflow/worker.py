@@ -27,7 +27,7 @@ from kombu.pidbox import Mailbox
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from resizeflow import errors, pools, recovery, routing
+from resizeflow import errors, pools, recovery, routing, unacked
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 from resizeflow.db import journal, services
@@ -97,8 +97,8 @@ def recover_domains(settings: Settings, database: Database, virt: VirtDriver) ->
     return virt.recover(running, peers)
 
 
-def join_host(settings: Settings, database: Database, *, register: bool) -> str:
-    """Take this process's slot among the host's workers; returns its node name.
+def join_host(settings: Settings, database: Database, *, register: bool) -> services.Joined:
+    """Take this process's slot among the host's workers.
 
     Refuses a host that has no compute node yet unless ``register`` is given
     (a typo in a host name must not become a new, empty host the scheduler
@@ -115,7 +115,7 @@ def join_host(settings: Settings, database: Database, *, register: bool) -> str:
                         f"host {settings.host} is not registered; start its first worker with "
                         "--register to add it (see workers/README.md)"
                     )
-                proc = services.join(
+                return services.join(
                     s,
                     settings.host,
                     routing.queue_for(settings.host),
@@ -124,7 +124,6 @@ def join_host(settings: Settings, database: Database, *, register: bool) -> str:
                     down_time=settings.service_down_time,
                     exclusive=single_process_driver(settings.libvirt_uri),
                 )
-                return proc.node
         except IntegrityError:
             # NOTE: two processes of a new host starting at once both create its
             # service row (or take one slot); the loser looks again, and then
@@ -355,9 +354,16 @@ def run(
     # must not redefine (or, on test:///, recreate) the host's domains.
     probe = Database(settings.db_url)
     try:
-        node = join_host(settings, probe, register=register)
+        joined = join_host(settings, probe, register=register)
     finally:
         probe.dispose()
+    node = joined.node
+    if joined.alone:
+        # Right after joining, before this process consumes anything (and before
+        # another process of the host could join and start to): what a dead
+        # predecessor took and never acknowledged goes first, rather than after
+        # Redis' visibility timeout. A duplicate of a step that did run is harmless.
+        unacked.restore_unacked(app, routing.queue_for(settings.host))
     runtime = build_runtime(settings, app, node)
     register_node(settings, runtime.db, runtime.virt)
     recovered = recover_domains(settings, runtime.db, runtime.virt)

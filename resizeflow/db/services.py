@@ -12,12 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from resizeflow import errors
-from resizeflow.db.models import Service, WorkerProcess, utcnow
+from resizeflow.db.models import Service, StepJournal, WorkerProcess, utcnow
+from resizeflow.states import JournalStatus
 
 COMPUTE = "nova-compute"
 
@@ -56,7 +59,8 @@ def process_alive(
 
     NOTE: the pid check lets a worker killed with SIGKILL be replaced at once
     on its machine, instead of after ``down_time``; the age check keeps a
-    reused pid from keeping a dead process alive for ever.
+    reused pid from keeping a dead process alive for ever. A zombie (killed,
+    not yet reaped by whatever started it) is dead: its pid answers signal 0.
     """
     if ((now or utcnow()) - proc.last_seen_at).total_seconds() > down_time:
         return False
@@ -70,11 +74,56 @@ def process_alive(
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(proc.pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no procfs: the signal's answer stands
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _lapsed_holders(session: Session, nodes: set[str], now: dt.datetime) -> set[str]:
+    """Those of ``nodes`` holding a running step whose lease they let lapse.
+
+    A live worker renews the lease of every step it runs on each heartbeat,
+    so one that has not is gone, wherever it ran: a process on another
+    machine (whose pid cannot be checked from here) is known dead this way
+    long before its heartbeat ages past ``down_time``.
+    """
+    held = session.execute(
+        select(StepJournal.worker, StepJournal.lease_expires_at).where(
+            StepJournal.status == JournalStatus.RUNNING, StepJournal.host.is_not(None)
+        )
+    ).all()
+    return {
+        node
+        for worker, expires in held
+        if worker
+        and (node := worker.rpartition("/")[0]) in nodes
+        and expires is not None
+        and expires <= now
+    }
 
 
 class DuplicateWorker(errors.Conflict):
     msg_fmt = "%(message)s"
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A worker process that joined its host.
+
+    ``alone``: no other process of the host is alive, so every message of the
+    host's queue that a consumer took and never acknowledged was taken by a
+    dead one.
+    """
+
+    node: str
+    alone: bool
 
 
 def join(
@@ -86,7 +135,7 @@ def join(
     pid: int,
     down_time: float,
     exclusive: bool,
-) -> WorkerProcess:
+) -> Joined:
     """Register a starting worker process of ``host``: its slot and its node name.
 
     ``exclusive`` refuses a second live process for the host (the libvirt test
@@ -97,6 +146,8 @@ def join(
     now = utcnow()
     rows = session.scalars(select(WorkerProcess).where(WorkerProcess.host == host)).all()
     alive = [p for p in rows if process_alive(p, down_time, machine, now)]
+    lapsed = _lapsed_holders(session, {p.node for p in alive}, now)
+    alive = [p for p in alive if p.node not in lapsed]
     for dead in set(rows) - set(alive):
         session.delete(dead)
     session.flush()
@@ -120,7 +171,7 @@ def join(
     )
     session.add(proc)
     session.flush()
-    return proc
+    return Joined(proc.node, alone=not alive)
 
 
 def leave(session: Session, host: str, node: str | None, down_time: float, machine: str) -> None:

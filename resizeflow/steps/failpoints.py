@@ -5,7 +5,8 @@ The file is JSON: ``{"<step name>": [rule, ...]}``. A rule is
 "instance_uuid": U, "seconds": S}``;
 ``times`` counts down across every worker sharing the file (a missing ``times``
 means every time), ``probability`` defaults to 1, and ``instance_uuid``
-restricts the rule to one server. ``delay`` sleeps ``seconds`` and lets the step
+restricts the rule to one server. Each rule counts in ``fired`` how many times
+it struck, so a run can show that its faults did. ``delay`` sleeps ``seconds`` and lets the step
 run, which holds a step in flight for shutdown tests. An injected failure is raised just before the
 step's own work, inside its transaction, exactly like a driver failure. A step with a
 hypervisor phase also checks ``"<step name>:hypervisor"`` just before that phase's work,
@@ -35,6 +36,7 @@ def _take(rules: list[dict[str, Any]], step: str, instance_uuid: str) -> dict[st
             continue
         if "times" in rule:
             rule["times"] -= 1
+        rule["fired"] = rule.get("fired", 0) + 1
         return rule
     return None
 
@@ -49,7 +51,7 @@ def check(path: str, step: str, instance_uuid: str) -> None:
         fcntl.flock(fh, fcntl.LOCK_EX)
         table = json.loads(fh.read() or "{}")
         rule = _take(table.get(step, []), step, instance_uuid)
-        if rule is not None and "times" in rule:
+        if rule is not None:
             fh.seek(0)
             fh.truncate()
             fh.write(json.dumps(table))

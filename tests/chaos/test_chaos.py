@@ -1,12 +1,19 @@
 """Chaos: confirms and reverts keep their promises while the stack is being broken.
 
-Each scenario drives at least 50 workflows at once (resizes, then confirms and
+Each scenario drives dozens of workflows at once (resizes, then confirms and
 reverts mixed) across two hosts, injects its faults, and checks that every
 migration ended, nothing is stuck in RESIZE_REVERTING, every claim is held once
 by the right consumer, and no libvirt domain or ``_resize`` dir is orphaned.
+Each also asserts its own outcome, so that it cannot pass by accident: how many
+of its faults struck work in flight, and exactly which servers ended in error
+(none, unless the scenario's fault is meant to leave some, each with a fault
+naming the cause). Random choices come from a seeded generator
+(tests/chaos/conftest.py): a failure names the seed to replay it with.
 
-``make test`` runs one short round on Redis; ``make chaos`` runs the full
-round on both brokers (RESIZEFLOW_CHAOS_SERVERS, _RACES, _BROKERS size it).
+``make test`` runs one short round on PostgreSQL with Redis and on SQLite with
+RabbitMQ (the database restart on PostgreSQL with either broker); ``make chaos``
+runs the full round on every database and broker
+(RESIZEFLOW_CHAOS_SERVERS, _RACES, _STACKS, _SEED size and fix it).
 """
 
 from __future__ import annotations
@@ -21,12 +28,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy.exc
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from resizeflow import errors, metrics
 from resizeflow.compute.volumes import BlockDevice
-from resizeflow.db.models import BrokerEpoch, utcnow
-from resizeflow.flows import FLOWS, Subject
+from resizeflow.db.models import BrokerEpoch, StepJournal, utcnow
+from resizeflow.flows import CONFIRM, FLOWS, REVERT, Subject
 from resizeflow.periodic import confirm_unconfirmed_resizes
 from resizeflow.states import MigrationStatus
 from tests.support.chaos import (
@@ -34,7 +41,6 @@ from tests.support.chaos import (
     PROJECT,
     REPORTS,
     ChaosStack,
-    Fault,
     Report,
     default_timing,
 )
@@ -45,17 +51,21 @@ pytestmark = pytest.mark.chaos
 
 SERVERS = int(os.environ.get("RESIZEFLOW_CHAOS_SERVERS", "26"))
 RACES = int(os.environ.get("RESIZEFLOW_CHAOS_RACES", "10"))
-BROKERS = os.environ.get("RESIZEFLOW_CHAOS_BROKERS", "redis").split(",")
+# Each stack is a database and a broker; a short round covers both of each.
+STACKS = os.environ.get("RESIZEFLOW_CHAOS_STACKS", "postgresql-redis,sqlite-rabbitmq").split(",")
+# The database restart needs a server: PostgreSQL, with either broker.
+SERVER_STACKS = ["postgresql-redis", "postgresql-rabbitmq"]
 
 
-def _stack(broker: str, tmp_path: Path, timing: dict[str, str] | None) -> Iterator[ChaosStack]:
+def _stack(name: str, tmp_path: Path, timing: dict[str, str] | None) -> Iterator[ChaosStack]:
+    database, _, broker = name.partition("-")
     if broker == "redis":
         require(REDIS_URL, 6379, "Redis")  # for its redis-server binary's sake
     else:
         require(RABBITMQ_URL, 5672, "RabbitMQ")
     if os.geteuid() != 0 and not os.environ.get("CI"):
         pytest.skip("the private PostgreSQL cluster is started with runuser, as root")
-    stack = ChaosStack(tmp_path, broker, timing)
+    stack = ChaosStack(tmp_path, broker, timing, database)
     try:
         stack.start()
         yield stack
@@ -63,15 +73,21 @@ def _stack(broker: str, tmp_path: Path, timing: dict[str, str] | None) -> Iterat
         stack.stop()
 
 
-@pytest.fixture(params=BROKERS)
+@pytest.fixture(params=STACKS)
 def chaos(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
     yield from _stack(request.param, tmp_path, None)
 
 
-@pytest.fixture(params=BROKERS)
+@pytest.fixture(params=STACKS)
 def chaos_defaults(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
     """The chaos stack with a deployment's timing: a 120 s reconcile deadline and so on."""
     yield from _stack(request.param, tmp_path, default_timing())
+
+
+@pytest.fixture(params=SERVER_STACKS)
+def chaos_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
+    """The chaos stack on a database server that can be restarted."""
+    yield from _stack(request.param, tmp_path, None)
 
 
 def patiently(call: Callable[[], Any], attempts: int = 60) -> Any:
@@ -112,11 +128,14 @@ def in_background(faults: Callable[[], None]) -> FaultThread:
 
 
 def workload(
-    stack: ChaosStack, report: Report, faults: Callable[[], None] | None
+    stack: ChaosStack,
+    report: Report,
+    faults: Callable[[], None] | None,
+    uuids: list[str] | None = None,
 ) -> dict[str, int]:
-    """Boot, then resize, confirm and revert everything, with ``faults`` running alongside;
-    returns each server's migration."""
-    uuids = stack.boot(SERVERS)
+    """Boot (unless given ``uuids``), then resize, confirm and revert everything,
+    with ``faults`` running alongside; returns each server's migration."""
+    uuids = uuids or stack.boot(SERVERS)
     thread = in_background(faults) if faults else None
     migs = {u: patiently(lambda u=u: stack.api.resize(stack.user(), u, "2")) for u in uuids}
     report.workflows += len(migs)
@@ -145,39 +164,98 @@ def workload(
     return migs
 
 
-def record(report: Report) -> None:
+def record(report: Report, struck: dict[str, int], errors: dict[str, str] | None = None) -> None:
+    """Every scenario's verdict: nothing stuck, no invariant broken, exactly the
+    servers in ``errors`` (uuid: the cause their fault must name) in error, and
+    ``struck``: how many faults of each kind struck work in flight."""
     REPORTS.append(report)
-    for line in report.errors:
-        print(f"{report.scenario}: {line}")
+    for uuid, fault in report.errors.items():
+        print(f"{report.scenario}: {uuid} in error: {fault}")
     assert not report.stuck, report.stuck
     assert not report.violations, report.violations
+    expected = errors or {}
+    assert set(report.errors) == set(expected), (
+        f"servers in error: {report.errors}; expected only {sorted(expected)}"
+    )
+    wrong = {u: report.errors[u] for u, cause in expected.items() if cause not in report.errors[u]}
+    assert not wrong, f"faults that do not name their cause: {wrong}"
+    assert report.struck == struck, f"faults that struck work in flight: {report.struck}"
 
 
-def test_sigkill_host_workers(chaos: ChaosStack) -> None:
-    report = Report("1. SIGKILL host workers", chaos.broker)
+def test_sigkill_host_workers(chaos: ChaosStack, rng: random.Random, seed: int) -> None:
+    report = Report("1. SIGKILL host workers", chaos.name, seed=seed)
 
     def faults() -> None:
         for _ in range(3):
-            time.sleep(random.uniform(0.3, 1.5))
-            host = random.choice(HOSTS)
+            host = rng.choice(HOSTS)
+            time.sleep(rng.uniform(0.1, 0.8))
+            chaos.wait_for_work_on(host)
             chaos.kill_worker(host)
-            time.sleep(random.uniform(0.1, 0.5))
+            time.sleep(rng.uniform(0.1, 0.5))
             chaos.start_worker(host)
 
     workload(chaos, report, faults)
-    record(report)
+    record(report, struck={"SIGKILL worker": 3})
 
 
-def test_broker_restart_loses_its_data(chaos: ChaosStack) -> None:
-    report = Report("2. broker restart, data lost", chaos.broker)
+# Once a host's workers are back after a SIGKILL, every workflow they held ends within this.
+RESTART_BUDGET = 10.0
+
+
+def test_sigkill_and_restart_at_once_on_default_settings(
+    chaos_defaults: ChaosStack, rng: random.Random, seed: int
+) -> None:
+    """Both hosts' workers are SIGKILLed in the middle of confirms and reverts and
+    restarted at once. The restarted workers give back at once what their dead
+    predecessors held (on Redis, the unacknowledged messages would otherwise wait
+    for the visibility timeout, and their workflows for the reconciler's 120 s)."""
+    chaos = chaos_defaults
+    report = Report(
+        "8. SIGKILL both hosts, restarted at once (default settings)", chaos.name, seed=seed
+    )
+    uuids = chaos.boot(SERVERS)
+    migs = chaos.resize_all(uuids)
+    report.workflows += len(migs)
+    # The first step of each confirm (on the source) and of each revert (on the
+    # dest) fails until the workers die, so both hosts are in the middle of work
+    # then, and hold retries: messages taken, due a few seconds later, never
+    # acknowledged. The restarted workers must not wait for them.
+    chaos.set_failpoints(
+        {flow.steps[0].task: [{"mode": "transient"}] for flow in (CONFIRM, REVERT)}
+    )
+    report.workflows += chaos.finish_all(migs)
+    for host in HOSTS:
+        chaos.wait_for_work_on(host)
+    time.sleep(rng.uniform(1.0, 2.0))
+    for host in HOSTS:
+        chaos.kill_worker(host)
+    chaos.set_failpoints({})
+    for host in HOSTS:
+        chaos.start_worker(host)
+    report.faults += len(chaos.faults)
+    chaos.settle(report, list(migs.values()))
+    record(report, struck={"SIGKILL worker": 2})
+    after_return = chaos.ends_after_return(list(migs.values()))
+    assert after_return, "no workflow was in flight when the workers were killed"
+    worst = max(after_return.values())
+    print(
+        f"{report.scenario} on {chaos.name}: {len(after_return)} workflows in flight, "
+        f"the last ended {worst:.1f}s after the workers were started again"
+    )
+    late = {k: round(t, 1) for k, t in after_return.items() if t > RESTART_BUDGET}
+    assert not late, f"workflows that ended more than {RESTART_BUDGET}s after: {late}"
+
+
+def test_broker_restart_loses_its_data(chaos: ChaosStack, rng: random.Random, seed: int) -> None:
+    report = Report("2. broker restart, data lost", chaos.name, seed=seed)
 
     def faults() -> None:
         chaos.wait_for_resizes_under_way()
-        time.sleep(random.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, 0.5))
         chaos.restart_broker_losing_data()
 
     workload(chaos, report, faults)
-    record(report)
+    record(report, struck={"broker lost its data": 1})
 
 
 # Once the broker answers again, every workflow whose messages it lost ends within this.
@@ -194,24 +272,26 @@ def broker_losses(stack: ChaosStack) -> tuple[int, int]:
     return found["resizeflow_broker_losses_total"], found["resizeflow_broker_loss_redrives_total"]
 
 
-def test_broker_loss_on_default_settings(chaos_defaults: ChaosStack) -> None:
+def test_broker_loss_on_default_settings(
+    chaos_defaults: ChaosStack, rng: random.Random, seed: int
+) -> None:
     """With a deployment's settings the reconciler would wait 120 s; the broker-loss
     check re-drives what the broker lost as soon as it is back."""
     chaos = chaos_defaults
-    report = Report("2. broker restart, data lost (default settings)", chaos.broker)
+    report = Report("2. broker restart, data lost (default settings)", chaos.name, seed=seed)
 
     def faults() -> None:
         chaos.wait_for_resizes_under_way()
-        time.sleep(random.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, 0.5))
         chaos.restart_broker_losing_data()
 
     migs = workload(chaos, report, faults)
-    record(report)
+    record(report, struck={"broker lost its data": 1})
     after_return = chaos.ends_after_return(list(migs.values()))
     assert after_return, "no workflow was in flight when the broker lost its data"
     worst = max(after_return.values())
     print(
-        f"{report.scenario} on {chaos.broker}: {len(after_return)} workflows in flight, "
+        f"{report.scenario} on {chaos.name}: {len(after_return)} workflows in flight, "
         f"the last ended {worst:.1f}s after the broker was back"
     )
     late = {k: round(t, 1) for k, t in after_return.items() if t > BROKER_RETURN_BUDGET}
@@ -221,58 +301,79 @@ def test_broker_loss_on_default_settings(chaos_defaults: ChaosStack) -> None:
     assert redriven > 0
 
 
-def test_no_broker_loss_no_redrive(chaos_defaults: ChaosStack) -> None:
+def test_no_broker_loss_no_redrive(chaos_defaults: ChaosStack, seed: int) -> None:
     """Under load, with nothing broken, the broker-loss check re-drives nothing."""
     chaos = chaos_defaults
-    report = Report("no fault (default settings)", chaos.broker)
+    report = Report("no fault (default settings)", chaos.name, seed=seed)
     workload(chaos, report, None)
-    record(report)
+    record(report, struck={})
     with chaos.db.snapshot() as s:
         epochs = s.scalars(select(BrokerEpoch.seq)).all()
     assert epochs == [1], "the check ran, and found the one epoch it started with"
     assert broker_losses(chaos) == (0, 0)
 
 
-def test_postgresql_restart(chaos: ChaosStack) -> None:
-    report = Report("3. PostgreSQL restart", chaos.broker)
+def test_postgresql_restart(chaos_server: ChaosStack, rng: random.Random, seed: int) -> None:
+    chaos = chaos_server
+    report = Report("3. PostgreSQL restart", chaos.name, seed=seed)
 
     def faults() -> None:
-        time.sleep(random.uniform(0.3, 1.5))
+        chaos.wait_for_resizes_under_way()
+        time.sleep(rng.uniform(0.0, 0.5))
         chaos.restart_postgres()
 
     workload(chaos, report, faults)
-    record(report)
+    record(report, struck={"PostgreSQL restarted": 1})
 
 
-def test_steps_fail_transiently_30_percent(chaos: ChaosStack) -> None:
-    report = Report("4. 30% transient step failures", chaos.broker)
-    chaos.set_failpoints(
-        {
-            step.task: [{"mode": "transient", "probability": 0.3}]
-            for flow in FLOWS.values()
-            if flow.subject is Subject.MIGRATION
-            for step in flow.steps
-        }
-    )
-    workload(chaos, report, None)
+# The step whose failure for good the transient scenario injects, for two servers.
+FAILS_FOR_GOOD = "resizeflow.resize.resize_instance"
+
+
+def test_steps_fail_transiently_30_percent(
+    chaos: ChaosStack, rng: random.Random, seed: int
+) -> None:
+    """Every step of every migration flow fails 30% of the time, transiently: each
+    is retried and the workflows end as if nothing happened. Two servers' resizes
+    also fail for good: exactly those end in error, with a fault that says so."""
+    report = Report("4. 30% transient step failures, 2 for good", chaos.name, seed=seed)
+    uuids = chaos.boot(SERVERS)
+    doomed = rng.sample(uuids, 2)
+    table: dict[str, list[dict[str, Any]]] = {
+        step.task: [{"mode": "transient", "probability": 0.3}]
+        for flow in FLOWS.values()
+        if flow.subject is Subject.MIGRATION
+        for step in flow.steps
+    }
+    table[FAILS_FOR_GOOD][:0] = [
+        {"mode": "fatal", "times": 1, "instance_uuid": uuid} for uuid in doomed
+    ]
+    chaos.set_failpoints(table)
+    workload(chaos, report, None, uuids)
+    fired = chaos.fired()
     chaos.set_failpoints({})
     with chaos.db.snapshot() as s:
-        from sqlalchemy import func, select
+        retries = int(s.scalar(select(func.sum(StepJournal.attempts - 1))) or 0)
+    report.faults += fired
+    record(
+        report,
+        struck={},
+        errors={uuid: f"injected fatal failure in {FAILS_FOR_GOOD}" for uuid in doomed},
+    )
+    # The failures struck: every transient one was retried once, and the two
+    # fatal ones were not retried at all.
+    assert fired > len(doomed), fired
+    assert retries == fired - len(doomed), (retries, fired)
 
-        from resizeflow.db.models import StepJournal
 
-        report.faults += int(s.scalar(select(func.sum(StepJournal.attempts - 1))) or 0)
-    record(report)
-
-
-def test_races_on_one_server(chaos: ChaosStack) -> None:
+def test_races_on_one_server(chaos: ChaosStack, seed: int) -> None:
     """confirm, revert, auto-confirm and delete, all at once.
 
     Exactly one of confirm, revert and auto-confirm wins, or none if the delete
     came first; the delete is accepted in any task_state, as in Nova, and ends
     a workflow in flight.
     """
-    report = Report("5. confirm/revert/auto-confirm/delete races", chaos.broker)
+    report = Report("5. confirm/revert/auto-confirm/delete races", chaos.name, seed=seed)
     [uuid] = chaos.boot(1, flavor="ram-1")
     migs = []
     wins: dict[str, int] = {}
@@ -298,7 +399,7 @@ def test_races_on_one_server(chaos: ChaosStack) -> None:
             wait_for(lambda u=uuid: chaos.deleted(u), 60, "the delete")
             [uuid] = chaos.boot(1, flavor="ram-1")
     chaos.settle(report, migs)
-    record(report)
+    record(report, struck={})
     assert wins.get("delete", 0) == RACES
 
 
@@ -341,8 +442,8 @@ def _race(chaos: ChaosStack, uuid: str, mig_id: int) -> dict[str, str]:
     return outcomes
 
 
-def test_source_host_down_when_confirm_is_asked(chaos: ChaosStack) -> None:
-    report = Report("6. source host down at confirm", chaos.broker)
+def test_source_host_down_when_confirm_is_asked(chaos: ChaosStack, seed: int) -> None:
+    report = Report("6. source host down at confirm", chaos.name, seed=seed)
     uuids = chaos.boot(SERVERS)
     migs = chaos.resize_all(uuids)
     report.workflows += len(migs)
@@ -350,19 +451,23 @@ def test_source_host_down_when_confirm_is_asked(chaos: ChaosStack) -> None:
     on_down = {u: m for u, m in migs.items() if chaos.source_of(m) == down}
     assert on_down, "the scheduler spread the servers over both hosts"
     chaos.stop_worker(down)
-    chaos.faults.append(Fault("source host down", utcnow()))
     before = chaos.snapshot(list(on_down))
+    refused = 0
     for uuid in on_down:
         with pytest.raises(errors.ServiceUnavailable) as exc:
             chaos.api.confirm_resize(chaos.user(), uuid)
         assert exc.value.code == 409
+        refused += 1
     if chaos.snapshot(list(on_down)) != before:
         report.violations.append("a refused confirm changed something")
     chaos.start_worker(down)
     report.workflows += chaos.finish_all(migs)
-    report.faults += len(chaos.faults)
+    report.faults += 1
     chaos.settle(report, list(migs.values()))
-    record(report)
+    # Nothing was in flight when the host went down (every resize had finished):
+    # the fault struck the confirms asked meanwhile, each refused.
+    record(report, struck={})
+    assert refused == len(on_down)
 
 
 # Where a worker is killed while a volume's connection moves: after the source's
@@ -378,10 +483,12 @@ VOLUME_STEPS = (
 VOLUME_SERVERS = int(os.environ.get("RESIZEFLOW_CHAOS_VOLUME_SERVERS", "8"))
 
 
-def test_sigkill_while_volume_connections_move(chaos: ChaosStack) -> None:
+def test_sigkill_while_volume_connections_move(
+    chaos: ChaosStack, rng: random.Random, seed: int
+) -> None:
     """Every server has a volume; workers are SIGKILLed in the middle of moving a
     connection. Afterwards each volume is reachable from its server's host alone."""
-    report = Report("7. SIGKILL while a volume's connection moves", chaos.broker)
+    report = Report("7. SIGKILL while a volume's connection moves", chaos.name, seed=seed)
     chaos.start_storage()
     storage = volumes_on(chaos.db, chaos.app, chaos.settings.storage_host)
     uuids = chaos.boot(VOLUME_SERVERS)
@@ -413,7 +520,7 @@ def test_sigkill_while_volume_connections_move(chaos: ChaosStack) -> None:
                 chaos.kill_worker(host)
                 kills.append(host)
             if hosts:
-                time.sleep(random.uniform(0.1, 0.5))
+                time.sleep(rng.uniform(0.1, 0.5))
             for host in hosts:
                 chaos.start_worker(host)
             time.sleep(0.1)
@@ -436,8 +543,9 @@ def test_sigkill_while_volume_connections_move(chaos: ChaosStack) -> None:
     report.faults += len(chaos.faults)
     chaos.settle(report, list(migs.values()))
     report.violations += connection_violations(chaos.db, chaos.app, chaos.settings.storage_host)
-    record(report)
-    assert len(kills) >= 2, kills  # the faults struck, in the middle of moving connections
+    # Each kill struck a worker in the middle of moving a connection.
+    assert len(kills) >= 2, kills
+    record(report, struck={"SIGKILL worker": len(kills)})
     # Deleting the servers leaves every volume available and exported nowhere.
     for u in uuids:
         chaos.api.delete(chaos.user(), u)

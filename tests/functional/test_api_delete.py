@@ -21,8 +21,9 @@ from resizeflow.states import JournalStatus, MigrationStatus, TaskState
 from tests.functional.test_api_stack import act, boot, client, wait_status
 from tests.support.stack import Stack, wait_for
 
-# Deletes in flight run on the SQLite and PostgreSQL stacks on Redis.
-pytestmark = pytest.mark.stacks("sqlite-redis", "postgresql-redis")
+# Deletes in flight run on both databases and both brokers: acks and redelivery
+# are where Redis and RabbitMQ differ.
+pytestmark = pytest.mark.stacks("sqlite-redis", "postgresql-redis", "postgresql-rabbitmq")
 
 HELD = 4.0  # seconds a failpoint holds a step inside its transaction
 

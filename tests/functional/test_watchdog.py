@@ -9,6 +9,7 @@ unable to publish its next chain links or to answer control commands.
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import socket
 import subprocess
@@ -21,10 +22,12 @@ import pytest
 from resizeflow.celery_app import make_app
 from resizeflow.conf import Settings
 from resizeflow.db import services
+from resizeflow.db.models import StepJournal, utcnow
 from resizeflow.db.session import Database
 from resizeflow.devstack.brokers import start_redis
 from resizeflow.devstack.supervisor import Supervisor
 from resizeflow.restart import EXIT_RESTART
+from resizeflow.states import JournalStatus
 from resizeflow.steps.context import HostRuntime
 from resizeflow.worker import Heartbeat
 from tests.support.stack import REDIS_URL, Stack, require
@@ -162,6 +165,70 @@ def test_a_host_is_down_only_when_its_last_worker_process_stops(
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def _join(database: Database, machine: str, pid: int) -> services.Joined:
+    with database.transaction() as s:
+        return services.join(
+            s, "h1", "compute.h1", machine=machine, pid=pid, down_time=60, exclusive=False
+        )
+
+
+def test_a_killed_worker_not_yet_reaped_frees_its_slot(database: Database) -> None:
+    """Killed but not reaped by whatever started it, a worker is a zombie whose pid
+    still answers signal 0: its restart takes its slot, and is alone on its host."""
+    machine = socket.gethostname()
+    proc, successor = (subprocess.Popen(["sleep", "120"]) for _ in range(2))
+    try:
+        assert _join(database, machine, proc.pid) == services.Joined(f"h1-1@{machine}", True)
+        proc.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed process never became a zombie"
+            time.sleep(0.05)
+        # Not reaped yet: its pid is still there.
+        assert _join(database, machine, successor.pid) == services.Joined(f"h1-1@{machine}", True)
+        assert _join(database, machine, successor.pid) == services.Joined(f"h1-2@{machine}", False)
+    finally:
+        for p in (proc, successor):
+            p.kill()
+            p.wait()
+
+
+def test_a_worker_elsewhere_that_let_its_step_lease_lapse_frees_its_slot(
+    database: Database,
+) -> None:
+    """A process on another machine cannot be checked by pid; one that holds a
+    running step and has not renewed its lease is dead all the same."""
+    here, there = socket.gethostname(), "another-machine"
+    live = subprocess.Popen(["sleep", "120"])
+    old = _join(database, there, 101)
+    assert old == services.Joined(f"h1-1@{there}", True)
+    with database.transaction() as s:
+        row = StepJournal(
+            instance_uuid="00000000-0000-0000-0000-000000000001",
+            request_id="req-1",
+            flow="confirm",
+            step="resizeflow.confirm.confirm_migration",
+            position=0,
+            host="h1",
+            status=JournalStatus.RUNNING,
+            worker=f"{old.node}/101",
+            lease_expires_at=utcnow() + dt.timedelta(seconds=30),
+        )
+        s.add(row)
+    try:
+        # Its lease is live: it is alive, and the next process takes slot 2.
+        assert _join(database, here, live.pid) == services.Joined(f"h1-2@{here}", False)
+        with database.transaction() as s:
+            held = s.get(StepJournal, row.id)
+            assert held is not None
+            held.lease_expires_at = utcnow() - dt.timedelta(seconds=1)
+        # Lapsed: slot 1 is free again, and slot 2 is still alive (no step held).
+        assert _join(database, here, live.pid) == services.Joined(f"h1-1@{here}", False)
+    finally:
+        live.kill()
+        live.wait()
 
 
 # A process whose warm shutdown never ends (SIGTERM ignored), asking to restart.

@@ -126,20 +126,26 @@ class PrivatePostgres:
 class Fault:
     kind: str
     at: dt.datetime
-    # When what was broken answered again (the broker back, empty).
+    # When what was broken answered again (the broker back, empty; the worker ready).
     back_at: dt.datetime | None = None
+    # The host it struck; None: the whole stack (the broker, the database).
+    host: str | None = None
 
 
 @dataclass
 class Report:
     scenario: str
-    broker: str
+    stack: str  # its database and broker: postgresql-redis, sqlite-rabbitmq, ...
     workflows: int = 0
     faults: int = 0
     stuck: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     recovery: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # ended in error, each with its fault
+    # Servers whose migration ended in error, each with its last fault's message.
+    errors: dict[str, str] = field(default_factory=dict)
+    # Faults by kind that struck work in flight (see ChaosStack.struck).
+    struck: dict[str, int] = field(default_factory=dict)
+    seed: int | None = None
 
     def row(self) -> list[str]:
         def pct(q: float) -> str:
@@ -150,9 +156,11 @@ class Report:
 
         return [
             self.scenario,
-            self.broker,
+            self.stack,
+            str(self.seed),
             str(self.workflows),
             str(self.faults),
+            ", ".join(f"{kind} {n}" for kind, n in sorted(self.struck.items())) or "-",
             str(len(self.errors)),
             str(len(self.stuck)),
             str(len(self.violations)),
@@ -188,19 +196,36 @@ def default_timing() -> dict[str, str]:
 
 
 class ChaosStack:
-    def __init__(self, base: Path, broker: str, timing: dict[str, str] | None = None) -> None:
-        self.base, self.broker = base, broker
+    """``database`` is ``postgresql`` (a private cluster, which can be restarted) or
+    ``sqlite`` (a file of the run's own); ``broker`` is ``redis`` or ``rabbitmq``."""
+
+    def __init__(
+        self,
+        base: Path,
+        broker: str,
+        timing: dict[str, str] | None = None,
+        database: str = "postgresql",
+    ) -> None:
+        self.base, self.broker, self.database = base, broker, database
         self.timing = FAST_TIMING if timing is None else timing
-        self.pg = PrivatePostgres()
+        self.pg = PrivatePostgres() if database == "postgresql" else None
         self.vhost = ""
         self.faults: list[Fault] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.restarts = 0
 
+    @property
+    def name(self) -> str:
+        return f"{self.database}-{self.broker}"
+
     # -- life cycle ---------------------------------------------------------
     def start(self) -> None:
-        self.pg.start()
+        if self.pg is not None:
+            self.pg.start()
+            database_url = self.pg.url
+        else:
+            database_url = f"sqlite:///{self.base / 'chaos.sqlite'}"
         if self.broker == "rabbitmq":
             self.vhost = f"rf-chaos-{uuid4().hex[:10]}"
         state_dir = self.base / "state"
@@ -208,7 +233,7 @@ class ChaosStack:
             state_dir,
             broker=RABBITMQ_URL if self.vhost else PRIVATE_REDIS,
             vhost=self.vhost,
-            database_url=self.pg.url,
+            database_url=database_url,
             env=stack_env(
                 state_dir,
                 node_vcpus="512",
@@ -268,21 +293,30 @@ class ChaosStack:
             if hasattr(self, "local"):
                 self.local.close()
         finally:
-            self.pg.destroy()
+            if self.pg is not None:
+                self.pg.destroy()
 
     def node(self, host: str) -> str:
         """A host's worker node: its one process always takes slot 1."""
         return f"{host}-1@{socket.gethostname()}"
 
     def start_worker(self, host: str) -> None:
+        """Start ``host``'s worker and wait until it answers. The last fault that
+        struck the host is over from the moment its worker is started again: a
+        recovery time then includes the worker's own start."""
+        started = utcnow()
         with self.lock:
             name = self.local.spawn_worker(host)
+        for fault in reversed(self.faults):
+            if fault.host == host:
+                fault.back_at = fault.back_at or started
+                break
         self.local.wait_workers([name])
 
     def kill_worker(self, host: str) -> None:
         with self.lock:
             self.local.kill_worker(host)
-        self.faults.append(Fault("SIGKILL worker", utcnow()))
+        self.faults.append(Fault("SIGKILL worker", utcnow(), host=host))
 
     def stop_worker(self, host: str) -> None:
         with self.lock:
@@ -308,6 +342,58 @@ class ChaosStack:
             return len(found) >= count
 
         wait_for(enough, timeout, f"{count} resizes under way")
+
+    def wait_for_work_on(self, host: str, timeout: float = 60.0) -> None:
+        """Block until a step of ``host`` is running, retrying or waiting to: a fault
+        meant to strike that host's work in flight waits for this, never a fixed delay."""
+
+        def busy() -> bool:
+            with self.db.snapshot() as s:
+                return (
+                    s.scalars(
+                        select(StepJournal.id)
+                        .where(
+                            StepJournal.host == host,
+                            StepJournal.status.in_(
+                                [
+                                    JournalStatus.PENDING,
+                                    JournalStatus.RUNNING,
+                                    JournalStatus.RETRYING,
+                                ]
+                            ),
+                        )
+                        .limit(1)
+                    ).first()
+                    is not None
+                )
+
+        wait_for(busy, timeout, f"work in flight on {host}")
+
+    def struck(self) -> dict[str, int]:
+        """How many faults of each kind struck work in flight: a step of the host
+        it struck (of any host, for the broker or the database) was sent before
+        the fault and not finished by then."""
+        with self.db.snapshot() as s:
+            rows = s.execute(
+                select(StepJournal.host, StepJournal.enqueued_at, StepJournal.finished_at)
+            ).all()
+        found: dict[str, int] = {}
+        for fault in self.faults:
+            if any(
+                (fault.host is None or host == fault.host)
+                and sent < fault.at
+                and (finished is None or finished > fault.at)
+                for host, sent, finished in rows
+            ):
+                found[fault.kind] = found.get(fault.kind, 0) + 1
+        return found
+
+    def fired(self) -> int:
+        """How many times the failpoints struck, as the workers counted them."""
+        with Path(self.settings.failpoints_file).open() as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            table = json.loads(fh.read() or "{}")
+        return sum(rule.get("fired", 0) for rules in table.values() for rule in rules)
 
     def start_storage(self) -> None:
         """Start the block-storage host (only the volume scenario needs one)."""
@@ -353,8 +439,11 @@ class ChaosStack:
         fault.back_at = utcnow()
 
     def restart_postgres(self) -> None:
-        self.faults.append(Fault("PostgreSQL restarted", utcnow()))
+        assert self.pg is not None, "a SQLite stack has no server to restart"
+        fault = Fault("PostgreSQL restarted", utcnow())
+        self.faults.append(fault)
         self.pg.restart()
+        fault.back_at = utcnow()
 
     def set_failpoints(self, table: dict[str, list[dict[str, Any]]]) -> None:
         # Under the workers' lock: a worker never reads the table half written.
@@ -470,7 +559,7 @@ class ChaosStack:
                     ).all()
                     if not faults:
                         report.violations.append(f"migration {mig.id} in error without a fault")
-                    report.errors.append(f"migration {mig.id}: {faults[-1] if faults else '?'}")
+                    report.errors[mig.instance_uuid] = faults[-1] if faults else "?"
             reverting = s.scalars(
                 select(Instance.uuid).where(Instance.task_state == TaskState.RESIZE_REVERTING)
             ).all()
@@ -481,6 +570,7 @@ class ChaosStack:
         report.violations += port_violations(self.db)
         report.violations += self.usage_violations()
         report.violations += self.orphans()
+        report.struck = self.struck()
 
     def _settled(self, migs: list[int]) -> bool:
         with self.db.snapshot() as s:
@@ -644,9 +734,11 @@ class ChaosStack:
 def summary(reports: list[Report]) -> str:
     head = [
         "scenario",
-        "broker",
+        "stack",
+        "seed",
         "workflows",
         "faults",
+        "struck work in flight",
         "error+fault",
         "stuck/lost",
         "violations",

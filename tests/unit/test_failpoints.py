@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import threading
@@ -38,11 +39,20 @@ def test_times_counts_down_and_persists(tmp_path: Path) -> None:
 
 def test_without_times_fires_every_time(tmp_path: Path) -> None:
     path = write(tmp_path, {STEP: [{"mode": "fatal"}]})
-    before = path.read_text()
     for _ in range(3):
         with pytest.raises(StepFailed):
             failpoints.check(str(path), STEP, VM1)
-    assert path.read_text() == before
+    assert json.loads(path.read_text()) == {STEP: [{"mode": "fatal", "fired": 3}]}
+
+
+def test_fired_counts_only_the_times_a_rule_struck(tmp_path: Path) -> None:
+    rules = [{"mode": "transient", "times": 1}, {"mode": "transient", "instance_uuid": VM2}]
+    path = write(tmp_path, {STEP: rules})
+    for vm in (VM1, VM1, VM2, VM1):
+        with contextlib.suppress(TransientError):
+            failpoints.check(str(path), STEP, vm)
+    first, second = json.loads(path.read_text())[STEP]
+    assert (first["fired"], second["fired"]) == (1, 1)
 
 
 def test_fatal_raises_step_failed(tmp_path: Path) -> None:
