@@ -138,11 +138,13 @@ screenshot: install browser-deps
 test-hosts: install hosts-deps
 	$(BIN)/pytest -m hosts $(PYTEST_ARGS)
 
-# The chaos tier (tests/chaos), the full round: both brokers, 50 servers per scenario, 100 races.
+# The chaos tier (tests/chaos), the full round: every database and broker, 50 servers per
+# scenario, 100 races. RESIZEFLOW_CHAOS_SEED=N replays a failed scenario's random choices.
+CHAOS_STACKS ?= postgresql-redis,postgresql-rabbitmq,sqlite-redis,sqlite-rabbitmq
 chaos: install
 	mkdir -p var
-	RESIZEFLOW_CHAOS_FULL=1 RESIZEFLOW_CHAOS_SERVERS=50 RESIZEFLOW_CHAOS_RACES=100 \
-	RESIZEFLOW_CHAOS_BROKERS=redis,rabbitmq RESIZEFLOW_CHAOS_SUMMARY=var/chaos-summary.md \
+	RESIZEFLOW_CHAOS_SERVERS=50 RESIZEFLOW_CHAOS_RACES=100 \
+	RESIZEFLOW_CHAOS_STACKS=$(CHAOS_STACKS) RESIZEFLOW_CHAOS_SUMMARY=var/chaos-summary.md \
 	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
 # The docs site (mkdocs.yml), in strict mode: a warning (a broken link or anchor, a

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from resizeflow.celery_app import make_app
 from resizeflow.compute.policy import RequestContext
@@ -130,6 +130,8 @@ class Fault:
     back_at: dt.datetime | None = None
     # The host it struck; None: the whole stack (the broker, the database).
     host: str | None = None
+    # The steps in flight there as it struck (see ChaosStack.in_flight).
+    in_flight: int = 0
 
 
 @dataclass
@@ -314,9 +316,10 @@ class ChaosStack:
         self.local.wait_workers([name])
 
     def kill_worker(self, host: str) -> None:
+        fault = Fault("SIGKILL worker", utcnow(), host=host, in_flight=self.in_flight(host))
         with self.lock:
             self.local.kill_worker(host)
-        self.faults.append(Fault("SIGKILL worker", utcnow(), host=host))
+        self.faults.append(fault)
 
     def stop_worker(self, host: str) -> None:
         with self.lock:
@@ -343,48 +346,29 @@ class ChaosStack:
 
         wait_for(enough, timeout, f"{count} resizes under way")
 
+    def in_flight(self, host: str | None = None) -> int:
+        """The steps of ``host`` (of every host if None) that are running, waiting
+        for a retry or waiting to run: what a fault striking now would strike.
+
+        Read just before a fault strikes, into its :class:`Fault`: afterwards a
+        re-drive rewrites the rows' times, and the evidence with them."""
+        open_rows = [JournalStatus.PENDING, JournalStatus.RUNNING, JournalStatus.RETRYING]
+        query = select(func.count(StepJournal.id)).where(StepJournal.status.in_(open_rows))
+        if host is not None:
+            query = query.where(StepJournal.host == host)
+        with self.db.snapshot() as s:
+            return int(s.scalar(query) or 0)
+
     def wait_for_work_on(self, host: str, timeout: float = 60.0) -> None:
-        """Block until a step of ``host`` is running, retrying or waiting to: a fault
-        meant to strike that host's work in flight waits for this, never a fixed delay."""
-
-        def busy() -> bool:
-            with self.db.snapshot() as s:
-                return (
-                    s.scalars(
-                        select(StepJournal.id)
-                        .where(
-                            StepJournal.host == host,
-                            StepJournal.status.in_(
-                                [
-                                    JournalStatus.PENDING,
-                                    JournalStatus.RUNNING,
-                                    JournalStatus.RETRYING,
-                                ]
-                            ),
-                        )
-                        .limit(1)
-                    ).first()
-                    is not None
-                )
-
-        wait_for(busy, timeout, f"work in flight on {host}")
+        """Block until ``host`` has steps in flight: a fault meant to strike that
+        host's work waits for this, never for a fixed delay."""
+        wait_for(lambda: self.in_flight(host) > 0, timeout, f"work in flight on {host}")
 
     def struck(self) -> dict[str, int]:
-        """How many faults of each kind struck work in flight: a step of the host
-        it struck (of any host, for the broker or the database) was sent before
-        the fault and not finished by then."""
-        with self.db.snapshot() as s:
-            rows = s.execute(
-                select(StepJournal.host, StepJournal.enqueued_at, StepJournal.finished_at)
-            ).all()
+        """How many faults of each kind struck work in flight."""
         found: dict[str, int] = {}
         for fault in self.faults:
-            if any(
-                (fault.host is None or host == fault.host)
-                and sent < fault.at
-                and (finished is None or finished > fault.at)
-                for host, sent, finished in rows
-            ):
+            if fault.in_flight:
                 found[fault.kind] = found.get(fault.kind, 0) + 1
         return found
 
@@ -425,7 +409,7 @@ class ChaosStack:
         return sorted({h for h in found if h})
 
     def restart_broker_losing_data(self) -> None:
-        fault = Fault("broker lost its data", utcnow())
+        fault = Fault("broker lost its data", utcnow(), in_flight=self.in_flight())
         self.faults.append(fault)
         if self.broker == "redis":
             self.sup.kill("redis")
@@ -440,7 +424,7 @@ class ChaosStack:
 
     def restart_postgres(self) -> None:
         assert self.pg is not None, "a SQLite stack has no server to restart"
-        fault = Fault("PostgreSQL restarted", utcnow())
+        fault = Fault("PostgreSQL restarted", utcnow(), in_flight=self.in_flight())
         self.faults.append(fault)
         self.pg.restart()
         fault.back_at = utcnow()
