@@ -75,7 +75,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench,docs]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench,docs,keystone]'
 	touch $@
 
 install: system-deps $(VENV)/.installed

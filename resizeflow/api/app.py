@@ -100,6 +100,7 @@ def install_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(errors.ResizeflowError, on_error)
+    app.add_exception_handler(auth.Rejected, auth.rejected_response)
     app.add_exception_handler(HTTPFault, on_fault)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

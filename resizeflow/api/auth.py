@@ -1,4 +1,4 @@
-"""Who is calling: Nova's noauth2, or a file of tokens.
+"""Who is calling: Nova's noauth2, a file of tokens, or Keystone.
 
 ``noauth`` takes the ``X-Auth-Token`` ``user:project`` at its word, and the
 user ``admin`` gets the admin role, as Nova's noauth2 middleware does.
@@ -7,6 +7,11 @@ user ``admin`` gets the admin role, as Nova's noauth2 middleware does.
     {"tokens": {"s3cr3t": {"user": "alice", "project": "demo", "roles": ["member"]}}}
 
 Tokens are compared in constant time: every entry is checked, whatever matches.
+``keystone`` has keystonemiddleware's ``auth_token`` validate the token with
+Keystone (:mod:`resizeflow.api.keystone`).
+
+Roles a caller holds imply others, as Keystone's do (admin, then manager,
+member, reader): see :func:`resizeflow.compute.policy.with_implied`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
 
 from resizeflow import errors
 from resizeflow.compute.policy import RequestContext
@@ -31,6 +39,23 @@ class Identity:
 
     def context(self, request_id: str) -> RequestContext:
         return RequestContext(self.user_id, self.project_id, self.roles, request_id)
+
+
+class Rejected(errors.Unauthorized):
+    """The answer the identity service's middleware gave instead of an identity
+    (401 with ``WWW-Authenticate``, 503 when Keystone is unreachable): sent back as it came."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        super().__init__()
+        self.status, self.headers, self.body = status, headers, body
+
+
+async def rejected_response(request: Request, exc: Exception) -> Response:
+    """The exception handler every API app installs for :class:`Rejected`."""
+    assert isinstance(exc, Rejected)
+    keep = {"content-type", "www-authenticate"}
+    headers = {k: v for k, v in exc.headers if k.lower() in keep}
+    return Response(exc.body, exc.status, headers=headers)
 
 
 class Authenticator(Protocol):
@@ -93,4 +118,8 @@ def authenticator(settings: Settings) -> Authenticator:
         if not settings.tokens_file:
             raise errors.ConfigError("RESIZEFLOW_AUTH=tokens needs RESIZEFLOW_TOKENS_FILE")
         return TokenFile.load(settings.tokens_file)
+    if settings.auth == "keystone":
+        from resizeflow.api.keystone import KeystoneAuth
+
+        return KeystoneAuth(settings)
     return NoAuth()

@@ -6,6 +6,7 @@ Commands live in modules of this package by topic: ``ops`` runs services
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 
 import click
@@ -20,6 +21,17 @@ def load_settings() -> Settings:
         return Settings.from_env()
     except errors.ConfigError as exc:
         raise click.ClickException(exc.message) from None
+
+
+def is_local_address(address: str) -> bool:
+    """Whether listening on ``address`` keeps a server to this machine: ``localhost``,
+    127.0.0.0/8 or ::1 (not 0.0.0.0 or ::, which are every address)."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything
 
 
 @click.group()

@@ -7,7 +7,7 @@ from dataclasses import replace
 import click
 
 from resizeflow import errors
-from resizeflow.cli import load_settings, main
+from resizeflow.cli import is_local_address, load_settings, main
 from resizeflow.conf import Settings
 
 
@@ -140,7 +140,6 @@ def beat(loglevel: str) -> None:
 # worker process that ran it (``beat@...`` for the periodic tasks), then its
 # state and timing.
 FLOWER_TASK_COLUMNS = "name,args,worker,state,received,runtime"
-LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 
 def flower_argv(settings: Settings, port: int, address: str) -> list[str]:
@@ -159,7 +158,7 @@ def flower_argv(settings: Settings, port: int, address: str) -> list[str]:
     ]
     if settings.flower_basic_auth:
         argv.append(f"--basic_auth={settings.flower_basic_auth}")
-    elif address not in LOCAL_ADDRESSES:
+    elif not is_local_address(address):
         raise click.ClickException(
             "refusing to serve Flower beyond localhost without RESIZEFLOW_FLOWER_BASIC_AUTH"
         )

@@ -26,57 +26,120 @@ from resizeflow import errors
 
 ADMIN_API = "rule:admin_api"
 ADMIN_OR_OWNER = "rule:admin_or_owner"
+# Nova's 2023+ defaults (and Glance's, Neutron's and Cinder's): project-scoped
+# roles, the admin role for the whole cloud.
+ADMIN = "rule:context_is_admin"
+PROJECT_READER_OR_ADMIN = "rule:project_reader_or_admin"
+PROJECT_MEMBER_OR_ADMIN = "rule:project_member_or_admin"
+PROJECT_MANAGER_OR_ADMIN = "rule:project_manager_or_admin"
+
+# Keystone's implied roles, as its bootstrap creates them: a token with the
+# first carries the second too. Keystone expands them in the tokens it issues;
+# resizeflow's own authenticators (noauth, tokens) get the same expansion here.
+IMPLIED_ROLES: dict[str, tuple[str, ...]] = {
+    "admin": ("manager",),
+    "manager": ("member",),
+    "member": ("reader",),
+}
+
+
+def with_implied(roles: frozenset[str] | set[str]) -> frozenset[str]:
+    """``roles`` and every role they imply, transitively."""
+    found, todo = set(roles), list(roles)
+    while todo:
+        for implied in IMPLIED_ROLES.get(todo.pop(), ()):
+            if implied not in found:
+                found.add(implied)
+                todo.append(implied)
+    return frozenset(found)
+
 
 DEFAULT_RULES: dict[str, str] = {
-    "admin_api": "role:admin",
-    "admin_or_owner": "role:admin or project_id:%(project_id)s",
-    "project_manager_or_admin": "role:manager and project_id:%(project_id)s or role:admin",
-    # Server lifecycle: the owner or an admin.
-    "compute:servers:index": ADMIN_OR_OWNER,
-    "compute:servers:show": ADMIN_OR_OWNER,
-    "compute:servers:create": ADMIN_OR_OWNER,
-    "compute:delete": ADMIN_OR_OWNER,
-    "compute:resize": ADMIN_OR_OWNER,
-    "compute:confirm_resize": ADMIN_OR_OWNER,
-    "compute:revert_resize": ADMIN_OR_OWNER,
-    "compute:stop": ADMIN_OR_OWNER,
-    "compute:start": ADMIN_OR_OWNER,
-    "compute:lock": ADMIN_OR_OWNER,
-    "compute:reboot": ADMIN_OR_OWNER,
-    "compute:console_output": ADMIN_OR_OWNER,
+    "context_is_admin": "role:admin",
+    "admin_api": "rule:context_is_admin",
+    "admin_or_owner": "rule:context_is_admin or project_id:%(project_id)s",
+    "project_reader_api": "role:reader and project_id:%(project_id)s",
+    "project_member_api": "role:member and project_id:%(project_id)s",
+    "project_manager_api": "role:manager and project_id:%(project_id)s",
+    "project_reader_or_admin": "rule:project_reader_api or rule:context_is_admin",
+    "project_member_or_admin": "rule:project_member_api or rule:context_is_admin",
+    "project_manager_or_admin": "rule:project_manager_api or rule:context_is_admin",
+    # Server lifecycle: the project's readers see, its members act; an admin does both.
+    "compute:servers:index": PROJECT_READER_OR_ADMIN,
+    "compute:servers:show": PROJECT_READER_OR_ADMIN,
+    "compute:servers:create": PROJECT_MEMBER_OR_ADMIN,
+    "compute:delete": PROJECT_MEMBER_OR_ADMIN,
+    "compute:resize": PROJECT_MEMBER_OR_ADMIN,
+    "compute:confirm_resize": PROJECT_MEMBER_OR_ADMIN,
+    "compute:revert_resize": PROJECT_MEMBER_OR_ADMIN,
+    "compute:stop": PROJECT_MEMBER_OR_ADMIN,
+    "compute:start": PROJECT_MEMBER_OR_ADMIN,
+    "compute:lock": PROJECT_MEMBER_OR_ADMIN,
+    "compute:unlock": PROJECT_MEMBER_OR_ADMIN,
+    "compute:reboot": PROJECT_MEMBER_OR_ADMIN,
+    # Nova: the console log is an action on the server, not a read.
+    "compute:console_output": PROJECT_MEMBER_OR_ADMIN,
     # Cold migration: an admin, or the project's manager (Nova's 2025 defaults);
     # naming the host stays admin's.
-    "compute:migrate": "rule:project_manager_or_admin",
-    "compute:unlock": ADMIN_OR_OWNER,
-    "compute:instance_actions:list": ADMIN_OR_OWNER,
-    "compute:volume_attachments:index": ADMIN_OR_OWNER,
-    "compute:volume_attachments:show": ADMIN_OR_OWNER,
-    "compute:volume_attachments:create": ADMIN_OR_OWNER,
-    "compute:volume_attachments:delete": ADMIN_OR_OWNER,
-    "compute:instance_actions:show": ADMIN_OR_OWNER,
+    "compute:migrate": PROJECT_MANAGER_OR_ADMIN,
+    "compute:instance_actions:list": PROJECT_READER_OR_ADMIN,
+    "compute:instance_actions:show": PROJECT_READER_OR_ADMIN,
+    "compute:volume_attachments:index": PROJECT_READER_OR_ADMIN,
+    "compute:volume_attachments:show": PROJECT_READER_OR_ADMIN,
+    "compute:volume_attachments:create": PROJECT_MEMBER_OR_ADMIN,
+    "compute:volume_attachments:delete": PROJECT_MEMBER_OR_ADMIN,
     # Admin only, as in Nova's defaults.
-    "compute:servers:create:forced_host": ADMIN_API,
-    "compute:resize:forced_host": ADMIN_API,
-    "compute:migrate:host": ADMIN_API,
-    "compute:reset_state": ADMIN_API,
-    "compute:unlock_override": ADMIN_API,
-    "compute:servers:index:get_all_tenants": ADMIN_API,
-    "compute:servers:show:extended_attributes": ADMIN_API,
-    "compute:instance_actions:events": ADMIN_API,
-    "compute:instance_actions:events:details": ADMIN_API,
-    "compute:flavors:create": ADMIN_API,
-    "compute:flavors:delete": ADMIN_API,
-    "compute:migrations:index": ADMIN_API,
-    "compute:hypervisors:list": ADMIN_API,
-    "compute:hypervisors:detail": ADMIN_API,
-    "compute:hypervisors:show": ADMIN_API,
-    "compute:servers:migrations:index": ADMIN_API,
-    "compute:servers:migrations:show": ADMIN_API,
-    "compute:services:index": ADMIN_API,
-    "compute:aggregates:index": ADMIN_API,
-    "compute:workflows:show": ADMIN_API,
-    "compute:workflows:retry": ADMIN_API,
-    "compute:workflows:abort": ADMIN_API,
+    "compute:servers:create:forced_host": ADMIN,
+    "compute:resize:forced_host": ADMIN,
+    "compute:migrate:host": ADMIN,
+    "compute:reset_state": ADMIN,
+    "compute:unlock_override": ADMIN,
+    "compute:servers:index:get_all_tenants": ADMIN,
+    "compute:servers:show:extended_attributes": ADMIN,
+    "compute:instance_actions:events": ADMIN,
+    "compute:instance_actions:events:details": ADMIN,
+    "compute:flavors:create": ADMIN,
+    "compute:flavors:delete": ADMIN,
+    "compute:migrations:index": ADMIN,
+    "compute:hypervisors:list": ADMIN,
+    "compute:hypervisors:detail": ADMIN,
+    "compute:hypervisors:show": ADMIN,
+    "compute:servers:migrations:index": ADMIN,
+    "compute:servers:migrations:show": ADMIN,
+    "compute:services:index": ADMIN,
+    "compute:aggregates:index": ADMIN,
+    "compute:workflows:show": ADMIN,
+    "compute:workflows:retry": ADMIN,
+    "compute:workflows:abort": ADMIN,
+    # The Block Storage API (Cinder's rule names and defaults).
+    "volume:get_all": PROJECT_READER_OR_ADMIN,
+    "volume:get": PROJECT_READER_OR_ADMIN,
+    "volume:create": PROJECT_MEMBER_OR_ADMIN,
+    "volume:update": PROJECT_MEMBER_OR_ADMIN,
+    "volume:delete": PROJECT_MEMBER_OR_ADMIN,
+    "volume:attachment_get_all": PROJECT_READER_OR_ADMIN,
+    "volume:attachment_create": PROJECT_MEMBER_OR_ADMIN,
+    "volume:attachment_update": PROJECT_MEMBER_OR_ADMIN,
+    "volume:attachment_complete": PROJECT_MEMBER_OR_ADMIN,
+    "volume:attachment_delete": PROJECT_MEMBER_OR_ADMIN,
+    # The Image API (Glance's rule names and defaults).
+    "image:get_images": PROJECT_READER_OR_ADMIN,
+    "image:get_image": PROJECT_READER_OR_ADMIN,
+    "image:download_image": PROJECT_READER_OR_ADMIN,
+    "image:add_image": PROJECT_MEMBER_OR_ADMIN,
+    "image:modify_image": PROJECT_MEMBER_OR_ADMIN,
+    "image:upload_image": PROJECT_MEMBER_OR_ADMIN,
+    "image:delete_image": PROJECT_MEMBER_OR_ADMIN,
+    # The Networking API (Neutron's rule names and defaults).
+    "network:get_network": PROJECT_READER_OR_ADMIN,
+    "network:create_network": PROJECT_MEMBER_OR_ADMIN,
+    "network:delete_network": PROJECT_MEMBER_OR_ADMIN,
+    "network:get_subnet": PROJECT_READER_OR_ADMIN,
+    "network:create_subnet": PROJECT_MEMBER_OR_ADMIN,
+    "network:delete_subnet": PROJECT_MEMBER_OR_ADMIN,
+    "network:get_port": PROJECT_READER_OR_ADMIN,
+    "network:create_port": PROJECT_MEMBER_OR_ADMIN,
+    "network:delete_port": PROJECT_MEMBER_OR_ADMIN,
 }
 
 # Nova's rule names, accepted in policy files as aliases of ours.
@@ -146,7 +209,7 @@ class RequestContext:
 
 
 class Policy:
-    """A rules table; unknown rules fall back to admin-or-owner, as Nova's ``default``."""
+    """A rules table; unknown rules fall back to a project member or an admin."""
 
     def __init__(self, overrides: Mapping[str, str] | None = None) -> None:
         self.rules = dict(DEFAULT_RULES)
@@ -155,7 +218,7 @@ class Policy:
 
     def check(self, caller: RequestContext, action: str, target_project: str | None = None) -> bool:
         target = {"project_id": target_project if target_project is not None else caller.project_id}
-        return self._eval(self.rules.get(action, ADMIN_OR_OWNER), caller, target, depth=0)
+        return self._eval(self.rules.get(action, PROJECT_MEMBER_OR_ADMIN), caller, target, depth=0)
 
     def _eval(self, rule: str, caller: RequestContext, target: dict[str, str], depth: int) -> bool:
         if depth > 10:
@@ -180,7 +243,7 @@ class Policy:
         if kind == "rule":
             return self._eval(self.rules.get(value, "!"), caller, target, depth + 1)
         if kind == "role":
-            return value in caller.roles
+            return value in with_implied(caller.roles)
         if kind == "is_admin":
             return caller.is_admin == (value.lower() == "true")
         if kind in ("project_id", "user_id"):

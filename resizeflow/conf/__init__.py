@@ -135,8 +135,32 @@ HELP: dict[str, str] = {
     "QUOTA_INSTANCES": "A project's default servers quota; -1 is unlimited.",
     "AUTH": (
         "The API's authentication: `noauth` takes a `user:project` token at its word (Nova's "
-        "noauth2), so keep the API on localhost; `tokens` checks it against "
-        "RESIZEFLOW_TOKENS_FILE, in constant time."
+        "noauth2), so the API refuses to listen beyond localhost with it; `tokens` checks it "
+        "against RESIZEFLOW_TOKENS_FILE, in constant time; `keystone` has keystonemiddleware's "
+        "auth_token validate it with Keystone (the RESIZEFLOW_KEYSTONE_* settings)."
+    ),
+    "NOAUTH_ANY_ADDRESS": (
+        "Let the API listen on an address beyond localhost with `RESIZEFLOW_AUTH=noauth` "
+        "(anyone who reaches it is whoever they say, admin included); it logs a warning."
+    ),
+    "KEYSTONE_URL": (
+        "Keystone's public identity endpoint (`http://keystone:5000/v3`): where tokens are "
+        "validated, and the `WWW-Authenticate` of a 401."
+    ),
+    "KEYSTONE_USERNAME": "The service user that validates tokens (it needs the service role).",
+    "KEYSTONE_PASSWORD": "The service user's password; never logged.",
+    "KEYSTONE_PROJECT": "The service user's project (`service` by convention).",
+    "KEYSTONE_USER_DOMAIN": "The service user's domain (name).",
+    "KEYSTONE_PROJECT_DOMAIN": "The service project's domain (name).",
+    "KEYSTONE_REGION": "The region of the identity endpoint in Keystone's catalog.",
+    "KEYSTONE_CAFILE": "A CA bundle for an https identity endpoint; empty: the system's.",
+    "KEYSTONE_TOKEN_CACHE_TIME": (
+        "Seconds a validated token is remembered (keystonemiddleware's `token_cache_time`): "
+        "a token revoked meanwhile still works here until then; -1 validates every request."
+    ),
+    "KEYSTONE_MEMCACHED_SERVERS": (
+        "memcached `host:port` list for the token cache shared by API processes; empty: "
+        "each process's own memory."
     ),
     "TOKENS_FILE": "The API's tokens, for `RESIZEFLOW_AUTH=tokens`.",
     "POLICY_FILE": "JSON overrides of single policy rules (Nova's rule names accepted).",
@@ -302,6 +326,22 @@ class Settings:
     auth: str = field(default="noauth", metadata=_env("AUTH", _auth))
     tokens_file: str = field(default="", metadata=_env("TOKENS_FILE"))
     policy_file: str = field(default="", metadata=_env("POLICY_FILE"))
+    noauth_any_address: bool = field(default=False, metadata=_env("NOAUTH_ANY_ADDRESS", _bool))
+    # --- Keystone (RESIZEFLOW_AUTH=keystone) ---
+    keystone_url: str = field(default="", metadata=_env("KEYSTONE_URL", _url(("http", "https"))))
+    keystone_username: str = field(default="", metadata=_env("KEYSTONE_USERNAME"))
+    keystone_password: str = field(default="", metadata=_env("KEYSTONE_PASSWORD"), repr=False)
+    keystone_project: str = field(default="service", metadata=_env("KEYSTONE_PROJECT"))
+    keystone_user_domain: str = field(default="Default", metadata=_env("KEYSTONE_USER_DOMAIN"))
+    keystone_project_domain: str = field(
+        default="Default", metadata=_env("KEYSTONE_PROJECT_DOMAIN")
+    )
+    keystone_region: str = field(default="RegionOne", metadata=_env("KEYSTONE_REGION"))
+    keystone_cafile: str = field(default="", metadata=_env("KEYSTONE_CAFILE"))
+    keystone_token_cache_time: int = field(
+        default=300, metadata=_env("KEYSTONE_TOKEN_CACHE_TIME", _int(-1))
+    )
+    keystone_memcached_servers: str = field(default="", metadata=_env("KEYSTONE_MEMCACHED_SERVERS"))
     # --- real hypervisors (qemu:///system) ---
     virt_type: str = field(default="", metadata=_env("VIRT_TYPE", _virt_type))
     shutdown_timeout: float = field(default=60.0, metadata=_env("SHUTDOWN_TIMEOUT", _float(0.0)))

@@ -80,8 +80,8 @@ def _pool(raw: str) -> str:
 
 
 def _auth(raw: str) -> str:
-    if raw not in {"noauth", "tokens"}:
-        raise ValueError("expected noauth or tokens")
+    if raw not in {"noauth", "tokens", "keystone"}:
+        raise ValueError("expected noauth, tokens or keystone")
     return raw
 
 

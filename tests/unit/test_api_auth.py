@@ -118,14 +118,14 @@ def test_a_policy_file_overrides_rules_by_nova_name(tmp_path: Path) -> None:
     path.write_text(
         json.dumps(
             {
-                "os_compute_api:os-migrations:index": "role:reader or rule:admin_api",
+                "os_compute_api:os-migrations:index": "role:auditor or rule:admin_api",
                 "os_compute_api:servers:resize": "!",
                 "compute:stop": "role:operator and project_id:%(project_id)s",
             }
         )
     )
     p = load_policy_file(path)
-    assert p.check(ctx("p1", "reader"), "compute:migrations:index")
+    assert p.check(ctx("p1", "auditor"), "compute:migrations:index")
     assert not p.check(ctx("p1", "member"), "compute:migrations:index")
     assert not p.check(ctx("p1", "admin"), "compute:resize", "p1")
     assert p.check(ctx("p1", "operator"), "compute:stop", "p1")

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from resizeflow import errors
-from resizeflow.api.auth import Authenticator
+from resizeflow.api.auth import Authenticator, Rejected, rejected_response
 from resizeflow.api.deps import Base
 from resizeflow.api.image import routes
 from resizeflow.api.image.faults import GlanceFault, fault_response
@@ -66,6 +66,7 @@ def _install_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(GlanceFault, on_fault)
     app.add_exception_handler(errors.ResizeflowError, on_error)
+    app.add_exception_handler(Rejected, rejected_response)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
 

@@ -23,7 +23,7 @@ from resizeflow.api.auth import Authenticator
 from resizeflow.api.deps import request_id, token_header
 from resizeflow.api.image import patch, schema, views
 from resizeflow.api.image.faults import GlanceFault
-from resizeflow.compute.policy import RequestContext
+from resizeflow.compute.policy import RequestContext, allowed
 from resizeflow.openstack.images import CHUNK, ImageMeta, ImageStore, now
 
 router = APIRouter(prefix="/v2/images", tags=["images"])
@@ -51,8 +51,11 @@ def _visible(images: ImageStore, ctx: RequestContext, image_id: str) -> ImageMet
     return meta
 
 
-def _authorize(ctx: RequestContext, meta: ImageMeta, action: str) -> None:
-    if not (ctx.is_admin or meta.owner == ctx.project_id):
+def _authorize(ctx: RequestContext, action: str, owner: str | None) -> None:
+    """Glance's rule ``action`` (its defaults: a project's readers read, its members
+    write, an admin does both) for an image owned by ``owner``."""
+    # An image without an owner belongs to no project: only an admin writes it.
+    if not allowed(ctx, f"image:{action}", owner or ""):
         raise GlanceFault(403, f"You are not authorized to complete {action} action.")
 
 
@@ -96,6 +99,7 @@ async def create_image(request: Request, images: Store, ctx: Caller) -> JSONResp
             if len(key) > 255:
                 raise GlanceFault(400, "Custom property should not be greater than 255 characters.")
     schema.validate(body)
+    _authorize(ctx, "add_image", ctx.project_id)
     fields = {"visibility": "shared", "owner": ctx.project_id, **body}
     _check_visibility(ctx, fields["visibility"])
     if fields["owner"] != ctx.project_id and not ctx.is_admin:
@@ -112,6 +116,7 @@ async def create_image(request: Request, images: Store, ctx: Caller) -> JSONResp
 
 @router.get("")
 def list_images(request: Request, images: Store, ctx: Caller) -> dict[str, Any]:
+    _authorize(ctx, "get_images", ctx.project_id)
     params: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
         params.setdefault(key, []).append(value)
@@ -120,6 +125,7 @@ def list_images(request: Request, images: Store, ctx: Caller) -> dict[str, Any]:
 
 @router.get("/{image_id}")
 def show_image(image_id: str, images: Store, ctx: Caller) -> dict[str, Any]:
+    _authorize(ctx, "get_image", ctx.project_id)
     return views.show(_visible(images, ctx, image_id))
 
 
@@ -135,7 +141,7 @@ async def update_image(
             {"Accept-Patch": ", ".join(patch.MEDIA_TYPES)},
         )
     meta = _visible(images, ctx, image_id)
-    _authorize(ctx, meta, "modify_image")
+    _authorize(ctx, "modify_image", meta.owner)
     changes = await _json_body(request)
     fields = patch.apply(_editable(meta), changes, meta.status)
     if fields.get("visibility") != meta.visibility:
@@ -154,7 +160,7 @@ def delete_image(image_id: str, images: Store, ctx: Caller) -> Response:
     meta = images.get_visible(image_id, ctx.project_id, ctx.is_admin)
     if meta is None:
         raise GlanceFault(404, f"Failed to find image {image_id} to delete")
-    _authorize(ctx, meta, "delete_image")
+    _authorize(ctx, "delete_image", meta.owner)
     if meta.protected:
         raise GlanceFault(403, f"Image {image_id} is protected and cannot be deleted.")
     images.delete(image_id)
@@ -167,7 +173,7 @@ async def upload_image(image_id: str, request: Request, images: Store, ctx: Call
     if media.strip() != "application/octet-stream":
         raise GlanceFault(415, f"Invalid content type {media}")
     meta = _visible(images, ctx, image_id)
-    _authorize(ctx, meta, "upload_image")
+    _authorize(ctx, "upload_image", meta.owner)
     upload = await run_in_threadpool(images.begin_upload, image_id)
     buffered = bytearray()
     try:
@@ -194,6 +200,7 @@ def _chunks(fh: BinaryIO) -> Iterator[bytes]:
 
 @router.get("/{image_id}/file")
 def download_image(image_id: str, images: Store, ctx: Caller) -> Response:
+    _authorize(ctx, "download_image", ctx.project_id)
     meta = _visible(images, ctx, image_id)
     if meta.status != "active":
         return Response(status_code=204)  # no data yet, as Glance answers

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from resizeflow import errors
+from resizeflow.api.auth import Rejected, rejected_response
 from resizeflow.api.deps import Base, ServiceLayer
 from resizeflow.api.middleware import ASGIApp, Mounted
 from resizeflow.api.network import routes, views
@@ -45,6 +46,7 @@ def _install_handlers(app: FastAPI) -> None:
         return fault_response(400, "HTTPBadRequest", "Malformed request body")
 
     app.add_exception_handler(errors.ResizeflowError, on_error)
+    app.add_exception_handler(Rejected, rejected_response)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
 

@@ -16,7 +16,7 @@ from resizeflow.api.deps import Base, Caller, Svc
 from resizeflow.api.network import schema, views
 from resizeflow.api.network.faults import ExtensionNotFound
 from resizeflow.api.network.views import V2
-from resizeflow.compute.policy import RequestContext
+from resizeflow.compute.policy import RequestContext, allowed
 from resizeflow.openstack.neutron_errors import InvalidInput, PolicyNotAuthorized
 
 router = APIRouter(prefix=V2, tags=["network"])
@@ -35,6 +35,13 @@ PORT_ATTRS = (
 def scope(caller: RequestContext) -> str | None:
     """The project whose resources a caller sees: none for an admin, who sees all."""
     return None if caller.is_admin else caller.project_id
+
+
+def _may(caller: RequestContext, rule: str, project_id: str) -> None:
+    """Neutron's rule ``rule`` (its defaults: a project's readers read, its members
+    write, an admin does both) for a resource of ``project_id``."""
+    if not allowed(caller, f"network:{rule}", project_id):
+        raise PolicyNotAuthorized(action=rule)
 
 
 def _fields(request: Request) -> tuple[str, ...]:
@@ -63,6 +70,7 @@ def show_extension(caller: Caller, alias: str) -> Any:
 # -- networks ---------------------------------------------------------------------
 @router.get("/networks")
 def list_networks(request: Request, svc: Svc, caller: Caller) -> dict[str, Any]:
+    _may(caller, "get_network", caller.project_id)
     q = schema.listing(request.query_params.multi_items(), schema.NETWORK_QUERY)
     found = svc.network.networks(scope(caller), q.filters)
     return {"networks": [views.pick(views.network(n, caller.is_admin), q.fields) for n in found]}
@@ -70,12 +78,14 @@ def list_networks(request: Request, svc: Svc, caller: Caller) -> dict[str, Any]:
 
 @router.get("/networks/{network_id}")
 def show_network(request: Request, svc: Svc, caller: Caller, network_id: str) -> dict[str, Any]:
+    _may(caller, "get_network", caller.project_id)
     net = svc.network.network(scope(caller), network_id)
     return {"network": views.pick(views.network(net, caller.is_admin), _fields(request))}
 
 
 @router.post("/networks", status_code=201)
 def create_network(svc: Svc, caller: Caller, payload: AnyBody) -> dict[str, Any]:
+    _may(caller, "create_network", caller.project_id)
     body = schema.section(payload, "network")
     schema.only(body, NETWORK_ATTRS)
     if schema.flag(body, "router:external", False):
@@ -95,6 +105,8 @@ def create_network(svc: Svc, caller: Caller, payload: AnyBody) -> dict[str, Any]
 
 @router.delete("/networks/{network_id}", status_code=204)
 def delete_network(svc: Svc, caller: Caller, network_id: str) -> Response:
+    # Another project's network is not found (404) before any rule is weighed.
+    _may(caller, "delete_network", svc.network.network(scope(caller), network_id).project_id)
     svc.network.delete_network(scope(caller), network_id)
     return Response(status_code=204)
 
@@ -102,6 +114,7 @@ def delete_network(svc: Svc, caller: Caller, network_id: str) -> Response:
 # -- subnets ----------------------------------------------------------------------
 @router.get("/subnets")
 def list_subnets(request: Request, svc: Svc, caller: Caller) -> dict[str, Any]:
+    _may(caller, "get_subnet", caller.project_id)
     q = schema.listing(request.query_params.multi_items(), schema.SUBNET_QUERY)
     found = svc.network.subnets(scope(caller), q.filters)
     return {"subnets": [views.pick(views.subnet(s), q.fields) for s in found]}
@@ -109,12 +122,14 @@ def list_subnets(request: Request, svc: Svc, caller: Caller) -> dict[str, Any]:
 
 @router.get("/subnets/{subnet_id}")
 def show_subnet(request: Request, svc: Svc, caller: Caller, subnet_id: str) -> dict[str, Any]:
+    _may(caller, "get_subnet", caller.project_id)
     sub = svc.network.subnet(scope(caller), subnet_id)
     return {"subnet": views.pick(views.subnet(sub), _fields(request))}
 
 
 @router.post("/subnets", status_code=201)
 def create_subnet(svc: Svc, caller: Caller, payload: AnyBody) -> dict[str, Any]:
+    _may(caller, "create_subnet", caller.project_id)
     body = schema.section(payload, "subnet")
     schema.only(body, SUBNET_ATTRS)
     network_id = schema.required_text(body, "network_id")
@@ -140,6 +155,8 @@ def create_subnet(svc: Svc, caller: Caller, payload: AnyBody) -> dict[str, Any]:
 
 @router.delete("/subnets/{subnet_id}", status_code=204)
 def delete_subnet(svc: Svc, caller: Caller, subnet_id: str) -> Response:
+    # Another project's subnet is not found (404) before any rule is weighed.
+    _may(caller, "delete_subnet", svc.network.subnet(scope(caller), subnet_id).project_id)
     svc.network.delete_subnet(scope(caller), subnet_id)
     return Response(status_code=204)
 
@@ -147,6 +164,7 @@ def delete_subnet(svc: Svc, caller: Caller, subnet_id: str) -> Response:
 # -- ports ------------------------------------------------------------------------
 @router.get("/ports")
 def list_ports(request: Request, svc: Svc, caller: Caller) -> dict[str, Any]:
+    _may(caller, "get_port", caller.project_id)
     admin_only = schema.ADMIN_PORT_QUERY if caller.is_admin else None
     q = schema.listing(request.query_params.multi_items(), schema.PORT_QUERY, admin_only)
     found = svc.network.ports(scope(caller), q.filters)
@@ -155,12 +173,14 @@ def list_ports(request: Request, svc: Svc, caller: Caller) -> dict[str, Any]:
 
 @router.get("/ports/{port_id}")
 def show_port(request: Request, svc: Svc, caller: Caller, port_id: str) -> dict[str, Any]:
+    _may(caller, "get_port", caller.project_id)
     port = svc.network.port(scope(caller), port_id)
     return {"port": views.pick(views.port(port, caller.is_admin), _fields(request))}
 
 
 @router.post("/ports", status_code=201)
 def create_port(svc: Svc, caller: Caller, payload: AnyBody) -> dict[str, Any]:
+    _may(caller, "create_port", caller.project_id)
     body = schema.section(payload, "port")
     schema.only(body, PORT_ATTRS)
     network_id = schema.required_text(body, "network_id")
@@ -188,5 +208,7 @@ def create_port(svc: Svc, caller: Caller, payload: AnyBody) -> dict[str, Any]:
 
 @router.delete("/ports/{port_id}", status_code=204)
 def delete_port(svc: Svc, caller: Caller, port_id: str) -> Response:
+    # Another project's port is not found (404) before any rule is weighed.
+    _may(caller, "delete_port", svc.network.port(scope(caller), port_id).project_id)
     svc.network.delete_port(scope(caller), port_id)
     return Response(status_code=204)

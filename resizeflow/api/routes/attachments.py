@@ -20,7 +20,7 @@ from resizeflow.api.deps import Caller, Svc, Ver
 from resizeflow.api.faults import HTTPFault
 from resizeflow.api.microversion import Version
 from resizeflow.api.routes.volumes import AnyBody, scope
-from resizeflow.compute.policy import RequestContext
+from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.openstack.cinder import AttachmentInfo
 
 router = APIRouter(prefix=views.V3 + "/attachments", tags=["attachments"])
@@ -79,6 +79,7 @@ def create_attachment(svc: Svc, caller: Caller, version: Ver, payload: AnyBody) 
     connector = _connector(body) if body.get("connector") is not None else None
     if body.get("mode") not in (None, "rw"):  # 3.54's mode: read-only is not served here
         raise HTTPFault(400, f"Invalid input received: attach mode {body['mode']} is not supported")
+    authorize(caller, "volume:attachment_create", caller.project_id)
     att = svc.volumes.reserve(volume_id, instance_uuid, scope(caller))
     if connector is not None:
         att = _connect(svc, caller, att, connector)
@@ -88,6 +89,7 @@ def create_attachment(svc: Svc, caller: Caller, version: Ver, payload: AnyBody) 
 @router.get("")
 def list_attachments(svc: Svc, caller: Caller, version: Ver) -> dict[str, Any]:
     _needs(version, volume_version.ATTACHMENTS)
+    authorize(caller, "volume:attachment_get_all", caller.project_id)
     found = svc.volumes.attachments(caller.project_id)
     return {"attachments": [views.attachment_brief(a) for a in found]}
 
@@ -95,6 +97,7 @@ def list_attachments(svc: Svc, caller: Caller, version: Ver) -> dict[str, Any]:
 @router.get("/detail")
 def list_attachments_detail(svc: Svc, caller: Caller, version: Ver) -> dict[str, Any]:
     _needs(version, volume_version.ATTACHMENTS)
+    authorize(caller, "volume:attachment_get_all", caller.project_id)
     found = svc.volumes.attachments(caller.project_id)
     return {"attachments": [views.attachment(a) for a in found]}
 
@@ -102,6 +105,7 @@ def list_attachments_detail(svc: Svc, caller: Caller, version: Ver) -> dict[str,
 @router.get("/{attachment_id}")
 def show_attachment(svc: Svc, caller: Caller, version: Ver, attachment_id: str) -> dict[str, Any]:
     _needs(version, volume_version.ATTACHMENTS)
+    authorize(caller, "volume:attachment_get_all", caller.project_id)
     return {"attachment": views.attachment(svc.volumes.attachment(attachment_id, scope(caller)))}
 
 
@@ -113,6 +117,7 @@ def update_attachment(
     _needs(version, volume_version.ATTACHMENTS)
     connector = _connector(_section(payload))
     att = svc.volumes.attachment(attachment_id, scope(caller))
+    authorize(caller, "volume:attachment_update", caller.project_id)
     return {"attachment": views.attachment(_connect(svc, caller, att, connector))}
 
 
@@ -124,6 +129,8 @@ def attachment_action(
     _needs(version, volume_version.ATTACHMENT_COMPLETE)
     if not isinstance(payload, dict) or list(payload) != ["os-complete"]:
         raise HTTPFault(400, "There is no such action: " + ", ".join(map(str, payload or {})))
+    svc.volumes.attachment(attachment_id, scope(caller))  # 404 first, for another project's
+    authorize(caller, "volume:attachment_complete", caller.project_id)
     svc.volumes.complete(attachment_id, scope(caller))
     return Response(status_code=204)
 
@@ -133,6 +140,7 @@ def delete_attachment(svc: Svc, caller: Caller, version: Ver, attachment_id: str
     """Detach: terminate the connection and drop the attachment; answers the volume's others."""
     _needs(version, volume_version.ATTACHMENTS)
     att = svc.volumes.attachment(attachment_id, scope(caller))
+    authorize(caller, "volume:attachment_delete", caller.project_id)
     svc.volumes.detach(att.id)
     left = svc.volumes.attachments(scope(caller), volume_id=att.volume_id)
     return {"attachments": [views.attachment_brief(a) for a in left]}

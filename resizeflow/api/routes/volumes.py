@@ -17,7 +17,7 @@ from resizeflow.api import volume_version
 from resizeflow.api import volume_views as views
 from resizeflow.api.deps import Base, Caller, Svc, Ver, is_true
 from resizeflow.api.faults import HTTPFault, shown_value
-from resizeflow.compute.policy import RequestContext
+from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.openstack.cinder import VolumeInfo
 
 router = APIRouter(tags=["volumes"])
@@ -115,6 +115,7 @@ def create_volume(
     name = _text(body, "name") if "name" in body else _text(body, "display_name")
     description = _text(body, "description")
     _check_create(body)
+    authorize(caller, "volume:create", caller.project_id)
     vol = svc.volumes.create(caller.project_id, caller.user_id, size, name, description)
     return {"volume": views.volume(base, vol, version, caller.is_admin)}
 
@@ -132,6 +133,7 @@ Filters = Annotated[VolumeFilters, Depends()]
 
 
 def _listed(svc: Any, caller: RequestContext, f: VolumeFilters) -> list[VolumeInfo]:
+    authorize(caller, "volume:get_all", caller.project_id)
     everyone = caller.is_admin and is_true("all_tenants", f.all_tenants)
     found: list[VolumeInfo] = svc.volumes.volumes(None if everyone else caller.project_id)
     return [
@@ -161,6 +163,7 @@ def list_volumes_detail(
 def show_volume(
     svc: Svc, caller: Caller, base: Base, version: Ver, volume_id: str
 ) -> dict[str, Any]:
+    authorize(caller, "volume:get", caller.project_id)
     vol = svc.volumes.get(volume_id, scope(caller))
     return {"volume": views.volume(base, vol, version, caller.is_admin)}
 
@@ -191,6 +194,8 @@ def update_volume(
         )
     if not changes:
         raise HTTPFault(400, "Missing required element 'volume' in request body.")
+    # Another project's volume is not found (404) before the rule is weighed.
+    authorize(caller, "volume:update", svc.volumes.get(volume_id, scope(caller)).project_id)
     vol = svc.volumes.update(volume_id, scope(caller), changes)
     return {"volume": views.volume(base, vol, version, caller.is_admin)}
 
@@ -198,5 +203,6 @@ def update_volume(
 @router.delete(V3 + "/volumes/{volume_id}", status_code=202)
 def delete_volume(svc: Svc, caller: Caller, volume_id: str) -> Response:
     """Delete an unattached volume and its data; an attached one is refused (400)."""
+    authorize(caller, "volume:delete", svc.volumes.get(volume_id, scope(caller)).project_id)
     svc.volumes.delete(volume_id, scope(caller))
     return Response(status_code=202)
