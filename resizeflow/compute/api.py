@@ -37,7 +37,7 @@ from resizeflow.db import journal
 from resizeflow.db.instances import SystemMetadata, visible_instance
 from resizeflow.db.models import Instance, Migration, utcnow
 from resizeflow.db.session import Database
-from resizeflow.openstack.base import PortRequest, Resources
+from resizeflow.openstack.base import NodeRef, PortRequest, Resources
 from resizeflow.openstack.network import SqlNetwork
 from resizeflow.openstack.placement import SqlPlacement
 from resizeflow.openstack.quota import SqlQuota
@@ -344,6 +344,8 @@ class ComputeAPI(VolumeOps):
                     row.restore = None
                 if mig.status not in (MigrationStatus.ERROR, MigrationStatus.FINISHED):
                     mig.status = check_migration(mig.status, MigrationStatus.ERROR)
+                if mig.status == MigrationStatus.ERROR and inst.host and inst.node:
+                    _claims_as_declared(SqlPlacement(s), inst, mig)
             inst.vm_state = check_vm(inst.vm_state, state)
             inst.task_state = None
             action = record_action(caller, s, inst, "resetState")
@@ -482,3 +484,19 @@ class ComputeAPI(VolumeOps):
                     cleanup=(live.id, (live.source_compute, live.dest_compute)),
                 )
             )
+
+
+def _claims_as_declared(placement: SqlPlacement, inst: Instance, mig: Migration) -> None:
+    """The server holds its flavor on its host, and nothing anywhere else; its
+    ended migration holds nothing.
+
+    NOTE: an operator who resets a server after a failed resize declares it
+    whole where it is. The claims the workflow left (the new flavor's on the
+    dest, held by the server; the old one's on the source, held by the
+    migration) would otherwise outlive it: the scheduler would count them for
+    ever, and a later resize would claim on top of them.
+    """
+    assert inst.host is not None and inst.node is not None
+    placement.release_everywhere(mig.uuid)
+    placement.release_everywhere(inst.uuid)
+    placement.claim(inst.uuid, NodeRef(inst.host, inst.node), Resources.of_flavor(inst.flavor))

@@ -145,11 +145,27 @@ class LocalStack:
     ) -> None:
         """Wait until each of ``nodes`` answers a ping; fail early if a watched process exits."""
         self.sup.wait_until(
-            f"{what} to answer a ping",
-            lambda: len(self.app.control.ping(destination=nodes, timeout=0.5) or []) == len(nodes),
-            timeout,
-            watch=watch,
+            f"{what} to answer a ping", partial(self._answering, nodes), timeout, watch=watch
         )
+
+    def _answering(self, nodes: list[str]) -> bool:
+        """Whether every one of ``nodes`` answers a ping now.
+
+        Each try has a connection of its own, not one from the app's pool: a
+        broker that restarted (a test may restart it on purpose) leaves the
+        pool's connections dead.
+        """
+        with self.app.connection_for_write() as conn:
+            broken: tuple[type[BaseException], ...] = (
+                OSError,
+                *conn.connection_errors,
+                *conn.channel_errors,
+            )
+            try:
+                found = self.app.control.ping(destination=nodes, timeout=0.5, connection=conn)
+            except broken:
+                return False
+        return len(found or []) == len(nodes)
 
     def _node_of(self, pid: int) -> str | None:
         with self.db.snapshot() as s:

@@ -181,6 +181,29 @@ def test_reset_state_ends_the_failed_workflow_it_declares_over(rf: Stack, projec
     assert actions(rf, uuid)[-2:] == ["resetState", "resetState"]
 
 
+def test_reset_state_after_a_failed_resize_leaves_the_claims_it_declares(
+    rf: Stack, project: str
+) -> None:
+    """A resize fails for good in resize_instance: the server holds the new flavor on
+    the dest, its migration the old one on the source. Reset to active where it is,
+    the server holds its own flavor on its host, and the migration nothing."""
+    uuid = rf.boot(project)
+    rf.set_failpoints(
+        {"resizeflow.resize.resize_instance": [{"mode": "fatal", "instance_uuid": uuid}]}
+    )
+    mig_id = rf.api.resize(rf.ctx(project), uuid, "2")
+    wait_for(lambda: rf.migration(mig_id).status == MigrationStatus.ERROR, 30, "the error")
+    mig = rf.migration(mig_id)
+    assert len(allocations(rf, uuid)) + len(allocations(rf, mig.uuid)) == 2, "both claims left"
+    rf.api.reset_state(rf.admin(), uuid, VmState.ACTIVE)
+    inst = rf.instance(uuid)
+    assert inst.host == mig.source_compute
+    assert allocations(rf, uuid) == {
+        mig.source_compute: {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}
+    }
+    assert allocations(rf, mig.uuid) == {}
+
+
 def test_reset_state_ends_a_workflow_still_open(rf: Stack, project: str) -> None:
     """A confirm waits in the queue of a source whose worker died: the operator
     declares the server active, and the confirm, when its host is back, does nothing."""
