@@ -398,11 +398,14 @@ class ModelRun:
         code = exc.code if isinstance(exc, errors.ResizeflowError) else (500 if exc else 0)
         if code >= 500 and not (isinstance(exc, errors.NoValidHost) and self.host_troubled()):
             return f"answered {code}"
-        if code == 404 and not (op == "console" and not before.at_rest):
-            # (In the middle of a move the host asked may no longer have the
-            # guest: Nova's console answers 404 then too.)
+        refusals = {400, 409}
+        if op == "console" and not before.at_rest:
+            # In the middle of a move the host asked may no longer have the
+            # guest: Nova's console answers 404 then too.
+            refusals.add(404)
+        if code == 404 and code not in refusals:
             return "404 for a server that was not deleted"
-        if exc is not None and code not in (400, 409) and not isinstance(exc, errors.NoValidHost):
+        if exc is not None and code not in refusals and not isinstance(exc, errors.NoValidHost):
             return f"answered {code}"
         if not before.at_rest:
             return "ok"  # in flight: accepted or refused, as its state moves on
@@ -518,9 +521,9 @@ class ModelRun:
         """The part of the run that shows ``violation``: the operations on the server
         it names (every event if it names none), with the faults among them, up to
         the wrong answer if it was one."""
-        named = next(
-            (u for u in {e.server for e in self.events if e.server} if u in violation), None
-        )
+        servers = sorted({e.server for e in self.events if e.server})
+        # An event names its server by its first 8 characters, an invariant by its uuid.
+        named = next((u for u in servers if u[:8] in violation), None)
         last = next((e.n for e in self.events if e.verdict != "ok" and str(e) in violation), None)
         picked = [
             e
