@@ -24,7 +24,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 
 .DEFAULT_GOAL := all
 .PHONY: all install system-deps browser-deps hosts-deps vm-deps libvirtd guest demo test test-fast \
-	test-demo test-hosts test-vm test-nova nova-venv screenshot chaos lint typecheck bench bench-vm up up-real-hosts down \
+	test-demo test-hosts test-vm test-nova nova-venv screenshot chaos soak lint typecheck bench bench-vm up up-real-hosts down \
 	flower compose-check docs \
 	clean
 
@@ -146,6 +146,18 @@ chaos: install
 	RESIZEFLOW_CHAOS_SERVERS=50 RESIZEFLOW_CHAOS_RACES=100 \
 	RESIZEFLOW_CHAOS_STACKS=$(CHAOS_STACKS) RESIZEFLOW_CHAOS_SUMMARY=var/chaos-summary.md \
 	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
+
+# The model-based run (tests/chaos/test_model.py), long: every operation under faults on
+# both brokers for SOAK_MINUTES each, its figures appended to var/soak-summary.md.
+# RESIZEFLOW_SOAK_SEED=N replays a run's choices.
+SOAK_MINUTES ?= 10
+SOAK_OPERATIONS ?= 100000
+SOAK_SERVERS ?= 12
+soak: install
+	mkdir -p var
+	RESIZEFLOW_SOAK_MINUTES=$(SOAK_MINUTES) RESIZEFLOW_SOAK_OPERATIONS=$(SOAK_OPERATIONS) \
+	RESIZEFLOW_SOAK_SERVERS=$(SOAK_SERVERS) RESIZEFLOW_SOAK_SUMMARY=var/soak-summary.md \
+	$(BIN)/pytest -s --timeout=0 tests/chaos/test_model.py $(PYTEST_ARGS)
 
 # The docs site (mkdocs.yml), in strict mode: a warning (a broken link or anchor, a
 # page left out of the nav) fails the build. docs/hooks.py fills the settings reference
