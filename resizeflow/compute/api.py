@@ -496,7 +496,8 @@ def _claims_as_declared(placement: SqlPlacement, inst: Instance, mig: Migration)
     migration) would otherwise outlive it: the scheduler would count them for
     ever, and a later resize would claim on top of them.
     """
-    assert inst.host is not None and inst.node is not None
+    assert inst.host is not None
+    assert inst.node is not None
     placement.release_everywhere(mig.uuid)
     placement.release_everywhere(inst.uuid)
     placement.claim(inst.uuid, NodeRef(inst.host, inst.node), Resources.of_flavor(inst.flavor))
