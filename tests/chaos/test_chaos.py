@@ -189,6 +189,22 @@ def record(report: Report, struck: dict[str, int], errors: dict[str, str] | None
     assert report.struck == struck, f"faults that struck work in flight: {report.struck}"
 
 
+def within_budget(
+    chaos: ChaosStack, report: Report, migs: dict[str, int], back: str, budget: float
+) -> None:
+    """Every workflow in flight when the scenario's faults struck ended within
+    ``budget`` seconds of ``back`` (the moment what was broken was back)."""
+    after_return = chaos.ends_after_return(list(migs.values()))
+    assert after_return, "no workflow was in flight when the faults struck"
+    worst = max(after_return.values())
+    print(
+        f"{report.scenario} on {chaos.name}: {len(after_return)} workflows in flight, "
+        f"the last ended {worst:.1f}s after {back}"
+    )
+    late = {k: round(t, 1) for k, t in after_return.items() if t > budget}
+    assert not late, f"workflows that ended more than {budget}s after {back}: {late}"
+
+
 def test_sigkill_host_workers(chaos: ChaosStack, rng: random.Random, seed: int) -> None:
     """A host's worker is SIGKILLed while it has work in flight, up to three times
     while the workload lasts, and restarted."""
@@ -250,15 +266,7 @@ def test_sigkill_and_restart_at_once_on_default_settings(
     report.faults += len(chaos.faults)
     chaos.settle(report, list(migs.values()))
     record(report, struck={"SIGKILL worker": 2})
-    after_return = chaos.ends_after_return(list(migs.values()))
-    assert after_return, "no workflow was in flight when the workers were killed"
-    worst = max(after_return.values())
-    print(
-        f"{report.scenario} on {chaos.name}: {len(after_return)} workflows in flight, "
-        f"the last ended {worst:.1f}s after the workers were started again"
-    )
-    late = {k: round(t, 1) for k, t in after_return.items() if t > RESTART_BUDGET}
-    assert not late, f"workflows that ended more than {RESTART_BUDGET}s after: {late}"
+    within_budget(chaos, report, migs, "the workers were started again", RESTART_BUDGET)
 
 
 def test_broker_restart_loses_its_data(chaos: ChaosStack, rng: random.Random, seed: int) -> None:
@@ -302,15 +310,7 @@ def test_broker_loss_on_default_settings(
 
     migs = workload(chaos, report, faults)
     record(report, struck={"broker lost its data": 1})
-    after_return = chaos.ends_after_return(list(migs.values()))
-    assert after_return, "no workflow was in flight when the broker lost its data"
-    worst = max(after_return.values())
-    print(
-        f"{report.scenario} on {chaos.name}: {len(after_return)} workflows in flight, "
-        f"the last ended {worst:.1f}s after the broker was back"
-    )
-    late = {k: round(t, 1) for k, t in after_return.items() if t > BROKER_RETURN_BUDGET}
-    assert not late, f"workflows that ended more than {BROKER_RETURN_BUDGET}s after: {late}"
+    within_budget(chaos, report, migs, "the broker was back", BROKER_RETURN_BUDGET)
     losses, redriven = broker_losses(chaos)
     assert losses == 1
     assert redriven > 0

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conformance.keystone import REGION, KeystoneDeployment, keystone_available
+from tests.conformance.keystone import REGION, KeystoneDeployment, require_keystone
 from tests.support.stack import REDIS_URL, Stack, build_stack, destroy_stack, require, wait_for
 
 LOGS = Path(os.environ.get("RESIZEFLOW_CONFORMANCE_REPORT", "var/conformance/report.txt")).parent
@@ -149,15 +149,6 @@ def password_token(keystone: KeystoneDeployment, user_id: str, password: str, pr
     return r.headers["X-Subject-Token"]
 
 
-def _require_keystone() -> None:
-    why = keystone_available()
-    if why is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"this test needs real Keystone: {why}")
-    pytest.skip(why)
-
-
 def _populate(cloud: KeystoneCloud) -> None:
     """A server, a volume, an image and a network in each project, made by its member."""
     for project, persona in (("alpha", "member"), ("beta", "beta-member")):
@@ -197,7 +188,7 @@ def _populate(cloud: KeystoneCloud) -> None:
 
 @pytest.fixture(scope="session")
 def keystone_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeystoneCloud]:
-    _require_keystone()
+    require_keystone()
     require(REDIS_URL, 6379, "Redis")
     tmp = Path(tmp_path_factory.mktemp("keystone-auth"))
     keystone = KeystoneDeployment(tmp / "keystone")
