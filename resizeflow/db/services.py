@@ -90,9 +90,9 @@ def _lapsed_holders(session: Session, nodes: set[str], now: dt.datetime) -> set[
     """Those of ``nodes`` holding a running step whose lease they let lapse.
 
     A live worker renews the lease of every step it runs on each heartbeat,
-    so one that has not is gone, wherever it ran: a process on another
-    machine (whose pid cannot be checked from here) is known dead this way
-    long before its heartbeat ages past ``down_time``.
+    so one that has not is gone: a process on another machine (whose pid
+    cannot be checked from here) is known dead this way long before its
+    heartbeat ages past ``down_time``.
     """
     held = session.execute(
         select(StepJournal.worker, StepJournal.lease_expires_at).where(
@@ -146,7 +146,10 @@ def join(
     now = utcnow()
     rows = session.scalars(select(WorkerProcess).where(WorkerProcess.host == host)).all()
     alive = [p for p in rows if process_alive(p, down_time, machine, now)]
-    lapsed = _lapsed_holders(session, {p.node for p in alive}, now)
+    # Elsewhere, where no pid can be checked: a process that lets its step
+    # leases lapse is dead. (Here the pid says so for certain, and a live
+    # process whose lapsed row only awaits a retry keeps its slot.)
+    lapsed = _lapsed_holders(session, {p.node for p in alive if p.machine != machine}, now)
     alive = [p for p in alive if p.node not in lapsed]
     for dead in set(rows) - set(alive):
         session.delete(dead)
