@@ -174,6 +174,13 @@ class ComputeAPI(VolumeOps):
             old = inst.flavor
             new = old if migrate else self._new_flavor(s, inst, flavor_ref)
             dbapi.cas_task_state(s, uuid, [None], TaskState.RESIZE_PREP)
+            # NOTE: a resize a reset-state left awaiting confirmation (the server
+            # is no longer RESIZED) can never be confirmed or reverted; the
+            # periodic auto-confirm errors it out. It is errored out here if the
+            # server moves first: with two finished migrations the periodic task
+            # would confirm the stale one over the new resize.
+            for stale in dbapi.migrations_of(s, uuid, MigrationStatus.FINISHED):
+                stale.status = check_migration(stale.status, MigrationStatus.ERROR)
             action = record_action(caller, s, inst, "migrate" if migrate else "resize")
             mig = Migration(
                 uuid=str(uuidlib.uuid4()),

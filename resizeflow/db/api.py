@@ -64,6 +64,18 @@ def find_migration(session: Session, instance_uuid: str, status: MigrationStatus
     return mig
 
 
+def migrations_of(session: Session, instance_uuid: str, status: MigrationStatus) -> list[Migration]:
+    """A server's migrations in ``status``, locked, oldest first."""
+    return list(
+        session.scalars(
+            select(Migration)
+            .where(Migration.instance_uuid == instance_uuid, Migration.status == status)
+            .order_by(Migration.id)
+            .with_for_update()
+        )
+    )
+
+
 def get_flavor(session: Session, flavor_ref: str | int) -> Flavor:
     ref = str(flavor_ref)
     flavor = session.scalars(select(Flavor).where(Flavor.flavorid == ref)).one_or_none()

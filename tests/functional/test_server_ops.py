@@ -302,3 +302,32 @@ def test_console_of_a_host_that_is_down_is_refused_at_once(rf: Stack, project: s
     finally:
         rf.start_worker(host)
     assert "started on" in rf.api.console_output(rf.ctx(project), uuid, None)
+
+
+def test_a_move_after_a_reset_ends_the_resize_the_reset_left_finished(
+    rf: Stack, project: str
+) -> None:
+    """A reset-state leaves a resize awaiting confirmation ``finished`` (the
+    periodic task errors it out later). A new move of the server must not leave
+    two finished migrations: the auto-confirm would then confirm the stale one
+    over the server's new resize."""
+    from resizeflow.db.models import utcnow
+    from resizeflow.periodic import confirm_unconfirmed_resizes
+
+    uuid = rf.boot(project)
+    first = resize_to_verify(rf, project, uuid)
+    rf.api.reset_state(rf.admin(), uuid, VmState.ACTIVE)
+    assert rf.migration(first).status == MigrationStatus.FINISHED
+    second = rf.api.migrate(rf.admin(), uuid)
+    assert rf.migration(first).status == MigrationStatus.ERROR
+    wait_for(
+        lambda: (
+            rf.migration(second).status == MigrationStatus.FINISHED
+            and rf.instance(uuid).task_state is None
+        ),
+        90,
+        "the cold migration to finish",
+    )
+    future = utcnow().replace(year=utcnow().year + 1)
+    swept = confirm_unconfirmed_resizes(rf.api, 1, now=future)
+    assert (swept.confirmed, swept.errored) == ([second], [])
