@@ -30,7 +30,13 @@ from resizeflow.compute.images import check_boot_image
 from resizeflow.compute.launching import Launch, plan
 from resizeflow.compute.policy import RequestContext, authorize
 from resizeflow.compute.scheduler import select_destination
-from resizeflow.compute.volumes import BlockDevice, VolumeOps, check_no_volume_operation, reserve
+from resizeflow.compute.volumes import (
+    VOLUME_FLOWS,
+    BlockDevice,
+    VolumeOps,
+    check_no_volume_operation,
+    reserve,
+)
 from resizeflow.conf import Settings
 from resizeflow.db import api as dbapi
 from resizeflow.db import journal
@@ -342,7 +348,12 @@ class ComputeAPI(VolumeOps):
             s.refresh(inst, with_for_update={"key_share": True})
             reason = f"the server's state was reset by {caller.user_id}"
             for row in journal.open_operations(s, uuid):
-                journal.end(row, JournalStatus.ABORTED, reason)
+                # NOTE: a volume attach or detach is left to finish: Nova shows no
+                # task for it and its reset-state does not touch it, and ending
+                # its row here would leave the volume reserved (or detaching) and
+                # exported to the host for good.
+                if row.flow not in VOLUME_FLOWS:
+                    journal.end(row, JournalStatus.ABORTED, reason)
             mig = live_migration_of(s, uuid)
             if mig is not None:
                 for row in journal.rows(s, mig.id):

@@ -315,3 +315,23 @@ def test_bad_input_gets_novas_codes_and_changes_nothing(rf: Stack, project: str)
         with rf.db.transaction() as s:
             s.execute(update(Volume).where(Volume.id == v.id).values(status="available"))
         vols.delete(v.id)
+
+
+def test_reset_state_lets_a_volume_attach_in_flight_finish(rf: Stack, project: str) -> None:
+    """Nova's reset-state sets the server's states and nothing else: an attach
+    waiting in the queue of a host whose worker died still attaches when the
+    host is back, rather than leave its volume reserved and exported forever."""
+    require_tools()
+    uuid = rf.boot(project)
+    vol = service(rf).create(project, "alice", 1)
+    host = rf.instance(uuid).host
+    assert host is not None
+    rf.kill_worker(host)  # its service still looks up for a while
+    try:
+        rf.api.attach_volume(rf.ctx(project), uuid, BlockDevice(vol.id))
+        rf.api.reset_state(rf.admin(), uuid, VmState.ACTIVE)
+    finally:
+        rf.start_worker(host)
+    wait_status(rf, vol.id, "in-use", timeout=60)
+    wait_volume_ops(rf, uuid)
+    assert exported_to(rf, vol.id) == [host]
