@@ -277,9 +277,10 @@ def test_bad_input_gets_novas_codes_and_changes_nothing(rf: Stack, project: str)
     # The hold keeps the resize in flight while the two requests are refused; a
     # loaded machine can take seconds over them, so it is generous (the test
     # waits for the resize to finish either way).
-    rf.set_failpoints(
-        {"resizeflow.resize.prep_resize": [{"mode": "delay", "seconds": 20, "times": 1}]}
-    )
+    # (This server's prep_resize alone: the stack is shared, and another test's
+    # resize still in flight must not take the hold.)
+    hold = {"mode": "delay", "seconds": 20, "times": 1, "instance_uuid": first}
+    rf.set_failpoints({"resizeflow.resize.prep_resize": [hold]})
     mig_id = rf.api.resize(rf.ctx(project), first, "2")
     for resp, action in (
         (attach(first, free.id), "attach_volume"),

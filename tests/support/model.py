@@ -304,17 +304,6 @@ class ModelRun:
             self.figures.violations.append(f"{event}")
 
     def _choose(self, st: State) -> str:
-        op = self._pick(st)
-        if op == "reset_state" and st.vm_state == R:
-            # NOTE: a known defect, left out so that the run guards the rest: a
-            # server reset out of VERIFY_RESIZE keeps its finished migration;
-            # a later resize then makes a second, and the auto-confirm that
-            # errors out the stale one unplugs the port of the host the server
-            # is on (docs/model-run.md, "Open findings").
-            return "confirm"
-        return op
-
-    def _pick(self, st: State) -> str:
         # Mostly what the server's state allows, sometimes anything: both answers count.
         ops = [*RULES, "abort", "retry"]
         if self.rng.random() < 0.35 or st.vm_state is None:
