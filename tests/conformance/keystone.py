@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from resizeflow.devstack.supervisor import Supervisor
-from tests.conformance.nova import NOVA_VENV, _tree, free_port
+from tests.conformance.nova import NOVA_VENV, _tree, free_port, require_service
 
 REGION = "RegionOne"
 ADMIN = "admin"
@@ -53,12 +52,7 @@ def keystone_available() -> str | None:
 
 def require_keystone() -> None:
     """Skip a test that needs real Keystone where it cannot run; in CI, fail it."""
-    why = keystone_available()
-    if why is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"this test needs real Keystone: {why}")
-    pytest.skip(why)
+    require_service(keystone_available(), "real Keystone")
 
 
 @dataclass

@@ -23,7 +23,13 @@ from resizeflow.openstack.images import ImageStore
 from tests.conformance import engine
 from tests.conformance.engine import Run, Side, report
 from tests.conformance.known import KNOWN
-from tests.conformance.nova import COMPUTE_HOSTS, NovaDeployment, nova_available, signal_group
+from tests.conformance.nova import (
+    COMPUTE_HOSTS,
+    NovaDeployment,
+    nova_available,
+    require_service,
+    signal_group,
+)
 from tests.conformance.scenarios import all_scenarios
 from tests.conformance.standins import IMAGE_ID, IMAGE_NAME
 from tests.support.stack import (
@@ -41,12 +47,7 @@ REPORT = Path(os.environ.get("RESIZEFLOW_CONFORMANCE_REPORT", "var/conformance/r
 
 
 def _require_nova() -> None:
-    why = nova_available()
-    if why is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"the conformance tier needs real Nova: {why}")
-    pytest.skip(why)
+    require_service(nova_available(), "real Nova")
 
 
 @pytest.fixture(scope="module")
