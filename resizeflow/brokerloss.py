@@ -50,7 +50,7 @@ class BrokerUnreachable(Exception):
     """The broker did not answer the check: it may be down, which is not a loss."""
 
 
-def _is_redis(conn: Any) -> bool:
+def is_redis(conn: Any) -> bool:
     return str(conn.transport.driver_type) == "redis"
 
 
@@ -61,7 +61,7 @@ def marker_queue(token: str) -> str:
 def has_marker(conn: Any, token: str) -> bool:
     """Whether the broker holds ``token``'s marker; raises BrokerUnreachable if it cannot say."""
     try:
-        if _is_redis(conn):
+        if is_redis(conn):
             # HGET/HSET, not GET/SET: kombu adds the stack's key prefix to
             # these, as it does to the queues' keys.
             value = conn.default_channel.client.hget(MARKER, "token")
@@ -83,7 +83,7 @@ def has_marker(conn: Any, token: str) -> bool:
 
 
 def write_marker(conn: Any, token: str, previous: str | None = None) -> None:
-    if _is_redis(conn):
+    if is_redis(conn):
         conn.default_channel.client.hset(MARKER, "token", token)
         return
     channel = conn.channel()

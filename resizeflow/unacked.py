@@ -25,6 +25,8 @@ from typing import Any
 
 from celery import Celery
 
+from resizeflow.brokerloss import is_redis
+
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +47,7 @@ def restore_unacked(app: Celery, queue: str) -> int:
     that live processes of the host are running.
     """
     with app.connection_for_write() as conn:
-        if str(conn.transport.driver_type) != "redis":
+        if not is_redis(conn):
             return 0
         # Kombu's Redis channel: its unacked hash and its QoS are not on the
         # generic channel type.

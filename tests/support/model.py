@@ -48,6 +48,7 @@ from resizeflow import errors
 from resizeflow.compute.policy import RequestContext
 from resizeflow.compute.workflow_admin import WorkflowAdmin
 from resizeflow.db.models import Instance, Migration, StepJournal, utcnow
+from resizeflow.flows import FLOWS
 from resizeflow.periodic import confirm_unconfirmed_resizes
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
 from tests.support.chaos import ENDED, HOSTS, PROJECT, ChaosStack
@@ -533,6 +534,4 @@ class ModelRun:
 
 
 def _migration_and_operation_steps() -> list[str]:
-    from resizeflow.flows import FLOWS
-
     return sorted({step.task for flow in FLOWS.values() for step in flow.steps})
