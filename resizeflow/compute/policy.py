@@ -16,6 +16,7 @@ Check syntax: ``@`` (anyone), ``!`` (no one), ``role:NAME``,
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping
@@ -45,6 +46,12 @@ IMPLIED_ROLES: dict[str, tuple[str, ...]] = {
 
 def with_implied(roles: frozenset[str] | set[str]) -> frozenset[str]:
     """``roles`` and every role they imply, transitively."""
+    return _closure(frozenset(roles))
+
+
+# Every rule atom of every policy check asks this; callers hold a handful of role sets.
+@functools.lru_cache(maxsize=256)
+def _closure(roles: frozenset[str]) -> frozenset[str]:
     found, todo = set(roles), list(roles)
     while todo:
         for implied in IMPLIED_ROLES.get(todo.pop(), ()):
