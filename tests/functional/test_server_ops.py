@@ -330,4 +330,8 @@ def test_a_move_after_a_reset_ends_the_resize_the_reset_left_finished(
     )
     future = utcnow().replace(year=utcnow().year + 1)
     swept = confirm_unconfirmed_resizes(rf.api, 1, now=future)
-    assert (swept.confirmed, swept.errored) == ([second], [])
+    # The stack is shared with the module's other tests, whose resizes the sweep
+    # may also confirm: judge this server's two migrations only.
+    mine = {first, second}
+    assert [m for m in swept.confirmed if m in mine] == [second]
+    assert [m for m in swept.errored if m in mine] == []
