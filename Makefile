@@ -24,7 +24,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 
 .DEFAULT_GOAL := all
 .PHONY: all install system-deps browser-deps hosts-deps vm-deps libvirtd guest demo test test-fast \
-	test-demo test-hosts test-vm test-nova nova-venv screenshot chaos soak lint typecheck bench bench-vm up up-real-hosts down \
+	test-demo test-hosts test-matrix test-vm test-nova nova-venv screenshot chaos soak lint typecheck bench bench-vm up up-real-hosts down \
 	flower compose-check docs \
 	clean
 
@@ -91,11 +91,21 @@ demo: install
 # runs after them, alone: its recovery budgets are measured on a machine that is
 # not also running the rest of the suite. Exit code 5 is "nothing selected", as
 # when PYTEST_ARGS picks tests from only one of the two runs.
+# A functional test not marked for given stacks runs on TEST_STACKS: two that
+# between them cover both databases and both brokers; `make test-matrix` runs
+# every one on all four combinations.
 TEST_PROCESSES ?= 2
+TEST_STACKS ?= postgresql-redis,sqlite-rabbitmq
 test: install browser-deps hosts-deps
+	RESIZEFLOW_TEST_STACKS=$(TEST_STACKS) \
 	$(BIN)/pytest -m "not vm and not chaos and not nova" -n $(TEST_PROCESSES) --durations=25 $(PYTEST_ARGS) \
 		|| [ $$? = 5 ]
 	$(BIN)/pytest -m "chaos and not vm and not nova" --durations=10 $(PYTEST_ARGS) || [ $$? = 5 ]
+
+# The functional tier on every combination of database and broker.
+test-matrix: install browser-deps hosts-deps
+	RESIZEFLOW_TEST_STACKS=postgresql-redis,postgresql-rabbitmq,sqlite-redis,sqlite-rabbitmq \
+	$(BIN)/pytest -m services -n $(TEST_PROCESSES) --durations=25 $(PYTEST_ARGS)
 
 # The vm tier (tests/vm): real QEMU guests (TCG) through the API and real workers; needs root.
 test-vm: install vm-deps libvirtd

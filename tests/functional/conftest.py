@@ -4,6 +4,7 @@ A test that takes ``stack`` (or ``rf``) runs on every combination of SQLite or
 PostgreSQL with Redis or RabbitMQ, unless it is marked with the combinations it
 is meant for, e.g. ``@pytest.mark.stacks("sqlite-redis", "postgresql-redis")``:
 only those are generated, so no test is generated to be skipped.
+RESIZEFLOW_TEST_STACKS (comma-separated ids) narrows the unmarked tests' combinations.
 
 Service-backed tests skip when Redis, PostgreSQL or RabbitMQ is not reachable,
 except in CI (``CI`` set), where a missing service is a failure.
@@ -11,6 +12,7 @@ except in CI (``CI`` set), where a missing service is a failure.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,11 +43,19 @@ STACKS = {
 }
 
 
+# The combinations a test without a ``stacks`` marker runs on. ``make test`` (and
+# so CI) names two that between them cover both databases and both brokers;
+# ``make test-matrix`` runs every test on all four.
+DEFAULT_STACKS = [
+    s for s in os.environ.get("RESIZEFLOW_TEST_STACKS", ",".join(STACKS)).split(",") if s
+]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "stack" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("stacks")
-    ids = list(marker.args) if marker is not None else list(STACKS)
+    ids = list(marker.args) if marker is not None else DEFAULT_STACKS
     unknown = [i for i in ids if i not in STACKS]
     if unknown or not ids:
         raise pytest.UsageError(

@@ -31,8 +31,6 @@ from resizeflow.celery_app import make_app
 from resizeflow.compute.policy import RequestContext
 from resizeflow.conf import Settings
 from resizeflow.db.models import (
-    Allocation,
-    ComputeNode,
     Flavor,
     Instance,
     InstanceFault,
@@ -42,15 +40,28 @@ from resizeflow.db.models import (
 )
 from resizeflow.devstack.brokers import create_vhost, delete_vhost, start_redis
 from resizeflow.devstack.stack import PRIVATE_REDIS, build, free_port
-from resizeflow.openstack.base import Resources
-from resizeflow.states import JournalStatus, MigrationStatus, TaskState, VmState
-from tests.support.invariants import allocation_violations, journal_violations, port_violations
+from resizeflow.states import JournalStatus, MigrationStatus, TaskState
+from tests.support.invariants import (
+    allocation_violations,
+    journal_violations,
+    orphan_violations,
+    port_violations,
+    usage_violations,
+)
 from tests.support.stack import RABBITMQ_URL, stack_env, wait_for
 
 HOSTS = ("chaos1", "chaos2")
 # Every scenario's report, for the table printed at the end of the session.
 REPORTS: list[Report] = []
 PROJECT = "chaos"
+# The faults a stack can be struck with, by name (the model-based run draws from them).
+SIGKILL, HOST_DOWN, BROKER_LOST, DATABASE_RESTART, STEP_FAILURES = (
+    "SIGKILL worker",
+    "host down",
+    "broker lost its data",
+    "database restart",
+    "step failures",
+)
 # A delete ends a workflow in flight: its migration goes to error, and to failed
 # once both hosts are purged.
 ENDED = {
@@ -199,7 +210,15 @@ def default_timing() -> dict[str, str]:
 
 class ChaosStack:
     """``database`` is ``postgresql`` (a private cluster, which can be restarted) or
-    ``sqlite`` (a file of the run's own); ``broker`` is ``redis`` or ``rabbitmq``."""
+    ``sqlite`` (a file of the run's own); ``broker`` is ``redis`` or ``rabbitmq``.
+
+    It is also what the model-based run drives (``tests.support.model.Target``).
+    """
+
+    hosts = HOSTS
+    project = PROJECT
+    # Two flavors that differ in RAM only (see start).
+    flavors = ("ram-1", "ram-2")
 
     def __init__(
         self,
@@ -220,6 +239,17 @@ class ChaosStack:
     @property
     def name(self) -> str:
         return f"{self.database}-{self.broker}"
+
+    @property
+    def fault_kinds(self) -> tuple[str, ...]:
+        kinds = (SIGKILL, HOST_DOWN, BROKER_LOST, STEP_FAILURES)
+        return (*kinds, DATABASE_RESTART) if self.pg is not None else kinds
+
+    def observe(self, uuid: str) -> None:
+        """Nothing to see beyond the database: the hosts run libvirt's test driver."""
+
+    def invariant_violations(self, servers: list[str]) -> list[str]:
+        return self.usage_violations() + self.orphans()
 
     # -- life cycle ---------------------------------------------------------
     def start(self) -> None:
@@ -316,7 +346,7 @@ class ChaosStack:
         self.local.wait_workers([name])
 
     def kill_worker(self, host: str) -> None:
-        fault = Fault("SIGKILL worker", utcnow(), host=host, in_flight=self.in_flight(host))
+        fault = Fault(SIGKILL, utcnow(), host=host, in_flight=self.in_flight(host))
         with self.lock:
             self.local.kill_worker(host)
         self.faults.append(fault)
@@ -409,7 +439,7 @@ class ChaosStack:
         return sorted({h for h in found if h})
 
     def restart_broker_losing_data(self) -> None:
-        fault = Fault("broker lost its data", utcnow(), in_flight=self.in_flight())
+        fault = Fault(BROKER_LOST, utcnow(), in_flight=self.in_flight())
         self.faults.append(fault)
         if self.broker == "redis":
             self.sup.kill("redis")
@@ -627,46 +657,7 @@ class ChaosStack:
         return out
 
     def usage_violations(self) -> list[str]:
-        """Every claim is held once, by the right consumer, on the right node.
-
-        A step applied twice would claim or free twice, and show up here.
-        """
-        problems = []
-        with self.db.snapshot() as s:
-            held: dict[str, dict[str, dict[str, int]]] = {}
-            for consumer, host, rc, used in s.execute(
-                select(
-                    Allocation.consumer_uuid,
-                    ComputeNode.host,
-                    Allocation.resource_class,
-                    Allocation.used,
-                ).join(ComputeNode, ComputeNode.id == Allocation.node_id)
-            ):
-                held.setdefault(consumer, {}).setdefault(host, {})[rc] = used
-            for inst in s.scalars(select(Instance).where(Instance.deleted.is_(False))):
-                if inst.task_state is None and inst.vm_state != VmState.ERROR and inst.host:
-                    want = {inst.host: Resources.of_flavor(inst.flavor).as_classes()}
-                    if held.get(inst.uuid, {}) != want:
-                        faults = s.scalars(
-                            select(InstanceFault.message).where(
-                                InstanceFault.instance_uuid == inst.uuid
-                            )
-                        ).all()
-                        problems.append(
-                            f"{inst.uuid} ({inst.vm_state.value}) holds {held.get(inst.uuid)}, "
-                            f"not {want}; faults: {faults}"
-                        )
-            for mig in s.scalars(select(Migration)):
-                inst = s.get(Instance, mig.instance_uuid)
-                if mig.status == MigrationStatus.FINISHED and inst and inst.old_flavor:
-                    want = {mig.source_compute: Resources.of_flavor(inst.old_flavor).as_classes()}
-                elif mig.status in (MigrationStatus.CONFIRMED, MigrationStatus.REVERTED):
-                    want = {}
-                else:
-                    continue
-                if held.get(mig.uuid, {}) != want:
-                    problems.append(f"migration {mig.id} holds {held.get(mig.uuid)}, not {want}")
-        return problems
+        return usage_violations(self.db)
 
     def ask(self, node: str) -> list[dict[str, Any]]:
         """A worker's domains over the broker, through a fresh app each try:
@@ -687,32 +678,11 @@ class ChaosStack:
         raise AssertionError(f"{node} does not answer")
 
     def orphans(self) -> list[str]:
-        problems = []
-        with self.db.snapshot() as s:
-            live = {
-                i.uuid: i for i in s.scalars(select(Instance).where(Instance.deleted.is_(False)))
-            }
-            keeps_source = {
-                (m.instance_uuid, m.source_compute)
-                for m in s.scalars(
-                    select(Migration).where(
-                        Migration.status.in_([MigrationStatus.FINISHED, MigrationStatus.ERROR])
-                    )
-                )
-            }
-        for host in HOSTS:
-            replies = self.ask(self.node(host))
-            domains = [d for r in replies for ds in r.values() for d in ds]
-            for d in domains:
-                inst = live.get(d["uuid"])
-                if inst is None or (inst.host != host and (d["uuid"], host) not in keeps_source):
-                    problems.append(f"orphan domain {d['uuid']} on {host}")
-            inst_dir = self.settings.instances_dir(host)
-            for path in inst_dir.glob("*_resize") if inst_dir.exists() else []:
-                owner = path.name.removesuffix("_resize")
-                if (owner, host) not in keeps_source:
-                    problems.append(f"orphan {path.name} on {host}")
-        return problems
+        domains = {
+            host: [d for reply in self.ask(self.node(host)) for ds in reply.values() for d in ds]
+            for host in HOSTS
+        }
+        return orphan_violations(self.db, self.settings, domains)
 
 
 def summary(reports: list[Report]) -> str:

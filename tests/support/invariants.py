@@ -6,19 +6,24 @@ See "What holds after every workflow" in docs/architecture.md.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
+from typing import Any
 
 from sqlalchemy import select
 
+from resizeflow.conf import Settings
 from resizeflow.db.models import (
     Allocation,
     ComputeNode,
     Instance,
+    InstanceFault,
     Migration,
     Port,
     PortBinding,
     StepJournal,
 )
 from resizeflow.db.session import Database
+from resizeflow.openstack.base import Resources
 from resizeflow.states import MIGRATION_IN_PROGRESS, JournalStatus, MigrationStatus, VmState
 
 _USED = {"VCPU": "vcpus_used", "MEMORY_MB": "memory_mb_used", "DISK_GB": "local_gb_used"}
@@ -116,3 +121,91 @@ def assert_allocation_invariant(database: Database) -> None:
         allocation_violations(database) + journal_violations(database) + port_violations(database)
     )
     assert not problems, "invariants broken:\n" + "\n".join(problems)
+
+
+def usage_violations(database: Database, servers: Collection[str] | None = None) -> list[str]:
+    """Every claim is held once, by the right consumer, on the right node.
+
+    A step applied twice would claim or free twice, and show up here.
+    ``servers``: those to check (and their migrations); every server if None.
+    """
+    problems = []
+    with database.snapshot() as s:
+        held: dict[str, dict[str, dict[str, int]]] = {}
+        for consumer, host, rc, used in s.execute(
+            select(
+                Allocation.consumer_uuid,
+                ComputeNode.host,
+                Allocation.resource_class,
+                Allocation.used,
+            ).join(ComputeNode, ComputeNode.id == Allocation.node_id)
+        ):
+            held.setdefault(consumer, {}).setdefault(host, {})[rc] = used
+        for inst in s.scalars(select(Instance).where(Instance.deleted.is_(False))):
+            if servers is not None and inst.uuid not in servers:
+                continue
+            if inst.task_state is None and inst.vm_state != VmState.ERROR and inst.host:
+                want = {inst.host: Resources.of_flavor(inst.flavor).as_classes()}
+                if held.get(inst.uuid, {}) != want:
+                    faults = s.scalars(
+                        select(InstanceFault.message).where(
+                            InstanceFault.instance_uuid == inst.uuid
+                        )
+                    ).all()
+                    problems.append(
+                        f"{inst.uuid} ({inst.vm_state.value}) holds {held.get(inst.uuid)}, "
+                        f"not {want}; faults: {faults}"
+                    )
+        for mig in s.scalars(select(Migration)):
+            if servers is not None and mig.instance_uuid not in servers:
+                continue
+            inst = s.get(Instance, mig.instance_uuid)
+            if mig.status == MigrationStatus.FINISHED and inst and inst.old_flavor:
+                want = {mig.source_compute: Resources.of_flavor(inst.old_flavor).as_classes()}
+            elif mig.status in (MigrationStatus.CONFIRMED, MigrationStatus.REVERTED):
+                want = {}
+            else:
+                continue
+            if held.get(mig.uuid, {}) != want:
+                problems.append(f"migration {mig.id} holds {held.get(mig.uuid)}, not {want}")
+    return problems
+
+
+def orphan_violations(
+    database: Database,
+    settings: Settings,
+    domains: dict[str, list[dict[str, Any]]],
+    servers: Collection[str] | None = None,
+) -> list[str]:
+    """No domain or ``_resize`` directory on a host its server is not on, but the
+    source a resize awaiting confirmation (or one that failed) keeps.
+
+    ``domains``: what each host's worker says it has defined, by host;
+    ``servers``: those to check; every server if None.
+    """
+    problems = []
+    with database.snapshot() as s:
+        live = {i.uuid: i for i in s.scalars(select(Instance).where(Instance.deleted.is_(False)))}
+        keeps_source = {
+            (m.instance_uuid, m.source_compute)
+            for m in s.scalars(
+                select(Migration).where(
+                    Migration.status.in_([MigrationStatus.FINISHED, MigrationStatus.ERROR])
+                )
+            )
+        }
+    for host, defined in domains.items():
+        for d in defined:
+            if servers is not None and d["uuid"] not in servers:
+                continue
+            inst = live.get(d["uuid"])
+            if inst is None or (inst.host != host and (d["uuid"], host) not in keeps_source):
+                problems.append(f"orphan domain {d['uuid']} on {host}")
+        inst_dir = settings.instances_dir(host)
+        for path in inst_dir.glob("*_resize") if inst_dir.exists() else []:
+            owner = path.name.removesuffix("_resize")
+            if servers is not None and owner not in servers:
+                continue
+            if (owner, host) not in keeps_source:
+                problems.append(f"orphan {path.name} on {host}")
+    return problems

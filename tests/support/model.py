@@ -30,6 +30,10 @@ A failed run prints its seed, which replays the same choices
 the failure: the operations on the server the failure names, with the faults
 among them. It is cut from the run, not re-run smaller: what was in flight at
 each point depends on timing, which no replay reproduces exactly.
+
+The run drives a :class:`Target`: a chaos stack (``tests/chaos/test_model.py``)
+or the vm tier's stack of real guests (``tests/vm/test_vm_model.py``), whose
+own invariants include what the guests report.
 """
 
 from __future__ import annotations
@@ -39,19 +43,29 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy.exc
 from sqlalchemy import select
 
 from resizeflow import errors
+from resizeflow.compute.api import ComputeAPI
 from resizeflow.compute.policy import RequestContext
 from resizeflow.compute.workflow_admin import WorkflowAdmin
+from resizeflow.conf import Settings
 from resizeflow.db.models import Instance, Migration, StepJournal, utcnow
+from resizeflow.db.session import Database
 from resizeflow.flows import FLOWS
 from resizeflow.periodic import confirm_unconfirmed_resizes
 from resizeflow.states import JournalStatus, MigrationStatus, VmState
-from tests.support.chaos import ENDED, HOSTS, PROJECT, ChaosStack
+from tests.support.chaos import (
+    BROKER_LOST,
+    DATABASE_RESTART,
+    ENDED,
+    HOST_DOWN,
+    SIGKILL,
+    STEP_FAILURES,
+)
 from tests.support.invariants import allocation_violations, journal_violations, port_violations
 
 A, S, R, E = VmState.ACTIVE, VmState.STOPPED, VmState.RESIZED, VmState.ERROR
@@ -77,6 +91,37 @@ NEEDS_HOST = {"confirm", "revert", "console", "resize", "migrate", "abort"}
 OPEN = (JournalStatus.PENDING, JournalStatus.RUNNING, JournalStatus.RETRYING)
 # How long after a worker fault its host may still be refused as down.
 HOST_FAULT_WINDOW = 30.0
+
+
+class Target(Protocol):
+    """What a run drives: a stack of real workers per host, beat, a database and
+    a broker, with the faults it can suffer and the invariants of its own."""
+
+    api: ComputeAPI
+    db: Database
+    settings: Settings
+    app: Any
+    hosts: tuple[str, ...]
+    project: str
+    # Two flavors a server is resized back and forth between (flavorids): the
+    # same disk, so that neither resize shrinks one.
+    flavors: tuple[str, str]
+    # Those of tests.support.chaos's fault kinds that the target can suffer.
+    fault_kinds: tuple[str, ...]
+
+    def start_worker(self, host: str) -> Any: ...
+    def kill_worker(self, host: str) -> None: ...
+    def set_failpoints(self, table: dict[str, list[dict[str, Any]]]) -> None: ...
+    def restart_broker_losing_data(self) -> None: ...
+    def restart_postgres(self) -> None: ...
+
+    def observe(self, uuid: str) -> None:
+        """Called after each operation on ``uuid``: what the target wants to see
+        of the server while the run goes on."""
+
+    def invariant_violations(self, servers: list[str]) -> list[str]:
+        """The target's own checks at rest; ``servers``: every server the run
+        booted, deleted ones included."""
 
 
 @dataclass
@@ -140,23 +185,30 @@ class ModelRun:
 
     def __init__(
         self,
-        stack: ChaosStack,
+        stack: Target,
         seed: int,
         operations: int,
         servers: int,
         fault_rate: float = 0.12,
         deadline: float | None = None,
+        pause: float = 0.3,
+        leave_out: frozenset[str] = frozenset(),
     ) -> None:
         self.stack, self.rng = stack, random.Random(seed)
         self.operations, self.servers, self.fault_rate = operations, servers, fault_rate
         self.figures = Figures(seed)
         self.events: list[Event] = []
         self.live: list[str] = []
+        self.booted: list[str] = []
         self.admin = WorkflowAdmin(stack.settings, stack.db, stack.app)
         self.down: dict[str, int] = {}  # host: the step it comes back at
         self.host_faults: dict[str, float] = {}  # host: when a fault last struck it
         self.failing_until = -1
         self.deadline = deadline  # seconds: stop operating then, whatever is left
+        # The longest wait between two steps of the run (a random part of it).
+        self.pause = pause
+        # Operations this run never makes.
+        self.leave_out = leave_out
 
     # -- reading the stack --------------------------------------------------
     def state(self, uuid: str) -> State:
@@ -194,10 +246,10 @@ class ModelRun:
 
     # -- the driver -----------------------------------------------------------
     def user(self) -> RequestContext:
-        return RequestContext(user_id="model", project_id=PROJECT)
+        return RequestContext(user_id="model", project_id=self.stack.project)
 
     def operator(self) -> RequestContext:
-        return RequestContext("admin", PROJECT, frozenset({"admin", "member", "reader"}))
+        return RequestContext("admin", self.stack.project, frozenset({"admin", "member", "reader"}))
 
     def patiently(self, call: Callable[[], Any]) -> Any:
         """A client's retry while the database restarts (the API would answer 503)."""
@@ -219,7 +271,7 @@ class ModelRun:
                     self.fault(n)
                 else:
                     self.operate(n)
-                time.sleep(self.rng.uniform(0.0, 0.3))
+                time.sleep(self.rng.uniform(0.0, self.pause))
             self.quiesce()
             self.check()
         finally:
@@ -240,33 +292,30 @@ class ModelRun:
 
     # -- faults ---------------------------------------------------------------
     def fault(self, n: int) -> None:
-        kinds = ["SIGKILL worker", "host down", "broker lost its data", "step failures"]
-        if self.stack.pg is not None:
-            kinds.append("database restart")
-        kind = self.rng.choice(kinds)
-        up = [h for h in HOSTS if h not in self.down]
-        if kind in ("SIGKILL worker", "host down") and len(up) < 2:
-            kind = "step failures"  # one host down at a time: the other must serve
-        if kind == "step failures" and self.failing_until >= 0:
-            kind = "SIGKILL worker"
+        kind = self.rng.choice(self.stack.fault_kinds)
+        up = [h for h in self.stack.hosts if h not in self.down]
+        if kind in (SIGKILL, HOST_DOWN) and len(up) < 2:
+            kind = STEP_FAILURES  # one host down at a time: the other must serve
+        if kind == STEP_FAILURES and self.failing_until >= 0:
+            kind = SIGKILL
         self.figures.faults[kind] += 1
         detail = ""
-        if kind == "SIGKILL worker":
+        if kind == SIGKILL:
             host = self.rng.choice(up)
             self.stack.kill_worker(host)
             self.host_faults[host] = time.monotonic()
             time.sleep(self.rng.uniform(0.0, 1.0))
             self.stack.start_worker(host)
             detail = host
-        elif kind == "host down":
+        elif kind == HOST_DOWN:
             host = self.rng.choice(up)
             self.stack.kill_worker(host)
             self.host_faults[host] = time.monotonic()
             self.down[host] = n + self.rng.randint(3, 8)
             detail = f"{host} until #{self.down[host]}"
-        elif kind == "broker lost its data":
+        elif kind == BROKER_LOST:
             self.stack.restart_broker_losing_data()
-        elif kind == "database restart":
+        elif kind == DATABASE_RESTART:
             self.stack.restart_postgres()
         else:
             steps = {
@@ -299,6 +348,7 @@ class ModelRun:
         verdict = self.judge(op, expected, before, after, exc)
         if op == "delete" and exc is None:
             self.live.remove(uuid)
+        self.stack.observe(uuid)
         event = Event(n, op, uuid, f"{answer} [was {before.brief}]", verdict)
         self.events.append(event)
         if verdict != "ok":
@@ -306,7 +356,7 @@ class ModelRun:
 
     def _choose(self, st: State) -> str:
         # Mostly what the server's state allows, sometimes anything: both answers count.
-        ops = [*RULES, "abort", "retry"]
+        ops = [op for op in (*RULES, "abort", "retry") if op not in self.leave_out]
         if self.rng.random() < 0.35 or st.vm_state is None:
             return self.rng.choice(ops)
         allowed = [op for op, states in RULES.items() if states and st.vm_state in states]
@@ -314,6 +364,7 @@ class ModelRun:
             allowed += ["abort", "retry", "reset_state"]
         if st.vm_state == E:
             allowed += ["reset_state", "delete"]
+        allowed = [op for op in allowed if op not in self.leave_out]
         if not allowed:  # building, say: anything, the model judges it
             return self.rng.choice(ops)
         weights = [0.3 if op in ("delete", "console") else 1.0 for op in allowed]
@@ -323,7 +374,9 @@ class ModelRun:
         self.figures.operations["boot"] += 1
         try:
             uuid = self.patiently(
-                lambda: self.stack.api.create(self.user(), name=f"m{n}", flavor_ref="ram-1")
+                lambda: self.stack.api.create(
+                    self.user(), name=f"m{n}", flavor_ref=self.stack.flavors[0]
+                )
             )
         except errors.ResizeflowError as exc:
             self.events.append(Event(n, "boot", None, f"{exc.code} {exc.message}"))
@@ -332,12 +385,13 @@ class ModelRun:
             return
         self.figures.accepted["boot"] += 1
         self.live.append(uuid)
+        self.booted.append(uuid)
         self.events.append(Event(n, "boot", uuid, "202"))
 
     def _call(self, op: str, uuid: str) -> tuple[str, errors.ResizeflowError | Exception | None]:
         api, user = self.stack.api, self.user()
         calls: dict[str, Callable[[], Any]] = {
-            "resize": lambda: api.resize(user, uuid, self._other_flavor(uuid)),
+            "resize": lambda: api.resize(user, uuid, self.other_flavor(uuid)),
             "migrate": lambda: api.migrate(self.operator(), uuid),
             "confirm": lambda: api.confirm_resize(user, uuid),
             "revert": lambda: api.revert_resize(user, uuid),
@@ -365,10 +419,11 @@ class ModelRun:
             raise errors.WorkflowNotFailed(migration_id=0, status="none", verb="touched")
         return verb(self.operator(), mig)
 
-    def _other_flavor(self, uuid: str) -> str:
+    def other_flavor(self, uuid: str) -> str:
+        first, second = self.stack.flavors
         with self.stack.db.snapshot() as s:
             inst = s.get(Instance, uuid)
-            return "ram-2" if inst is None or int(inst.flavor["id"]) == 91 else "ram-1"
+            return second if inst is None or inst.flavor["flavorid"] == first else first
 
     # -- the model ----------------------------------------------------------------
     def host_troubled(self) -> bool:
@@ -479,6 +534,7 @@ class ModelRun:
                     select(StepJournal)
                     .outerjoin(Migration, Migration.id == StepJournal.migration_id)
                     .where(
+                        StepJournal.instance_uuid.in_(self.booted),
                         StepJournal.status.in_(OPEN),
                         (Migration.id.is_(None)) | (Migration.status != MigrationStatus.ERROR),
                     )
@@ -493,7 +549,7 @@ class ModelRun:
             if st.busy:
                 v.append(f"{uuid} stuck: {st}")
         with stack.db.snapshot() as s:
-            for mig in s.scalars(select(Migration)):
+            for mig in s.scalars(select(Migration).where(Migration.instance_uuid.in_(self.booted))):
                 if mig.status not in ENDED:
                     v.append(
                         f"migration {mig.id} of {mig.instance_uuid} not ended: {mig.status.value}"
@@ -504,8 +560,7 @@ class ModelRun:
         v += allocation_violations(stack.db)
         v += journal_violations(stack.db)
         v += port_violations(stack.db)
-        v += stack.usage_violations()
-        v += stack.orphans()
+        v += stack.invariant_violations(self.booted)
 
     def shortest(self, violation: str) -> list[Event]:
         """The part of the run that shows ``violation``: the operations on the server
