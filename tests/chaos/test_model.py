@@ -55,5 +55,6 @@ def test_every_operation_under_faults(stack: ChaosStack) -> None:
             fh.write(line + "\n")
     assert not figures.violations, run.failure_report()
     # The run did what it says: operations accepted and refused, and faults struck.
-    assert sum(figures.accepted.values()) > OPERATIONS // 4, figures.summary()
+    # (A run bounded by minutes makes fewer operations than it may.)
+    assert sum(figures.accepted.values()) > sum(figures.operations.values()) // 4, figures.summary()
     assert sum(figures.faults.values()) > 0, figures.summary()

@@ -232,7 +232,7 @@ def test_every_operation_under_faults_with_real_guests(vm: VmStack) -> None:
         target.set_failpoints({})
     print(f"vm: {figures.summary()}")
     assert not figures.violations, run.failure_report()
-    assert sum(figures.accepted.values()) > OPERATIONS // 4, figures.summary()
+    assert sum(figures.accepted.values()) > sum(figures.operations.values()) // 4, figures.summary()
     assert sum(figures.faults.values()) > 0, figures.summary()
 
     # The stack still serves after the run: each server not in ERROR is started
