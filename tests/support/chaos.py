@@ -677,11 +677,11 @@ class ChaosStack:
             time.sleep(2)
         raise AssertionError(f"{node} does not answer")
 
+    def domains(self, host: str) -> list[dict[str, Any]]:
+        return [d for reply in self.ask(self.node(host)) for ds in reply.values() for d in ds]
+
     def orphans(self) -> list[str]:
-        domains = {
-            host: [d for reply in self.ask(self.node(host)) for ds in reply.values() for d in ds]
-            for host in HOSTS
-        }
+        domains = {host: self.domains(host) for host in HOSTS}
         return orphan_violations(self.db, self.settings, domains)
 
 

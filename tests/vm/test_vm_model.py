@@ -75,6 +75,9 @@ class VmTarget:
     def kill_worker(self, host: str) -> None:
         self.vm.stack.kill_worker(host)
 
+    def domains(self, host: str) -> list[dict[str, Any]]:
+        return list(self.vm.stack.domains(host).values())
+
     def set_failpoints(self, table: dict[str, list[dict[str, Any]]]) -> None:
         self.vm.stack.set_failpoints(table)
 
@@ -103,7 +106,7 @@ class VmTarget:
     def invariant_violations(self, servers: list[str]) -> list[str]:
         for uuid in servers:
             self.observe(uuid)
-        domains = {h: list(self.vm.stack.domains(h).values()) for h in self.hosts}
+        domains = {h: self.domains(h) for h in self.hosts}
         return (
             usage_violations(self.db, servers)
             + orphan_violations(self.db, self.settings, domains, servers)
@@ -152,18 +155,6 @@ class VmTarget:
         except AssertionError:
             return False
         return True
-
-    def host_of(self, uuid: str) -> str | None:
-        with self.db.snapshot() as s:
-            inst = s.get(Instance, uuid)
-            assert inst is not None
-            return inst.host
-
-    def vm_state(self, uuid: str) -> VmState:
-        with self.db.snapshot() as s:
-            inst = s.get(Instance, uuid)
-            assert inst is not None
-            return inst.vm_state
 
     def qemu_processes(self) -> dict[str, list[str]]:
         """The hosts each server has a QEMU process on, by server, from the
@@ -238,7 +229,7 @@ def test_every_operation_under_faults_with_real_guests(vm: VmStack) -> None:
     # The stack still serves after the run: each server not in ERROR is started
     # if stopped, resized to its other flavor and confirmed, and its guest must
     # then report that flavor's vCPUs and its marker.
-    survivors = [u for u in run.live if target.vm_state(u) != VmState.ERROR]
+    survivors = [u for u in run.live if vm.stack.instance(u).vm_state != VmState.ERROR]
     if not survivors:  # every server failed: a new one must still boot and move
         survivors = [vm.boot(target.project, target.hosts[0])]
         run.live.append(survivors[0])
@@ -257,9 +248,8 @@ def test_every_operation_under_faults_with_real_guests(vm: VmStack) -> None:
     assert target.guests_checked == set(survivors), target.guests_checked
     # The process scan below sees guests: each survivor's QEMU, on its host.
     running = target.qemu_processes()
-    assert {u: running.get(u) for u in survivors} == {u: [target.host_of(u)] for u in survivors}, (
-        running
-    )
+    hosts = {u: [vm.stack.instance(u).host] for u in survivors}
+    assert {u: running.get(u) for u in survivors} == hosts, running
 
     # The end of the run's servers: no QEMU process, no domain, no directory left.
     for uuid in run.live:
